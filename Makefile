@@ -1,0 +1,58 @@
+# dicomflow: the commands a newcomer types. Everything sets itself up from a fresh clone.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+PEERS := storescp findscu dcmsend Orthanc dciodvfy
+
+.PHONY: setup peers test test-unit lint up down demo bench clean
+
+setup: $(STAMP) $(NPM_STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	@touch $@
+
+# Real DICOM peers for tests (dcmtk, Orthanc + DICOMweb plugin, dicom3tools) from Debian.
+peers:
+	@missing=""; for b in $(PEERS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing test peers (missing:$$missing)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    dcmtk orthanc orthanc-dicomweb dicom3tools >/dev/null; \
+	fi
+
+test: setup peers
+	$(PYTHON) -m pytest -q
+
+test-unit: setup
+	$(PYTHON) -m pytest -q tests/unit
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+up: setup
+	$(PYTHON) -m devhost up --detach
+
+down: setup
+	$(PYTHON) -m devhost down
+
+demo: setup
+	$(PYTHON) -m devhost demo
+
+bench: setup peers
+	$(PYTHON) -m bench
+
+clean:
+	rm -rf .azurite .devhost .pytest_cache .mypy_cache .ruff_cache

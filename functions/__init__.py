@@ -1,0 +1,1 @@
+"""Thin trigger adapters, one Blueprint per trigger group. Logic lives in shared/."""

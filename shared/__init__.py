@@ -1,0 +1,1 @@
+"""dicomflow's domain library. Never imports azure.functions, functions/ or devhost/."""

@@ -1,0 +1,108 @@
+"""Typed settings, read once from the environment.
+
+This module is the only reader of ``os.environ`` in ``shared/`` and ``functions/``.
+Connections follow the Azure Functions conventions so that the same names work for
+bindings and for our own SDK clients:
+
+* ``DicomStorage``: a connection string (Azurite only), or identity-based
+  ``DicomStorage__blobServiceUri`` / ``__queueServiceUri`` / ``__tableServiceUri``
+  with an optional ``DicomStorage__clientId`` (user-assigned managed identity).
+* ``DicomEvents__topicEndpointUri``: the custom Event Grid topic. In Azure it is
+  reached with the managed identity; locally the devhost's event fabric takes the
+  key in ``DICOMFLOW_EVENTS_LOCAL_KEY``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+STORAGE_CONNECTION = "DicomStorage"
+EVENTS_CONNECTION = "DicomEvents"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    connection_string: str | None = None
+    blob_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    table_service_uri: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    storage: StorageSettings
+    events_endpoint: str | None
+    events_local_key: str | None
+    events_client_id: str | None
+    stable_age_seconds: float
+    settle_delay_seconds: float
+    service_host_name: str
+    partition_name: str
+    keep_inbox: bool
+    routing_retry_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        def num(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingsError(f"Setting {name} must be a number of seconds, got {raw!r}") from None
+            if value < 0:
+                raise SettingsError(f"Setting {name} must not be negative, got {raw!r}")
+            return value
+
+        conn = env.get(STORAGE_CONNECTION) or None
+        prefix = STORAGE_CONNECTION + "__"
+        storage = StorageSettings(
+            connection_string=conn,
+            blob_service_uri=env.get(prefix + "blobServiceUri") or env.get(prefix + "serviceUri"),
+            queue_service_uri=env.get(prefix + "queueServiceUri"),
+            table_service_uri=env.get(prefix + "tableServiceUri"),
+            client_id=env.get(prefix + "clientId"),
+        )
+        stable_age = num("DICOMFLOW_STABLE_AGE_SECONDS", 60.0)
+        return cls(
+            storage=storage,
+            events_endpoint=env.get(EVENTS_CONNECTION + "__topicEndpointUri") or None,
+            events_local_key=env.get("DICOMFLOW_EVENTS_LOCAL_KEY") or None,
+            events_client_id=env.get(EVENTS_CONNECTION + "__clientId") or None,
+            stable_age_seconds=stable_age,
+            settle_delay_seconds=num("DICOMFLOW_SETTLE_DELAY_SECONDS", stable_age),
+            service_host_name=env.get("DICOMFLOW_SERVICE_HOST_NAME") or env.get("WEBSITE_HOSTNAME") or "localhost",
+            partition_name=env.get("DICOMFLOW_PARTITION_NAME") or "Microsoft.Default",
+            keep_inbox=(env.get("DICOMFLOW_INBOX_POLICY", "delete").lower() == "keep"),
+            routing_retry_seconds=num("DICOMFLOW_ROUTING_RETRY_SECONDS", 30.0),
+        )
+
+    def require_storage(self) -> StorageSettings:
+        s = self.storage
+        if not s.connection_string and not s.blob_service_uri:
+            raise SettingsError(
+                f"No storage configured: set {STORAGE_CONNECTION} (Azurite connection string) or "
+                f"{STORAGE_CONNECTION}__blobServiceUri/__queueServiceUri/__tableServiceUri (managed identity)."
+            )
+        return s
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use (never at import time)."""
+    return Settings.from_env(os.environ)
+
+
+def reload_settings() -> Settings:
+    """Forget cached settings (tests and the devhost call this after changing the environment)."""
+    get_settings.cache_clear()
+    return get_settings()

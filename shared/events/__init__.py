@@ -1,0 +1,1 @@
+"""Event types and payloads, the publisher, and the subscription filter model."""

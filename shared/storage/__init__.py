@@ -1,0 +1,1 @@
+"""Blob layout (container names, paths), SDK client construction, archive and quarantine."""

@@ -1,0 +1,37 @@
+"""Shared fixtures: a real Azurite per test session (in memory, free ports)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from devhost.azurite import Azurite, ephemeral  # noqa: E402
+from shared.config import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    emulator = ephemeral(tmp_path_factory.mktemp("azurite"))
+    emulator.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def storage_env(azurite: Azurite) -> dict[str, str]:
+    """App settings pointing at the session's Azurite."""
+    return {"DicomStorage": azurite.connection_string, "DICOMFLOW_STABLE_AGE_SECONDS": "0"}
+
+
+@pytest.fixture(scope="session")
+def settings(storage_env: dict[str, str]) -> Settings:
+    return Settings.from_env(storage_env)
