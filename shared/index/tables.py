@@ -1,0 +1,15 @@
+"""Table names (Azure tables: letters and digits only, case-insensitive)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+INSTANCES: Final = "dicominstances"
+SERIES: Final = "dicomseries"
+STUDIES: Final = "dicomstudies"
+LOOKUP: Final = "dicomlookup"
+INGEST_LOG: Final = "dicomingestlog"
+DELIVERIES: Final = "dicomdeliveries"
+
+#: Every table the app uses (infra creates exactly these).
+TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, INGEST_LOG, DELIVERIES)
