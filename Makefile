@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 PEERS := storescp findscu dcmsend Orthanc dciodvfy
 
-.PHONY: setup peers test test-unit lint up down demo bench clean
+.PHONY: setup peers infra-tools test test-unit lint up down demo bench clean
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -32,7 +32,18 @@ peers:
 	    dcmtk orthanc orthanc-dicomweb dicom3tools >/dev/null; \
 	fi
 
-test: setup peers
+# checkov for the offline Bicep checks (tests/infra), in its own venv: its pins fight the app's.
+INFRA_VENV := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed
+infra-tools: $(INFRA_STAMP)
+
+$(INFRA_STAMP): tests/infra/requirements-infra.txt
+	@test -x $(INFRA_VENV)/bin/python || $(PY) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INFRA_VENV)/bin/python -m pip install --quiet -r tests/infra/requirements-infra.txt
+	@touch $@
+
+test: setup peers infra-tools
 	$(PYTHON) -m pytest -q
 
 test-unit: setup
