@@ -1,0 +1,1 @@
+"""DICOM header reading (seekable ranged reader), validation, DICOM JSON."""

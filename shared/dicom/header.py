@@ -1,0 +1,213 @@
+"""Reading a DICOM header without its pixel data.
+
+Layers, as in pydicom: :class:`~shared.dicom.ranged.RangedReader` (bytes on demand)
+→ ``pydicom.dcmread(stop_before_pixels=True, defer_size=...)`` (parse, seeking past
+large values) → :func:`read_header` (classify failures into reason codes, locate the
+pixel data element). Only the bytes the parse needs are fetched; values larger than
+``defer_size`` (private blobs, icons, large LUTs) are skipped, never downloaded.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from shared.dicom.ranged import BytesRangeSource, RangedReader
+from shared.dicom.validate import ADVICE, Reason
+from shared.errors import BadInput
+
+#: Values longer than this are skipped while parsing (their offset is kept).
+DEFER_SIZE = 64 * 1024
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
+IMPLICIT_LE = "1.2.840.10008.1.2"
+PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+TRUNCATED_HEADER = "truncated-header"
+TRUNCATED_PIXEL_DATA = "truncated-pixel-data"
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+
+
+@dataclass(slots=True)
+class Header:
+    """What ingest needs from one file: the parsed header and where its pixel data is."""
+
+    dataset: Dataset
+    transfer_syntax_uid: str
+    study_uid: str | None
+    series_uid: str | None
+    sop_uid: str | None
+    sop_class_uid: str | None
+    size_bytes: int
+    #: Byte offset where the pixel data element (tag) starts, or the end of the data set.
+    header_end: int
+    pixel_data_tag: int | None
+    #: Byte offset of the pixel data value, and its length (None: undefined length, encapsulated).
+    pixel_data_offset: int | None
+    pixel_data_length: int | None
+    is_little_endian: bool
+    is_implicit_vr: bool
+    bytes_read: int
+    requests: int
+    digest: str
+    #: Tolerated defects (pydicom reads such files too): TRUNCATED_HEADER, TRUNCATED_PIXEL_DATA.
+    warnings: list[str] = field(default_factory=list)
+    content_md5: bytes | None = None
+    etag: str | None = None
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - an undecodable value is reported as absent
+        return None
+    if value is None:
+        return None
+    text = str(value).strip("\0 ")
+    return text or None
+
+
+def _looks_like_dataset(head: bytes) -> bool:
+    """A raw data set (no preamble, no DICM) starts with a low group number."""
+    if len(head) < 8:
+        return False
+    group, _elem = struct.unpack("<HH", head[:4])
+    group_be, _ = struct.unpack(">HH", head[:4])
+    return group in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
+
+
+def _parse(reader: RangedReader, defer_size: int) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(reader, stop_before_pixels=True, defer_size=defer_size)
+        except InvalidDicomError:
+            reader.seek(0)
+            if not _looks_like_dataset(reader.read(8)):
+                raise BadInput(Reason.NOT_DICOM, ADVICE[Reason.NOT_DICOM]) from None
+            reader.seek(0)
+            return pydicom.dcmread(reader, stop_before_pixels=True, defer_size=defer_size, force=True)
+
+
+def _locate_pixel_data(reader: RangedReader, little: bool, implicit: bool) -> tuple[int | None, int | None, int | None]:
+    start = reader.tell()
+    head = reader.read(8)
+    if len(head) < 8:
+        return None, None, None
+    endian = "<" if little else ">"
+    group, elem = struct.unpack(endian + "HH", head[:4])
+    tag = (group << 16) | elem
+    if tag not in PIXEL_TAGS:
+        return None, None, None
+    if implicit:
+        (length,) = struct.unpack(endian + "L", head[4:8])
+        offset = start + 8
+    elif head[4:6] in _LONG_VRS:
+        (length,) = struct.unpack(endian + "L", reader.read(4))
+        offset = start + 12
+    else:
+        (length,) = struct.unpack(endian + "H", head[6:8])
+        offset = start + 8
+    return tag, offset, (None if length == 0xFFFFFFFF else length)
+
+
+def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header:
+    """Parse the header through ``reader``. Raises :class:`BadInput` with a reason code
+    for anything that is not a readable DICOM header; other errors (storage) propagate."""
+    if reader.size == 0:
+        raise BadInput(Reason.EMPTY, ADVICE[Reason.EMPTY])
+    try:
+        ds = _parse(reader, defer_size)
+    except BadInput:
+        raise
+    except (EOFError, struct.error) as exc:
+        raise BadInput(Reason.TRUNCATED, f"{ADVICE[Reason.TRUNCATED]} ({type(exc).__name__})") from None
+    except (InvalidDicomError, ValueError, KeyError, TypeError, NotImplementedError, OverflowError,
+            IndexError, LookupError, AttributeError) as exc:
+        raise BadInput(Reason.UNDECODABLE, f"{ADVICE[Reason.UNDECODABLE]} ({type(exc).__name__})") from None
+    except OSError as exc:
+        if _is_storage_error(exc):
+            raise
+        raise BadInput(Reason.UNDECODABLE, f"{ADVICE[Reason.UNDECODABLE]} ({type(exc).__name__})") from None
+
+    meta = getattr(ds, "file_meta", None)
+    ts = _text(meta, "TransferSyntaxUID") if meta is not None else None
+    implicit, little = _encoding(ds, ts)
+    if ts is None:
+        ts = IMPLICIT_LE if implicit and little else ("1.2.840.10008.1.2.2" if not little else "1.2.840.10008.1.2.1")
+
+    sop_class = _text(ds, "SOPClassUID") or (_text(meta, "MediaStorageSOPClassUID") if meta is not None else None)
+    if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        raise BadInput(Reason.UNSUPPORTED, ADVICE[Reason.UNSUPPORTED])
+
+    header_end = reader.tell()
+    tag = offset = length = None
+    if ts not in DEFLATED:
+        tag, offset, length = _locate_pixel_data(reader, little, implicit)
+    warnings_: list[str] = []
+    if ts not in DEFLATED:
+        if not _complete(ds, reader.size, offset):
+            warnings_.append(TRUNCATED_HEADER)
+        if offset is not None and length is not None and offset + length > reader.size:
+            warnings_.append(TRUNCATED_PIXEL_DATA)
+    return Header(
+        dataset=ds,
+        transfer_syntax_uid=ts,
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        sop_uid=_text(ds, "SOPInstanceUID") or (_text(meta, "MediaStorageSOPInstanceUID") if meta else None),
+        sop_class_uid=sop_class,
+        size_bytes=reader.size,
+        header_end=header_end,
+        pixel_data_tag=tag,
+        pixel_data_offset=offset,
+        pixel_data_length=length,
+        is_little_endian=little,
+        is_implicit_vr=implicit,
+        bytes_read=reader.bytes_fetched,
+        requests=reader.requests,
+        digest=reader.digest(),
+        warnings=warnings_,
+    )
+
+
+def _complete(ds: Dataset, size: int, pixel_offset: int | None) -> bool:
+    """pydicom stops quietly at a short read: a data set that ends inside an element (or
+    declares a length past the end of the file) leaves a value shorter than declared.
+    Nested items lie inside their parent's extent, so the top level is enough.
+    A file cut inside an element's tag or length leaves 1-7 stray bytes at the end."""
+    data_end = 0
+    for elem in ds._dict.values():
+        tell = getattr(elem, "value_tell", None)
+        length = getattr(elem, "length", None)
+        if tell is None or length is None or length == 0xFFFFFFFF:
+            continue
+        if tell + length > size:
+            return False
+        data_end = max(data_end, tell + length)
+    return not (pixel_offset is None and data_end and 0 < size - data_end < 8)
+
+
+def _encoding(ds: Dataset, ts: str | None) -> tuple[bool, bool]:
+    enc: Any = getattr(ds, "original_encoding", None)
+    if enc and enc[0] is not None:
+        return bool(enc[0]), bool(enc[1])
+    if ts == IMPLICIT_LE:
+        return True, True
+    if ts == "1.2.840.10008.1.2.2":
+        return False, False
+    return False, True
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("azure.")
+
+
+def read_header_bytes(data: bytes | bytearray | memoryview, *, defer_size: int = DEFER_SIZE) -> Header:
+    """Parse a header held in memory (STOW-RS parts, tests)."""
+    return read_header(RangedReader(BytesRangeSource(data)), defer_size=defer_size)
