@@ -1,0 +1,84 @@
+"""multipart/related reading (STOW-RS) and writing (WADO-RS), Accept negotiation (pure logic)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+from shared.dicomweb import media
+from shared.dicomweb.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from shared.dicomweb.multipart import parse_stow_body, related_content_type, stream_parts
+
+CT = 'multipart/related; type="application/dicom"; boundary=XyZ'
+
+
+def body(*parts: bytes, boundary: str = "XyZ") -> bytes:
+    out = b""
+    for p in parts:
+        out += b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
+    return out + b"--" + boundary.encode() + b"--\r\n"
+
+
+def test_binary_parts_come_back_byte_exact():
+    a = os.urandom(70_000) + b"\r\n--X\r\n\r\n"
+    b = b"\r\n" + os.urandom(1000)
+    parts = parse_stow_body(body(a, b), CT)
+    assert [p.content for p in parts] == [a, b]
+    assert {p.content_type for p in parts} == {"application/dicom"}
+
+
+@pytest.mark.parametrize(
+    ("ctype", "exc"),
+    [
+        ("application/dicom", UnsupportedMediaType),
+        ("application/json", UnsupportedMediaType),
+        (None, UnsupportedMediaType),
+        ('multipart/related; type="application/dicom+json"; boundary=XyZ', UnsupportedMediaType),
+        ('multipart/related; type="application/dicom"', BadRequest),  # no boundary
+    ],
+)
+def test_wrong_content_types(ctype, exc):
+    with pytest.raises(exc):
+        parse_stow_body(body(b"x"), ctype)
+
+
+def test_malformed_bodies_are_400():
+    for bad in (b"", b"not multipart at all", body(b"x")[:-10], body(b"x", boundary="Other")):
+        with pytest.raises(BadRequest):
+            parse_stow_body(bad, CT)
+
+
+def test_written_multipart_round_trips_through_a_real_decoder():
+    boundary = "b0und"
+    files = [os.urandom(5000), os.urandom(10)]
+    chunks = list(stream_parts(((("application/dicom"), [f[:100], f[100:]]) for f in files), boundary))
+    assert len(chunks) > 4  # streamed in pieces, not joined
+    decoded = MultipartDecoder(b"".join(chunks), related_content_type("application/dicom", boundary))
+    assert [p.content for p in decoded.parts] == files
+
+
+def test_accept_negotiation():
+    media.negotiate_instances(None, ["1.2.840.10008.1.2.1"])
+    media.negotiate_instances('multipart/related; type="application/dicom"', ["1.2.840.10008.1.2.1"])
+    any_ts = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    media.negotiate_instances(any_ts, ["1.2.840.10008.1.2.4.50"])
+    media.negotiate_instances("*/*", ["1.2.840.10008.1.2.1"])
+    with pytest.raises(NotAcceptable):
+        media.negotiate_instances('multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1',
+                                  ["1.2.840.10008.1.2.4.50"])
+    with pytest.raises(NotAcceptable):
+        media.negotiate_instances("application/dicom+json", ["1.2.840.10008.1.2.1"])
+    with pytest.raises(NotAcceptable):
+        media.negotiate_instances('multipart/related; type="application/dicom"; q=0', ["1.2.840.10008.1.2.1"])
+    assert media.negotiate_json(None) == "application/dicom+json"
+    assert media.negotiate_json("application/json") == "application/json"
+    assert media.negotiate_json("text/html, application/dicom+json;q=0.5") == "application/dicom+json"
+    with pytest.raises(NotAcceptable):
+        media.negotiate_json('multipart/related; type="application/dicom+xml"')
+    assert media.negotiate_frames('multipart/related; type="*/*"', "1.2.840.10008.1.2.1") == "application/octet-stream"
+    assert media.negotiate_frames(None, "1.2.840.10008.1.2.5") == "image/dicom-rle"
+    assert media.negotiate_frames('multipart/related; type="image/jpeg"', "1.2.840.10008.1.2.4.50") == "image/jpeg"
+    with pytest.raises(NotAcceptable):
+        media.negotiate_frames('multipart/related; type="application/octet-stream"', "1.2.840.10008.1.2.4.50")
