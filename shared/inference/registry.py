@@ -1,0 +1,139 @@
+"""Which models run: a JSON document in the config container.
+
+``dicomflow-config/inference/models.json``::
+
+    {"models": [
+      {"kind": "builtin", "name": "dicomflow-body", "modalities": ["CT", "MR", "MG"],
+       "options": {"priorityMl": 8000}},
+      {"kind": "python", "factory": "hospital_models.lung:create", "options": {"threshold": 0.7}}
+    ]}
+
+``builtin`` is the offline segmentation model (:mod:`shared.inference.builtin`);
+``python`` imports ``module:callable`` (a package installed with the app) and calls
+it with ``options`` to get a :class:`~shared.inference.model.Model`; that is how a
+hospital plugs in its own model (an ONNX file run with onnxruntime fits the same
+shape: a factory that opens the session and implements ``predict``). A missing
+document means "the built-in model only"; a document that does not validate is
+refused with a message naming the entry and field, and the built-in default runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+import orjson
+
+from shared.errors import BadInput
+from shared.inference.builtin import BodySegmentation
+from shared.inference.model import Model
+
+log = logging.getLogger(__name__)
+
+#: Blob name of the registry document in :data:`shared.storage.layout.CONFIG`.
+MODELS_BLOB = "inference/models.json"
+BAD_REGISTRY = "inference-bad-registry"
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["models"],
+    "additionalProperties": False,
+    "properties": {
+        "$comment": {"type": "string"},
+        "models": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["kind"],
+                "additionalProperties": False,
+                "properties": {
+                    "kind": {"enum": ["builtin", "python"]},
+                    "name": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "factory": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"},
+                    "enabled": {"type": "boolean"},
+                    "modalities": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{2,3}$"}},
+                    "options": {"type": "object"},
+                },
+                "if": {"properties": {"kind": {"const": "python"}}},
+                "then": {"required": ["factory"]},
+            },
+        },
+    },
+}
+
+DEFAULT_DOCUMENT: dict[str, Any] = {"models": [{"kind": "builtin"}]}
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    path = list(error.absolute_path)
+    if len(path) >= 2 and path[0] == "models":
+        field = ".".join(str(p) for p in path[2:]) or "(entry)"
+        return f"models[{path[1]}] field {field}"
+    return "/".join(str(p) for p in path) or "(document)"
+
+
+def validate_document(document: Any) -> None:
+    """Raise :class:`BadInput` naming the first invalid entry and field."""
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        raise BadInput(BAD_REGISTRY, f"Model registry {MODELS_BLOB}: {_where(first)}: {first.message}")
+
+
+def build_model(entry: Mapping[str, Any]) -> Model:
+    options = dict(entry.get("options", {}))
+    if entry["kind"] == "builtin":
+        model = BodySegmentation(
+            priority_ml=options.get("priorityMl"),
+            priority_cm2=options.get("priorityCm2"),
+        )
+        if entry.get("modalities"):
+            model.modalities = frozenset(entry["modalities"])
+        return model
+    module_name, _, attr = str(entry["factory"]).partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    model = factory(**options)
+    if not isinstance(model, Model):
+        raise BadInput(
+            BAD_REGISTRY, f"Factory {entry['factory']} did not return a Model (name, version, accepts, predict)."
+        )
+    return model
+
+
+def models_from_document(document: Any) -> list[Model]:
+    validate_document(document)
+    return [build_model(e) for e in document["models"] if e.get("enabled", True)]
+
+
+def parse(raw: bytes | None) -> list[Model]:
+    """Models from the document's bytes (``None``: no document, the built-in default)."""
+    if raw is None:
+        return models_from_document(DEFAULT_DOCUMENT)
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(BAD_REGISTRY, f"Model registry {MODELS_BLOB} is not JSON: {exc}") from None
+    return models_from_document(document)
+
+
+def load_models(config_container: Any) -> list[Model]:
+    """Read the registry from the config container (a ``ContainerClient``).
+
+    A missing document gives the default; an invalid one is logged and the default
+    runs (inference should not stop because of a typo; the log says what to fix).
+    """
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        raw: bytes | None = config_container.get_blob_client(MODELS_BLOB).download_blob().readall()
+    except ResourceNotFoundError:
+        raw = None
+    try:
+        return parse(raw)
+    except BadInput as exc:
+        log.error("Ignoring the model registry, running the built-in model: %s", exc.message)
+        return parse(None)
