@@ -1,0 +1,204 @@
+"""One inference run per ``Dicom.SeriesStable`` event: archive → models → SEG + SR → inbox.
+
+Results are uploaded to the inbox (``dicom-inbox/ai/<model>/<sop>.dcm``, a
+deterministic name) so the ordinary ingest path archives, indexes and announces
+them like any other instance. Derived input (our own results, any SEG/SR/KO/PR)
+never runs a model: the subscription filters on ``data.derived`` and this module
+checks again.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.filewriter import dcmwrite
+
+from shared.errors import BadInput
+from shared.inference import pixels
+from shared.inference.model import VOLUME_MODALITIES, ImageSet, Model, SeriesInfo
+from shared.inference.registry import load_models
+from shared.inference.writers import ResultUids, write_report, write_segmentation
+from shared.storage import layout
+
+log = logging.getLogger(__name__)
+
+#: SOP classes that are results, not acquisitions (SEG, SR family, KO, PR family, RT structures).
+DERIVED_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "RTSTRUCT", "DOC"})
+#: A series larger than this is skipped (the worker's memory is the limit, not the model).
+MAX_INSTANCES = 2000
+MAX_BYTES = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class ResultObject:
+    sop_class_uid: str
+    series_uid: str
+    sop_uid: str
+    inbox_blob: str
+
+
+@dataclass(slots=True)
+class ModelResult:
+    model: str
+    version: str
+    priority: bool
+    measurements: dict[str, float]
+    objects: list[ResultObject] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class InferenceOutcome:
+    study_uid: str
+    series_uid: str
+    results: list[ModelResult] = field(default_factory=list)
+    skipped: str | None = None  # why nothing ran (a reason code), or None
+
+    @property
+    def priority(self) -> bool:
+        return any(r.priority for r in self.results)
+
+
+def series_info(data: Mapping[str, Any]) -> SeriesInfo:
+    """The event's ``data`` (DESIGN.md section 5 field names) as :class:`SeriesInfo`."""
+    study = str(data.get("imageStudyInstanceUid") or data.get("studyInstanceUid") or "")
+    series = str(data.get("imageSeriesInstanceUid") or data.get("seriesInstanceUid") or "")
+    if not study or not series:
+        raise BadInput("inference-bad-event", "Event data needs imageStudyInstanceUid and imageSeriesInstanceUid.")
+    modality = data.get("modality") or ""
+    if isinstance(modality, list):  # a study-level event may list modalities
+        modality = modality[0] if len(modality) == 1 else ""
+    return SeriesInfo(
+        study_uid=study,
+        series_uid=series,
+        modality=str(modality),
+        sop_class_uid=str(data.get("sopClassUid") or ""),
+        instance_count=int(data.get("numberOfInstances") or data.get("instanceCount") or 0),
+        derived=bool(data.get("derived", False)),
+    )
+
+
+def is_derived(info: SeriesInfo) -> bool:
+    from shared.inference.writers import DERIVED_SOP_CLASSES
+
+    return info.derived or info.modality in DERIVED_MODALITIES or info.sop_class_uid in DERIVED_SOP_CLASSES
+
+
+def read_series(blob_service: Any, info: SeriesInfo) -> list[Dataset]:
+    """Every archived instance of the series, decoded lazily by pydicom (pixels on access)."""
+    container = blob_service.get_container_client(layout.ARCHIVE)
+    blobs = list(container.list_blobs(name_starts_with=layout.series_prefix(info.study_uid, info.series_uid)))
+    blobs = [b for b in blobs if b.name.endswith(".dcm")]
+    if len(blobs) > MAX_INSTANCES or sum(b.size for b in blobs) > MAX_BYTES:
+        raise BadInput("inference-too-large", f"Series has {len(blobs)} instances; the limit is {MAX_INSTANCES}.")
+    out: list[Dataset] = []
+    for b in blobs:
+        buf = io.BytesIO()
+        container.get_blob_client(b.name).download_blob().readinto(buf)
+        buf.seek(0)
+        out.append(dcmread(buf))
+    return out
+
+
+def image_sets(info: SeriesInfo, datasets: list[Dataset]) -> list[tuple[str, ImageSet]]:
+    """(source SOP key, image set): one per series for volumes, one per image otherwise."""
+    with_pixels = [ds for ds in datasets if "PixelData" in ds]
+    if not with_pixels:
+        raise BadInput(pixels.NO_PIXELS, "The series has no instances with pixel data.")
+    modality = info.modality or str(with_pixels[0].get("Modality", ""))
+    if modality in VOLUME_MODALITIES:
+        ordered, px, spacing = pixels.load_volume(with_pixels)
+        return [("", ImageSet(ordered, px, spacing, is_volume=True))]
+    out = []
+    for ds in sorted(with_pixels, key=lambda d: (int(d.get("InstanceNumber", 0) or 0), str(d.SOPInstanceUID))):
+        px, spacing = pixels.load_projection(ds)
+        out.append((str(ds.SOPInstanceUID), ImageSet([ds], px, spacing, is_volume=False)))
+    return out
+
+
+def _to_bytes(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def inbox_name(model: str, sop_uid: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+    return f"ai/{safe}/{sop_uid}.dcm"
+
+
+def run_models(
+    info: SeriesInfo, datasets: list[Dataset], models: list[Model]
+) -> list[tuple[ModelResult, list[Dataset]]]:
+    """Pure part: run every accepting model; return results with the datasets to store."""
+    out: list[tuple[ModelResult, list[Dataset]]] = []
+    chosen = [m for m in models if m.accepts(info)]
+    if not chosen:
+        return out
+    sets = image_sets(info, datasets)
+    for model in chosen:
+        result = ModelResult(model.name, model.version, priority=False, measurements={})
+        written: list[Dataset] = []
+        for number, (sop_key, images) in enumerate(sets, start=1):
+            prediction = model.predict(images)
+            if prediction is None:
+                continue
+            uids = ResultUids.derive(info.series_uid, model.name, model.version, source_sop_uid=sop_key)
+            seg = write_segmentation(images, prediction, model.name, model.version, uids, instance_number=number)
+            sr = write_report(images, prediction, seg, model.name, model.version, uids, instance_number=number)
+            written += [seg, sr]
+            result.priority = result.priority or prediction.priority
+            for m in prediction.measurements:
+                key = f"{m.name.meaning} ({m.unit.value})"
+                result.measurements[key] = result.measurements.get(key, 0.0) + m.value
+        if written:
+            out.append((result, written))
+    return out
+
+
+def run_inference(data: Mapping[str, Any], blob_service: Any, *, models: list[Model] | None = None) -> InferenceOutcome:
+    """Run the registry's models on the series named by an event's ``data``; upload results.
+
+    Bad input (a derived series, no pixel data, no geometry) is an outcome with a
+    ``skipped`` reason, not an exception; storage failures propagate (the trigger retries).
+    """
+    info = series_info(data)
+    outcome = InferenceOutcome(info.study_uid, info.series_uid)
+    if is_derived(info):
+        outcome.skipped = "derived-input"
+        return outcome
+    if models is None:
+        models = load_models(blob_service.get_container_client(layout.CONFIG))
+    if not any(m.accepts(info) for m in models):
+        outcome.skipped = "no-model-accepts"
+        return outcome
+    try:
+        produced = run_models(info, read_series(blob_service, info), models)
+    except BadInput as exc:
+        log.warning("Inference skipped for series %s: %s (%s)", info.series_uid, exc.reason, exc.message)
+        outcome.skipped = exc.reason
+        return outcome
+    inbox = blob_service.get_container_client(layout.INBOX)
+    for result, datasets in produced:
+        for ds in datasets:
+            name = inbox_name(result.model, str(ds.SOPInstanceUID))
+            inbox.upload_blob(name, _to_bytes(ds), overwrite=True)
+            obj = ResultObject(str(ds.SOPClassUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), name)
+            result.objects.append(obj)
+        outcome.results.append(result)
+        log.info(
+            "Inference %s %s on series %s: %d objects, priority=%s",
+            result.model,
+            result.version,
+            info.series_uid,
+            len(result.objects),
+            result.priority,
+        )
+    if not outcome.results:
+        outcome.skipped = "no-finding"
+    return outcome
