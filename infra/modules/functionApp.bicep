@@ -1,0 +1,300 @@
+// The Functions app on Flex Consumption (FC1, Linux, Python 3.11) with a user-assigned identity and
+// identity-based connections only. App setting names are the ones shared/config.py and the bindings read;
+// none of the settings Flex Consumption rejects (FUNCTIONS_WORKER_RUNTIME, WEBSITE_RUN_FROM_PACKAGE, ...).
+
+@description('Azure region.')
+param location string
+
+@description('Tags for every resource (the app also gets azd-service-name).')
+param tags object = {}
+
+@description('Function app name (globally unique host name prefix).')
+param name string
+
+@description('Flex Consumption plan name.')
+param planName string
+
+@description('Resource ID of the user-assigned identity.')
+param identityId string
+
+@description('Client ID of the user-assigned identity (the __clientId of every connection).')
+param identityClientId string
+
+@description('Host storage blob endpoint (AzureWebJobsStorage and the deployment package).')
+param hostBlobEndpoint string
+
+@description('Host storage queue endpoint.')
+param hostQueueEndpoint string
+
+@description('Host storage table endpoint.')
+param hostTableEndpoint string
+
+@description('Blob container on the host account that holds the deployment package.')
+param deploymentContainer string
+
+@description('Data storage blob endpoint (DicomStorage connection).')
+param dataBlobEndpoint string
+
+@description('Data storage queue endpoint.')
+param dataQueueEndpoint string
+
+@description('Data storage table endpoint.')
+param dataTableEndpoint string
+
+@description('Endpoint of the region\'s custom Event Grid topic (DicomEvents connection).')
+param topicEndpoint string
+
+@description('Application Insights connection string (not a secret: ingestion needs Entra ID, local auth is off).')
+param applicationInsightsConnectionString string
+
+@description('Seconds without new instances before a series counts as stable (DICOMFLOW_STABLE_AGE_SECONDS).')
+@minValue(0)
+param stableAgeSeconds int = 60
+
+@description('Most instances the app scales out to (Flex: 40-1000).')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Memory per instance in MB (Flex: 512, 2048 or 4096).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Spread the plan\'s instances over availability zones (needs a region that offers it for Flex Consumption).')
+param zoneRedundant bool = true
+
+@description('Require Entra ID sign-in (App Service authentication, authsettingsV2) for the HTTP API; /api/health stays open for Front Door.')
+param enableEntraAuth bool = false
+
+@description('Entra ID app registration (client) ID for authsettingsV2; required when enableEntraAuth is true.')
+param entraClientId string = ''
+
+@description('Log Analytics workspace resource ID for diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
+var storageServices = {
+  blobServiceUri: dataBlobEndpoint
+  queueServiceUri: dataQueueEndpoint
+  tableServiceUri: dataTableEndpoint
+}
+
+var appSettings = [
+  // Functions host storage, identity-based.
+  {
+    name: 'AzureWebJobsStorage__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'AzureWebJobsStorage__clientId'
+    value: identityClientId
+  }
+  {
+    name: 'AzureWebJobsStorage__blobServiceUri'
+    value: hostBlobEndpoint
+  }
+  {
+    name: 'AzureWebJobsStorage__queueServiceUri'
+    value: hostQueueEndpoint
+  }
+  {
+    name: 'AzureWebJobsStorage__tableServiceUri'
+    value: hostTableEndpoint
+  }
+  // The app's data (shared/config.py STORAGE_CONNECTION), used by bindings and by shared/storage/clients.py.
+  {
+    name: 'DicomStorage__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'DicomStorage__clientId'
+    value: identityClientId
+  }
+  {
+    name: 'DicomStorage__blobServiceUri'
+    value: storageServices.blobServiceUri
+  }
+  {
+    name: 'DicomStorage__queueServiceUri'
+    value: storageServices.queueServiceUri
+  }
+  {
+    name: 'DicomStorage__tableServiceUri'
+    value: storageServices.tableServiceUri
+  }
+  // dicomflow's events (shared/config.py EVENTS_CONNECTION).
+  {
+    name: 'DicomEvents__topicEndpointUri'
+    value: topicEndpoint
+  }
+  {
+    name: 'DicomEvents__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'DicomEvents__clientId'
+    value: identityClientId
+  }
+  {
+    name: 'DICOMFLOW_STABLE_AGE_SECONDS'
+    value: string(stableAgeSeconds)
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+    value: applicationInsightsConnectionString
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+    value: 'ClientId=${identityClientId};Authorization=AAD'
+  }
+]
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+    zoneRedundant: zoneRedundant
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_17: DICOMweb clients (viewers, scripts) authenticate with Entra ID bearer tokens (enableEntraAuth) or function keys, not client certificates.
+  // checkov:skip=CKV_AZURE_222: public network access is needed by Front Door, Event Grid webhooks and DICOMweb clients; restrict with access restrictions or private endpoints per deployment.
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero by design (cost tracks volume); the passive region's app is the failover capacity. Add alwaysReady instances if cold starts matter.
+  // checkov:skip=CKV_AZURE_213: App Service health check does not apply to Flex Consumption; Front Door probes /api/health on each region and fails over.
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    keyVaultReferenceIdentity: identityId
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: appSettings
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${hostBlobEndpoint}${deploymentContainer}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// No publishing with user names and passwords: deployments use Entra ID (azd, func, az functionapp deploy).
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableEntraAuth) {
+  // checkov:skip=CKV_AZURE_13: this IS the authentication config (checkov reads every sites/config as the 'web' config).
+  // checkov:skip=CKV_AZURE_63: 'web' config check (HTTP logging); not applicable to authsettingsV2. Function logs go to Log Analytics (FunctionAppLogs).
+  // checkov:skip=CKV_AZURE_65: 'web' config check (detailed errors); not applicable to authsettingsV2.
+  // checkov:skip=CKV_AZURE_66: 'web' config check (failed request tracing); not applicable to authsettingsV2.
+  // checkov:skip=CKV_AZURE_80: 'web' config check (.NET version); a Python app.
+  // checkov:skip=CKV_AZURE_88: 'web' config check (Azure Files); Flex Consumption deploys from a blob container.
+  // checkov:skip=CKV_AZURE_222: 'web' config check (public network access); see the site's CKV_AZURE_222 reason.
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      // Front Door's probe, and the Event Grid deliveries (which carry the host's system keys).
+      excludedPaths: [
+        '/api/health'
+        '/runtime/webhooks/blobs'
+        '/runtime/webhooks/eventgrid'
+      ]
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: entraClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${entraClientId}'
+          ]
+        }
+      }
+    }
+  }
+}
+
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output id string = site.id
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName

@@ -1,0 +1,200 @@
+// One region's stack: monitoring, identity, data + host storage, Key Vault, Event Grid topics, the
+// function app and its role assignments. main.bicep deploys it once per region.
+
+@description('Azure region of this stack.')
+param location string
+
+@description('Tags for every resource.')
+param tags object = {}
+
+@description('Resource names for this region (computed in main.bicep from the CAF prefixes and the token).')
+param names object
+
+@description('The app\'s blob containers (shared/storage/layout.py CONTAINERS).')
+param containers array
+
+@description('The app\'s queues (shared/storage/layout.py QUEUES).')
+param queues array
+
+@description('The app\'s tables (shared/index/tables.py TABLES).')
+param tables array
+
+@description('Lifecycle management rules for the data account.')
+param lifecycleRules array
+
+@description('Container of the data account that gets version-level immutability; empty for none.')
+param immutableContainer string = ''
+
+@description('Days each archived blob version stays immutable (0 = off).')
+@minValue(0)
+param immutabilityDays int = 0
+
+@description('Days deleted blobs, versions and containers stay recoverable.')
+@minValue(1)
+@maxValue(365)
+param softDeleteDays int = 14
+
+@description('Container on the host account for the Flex Consumption deployment package.')
+param deploymentContainer string
+
+@description('DICOMFLOW_STABLE_AGE_SECONDS for the app.')
+@minValue(0)
+param stableAgeSeconds int = 60
+
+@description('Most instances the function app scales out to.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Memory per function app instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Zone-redundant Flex Consumption plan.')
+param zoneRedundant bool = true
+
+@description('Require Entra ID sign-in on the HTTP API (authsettingsV2).')
+param enableEntraAuth bool = false
+
+@description('Entra ID app registration (client) ID when enableEntraAuth is true.')
+param entraClientId string = ''
+
+@description('Days Log Analytics keeps data.')
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+@description('Optional user or group object ID granted Storage Blob Data Owner on the data account.')
+param userPrincipalId string = ''
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: names.identity
+  location: location
+  tags: tags
+}
+
+module monitoring 'monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: names.logAnalytics
+    applicationInsightsName: names.applicationInsights
+    retentionInDays: logRetentionInDays
+  }
+}
+
+module dataStorage 'storage.bicep' = {
+  name: 'data-storage'
+  params: {
+    name: names.dataStorage
+    location: location
+    tags: tags
+    containers: containers
+    queues: queues
+    tables: tables
+    lifecycleRules: lifecycleRules
+    softDeleteDays: softDeleteDays
+    immutableContainer: immutableContainer
+    immutabilityDays: immutabilityDays
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module hostStorage 'storage.bicep' = {
+  name: 'host-storage'
+  params: {
+    name: names.hostStorage
+    location: location
+    tags: tags
+    containers: [
+      deploymentContainer
+    ]
+    softDeleteDays: softDeleteDays
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module keyVault 'keyVault.bicep' = {
+  name: 'key-vault'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module eventGrid 'eventGrid.bicep' = {
+  name: 'event-grid'
+  params: {
+    location: location
+    tags: tags
+    storageAccountId: dataStorage.outputs.id
+    systemTopicName: names.systemTopic
+    customTopicName: names.customTopic
+    identityId: identity.id
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module roles 'roleAssignments.bicep' = {
+  name: 'role-assignments'
+  params: {
+    principalId: identity.properties.principalId
+    dataStorageAccountName: dataStorage.outputs.name
+    hostStorageAccountName: hostStorage.outputs.name
+    customTopicName: eventGrid.outputs.customTopicName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    userPrincipalId: userPrincipalId
+  }
+}
+
+module functionApp 'functionApp.bicep' = {
+  name: 'function-app'
+  params: {
+    location: location
+    tags: tags
+    name: names.functionApp
+    planName: names.plan
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    hostBlobEndpoint: hostStorage.outputs.blobEndpoint
+    hostQueueEndpoint: hostStorage.outputs.queueEndpoint
+    hostTableEndpoint: hostStorage.outputs.tableEndpoint
+    deploymentContainer: deploymentContainer
+    dataBlobEndpoint: dataStorage.outputs.blobEndpoint
+    dataQueueEndpoint: dataStorage.outputs.queueEndpoint
+    dataTableEndpoint: dataStorage.outputs.tableEndpoint
+    topicEndpoint: eventGrid.outputs.customTopicEndpoint
+    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    stableAgeSeconds: stableAgeSeconds
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    zoneRedundant: zoneRedundant
+    enableEntraAuth: enableEntraAuth
+    entraClientId: entraClientId
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+  // The host must be able to read its deployment package and storage when it first starts.
+  dependsOn: [
+    roles
+  ]
+}
+
+output dataStorageAccountId string = dataStorage.outputs.id
+output dataStorageAccountName string = dataStorage.outputs.name
+output dataBlobEndpoint string = dataStorage.outputs.blobEndpoint
+output functionAppName string = functionApp.outputs.name
+output functionAppHostName string = functionApp.outputs.defaultHostName
+output identityName string = identity.name
+output systemTopicName string = eventGrid.outputs.systemTopicName
+output customTopicName string = eventGrid.outputs.customTopicName
+output customTopicEndpoint string = eventGrid.outputs.customTopicEndpoint
+output keyVaultName string = keyVault.outputs.name
+output logAnalyticsWorkspaceId string = monitoring.outputs.logAnalyticsWorkspaceId
