@@ -1,0 +1,72 @@
+"""The devhost CLI: ``python -m devhost <command> [options]``.
+
+Adding a command
+----------------
+Write ``devhost/<name>.py`` exposing::
+
+    HELP = "one line for --help"                                  # optional
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run(args: argparse.Namespace) -> int: ...                 # the exit code
+
+and list it in :data:`COMMANDS` below as ``("<name>", "devhost.<name>")``. That is all: the parser,
+``--help`` and dispatch come from the list. Commands listed here whose module does not exist yet
+(``upload``, ``synth``) are skipped, so their owners only need to create the module.
+
+Conventions: print results on stdout and errors as one line on stderr; exit 0 on success, 1 when
+the command ran but failed, 2 for bad input (bad options, files, ports). Use
+``devhost.runtime.add_state_dir(parser)`` to honour ``--state-dir``, and ``devhost.state`` /
+``devhost.testing`` to find a running stack (keys, ports, journal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+#: (command name, module). The module exposes add_arguments(parser) and run(args) -> int.
+COMMANDS: list[tuple[str, str]] = [
+    ("up", "devhost.up"),
+    ("down", "devhost.down"),
+    ("status", "devhost.status"),
+    ("key", "devhost.key"),
+    ("upload", "devhost.upload"),
+    ("synth", "devhost.synth"),
+    ("demo", "devhost.demo"),
+]
+
+
+def _load(module_name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:  # not written yet; a missing dependency inside it is a real error
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description="dicomflow's local runtime")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for name, module_name in COMMANDS:
+        module = _load(module_name)
+        if module is None:
+            continue
+        p = sub.add_parser(name, help=getattr(module, "HELP", None), description=getattr(module, "HELP", None))
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,471 @@
+"""``up``/``down``/``status``/``key``: start and stop the local stack.
+
+``up`` validates everything that can be checked before anything starts (events.json, ports, the
+Azurite binary, the app import, subscriptions naming real functions), so a bad input gives one
+line on stderr, exit code 2, and leaves nothing running. Then it starts Azurite (unless one already
+answers on the given ports), the event fabric, the blob watcher and the function host (or
+``func start`` with ``--core-tools``) in one asyncio loop, writes ``<state-dir>/state.json`` and runs
+until Ctrl-C / SIGTERM. ``up --detach`` runs the same command in the background and returns when
+``GET /api/health`` answers 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devhost import state
+from devhost.azurite import DEFAULT_PORTS, ROOT, Azurite, AzuriteError, azurite_binary, port_open
+from devhost.subscriptions import EventsConfig, EventsConfigError
+from devhost.subscriptions import load as load_events
+
+log = logging.getLogger("devhost")
+
+DEFAULT_EVENTS = ROOT / "infra" / "events.json"
+HTTP_PORT = 7071
+FABRIC_PORT = 7072
+
+
+class StartupError(RuntimeError):
+    """``up`` cannot start; the message is one line that says what to do."""
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+def add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", default=str(state.DEFAULT_DIR),
+                        help="where keys, the pid/state file and the event journal live (default .devhost)")
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach", action="store_true", help="run in the background; return when healthy")
+    parser.add_argument("--app", default="function_app:app", help="the FunctionApp as module:attr")
+    parser.add_argument("--events", default=str(DEFAULT_EVENTS), help="subscriptions file (infra/events.json)")
+    parser.add_argument("--http-port", type=int, default=HTTP_PORT)
+    parser.add_argument("--fabric-port", type=int, default=FABRIC_PORT)
+    parser.add_argument("--azurite-ports", default=",".join(map(str, DEFAULT_PORTS)),
+                        help="blob,queue,table ports; an Azurite answering there is reused")
+    parser.add_argument("--azurite-dir", default=str(ROOT / ".azurite"), help="Azurite's data folder")
+    add_state_dir(parser)
+    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="extra app setting (repeatable)")
+    parser.add_argument("--core-tools", action="store_true", help="run 'func start' and deliver to its webhooks")
+    parser.add_argument("--watch-from-now", action="store_true",
+                        help="on a fresh state dir, do not announce blobs that already exist")
+    parser.add_argument("--timeout", type=float, default=90.0, help="--detach: seconds to wait for health")
+
+
+def up_argv(args: argparse.Namespace) -> list[str]:
+    """The ``python -m devhost up`` command line (without --detach) for a parsed namespace."""
+    argv = [sys.executable, "-m", "devhost", "up", "--app", args.app, "--events", str(args.events),
+            "--http-port", str(args.http_port), "--fabric-port", str(args.fabric_port),
+            "--azurite-ports", args.azurite_ports, "--azurite-dir", str(args.azurite_dir),
+            "--state-dir", str(args.state_dir)]
+    for kv in args.env:
+        argv += ["--env", kv]
+    if args.core_tools:
+        argv.append("--core-tools")
+    if args.watch_from_now:
+        argv.append("--watch-from-now")
+    return argv
+
+
+# --- preparation (no process started) --------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    args: argparse.Namespace
+    state_dir: Path
+    config: EventsConfig
+    azurite: Azurite
+    keys: dict[str, str]
+    env: dict[str, str]
+    app: Any = None
+    app_dir: Path = ROOT
+    host_config: Any = None
+    specs: dict[str, Any] = field(default_factory=dict)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return not port_open(port)
+
+
+def _parse_ports(text: str) -> tuple[int, int, int]:
+    try:
+        ports = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        ports = ()
+    if len(ports) != 3 or not all(0 < p < 65536 for p in ports):
+        raise StartupError(f"--azurite-ports {text!r} is not three ports: give blob,queue,table e.g. 10000,10001,10002")
+    return ports
+
+
+def _local_settings(app_dir: Path) -> dict[str, str]:
+    path = app_dir / "local.settings.json"
+    if not path.exists():
+        return {}
+    try:
+        values = json.loads(path.read_text()).get("Values") or {}
+    except (ValueError, AttributeError):
+        raise StartupError(f"{path} is not valid JSON with a \"Values\" object: fix it or remove it") from None
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    state_dir = Path(args.state_dir).resolve()
+    try:
+        config = load_events(Path(args.events))
+    except EventsConfigError as exc:
+        raise StartupError(str(exc)) from None
+    running = state.read_json(state.state_path(state_dir))
+    if isinstance(running, dict) and state.pid_alive(running.get("pid")):
+        raise StartupError(f"devhost is already running (pid {running['pid']}, state dir {state_dir}): "
+                           "run 'python -m devhost down' first")
+    for flag, port in (("--http-port", args.http_port), ("--fabric-port", args.fabric_port)):
+        if not _port_free(port):
+            raise StartupError(f"Port {port} is already in use: stop what uses it (maybe 'python -m devhost down') "
+                               f"or choose another with {flag}")
+    if args.http_port == args.fabric_port:
+        raise StartupError("--http-port and --fabric-port must differ")
+    if args.core_tools and shutil.which("func") is None:
+        raise StartupError("Azure Functions Core Tools ('func') is not on PATH: install it, or run without "
+                           "--core-tools to use the devhost's own function host")
+    blob, queue, table = _parse_ports(args.azurite_ports)
+    azurite = Azurite(blob, queue, table, location=Path(args.azurite_dir))
+    if not azurite.answering():
+        busy = [p for p in azurite.ports if port_open(p)]
+        if busy:
+            raise StartupError(f"Port(s) {', '.join(map(str, busy))} answer but not as a complete Azurite: stop "
+                               "that process or choose other --azurite-ports")
+        try:
+            azurite_binary()
+        except AzuriteError as exc:
+            raise StartupError(str(exc)) from None
+        if shutil.which("node") is None:
+            raise StartupError("Node.js is not on PATH: install Node 20 to run Azurite")
+    keys = state.load_keys(state_dir)
+    env: dict[str, str] = {}
+    prepared = Prepared(args, state_dir, config, azurite, keys, env)
+
+    from devhost.host import HostConfig, HostError, discover, load_app
+
+    # Settings before the app is imported: local.settings.json < devhost's own < --env.
+    module_dir = _module_dir(args.app)
+    env.update(_local_settings(module_dir))
+    env.update({
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "AzureWebJobsStorage": azurite.connection_string,
+        "DicomStorage": azurite.connection_string,
+        "DicomEvents__topicEndpointUri": f"http://127.0.0.1:{args.fabric_port}/api/events",
+        "DICOMFLOW_EVENTS_LOCAL_KEY": keys["events"],
+    })
+    for kv in args.env:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise StartupError(f"--env {kv!r} is not K=V: write e.g. --env DICOMFLOW_STABLE_AGE_SECONDS=0")
+        env[k] = v
+    os.environ.update(env)
+    try:
+        prepared.app, prepared.app_dir = load_app(args.app)
+        prepared.host_config = HostConfig.load(prepared.app_dir)
+        prepared.specs = discover(prepared.app, prepared.host_config)
+    except HostError as exc:
+        raise StartupError(str(exc)) from None
+    for sub in config.subscriptions:
+        spec = prepared.specs.get(sub.function)
+        if spec is None or spec.trigger_type != sub.endpoint:
+            raise StartupError(f"{args.events}: subscription {sub.name!r} names function {sub.function!r}, but the "
+                               f"app has no {sub.endpoint} function of that name: fix \"function\" or add it")
+    return prepared
+
+
+def _module_dir(app_spec: str) -> Path:
+    """The folder of the app module without importing it (local.settings.json sits there)."""
+    import importlib.util
+
+    for p in (str(Path.cwd()), str(ROOT)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    try:
+        spec = importlib.util.find_spec(app_spec.partition(":")[0])
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        raise StartupError(f"Cannot find the app module {app_spec!r}: pass --app module:attr (importable from "
+                           f"{Path.cwd()})")
+    return Path(spec.origin).resolve().parent
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[%(asctime)s] %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S")
+    logging.Formatter.converter = time.gmtime
+    for noisy in ("azure", "aiohttp.access", "urllib3", "uvicorn", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _serve(p: Prepared) -> None:
+    from aiohttp import web
+
+    from devhost.fabric import DeliveryTarget, Fabric, InProcessTarget, WebhookTarget
+    from devhost.host import FunctionHost
+    from devhost.watcher import BlobWatcher
+
+    args = p.args
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+
+    host = FunctionHost(p.specs, p.host_config, os.environ, p.keys["function"], p.app_dir)
+    func_proc: subprocess.Popen[bytes] | None = None
+    target: DeliveryTarget = (WebhookTarget(f"http://127.0.0.1:{args.http_port}") if args.core_tools
+                              else InProcessTarget(host))
+
+    from azure.storage.blob import BlobServiceClient
+
+    blob_service = BlobServiceClient.from_connection_string(p.azurite.connection_string)
+
+    async def dead_letter(container: str, name: str, body: bytes) -> None:
+        def write() -> None:
+            from azure.core.exceptions import ResourceExistsError
+
+            with contextlib.suppress(ResourceExistsError):
+                blob_service.create_container(container)
+            blob_service.get_blob_client(container, name).upload_blob(body, overwrite=True)
+
+        await host.to_thread(write)
+
+    journal = state.Journal(state.journal_path(p.state_dir))
+    fabric = Fabric(p.config, p.keys["events"], journal, target, dead_letter)
+    runners: list[web.AppRunner] = []
+    tasks: list[asyncio.Task[Any]] = []
+    state_file = state.state_path(p.state_dir)
+    try:
+        fabric_runner = web.AppRunner(fabric.http_app(), access_log=None)
+        await fabric_runner.setup()
+        runners.append(fabric_runner)
+        await web.TCPSite(fabric_runner, "127.0.0.1", args.fabric_port).start()
+        if args.core_tools:
+            func_proc = subprocess.Popen(["func", "start", "--port", str(args.http_port)], cwd=p.app_dir,
+                                         env={**os.environ}, start_new_session=True)
+        else:
+            http_runner = web.AppRunner(host.http_app(), access_log=None)
+            await http_runner.setup()
+            runners.append(http_runner)
+            await web.TCPSite(http_runner, "127.0.0.1", args.http_port).start()
+            tasks += host.start_listeners()
+        watcher = BlobWatcher(blob_service, p.config.watched_containers(), p.state_dir / "watcher.json",
+                              lambda events: fabric.publish("storage", events), from_now=args.watch_from_now)
+        if watcher.containers:
+            tasks.append(host.spawn(watcher.run(host.to_thread, stopping)))
+
+        def snapshot(ready: bool) -> dict[str, Any]:
+            return {
+                "pid": os.getpid(), "ready": ready, "mode": "core-tools" if args.core_tools else "devhost",
+                "app": args.app, "events": str(Path(args.events).resolve()),
+                "http_port": args.http_port, "fabric_port": args.fabric_port,
+                "route_prefix": p.host_config.route_prefix,
+                "azurite": {"ports": list(p.azurite.ports), "started_by_us": p.azurite.started_by_us,
+                            "pid": p.azurite.process.pid if p.azurite.process else None},
+                "func_pid": func_proc.pid if func_proc else None,
+                "functions": [{"name": s.name, "trigger": s.trigger_type, "detail": s.describe(),
+                               **host.counts[s.name]} for s in p.specs.values()],
+                "watched_containers": watcher.containers, "announced_blobs": watcher.announced,
+                "fabric": dict(fabric.stats),
+            }
+
+        state.write_json(state_file, snapshot(True))
+        log.info("devhost is up: functions on http://127.0.0.1:%d/%s, events on http://127.0.0.1:%d/api/events, "
+                 "Azurite on %s (%d functions)", args.http_port, p.host_config.route_prefix, args.fabric_port,
+                 ",".join(map(str, p.azurite.ports)), len(p.specs))
+        for s in p.specs.values():
+            log.info("  %s: %s", s.name, s.describe())
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 2.0)
+            if func_proc is not None and func_proc.poll() is not None:
+                log.error("'func start' exited with code %s; stopping", func_proc.returncode)
+                break
+            state.write_json(state_file, snapshot(True))
+    finally:
+        log.info("devhost is stopping")
+        await fabric.close()
+        await host.stop()
+        for r in runners:
+            await r.cleanup()
+        if func_proc is not None and func_proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(func_proc.pid, signal.SIGTERM)
+            try:
+                func_proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(func_proc.pid, signal.SIGKILL)
+        blob_service.close()
+        state.remove(state_file)
+
+
+def up(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _detach(args)
+    _configure_logging()
+    try:
+        p = prepare(args)
+    except StartupError as exc:
+        print(f"devhost: {exc}", file=sys.stderr)
+        return 2
+    try:
+        p.azurite.start()
+    except AzuriteError as exc:
+        print(f"devhost: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(p))
+    except OSError as exc:  # a port taken between the check and the bind
+        print(f"devhost: cannot listen ({exc.strerror}): choose other ports with --http-port/--fabric-port",
+              file=sys.stderr)
+        return 2
+    finally:
+        p.azurite.stop()
+    return 0
+
+
+def _detach(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "devhost.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(up_argv(args), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + args.timeout
+    health_url = None
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            print(tail[-1] if tail else f"devhost: up exited with code {code} (see {log_path})", file=sys.stderr)
+            return code or 1
+        st = state.read_json(state.state_path(state_dir))
+        if isinstance(st, dict) and st.get("pid") == proc.pid and st.get("ready"):
+            if health_url is None:
+                routes = [f for f in st.get("functions", []) if f["name"] == "health"]
+                prefix = str(st.get("route_prefix", "api")).strip("/")
+                health_url = (f"http://127.0.0.1:{args.http_port}/{prefix + '/' if prefix else ''}health"
+                              if routes else "")
+            if not health_url or _http_status(health_url) == 200:
+                print(f"devhost is up (pid {proc.pid}): http://127.0.0.1:{args.http_port}/api, "
+                      f"events http://127.0.0.1:{args.fabric_port}/api/events, logs {log_path}")
+                return 0
+        time.sleep(0.2)
+    _terminate(proc.pid)
+    print(f"devhost: not healthy within {args.timeout:.0f} s (see {log_path}); stopped it", file=sys.stderr)
+    return 1
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - our own loopback URL
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _terminate(pid: int | None, timeout: float = 30.0) -> bool:
+    """SIGTERM a process (SIGKILL after ``timeout``); True if it is gone."""
+    if not state.pid_alive(pid):
+        return True
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not state.pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    return not state.pid_alive(pid)
+
+
+def down(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).resolve()
+    path = state.state_path(state_dir)
+    st = state.read_json(path)
+    if not isinstance(st, dict):
+        print("devhost is not running")
+        return 0
+    pid = st.get("pid")
+    _terminate(pid)
+    # If the host died hard, what it started may remain: stop that too.
+    leftovers = [st.get("func_pid"), (st.get("azurite") or {}).get("pid")]
+    for child in leftovers:
+        if child and state.pid_alive(child):
+            _terminate(child, timeout=10)
+    state.remove(path)
+    print(f"devhost stopped (pid {pid})")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).resolve()
+    st = state.read_json(state.state_path(state_dir))
+    if not isinstance(st, dict) or not state.pid_alive(st.get("pid")):
+        print("devhost is not running")
+        return 1
+    az = st.get("azurite") or {}
+    print(f"devhost running (pid {st['pid']}, mode {st.get('mode')}, app {st.get('app')})")
+    print(f"  functions  http://127.0.0.1:{st['http_port']}/{st.get('route_prefix', 'api')}")
+    print(f"  events     http://127.0.0.1:{st['fabric_port']}/api/events")
+    print(f"  azurite    ports {','.join(map(str, az.get('ports', [])))} "
+          f"({'started by devhost' if az.get('started_by_us') else 'reused'})")
+    print(f"  watching   {', '.join(st.get('watched_containers') or []) or '-'} "
+          f"({st.get('announced_blobs', 0)} blob events)")
+    journal = state.read_journal(state_dir)
+    published: dict[str, int] = {}
+    dead = 0
+    for rec in journal:
+        if rec.get("kind") == "published":
+            t = rec["event"].get("eventType") or rec["event"].get("type") or "?"
+            published[t] = published.get(t, 0) + 1
+        elif rec.get("kind") == "deadlettered":
+            dead += 1
+    print(f"  events     {sum(published.values())} published, {dead} dead-lettered")
+    for t, n in sorted(published.items()):
+        print(f"    {n:6d}  {t}")
+    print("  functions:")
+    for f in st.get("functions", []):
+        print(f"    {f['name']:<24} {f['detail']:<56} ok {f.get('succeeded', 0)}  failed {f.get('failed', 0)}")
+    return 0
+
+
+def key(args: argparse.Namespace) -> int:
+    keys = state.load_keys(Path(args.state_dir).resolve())
+    print(keys["events" if args.events else "function"])
+    return 0

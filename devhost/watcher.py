@@ -1,0 +1,137 @@
+"""The blob watcher: Azurite emits no Event Grid events, so poll the containers that topic
+"storage" subscriptions refer to and announce changes as ``Microsoft.Storage.BlobCreated`` /
+``BlobDeleted`` in Event Grid schema, with the shape Azure's storage system topic uses.
+
+Only the watched containers are listed (``list_blobs``, comparing name + eTag), about every 0.4 s.
+What was announced is kept in ``<state-dir>/watcher.json``, so a restart announces only what
+changed while the host was down (a blob created meanwhile is announced on start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from devhost.state import read_json, write_json
+
+log = logging.getLogger("devhost.watcher")
+
+LOCAL_TOPIC = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/devhost/providers/"
+               "Microsoft.Storage/storageAccounts/{account}")
+
+
+def blob_event(kind: str, account: str, account_url: str, container: str, name: str,
+               props: dict[str, Any] | None) -> dict[str, Any]:
+    """One storage event in Event Grid schema (``kind`` is ``BlobCreated`` or ``BlobDeleted``)."""
+    props = props or {}
+    data: dict[str, Any] = {
+        "api": "PutBlob" if kind == "BlobCreated" else "DeleteBlob",
+        "clientRequestId": str(uuid.uuid4()),
+        "requestId": str(uuid.uuid4()),
+        "contentType": props.get("contentType") or "application/octet-stream",
+        "blobType": props.get("blobType") or "BlockBlob",
+        "url": f"{account_url.rstrip('/')}/{container}/{quote(name)}",
+        "sequencer": f"{uuid.uuid4().int:032x}"[:32].upper(),
+        "storageDiagnostics": {"batchId": str(uuid.uuid4())},
+    }
+    if kind == "BlobCreated":
+        data["eTag"] = props.get("eTag", "")
+        data["contentLength"] = props.get("contentLength", 0)
+    return {
+        "topic": LOCAL_TOPIC.format(account=account),
+        "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
+        "eventType": f"Microsoft.Storage.{kind}",
+        "id": str(uuid.uuid4()),
+        "data": data,
+        "dataVersion": "",
+        "metadataVersion": "1",
+        "eventTime": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+class BlobWatcher:
+    def __init__(self, blob_service: Any, containers: list[str], state_file: Path,
+                 publish: Callable[[list[dict[str, Any]]], None], *, interval: float = 0.4,
+                 from_now: bool = False) -> None:
+        self.service = blob_service
+        self.containers = containers
+        self.state_file = state_file
+        self.publish = publish
+        self.interval = interval
+        self.account = getattr(blob_service, "account_name", None) or "devstoreaccount1"
+        self.account_url = str(blob_service.url).rstrip("/")
+        known = read_json(state_file)
+        self.first_run = not isinstance(known, dict)
+        self.known: dict[str, dict[str, dict[str, Any]]] = known if isinstance(known, dict) else {}
+        self.from_now = from_now
+        self.announced = 0
+
+    def prepare(self) -> None:
+        """Create the watched containers (uploads need them) and, with ``from_now``, adopt what exists."""
+        from azure.core.exceptions import ResourceExistsError
+
+        for c in self.containers:
+            try:
+                self.service.create_container(c)
+            except ResourceExistsError:
+                pass
+        if self.from_now and self.first_run:
+            for c in self.containers:
+                self.known[c] = self._list(c)
+            write_json(self.state_file, self.known)
+
+    def _list(self, container: str) -> dict[str, dict[str, Any]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            for b in self.service.get_container_client(container).list_blobs():
+                out[b.name] = {
+                    "eTag": str(b.etag or "").strip('"'),
+                    "contentLength": int(b.size or 0),
+                    "contentType": b.content_settings.content_type if b.content_settings else None,
+                    "blobType": str(getattr(b.blob_type, "value", b.blob_type) or "BlockBlob"),
+                }
+        except ResourceNotFoundError:
+            pass
+        return out
+
+    async def run(self, to_thread: Callable[[Callable[[], Any]], Any], stopping: asyncio.Event) -> None:
+        await to_thread(self.prepare)
+        while not stopping.is_set():
+            try:
+                events = await to_thread(self._list_all)
+                self._emit(events)
+            except Exception as exc:  # noqa: BLE001 - the emulator may blink; keep watching
+                log.warning("Blob watcher: listing failed (%s); retrying", type(exc).__name__)
+            try:
+                await asyncio.wait_for(stopping.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    # Listing runs on a worker thread; publishing must run on the event loop (it schedules tasks).
+    def _list_all(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {c: self._list(c) for c in self.containers}
+
+    def _emit(self, listing: dict[str, dict[str, dict[str, Any]]]) -> None:
+        events: list[dict[str, Any]] = []
+        for c, now in listing.items():
+            before = self.known.get(c, {})
+            for name, props in now.items():
+                if before.get(name, {}).get("eTag") != props["eTag"]:
+                    events.append(blob_event("BlobCreated", self.account, self.account_url, c, name, props))
+            for name, props in before.items():
+                if name not in now:
+                    events.append(blob_event("BlobDeleted", self.account, self.account_url, c, name, props))
+        if not events:
+            return
+        self.publish(events)
+        self.announced += len(events)
+        self.known.update(listing)
+        write_json(self.state_file, self.known)
