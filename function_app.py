@@ -2,7 +2,10 @@
 
 import azure.functions as func
 
-from functions import ops
+from functions import ingest, ingest_status, ops, settle
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(ops.bp)
+app.register_functions(ingest.bp)
+app.register_functions(settle.bp)
+app.register_functions(ingest_status.bp)

@@ -61,7 +61,17 @@ class BlobRangeSource:
             settings = getattr(props, "content_settings", None)
             self.content_md5 = getattr(settings, "content_md5", None) if settings else None
             self.content_type = getattr(settings, "content_type", None) if settings else None
-        return data, int(downloader.size)
+        return data, _total_size(props, len(data), offset)
+
+
+def _total_size(props: Any, got: int, offset: int) -> int:
+    """The blob's total size: ``Content-Range: bytes a-b/TOTAL`` (``size`` is the range's)."""
+    content_range = getattr(props, "content_range", None)
+    if content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1]
+        if total.isdigit():
+            return int(total)
+    return offset + got if got else int(props.size)
 
 
 def _if_match() -> Any:

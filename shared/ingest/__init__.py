@@ -1,0 +1,2 @@
+"""The ingest pipeline: one inbox blob → archive + index + events (or quarantine);
+settle (aggregates, lookups, series bundles, stable events); status."""

@@ -1,0 +1,197 @@
+"""Settle a study: exact aggregates, lookup rows, series metadata bundles, stable events.
+
+Triggered by a queue message per ingested instance, delayed by
+``DICOMFLOW_SETTLE_DELAY_SECONDS``. Debounced: the study's marker row holds the time
+of the last arrival, and a message older than that is dropped (the newer arrival
+sent its own). Everything is recomputed from the study's instance partition, so the
+result is exact, idempotent and free of write contention between instances.
+``Dicom.SeriesStable``/``StudyStable`` go out once no instance has arrived for
+``DICOMFLOW_STABLE_AGE_SECONDS``; until then the message re-schedules itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shared.events.payloads import series_event, study_event
+from shared.events.types import EventType
+from shared.index import keys
+from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord, series_part, study_part
+from shared.index.store import utcnow
+from shared.ingest.context import Context
+from shared.storage import blobs, layout
+
+log = logging.getLogger(__name__)
+BUNDLE_READERS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    study: str
+    state: str  # superseded | settled | stable | deleted
+    series: int = 0
+    instances: int = 0
+    bundles: int = 0
+    events: int = 0
+
+
+def _version(rows: list[InstanceRecord]) -> str:
+    """Changes whenever an instance is added, replaced or removed."""
+    stamps = sorted(f"{r.sop_instance_uid}:{r.digest[:12]}" for r in rows)
+    import hashlib
+
+    return hashlib.sha256("|".join(stamps).encode()).hexdigest()[:24]
+
+
+def lookup_rows(study: StudyRecord, series: list[SeriesRecord],
+                instances: list[InstanceRecord]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every lookup row of one study (the planner's view of :mod:`shared.index.keys`)."""
+    s = study.study_instance_uid
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    if study.patient_id:
+        rows.append((keys.lookup_pk(keys.Lookup.PATIENT_ID, study.patient_id), s, {}))
+    if study.accession_number:
+        rows.append((keys.lookup_pk(keys.Lookup.ACCESSION, study.accession_number), s, {}))
+    rows.append((keys.lookup_pk(keys.Lookup.STUDY_DATE, study.study_date or "none"), s, {}))
+    for token in sorted(keys.name_tokens(study.patient_name or "")):
+        rows.append((keys.lookup_pk(keys.Lookup.NAME, token), s, {}))
+    date = study.study_date or "none"
+    for se in series:
+        if se.modality:
+            rows.append((keys.lookup_pk(keys.Lookup.MODALITY, se.modality.upper()),
+                         f"{date}_{s}_{se.series_instance_uid}", {"study": s, "series": se.series_instance_uid}))
+        rows.append((keys.uid_lookup_pk(keys.Lookup.SERIES, se.series_instance_uid), se.series_instance_uid,
+                     {"study": s}))
+    for inst in instances:
+        rows.append((keys.uid_lookup_pk(keys.Lookup.SOP, inst.sop_instance_uid), inst.sop_instance_uid,
+                     {"study": s, "series": inst.series_instance_uid}))
+    return rows
+
+
+class SettleService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def settle(self, study: str, enqueued: float) -> SettleResult:
+        ctx = self.ctx
+        ctx.ensure_ready()
+        rows, marker = ctx.index.study_partition(study)
+        last_arrival = float(marker.get("last_arrival", 0)) if marker else 0.0
+        if last_arrival > enqueued + 1e-3:
+            log.info("Settle %s: superseded by a newer arrival", study)
+            return SettleResult(study, "superseded")
+        previous = ctx.index.get_study_entity(study)
+        old_series = {e["RowKey"]: e for e in ctx.index.list_series_entities(study)}
+        if not rows:
+            return self._deleted(study, previous, old_series)
+
+        by_series: dict[str, list[InstanceRecord]] = defaultdict(list)
+        for r in rows:
+            by_series[r.series_instance_uid].append(r)
+        newest = max(rows, key=lambda r: r.updated_at or r.ingested_at or "")
+        now = utcnow()
+        study_rec = StudyRecord(**study_part(newest))
+        study_rec.modalities_in_study = sorted({r.modality for r in rows if r.modality})
+        study_rec.sop_classes_in_study = sorted({r.sop_class_uid for r in rows if r.sop_class_uid})
+        study_rec.number_of_study_related_series = len(by_series)
+        study_rec.number_of_study_related_instances = len(rows)
+        study_rec.updated_at = now
+
+        stable = time.time() - last_arrival >= ctx.settings.stable_age_seconds
+        series_out: list[tuple[SeriesRecord, dict[str, Any]]] = []
+        events = []
+        bundles = 0
+        for uid, members in by_series.items():
+            head = max(members, key=lambda r: r.updated_at or r.ingested_at or "")
+            se = SeriesRecord(**study_part(study_rec), **series_part(head))
+            se.number_of_series_related_instances = len(members)
+            se.derived = all(m.derived for m in members)
+            se.updated_at = now
+            version = _version(members)
+            old = old_series.get(uid, {})
+            extra: dict[str, Any] = {"version": version, "bundle_version": old.get("bundle_version", ""),
+                                     "stable_version": old.get("stable_version", "")}
+            if extra["bundle_version"] != version:
+                self._write_bundle(study, uid, members)
+                extra["bundle_version"] = version
+                bundles += 1
+            if stable and extra["stable_version"] != version:
+                se.stable_at = now
+                events.append(series_event(EventType.SERIES_STABLE, se, service_host=ctx.settings.service_host_name,
+                                           partition=ctx.settings.partition_name, sequence=version))
+                extra["stable_version"] = version
+            elif old.get("stable_at"):
+                se.stable_at = old.get("stable_at")
+            series_out.append((se, extra))
+
+        study_version = _version(rows)
+        new_lookups = lookup_rows(study_rec, [s for s, _ in series_out], rows)
+        ctx.index.put_lookups(new_lookups)
+        stale = _stale_lookups(previous, new_lookups)
+        if stale:
+            ctx.index.delete_lookups(stale)
+        gone_series = set(old_series) - set(by_series)
+        if gone_series:
+            ctx.index.delete_series_rows(study, gone_series)
+        study_extra: dict[str, Any] = {
+            "version": study_version,
+            "stable_version": (previous or {}).get("stable_version", ""),
+            # SOP lookups are left out (a large study would overflow the property); DELETE removes them.
+            "lookup_keys": orjson.dumps([[pk, rk] for pk, rk, _ in new_lookups
+                                         if not pk.startswith(keys.Lookup.SOP + ":")]).decode(),
+        }
+        if stable and study_extra["stable_version"] != study_version:
+            events.append(study_event(EventType.STUDY_STABLE, study_rec, service_host=ctx.settings.service_host_name,
+                                      partition=ctx.settings.partition_name, sequence=study_version))
+            study_extra["stable_version"] = study_version
+        if events:
+            ctx.publisher.publish(events)
+        # Rows last: a crash before this point repeats the work (and at worst the events).
+        ctx.index.put_series(study, series_out)
+        ctx.index.put_study(study_rec, study_extra)
+        if not stable:
+            wait = max(1, round(ctx.settings.stable_age_seconds - (time.time() - last_arrival)))
+            body = orjson.dumps({"study": study, "enqueued": last_arrival}).decode()
+            ctx.queue(layout.SETTLE_QUEUE).send_message(body, visibility_timeout=wait)
+        log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", study, len(by_series), len(rows),
+                 bundles, len(events), "" if stable else " (not yet stable)")
+        return SettleResult(study, "stable" if stable else "settled", len(by_series), len(rows), bundles, len(events))
+
+    def _write_bundle(self, study: str, series: str, members: list[InstanceRecord]) -> None:
+        """The series metadata bundle: every instance's DICOM JSON in one blob, so WADO-RS
+        series metadata is a single read. Sidecars are read concurrently."""
+        svc = self.ctx.clients.blob
+        ordered = sorted(members, key=lambda r: (r.instance_number if r.instance_number is not None else 1 << 30,
+                                                 r.sop_instance_uid))
+        paths = [layout.instance_metadata_path(study, series, r.sop_instance_uid) for r in ordered]
+        with ThreadPoolExecutor(max_workers=BUNDLE_READERS) as pool:
+            docs = list(pool.map(lambda p: blobs.get_json(svc, layout.METADATA, p), paths))
+        blobs.put_json(svc, layout.METADATA, layout.series_metadata_path(study, series),
+                       [d for d in docs if d is not None])
+
+    def _deleted(self, study: str, previous: dict[str, Any] | None,
+                 old_series: dict[str, dict[str, Any]]) -> SettleResult:
+        """No instance left (DELETE): remove aggregates and lookups."""
+        stale = _stale_lookups(previous, [])
+        if stale:
+            self.ctx.index.delete_lookups(stale)
+        self.ctx.index.delete_series_rows(study, old_series)
+        self.ctx.index.delete_study_row(study)
+        self.ctx.index.delete_marker(study)
+        log.info("Settle %s: no instances left; aggregates and lookups removed", study)
+        return SettleResult(study, "deleted")
+
+
+def _stale_lookups(previous: dict[str, Any] | None,
+                   current: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    if not previous or not previous.get("lookup_keys"):
+        return []
+    old = {(pk, rk) for pk, rk in orjson.loads(previous["lookup_keys"])}
+    return sorted(old - {(pk, rk) for pk, rk, _ in current if not pk.startswith(keys.Lookup.SOP + ":")})

@@ -1,0 +1,193 @@
+"""Ingest against a real Azurite with the real SDK publisher: every file ends archived
+or quarantined with a reason; duplicates, updates, large files, settle, no PHI."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+import orjson
+import pydicom
+import pytest
+
+from devhost.corpus import load_manifest
+from shared.index import keys
+from shared.ingest.context import Context
+from shared.ingest.service import IngestService, State
+from shared.ingest.settle import SettleService
+from shared.storage import layout
+from tests.integration.eventsink import EventSink
+
+
+def upload(ctx: Context, data: bytes, name: str | None = None):
+    name = name or f"t/{uuid.uuid4().hex}.dcm"
+    blob = ctx.clients.blob.get_blob_client(layout.INBOX, name)
+    blob.upload_blob(data, overwrite=True)
+    return blob
+
+
+def pydicom_files() -> list[str]:
+    base = os.path.join(os.path.dirname(pydicom.__file__), "data")
+    files = glob.glob(base + "/test_files/**/*", recursive=True) + glob.glob(base + "/charset_files/*")
+    return sorted(f for f in files if os.path.isfile(f))
+
+
+def pydicom_reads_with_uids(path: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return all(str(ds.get(k, "")).strip() for k in
+                       ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"))
+        except Exception:
+            return False
+
+
+def test_every_pydicom_test_file_ends_archived_or_quarantined(pipeline: Context) -> None:
+    service = IngestService(pipeline)
+    files = pydicom_files()
+    assert len(files) > 80
+    outcomes = {}
+    for path in files:
+        blob = upload(pipeline, Path(path).read_bytes(), f"pydicom/{uuid.uuid4().hex}/{Path(path).name}")
+        outcomes[path] = service.ingest(blob)
+    for path, out in outcomes.items():
+        assert out.state in (State.ARCHIVED, State.UPDATED, State.DUPLICATE, State.QUARANTINED), path
+        if out.state == State.QUARANTINED:
+            assert out.reason and out.message, path
+        if pydicom_reads_with_uids(path):
+            assert out.state != State.QUARANTINED, (path, out.reason)
+            arch = pipeline.clients.blob.get_blob_client(
+                layout.ARCHIVE, layout.instance_path(out.study, out.series, out.sop))
+            assert arch.exists(), path
+        # The inbox is emptied only after the outcome is recorded.
+        log = pipeline.index.get_log(out.blob)
+        assert log is not None and log.state == out.state
+        assert not pipeline.clients.blob.get_blob_client(layout.INBOX, out.blob).exists()
+
+
+def test_synthetic_corpus_outcomes_match_the_manifest(pipeline: Context, small_corpus: Path) -> None:
+    service = IngestService(pipeline)
+    manifest = load_manifest(small_corpus)
+    for entry in manifest["files"]:
+        out = service.ingest(upload(pipeline, (small_corpus / entry["path"]).read_bytes()))
+        expected = entry["expect"]
+        if expected == "archived":
+            assert out.state in (State.ARCHIVED, State.UPDATED, State.DUPLICATE), (entry["path"], out)
+            if entry.get("sop_uid"):
+                assert out.sop == entry["sop_uid"]
+        else:
+            assert out.state == State.QUARANTINED, entry["path"]
+            assert out.reason == entry["reason"], (entry["path"], out.reason, out.message)
+            q = pipeline.clients.blob.get_container_client(layout.QUARANTINE)
+            matches = [b for b in q.list_blobs(include=["metadata"]) if b.name.endswith(out.blob)]
+            assert matches and matches[0].metadata["reason"] == entry["reason"]
+
+
+def test_identical_resend_is_a_duplicate_and_announced_once(pipeline: Context, small_corpus: Path,
+                                                             event_sink: EventSink) -> None:
+    service = IngestService(pipeline)
+    data = (small_corpus / "good/p01/ct/IM0002.dcm").read_bytes()
+    sop = str(pydicom.dcmread(small_corpus / "good/p01/ct/IM0002.dcm").SOPInstanceUID)
+    # (The corpus test may have ingested it already: count events from here on.)
+    before = [e for e in event_sink.of_type("Dicom.ImageCreated") if e["data"]["imageSopInstanceUid"] == sop]
+    outs = [service.ingest(upload(pipeline, data)) for _ in range(3)]
+    created = [e for e in event_sink.of_type("Dicom.ImageCreated") if e["data"]["imageSopInstanceUid"] == sop]
+    assert len(created) == max(1, len(before))
+    assert [o.state for o in outs].count(State.ARCHIVED) == (0 if before else 1)
+    assert all(o.state in (State.ARCHIVED, State.DUPLICATE) for o in outs)
+
+
+def test_same_sop_with_new_content_is_an_update(pipeline: Context, small_corpus: Path, event_sink: EventSink) -> None:
+    service = IngestService(pipeline)
+    path = small_corpus / "good/p02/ct/IM0003.dcm"
+    ds = pydicom.dcmread(path)
+    first = service.ingest(upload(pipeline, path.read_bytes()))
+    ds.SeriesDescription = "corrected"
+    import io
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    second = service.ingest(upload(pipeline, buf.getvalue()))
+    assert first.state in (State.ARCHIVED, State.DUPLICATE)
+    assert second.state == State.UPDATED
+    updated = [e for e in event_sink.of_type("Dicom.ImageUpdated")
+               if e["data"]["imageSopInstanceUid"] == str(ds.SOPInstanceUID)]
+    assert len(updated) == 1
+    row = pipeline.index.get_instance(second.study, second.series, second.sop)
+    assert row is not None and row.record.series_description == "corrected"
+
+
+def test_large_private_element_is_never_downloaded(pipeline: Context, tmp_path: Path) -> None:
+    """A 10 MB private value and 8 MB of pixel data: the header read stays small."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.private_block(0x0029, "DICOMFLOW TEST", create=True).add_new(0x10, "OB", b"\x01" * (10 * 1024 * 1024))
+    ds.Rows, ds.Columns = 2048, 2048
+    ds.PixelData = b"\x00\x01" * (2048 * 2048)
+    path = tmp_path / "big.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    out = IngestService(pipeline).ingest(upload(pipeline, path.read_bytes()))
+    assert out.state in (State.ARCHIVED, State.UPDATED)
+    assert out.bytes_read < 1024 * 1024, out.bytes_read
+    sidecar = orjson.loads(pipeline.clients.blob.get_blob_client(
+        layout.METADATA, layout.instance_metadata_path(out.study, out.series, out.sop)).download_blob().read())
+    private = next(v for k, v in sidecar.items() if k.startswith("0029") and v.get("vr") == "OB")
+    assert "BulkDataURI" in private and "InlineBinary" not in private
+    assert sidecar["7FE00010"]["BulkDataURI"].startswith(f"studies/{out.study}/")
+
+
+def test_settle_aggregates_lookups_bundle_and_stable_events(pipeline: Context, small_corpus: Path,
+                                                             event_sink: EventSink) -> None:
+    manifest = load_manifest(small_corpus)
+    service = IngestService(pipeline)
+    entries = [e for e in manifest["files"] if e["kind"] == "good" and e["patient_index"] == 2]
+    for e in entries:
+        service.ingest(upload(pipeline, (small_corpus / e["path"]).read_bytes()))
+    study = entries[0]["study_uid"]
+    result = SettleService(pipeline).settle(study, enqueued=1e12)
+    assert result.state == "stable"
+    rec = pipeline.index.get_study(study)
+    assert rec is not None
+    assert rec.number_of_study_related_instances == len({e["sop_uid"] for e in entries if e["study_uid"] == study})
+    assert rec.modalities_in_study == sorted({e["modality"] for e in entries if e["study_uid"] == study})
+    series = pipeline.index.list_series(study)
+    assert len(series) == rec.number_of_study_related_series
+    for se in series:
+        bundle = orjson.loads(pipeline.clients.blob.get_blob_client(
+            layout.METADATA, layout.series_metadata_path(study, se.series_instance_uid)).download_blob().read())
+        assert len(bundle) == se.number_of_series_related_instances
+    # Lookup rows exist for the patient's ID, so QIDO needs no scan.
+    pid = rec.patient_id
+    assert pid
+    hits = list(pipeline.index.query_lookup("PartitionKey eq @pk",
+                                            {"pk": keys.lookup_pk(keys.Lookup.PATIENT_ID, pid)}))
+    assert [h["RowKey"] for h in hits] == [study]
+    stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
+    assert len(stable) == 1
+    # Settling again without new arrivals announces nothing new (idempotent).
+    SettleService(pipeline).settle(study, enqueued=1e12)
+    stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
+    assert len(stable) == 1
+
+
+def test_no_patient_data_in_logs_or_events(pipeline: Context, small_corpus: Path, event_sink: EventSink,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    manifest = load_manifest(small_corpus)
+    sentinel = [p for p in manifest["patients"] if "Sentinel" in str(p)]
+    assert sentinel, "the corpus was written with a sentinel patient"
+    caplog.set_level(logging.DEBUG)
+    service = IngestService(pipeline)
+    for e in manifest["files"][:15]:
+        service.ingest(upload(pipeline, (small_corpus / e["path"]).read_bytes()))
+    text = caplog.text + b"".join(event_sink.raw).decode("utf-8", "replace")
+    assert "Sentinel" not in text and "SENTINEL" not in text
+    for p in manifest["patients"]:
+        for key in ("patient_id", "PatientID", "id"):
+            if isinstance(p, dict) and p.get(key):
+                assert str(p[key]) not in text
