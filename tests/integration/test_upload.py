@@ -1,0 +1,232 @@
+"""The upload command: files land in a real Azurite under the documented names; the waiting and
+summary logic is checked against a small aiohttp stub of the ingest-status contract (the real
+end-to-end with the ingest function is the e2e suite's job)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from azure.storage.blob import ContainerClient
+
+from devhost import corpus, upload
+from devhost.azurite import Azurite, connection_string, free_port
+
+KEY = "stub-function-key"
+SUFFIX = re.compile(r"~[0-9a-f]{8}")
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("up") / "corpus"
+    corpus.write_corpus(out, patients=1, slices=3, seed=5)
+    return out
+
+
+class StatusStub:
+    """Answers ``GET /api/ingest/status?blob=`` like the app: pending for the first ``polls_before``
+    asks of a blob, then quarantined for names with 'broken' or 'zero_bytes', archived otherwise; names with
+    'never' stay pending."""
+
+    def __init__(self, polls_before: int = 2) -> None:
+        self.polls_before = polls_before
+        self.asked: dict[str, int] = {}
+        self.keys_seen: set[str] = set()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/api"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.keys_seen.add(request.headers.get("x-functions-key", ""))
+        if request.headers.get("x-functions-key") != KEY:
+            return web.Response(status=401)
+        name = request.query["blob"]
+        n = self.asked[name] = self.asked.get(name, 0) + 1
+        body: dict[str, Any] = {"blob": name, "state": "pending", "reason": None, "message": None}
+        if n > self.polls_before and "never" not in name:
+            if "broken" in name or "zero_bytes" in name:
+                body |= {"state": "quarantined", "reason": "not-dicom", "message": "The file is not DICOM."}
+            else:
+                body |= {"state": "archived", "study": "1.2", "series": "1.2.3", "sop": "1.2.3.4"}
+        return web.json_response(body)
+
+
+@pytest.fixture
+def stub() -> Iterator[StatusStub]:
+    server = StatusStub()
+    app = web.Application()
+    app.router.add_get("/api/ingest/status", server.handle)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", server.port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+@pytest.fixture
+def container(azurite: Azurite) -> Iterator[Callable[[str], ContainerClient]]:
+    """Fresh, uniquely named containers per test (removed afterwards)."""
+    made: list[ContainerClient] = []
+
+    def make(prefix: str) -> ContainerClient:
+        client = ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-{free_port()}")
+        made.append(client)
+        return client
+
+    yield make
+    for c in made:
+        c.delete_container()
+        c.close()
+
+
+def _args(*argv: str) -> list[str]:
+    return [*argv, "--quiet", "--state-dir", "/nonexistent-devhost-state"]
+
+
+def test_plan_names_keep_relative_paths_with_a_unique_suffix(small_corpus, tmp_path):
+    items = upload.plan_uploads([small_corpus])
+    names = [i.blob_name for i in items]
+    assert "corpus/manifest.json" not in {SUFFIX.sub("", n) for n in names}  # excluded by default
+    stripped = sorted(SUFFIX.sub("", n) for n in names)
+    on_disk = sorted(f"corpus/{p.relative_to(small_corpus).as_posix()}" for p in small_corpus.rglob("*")
+                     if p.is_file() and p.name != "manifest.json")
+    assert stripped == on_disk
+    assert "corpus/good/p01/ct/IM0001.dcm" in stripped
+    assert any(re.fullmatch(r"corpus/broken/dicomdir/DICOMDIR~[0-9a-f]{8}", n) for n in names)
+    assert all(SUFFIX.search(n) for n in names) and len(set(names)) == len(names)
+    one = small_corpus / "good" / "p01" / "ct" / "IM0001.dcm"
+    again = upload.plan_uploads([one, one])
+    assert again[0].blob_name != again[1].blob_name
+    assert all(re.fullmatch(r"IM0001~[0-9a-f]{8}\.dcm", i.blob_name) for i in again)
+    with pytest.raises(upload.UploadError, match="no such file or folder"):
+        upload.plan_uploads([tmp_path / "missing"])
+
+
+def test_upload_lands_every_file_under_its_name(azurite, small_corpus, container, capsys):
+    inbox = container("inbox")
+    code = upload.main(_args(str(small_corpus), "--container", inbox.container_name, "--no-wait",
+                             "--connection-string", azurite.connection_string, "--workers", "4"))
+    assert code == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    items = upload.plan_uploads([small_corpus])
+    assert f"Uploaded {len(items)}/{len(items)} file(s)" in out and "uploaded" in out
+    blobs = {b.name: b.size for b in inbox.list_blobs()}
+    assert sorted(SUFFIX.sub("", n) for n in blobs) == sorted(SUFFIX.sub("", i.blob_name) for i in items)
+    for name, size in blobs.items():
+        local = small_corpus.parent / SUFFIX.sub("", name)
+        assert size == local.stat().st_size
+    sample = next(n for n in blobs if n.endswith(".dcm") and "/ct/" in n)
+    assert inbox.download_blob(sample).readall() == (small_corpus.parent / SUFFIX.sub("", sample)).read_bytes()
+
+    # The same file again: a second, distinct blob.
+    one = small_corpus / "good" / "p01" / "ct" / "IM0001.dcm"
+    assert upload.main(_args(str(one), "--container", inbox.container_name, "--no-wait",
+                             "--connection-string", azurite.connection_string)) == 0
+    copies = [n for n in (b.name for b in inbox.list_blobs()) if re.fullmatch(r"IM0001~[0-9a-f]{8}\.dcm", n)]
+    assert len(copies) == 1
+    assert len(list(inbox.list_blobs())) == len(blobs) + 1
+
+
+@pytest.mark.slow
+def test_big_file_goes_up_in_blocks(azurite, tmp_path, container):
+    """Above the single-put threshold the SDK uploads blocks from the open file."""
+    uids = corpus.UidFactory(1)
+    study = corpus.make_study(corpus.make_patients(1)[0], uids, "big", description="DBT")
+    path = corpus.make_multiframe_mg(tmp_path / "big.dcm", study, uids, frames=9, rows=2048, cols=2048)
+    assert path.stat().st_size > upload.BLOCK_UPLOAD_THRESHOLD
+    inbox = container("big")
+    upload.check_storage(azurite.connection_string, inbox.container_name, "test")
+    [outcome] = upload.upload_all(upload.plan_uploads([path]), azurite.connection_string, inbox.container_name,
+                                  progress=False)
+    assert outcome.uploaded, outcome.error
+    blob = inbox.get_blob_client(outcome.item.blob_name)
+    props = blob.get_blob_properties()
+    assert props.size == path.stat().st_size
+    assert len(blob.get_block_list("committed")[0]) > 1
+    with path.open("rb") as f:
+        f.seek(props.size - 4096)
+        assert blob.download_blob(offset=props.size - 4096, length=4096).readall() == f.read()
+
+
+def test_storage_down_says_what_to_do(small_corpus, capsys):
+    dead = connection_string(free_port(), free_port(), free_port())
+    code = upload.main(_args(str(small_corpus), "--connection-string", dead, "--no-wait"))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Cannot reach blob storage" in err and "make up" in err
+
+
+def test_wait_reports_outcomes_and_quarantine_reasons(azurite, small_corpus, container, stub, capsys):
+    """Full command: real uploads, outcomes from the stub, summary table, exit 0."""
+    inbox = container("wait")
+    code = upload.main(_args(str(small_corpus / "good"), str(small_corpus / "broken" / "zero_bytes.dcm"),
+                             "--container", inbox.container_name, "--connection-string",
+                             azurite.connection_string, "--base-url", stub.base_url, "--key", KEY,
+                             "--timeout", "30"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    uploaded = sorted(b.name for b in inbox.list_blobs())
+    assert sorted(stub.asked) == uploaded  # asked about exactly the blobs that went up
+    assert all(n > stub.polls_before for n in stub.asked.values())
+    assert stub.keys_seen == {KEY}
+    good = len(uploaded) - 1
+    assert re.search(rf"archived\s+{good}\b", out) and re.search(r"quarantined\s+1\b", out)
+    quarantine_line = next(line for line in out.splitlines() if "zero_bytes.dcm" in line)
+    assert "not-dicom" in quarantine_line and "The file is not DICOM." in quarantine_line
+
+
+def test_wait_times_out_with_a_next_step(stub):
+    statuses = upload.wait_for_outcomes(stub.base_url, ["a.dcm", "never.dcm", "broken.dcm"], key=KEY,
+                                        timeout=3, progress=False)
+    assert statuses["a.dcm"]["state"] == "archived"
+    assert statuses["broken.dcm"]["state"] == "quarantined"
+    assert statuses["never.dcm"]["state"] == "pending"
+    outcomes = []
+    for name in ("a.dcm", "never.dcm", "broken.dcm"):
+        o = upload.Outcome(upload.UploadItem(Path(name), name, 1), uploaded=True, status=statuses[name])
+        outcomes.append(o)
+    outcomes.append(upload.Outcome(upload.UploadItem(Path("x.dcm"), "x.dcm", 1), error="OSError: gone"))
+    text, ok = upload.summarize(outcomes, waited=True)
+    assert not ok
+    assert "timed out (pending)" in text and "--timeout" in text and "never.dcm" in text
+    assert "Upload failed" in text and "OSError: gone" in text
+    assert "broken.dcm" in text.split("Quarantined:")[1]
+
+
+def test_wait_with_a_wrong_key_says_so(stub):
+    with pytest.raises(upload.StatusError, match="refused the function key"):
+        upload.wait_for_outcomes(stub.base_url, ["a.dcm"], key="wrong", timeout=5, progress=False)
+
+
+def test_wait_without_a_host_says_what_to_do():
+    base = f"http://127.0.0.1:{free_port()}/api"
+    with pytest.raises(upload.StatusError, match="make up"):
+        upload.wait_for_outcomes(base, ["a.dcm"], key=KEY, timeout=5, progress=False, unreachable_grace=0.5)
+
+
+def test_target_from_devhost_state_then_setting_then_default(tmp_path):
+    from devhost import state
+
+    args = upload.argparse.Namespace(connection_string=None, base_url=None, key=None, state_dir=tmp_path)
+    default = upload.resolve_target(args, env={})
+    assert ":10000/" in default.connection_string and default.base_url == upload.DEFAULT_BASE_URL
+    assert default.key is None
+    assert upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"}).connection_string == (
+        "UseDevelopmentStorage=true")
+    state.write_json(state.state_path(tmp_path), {"azurite": {"connection_string": "from-state"}, "http_port": 7999})
+    state.write_json(state.keys_path(tmp_path), {"function": "k1", "events": "k2"})
+    t = upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"})
+    assert (t.connection_string, t.base_url, t.key) == ("from-state", "http://127.0.0.1:7999/api", "k1")
