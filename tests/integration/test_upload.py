@@ -5,7 +5,10 @@ end-to-end with the ingest function is the e2e suite's job)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ from azure.storage.blob import ContainerClient
 from devhost import corpus, upload
 from devhost.azurite import Azurite, connection_string, free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "stub-function-key"
 SUFFIX = re.compile(r"~[0-9a-f]{8}")
 
@@ -140,25 +144,43 @@ def test_upload_lands_every_file_under_its_name(azurite, small_corpus, container
     assert len(list(inbox.list_blobs())) == len(blobs) + 1
 
 
+_UPLOAD_PROBE = r"""
+import json, resource, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from devhost import upload
+import azure.storage.blob, tqdm  # imported before the baseline
+path, conn, container = Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+upload.check_storage(conn, container, "test")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+[outcome] = upload.upload_all(upload.plan_uploads([path]), conn, container, progress=False)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"blob": outcome.item.blob_name, "error": outcome.error, "growth_kib": after - before}))
+"""
+
+
 @pytest.mark.slow
-def test_big_file_goes_up_in_blocks(azurite, tmp_path, container):
-    """Above the single-put threshold the SDK uploads blocks from the open file."""
+def test_big_file_goes_up_in_blocks_without_being_read_into_memory(azurite, tmp_path, container):
+    """A 200 MiB file: uploaded in blocks from the open file; the uploader's peak RSS (measured in a
+    fresh process) grows far less than the file."""
     uids = corpus.UidFactory(1)
     study = corpus.make_study(corpus.make_patients(1)[0], uids, "big", description="DBT")
-    path = corpus.make_multiframe_mg(tmp_path / "big.dcm", study, uids, frames=9, rows=2048, cols=2048)
-    assert path.stat().st_size > upload.BLOCK_UPLOAD_THRESHOLD
+    path = corpus.make_multiframe_mg(tmp_path / "big.dcm", study, uids, frames=25, rows=2048, cols=2048)
+    size = path.stat().st_size
+    assert size > 3 * upload.BLOCK_UPLOAD_THRESHOLD
     inbox = container("big")
-    upload.check_storage(azurite.connection_string, inbox.container_name, "test")
-    [outcome] = upload.upload_all(upload.plan_uploads([path]), azurite.connection_string, inbox.container_name,
-                                  progress=False)
-    assert outcome.uploaded, outcome.error
-    blob = inbox.get_blob_client(outcome.item.blob_name)
+    proc = subprocess.run([sys.executable, "-c", _UPLOAD_PROBE, str(ROOT), str(path), azurite.connection_string,
+                           inbox.container_name], capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["error"] is None
+    assert result["growth_kib"] / 1024 < 100, f"uploader RSS grew {result['growth_kib'] / 1024:.0f} MiB"
+    blob = inbox.get_blob_client(result["blob"])
     props = blob.get_blob_properties()
-    assert props.size == path.stat().st_size
+    assert props.size == size
     assert len(blob.get_block_list("committed")[0]) > 1
     with path.open("rb") as f:
-        f.seek(props.size - 4096)
-        assert blob.download_blob(offset=props.size - 4096, length=4096).readall() == f.read()
+        f.seek(size - 4096)
+        assert blob.download_blob(offset=size - 4096, length=4096).readall() == f.read()
 
 
 def test_storage_down_says_what_to_do(small_corpus, capsys):
