@@ -48,6 +48,10 @@ class Settings:
     partition_name: str
     keep_inbox: bool
     routing_retry_seconds: float
+    #: STOW-RS: largest request body accepted (the Functions HTTP limit is 100 MB); larger -> 413.
+    stow_max_bytes: int = 100 * 1024 * 1024
+    #: STOW-RS: how long a request waits for ingestion of its parts before answering 202.
+    stow_wait_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -84,6 +88,8 @@ class Settings:
             partition_name=env.get("DICOMFLOW_PARTITION_NAME") or "Microsoft.Default",
             keep_inbox=(env.get("DICOMFLOW_INBOX_POLICY", "delete").lower() == "keep"),
             routing_retry_seconds=num("DICOMFLOW_ROUTING_RETRY_SECONDS", 30.0),
+            stow_max_bytes=int(num("DICOMFLOW_STOW_MAX_BYTES", 100 * 1024 * 1024)),
+            stow_wait_seconds=num("DICOMFLOW_STOW_WAIT_SECONDS", 10.0),
         )
 
     def require_storage(self) -> StorageSettings:
