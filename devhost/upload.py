@@ -17,9 +17,9 @@ same file twice gives two distinct blobs (two ingests, the second a ``duplicate`
     upload a/DICOMDIR      DICOMDIR                        ->  DICOMDIR~0b7e55aa
 
 Where things are found (first that answers): ``--connection-string``, the running devhost's state
-(``.devhost/state.json``), the ``DicomStorage`` setting, the default local Azurite (10000-10002).
+(``.devhost/state.json``: Azurite's ports), the ``DicomStorage`` setting, the default local Azurite (10000-10002).
 The function key: ``--key``, else the devhost's ``.devhost/keys.json``. The status URL:
-``--base-url``, else the devhost's state, else ``http://127.0.0.1:7071/api``.
+``--base-url``, else the running devhost's HTTP port and route prefix, else ``http://127.0.0.1:7071/api``.
 
 Exit code 0 when every file was uploaded and (unless ``--no-wait``) every blob has an outcome
 (archived, duplicate, updated or quarantined: a quarantined file is an answer, and it is listed);
@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from devhost import runtime
 from devhost import state as devstate
 from devhost.azurite import DEFAULT_PORTS
 from devhost.azurite import connection_string as azurite_connection_string
@@ -117,44 +118,36 @@ class Target:
     source: str  # where the connection came from, for messages
 
 
-def _state(state_dir: Path) -> dict[str, Any]:
+def _running_state(state_dir: Path) -> dict[str, Any]:
+    """The running devhost's ``state.json`` (written by ``up``), or {} if none is running."""
     data = devstate.read_json(devstate.state_path(state_dir))
-    return data if isinstance(data, dict) else {}
-
-
-def _find(data: dict[str, Any], *names: str) -> Any:
-    """The first of ``names`` at the top level of ``data`` or one level down."""
-    for name in names:
-        if data.get(name):
-            return data[name]
-    for value in data.values():
-        if isinstance(value, dict):
-            for name in names:
-                if value.get(name):
-                    return value[name]
-    return None
+    if not isinstance(data, dict) or not devstate.pid_alive(data.get("pid")):
+        return {}
+    return data
 
 
 def resolve_target(args: argparse.Namespace, env: dict[str, str] | None = None) -> Target:
     env = dict(os.environ) if env is None else env
     state_dir = Path(args.state_dir)
-    st = _state(state_dir)
+    st = _running_state(state_dir)
+    azurite_ports = (st.get("azurite") or {}).get("ports") if isinstance(st.get("azurite"), dict) else None
     conn, source = args.connection_string, "--connection-string"
-    if not conn:
-        conn, source = _find(st, "connection_string", "connectionString", STORAGE_CONNECTION), "devhost state"
+    if not conn and isinstance(azurite_ports, list) and len(azurite_ports) == 3:
+        blob, queue, table = (int(p) for p in azurite_ports)
+        conn, source = azurite_connection_string(blob, queue, table), f"devhost state in {state_dir}"
     if not conn:
         conn, source = Settings.from_env(env).storage.connection_string, STORAGE_CONNECTION
     if not conn:
         conn, source = azurite_connection_string(*DEFAULT_PORTS), "default Azurite (127.0.0.1:10000)"
-    base_url = args.base_url or _find(st, "base_url", "baseUrl", "api_url")
-    if not base_url:
-        port = _find(st, "http_port", "port")
-        base_url = f"http://127.0.0.1:{port}/api" if isinstance(port, int) else DEFAULT_BASE_URL
+    base_url = args.base_url
+    if not base_url and isinstance(st.get("http_port"), int):
+        prefix = str(st.get("route_prefix", "api") or "").strip("/")
+        base_url = f"http://127.0.0.1:{st['http_port']}" + (f"/{prefix}" if prefix else "")
     key = args.key
     if not key:
         keys = devstate.read_json(devstate.keys_path(state_dir))
         key = keys.get("function") if isinstance(keys, dict) else None
-    return Target(str(conn), str(base_url).rstrip("/"), key, source)
+    return Target(str(conn), str(base_url or DEFAULT_BASE_URL).rstrip("/"), key, source)
 
 
 # --- uploading ------------------------------------------------------------------------------------
@@ -394,7 +387,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exclude", action="append", default=None, metavar="GLOB",
                         help="skip files/folders matching GLOB inside folders (repeatable; default: "
                              + ", ".join(DEFAULT_EXCLUDES) + ")")
-    parser.add_argument("--state-dir", type=Path, default=devstate.DEFAULT_DIR, help=argparse.SUPPRESS)
+    runtime.add_state_dir(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -242,13 +243,20 @@ def test_wait_without_a_host_says_what_to_do():
 def test_target_from_devhost_state_then_setting_then_default(tmp_path):
     from devhost import state
 
-    args = upload.argparse.Namespace(connection_string=None, base_url=None, key=None, state_dir=tmp_path)
+    args = upload.argparse.Namespace(connection_string=None, base_url=None, key=None, state_dir=str(tmp_path))
     default = upload.resolve_target(args, env={})
     assert ":10000/" in default.connection_string and default.base_url == upload.DEFAULT_BASE_URL
     assert default.key is None
     assert upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"}).connection_string == (
         "UseDevelopmentStorage=true")
-    state.write_json(state.state_path(tmp_path), {"azurite": {"connection_string": "from-state"}, "http_port": 7999})
+    running = {"pid": os.getpid(), "ready": True, "http_port": 7999, "route_prefix": "api",
+               "azurite": {"ports": [20001, 20002, 20003]}}
+    state.write_json(state.state_path(tmp_path), running)
     state.write_json(state.keys_path(tmp_path), {"function": "k1", "events": "k2"})
     t = upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"})
-    assert (t.connection_string, t.base_url, t.key) == ("from-state", "http://127.0.0.1:7999/api", "k1")
+    assert "BlobEndpoint=http://127.0.0.1:20001/" in t.connection_string
+    assert (t.base_url, t.key) == ("http://127.0.0.1:7999/api", "k1")
+    # A state file left by a host that is gone is ignored.
+    state.write_json(state.state_path(tmp_path), running | {"pid": 2**22 + 12345})
+    t = upload.resolve_target(args, env={})
+    assert ":10000/" in t.connection_string and t.base_url == upload.DEFAULT_BASE_URL and t.key == "k1"
