@@ -127,7 +127,7 @@ class RangedReader(io.RawIOBase):
     @property
     def size(self) -> int:
         if self._size is None:
-            self._fetch(0, self.first_chunk)
+            self._fill(self._pos, self._pos + 1)  # the first range also tells the size
         assert self._size is not None
         return self._size
 
