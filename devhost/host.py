@@ -274,8 +274,8 @@ class FunctionHost:
             ms = round((time.perf_counter() - t0) * 1000)
             self.counts[spec.name]["failed"] += 1
             # The exception type only: messages can carry values (PHI) the app put there.
-            log.error("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms): %s", spec.name, inv, ms,
-                      type(exc).__name__)
+            log.error("Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms): %s at %s", spec.name, inv, ms,
+                      type(exc).__name__, _where(exc))
             raise InvocationFailed(f"{spec.name} raised {type(exc).__name__}") from exc
         ms = round((time.perf_counter() - t0) * 1000)
         self.counts[spec.name]["succeeded"] += 1
@@ -601,6 +601,16 @@ class FunctionHost:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` where an exception was raised (its message may hold values, so it is not logged)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
 
 
 def _blob_path_matches(pattern: str, blob: str) -> bool:

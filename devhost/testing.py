@@ -1,0 +1,183 @@
+"""A Python API for end-to-end tests: run ``python -m devhost up`` in a subprocess.
+
+    from devhost.testing import DevHostProcess
+
+    with DevHostProcess(app="function_app:app", events="infra/events.json", azurite=azurite,
+                        env={"DICOMFLOW_STABLE_AGE_SECONDS": "0"}) as dh:
+        requests.get(f"{dh.base_url}/ingest/status", headers={"x-functions-key": dh.key})
+        dh.wait_for_event(lambda e: e.get("type") == "Dicom.ImageCreated")
+
+It runs on free ports (HTTP and fabric) against the given, already running Azurite (reused, never
+stopped), with its own state dir (a temporary one unless given), and waits until the host is
+ready. ``kill()`` is a SIGKILL (crash tests); ``restart()`` starts it again on the same ports and
+state dir (the watcher remembers what it announced).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from devhost import state
+from devhost.azurite import ROOT, Azurite, free_port, port_open
+
+
+class DevHostError(RuntimeError):
+    """The devhost did not start; the message carries the tail of its log."""
+
+
+class DevHostProcess:
+    def __init__(self, app: str = "function_app:app", events: str | Path | None = None, *,
+                 azurite: Azurite, env: Mapping[str, str] | None = None, state_dir: str | Path | None = None,
+                 watch_from_now: bool = False, timeout: float = 60.0, cwd: str | Path = ROOT) -> None:
+        self.app = app
+        self.events = Path(events) if events else ROOT / "infra" / "events.json"
+        self.azurite = azurite
+        self.env = dict(env or {})
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="devhost-")
+            state_dir = self._tmp.name
+        self.state_dir = Path(state_dir)
+        self.watch_from_now = watch_from_now
+        self.timeout = timeout
+        self.cwd = Path(cwd)
+        self.http_port = free_port()
+        self.fabric_port = free_port()
+        self.log_path = self.state_dir / "devhost-test.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        keys = state.load_keys(self.state_dir)
+        self.key = keys["function"]
+        self.events_key = keys["events"]
+
+    # -- addresses ---------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api"
+
+    @property
+    def events_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.fabric_port}/api/events"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "devhost", "up", "--app", self.app, "--events", str(self.events),
+                "--http-port", str(self.http_port), "--fabric-port", str(self.fabric_port),
+                "--azurite-ports", ",".join(map(str, self.azurite.ports)), "--state-dir", str(self.state_dir)]
+        for k, v in self.env.items():
+            argv += ["--env", f"{k}={v}"]
+        if self.watch_from_now:
+            argv.append("--watch-from-now")
+        return argv
+
+    def start(self) -> DevHostProcess:
+        if not self.azurite.answering():
+            raise DevHostError("The given Azurite does not answer: start it first (tests: the 'azurite' fixture)")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv(), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                self.process = None
+                raise DevHostError(f"devhost exited with code {code} at start: {self.logs()[-2000:]}")
+            st = state.read_json(state.state_path(self.state_dir))
+            if (isinstance(st, dict) and st.get("pid") == self.process.pid and st.get("ready")
+                    and port_open(self.http_port)):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise DevHostError(f"devhost was not ready within {self.timeout:.0f} s: {self.logs()[-2000:]}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait (SIGKILL after ``timeout``); returns the exit code."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout)
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the host (and anything in its process group): a crash."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        state.remove(state.state_path(self.state_dir))
+
+    def restart(self) -> DevHostProcess:
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> DevHostProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- observation ---------------------------------------------------------------------------------
+    def logs(self) -> str:
+        """Everything the host wrote to stdout/stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def published_events(self, topic: str | None = None, type: str | None = None) -> list[dict[str, Any]]:
+        """Events the fabric accepted (both schemas), oldest first, optionally by topic and type."""
+        out = []
+        for rec in state.read_journal(self.state_dir, "published"):
+            e = rec["event"]
+            if topic and rec.get("topic") != topic:
+                continue
+            if type and (e.get("type") or e.get("eventType")) != type:
+                continue
+            out.append(e)
+        return out
+
+    def dead_lettered(self) -> list[dict[str, Any]]:
+        """Journal records of dead-lettered events (topic, subscription, id, blob)."""
+        return state.read_journal(self.state_dir, "deadlettered")
+
+    def wait_for_event(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
+                       topic: str | None = None) -> dict[str, Any]:
+        """Poll the journal until an event matches (bounded); raise AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.published_events(topic):
+                if predicate(e):
+                    return e
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching event within {timeout:.0f} s")
+            time.sleep(0.1)

@@ -1,0 +1,46 @@
+"""End-to-end fixtures: the devhost in a subprocess against the session's Azurite.
+
+``devhost_factory(app=..., events=..., env=...)`` starts a :class:`devhost.testing.DevHostProcess`
+(free ports, its own state dir) and stops it at the end of the test; ``devhost`` is the real
+``function_app:app`` with ``infra/events.json`` (settle without delay), shared by a module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devhost.azurite import Azurite
+from devhost.testing import DevHostProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_APP_ENV = {"DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
+
+
+@pytest.fixture
+def devhost_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., DevHostProcess]]:
+    started: list[DevHostProcess] = []
+
+    def start(app: str = "function_app:app", events: str | Path | None = None, **kwargs: Any) -> DevHostProcess:
+        kwargs.setdefault("state_dir", tmp_path / f"devhost-{len(started)}")
+        dh = DevHostProcess(app=app, events=events or ROOT / "infra" / "events.json", azurite=azurite, **kwargs)
+        started.append(dh)
+        return dh.start()
+
+    try:
+        yield start
+    finally:
+        for dh in started:
+            dh.close()
+
+
+@pytest.fixture(scope="module")
+def devhost(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostProcess]:
+    """The real app on the devhost (one per test module)."""
+    dh = DevHostProcess(app="function_app:app", events=ROOT / "infra" / "events.json", azurite=azurite,
+                        env=REAL_APP_ENV, state_dir=tmp_path_factory.mktemp("devhost"))
+    with dh:
+        yield dh
