@@ -1,0 +1,297 @@
+"""Where routed instances go: C-STORE, STOW-RS, a worklist queue, an export container.
+
+Each destination opens a *session* per (study, rule): ``send(item)`` delivers one
+instance, ``send_study(summary)`` delivers a study-level message (worklists),
+``close()`` releases what the session holds. Failures raise :class:`DeliveryError`
+with a message safe to store in the ledger (status codes and UIDs, never values).
+
+* ``dicom``: pynetdicom, one association per study. Presentation contexts are
+  proposed per SOP class: the files' own (compressed) transfer syntax in one
+  context and the uncompressed ones in another, so the peer chooses; a file whose
+  syntax the peer refused is decompressed (pydicom + pylibjpeg) before sending.
+* ``dicomweb``: STOW-RS (PS3.18 10.5) with ``requests``: ``POST {url}/studies``,
+  ``multipart/related; type="application/dicom"``, one instance per request so the
+  ledger's unit and the response's status agree.
+* ``worklist``: a JSON message on the Storage queue ``worklist-<group>``.
+* ``export``: a copy in a container of the data account, optionally de-identified
+  (:mod:`shared.routing.deid`), at ``<prefix>/<study>/<series>/<sop>.dcm``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from shared.errors import BadInput
+from shared.routing.rules import Destination
+
+log = logging.getLogger(__name__)
+
+CALLING_AE = "DICOMFLOW"
+UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+#: C-STORE statuses that mean "stored" (success and the PS3.4 B.2.3 warnings).
+STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+class DeliveryError(Exception):
+    """A delivery failed. ``permanent``: retrying cannot help (the ledger dead-letters at once)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One archived instance in scope: what the rules matched and how to fetch its bytes."""
+
+    study: str
+    series: str
+    sop: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    fetch: Callable[[], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class StudySummary:
+    """What a worklist message says: UIDs and technical fields only, never patient data."""
+
+    study: str
+    rule: str
+    trigger: str
+    modalities: list[str]
+    instance_count: int
+    priority: bool
+    series: list[str] = field(default_factory=list)
+
+
+class Session(Protocol):
+    def send(self, item: Item) -> None: ...
+
+    def send_study(self, summary: StudySummary) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _is_compressed(ts: str) -> bool:
+    try:
+        return bool(UID(ts).is_compressed)
+    except ValueError:  # not a transfer syntax pydicom knows: propose it as it is
+        return bool(ts) and ts not in UNCOMPRESSED
+
+
+def _read(data: bytes) -> Dataset:
+    return dcmread(io.BytesIO(data))
+
+
+def _write(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+class DicomSession:
+    """C-STORE SCU: one association for the study, opened on the first send."""
+
+    def __init__(self, options: dict[str, Any], items: Iterable[Item]) -> None:
+        self.options = options
+        self.contexts: dict[str, set[str]] = {}
+        for item in items:
+            self.contexts.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax_uid)
+        self.assoc: Any = None
+        self.failure: str | None = None
+
+    def _associate(self) -> Any:
+        if self.assoc is not None and self.assoc.is_established:
+            return self.assoc
+        if self.failure:
+            raise DeliveryError(self.failure)
+        from pynetdicom import AE
+
+        ae = AE(ae_title=self.options.get("callingAeTitle", CALLING_AE))
+        timeout = float(self.options.get("timeoutSeconds", 30))
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+        for sop_class, syntaxes in sorted(self.contexts.items()):
+            compressed = sorted(s for s in syntaxes if _is_compressed(s))
+            if compressed:
+                ae.add_requested_context(sop_class, compressed)
+            ae.add_requested_context(sop_class, UNCOMPRESSED)
+        if len(ae.requested_contexts) > 128:
+            raise DeliveryError("The study needs more than 128 presentation contexts.", permanent=True)
+        assoc = ae.associate(self.options["host"], int(self.options["port"]), ae_title=self.options["aeTitle"])
+        if not assoc.is_established:
+            where = f"{self.options['aeTitle']}@{self.options['host']}:{self.options['port']}"
+            self.failure = f"Association with {where} was {'rejected' if assoc.is_rejected else 'not established'}."
+            raise DeliveryError(self.failure)
+        self.assoc = assoc
+        return assoc
+
+    def send(self, item: Item) -> None:
+        assoc = self._associate()
+        ds = _read(item.fetch())
+        accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid}
+        if not accepted:
+            raise DeliveryError(f"The peer accepted no presentation context for SOP class {item.sop_class_uid}.")
+        ts = UID(ds.file_meta.TransferSyntaxUID)
+        if _is_compressed(ts) and ts not in accepted:
+            ds.decompress()
+        try:
+            status = assoc.send_c_store(ds)
+        except (ValueError, RuntimeError) as exc:
+            raise DeliveryError(f"C-STORE of {item.sop} could not be sent: {type(exc).__name__}.") from None
+        code = getattr(status, "Status", None)
+        if code is None:
+            self.assoc = None  # aborted or timed out: reassociate for the next instance
+            raise DeliveryError(f"C-STORE of {item.sop}: no response (association aborted or timed out).")
+        if int(code) not in STORED:
+            raise DeliveryError(f"C-STORE of {item.sop} failed with status 0x{int(code):04X}.")
+
+    def send_study(self, summary: StudySummary) -> None:
+        raise DeliveryError("A DICOM destination takes instances, not study summaries.", permanent=True)
+
+    def close(self) -> None:
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.release()
+        self.assoc = None
+
+
+class DicomwebSession:
+    """STOW-RS client with ``requests`` (a single part per request)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        import requests
+
+        self.url = str(options["url"]).rstrip("/") + "/studies"
+        self.timeout = float(options.get("timeoutSeconds", 60))
+        self.http = requests.Session()
+
+    def send(self, item: Item) -> None:
+        import requests
+
+        boundary = uuid.uuid4().hex
+        body = b"".join(
+            [
+                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+                item.fetch(),
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        }
+        try:
+            response = self.http.post(self.url, data=body, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise DeliveryError(f"STOW-RS to {self.url} failed: {type(exc).__name__}.") from None
+        if response.status_code != 200:
+            raise DeliveryError(
+                f"STOW-RS of {item.sop} answered HTTP {response.status_code}.",
+                permanent=response.status_code in (400, 401, 403, 404, 413, 415),
+            )
+
+    def send_study(self, summary: StudySummary) -> None:
+        raise DeliveryError("A DICOMweb destination takes instances, not study summaries.", permanent=True)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def worklist_queue_name(group: str) -> str:
+    return f"worklist-{group}"
+
+
+class WorklistSession:
+    """A message per study on the reading group's queue (created on first use)."""
+
+    def __init__(self, options: dict[str, Any], queue_service: Any) -> None:
+        self.queue = queue_service.get_queue_client(worklist_queue_name(options["group"]))
+
+    def send(self, item: Item) -> None:
+        raise DeliveryError("A worklist takes study summaries, not instances.", permanent=True)
+
+    def send_study(self, summary: StudySummary) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self.queue.create_queue()
+        except ResourceExistsError:
+            pass
+        message = {
+            "studyInstanceUid": summary.study,
+            "rule": summary.rule,
+            "trigger": summary.trigger,
+            "modalities": summary.modalities,
+            "seriesInstanceUids": summary.series,
+            "numberOfInstances": summary.instance_count,
+            "priority": summary.priority,
+        }
+        self.queue.send_message(orjson.dumps(message).decode())
+
+    def close(self) -> None:
+        return None
+
+
+class ExportSession:
+    """Copies to a container, de-identified when the destination asks for it."""
+
+    def __init__(self, options: dict[str, Any], blob_service: Any, *, rule: str, study: str) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        self.container = blob_service.get_container_client(options["container"])
+        try:
+            self.container.create_container()
+        except ResourceExistsError:
+            pass
+        self.prefix = str(options.get("prefix", "")).strip("/")
+        self.anonymizer = None
+        if options.get("deidentify"):
+            from shared.routing.deid import anonymizer_for
+
+            self.anonymizer = anonymizer_for(study, str(options.get("seed") or f"dicomflow|{rule}"))
+
+    def send(self, item: Item) -> None:
+        data = item.fetch()
+        study, series, sop = item.study, item.series, item.sop
+        if self.anonymizer is not None:
+            from shared.routing.deid import deidentify
+
+            ds = _read(data)
+            try:
+                deidentify(ds, self.anonymizer)
+            except BadInput as exc:
+                raise DeliveryError(f"{exc.reason}: {exc.message}", permanent=True) from None
+            data = _write(ds)
+            study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+        name = f"{study}/{series}/{sop}.dcm"
+        self.container.upload_blob(f"{self.prefix}/{name}" if self.prefix else name, data, overwrite=True)
+
+    def send_study(self, summary: StudySummary) -> None:
+        raise DeliveryError("An export takes instances, not study summaries.", permanent=True)
+
+    def close(self) -> None:
+        return None
+
+
+def open_session(destination: Destination, *, items: list[Item], clients: Any, rule: str, study: str) -> Session:
+    """A session for one (rule, destination, study). ``clients``: :class:`StorageClients`."""
+    options = dict(destination.options)
+    if destination.type == "dicom":
+        return DicomSession(options, items)
+    if destination.type == "dicomweb":
+        return DicomwebSession(options)
+    if destination.type == "worklist":
+        return WorklistSession(options, clients.queue)
+    return ExportSession(options, clients.blob, rule=rule, study=study)

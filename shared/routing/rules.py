@@ -1,0 +1,339 @@
+"""The routing rules document: JSON Schema, model, matching, and the last good rules.
+
+``dicomflow-config/routing/rules.json``::
+
+    {"rules": [
+      {"name": "neuro-mr-to-pacs",
+       "trigger": "Dicom.StudyStable",
+       "conditions": {"Modality": ["MR", "CT"], "BodyPartExamined": "HEAD*", "derived": false},
+       "destinations": [
+         {"type": "dicom", "aeTitle": "PACS", "host": "10.0.0.5", "port": 104},
+         {"type": "dicomweb", "url": "https://viewer.example/dicom-web"},
+         {"type": "worklist", "group": "neuroradiology"},
+         {"type": "export", "container": "research", "deidentify": true}],
+       "retry": {"maxAttempts": 5, "backoffSeconds": 30}}]}
+
+A rule fires on its trigger event types (``Dicom.StudyStable`` by default: a study
+routes when it is stable; ``Dicom.ImageCreated`` routes instance by instance).
+Conditions filter the instances in scope: a string is an exact value or a wildcard
+(``*`` any run, ``?`` one character, as in PS3.4 C.2.2.2.4), a list matches any of
+its members, ``derived`` and ``aiPriority`` are booleans. A document that fails the
+schema is rejected with the rule's index, name and field; the last good rules stay
+in force (kept in the config container, so a new worker sees them too).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import orjson
+
+from shared.errors import BadInput
+from shared.events.types import EventType
+
+log = logging.getLogger(__name__)
+
+RULES_BLOB = "routing/rules.json"
+LAST_GOOD_BLOB = "routing/rules.last-good.json"
+STATUS_BLOB = "routing/rules.status.json"
+BAD_RULES = "routing-bad-rules"
+
+TRIGGERS = [
+    str(t)
+    for t in (
+        EventType.STUDY_STABLE,
+        EventType.SERIES_STABLE,
+        EventType.IMAGE_CREATED,
+        EventType.IMAGE_UPDATED,
+        EventType.INFERENCE_COMPLETED,
+    )
+]
+CONDITION_KEYS = ("Modality", "BodyPartExamined", "StationName", "InstitutionName", "SOPClassUID")
+_text_or_list = {
+    "oneOf": [
+        {"type": "string", "minLength": 1, "maxLength": 64},
+        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+    ]
+}
+_ae = {"type": "string", "pattern": r"^[ -\[\]-~]{1,16}$"}  # printable ASCII without backslash
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["rules"],
+    "additionalProperties": False,
+    "properties": {
+        "$comment": {"type": "string"},
+        "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}},
+    },
+    "$defs": {
+        "rule": {
+            "type": "object",
+            "required": ["name", "destinations"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$"},
+                "enabled": {"type": "boolean"},
+                "trigger": {
+                    "oneOf": [
+                        {"enum": TRIGGERS},
+                        {"type": "array", "minItems": 1, "items": {"enum": TRIGGERS}},
+                    ]
+                },
+                "conditions": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        **{k: _text_or_list for k in CONDITION_KEYS},
+                        "derived": {"type": "boolean"},
+                        "aiPriority": {"type": "boolean"},
+                    },
+                },
+                "destinations": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/destination"}},
+                "retry": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 50},
+                        "backoffSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
+                    },
+                },
+            },
+        },
+        "destination": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"enum": ["dicom", "dicomweb", "worklist", "export"]}},
+            "allOf": [
+                {
+                    "if": {"properties": {"type": {"const": "dicom"}}},
+                    "then": {
+                        "required": ["aeTitle", "host", "port"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": True,
+                            "aeTitle": _ae,
+                            "callingAeTitle": _ae,
+                            "host": {"type": "string", "minLength": 1, "maxLength": 253},
+                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "dicomweb"}}},
+                    "then": {
+                        "required": ["url"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": True,
+                            "url": {"type": "string", "pattern": "^https?://"},
+                            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "worklist"}}},
+                    "then": {
+                        "required": ["group"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": True,
+                            "group": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9]|-(?!-)){1,52}$"},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"type": {"const": "export"}}},
+                    "then": {
+                        "required": ["container"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": True,
+                            "container": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9]|-(?!-)){2,62}$"},
+                            "prefix": {"type": "string", "pattern": r"^[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*$"},
+                            "deidentify": {"type": "boolean"},
+                            "seed": {"type": "string", "minLength": 8},
+                        },
+                    },
+                },
+            ],
+        },
+    },
+}
+
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    type: str
+    options: Mapping[str, Any]
+
+    @property
+    def id(self) -> str:
+        """A stable identity for the ledger (changes when the target changes)."""
+        o = self.options
+        if self.type == "dicom":
+            return f"dicom:{o['aeTitle']}@{o['host']}:{o['port']}"
+        if self.type == "dicomweb":
+            return f"dicomweb:{o['url']}"
+        if self.type == "worklist":
+            return f"worklist:{o['group']}"
+        return f"export:{o['container']}/{o.get('prefix', '')}{'#deid' if o.get('deidentify') else ''}"
+
+    @property
+    def per_study(self) -> bool:
+        return self.type == "worklist"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    triggers: tuple[str, ...]
+    conditions: Mapping[str, Any]
+    destinations: tuple[Destination, ...]
+    max_attempts: int = 5
+    backoff_seconds: float = 30.0
+    enabled: bool = True
+
+    def fires_on(self, event_type: str) -> bool:
+        return self.enabled and event_type in self.triggers
+
+    def matches(self, facts: Mapping[str, Any]) -> bool:
+        """True when every condition holds for ``facts`` (instance attributes + event facts)."""
+        for key, wanted in self.conditions.items():
+            have = facts.get(key)
+            if isinstance(wanted, bool):
+                if bool(have) != wanted:
+                    return False
+                continue
+            options = wanted if isinstance(wanted, list) else [wanted]
+            text = "" if have is None else str(have).strip()
+            if not any(fnmatch.fnmatchcase(text, pattern) for pattern in options):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...] = ()
+    source: str = "none"  # "current", "last-good" or "none"
+    rejected: str | None = None  # why the current document was refused, if it was
+
+    def for_event(self, event_type: str) -> list[Rule]:
+        return [r for r in self.rules if r.fires_on(event_type)]
+
+
+def _where(document: Any, error: jsonschema.ValidationError) -> str:
+    path = list(error.absolute_path)
+    if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
+        index = path[1]
+        name = ""
+        try:
+            name = f" ({document['rules'][index]['name']!r})"
+        except (KeyError, TypeError, IndexError):
+            pass
+        rest = path[2:]
+        field_path = ""
+        for part in rest:
+            field_path += f"[{part}]" if isinstance(part, int) else (f".{part}" if field_path else str(part))
+        return f"rule {index}{name} field {field_path or '(rule)'}"
+    return "/".join(str(p) for p in path) or "(document)"
+
+
+def _best(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """The deepest error (so an if/then failure names the field, not the destination)."""
+    if error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        if best is not None:
+            return best
+    return error
+
+
+def validate(document: Any) -> None:
+    """Raise :class:`BadInput` naming the first invalid rule's index, name and field."""
+    errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        err = _best(errors[0])
+        raise BadInput(BAD_RULES, f"Routing rules rejected: {_where(document, err)}: {err.message}")
+    names = [r["name"] for r in document["rules"]]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise BadInput(BAD_RULES, f"Routing rules rejected: rule {i} field name: {name!r} is used twice.")
+
+
+def parse(raw: bytes) -> tuple[Rule, ...]:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(BAD_RULES, f"Routing rules rejected: {RULES_BLOB} is not JSON ({exc}).") from None
+    validate(document)
+    rules = []
+    for r in document["rules"]:
+        trigger = r.get("trigger", str(EventType.STUDY_STABLE))
+        retry = r.get("retry", {})
+        rules.append(
+            Rule(
+                name=r["name"],
+                triggers=tuple(trigger if isinstance(trigger, list) else [trigger]),
+                conditions=dict(r.get("conditions", {})),
+                destinations=tuple(Destination(d["type"], dict(d)) for d in r["destinations"]),
+                max_attempts=int(retry.get("maxAttempts", 5)),
+                backoff_seconds=float(retry.get("backoffSeconds", 30.0)),
+                enabled=bool(r.get("enabled", True)),
+            )
+        )
+    return tuple(rules)
+
+
+class RulesStore:
+    """Rules from the config container (``ContainerClient``), the last good ones kept.
+
+    The current document is read on every call (one small blob; routing runs per
+    stable study, not per instance). When it validates it is copied to
+    :data:`LAST_GOOD_BLOB`; when it does not, the rejection is logged and written to
+    :data:`STATUS_BLOB`, and the last good document is used instead.
+    """
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+
+    def _read(self, name: str) -> bytes | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return bytes(self.container.get_blob_client(name).download_blob().readall())
+        except ResourceNotFoundError:
+            return None
+
+    def _status(self, state: str, message: str) -> None:
+        body = orjson.dumps({"state": state, "message": message, "document": RULES_BLOB})
+        self.container.upload_blob(STATUS_BLOB, body, overwrite=True)
+
+    def current(self) -> RuleSet:
+        raw = self._read(RULES_BLOB)
+        if raw is None:
+            return RuleSet()
+        try:
+            rules = parse(raw)
+        except BadInput as exc:
+            log.error("%s; the last good rules stay in force.", exc.message)
+            self._status("rejected", exc.message)
+            good = self._read(LAST_GOOD_BLOB)
+            return RuleSet(parse(good) if good else (), "last-good" if good else "none", exc.message)
+        if self._read(LAST_GOOD_BLOB) != raw:
+            self.container.upload_blob(LAST_GOOD_BLOB, raw, overwrite=True)
+            self._status("accepted", f"{len(rules)} rules in force")
+        return RuleSet(rules, "current")
+
+    def put(self, raw: bytes) -> RuleSet:
+        """Validate, then upload: the way tools should change rules (a bad document never lands)."""
+        parse(raw)
+        self.container.upload_blob(RULES_BLOB, raw, overwrite=True)
+        return self.current()

@@ -1,0 +1,341 @@
+"""One routing run per event: rules → instances in scope → destinations, through the ledger.
+
+Scope by trigger: ``Dicom.StudyStable`` and ``Dicom.InferenceCompleted`` route the
+study, ``Dicom.SeriesStable`` the series, ``Dicom.ImageCreated``/``ImageUpdated``
+the one instance. Instances are listed from the archive and their headers read
+with ranged reads (:func:`shared.dicom.header.read_header`): the full file is only
+downloaded when a destination sends it.
+
+Retries: a failed delivery is recorded in the ledger with a next-attempt time
+(exponential backoff from the rule's ``retry``) and the run ends with
+:class:`shared.errors.Transient`, so the event is delivered again (Event Grid's
+own retry schedule is the clock). When a delivery has used its ``maxAttempts`` it
+is dead: a record is written to ``eventgrid-deadletter/routing/...`` and
+``Dicom.RoutingFailed`` is published. A (rule, destination) whose instances are all
+delivered by this run publishes ``Dicom.RoutingCompleted``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shared.config import Settings
+from shared.dicom.header import read_header
+from shared.dicom.ranged import BlobRangeSource, RangedReader
+from shared.errors import BadInput, Transient
+from shared.events.payloads import DicomEvent, base_data, subject_for
+from shared.events.types import EventType
+from shared.index import tables
+from shared.index.deliveries import STUDY_UNIT, DeliveryRow, State
+from shared.index.keys import escape
+from shared.inference.writers import DERIVED_SOP_CLASSES
+from shared.routing.destinations import DeliveryError, Item, StudySummary, open_session
+from shared.routing.ledger import Claim, Ledger
+from shared.routing.rules import Destination, Rule, RuleSet, RulesStore
+from shared.storage import layout
+
+log = logging.getLogger(__name__)
+
+STUDY_SCOPE = {str(EventType.STUDY_STABLE), str(EventType.INFERENCE_COMPLETED)}
+SERIES_SCOPE = {str(EventType.SERIES_STABLE)}
+INSTANCE_SCOPE = {str(EventType.IMAGE_CREATED), str(EventType.IMAGE_UPDATED)}
+
+Publish = Callable[[Sequence[DicomEvent]], None]
+
+
+@dataclass(slots=True)
+class Candidate:
+    item: Item
+    facts: dict[str, Any]
+
+
+@dataclass(slots=True)
+class DestinationOutcome:
+    rule: str
+    destination: str
+    delivered_now: int = 0
+    already: int = 0
+    pending: int = 0  # failed (will retry), waiting for backoff, or busy elsewhere
+    dead_now: list[DeliveryRow] = field(default_factory=list)
+    dead_before: int = 0
+
+
+@dataclass(slots=True)
+class RoutingOutcome:
+    study: str
+    event_type: str
+    rules_source: str
+    destinations: list[DestinationOutcome] = field(default_factory=list)
+    events: list[DicomEvent] = field(default_factory=list)
+
+    @property
+    def retry(self) -> bool:
+        return any(d.pending for d in self.destinations)
+
+
+class RoutingPending(Transient):
+    """Some deliveries failed and will be retried: the event must be delivered again."""
+
+    def __init__(self, outcome: RoutingOutcome) -> None:
+        pending = sum(d.pending for d in outcome.destinations)
+        super().__init__(f"Routing of study {outcome.study}: {pending} deliveries wait for a retry.")
+        self.outcome = outcome
+
+
+def facts_of(ds: Any, sop_class: str, event_data: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes rule conditions may name, for one instance."""
+
+    def text(keyword: str) -> str:
+        try:
+            value = ds.get(keyword)
+        except Exception:  # noqa: BLE001 - an undecodable value matches nothing
+            return ""
+        return "" if value is None else str(value).strip()
+
+    image_type = ds.get("ImageType") or []
+    first = str(image_type[0]).upper() if len(image_type) else ""
+    return {
+        "Modality": text("Modality"),
+        "BodyPartExamined": text("BodyPartExamined"),
+        "StationName": text("StationName"),
+        "InstitutionName": text("InstitutionName"),
+        "SOPClassUID": sop_class,
+        "derived": first == "DERIVED" or sop_class in DERIVED_SOP_CLASSES,
+        "aiPriority": bool(event_data.get("priority") or event_data.get("aiPriority")),
+    }
+
+
+def _scope_prefix(event_type: str, data: Mapping[str, Any]) -> tuple[str, str | None]:
+    study = str(data.get("imageStudyInstanceUid") or "")
+    series = data.get("imageSeriesInstanceUid")
+    sop = data.get("imageSopInstanceUid")
+    if not study:
+        raise BadInput("routing-bad-event", "Event data needs imageStudyInstanceUid.")
+    if event_type in INSTANCE_SCOPE:
+        if not (series and sop):
+            raise BadInput("routing-bad-event", "Instance events need imageSeriesInstanceUid and imageSopInstanceUid.")
+        return study, layout.instance_path(study, str(series), str(sop))
+    if event_type in SERIES_SCOPE:
+        if not series:
+            raise BadInput("routing-bad-event", "Series events need imageSeriesInstanceUid.")
+        return study, layout.series_prefix(study, str(series))
+    return study, layout.study_prefix(study)
+
+
+def candidates(blob_service: Any, event_type: str, data: Mapping[str, Any]) -> tuple[str, list[Candidate]]:
+    study, prefix = _scope_prefix(event_type, data)
+    archive = blob_service.get_container_client(layout.ARCHIVE)
+    names = [b.name for b in archive.list_blobs(name_starts_with=prefix) if b.name.endswith(".dcm")]
+    out = []
+    for name in sorted(names):
+        blob = archive.get_blob_client(name)
+        try:
+            header = read_header(RangedReader(BlobRangeSource(blob)))
+        except BadInput as exc:
+            log.warning("Routing skips archived blob %s: %s", name, exc.reason)
+            continue
+        if not (header.series_uid and header.sop_uid and header.sop_class_uid):
+            continue
+
+        def fetch(client: Any = blob) -> bytes:
+            return bytes(client.download_blob().readall())
+
+        item = Item(
+            study=study,
+            series=header.series_uid,
+            sop=header.sop_uid,
+            sop_class_uid=header.sop_class_uid,
+            transfer_syntax_uid=header.transfer_syntax_uid,
+            fetch=fetch,
+        )
+        out.append(Candidate(item, facts_of(header.dataset, header.sop_class_uid, data)))
+    return study, out
+
+
+def deadletter_path(row: DeliveryRow) -> str:
+    """``routing/<study>/<rule>/<destination>/<unit>.json`` in :data:`layout.EVENTS_DEADLETTER`."""
+    return f"routing/{row.study}/{escape(row.rule)}/{escape(row.destination)}/{row.unit}.json"
+
+
+def _deliver(
+    ledger: Ledger,
+    rule: Rule,
+    destination: Destination,
+    matched: list[Candidate],
+    *,
+    event_type: str,
+    study: str,
+    clients: Any,
+    priority: bool,
+) -> DestinationOutcome:
+    result = DestinationOutcome(rule.name, destination.id)
+    items = [c.item for c in matched]
+    session = open_session(destination, items=items, clients=clients, rule=rule.name, study=study)
+    try:
+        if destination.per_study:
+            summary = StudySummary(
+                study=study,
+                rule=rule.name,
+                trigger=event_type,
+                modalities=sorted({str(c.facts["Modality"]) for c in matched if c.facts["Modality"]}),
+                instance_count=len(items),
+                priority=priority,
+                series=sorted({i.series for i in items}),
+            )
+            units: list[tuple[str, str, Callable[[], None]]] = [(STUDY_UNIT, "", lambda: session.send_study(summary))]
+        else:
+            units = [(i.sop, i.series, lambda i=i: session.send(i)) for i in items]  # type: ignore[misc]
+        for unit, series, send in units:
+            claim, row = ledger.claim(study, series, rule.name, destination.id, unit)
+            if claim == Claim.DONE:
+                result.already += 1
+                continue
+            if claim == Claim.DEAD:
+                result.dead_before += 1
+                continue
+            if claim in (Claim.BUSY, Claim.WAIT):
+                result.pending += 1
+                continue
+            try:
+                send()
+            except DeliveryError as exc:
+                limit = row.attempts if exc.permanent else rule.max_attempts
+                row = ledger.failed(row, exc.message, max_attempts=limit, backoff_seconds=rule.backoff_seconds)
+                if row.state == State.DEAD:
+                    result.dead_now.append(row)
+                else:
+                    result.pending += 1
+                log.warning(
+                    "Routing %s to %s: %s attempt %d failed (%s)",
+                    rule.name,
+                    destination.type,
+                    unit,
+                    row.attempts,
+                    exc.message,
+                )
+                continue
+            ledger.delivered(row)
+            result.delivered_now += 1
+    finally:
+        session.close()
+    return result
+
+
+def _events(outcome: RoutingOutcome, settings: Settings, event_type: str) -> list[DicomEvent]:
+    events = []
+    for d in outcome.destinations:
+
+        def data(d: DestinationOutcome = d, **extra: Any) -> dict[str, Any]:
+            base = base_data(
+                settings.service_host_name,
+                settings.partition_name,
+                outcome.study,
+                None,
+                None,
+                f"{d.rule}|{d.destination}|{event_type}",
+            )
+            base.update({"rule": d.rule, "destination": d.destination.split(":", 1)[0], "trigger": event_type})
+            base.update(extra)
+            return base
+
+        subject = subject_for(outcome.study)
+        if d.dead_now:
+            events.append(
+                DicomEvent(
+                    EventType.ROUTING_FAILED,
+                    subject,
+                    data(
+                        failed=len(d.dead_now),
+                        lastError=d.dead_now[-1].last_error[:256],
+                        attempts=max(r.attempts for r in d.dead_now),
+                    ),
+                )
+            )
+        elif d.delivered_now and not d.pending:
+            events.append(DicomEvent(EventType.ROUTING_COMPLETED, subject, data(delivered=d.delivered_now + d.already)))
+    return events
+
+
+def route_event(
+    event_type: str,
+    data: Mapping[str, Any],
+    *,
+    settings: Settings,
+    clients: Any,
+    rules: RuleSet | None = None,
+    publish: Publish | None = None,
+) -> RoutingOutcome:
+    """Route what ``event_type`` + ``data`` name; raise :class:`Transient` if deliveries must be retried.
+
+    ``clients``: :class:`shared.storage.clients.StorageClients`. ``publish`` defaults to
+    the settings' :class:`shared.events.publisher.EventPublisher`.
+    """
+    if rules is None:
+        rules = RulesStore(clients.blob.get_container_client(layout.CONFIG)).current()
+    outcome = RoutingOutcome(str(data.get("imageStudyInstanceUid") or ""), event_type, rules.source)
+    firing = rules.for_event(event_type)
+    if not firing:
+        return outcome
+    study, found = candidates(clients.blob, event_type, data)
+    ledger = Ledger(clients.table.get_table_client(tables.DELIVERIES))
+    priority = bool(data.get("priority") or data.get("aiPriority"))
+    for rule in firing:
+        matched = [c for c in found if rule.matches(c.facts)]
+        if not matched:
+            continue
+        for destination in rule.destinations:
+            outcome.destinations.append(
+                _deliver(
+                    ledger,
+                    rule,
+                    destination,
+                    matched,
+                    event_type=event_type,
+                    study=study,
+                    clients=clients,
+                    priority=priority,
+                )
+            )
+    dead = [row for d in outcome.destinations for row in d.dead_now]
+    if dead:
+        box = clients.blob.get_container_client(layout.EVENTS_DEADLETTER)
+        for row in dead:
+            record = {
+                "study": row.study,
+                "series": row.series,
+                "unit": row.unit,
+                "rule": row.rule,
+                "destination": row.destination,
+                "attempts": row.attempts,
+                "lastError": row.last_error,
+                "trigger": event_type,
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+            box.upload_blob(deadletter_path(row), orjson.dumps(record), overwrite=True)
+    outcome.events = _events(outcome, settings, event_type)
+    if outcome.events:
+        if publish is None:
+            from shared.events.publisher import EventPublisher
+
+            publish = EventPublisher.from_settings(settings).publish
+        publish(outcome.events)
+    for d in outcome.destinations:
+        log.info(
+            "Routing %s -> %s for study %s: %d delivered, %d already, %d pending, %d dead",
+            d.rule,
+            d.destination.split(":", 1)[0],
+            study,
+            d.delivered_now,
+            d.already,
+            d.pending,
+            len(d.dead_now),
+        )
+    if outcome.retry:
+        raise RoutingPending(outcome)
+    return outcome

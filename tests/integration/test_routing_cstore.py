@@ -1,0 +1,232 @@
+"""Routing to dcmtk's storescp over C-STORE: files arrive equal, once, with retries in the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from azure.core.exceptions import ResourceExistsError
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from devhost.azurite import free_port
+from shared.config import Settings
+from shared.events.payloads import DicomEvent
+from shared.index.deliveries import State
+from shared.index.tables import DELIVERIES
+from shared.routing.ledger import Ledger
+from shared.routing.rules import RuleSet, parse
+from shared.routing.service import RoutingPending, route_event
+from shared.storage import layout
+from shared.storage.clients import StorageClients
+from tests.integration.routing_peers import archive, storescp
+from tests.phantoms import ellipsoid_ct
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture(scope="module")
+def clients(settings: Settings) -> Iterator[StorageClients]:
+    c = StorageClients.from_settings(settings.require_storage())
+    for name in layout.CONTAINERS:
+        try:
+            c.blob.create_container(name)
+        except ResourceExistsError:
+            pass
+    try:
+        c.table.create_table(DELIVERIES)
+    except ResourceExistsError:
+        pass
+    yield c
+
+
+def rules_to(port: int, **extra: Any) -> RuleSet:
+    doc = {
+        "rules": [
+            {
+                "name": "ct-to-pacs",
+                "conditions": {"Modality": "CT"},
+                "destinations": [{"type": "dicom", "aeTitle": "STORESCP", "host": "127.0.0.1", "port": port}],
+                "retry": {"maxAttempts": 3, "backoffSeconds": 0},
+                **extra,
+            }
+        ]
+    }
+    return RuleSet(parse(orjson.dumps(doc)), "current")
+
+
+def received(folder: Path) -> dict[str, Any]:
+    return {str(ds.SOPInstanceUID): ds for ds in (dcmread(p) for p in sorted(folder.iterdir()) if p.is_file())}
+
+
+def small_study(tag: str) -> list:
+    # Eight slices of the phantom keep the test quick; geometry does not matter here.
+    return ellipsoid_ct(tag=tag, size=32, pixel_mm=4.0, slice_mm=15.0)
+
+
+def test_stable_study_arrives_equal_to_the_originals(
+    clients: StorageClients, settings: Settings, tmp_path: Path
+) -> None:
+    originals = small_study("route-equal")
+    data = archive(clients.blob, originals)
+    published: list[DicomEvent] = []
+    port = free_port()
+    with storescp(tmp_path / "in", port) as folder:
+        outcome = route_event(
+            "Dicom.StudyStable",
+            data,
+            settings=settings,
+            clients=clients,
+            rules=rules_to(port),
+            publish=published.extend,
+        )
+    got = received(folder)
+    assert set(got) == {str(ds.SOPInstanceUID) for ds in originals}
+    for ds in originals:
+        copy = got[str(ds.SOPInstanceUID)]
+        assert copy.PixelData == ds.PixelData
+        assert {e.tag for e in copy} == {e.tag for e in ds}
+        assert all(copy[e.tag].value == e.value for e in ds), ds.SOPInstanceUID
+    (dest,) = outcome.destinations
+    assert dest.delivered_now == len(originals)
+    assert [str(e.type) for e in published] == ["Dicom.RoutingCompleted"]
+    assert published[0].data["delivered"] == len(originals)
+    assert "PHANTOM" not in orjson.dumps(published[0].to_cloud_event()).decode().upper()
+
+
+def test_event_delivered_twice_sends_once(clients: StorageClients, settings: Settings, tmp_path: Path) -> None:
+    originals = small_study("route-twice")
+    data = archive(clients.blob, originals)
+    port = free_port()
+    events: list[DicomEvent] = []
+    with storescp(tmp_path / "in", port) as folder:
+        for _ in range(2):
+            route_event(
+                "Dicom.StudyStable",
+                data,
+                settings=settings,
+                clients=clients,
+                rules=rules_to(port),
+                publish=events.extend,
+            )
+        assert len(list(folder.iterdir())) == len(originals)
+    assert [str(e.type) for e in events] == ["Dicom.RoutingCompleted"]  # the second run delivered nothing new
+
+
+def test_peer_down_then_back_every_instance_arrives_once(
+    clients: StorageClients, settings: Settings, tmp_path: Path
+) -> None:
+    originals = small_study("route-down")
+    data = archive(clients.blob, originals)
+    port = free_port()
+    rules = rules_to(port)
+    with pytest.raises(RoutingPending) as first:  # nothing listens on the port yet
+        route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+    assert first.value.outcome.destinations[0].pending == len(originals)
+    ledger = Ledger(clients.table.get_table_client(DELIVERIES))
+    study = data["imageStudyInstanceUid"]
+    rows = ledger.rows(study)
+    assert {(r.state, r.attempts) for r in rows} == {(State.FAILED, 1)}
+    assert all("STORESCP@127.0.0.1" in r.last_error for r in rows)
+    with storescp(tmp_path / "in", port) as folder:
+        route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+        route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+        assert sorted(received(folder)) == sorted(str(ds.SOPInstanceUID) for ds in originals)
+        assert len(list(folder.iterdir())) == len(originals)
+    rows = ledger.rows(study)
+    assert {(r.state, r.attempts, r.last_error) for r in rows} == {(State.DELIVERED, 2, "")}
+
+
+def test_retries_exhausted_dead_letter_and_routing_failed(clients: StorageClients, settings: Settings) -> None:
+    originals = small_study("route-dead")[:2]
+    data = archive(clients.blob, originals)
+    rules = rules_to(free_port())  # never comes up
+    events: list[DicomEvent] = []
+    for _ in range(2):
+        with pytest.raises(RoutingPending):
+            route_event(
+                "Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=events.extend
+            )
+    outcome = route_event(
+        "Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=events.extend
+    )
+    assert len(outcome.destinations[0].dead_now) == 2
+    assert [str(e.type) for e in events] == ["Dicom.RoutingFailed"]
+    assert events[0].data["failed"] == 2 and events[0].data["attempts"] == 3
+    box = clients.blob.get_container_client(layout.EVENTS_DEADLETTER)
+    records = [
+        orjson.loads(box.download_blob(b.name).readall())
+        for b in box.list_blobs(name_starts_with=f"routing/{data['imageStudyInstanceUid']}/")
+    ]
+    assert sorted(r["unit"] for r in records) == sorted(str(ds.SOPInstanceUID) for ds in originals)
+    assert all(r["attempts"] == 3 for r in records)
+    # Dead stays dead: a later delivery of the event neither retries nor re-announces.
+    later = route_event(
+        "Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=events.extend
+    )
+    assert later.destinations[0].dead_before == 2 and len(events) == 1
+
+
+def test_conditions_filter_instances_and_immediate_rules_route_one_instance(
+    clients: StorageClients, settings: Settings, tmp_path: Path
+) -> None:
+    originals = small_study("route-immediate")
+    archive(clients.blob, originals)
+    port = free_port()
+    rules = rules_to(port, trigger="Dicom.ImageCreated")
+    target = originals[3]
+    event = {
+        "imageStudyInstanceUid": target.StudyInstanceUID,
+        "imageSeriesInstanceUid": target.SeriesInstanceUID,
+        "imageSopInstanceUid": target.SOPInstanceUID,
+    }
+    with storescp(tmp_path / "in", port) as folder:
+        # A StudyStable event does not fire an immediate rule.
+        assert (
+            route_event(
+                "Dicom.StudyStable", event, settings=settings, clients=clients, rules=rules, publish=list
+            ).destinations
+            == []
+        )
+        route_event("Dicom.ImageCreated", event, settings=settings, clients=clients, rules=rules, publish=list)
+        assert list(received(folder)) == [str(target.SOPInstanceUID)]
+        mr_only = rules_to(port, conditions={"Modality": "MR"})
+        assert (
+            route_event(
+                "Dicom.StudyStable", event, settings=settings, clients=clients, rules=mr_only, publish=list
+            ).destinations
+            == []
+        )
+
+
+def test_compressed_file_is_decompressed_when_the_peer_refuses_its_syntax(
+    clients: StorageClients, settings: Settings, tmp_path: Path
+) -> None:
+    source = dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    reference = dcmread(get_testdata_file("MR_small.dcm")).pixel_array
+    data = archive(clients.blob, [source])
+    port = free_port()
+    doc = {
+        "rules": [
+            {
+                "name": "mr",
+                "destinations": [{"type": "dicom", "aeTitle": "STORESCP", "host": "127.0.0.1", "port": port}],
+            }
+        ]
+    }
+    with storescp(tmp_path / "in", port) as folder:  # storescp's default: uncompressed only
+        route_event(
+            "Dicom.StudyStable",
+            data,
+            settings=settings,
+            clients=clients,
+            rules=RuleSet(parse(orjson.dumps(doc))),
+            publish=list,
+        )
+        (copy,) = received(folder).values()
+    assert not copy.file_meta.TransferSyntaxUID.is_compressed
+    np.testing.assert_array_equal(copy.pixel_array, reference)
