@@ -49,8 +49,13 @@ def connection_string(blob: int, queue: int, table: int, host: str = "127.0.0.1"
     )
 
 
+def node_modules() -> Path:
+    """Where Azurite is installed: the repo's node_modules, or $DEVHOST_NODE_MODULES if set."""
+    return Path(os.environ.get("DEVHOST_NODE_MODULES") or ROOT / "node_modules")
+
+
 def azurite_binary() -> Path:
-    path = ROOT / "node_modules" / ".bin" / "azurite"
+    path = node_modules() / ".bin" / "azurite"
     if not path.exists():
         raise AzuriteError(
             f"Azurite is not installed ({path} missing): run 'npm ci' in {ROOT} (or 'make setup')."
