@@ -25,6 +25,9 @@ Exit code 0 when every file was uploaded and (unless ``--no-wait``) every blob h
 (archived, duplicate, updated or quarantined: a quarantined file is an answer, and it is listed);
 1 when an upload failed, the wait timed out, or the stack could not be reached; 2 for bad arguments.
 
+From code (demo, tests): :func:`upload_and_wait` runs the same flow without printing; :func:`summarize`
+makes the table.
+
 Libraries: azure-storage-blob for uploads (its chunking and parallelism), aiohttp for polling
 (one keep-alive session, bounded concurrency), tqdm for progress.
 """
@@ -367,6 +370,30 @@ def summarize(outcomes: Iterable[Outcome], *, waited: bool) -> tuple[str, bool]:
             lines.append(f"  ... and {len(late) - 10} more")
     ok = not failed and not late
     return "\n".join(lines), ok
+
+
+# --- the whole flow, for other code (demo, tests) ------------------------------------------------------
+
+
+def upload_and_wait(paths: Sequence[Path], *, connection_string: str, base_url: str = DEFAULT_BASE_URL,
+                    key: str | None = None, container: str = INBOX, workers: int = 8, wait: bool = True,
+                    timeout: float = 300.0, excludes: Sequence[str] = DEFAULT_EXCLUDES,
+                    progress: bool = False) -> list[Outcome]:
+    """The command without printing: plan, upload, and (``wait``) attach each blob's last status.
+
+    Raises :class:`UploadError` when nothing could be uploaded (bad path, storage unreachable) and
+    :class:`StatusError` when the status endpoint refuses the key or never answers. Pass the result
+    to :func:`summarize` for the table and the verdict.
+    """
+    items = plan_uploads(paths, excludes=excludes)
+    check_storage(connection_string, container, "the given connection string")
+    outcomes = upload_all(items, connection_string, container, workers=workers, progress=progress)
+    names = [o.item.blob_name for o in outcomes if o.uploaded]
+    if wait and names:
+        statuses = wait_for_outcomes(base_url, names, key=key, timeout=timeout, progress=progress)
+        for o in outcomes:
+            o.status = statuses.get(o.item.blob_name, {})
+    return outcomes
 
 
 # --- the command ------------------------------------------------------------------------------------

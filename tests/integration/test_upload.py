@@ -211,6 +211,17 @@ def test_wait_reports_outcomes_and_quarantine_reasons(azurite, small_corpus, con
     assert "not-dicom" in quarantine_line and "The file is not DICOM." in quarantine_line
 
 
+def test_upload_and_wait_for_other_code(azurite, small_corpus, container, stub):
+    inbox = container("api")
+    outcomes = upload.upload_and_wait([small_corpus / "broken"], connection_string=azurite.connection_string,
+                                      base_url=stub.base_url, key=KEY, container=inbox.container_name, timeout=30)
+    assert {o.state for o in outcomes} == {"quarantined"} and len(outcomes) == len(corpus.BROKEN_CASES)
+    assert upload.summarize(outcomes, waited=True)[1]
+    with pytest.raises(upload.UploadError, match="make up"):
+        upload.upload_and_wait([small_corpus / "broken"], wait=False, container=inbox.container_name,
+                               connection_string=connection_string(free_port(), free_port(), free_port()))
+
+
 def test_wait_times_out_with_a_next_step(stub):
     statuses = upload.wait_for_outcomes(stub.base_url, ["a.dcm", "never.dcm", "broken.dcm"], key=KEY,
                                         timeout=3, progress=False)
