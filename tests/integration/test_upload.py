@@ -28,7 +28,7 @@ SUFFIX = re.compile(r"~[0-9a-f]{8}")
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def upload_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("up") / "corpus"
     corpus.write_corpus(out, patients=1, slices=3, seed=5)
     return out
@@ -101,18 +101,18 @@ def _args(*argv: str) -> list[str]:
     return [*argv, "--quiet", "--state-dir", "/nonexistent-devhost-state"]
 
 
-def test_plan_names_keep_relative_paths_with_a_unique_suffix(small_corpus, tmp_path):
-    items = upload.plan_uploads([small_corpus])
+def test_plan_names_keep_relative_paths_with_a_unique_suffix(upload_corpus, tmp_path):
+    items = upload.plan_uploads([upload_corpus])
     names = [i.blob_name for i in items]
     assert "corpus/manifest.json" not in {SUFFIX.sub("", n) for n in names}  # excluded by default
     stripped = sorted(SUFFIX.sub("", n) for n in names)
-    on_disk = sorted(f"corpus/{p.relative_to(small_corpus).as_posix()}" for p in small_corpus.rglob("*")
+    on_disk = sorted(f"corpus/{p.relative_to(upload_corpus).as_posix()}" for p in upload_corpus.rglob("*")
                      if p.is_file() and p.name != "manifest.json")
     assert stripped == on_disk
     assert "corpus/good/p01/ct/IM0001.dcm" in stripped
     assert any(re.fullmatch(r"corpus/broken/dicomdir/DICOMDIR~[0-9a-f]{8}", n) for n in names)
     assert all(SUFFIX.search(n) for n in names) and len(set(names)) == len(names)
-    one = small_corpus / "good" / "p01" / "ct" / "IM0001.dcm"
+    one = upload_corpus / "good" / "p01" / "ct" / "IM0001.dcm"
     again = upload.plan_uploads([one, one])
     assert again[0].blob_name != again[1].blob_name
     assert all(re.fullmatch(r"IM0001~[0-9a-f]{8}\.dcm", i.blob_name) for i in again)
@@ -120,24 +120,24 @@ def test_plan_names_keep_relative_paths_with_a_unique_suffix(small_corpus, tmp_p
         upload.plan_uploads([tmp_path / "missing"])
 
 
-def test_upload_lands_every_file_under_its_name(azurite, small_corpus, container, capsys):
+def test_upload_lands_every_file_under_its_name(azurite, upload_corpus, container, capsys):
     inbox = container("inbox")
-    code = upload.main(_args(str(small_corpus), "--container", inbox.container_name, "--no-wait",
+    code = upload.main(_args(str(upload_corpus), "--container", inbox.container_name, "--no-wait",
                              "--connection-string", azurite.connection_string, "--workers", "4"))
     assert code == 0, capsys.readouterr()
     out = capsys.readouterr().out
-    items = upload.plan_uploads([small_corpus])
+    items = upload.plan_uploads([upload_corpus])
     assert f"Uploaded {len(items)}/{len(items)} file(s)" in out and "uploaded" in out
     blobs = {b.name: b.size for b in inbox.list_blobs()}
     assert sorted(SUFFIX.sub("", n) for n in blobs) == sorted(SUFFIX.sub("", i.blob_name) for i in items)
     for name, size in blobs.items():
-        local = small_corpus.parent / SUFFIX.sub("", name)
+        local = upload_corpus.parent / SUFFIX.sub("", name)
         assert size == local.stat().st_size
     sample = next(n for n in blobs if n.endswith(".dcm") and "/ct/" in n)
-    assert inbox.download_blob(sample).readall() == (small_corpus.parent / SUFFIX.sub("", sample)).read_bytes()
+    assert inbox.download_blob(sample).readall() == (upload_corpus.parent / SUFFIX.sub("", sample)).read_bytes()
 
     # The same file again: a second, distinct blob.
-    one = small_corpus / "good" / "p01" / "ct" / "IM0001.dcm"
+    one = upload_corpus / "good" / "p01" / "ct" / "IM0001.dcm"
     assert upload.main(_args(str(one), "--container", inbox.container_name, "--no-wait",
                              "--connection-string", azurite.connection_string)) == 0
     copies = [n for n in (b.name for b in inbox.list_blobs()) if re.fullmatch(r"IM0001~[0-9a-f]{8}\.dcm", n)]
@@ -184,18 +184,18 @@ def test_big_file_goes_up_in_blocks_without_being_read_into_memory(azurite, tmp_
         assert blob.download_blob(offset=size - 4096, length=4096).readall() == f.read()
 
 
-def test_storage_down_says_what_to_do(small_corpus, capsys):
+def test_storage_down_says_what_to_do(upload_corpus, capsys):
     dead = connection_string(free_port(), free_port(), free_port())
-    code = upload.main(_args(str(small_corpus), "--connection-string", dead, "--no-wait"))
+    code = upload.main(_args(str(upload_corpus), "--connection-string", dead, "--no-wait"))
     assert code == 1
     err = capsys.readouterr().err
     assert "Cannot reach blob storage" in err and "make up" in err
 
 
-def test_wait_reports_outcomes_and_quarantine_reasons(azurite, small_corpus, container, stub, capsys):
+def test_wait_reports_outcomes_and_quarantine_reasons(azurite, upload_corpus, container, stub, capsys):
     """Full command: real uploads, outcomes from the stub, summary table, exit 0."""
     inbox = container("wait")
-    code = upload.main(_args(str(small_corpus / "good"), str(small_corpus / "broken" / "zero_bytes.dcm"),
+    code = upload.main(_args(str(upload_corpus / "good"), str(upload_corpus / "broken" / "zero_bytes.dcm"),
                              "--container", inbox.container_name, "--connection-string",
                              azurite.connection_string, "--base-url", stub.base_url, "--key", KEY,
                              "--timeout", "30"))
@@ -211,14 +211,14 @@ def test_wait_reports_outcomes_and_quarantine_reasons(azurite, small_corpus, con
     assert "not-dicom" in quarantine_line and "The file is not DICOM." in quarantine_line
 
 
-def test_upload_and_wait_for_other_code(azurite, small_corpus, container, stub):
+def test_upload_and_wait_for_other_code(azurite, upload_corpus, container, stub):
     inbox = container("api")
-    outcomes = upload.upload_and_wait([small_corpus / "broken"], connection_string=azurite.connection_string,
+    outcomes = upload.upload_and_wait([upload_corpus / "broken"], connection_string=azurite.connection_string,
                                       base_url=stub.base_url, key=KEY, container=inbox.container_name, timeout=30)
     assert {o.state for o in outcomes} == {"quarantined"} and len(outcomes) == len(corpus.BROKEN_CASES)
     assert upload.summarize(outcomes, waited=True)[1]
     with pytest.raises(upload.UploadError, match="make up"):
-        upload.upload_and_wait([small_corpus / "broken"], wait=False, container=inbox.container_name,
+        upload.upload_and_wait([upload_corpus / "broken"], wait=False, container=inbox.container_name,
                                connection_string=connection_string(free_port(), free_port(), free_port()))
 
 
