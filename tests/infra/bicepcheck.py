@@ -1,0 +1,748 @@
+"""Offline checks of the Bicep in ``infra/``: parse, cross-file, names and security rules.
+
+No Bicep compiler installs on this machine (none on PyPI, npm or Debian), so the checks read the
+source with two pinned parsers from PyPI (requirements-dev.txt):
+
+* ``tree-sitter`` + ``tree-sitter-bicep``: a full syntax tree; any ERROR or MISSING node fails loudly.
+  Also used for comments (stripped before text rules) and ``load*Content`` calls.
+* ``pycep-parser`` (0.7.1): the file as JSON (parameters, variables, resources, modules), which the
+  resource rules walk. It parses a subset of Bicep (no loops with ``if``, no decorators inside ``type``),
+  so a file it rejects fails too: keep the syntax inside what both read (and checkov's older pycep).
+
+checkov (its own venv, ``make infra-tools``) runs through :func:`run_checkov`, which fails when checkov
+reports files it could not parse (checkov itself skips them and exits 0).
+
+Every rule is a function returning a list of violations (empty = pass), so a test can feed it a small
+bad snippet and see it trip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import tree_sitter
+import tree_sitter_bicep
+from pycep import BicepParser
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+INFRA_VENV = ROOT / ".venv-infra"
+
+#: Role definition GUID -> built-in role name. Nothing else may be assigned.
+ALLOWED_ROLES: Mapping[str, str] = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
+    "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
+    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+}
+
+#: App settings the Flex Consumption plan rejects or ignores (its deprecation list).
+FLEX_FORBIDDEN_SETTINGS = frozenset({
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+    "FUNCTIONS_WORKER_PROCESS_COUNT",
+    "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "ENABLE_ORYX_BUILD",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTOVERVNET",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_DNS_SERVER",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+    "WEBSITE_VNET_ROUTE_ALL",
+    "WEBSITE_USE_PLACEHOLDER_DOTNETISOLATED",
+    "AzureWebJobsStorage",  # a connection string; identity-based settings use AzureWebJobsStorage__*
+})
+
+#: Text that only appears where a storage key, SAS or connection string is built (case-insensitive).
+FORBIDDEN_TEXT = re.compile(r"accountkey|defaultendpointsprotocol|sharedaccesssignature|listaccountsas|listservicesas",
+                            re.IGNORECASE)
+#: The only resource type whose list* action we call: the function app host (system keys, not storage keys).
+LIST_ALLOWED_TYPES = frozenset({"Microsoft.Web/sites/host"})
+
+GUID = re.compile(r"'([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})'")
+LOAD_FUNCTIONS = frozenset({"loadJsonContent", "loadTextContent", "loadYamlContent", "loadFileAsBase64"})
+
+
+class BicepParseError(ValueError):
+    """A Bicep file the offline parsers cannot read; the message names the file, line and parser."""
+
+
+@cache
+def _ts_parser() -> tree_sitter.Parser:
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
+
+
+@cache
+def _pycep() -> BicepParser:
+    return BicepParser()
+
+
+def _walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(n.children))
+
+
+def syntax_errors(text: str) -> list[str]:
+    """ERROR and MISSING nodes of tree-sitter-bicep, as ``line:col: ...`` (1-based)."""
+    src = text.encode()
+    tree = _ts_parser().parse(src)
+    out = []
+    for n in _walk(tree.root_node):
+        if n.type == "ERROR" or n.is_missing:
+            line, col = n.start_point
+            frag = src[n.start_byte:n.end_byte][:60].decode(errors="replace")
+            out.append(f"{line + 1}:{col + 1}: {'missing ' + n.type if n.is_missing else 'syntax error'} near {frag!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class BicepFile:
+    path: Path
+    text: str
+    tree: tree_sitter.Tree
+    doc: dict[str, Any]
+
+    @classmethod
+    def from_text(cls, text: str, path: Path | None = None) -> BicepFile:
+        path = path or INFRA / "snippet.bicep"
+        errors = syntax_errors(text)
+        if errors:
+            raise BicepParseError(f"{path}: tree-sitter-bicep cannot parse it: " + "; ".join(errors[:5]))
+        try:
+            doc = _pycep().parse(text=text)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BicepParseError(
+                f"{path}: pycep-parser cannot parse it ({first}). Keep to the syntax it reads: no loops with "
+                "'if', no decorators inside 'type' (see DESIGN.md section 8)."
+            ) from exc
+        return cls(path=path, text=text, tree=_ts_parser().parse(text.encode()), doc=dict(doc))
+
+    @classmethod
+    def load(cls, path: Path) -> BicepFile:
+        return cls.from_text(path.read_text(encoding="utf-8"), path)
+
+    @property
+    def name(self) -> str:
+        try:
+            return str(self.path.relative_to(ROOT))
+        except ValueError:
+            return str(self.path)
+
+    def code_without_comments(self) -> str:
+        """The source with every comment blanked out (strings such as 'https://' stay intact)."""
+        src = bytearray(self.text.encode())
+        for n in _walk(self.tree.root_node):
+            if n.type == "comment":
+                src[n.start_byte:n.end_byte] = b" " * (n.end_byte - n.start_byte)
+        return src.decode()
+
+    def variable(self, name: str) -> Any:
+        return self.doc.get("variables", {})[name]["value"]
+
+    def resolve(self, value: Any) -> Any:
+        """Follow variable names (pycep writes identifiers and string literals alike) to their values."""
+        seen = 0
+        variables = self.doc.get("variables", {})
+        while isinstance(value, str) and value in variables and seen < 20:
+            value = variables[value]["value"]
+            seen += 1
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return value
+
+    def resources(self, rtype: str | None = None, *, include_existing: bool = False) -> Iterator[tuple[str, dict]]:
+        """(symbol, body) of each resource declaration, loops and conditions unwrapped."""
+        for symbol, res in self.doc.get("resources", {}).items():
+            if res.get("existing") and not include_existing:
+                continue
+            if rtype is not None and res["type"] != rtype:
+                continue
+            yield symbol, unwrap(res["config"])
+
+    def modules(self) -> Iterator[tuple[str, str, dict]]:
+        """(symbol, path, body) of each module declaration, loops and conditions unwrapped."""
+        for symbol, mod in self.doc.get("modules", {}).items():
+            yield symbol, mod["detail"]["path"], unwrap(mod["config"])
+
+
+def unwrap(config: Any) -> Any:
+    while isinstance(config, dict) and "config" in config and ("loop_type" in config or "condition" in config):
+        config = config["config"]
+    return config
+
+
+def dig(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def infra_files() -> list[Path]:
+    return sorted(INFRA.rglob("*.bicep"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rules: each returns a list of violations, "<file>: <what is wrong and what to do>".
+
+
+def rule_param_descriptions(f: BicepFile) -> list[str]:
+    out = []
+    for name, param in f.doc.get("parameters", {}).items():
+        if not any(d.get("type") == "description" and d.get("argument") for d in param.get("decorators", [])):
+            out.append(f"{f.name}: parameter {name!r} has no @description(...)")
+    return out
+
+
+def rule_modules(f: BicepFile) -> list[str]:
+    """Local module paths exist, passed params are declared there, required ones are passed."""
+    out = []
+    for symbol, rel, body in f.modules():
+        if rel.startswith(("br:", "br/", "ts:", "ts/")):
+            out.append(f"{f.name}: module {symbol!r} uses registry module {rel!r}; "
+                       "use a local module under infra/modules")
+            continue
+        target = (f.path.parent / rel).resolve()
+        if not target.is_file():
+            out.append(f"{f.name}: module {symbol!r} points at {rel!r}, which does not exist")
+            continue
+        if INFRA / "modules" not in target.parents:
+            out.append(f"{f.name}: module {symbol!r} ({rel}) is not under infra/modules")
+        declared = BicepFile.load(target).doc.get("parameters", {})
+        passed = body.get("params") or {}
+        if not isinstance(passed, dict):
+            out.append(f"{f.name}: module {symbol!r} params must be an object literal")
+            continue
+        for name in passed:
+            if name not in declared:
+                out.append(f"{f.name}: module {symbol!r} passes {name!r}, which {rel} does not declare")
+        for name, param in declared.items():
+            if param.get("default") is None and name not in passed:
+                out.append(f"{f.name}: module {symbol!r} does not pass required parameter {name!r} of {rel}")
+    return out
+
+
+def load_calls(f: BicepFile) -> list[tuple[str, str]]:
+    """(function, path argument) of each loadJsonContent/loadTextContent/... call."""
+    src = f.text.encode()
+    calls = []
+    for n in _walk(f.tree.root_node):
+        if n.type != "call_expression":
+            continue
+        fn = n.child_by_field_name("function")
+        name = src[fn.start_byte:fn.end_byte].decode() if fn is not None else ""
+        if name not in LOAD_FUNCTIONS:
+            continue
+        args = n.child_by_field_name("arguments")
+        first = next((c for c in (args.named_children if args is not None else []) if c.type != "comment"), None)
+        literal = src[first.start_byte:first.end_byte].decode() if first is not None else ""
+        calls.append((name, literal))
+    return calls
+
+
+def rule_load_files(f: BicepFile) -> list[str]:
+    out = []
+    for name, literal in load_calls(f):
+        if not (literal.startswith("'") and literal.endswith("'") and "${" not in literal):
+            out.append(f"{f.name}: {name}({literal}) needs a plain string literal path")
+            continue
+        target = f.path.parent / literal[1:-1]
+        if not target.is_file():
+            out.append(f"{f.name}: {name}('{literal[1:-1]}') file does not exist ({target})")
+            continue
+        if name == "loadJsonContent":
+            try:
+                json.loads(target.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                out.append(f"{f.name}: {name}('{literal[1:-1]}') is not valid JSON: {exc}")
+    return out
+
+
+def _resource_types(f: BicepFile) -> dict[str, str]:
+    return {sym: res["type"] for sym, res in f.doc.get("resources", {}).items()}
+
+
+def rule_no_storage_keys(f: BicepFile) -> list[str]:
+    """No storage keys, SAS or connection strings; list*() only on the function app host (system keys)."""
+    out = []
+    code = f.code_without_comments()
+    for m in FORBIDDEN_TEXT.finditer(code):
+        line = code.count("\n", 0, m.start()) + 1
+        out.append(f"{f.name}:{line}: {m.group(0)!r} builds a storage key, SAS or connection string; "
+                   "use the managed identity")
+    types = _resource_types(f)
+    for m in re.finditer(r"(?:\b([A-Za-z_]\w*)\s*\.\s*)?\b(list\w*)\s*\(", code):
+        receiver, fn = m.group(1), m.group(2)
+        line = code.count("\n", 0, m.start()) + 1
+        if receiver is None:
+            out.append(f"{f.name}:{line}: {fn}(...) as a free function; call it on a Microsoft.Web/sites/host resource")
+        elif types.get(receiver) not in LIST_ALLOWED_TYPES:
+            out.append(f"{f.name}:{line}: {receiver}.{fn}() on {types.get(receiver, 'an unknown symbol')}: "
+                       "only the function app host's system keys may be listed (never storage keys)")
+    return out
+
+
+def rule_storage_accounts(f: BicepFile) -> list[str]:
+    out = []
+    expected = {
+        "supportsHttpsTrafficOnly": True,
+        "minimumTlsVersion": "TLS1_2",
+        "allowSharedKeyAccess": False,
+        "allowBlobPublicAccess": False,
+    }
+    for sym, body in f.resources("Microsoft.Storage/storageAccounts"):
+        if dig(body, "sku", "name") != "Standard_RAGZRS":
+            sku = dig(body, "sku", "name")
+            out.append(f"{f.name}: storage account {sym!r} sku must be Standard_RAGZRS, got {sku!r}")
+        props = body.get("properties") or {}
+        for key, want in expected.items():
+            if props.get(key) != want or type(props.get(key)) is not type(want):
+                got = props.get(key)
+                out.append(f"{f.name}: storage account {sym!r} properties.{key} must be {want!r}, got {got!r}")
+    return out
+
+
+def rule_blob_services(f: BicepFile) -> list[str]:
+    out = []
+    for sym, body in f.resources("Microsoft.Storage/storageAccounts/blobServices"):
+        props = body.get("properties") or {}
+        checks = {
+            "isVersioningEnabled": props.get("isVersioningEnabled"),
+            "deleteRetentionPolicy.enabled": dig(props, "deleteRetentionPolicy", "enabled"),
+            "containerDeleteRetentionPolicy.enabled": dig(props, "containerDeleteRetentionPolicy", "enabled"),
+            "changeFeed.enabled": dig(props, "changeFeed", "enabled"),
+        }
+        for key, value in checks.items():
+            if value is not True:
+                out.append(f"{f.name}: blob service {sym!r} properties.{key} must be true, got {value!r}")
+    for sym, body in f.resources("Microsoft.Storage/storageAccounts/blobServices/containers"):
+        access = dig(body, "properties", "publicAccess")
+        if access not in (None, "None"):
+            out.append(f"{f.name}: container {sym!r} publicAccess must be 'None', got {access!r}")
+    return out
+
+
+def _role_guid(f: BicepFile, expr: Any) -> str | None:
+    """The role GUID of a roleDefinitionId expression (a literal, a variable, or roles.<key>)."""
+    expr = f.resolve(expr)
+    if isinstance(expr, dict) and "function" in expr:
+        params = expr["function"].get("parameters", {})
+        return _role_guid(f, params.get("resource_name_1"))
+    if isinstance(expr, dict) and dig(expr, "operator", "type") == "property_accessor":
+        ops = expr["operator"]["operands"]
+        obj = f.resolve(ops["operand_1"])
+        if isinstance(obj, dict):
+            return _role_guid(f, obj.get(ops["operand_2"]))
+        return None
+    if isinstance(expr, str):
+        m = re.search(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$", expr)
+        return m.group(0).lower() if m else None
+    return None
+
+
+def rule_role_assignments(f: BicepFile) -> list[str]:
+    out = []
+    for sym, body in f.resources("Microsoft.Authorization/roleAssignments"):
+        name = body.get("name")
+        fn = dig(name, "function") if isinstance(name, dict) else None
+        if not fn or fn.get("type") != "guid" or len([v for v in fn.get("parameters", {}).values() if v]) != 3:
+            out.append(f"{f.name}: role assignment {sym!r} name must be guid(scope, principal, role)")
+        guid = _role_guid(f, dig(body, "properties", "roleDefinitionId"))
+        if guid not in ALLOWED_ROLES:
+            out.append(f"{f.name}: role assignment {sym!r} assigns {guid or 'an unresolvable role'}, "
+                       f"not in the allow-list ({', '.join(sorted(ALLOWED_ROLES.values()))})")
+    # Every GUID literal is an allowed role and carries a comment naming it.
+    for lineno, line in enumerate(f.text.splitlines(), 1):
+        for m in GUID.finditer(line):
+            guid = m.group(1).lower()
+            if guid not in ALLOWED_ROLES:
+                out.append(f"{f.name}:{lineno}: GUID {guid} is not an allowed role definition")
+                continue
+            rest = line[m.end():]
+            comment = rest.split("//", 1)[1].strip() if "//" in rest else ""
+            if comment != ALLOWED_ROLES[guid]:
+                out.append(f"{f.name}:{lineno}: role GUID {guid} needs the comment '// {ALLOWED_ROLES[guid]}', "
+                           f"got {comment!r}")
+    return out
+
+
+def rule_monitoring(f: BicepFile) -> list[str]:
+    out = []
+    for sym, body in f.resources("Microsoft.Insights/components"):
+        if dig(body, "properties", "DisableLocalAuth") is not True:
+            out.append(f"{f.name}: Application Insights {sym!r} needs properties.DisableLocalAuth: true")
+    for sym, body in f.resources("Microsoft.OperationalInsights/workspaces"):
+        if dig(body, "properties", "features", "disableLocalAuth") is not True:
+            out.append(f"{f.name}: Log Analytics {sym!r} needs properties.features.disableLocalAuth: true")
+    return out
+
+
+def rule_event_grid(f: BicepFile) -> list[str]:
+    out = []
+    for sym, body in f.resources("Microsoft.EventGrid/topics"):
+        if dig(body, "properties", "disableLocalAuth") is not True:
+            out.append(f"{f.name}: custom topic {sym!r} needs properties.disableLocalAuth: true (Entra ID only)")
+        if dig(body, "properties", "inputSchema") != "CloudEventSchemaV1_0":
+            out.append(f"{f.name}: custom topic {sym!r} inputSchema must be CloudEventSchemaV1_0")
+    for sym, body in f.resources("Microsoft.EventGrid/systemTopics"):
+        if dig(body, "properties", "topicType") != "Microsoft.Storage.StorageAccounts":
+            out.append(f"{f.name}: system topic {sym!r} topicType must be Microsoft.Storage.StorageAccounts")
+    schemas = {
+        "Microsoft.EventGrid/systemTopics/eventSubscriptions": "EventGridSchema",
+        "Microsoft.EventGrid/topics/eventSubscriptions": "CloudEventSchemaV1_0",
+    }
+    for rtype, schema in schemas.items():
+        for sym, body in f.resources(rtype):
+            props = body.get("properties") or {}
+            if props.get("eventDeliverySchema") != schema:
+                out.append(f"{f.name}: {sym!r} ({rtype}) eventDeliverySchema must be {schema}, "
+                           f"got {props.get('eventDeliverySchema')!r}")
+            if "deadLetterDestination" in props:
+                out.append(f"{f.name}: {sym!r} uses deadLetterDestination; use deadLetterWithResourceIdentity")
+            if "deadLetterWithResourceIdentity" not in props:
+                out.append(f"{f.name}: {sym!r} has no deadLetterWithResourceIdentity")
+            dumped = json.dumps(props.get("destination"))
+            if "WebHook" in dumped:
+                url_ok = ("/runtime/webhooks/blobs?functionName=Host.Functions.${" in dumped
+                          and "systemKeys.blobs_extension" in dumped and "defaultHostName" in dumped)
+                if not url_ok:
+                    out.append(f"{f.name}: {sym!r} webhook must be https://<defaultHostName>/runtime/webhooks/blobs"
+                               "?functionName=Host.Functions.<fn>&code=<blobs_extension system key>")
+            if "AzureFunction" in dumped and "/functions/${" not in dumped:
+                out.append(f"{f.name}: {sym!r} AzureFunction endpoint must be <app resource id>/functions/<fn>")
+    return out
+
+
+def rule_key_vault(f: BicepFile) -> list[str]:
+    out = []
+    for sym, body in f.resources("Microsoft.KeyVault/vaults"):
+        props = body.get("properties") or {}
+        for key in ("enableRbacAuthorization", "enablePurgeProtection"):
+            if props.get(key) is not True:
+                out.append(f"{f.name}: Key Vault {sym!r} needs properties.{key}: true")
+        if props.get("accessPolicies"):
+            out.append(f"{f.name}: Key Vault {sym!r} uses access policies; use RBAC")
+    return out
+
+
+def app_settings(f: BicepFile) -> dict[str, Any]:
+    """Name -> value expression of every app setting the file gives a function app."""
+    settings: dict[str, Any] = {}
+    for _sym, body in f.resources("Microsoft.Web/sites"):
+        entries = f.resolve(dig(body, "properties", "siteConfig", "appSettings")) or []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                settings[entry["name"]] = entry.get("value")
+    for _sym, body in f.resources("Microsoft.Web/sites/config"):
+        if body.get("name") == "appsettings" and isinstance(body.get("properties"), dict):
+            settings.update(body["properties"])
+    return settings
+
+
+def rule_function_apps(f: BicepFile) -> list[str]:
+    out = []
+    for sym, body in f.resources("Microsoft.Web/sites"):
+        props = body.get("properties") or {}
+        if props.get("httpsOnly") is not True:
+            out.append(f"{f.name}: site {sym!r} needs httpsOnly: true")
+        if dig(props, "siteConfig", "minTlsVersion") != "1.2":
+            out.append(f"{f.name}: site {sym!r} siteConfig.minTlsVersion must be '1.2'")
+        if dig(props, "siteConfig", "ftpsState") != "Disabled":
+            out.append(f"{f.name}: site {sym!r} siteConfig.ftpsState must be 'Disabled'")
+        if dig(props, "functionAppConfig", "runtime") != {"name": "python", "version": "3.11"}:
+            out.append(f"{f.name}: site {sym!r} functionAppConfig.runtime must be python 3.11")
+        auth = dig(props, "functionAppConfig", "deployment", "storage", "authentication", "type")
+        if auth not in ("UserAssignedIdentity", "SystemAssignedIdentity"):
+            out.append(f"{f.name}: site {sym!r} deployment storage must authenticate with a managed identity")
+    for name in app_settings(f):
+        if name in FLEX_FORBIDDEN_SETTINGS:
+            out.append(f"{f.name}: app setting {name!r} is not allowed on Flex Consumption; remove it")
+    for sym, body in f.resources("Microsoft.Web/serverfarms"):
+        if dig(body, "sku", "name") != "FC1":
+            out.append(f"{f.name}: plan {sym!r} must be Flex Consumption (sku FC1)")
+    return out
+
+
+SECURITY_RULES = (
+    rule_no_storage_keys,
+    rule_storage_accounts,
+    rule_blob_services,
+    rule_role_assignments,
+    rule_monitoring,
+    rule_event_grid,
+    rule_key_vault,
+    rule_function_apps,
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# infra/events.json against the app.
+
+EVENT_GRID_FILTER_FIELDS = frozenset({
+    "includedEventTypes", "subjectBeginsWith", "subjectEndsWith", "isSubjectCaseSensitive", "advancedFilters",
+    "enableAdvancedFilteringOnArrays",
+})
+EVENT_GRID_RETRY_FIELDS = frozenset({"maxDeliveryAttempts", "eventTimeToLiveInMinutes"})
+TOPIC_SCHEMAS = {"systemTopic": "EventGridSchema", "customTopic": "CloudEventSchemaV1_0"}
+SUBSCRIPTION_NAME = re.compile(r"^[A-Za-z0-9-]{3,64}$")
+
+
+def check_events(events: Mapping[str, Any], functions: Mapping[str, list[dict]], *, event_types: set[str],
+                 containers: set[str]) -> list[str]:
+    """infra/events.json against the app: functions, trigger kinds, event types, containers, field names.
+
+    ``functions`` maps function name -> its bindings (``get_function_json()["bindings"]``).
+    """
+    out = []
+    topics = events.get("topics") or {}
+    for key, topic in topics.items():
+        kind = topic.get("kind")
+        if kind not in TOPIC_SCHEMAS:
+            out.append(f"topic {key!r}: kind must be one of {sorted(TOPIC_SCHEMAS)}, got {kind!r}")
+        elif topic.get("schema") != TOPIC_SCHEMAS[kind]:
+            out.append(f"topic {key!r}: a {kind} delivers {TOPIC_SCHEMAS[kind]}, got {topic.get('schema')!r}")
+    names = [s.get("name") for s in events.get("subscriptions", [])]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        out.append(f"subscription name {dup!r} is used twice")
+    for sub in events.get("subscriptions", []):
+        label = f"subscription {sub.get('name')!r}"
+        if not SUBSCRIPTION_NAME.match(str(sub.get("name"))):
+            out.append(f"{label}: name must be 3-64 letters, digits or hyphens")
+        topic = topics.get(sub.get("topic"))
+        if topic is None:
+            out.append(f"{label}: topic {sub.get('topic')!r} is not in topics")
+        fn = sub.get("function")
+        bindings = functions.get(fn)
+        if bindings is None:
+            out.append(f"{label}: function {fn!r} is not in function_app.app.get_functions() "
+                       f"({', '.join(sorted(functions))})")
+        else:
+            triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
+            endpoint = sub.get("endpoint")
+            if endpoint == "blobTrigger":
+                if not any(b["type"] == "blobTrigger" and b.get("source") == "EventGrid" for b in triggers):
+                    out.append(f"{label}: endpoint blobTrigger needs {fn!r} to be a blob trigger with "
+                               "source=EventGrid (func.BlobSource.EVENT_GRID)")
+            elif endpoint == "eventGridTrigger":
+                if not any(b["type"] == "eventGridTrigger" for b in triggers):
+                    out.append(f"{label}: endpoint eventGridTrigger needs {fn!r} to have an eventGridTrigger binding")
+            else:
+                out.append(f"{label}: endpoint must be 'blobTrigger' or 'eventGridTrigger', got {endpoint!r}")
+        flt = sub.get("filter") or {}
+        for field in sorted(set(flt) - EVENT_GRID_FILTER_FIELDS):
+            out.append(f"{label}: filter field {field!r} is not an Event Grid filter field")
+        for af in flt.get("advancedFilters") or []:
+            if not {"operatorType", "key"} <= set(af):
+                out.append(f"{label}: advanced filter {af!r} needs operatorType and key")
+        for et in flt.get("includedEventTypes") or []:
+            if et not in event_types and not str(et).startswith("Microsoft.Storage."):
+                out.append(f"{label}: event type {et!r} is not in shared/events/types.py")
+            if topic is not None:
+                storage_type = str(et).startswith("Microsoft.Storage.")
+                if storage_type != (topic.get("kind") == "systemTopic"):
+                    out.append(f"{label}: event type {et!r} is never published on topic {sub.get('topic')!r}")
+        begins = flt.get("subjectBeginsWith")
+        if topic is not None and topic.get("kind") == "systemTopic" and begins:
+            m = re.match(r"^/blobServices/default/containers/([^/]+)/", begins)
+            if not m or m.group(1) not in containers:
+                out.append(f"{label}: subjectBeginsWith {begins!r} must name a container the app uses")
+        for field in sorted(set(sub.get("retryPolicy") or {}) - EVENT_GRID_RETRY_FIELDS):
+            out.append(f"{label}: retryPolicy field {field!r} is not an Event Grid retry field")
+        dl = sub.get("deadLetterContainer")
+        if dl is not None and dl not in containers:
+            out.append(f"{label}: deadLetterContainer {dl!r} is not a container the app uses")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkov, from its own venv.
+
+
+class CheckovError(RuntimeError):
+    """checkov is missing, crashed, or could not parse a file (it would otherwise skip it silently)."""
+
+
+@dataclass(frozen=True)
+class CheckovReport:
+    failed: list[dict]
+    skipped: list[dict]
+    passed: int
+    parsing_errors: list[str]
+
+    def unjustified_skips(self) -> list[str]:
+        """Skips without a reason after the check ID (``// checkov:skip=CKV_X: reason``)."""
+        def reason(skip: dict) -> str:
+            text = str(skip.get("check_result", {}).get("suppress_comment") or "").strip()
+            return "" if text == "No comment provided" else text  # checkov's filler for a bare skip
+
+        return [s["check_id"] for s in self.skipped if len(reason(s)) < 10]
+
+
+def checkov_binary() -> Path:
+    exe = INFRA_VENV / "bin" / "checkov"
+    if not exe.exists():
+        raise CheckovError(f"checkov is not installed at {exe}: run `make infra-tools` (its own venv, .venv-infra)")
+    return exe
+
+
+def run_checkov(directory: Path, *, timeout: float = 240) -> CheckovReport:
+    """checkov over every Bicep file under ``directory``, offline; raises on parsing errors."""
+    proc = subprocess.run(
+        [str(checkov_binary()), "--directory", str(directory), "--framework", "bicep", "--skip-download",
+         "--output", "json"],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    if proc.returncode not in (0, 1):
+        raise CheckovError(f"checkov exited {proc.returncode}: {proc.stderr[-2000:]}")
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise CheckovError(f"checkov printed no JSON report: {proc.stdout[:500]!r} {proc.stderr[-1500:]!r}") from exc
+    reports = data if isinstance(data, list) else [data]
+    bicep = [r for r in reports if r.get("check_type") == "bicep"]
+    if not bicep:
+        # checkov prints a bare summary when it found nothing to scan.
+        raise CheckovError(f"checkov scanned no Bicep file under {directory}: {str(data)[:300]}")
+    results = bicep[0].get("results", {})
+    report = CheckovReport(
+        failed=results.get("failed_checks", []),
+        skipped=results.get("skipped_checks", []),
+        passed=len(results.get("passed_checks", [])),
+        parsing_errors=list(results.get("parsing_errors", [])),
+    )
+    if report.parsing_errors:
+        raise CheckovError("checkov could not parse (and would silently skip): " + ", ".join(report.parsing_errors))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Names and settings shared between the Bicep and the code.
+
+#: main.bicep variable -> what the code calls it.
+STORAGE_NAME_VARIABLES = {
+    "appContainers": "shared/storage/layout.py CONTAINERS",
+    "appQueues": "shared/storage/layout.py QUEUES",
+    "appTables": "shared/index/tables.py TABLES",
+}
+
+
+def storage_names(main: BicepFile) -> dict[str, set[str]]:
+    """The container/queue/table names main.bicep creates, by variable (see STORAGE_NAME_VARIABLES)."""
+    out = {}
+    for var in STORAGE_NAME_VARIABLES:
+        try:
+            value = main.resolve(main.variable(var))
+        except KeyError:
+            value = None
+        out[var] = {v for v in value if isinstance(v, str)} if isinstance(value, list) else set()
+    return out
+
+
+def check_storage_names(main: BicepFile, expected: Mapping[str, set[str]]) -> list[str]:
+    """main.bicep's name lists equal the code's, and reach the data storage account of every region."""
+    out = []
+    for var, names in storage_names(main).items():
+        want = set(expected[var])
+        if names != want:
+            out.append(f"{main.name}: var {var} must equal {STORAGE_NAME_VARIABLES[var]}: "
+                       f"missing {sorted(want - names)}, extra {sorted(names - want)}")
+    regions = [(sym, body) for sym, path, body in main.modules() if path.endswith("modules/region.bicep")]
+    if not regions:
+        out.append(f"{main.name}: no module deploys modules/region.bicep")
+    for sym, body in regions:
+        params = body.get("params") or {}
+        for param, var in (("containers", "appContainers"), ("queues", "appQueues"), ("tables", "appTables")):
+            if params.get(param) != var:
+                out.append(f"{main.name}: module {sym!r} must pass {param}: {var}, got {params.get(param)!r}")
+    return out
+
+
+def check_bindings(functions: Mapping[str, list[dict]], names: Mapping[str, set[str]]) -> list[str]:
+    """Every queue and blob container a function binds to is one that infra creates."""
+    out = []
+    for fn, bindings in sorted(functions.items()):
+        for b in bindings:
+            queue = b.get("queueName")
+            if queue and queue not in names["appQueues"]:
+                out.append(f"function {fn!r} binds queue {queue!r}, which infra does not create")
+            path = b.get("path")
+            if path and str(b.get("type", "")).startswith("blob"):
+                container = str(path).split("/", 1)[0]
+                if container not in names["appContainers"]:
+                    out.append(f"function {fn!r} binds container {container!r}, which infra does not create")
+            table = b.get("tableName")
+            if table and table not in names["appTables"]:
+                out.append(f"function {fn!r} binds table {table!r}, which infra does not create")
+    return out
+
+
+SERVICE_URI_BY_BINDING = {"blob": "blobServiceUri", "queue": "queueServiceUri", "table": "tableServiceUri"}
+
+
+def check_app_settings(names: set[str], functions: Mapping[str, list[dict]], config_source: str) -> list[str]:
+    """The function app's settings are the ones the app reads (shared/config.py) and its bindings need."""
+    from shared.config import EVENTS_CONNECTION, STORAGE_CONNECTION, Settings
+
+    out = []
+    env = {n: ("60" if n.startswith("DICOMFLOW_") else f"https://{n.lower()}.example") for n in names}
+    try:
+        settings = Settings.from_env(env)
+        settings.require_storage()
+    except ValueError as exc:
+        return [f"app settings do not configure the app: {exc}"]
+    st = settings.storage
+    if st.connection_string:
+        out.append(f"app settings set {STORAGE_CONNECTION} (a connection string); "
+                   f"use {STORAGE_CONNECTION}__* (identity)")
+    for field in ("blob_service_uri", "queue_service_uri", "table_service_uri", "client_id"):
+        if getattr(st, field) is None:
+            out.append(f"app settings leave shared/config.py storage.{field} unset")
+    if settings.events_endpoint is None:
+        out.append(f"app settings lack {EVENTS_CONNECTION}__topicEndpointUri")
+    if settings.events_client_id is None:
+        out.append(f"app settings lack {EVENTS_CONNECTION}__clientId")
+    for n in sorted(names):
+        if n.startswith("DICOMFLOW_") and f'"{n}"' not in config_source:
+            out.append(f"app setting {n!r} is not read by shared/config.py (typo?)")
+    for conn, services in _connections(functions).items():
+        prefix = conn + "__"
+        if conn in names:
+            out.append(f"app setting {conn!r} is a connection string; use identity-based {prefix}* settings")
+        if names and f"{prefix}credential" not in names:
+            out.append(f"connection {conn!r} lacks {prefix}credential=managedidentity")
+        for service in sorted(services):
+            uri = SERVICE_URI_BY_BINDING[service]
+            if f"{prefix}{uri}" not in names and f"{prefix}serviceUri" not in names:
+                out.append(f"connection {conn!r} ({service} binding) lacks {prefix}{uri}")
+    return out
+
+
+def _connections(functions: Mapping[str, list[dict]]) -> dict[str, set[str]]:
+    conns: dict[str, set[str]] = {"AzureWebJobsStorage": {"blob", "queue", "table"}}  # the host itself
+    for bindings in functions.values():
+        for b in bindings:
+            btype = str(b.get("type", ""))
+            service = next((s for s in SERVICE_URI_BY_BINDING if btype.startswith(s)), None)
+            if service and b.get("connection"):
+                conns.setdefault(b["connection"], set()).add(service)
+    return conns

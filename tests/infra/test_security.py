@@ -1,0 +1,190 @@
+"""Security rules over the parsed resources of every Bicep file, and a bad snippet for each rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.infra.bicepcheck import (
+    INFRA,
+    SECURITY_RULES,
+    BicepFile,
+    infra_files,
+    rule_blob_services,
+    rule_event_grid,
+    rule_function_apps,
+    rule_key_vault,
+    rule_monitoring,
+    rule_no_storage_keys,
+    rule_role_assignments,
+    rule_storage_accounts,
+)
+
+FILES = infra_files()
+IDS = [str(p.relative_to(INFRA)) for p in FILES]
+
+
+@pytest.mark.parametrize("path", FILES, ids=IDS)
+def test_security_rules_hold(path: Path, bicep_files: dict[str, BicepFile]) -> None:
+    f = bicep_files[str(path.relative_to(INFRA))]
+    problems = [p for rule in SECURITY_RULES for p in rule(f)]
+    assert problems == []
+
+
+def _declaring(bicep_files: dict[str, BicepFile], rtype: str) -> set[str]:
+    return {name for name, f in bicep_files.items() if any(True for _ in f.resources(rtype))}
+
+
+def test_role_assignments_live_in_one_module(bicep_files: dict[str, BicepFile]) -> None:
+    assert _declaring(bicep_files, "Microsoft.Authorization/roleAssignments") == {"modules/roleAssignments.bicep"}
+
+
+def test_every_storage_account_comes_from_the_storage_module(bicep_files: dict[str, BicepFile]) -> None:
+    assert _declaring(bicep_files, "Microsoft.Storage/storageAccounts") == {"modules/storage.bicep"}
+
+
+def test_resources_under_test_exist(bicep_files: dict[str, BicepFile]) -> None:
+    """The rules above would pass vacuously if the resources were missing: make sure they are there."""
+    for rtype in ("Microsoft.Storage/storageAccounts", "Microsoft.Storage/storageAccounts/blobServices",
+                  "Microsoft.Authorization/roleAssignments", "Microsoft.Insights/components",
+                  "Microsoft.OperationalInsights/workspaces", "Microsoft.EventGrid/topics",
+                  "Microsoft.EventGrid/systemTopics", "Microsoft.EventGrid/systemTopics/eventSubscriptions",
+                  "Microsoft.EventGrid/topics/eventSubscriptions", "Microsoft.KeyVault/vaults", "Microsoft.Web/sites",
+                  "Microsoft.Web/serverfarms", "Microsoft.Storage/storageAccounts/objectReplicationPolicies",
+                  "Microsoft.Cdn/profiles/originGroups"):
+        assert _declaring(bicep_files, rtype), f"no file declares {rtype}"
+
+
+def test_object_replication_destination_first(bicep_files: dict[str, BicepFile]) -> None:
+    main = bicep_files["main.bicep"]
+    mods = {sym: body for sym, path, body in main.modules() if path.endswith("objectReplication.bicep")}
+    assert set(mods) == {"replicationDestination", "replicationSource"}
+    assert mods["replicationDestination"]["params"]["policyId"] == "default"
+    src = str(mods["replicationSource"]["params"])
+    assert "replicationDestination" in src and "policyId" in src and "ruleIds" in src
+
+
+def test_front_door_priority_routing(bicep_files: dict[str, BicepFile]) -> None:
+    fd = bicep_files["modules/frontDoor.bicep"]
+    (_, profile), = fd.resources("Microsoft.Cdn/profiles")
+    assert profile["sku"]["name"] == "Standard_AzureFrontDoor"
+    priorities = {body["name"]: body["properties"]["priority"]
+                  for _s, body in fd.resources("Microsoft.Cdn/profiles/originGroups/origins")}
+    assert priorities["primary"] == 1
+    assert fd.doc["parameters"][priorities["secondary"]]["default"] == 2, "active/passive by default"
+
+
+# --- negative tests ----------------------------------------------------------------------------------------
+
+STORAGE_OK = """
+resource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'x'
+  sku: {
+    name: 'Standard_RAGZRS'
+  }
+  properties: {
+    supportsHttpsTrafficOnly: true
+    minimumTlsVersion: 'TLS1_2'
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+  }
+}
+"""
+
+BAD = [
+    pytest.param(rule_no_storage_keys,
+                 "resource sa 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {\n  name: 'x'\n}\n"
+                 "var cs = 'DefaultEndpointsProtocol=https;AccountName=x;AccountKey=${sa.listKeys().keys[0].value}'\n",
+                 ["'DefaultEndpointsProtocol'", "'AccountKey'", "sa.listKeys() on Microsoft.Storage/storageAccounts"],
+                 id="storage-key-connection-string"),
+    pytest.param(rule_no_storage_keys,
+                 "var k = listKeys(resourceId('Microsoft.Storage/storageAccounts', 'x'), '2023-01-01').keys[0].value\n",
+                 ["listKeys(...) as a free function"], id="listKeys-free-function"),
+    pytest.param(rule_no_storage_keys,
+                 "resource sa 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {\n  name: 'x'\n}\n"
+                 "var s = sa.listAccountSas('2023-01-01', {}).accountSasToken\n",
+                 ["'listAccountSas'"], id="account-sas"),
+    pytest.param(rule_storage_accounts,
+                 STORAGE_OK.replace("Standard_RAGZRS", "Standard_LRS"), ["sku must be Standard_RAGZRS"], id="lrs"),
+    pytest.param(rule_storage_accounts,
+                 STORAGE_OK.replace("allowSharedKeyAccess: false", "allowSharedKeyAccess: true"),
+                 ["allowSharedKeyAccess must be False"], id="shared-key"),
+    pytest.param(rule_storage_accounts,
+                 STORAGE_OK.replace("'TLS1_2'", "'TLS1_0'").replace("supportsHttpsTrafficOnly: true", ""),
+                 ["minimumTlsVersion must be 'TLS1_2'", "supportsHttpsTrafficOnly must be True"], id="tls-https"),
+    pytest.param(rule_storage_accounts,
+                 STORAGE_OK.replace("allowBlobPublicAccess: false", "allowBlobPublicAccess: allowPublic"),
+                 ["allowBlobPublicAccess must be False"], id="public-blob-param"),
+    pytest.param(rule_blob_services,
+                 "resource b 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {\n  name: 'default'\n"
+                 "  properties: {\n    isVersioningEnabled: false\n    deleteRetentionPolicy: {\n      enabled: true\n"
+                 "    }\n  }\n}\n",
+                 ["isVersioningEnabled must be true", "containerDeleteRetentionPolicy.enabled must be true",
+                  "changeFeed.enabled must be true"], id="versioning-soft-delete"),
+    pytest.param(rule_role_assignments,
+                 "resource r 'Microsoft.Authorization/roleAssignments@2022-04-01' = {\n  name: 'fixed'\n"
+                 "  properties: {\n    principalId: 'p'\n    roleDefinitionId: subscriptionResourceId("
+                 "'Microsoft.Authorization/roleDefinitions', '8e3af657-a8ff-443c-a75c-2fe8c4bcb635') // Owner\n"
+                 "  }\n}\n",
+                 ["name must be guid(scope, principal, role)", "assigns 8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+                  "GUID 8e3af657-a8ff-443c-a75c-2fe8c4bcb635 is not an allowed role"], id="owner-role"),
+    pytest.param(rule_role_assignments,
+                 "var roles = {\n  blob: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Reader\n}\n",
+                 ["needs the comment '// Storage Blob Data Owner'"], id="wrong-role-comment"),
+    pytest.param(rule_monitoring,
+                 "resource ai 'Microsoft.Insights/components@2020-02-02' = {\n  name: 'a'\n  kind: 'web'\n"
+                 "  properties: {\n    Application_Type: 'web'\n    DisableLocalAuth: false\n  }\n}\n"
+                 "resource la 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {\n  name: 'l'\n}\n",
+                 ["DisableLocalAuth: true", "features.disableLocalAuth: true"], id="local-auth"),
+    pytest.param(rule_event_grid,
+                 "resource t 'Microsoft.EventGrid/topics@2022-06-15' = {\n  name: 't'\n  properties: {\n"
+                 "    inputSchema: 'EventGridSchema'\n  }\n}\n"
+                 "resource s 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = {\n  parent: t\n"
+                 "  name: 's'\n  properties: {\n    eventDeliverySchema: 'EventGridSchema'\n"
+                 "    deadLetterDestination: {}\n  }\n}\n",
+                 ["disableLocalAuth: true", "inputSchema must be CloudEventSchemaV1_0",
+                  "eventDeliverySchema must be CloudEventSchemaV1_0", "use deadLetterWithResourceIdentity"],
+                 id="event-grid"),
+    pytest.param(rule_event_grid,
+                 "resource s 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {\n  name: 's'\n"
+                 "  properties: {\n    destination: {\n      endpointType: 'WebHook'\n      properties: {\n"
+                 "        endpointUrl: 'https://x/runtime/webhooks/eventgrid?functionName=ingest'\n      }\n    }\n"
+                 "    eventDeliverySchema: 'EventGridSchema'\n    deadLetterWithResourceIdentity: {}\n  }\n}\n",
+                 ["webhook must be https://<defaultHostName>/runtime/webhooks/blobs"], id="webhook-shape"),
+    pytest.param(rule_key_vault,
+                 "resource kv 'Microsoft.KeyVault/vaults@2023-07-01' = {\n  name: 'k'\n  properties: {\n"
+                 "    enableRbacAuthorization: false\n  }\n}\n",
+                 ["enableRbacAuthorization: true", "enablePurgeProtection: true"], id="key-vault"),
+    pytest.param(rule_function_apps,
+                 "resource p 'Microsoft.Web/serverfarms@2024-04-01' = {\n  name: 'p'\n  sku: {\n    name: 'Y1'\n"
+                 "  }\n}\nresource s 'Microsoft.Web/sites@2024-04-01' = {\n  name: 's'\n  properties: {\n"
+                 "    siteConfig: {\n      appSettings: [\n        {\n          name: 'FUNCTIONS_WORKER_RUNTIME'\n"
+                 "          value: 'python'\n        }\n        {\n          name: 'WEBSITE_RUN_FROM_PACKAGE'\n"
+                 "          value: '1'\n        }\n      ]\n    }\n  }\n}\n",
+                 ["httpsOnly: true", "minTlsVersion must be '1.2'", "'FUNCTIONS_WORKER_RUNTIME' is not allowed",
+                  "'WEBSITE_RUN_FROM_PACKAGE' is not allowed", "must be Flex Consumption", "python 3.11",
+                  "managed identity"], id="function-app"),
+]
+
+
+@pytest.mark.parametrize(("rule", "text", "expected"), BAD)
+def test_rule_trips(rule: Callable[[BicepFile], list[str]], text: str, expected: list[str]) -> None:
+    problems = "\n".join(rule(BicepFile.from_text(text)))
+    for fragment in expected:
+        assert fragment in problems, f"{rule.__name__} did not report {fragment!r}; it said:\n{problems}"
+
+
+def test_comments_do_not_trip_the_key_rule() -> None:
+    f = BicepFile.from_text("// never build an AccountKey connection string or call listKeys() on storage\n"
+                            "var url = 'https://example.org/a'\n")
+    assert rule_no_storage_keys(f) == []
+
+
+def test_host_system_key_is_allowed() -> None:
+    f = BicepFile.from_text(
+        "resource site 'Microsoft.Web/sites@2024-04-01' existing = {\n  name: 'f'\n}\n"
+        "resource host 'Microsoft.Web/sites/host@2024-04-01' existing = {\n  parent: site\n  name: 'default'\n}\n"
+        "var key = host.listKeys().systemKeys.blobs_extension\n")
+    assert rule_no_storage_keys(f) == []
