@@ -324,6 +324,9 @@ def _base_dataset(study: Study, *, sop_class: str, sop_uid: str, modality: str, 
     ds.AccessionNumber = study.accession
     ds.Modality = modality
     ds.Manufacturer = "dicomflow synthetic"
+    ds.ManufacturerModelName = "SYNTH-1"
+    ds.DeviceSerialNumber = "0001"
+    ds.SoftwareVersions = "dicomflow-synth 1"
     ds.InstitutionName = study.institution
     ds.ReferringPhysicianName = study.referring
     ds.StationName = station
@@ -411,6 +414,7 @@ def make_ct_series(out_dir: Path, study: Study, uids: UidFactory, *, slices: int
         ds.SliceThickness = slice_thickness
         ds.SpacingBetweenSlices = slice_thickness
         ds.KVP = 120
+        ds.AcquisitionNumber = 1
         ds.ImagePositionPatient = [-fov / 2, -fov / 2, round(-slice_thickness * n, 3)]
         ds.ImageOrientationPatient = _orientation_axial()
         ds.SliceLocation = round(-slice_thickness * n, 3)
@@ -444,13 +448,15 @@ def make_mr_series(out_dir: Path, study: Study, uids: UidFactory, *, slices: int
         ds = _base_dataset(study, sop_class=MR_IMAGE, sop_uid=uids("sop", series_uid, n), modality="MR",
                            series_uid=series_uid, series_number=series_number, instance_number=n + 1,
                            series_description="T1 SE AX", station="MR-SYNTH-01", body_part="HEAD")
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.AcquisitionNumber = 1
         ds.ScanningSequence = "SE"
         ds.SequenceVariant = "NONE"
         ds.ScanOptions = ""
         ds.MRAcquisitionType = "2D"
         ds.RepetitionTime = 500
         ds.EchoTime = 12
+        ds.EchoTrainLength = 1
         ds.MagneticFieldStrength = 1.5
         ds.FrameOfReferenceUID = frame_uid
         ds.PositionReferenceIndicator = ""
@@ -484,6 +490,18 @@ def make_dx(path: Path, study: Study, uids: UidFactory, *, rows: int = 1024, col
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.ViewPosition = "PA"
+    ds.ViewCodeSequence = [_code("399348003", "SCT", "postero-anterior")]
+    ds.AnatomicRegionSequence = [_code("51185008", "SCT", "Chest")]
+    ds.ImageLaterality = "U"
+    ds.DetectorType = "DIRECT"
+    ds.PositionerType = ""
+    ds.AcquisitionContextSequence = []
+    ds.LossyImageCompression = "00"
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.WindowCenter = 2000
+    ds.WindowWidth = 4000
     ds.ImagerPixelSpacing = [0.143, 0.143]
     ds.PixelSpacing = [0.143, 0.143]
     ds.PatientOrientation = ["L", "F"]
@@ -519,6 +537,9 @@ def make_sr(path: Path, study: Study, uids: UidFactory, *, evidence: Sequence[Pa
     ds.ContinuityOfContent = "SEPARATE"
     ds.CompletionFlag = "COMPLETE"
     ds.VerificationFlag = "UNVERIFIED"
+    ds.PerformedProcedureCodeSequence = []
+    ds.ReferencedPerformedProcedureStepSequence = []
+    del ds.BodyPartExamined  # not part of the SR IODs
 
     finding = Dataset()
     finding.RelationshipType = "CONTAINS"
@@ -589,7 +610,14 @@ def make_multiframe_mg(path: Path, study: Study, uids: UidFactory, *, frames: in
                        series_uid=series_uid, series_number=series_number, instance_number=1,
                        series_description="DBT L CC", station="MG-SYNTH-01", body_part="BREAST")
     ds.ImageType = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
-    ds.ImageLaterality = "L"
+    ds.PixelPresentation = "MONOCHROME"
+    ds.VolumetricProperties = "VOLUME"
+    ds.VolumeBasedCalculationTechnique = "TOMOSYNTHESIS"
+    ds.AcquisitionContextSequence = []
+    ds.BreastImplantPresent = "NO"
+    view = _code("399162004", "SCT", "cranio-caudal")
+    view.ViewModifierCodeSequence = []
+    ds.ViewCodeSequence = [view]
     ds.FrameOfReferenceUID = uids("frame-of-reference", study.study_uid, "MG")
     ds.PositionReferenceIndicator = ""
     ds.ContentQualification = "PRODUCT"
@@ -624,6 +652,15 @@ def make_multiframe_mg(path: Path, study: Study, uids: UidFactory, *, frames: in
     orient = Dataset()
     orient.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
     shared.PlaneOrientationSequence = [orient]
+    anatomy = Dataset()
+    anatomy.AnatomicRegionSequence = [_code("76752008", "SCT", "Breast")]
+    anatomy.FrameLaterality = "L"
+    shared.FrameAnatomySequence = [anatomy]
+    transform = Dataset()
+    transform.RescaleIntercept = 0
+    transform.RescaleSlope = 1
+    transform.RescaleType = "US"
+    shared.PixelValueTransformationSequence = [transform]
     ds.SharedFunctionalGroupsSequence = [shared]
 
     per_frame = []
@@ -633,10 +670,19 @@ def make_multiframe_mg(path: Path, study: Study, uids: UidFactory, *, frames: in
         content.StackID = "1"
         content.InStackPositionNumber = n + 1
         content.DimensionIndexValues = [n + 1]
+        content.FrameAcquisitionDateTime = f"{study.date}{study.time}"
+        content.FrameReferenceDateTime = f"{study.date}{study.time}"
+        content.FrameAcquisitionDuration = 100.0
         item.FrameContentSequence = [content]
         position = Dataset()
         position.ImagePositionPatient = [round(n * slice_spacing, 3), 0.0, 0.0]
         item.PlanePositionSequence = [position]
+        frame_type = Dataset()  # per frame: the X-Ray 3D Frame Type macro may not be shared
+        frame_type.FrameType = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
+        frame_type.PixelPresentation = "MONOCHROME"
+        frame_type.VolumetricProperties = "VOLUME"
+        frame_type.VolumeBasedCalculationTechnique = "TOMOSYNTHESIS"
+        item.XRay3DFrameTypeSequence = [frame_type]
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     _save(ds, path, ExplicitVRLittleEndian)
@@ -668,6 +714,15 @@ def _small_ct(study: Study, uids: UidFactory, key: str, rows: int = 32, cols: in
                        series_uid=series_uid, series_number=99, instance_number=1,
                        series_description=f"broken {key}", station="CT-SYNTH-01", body_part="CHEST")
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.FrameOfReferenceUID = uids("frame-of-reference", study.study_uid, "broken", key)
+    ds.PositionReferenceIndicator = ""
+    ds.PatientPosition = "HFS"
+    ds.KVP = 120
+    ds.AcquisitionNumber = 1
+    ds.SliceThickness = 5.0
+    ds.ImagePositionPatient = [-200.0, -200.0, 0.0]
+    ds.ImageOrientationPatient = _orientation_axial()
+    ds.PixelSpacing = [400.0 / cols, 400.0 / rows]
     ds.RescaleIntercept = -1024
     ds.RescaleSlope = 1
     rng = np.random.default_rng([uids.seed, 999])
