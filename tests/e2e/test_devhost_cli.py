@@ -83,7 +83,6 @@ def _assert_one_line_exit_2(r: subprocess.CompletedProcess[str], *needles: str) 
     (lambda d: d["subscriptions"][3]["filter"]["advancedFilters"][0].update(operatorType="StringEq"),
      ("advancedFilters[0].operatorType", "StringEq", "use one of")),
     (lambda d: d["subscriptions"][0].update(endpoint="webhook"), ("inbox-sdk", "endpoint", "blobTrigger")),
-    (lambda d: d["subscriptions"][0].update(function="no_such_function"), ("no_such_function", "fix")),
     (lambda d: d["subscriptions"][6]["retryPolicy"].update(maxDeliveryAttempts=0), ("maxDeliveryAttempts", "1 to 30")),
 ])
 def test_malformed_events_json(tmp_path: Path, azurite: Azurite, mutate, needles) -> None:  # type: ignore[no-untyped-def]

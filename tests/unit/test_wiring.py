@@ -1,0 +1,93 @@
+"""Pins the real app's functions and bindings (``function_app.app.get_functions()``).
+
+When you add or change a function, extend :data:`EXPECTED` in the same commit: the test is the
+reviewable list of what the app exposes. Each entry is (trigger type, the binding fields that
+matter: route + methods + authLevel for HTTP, path + connection + source for blobs, queueName +
+connection for queues).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import function_app
+from devhost.routes import Route, join_prefix
+from devhost.subscriptions import load as load_events
+
+ROOT = Path(__file__).resolve().parents[2]
+F = "FUNCTION"
+
+
+def http(route: str, methods: list[str], auth: str = F) -> tuple[str, dict[str, Any]]:
+    return ("httpTrigger", {"route": route, "methods": methods, "authLevel": auth})
+
+
+EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
+    "health": http("health", ["GET"], "ANONYMOUS"),
+    "ingest": ("blobTrigger", {"path": "dicom-inbox/{name}", "connection": "DicomStorage", "source": "EventGrid"}),
+    "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
+    "ingest_status": http("ingest/status", ["GET"]),
+    "dicomweb_search_studies": http("dicomweb/studies", ["GET"]),
+    "dicomweb_search_series": http("dicomweb/series", ["GET"]),
+    "dicomweb_search_instances": http("dicomweb/instances", ["GET"]),
+    "dicomweb_search_study_series": http("dicomweb/studies/{study}/series", ["GET"]),
+    "dicomweb_search_study_instances": http("dicomweb/studies/{study}/instances", ["GET"]),
+    "dicomweb_search_series_instances": http("dicomweb/studies/{study}/series/{series}/instances", ["GET"]),
+    "dicomweb_store": http("dicomweb/studies", ["POST"]),
+    "dicomweb_study": http("dicomweb/studies/{study}", ["GET", "POST", "DELETE"]),
+    "dicomweb_series": http("dicomweb/studies/{study}/series/{series}", ["GET", "DELETE"]),
+    "dicomweb_instance": http("dicomweb/studies/{study}/series/{series}/instances/{sop}", ["GET", "DELETE"]),
+    "dicomweb_study_metadata": http("dicomweb/studies/{study}/metadata", ["GET"]),
+    "dicomweb_series_metadata": http("dicomweb/studies/{study}/series/{series}/metadata", ["GET"]),
+    "dicomweb_instance_metadata": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata", ["GET"]),
+    "dicomweb_frames": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", ["GET"]),
+    "dicomweb_bulkdata": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/bulkdata/{*locator}",
+                              ["GET"]),
+}
+
+
+@functools.cache
+def _functions() -> dict[str, dict[str, Any]]:
+    # get_functions() may be called once per app (a second call reports duplicate names).
+    out = {}
+    for fn in function_app.app.get_functions():
+        bindings = json.loads(fn.get_function_json())["bindings"]
+        out[fn.get_function_name()] = next(b for b in bindings if b["type"].endswith("Trigger"))
+    return out
+
+
+def test_function_names_are_pinned() -> None:
+    assert sorted(_functions()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_trigger_bindings(name: str) -> None:
+    trigger = _functions().get(name)
+    assert trigger is not None, f"{name} is not in function_app.app"
+    kind, fields = EXPECTED[name]
+    assert trigger["type"] == kind
+    assert {k: trigger.get(k) for k in fields} == fields
+
+
+def test_http_routes_parse_and_do_not_collide() -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for name, trigger in _functions().items():
+        if trigger["type"] != "httpTrigger":
+            continue
+        route = Route.parse(join_prefix("api", trigger.get("route") or name))
+        shape = "/".join("{}" if s.literal is None else s.literal for s in route.segments)
+        for method in trigger.get("methods") or ["*"]:
+            other = seen.setdefault((shape, method), name)
+            assert other == name, f"{name} and {other} both serve {method} {shape}"
+
+
+def test_event_subscriptions_name_functions_of_the_right_kind() -> None:
+    functions = _functions()
+    for sub in load_events(ROOT / "infra" / "events.json").subscriptions:
+        assert sub.function in functions, f"subscription {sub.name} names a missing function"
+        assert functions[sub.function]["type"] == sub.endpoint
