@@ -20,6 +20,8 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
 from shared.errors import BadInput
+from shared.events.payloads import DicomEvent, base_data, subject_for
+from shared.events.types import EventType
 from shared.inference import pixels
 from shared.inference.model import VOLUME_MODALITIES, ImageSet, Model, SeriesInfo
 from shared.inference.registry import load_models
@@ -201,4 +203,61 @@ def run_inference(data: Mapping[str, Any], blob_service: Any, *, models: list[Mo
         )
     if not outcome.results:
         outcome.skipped = "no-finding"
+    return outcome
+
+
+def completed_events(outcome: InferenceOutcome, settings: Any) -> list[DicomEvent]:
+    """``Dicom.InferenceCompleted`` per model that produced results (UIDs and numbers only)."""
+    events = []
+    for result in outcome.results:
+        data = base_data(
+            settings.service_host_name,
+            settings.partition_name,
+            outcome.study_uid,
+            outcome.series_uid,
+            None,
+            f"{result.model}|{result.version}",
+        )
+        data.update(
+            {
+                "model": result.model,
+                "modelVersion": result.version,
+                "priority": result.priority,
+                "measurements": result.measurements,
+                "derived": False,
+                "results": [
+                    {"sopClassUid": o.sop_class_uid, "seriesInstanceUid": o.series_uid, "sopInstanceUid": o.sop_uid}
+                    for o in result.objects
+                ],
+            }
+        )
+        events.append(
+            DicomEvent(EventType.INFERENCE_COMPLETED, subject_for(outcome.study_uid, outcome.series_uid), data)
+        )
+    return events
+
+
+def handle_event(data: Mapping[str, Any], settings: Any, *, publish: Any = None) -> InferenceOutcome:
+    """The service boundary for the ``inference`` function: run, then announce the results.
+
+    Bad event data is logged and dropped (retrying cannot fix it); storage and
+    publishing failures propagate so the event is delivered again (the result UIDs
+    are deterministic, so a retry replaces rather than duplicates).
+    """
+    from shared.storage.clients import get_clients
+
+    try:
+        outcome = run_inference(data, get_clients(settings).blob)
+    except BadInput as exc:
+        log.warning("Inference event dropped: %s (%s)", exc.reason, exc.message)
+        return InferenceOutcome("", "", skipped=exc.reason)
+    events = completed_events(outcome, settings)
+    if events:
+        if publish is None:
+            from shared.events.publisher import EventPublisher
+
+            publish = EventPublisher.from_settings(settings).publish
+        publish(events)
+    if outcome.skipped:
+        log.info("Inference on series %s: nothing to do (%s)", outcome.series_uid, outcome.skipped)
     return outcome

@@ -217,7 +217,13 @@ class WorklistSession:
     """A message per study on the reading group's queue (created on first use)."""
 
     def __init__(self, options: dict[str, Any], queue_service: Any) -> None:
-        self.queue = queue_service.get_queue_client(worklist_queue_name(options["group"]))
+        from azure.storage.queue import TextBase64EncodePolicy
+
+        # Base64, as Functions queue triggers expect by default. The service client's encode
+        # policy is NOT inherited by get_queue_client (azure-storage-queue 12.18), so set it here.
+        self.queue = queue_service.get_queue_client(
+            worklist_queue_name(options["group"]), message_encode_policy=TextBase64EncodePolicy()
+        )
 
     def send(self, item: Item) -> None:
         raise DeliveryError("A worklist takes study summaries, not instances.", permanent=True)

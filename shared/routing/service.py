@@ -339,3 +339,39 @@ def route_event(
     if outcome.retry:
         raise RoutingPending(outcome)
     return outcome
+
+
+_RULES_TTL_SECONDS = 15.0
+_rules_cache: dict[str, tuple[float, RuleSet]] = {}
+
+
+def cached_rules(container: Any, ttl: float = _RULES_TTL_SECONDS) -> RuleSet:
+    """The rules, read at most every ``ttl`` seconds per worker (routing also runs per instance
+    for immediate rules; one config read per event would double the requests per instance)."""
+    import time
+
+    key = str(getattr(container, "url", id(container)))
+    hit = _rules_cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    rules = RulesStore(container).current()
+    _rules_cache[key] = (now, rules)
+    return rules
+
+
+def handle_event(event_type: str, data: Mapping[str, Any], settings: Settings) -> RoutingOutcome | None:
+    """The service boundary for the ``routing`` function.
+
+    Bad event data is logged and dropped; :class:`RoutingPending` (deliveries to retry)
+    and storage failures propagate so the event is delivered again.
+    """
+    from shared.storage.clients import get_clients
+
+    clients = get_clients(settings)
+    rules = cached_rules(clients.blob.get_container_client(layout.CONFIG))
+    try:
+        return route_event(event_type, data, settings=settings, clients=clients, rules=rules)
+    except BadInput as exc:
+        log.warning("Routing event dropped: %s (%s)", exc.reason, exc.message)
+        return None

@@ -85,12 +85,7 @@ def _queue_messages(clients: StorageClients, queue: str) -> list[dict[str, Any]]
     client = clients.queue.get_queue_client(queue)
     out = []
     for m in client.receive_messages(messages_per_page=32, visibility_timeout=1):
-        text = m.content
-        try:
-            text = base64.b64decode(text).decode()
-        except ValueError:
-            pass
-        out.append(orjson.loads(text))
+        out.append(orjson.loads(base64.b64decode(m.content, validate=True)))
     return out
 
 
