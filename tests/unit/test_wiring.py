@@ -32,6 +32,8 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "ingest": ("blobTrigger", {"path": "dicom-inbox/{name}", "connection": "DicomStorage", "source": "EventGrid"}),
     "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
     "ingest_status": http("ingest/status", ["GET"]),
+    "inference": ("eventGridTrigger", {}),
+    "routing": ("eventGridTrigger", {}),
     "dicomweb_search_studies": http("dicomweb/studies", ["GET"]),
     "dicomweb_search_series": http("dicomweb/series", ["GET"]),
     "dicomweb_search_instances": http("dicomweb/instances", ["GET"]),
