@@ -198,6 +198,9 @@ def discover(app: Any, config: HostConfig) -> dict[str, FunctionSpec]:
                 continue
             log.warning("Function %r: binding %r (%s) is not supported by devhost; it will receive None",
                         spec.name, b["name"], b["type"])
+        if spec.trigger_type == "timerTrigger" and len(str(trigger.get("schedule", "")).split()) != 6:
+            raise HostError(f"Function {spec.name!r}: schedule {trigger.get('schedule')!r} is not a 6-field NCRONTAB "
+                            "('sec min hour day month weekday'); TimeSpan schedules are not supported by devhost")
         if spec.trigger_type == "blobTrigger" and trigger.get("source") != "EventGrid":
             log.warning("Function %r: blob trigger without source=EventGrid does not fire under devhost; "
                         "use source=func.BlobSource.EVENT_GRID", spec.name)
@@ -559,11 +562,7 @@ class FunctionHost:
     async def run_timer(self, spec: FunctionSpec) -> None:
         from croniter import croniter
 
-        schedule = str(spec.trigger["schedule"])
-        fields = schedule.split()
-        if len(fields) != 6:
-            raise HostError(f"Function {spec.name!r}: schedule {schedule!r} is not a 6-field NCRONTAB "
-                            "('sec min hour day month weekday'); TimeSpan schedules are not supported")
+        schedule = str(spec.trigger["schedule"])  # checked by discover(): 6-field NCRONTAB
 
         async def fire(past_due: bool) -> None:
             info = {"Schedule": {"AdjustForDST": True}, "ScheduleStatus": None, "IsPastDue": past_due}

@@ -136,3 +136,15 @@ def test_detach_relays_the_startup_error(tmp_path: Path, azurite: Azurite) -> No
     bad.write_text("[]")
     r = devhost(*up_args(tmp_path, azurite.ports, free_port(), free_port(), "--events", str(bad), "--detach"))
     _assert_one_line_exit_2(r, "not a JSON object")
+
+
+def test_demo_starts_shows_and_stops(tmp_path: Path, azurite: Azurite) -> None:
+    http, fabric = free_port(), free_port()
+    r = devhost("demo", "--http-port", str(http), "--fabric-port", str(fabric), "--azurite-ports",
+                ",".join(map(str, azurite.ports)), "--state-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "-> 200 (up)" in r.stdout
+    for needle in ("dependency", "blob ", "events", "function", "health", "ingest", "devhost stopped"):
+        assert needle in r.stdout
+    assert not port_open(http) and not port_open(fabric)
+    assert not state.state_path(tmp_path).exists()
