@@ -51,6 +51,9 @@ from devhost.routes import Route, RouteError, join_prefix
 
 log = logging.getLogger("devhost.host")
 POISON_BLOB_QUEUE = "webjobs-blobtrigger-poison"
+#: A dequeued message stays invisible this long and is renewed while its function runs (the real
+#: host uses 10 minutes; shorter here so a crashed devhost's messages come back soon).
+QUEUE_LEASE_SECONDS = 30
 
 
 class HostError(RuntimeError):
@@ -497,7 +500,7 @@ class FunctionHost:
             try:
                 msgs = await self.to_thread(lambda: list(client.receive_messages(
                     messages_per_page=cfg.queue_batch_size, max_messages=cfg.queue_batch_size,
-                    visibility_timeout=600)))
+                    visibility_timeout=QUEUE_LEASE_SECONDS)))
             except Exception as exc:  # noqa: BLE001 - the storage may blink; keep polling
                 log.warning("Queue %r: polling failed (%s); retrying", queue, type(exc).__name__)
                 msgs = []
@@ -538,7 +541,13 @@ class FunctionHost:
         try:
             if failed_decode:
                 raise InvocationFailed(f"queue {queue!r}: message is not base64 (Functions' default encoding)")
-            await self.invoke(spec, {spec.trigger_arg: value}, f"New queue message detected on '{queue}'.")
+            done = asyncio.Event()
+            renew = asyncio.ensure_future(self._renew_lease(client, m, done))
+            try:
+                await self.invoke(spec, {spec.trigger_arg: value}, f"New queue message detected on '{queue}'.")
+            finally:
+                done.set()
+                await renew  # lets an in-flight renewal finish, so the pop receipt below is current
         except InvocationFailed:
             if m.dequeue_count >= self.config.queue_max_dequeue:
                 def to_poison() -> None:
@@ -557,6 +566,22 @@ class FunctionHost:
                 await self.to_thread(lambda: client.update_message(m, visibility_timeout=vis))
             return
         await self.to_thread(lambda: client.delete_message(m))
+
+    async def _renew_lease(self, client: Any, m: Any, done: asyncio.Event) -> None:
+        """Keep a message invisible while its function runs (pop receipts change on each update)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), QUEUE_LEASE_SECONDS / 3)
+            if done.is_set():
+                return
+            try:
+                updated = await self.to_thread(
+                    lambda: client.update_message(m, visibility_timeout=QUEUE_LEASE_SECONDS))
+            except Exception as exc:  # noqa: BLE001 - the next renewal or the final update will tell
+                log.warning("Queue message %s: lease renewal failed (%s)", m.id, type(exc).__name__)
+                continue
+            m.pop_receipt = updated.pop_receipt
+            m.next_visible_on = updated.next_visible_on
 
     # -- timer triggers -----------------------------------------------------------------------
     async def run_timer(self, spec: FunctionSpec) -> None:
