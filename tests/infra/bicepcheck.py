@@ -746,3 +746,25 @@ def _connections(functions: Mapping[str, list[dict]]) -> dict[str, set[str]]:
             if service and b.get("connection"):
                 conns.setdefault(b["connection"], set()).add(service)
     return conns
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Deployment wiring: azure.yaml and the postdeploy hook use stage 1's outputs and pass stage 2's parameters.
+
+AZD_BUILTIN = frozenset({"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_SUBSCRIPTION_ID", "AZURE_PRINCIPAL_ID"})
+
+
+def check_stage2_wiring(script: str, stage2: BicepFile, main: BicepFile) -> list[str]:
+    out = []
+    outputs = set(main.doc.get("outputs", {})) | AZD_BUILTIN
+    passed = dict(re.findall(r"^\s*(\w+)=\"\$(\w+)\"", script, re.MULTILINE))
+    params = stage2.doc.get("parameters", {})
+    for name, param in params.items():
+        if param.get("default") is None and name not in passed:
+            out.append(f"postdeploy.sh does not pass stage 2 parameter {name!r}")
+    for name, var in sorted(passed.items()):
+        if name not in params:
+            out.append(f"postdeploy.sh passes {name!r}, which stage2/main.bicep does not declare")
+        if var not in outputs:
+            out.append(f"postdeploy.sh passes ${var}, which is not an output of infra/main.bicep")
+    return out
