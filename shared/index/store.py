@@ -133,6 +133,11 @@ class IndexStore:
         pk, rk = keys.instance_keys(study, series, sop)
         self.instances.delete_entity(pk, rk)
 
+    def set_settle_token(self, study: str, token: str) -> None:
+        """Mark the one re-scheduled settle message that still counts for this study."""
+        self.instances.upsert_entity({"PartitionKey": study, "RowKey": keys.SETTLE_MARKER_ROW,
+                                      "settle_token": token}, mode=UpdateMode.MERGE)
+
     def delete_marker(self, study: str, etag: str | None = None) -> None:
         try:
             if etag:

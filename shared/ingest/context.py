@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import TextBase64EncodePolicy
 
 from shared.config import Settings, get_settings
 from shared.events.publisher import EventPublisher
@@ -54,7 +55,9 @@ class Context:
             self._ready = True
 
     def queue(self, name: str) -> Any:
-        return self.clients.queue.get_queue_client(name)
+        """A queue client that base64-encodes (the Functions queue trigger's default); the
+        service client's encode policy is not inherited by its queue clients."""
+        return self.clients.queue.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
 
 
 @functools.lru_cache(maxsize=4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -79,13 +80,18 @@ class SettleService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def settle(self, study: str, enqueued: float) -> SettleResult:
+    def settle(self, study: str, enqueued: float, token: str | None = None) -> SettleResult:
+        """``enqueued``: when the message was sent (an arrival's time); ``token``: set on the
+        message a settle run re-schedules itself with (only the latest token counts)."""
         ctx = self.ctx
         ctx.ensure_ready()
         rows, marker = ctx.index.study_partition(study)
         last_arrival = float(marker.get("last_arrival", 0)) if marker else 0.0
         if last_arrival > enqueued + 1e-3:
             log.info("Settle %s: superseded by a newer arrival", study)
+            return SettleResult(study, "superseded")
+        if token is not None and marker is not None and marker.get("settle_token") != token:
+            log.info("Settle %s: superseded by a newer schedule", study)
             return SettleResult(study, "superseded")
         previous = ctx.index.get_study_entity(study)
         old_series = {e["RowKey"]: e for e in ctx.index.list_series_entities(study)}
@@ -158,7 +164,9 @@ class SettleService:
         ctx.index.put_study(study_rec, study_extra)
         if not stable:
             wait = max(1, round(ctx.settings.stable_age_seconds - (time.time() - last_arrival)))
-            body = orjson.dumps({"study": study, "enqueued": last_arrival}).decode()
+            new_token = uuid.uuid4().hex
+            ctx.index.set_settle_token(study, new_token)
+            body = orjson.dumps({"study": study, "enqueued": last_arrival, "token": new_token}).decode()
             ctx.queue(layout.SETTLE_QUEUE).send_message(body, visibility_timeout=wait)
         log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", study, len(by_series), len(rows),
                  bundles, len(events), "" if stable else " (not yet stable)")

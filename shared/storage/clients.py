@@ -34,7 +34,8 @@ class StorageClients:
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> StorageClients:
-        # Functions queue triggers decode base64 by default: encode what we send.
+        # Functions queue triggers decode base64 by default. (Queue clients made by
+        # get_queue_client do not inherit this: see shared.ingest.context.Context.queue.)
         qkw: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy()}
         if settings.connection_string:
             cs = settings.connection_string

@@ -1,0 +1,108 @@
+"""Ingest end to end on the devhost: blob upload → BlobCreated (watcher) → ingest →
+settle → events, with the real app, a real Azurite and the upload CLI's library."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from devhost.corpus import CorpusOptions, load_manifest, write_corpus
+from devhost.testing import DevHostProcess
+from devhost.upload import upload_and_wait
+from shared.storage import layout
+
+
+def status(dh: DevHostProcess, blob: str | None = None) -> dict:
+    url = f"{dh.base_url}/ingest/status" + (f"?blob={urllib.parse.quote(blob)}" if blob else "")
+    req = urllib.request.Request(url, headers={"x-functions-key": dh.key})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("e2e-corpus")
+    write_corpus(out, CorpusOptions(patients=3, slices=8, rows=64, cols=64, seed=21, sentinel="Sentinel^Leak"))
+    return out
+
+
+def test_corpus_upload_ends_as_the_manifest_says_and_settles(devhost: DevHostProcess, corpus: Path) -> None:
+    manifest = load_manifest(corpus)
+    outcomes = upload_and_wait([corpus], connection_string=devhost.azurite.connection_string,
+                               base_url=devhost.base_url, key=devhost.key, timeout=120)
+    by_path = {str(Path(o.item.path).relative_to(corpus)): o for o in outcomes}
+    for entry in manifest["files"]:
+        o = by_path[entry["path"]]
+        state = o.status.get("state")
+        if entry["expect"] == "archived":
+            assert state in ("archived", "duplicate", "updated"), (entry["path"], o.status)
+        else:
+            assert state == "quarantined" and o.status["reason"] == entry["reason"], (entry["path"], o.status)
+    good_sops = {e["sop_uid"] for e in manifest["files"] if e["expect"] == "archived" and e.get("sop_uid")}
+    created = Counter(e["data"]["imageSopInstanceUid"] for e in devhost.published_events(type="Dicom.ImageCreated"))
+    assert good_sops <= set(created) and all(created[s] == 1 for s in good_sops)
+    studies = {e["study_uid"] for e in manifest["files"] if e["expect"] == "archived" and e.get("study_uid")}
+    for study in studies:
+        devhost.wait_for_event(lambda ev, s=study: ev.get("type") == "Dicom.StudyStable"
+                               and ev["data"]["imageStudyInstanceUid"] == s, timeout=60)
+    summary = status(devhost)
+    assert summary["counts"].get("quarantined", 0) >= sum(1 for e in manifest["files"] if e["expect"] != "archived")
+    # No patient data anywhere the host wrote (its log) or published (the fabric's journal).
+    text = devhost.logs() + json.dumps(devhost.published_events())
+    assert "Sentinel" not in text and "SENTINEL" not in text
+
+
+def test_concurrent_resends_make_one_study_and_one_created_event_per_sop(devhost: DevHostProcess,
+                                                                         tmp_path: Path) -> None:
+    """Orthanc's own test: 20 uploaders each re-send the same 50-instance study 5 times."""
+    out = tmp_path / "dup"
+    write_corpus(out, CorpusOptions(patients=1, slices=50, rows=16, cols=16, seed=99, broken=False))
+    manifest = load_manifest(out)
+    ct = [e for e in manifest["files"] if e["modality"] == "CT"]
+    assert len(ct) == 50
+    payloads = [(out / e["path"]).read_bytes() for e in ct]
+    svc = BlobServiceClient.from_connection_string(devhost.azurite.connection_string)
+    names: list[str] = []
+    lock = threading.Lock()
+
+    def uploader(i: int) -> None:
+        for r in range(5):
+            for k, data in enumerate(payloads):
+                name = f"dup/{i:02d}/{r}/{k:02d}-{uuid.uuid4().hex[:6]}.dcm"
+                svc.get_blob_client(layout.INBOX, name).upload_blob(data)
+                with lock:
+                    names.append(name)
+
+    threads = [threading.Thread(target=uploader, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(names) == 5000
+    deadline = time.monotonic() + 600
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        inbox = {b.name for b in svc.get_container_client(layout.INBOX).list_blobs(name_starts_with="dup/")}
+        pending &= inbox
+        if pending:
+            time.sleep(1)
+    assert not pending, f"{len(pending)} uploads never finished"
+    states = Counter(status(devhost, n)["state"] for n in names[::50])
+    assert set(states) <= {"archived", "duplicate"}
+    study = ct[0]["study_uid"]
+    sops = {e["sop_uid"] for e in ct}
+    created = Counter(e["data"]["imageSopInstanceUid"] for e in devhost.published_events(type="Dicom.ImageCreated")
+                      if e["data"]["imageStudyInstanceUid"] == study)
+    assert set(created) == sops and set(created.values()) == {1}, created.most_common(3)
+    ev = devhost.wait_for_event(lambda e: e.get("type") == "Dicom.StudyStable"
+                                and e["data"]["imageStudyInstanceUid"] == study
+                                and e["data"]["numberOfInstances"] == 50, timeout=120)
+    assert ev["data"]["numberOfSeries"] == 1
