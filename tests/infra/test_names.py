@@ -160,3 +160,21 @@ def test_app_settings_rule_trips(bicep_files: dict[str, BicepFile]) -> None:
     assert "'DicomStorage' is a connection string" in problems
     assert "'AzureWebJobsStorage' lacks AzureWebJobsStorage__credential" in problems
     assert "(queue binding) lacks DicomStorage__queueServiceUri" in problems
+
+
+def _container_refs(main: BicepFile, value: object) -> set[str]:
+    """Container names behind '${var}/' prefixes and variable lists in main.bicep."""
+    text = str(value)
+    names = set()
+    for var in re.findall(r"\$\{(\w+)\}/", text):
+        names.add(main.resolve(var))
+    return names
+
+
+def test_lifecycle_and_replication_name_app_containers(bicep_files: dict[str, BicepFile]) -> None:
+    main = bicep_files["main.bicep"]
+    rules = main.variable("lifecycleRules")
+    prefixed = _container_refs(main, rules)
+    assert {"dicom-archive", "dicom-inbox", "eventgrid-deadletter"} <= prefixed
+    assert prefixed <= set(CONTAINERS)
+    assert set(main.resolve(main.variable("replicatedContainers"))) == {"dicom-archive", "dicom-metadata"}
