@@ -87,25 +87,44 @@ class BodySegmentation:
         modality = str(getattr(images.datasets[0], "Modality", ""))
         threshold = CT_BODY_HU if modality == "CT" else otsu_threshold(pixels)
         mask = fill_slices(largest_component(pixels > threshold))
-        count = int(mask.sum())
-        if count == 0:
-            return None
-        dz, dy, dx = images.spacing_mm
-        if images.is_volume:
-            value = count * dz * dy * dx / 1000.0
-            measurement = Measurement(codes.SCT.Volume, round(value, 3), ML)
-            priority = self.priority_ml is not None and value >= self.priority_ml
-            label, category, kind = "Body", codes.SCT.AnatomicalStructure, codes.SCT.EntireBody
-        else:
-            value = count * dy * dx / 100.0
-            measurement = Measurement(codes.SCT.Area, round(value, 3), CM2)
-            priority = self.priority_cm2 is not None and value >= self.priority_cm2
-            label, category, kind = "Tissue", codes.SCT.Tissue, codes.SCT.SoftTissue
-        return Prediction(
-            mask=mask,
-            segment_label=label,
-            category=category,
-            segment_type=kind,
-            measurements=[measurement],
-            priority=bool(priority),
+        label, category, kind = (
+            ("Body", codes.SCT.AnatomicalStructure, codes.SCT.EntireBody)
+            if images.is_volume
+            else ("Tissue", codes.SCT.Tissue, codes.SCT.SoftTissue)
         )
+        return measured_prediction(
+            mask, images, label, category, kind, priority_ml=self.priority_ml, priority_cm2=self.priority_cm2
+        )
+
+
+def measured_prediction(
+    mask: np.ndarray,
+    images: ImageSet,
+    label: str,
+    category: Code,
+    kind: Code,
+    *,
+    priority_ml: float | None = None,
+    priority_cm2: float | None = None,
+) -> Prediction | None:
+    """A prediction with its size: volume in mL (series) or area in cm² (2-D), ``None`` if empty."""
+    count = int(mask.sum())
+    if count == 0:
+        return None
+    dz, dy, dx = images.spacing_mm
+    if images.is_volume:
+        value = count * dz * dy * dx / 1000.0
+        measurement = Measurement(codes.SCT.Volume, round(value, 3), ML)
+        priority = priority_ml is not None and value >= priority_ml
+    else:
+        value = count * dy * dx / 100.0
+        measurement = Measurement(codes.SCT.Area, round(value, 3), CM2)
+        priority = priority_cm2 is not None and value >= priority_cm2
+    return Prediction(
+        mask=mask,
+        segment_label=label,
+        category=category,
+        segment_type=kind,
+        measurements=[measurement],
+        priority=bool(priority),
+    )

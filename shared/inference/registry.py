@@ -10,9 +10,10 @@
 
 ``builtin`` is the offline segmentation model (:mod:`shared.inference.builtin`);
 ``python`` imports ``module:callable`` (a package installed with the app) and calls
-it with ``options`` to get a :class:`~shared.inference.model.Model`; that is how a
-hospital plugs in its own model (an ONNX file run with onnxruntime fits the same
-shape: a factory that opens the session and implements ``predict``). A missing
+it with ``options`` to get a :class:`~shared.inference.model.Model`; ``onnx`` runs a
+model file from the config container with onnxruntime
+(:mod:`shared.inference.onnx_model`). Either way a hospital plugs in its own model
+without touching the function. A missing
 document means "the built-in model only"; a document that does not validate is
 refused with a message naming the entry and field, and the built-in default runs.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
@@ -50,15 +51,22 @@ SCHEMA: dict[str, Any] = {
                 "required": ["kind"],
                 "additionalProperties": False,
                 "properties": {
-                    "kind": {"enum": ["builtin", "python"]},
+                    "kind": {"enum": ["builtin", "python", "onnx"]},
+                    "version": {"type": "string", "minLength": 1, "maxLength": 16},
+                    "blob": {"type": "string", "pattern": r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\.onnx$"},
                     "name": {"type": "string", "minLength": 1, "maxLength": 64},
                     "factory": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"},
                     "enabled": {"type": "boolean"},
                     "modalities": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{2,3}$"}},
                     "options": {"type": "object"},
                 },
-                "if": {"properties": {"kind": {"const": "python"}}},
-                "then": {"required": ["factory"]},
+                "allOf": [
+                    {"if": {"properties": {"kind": {"const": "python"}}}, "then": {"required": ["factory"]}},
+                    {
+                        "if": {"properties": {"kind": {"const": "onnx"}}},
+                        "then": {"required": ["name", "version", "blob"]},
+                    },
+                ],
             },
         },
     },
@@ -84,8 +92,21 @@ def validate_document(document: Any) -> None:
         raise BadInput(BAD_REGISTRY, f"Model registry {MODELS_BLOB}: {_where(first)}: {first.message}")
 
 
-def build_model(entry: Mapping[str, Any]) -> Model:
+def build_model(entry: Mapping[str, Any], fetch: Callable[[str], bytes] | None = None) -> Model:
+    """One model from a registry entry; ``fetch(blob)`` reads a model file from the config container."""
     options = dict(entry.get("options", {}))
+    if entry["kind"] == "onnx":
+        from shared.inference.onnx_model import OnnxSegmentation
+
+        if fetch is None:
+            raise BadInput(BAD_REGISTRY, f"ONNX model {entry['name']!r} needs the config container to load from.")
+        return OnnxSegmentation(
+            name=entry["name"],
+            version=entry["version"],
+            content=fetch(entry["blob"]),
+            modalities=frozenset(entry.get("modalities") or ["CT", "MR"]),
+            options=options,
+        )
     if entry["kind"] == "builtin":
         model = BodySegmentation(
             priority_ml=options.get("priorityMl"),
@@ -104,12 +125,12 @@ def build_model(entry: Mapping[str, Any]) -> Model:
     return model
 
 
-def models_from_document(document: Any) -> list[Model]:
+def models_from_document(document: Any, fetch: Callable[[str], bytes] | None = None) -> list[Model]:
     validate_document(document)
-    return [build_model(e) for e in document["models"] if e.get("enabled", True)]
+    return [build_model(e, fetch) for e in document["models"] if e.get("enabled", True)]
 
 
-def parse(raw: bytes | None) -> list[Model]:
+def parse(raw: bytes | None, fetch: Callable[[str], bytes] | None = None) -> list[Model]:
     """Models from the document's bytes (``None``: no document, the built-in default)."""
     if raw is None:
         return models_from_document(DEFAULT_DOCUMENT)
@@ -117,7 +138,7 @@ def parse(raw: bytes | None) -> list[Model]:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadInput(BAD_REGISTRY, f"Model registry {MODELS_BLOB} is not JSON: {exc}") from None
-    return models_from_document(document)
+    return models_from_document(document, fetch)
 
 
 def load_models(config_container: Any) -> list[Model]:
@@ -132,8 +153,15 @@ def load_models(config_container: Any) -> list[Model]:
         raw: bytes | None = config_container.get_blob_client(MODELS_BLOB).download_blob().readall()
     except ResourceNotFoundError:
         raw = None
+
+    def fetch(name: str) -> bytes:
+        try:
+            return bytes(config_container.get_blob_client(name).download_blob().readall())
+        except ResourceNotFoundError:
+            raise BadInput(BAD_REGISTRY, f"Model file {name} is not in the config container.") from None
+
     try:
-        return parse(raw)
+        return parse(raw, fetch)
     except BadInput as exc:
         log.error("Ignoring the model registry, running the built-in model: %s", exc.message)
         return parse(None)

@@ -166,8 +166,9 @@ def test_registry_modalities_narrow_the_builtin_model() -> None:
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
-        (b'{"models": [{"kind": "builtin"}, {"kind": "onnx"}]}', "models[1] field kind"),
+        (b'{"models": [{"kind": "builtin"}, {"kind": "tensorflow"}]}', "models[1] field kind"),
         (b'{"models": [{"kind": "python"}]}', "models[0]"),
+        (b'{"models": [{"kind": "onnx", "name": "m"}]}', "models[0] field (entry): 'version' is a required"),
         (b'{"models": [{"kind": "builtin", "modalities": ["ct"]}]}', "models[0] field modalities.0"),
         (b"not json", "not JSON"),
     ],
