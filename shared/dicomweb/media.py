@@ -112,18 +112,35 @@ def negotiate_json(accept: str | None) -> str:
     )
 
 
-def negotiate_instances(accept: str | None, stored_transfer_syntaxes: Iterable[str]) -> None:
-    """Study/series/instance retrieve: multipart/related; type="application/dicom", as stored."""
-    stored = sorted(set(stored_transfer_syntaxes))
+def negotiate_instances(accept: str | None) -> str | None:
+    """Study/series/instance retrieve: multipart/related; type="application/dicom".
+
+    Returns the transfer syntax the client insists on, or None when any will do (no
+    ``transfer-syntax`` parameter, or ``*``). We send what is stored (rule
+    RETRIEVE_AS_STORED), so the caller answers 406 if the stored syntax differs.
+    """
     for rng in parse_accept(accept):
         if rng.media in ("*/*", "multipart/*", "multipart/related"):
             ptype = rng.params.get("type", DICOM).lower()
-            if _covers(ptype, DICOM) and _ts_ok(rng, stored):
-                return
+            if _covers(ptype, DICOM):
+                ts = rng.params.get("transfer-syntax")
+                return None if ts in (None, "*") else ts
     raise NotAcceptable(
-        'Instances are sent as multipart/related; type="application/dicom" in their stored transfer '
-        f"syntax ({', '.join(stored) or 'none'}); ask for transfer-syntax=* or one of those."
+        'Instances are sent as multipart/related; type="application/dicom" (in their stored transfer syntax); '
+        "send that Accept header, or */*."
     )
+
+
+def check_stored_syntax(requested: str | None, stored: Iterable[str]) -> None:
+    """406 if the client insists on a transfer syntax some stored instance is not in (no transcoding)."""
+    if requested is None:
+        return
+    other = sorted({s for s in stored if s != requested})
+    if other:
+        raise NotAcceptable(
+            f"The instances are stored as {', '.join(other)} and are sent as stored (no transcoding); "
+            "ask for transfer-syntax=* or the stored syntax."
+        )
 
 
 def frame_media_type(transfer_syntax: str) -> str:

@@ -22,6 +22,7 @@ DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 MAX_OFFSET: Final = 100_000
 MAX_VALUE_CHARS: Final = 256
+MAX_UIDS_PER_QUERY: Final = 200
 
 #: VRs whose values may hold ``*``/``?`` wildcards (PS3.4 C.2.2.2.4).
 WILDCARD_VRS: Final = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
@@ -180,8 +181,9 @@ def _int_param(name: str, value: str, low: int, high: int) -> int:
 def parse_value(attr: Attribute, value: str) -> Match:
     """One matching key's value, checked against its VR."""
     name = attr.keyword
-    if len(value) > MAX_VALUE_CHARS:
-        raise BadRequest(f"Value of {name} is longer than {MAX_VALUE_CHARS} characters.")
+    limit = MAX_UIDS_PER_QUERY * 65 if attr.vr == "UI" else MAX_VALUE_CHARS
+    if len(value) > limit:
+        raise BadRequest(f"Value of {name} is longer than {limit} characters.")
     if value == "" or value == "*":
         return Match(attr, MatchKind.UNIVERSAL)
     if value == '""':

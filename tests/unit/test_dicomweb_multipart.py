@@ -60,18 +60,19 @@ def test_written_multipart_round_trips_through_a_real_decoder():
 
 
 def test_accept_negotiation():
-    media.negotiate_instances(None, ["1.2.840.10008.1.2.1"])
-    media.negotiate_instances('multipart/related; type="application/dicom"', ["1.2.840.10008.1.2.1"])
-    any_ts = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-    media.negotiate_instances(any_ts, ["1.2.840.10008.1.2.4.50"])
-    media.negotiate_instances("*/*", ["1.2.840.10008.1.2.1"])
+    assert media.negotiate_instances(None) is None
+    assert media.negotiate_instances('multipart/related; type="application/dicom"') is None
+    assert media.negotiate_instances('multipart/related; type="application/dicom"; transfer-syntax=*') is None
+    assert media.negotiate_instances("*/*") is None
+    explicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+    assert media.negotiate_instances(explicit) == "1.2.840.10008.1.2.1"
+    media.check_stored_syntax("1.2.840.10008.1.2.1", ["1.2.840.10008.1.2.1"])
     with pytest.raises(NotAcceptable):
-        media.negotiate_instances('multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1',
-                                  ["1.2.840.10008.1.2.4.50"])
+        media.check_stored_syntax("1.2.840.10008.1.2.1", ["1.2.840.10008.1.2.4.50"])
     with pytest.raises(NotAcceptable):
-        media.negotiate_instances("application/dicom+json", ["1.2.840.10008.1.2.1"])
+        media.negotiate_instances("application/dicom+json")
     with pytest.raises(NotAcceptable):
-        media.negotiate_instances('multipart/related; type="application/dicom"; q=0', ["1.2.840.10008.1.2.1"])
+        media.negotiate_instances('multipart/related; type="application/dicom"; q=0')
     assert media.negotiate_json(None) == "application/dicom+json"
     assert media.negotiate_json("application/json") == "application/json"
     assert media.negotiate_json("text/html, application/dicom+json;q=0.5") == "application/dicom+json"

@@ -1,0 +1,96 @@
+"""QIDO-RS search: the index planner proposes candidates, PS3.4 matching decides.
+
+``shared.index.query.plan_and_fetch`` picks the most selective lookup (never a full
+scan for a supported key) and returns CANDIDATE records of the requested level;
+:func:`shared.dicomweb.matching.matches` keeps the exact matches; ``offset`` and
+``limit`` page through them. The plan is named in the ``X-Dicomflow-Plan`` response
+header (and the log line), e.g. ``lookup:PatientID``.
+
+When more matches exist than ``limit``, the response carries the PS3.18 8.3.4.5
+warning ``299 <host> "The number of results exceeded the maximum supported by the
+server. Additional results can be requested."``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from shared.dicomweb.attributes import ATTRIBUTES, UID_KEYWORD, Level
+from shared.dicomweb.matching import matches
+from shared.dicomweb.qido import QidoQuery
+from shared.dicomweb.reply import Reply
+from shared.dicomweb.response import DICOM_JSON, render
+
+log = logging.getLogger(__name__)
+
+PLAN_HEADER = "X-Dicomflow-Plan"
+#: fetch(query) -> (plan description, candidate records of query.level)
+Fetch = Callable[[QidoQuery], tuple[str, Iterable[Any]]]
+
+
+def view_of(record: Any) -> dict[str, Any]:
+    """A record (index dataclass, or a mapping keyed by DICOM keyword) as {keyword: value}."""
+    if isinstance(record, dict):
+        return record
+    view: dict[str, Any] = {}
+    if is_dataclass(record):
+        names = {f.name for f in fields(record)}
+        for a in ATTRIBUTES:
+            if a.field in names:
+                view[a.keyword] = getattr(record, a.field)
+        ts = getattr(record, "transfer_syntax_uid", None)
+        if ts:
+            view["AvailableTransferSyntaxUID"] = ts
+    return view
+
+
+def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomflow") -> Reply:
+    plan, candidates = fetch(query)
+    uid_key = UID_KEYWORD[query.level]
+    seen: set[Any] = set()
+    page: list[dict[str, Any]] = []
+    matched = 0
+    examined = 0
+    more = False
+    for view in _views(candidates):
+        examined += 1
+        if not matches(query, view):
+            continue
+        uid = view.get(uid_key)
+        if uid in seen:
+            continue  # lookup rows may name an entity twice (e.g. two matching name tokens)
+        seen.add(uid)
+        matched += 1
+        if matched <= query.offset:
+            continue
+        if len(page) == query.limit:
+            more = True
+            break
+        page.append(view)
+    log.info("QIDO %s: plan %s, %d candidates examined, %d returned%s", query.level, plan, examined, len(page),
+             " (more available)" if more else "")
+    headers = {"Content-Type": f"{DICOM_JSON}", PLAN_HEADER: plan}
+    if more:
+        headers["Warning"] = (
+            f'299 {host} "The number of results exceeded the maximum supported by the server. '
+            'Additional results can be requested."'
+        )
+    return Reply(200, headers, render(page, query, base_url))
+
+
+def _views(candidates: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    for rec in candidates:
+        yield view_of(rec)
+
+
+def level_from_path(study: str | None, series: str | None, target: str) -> tuple[Level, dict[str, str]]:
+    """Level and path scope of a QIDO URL (``/studies/{s}/series`` -> SERIES, {StudyInstanceUID: s})."""
+    scope: dict[str, str] = {}
+    if study:
+        scope["StudyInstanceUID"] = study
+    if series:
+        scope["SeriesInstanceUID"] = series
+    return Level(target), scope

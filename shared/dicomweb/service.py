@@ -1,0 +1,157 @@
+"""The DICOMweb service boundary: one function per HTTP resource, called by ``functions/dicomweb.py``.
+
+Each takes a :class:`Call` (the request's parts, already split by the adapter) and
+returns a :class:`~shared.dicomweb.reply.Reply`, or raises
+:class:`~shared.dicomweb.errors.HttpProblem`. Storage errors other than "not found"
+propagate (the host answers 500 and logs them once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.config import Settings
+from shared.dicomweb.attributes import Level
+from shared.dicomweb.errors import HttpProblem
+from shared.dicomweb.qido import parse_query
+from shared.dicomweb.reply import Reply
+from shared.dicomweb.wado import Wado
+
+
+@dataclass
+class Call:
+    settings: Settings
+    method: str = "GET"
+    base_url: str = ""
+    accept: str | None = None
+    content_type: str | None = None
+    params: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    path: dict[str, str] = field(default_factory=dict)
+    study: str | None = None
+    series: str | None = None
+    sop: str | None = None
+
+
+def context(call: Call) -> Any:
+    """The process-wide pipeline context (clients, index, publisher) for these settings."""
+    from shared.ingest.context import get_context
+
+    return get_context(call.settings)
+
+
+def _clients(call: Call) -> Any:
+    return context(call).clients
+
+
+def _index(call: Call) -> Any:
+    return context(call).index
+
+
+def _wado(call: Call) -> Wado:
+    def stored(study: str, series: str | None, sop: str | None) -> list[str]:
+        store = _index(call)
+        if sop and series:
+            got = store.get_instance(study, series, sop)
+            return [got.record.transfer_syntax_uid] if got else []
+        recs = store.list_series_instances(study, series) if series else store.list_study_instances(study)
+        return [r.transfer_syntax_uid for r in recs]
+
+    return Wado(_clients(call).blob, stored_syntaxes=stored)
+
+
+def _no_params(call: Call) -> None:
+    if call.params:
+        name = call.params[0][0]
+        raise HttpProblem(f"Query parameter {name!r} is not supported on this resource; remove it.", status=400)
+
+
+# -- QIDO-RS ------------------------------------------------------------------------------------
+def search(call: Call, level: Level) -> Reply:
+    from shared.dicomweb import search as qido
+    from shared.dicomweb.media import negotiate_json
+
+    negotiate_json(call.accept)
+    _, scope = qido.level_from_path(call.study, call.series, level)
+    query = parse_query(call.params, level, scope=scope)
+    return qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name)
+
+
+def _index_fetch(call: Call) -> Any:
+    from shared.dicomweb.planner import fetch_for
+
+    return fetch_for(_index(call))
+
+
+# -- WADO-RS ------------------------------------------------------------------------------------
+def study_resource(call: Call) -> Reply:
+    assert call.study
+    if call.method == "POST":
+        return store(call)
+    if call.method == "DELETE":
+        return delete(call)
+    _no_params(call)
+    return _wado(call).retrieve(call.accept, call.study)
+
+
+def series_resource(call: Call) -> Reply:
+    assert call.study and call.series
+    if call.method == "DELETE":
+        return delete(call)
+    _no_params(call)
+    return _wado(call).retrieve(call.accept, call.study, call.series)
+
+
+def instance_resource(call: Call) -> Reply:
+    assert call.study and call.series and call.sop
+    if call.method == "DELETE":
+        return delete(call)
+    _no_params(call)
+    return _wado(call).retrieve(call.accept, call.study, call.series, call.sop)
+
+
+def study_metadata(call: Call) -> Reply:
+    assert call.study
+    return _wado(call).study_metadata(call.accept, call.base_url, call.study)
+
+
+def series_metadata(call: Call) -> Reply:
+    assert call.study and call.series
+    return _wado(call).series_metadata(call.accept, call.base_url, call.study, call.series)
+
+
+def instance_metadata(call: Call) -> Reply:
+    assert call.study and call.series and call.sop
+    return _wado(call).instance_metadata(call.accept, call.base_url, call.study, call.series, call.sop)
+
+
+def frames(call: Call) -> Reply:
+    assert call.study and call.series and call.sop
+    return _wado(call).frames(call.accept, call.study, call.series, call.sop, call.path.get("frames", ""))
+
+
+def bulkdata(call: Call) -> Reply:
+    assert call.study and call.series and call.sop
+    return _wado(call).bulk(call.accept, call.study, call.series, call.sop, call.path.get("locator", ""))
+
+
+def too_large_message(size: int, limit: int) -> str:
+    return (
+        f"The request body ({size} bytes so far) is over the STOW-RS limit of {limit} bytes (the Functions HTTP "
+        "limit is 100 MB). Upload large files to the dicom-inbox blob container instead (any blob upload, or "
+        "'python -m devhost upload <files>' locally): they take the same ingest path."
+    )
+
+
+# -- STOW-RS and DELETE -------------------------------------------------------------------------
+def store(call: Call) -> Reply:
+    from shared.dicomweb.stow import store as stow
+
+    return stow(call)
+
+
+def delete(call: Call) -> Reply:
+    from shared.dicomweb.delete import delete as remove
+
+    return remove(call)

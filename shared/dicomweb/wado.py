@@ -1,0 +1,288 @@
+"""WADO-RS over the archive: instances, metadata, frames and bulk data (PS3.18 10.4).
+
+* Instances (study/series/instance) are streamed as ``multipart/related;
+  type="application/dicom"`` from the archive blobs in :data:`CHUNK`-sized ranged
+  reads: memory per request is one chunk, whatever the file size. The list of
+  instances comes from the archive itself (what we stream is what exists).
+* Metadata: the instance sidecar; for a series the precomputed bundle written by
+  the settle step (ONE blob read); for a study the bundles of its series. A series
+  not settled yet falls back to its sidecars (logged). Relative BulkDataURIs are
+  made absolute with the request's base URL.
+* Frames: ranged reads at the offsets of the frame index
+  (:mod:`shared.dicom.frames`), built on first use and stored next to the sidecar.
+* Bulk data: ``bulkdata/<offset>-<length>`` is that byte range of the archived file
+  (encapsulated pixel data, of undefined length, is sent frame by frame);
+  ``bulkdata/tag/<tag>`` is a top-level element's value.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient
+
+from shared.dicom import frames as frame_index
+from shared.dicom.header import Header, read_header
+from shared.dicom.ranged import BlobRangeSource, RangedReader
+from shared.dicomweb import media
+from shared.dicomweb.errors import BadRequest, HttpProblem, NotFoundProblem
+from shared.dicomweb.multipart import new_boundary, related_content_type, stream_parts
+from shared.dicomweb.reply import Reply
+from shared.errors import BadInput
+from shared.storage import layout
+
+log = logging.getLogger(__name__)
+
+#: Bytes per ranged read while streaming (and the most a request holds in memory).
+CHUNK: Final = 4 * 1024 * 1024
+MAX_FRAMES_PER_REQUEST: Final = 10_000
+_BULK_URI = re.compile(rb'("BulkDataURI"\s*:\s*")(studies/)')
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedInstance:
+    study: str
+    series: str
+    sop: str
+    size: int
+
+    @property
+    def path(self) -> str:
+        return layout.instance_path(self.study, self.series, self.sop)
+
+
+class Wado:
+    """WADO-RS reads of one storage account."""
+
+    def __init__(self, blobs: BlobServiceClient, *, stored_syntaxes: Any = None) -> None:
+        self.blobs = blobs
+        self.archive = blobs.get_container_client(layout.ARCHIVE)
+        self.metadata = blobs.get_container_client(layout.METADATA)
+        #: Optional callable (study, series|None, sop|None) -> iterable of stored transfer syntax UIDs
+        #: (from the index); consulted only when a client insists on a transfer syntax.
+        self.stored_syntaxes = stored_syntaxes
+
+    # -- listing -----------------------------------------------------------------------
+    def list_instances(self, study: str, series: str | None = None) -> list[ArchivedInstance]:
+        prefix = layout.series_prefix(study, series) if series else layout.study_prefix(study)
+        out = []
+        for item in self.archive.list_blobs(name_starts_with=prefix):
+            parts = item.name.split("/")
+            if len(parts) != 3 or not parts[2].endswith(".dcm"):
+                continue
+            out.append(ArchivedInstance(parts[0], parts[1], parts[2][: -len(".dcm")], int(item.size)))
+        return out
+
+    # -- instances ---------------------------------------------------------------------
+    def retrieve(self, accept: str | None, study: str, series: str | None = None, sop: str | None = None) -> Reply:
+        """Study, series or instance retrieve, streamed."""
+        wanted = media.negotiate_instances(accept)
+        if sop is not None:
+            assert series is not None
+            first = self._open(layout.instance_path(study, series, sop))
+            if first is None:
+                raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not in the archive.")
+            items: list[Any] = [first]
+        else:
+            listed = self.list_instances(study, series)
+            if not listed:
+                what = f"Series {series} of study {study}" if series else f"Study {study}"
+                raise NotFoundProblem(f"{what} has no instances in the archive.")
+            items = listed
+        if wanted is not None:
+            stored = list(self.stored_syntaxes(study, series, sop)) if self.stored_syntaxes else []
+            if not stored:
+                raise media.NotAcceptable(
+                    "The stored transfer syntax is not known yet for this request; ask for transfer-syntax=*."
+                )
+            media.check_stored_syntax(wanted, stored)
+        boundary = new_boundary()
+        parts = ((media.DICOM, self._chunks_of(item)) for item in items)
+        return Reply(200, {"Content-Type": related_content_type(media.DICOM, boundary)},
+                     stream=stream_parts(parts, boundary))
+
+    def _open(self, path: str) -> tuple[BlobRangeSource, bytes, int] | None:
+        """The first chunk of a blob (or None if it does not exist): 404 is decided before streaming."""
+        src = BlobRangeSource(self.archive.get_blob_client(path))
+        try:
+            data, total = src.read_range(0, CHUNK)
+        except ResourceNotFoundError:
+            return None
+        return src, data, total
+
+    def _chunks_of(self, item: ArchivedInstance | tuple[BlobRangeSource, bytes, int]) -> Iterator[bytes]:
+        if isinstance(item, ArchivedInstance):
+            opened = self._open(item.path)
+            if opened is None:  # deleted while we streamed the ones before it
+                raise ResourceNotFoundError(f"{item.path} disappeared during the response")
+            item = opened
+        src, first, total = item
+        yield first
+        yield from _ranges(src, len(first), total - len(first))
+
+    # -- metadata ----------------------------------------------------------------------
+    def instance_metadata(self, accept: str | None, base: str, study: str, series: str, sop: str) -> Reply:
+        ctype = media.negotiate_json(accept)
+        raw = self._read(layout.METADATA, layout.instance_metadata_path(study, series, sop))
+        if raw is None:
+            raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} has no metadata.")
+        return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(raw, base) + b"]")
+
+    def series_metadata(self, accept: str | None, base: str, study: str, series: str) -> Reply:
+        ctype = media.negotiate_json(accept)
+        body = self._series_array(study, series)
+        if body is None:
+            raise NotFoundProblem(f"Series {series} of study {study} has no metadata.")
+        return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(body, base) + b"]")
+
+    def study_metadata(self, accept: str | None, base: str, study: str) -> Reply:
+        ctype = media.negotiate_json(accept)
+        series_uids = sorted({n.split("/")[1] for n in self._names(layout.study_prefix(study)) if n.count("/") == 2})
+        bodies = [b for b in (self._series_array(study, s) for s in series_uids) if b]
+        if not bodies:
+            raise NotFoundProblem(f"Study {study} has no metadata.")
+        return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(b",".join(bodies), base) + b"]")
+
+    def _series_array(self, study: str, series: str) -> bytes | None:
+        """The inside of a series' metadata array (objects joined by commas), or None."""
+        bundle = self._read(layout.METADATA, layout.series_metadata_path(study, series))
+        if bundle is not None:
+            inner = bundle.strip()
+            if inner.startswith(b"[") and inner.endswith(b"]"):
+                return inner[1:-1].strip() or None
+        names = [n for n in self._names(layout.series_prefix(study, series))
+                 if n.endswith(".json") and not n.endswith(("/series.json", ".frames.json"))]
+        if not names:
+            return None
+        log.info("Series %s has no metadata bundle yet (not settled): reading %d sidecars", series, len(names))
+        objs = [raw for raw in (self._read(layout.METADATA, n) for n in names) if raw]
+        return b",".join(o.strip() for o in objs) or None
+
+    def _names(self, prefix: str) -> list[str]:
+        return [b.name for b in self.metadata.list_blobs(name_starts_with=prefix)]
+
+    def _read(self, container: str, path: str) -> bytes | None:
+        try:
+            return bytes(self.blobs.get_blob_client(container, path).download_blob().readall())
+        except ResourceNotFoundError:
+            return None
+
+    # -- frames ------------------------------------------------------------------------
+    def frames(self, accept: str | None, study: str, series: str, sop: str, frame_list: str) -> Reply:
+        numbers = parse_frame_list(frame_list)
+        index, src = self.frame_index(study, series, sop)
+        part_type = media.negotiate_frames(accept, index.transfer_syntax_uid)
+        for n in numbers:
+            if n > index.number_of_frames:
+                raise NotFoundProblem(f"Frame {n} does not exist: the instance has {index.number_of_frames} frame(s).")
+        ts = index.transfer_syntax_uid
+        ctype = part_type if part_type == media.OCTET else f"{part_type}; transfer-syntax={ts}"
+        boundary = new_boundary()
+        parts = ((ctype, _frame_chunks(src, index.frame(n))) for n in numbers)
+        return Reply(200, {"Content-Type": related_content_type(part_type, boundary, ts if part_type != media.OCTET
+                                                                else None)},
+                     stream=stream_parts(parts, boundary))
+
+    def frame_index(self, study: str, series: str, sop: str) -> tuple[frame_index.FrameIndex, BlobRangeSource]:
+        """The stored frame index, or build and store it (one header read + item-header walk)."""
+        blob = self.archive.get_blob_client(layout.instance_path(study, series, sop))
+        src = BlobRangeSource(blob)
+        path = layout.frame_index_path(study, series, sop)
+        raw = self._read(layout.METADATA, path)
+        if raw is not None:
+            try:
+                return frame_index.FrameIndex.from_json(orjson.loads(raw)), src
+            except (ValueError, KeyError, TypeError):
+                log.warning("Frame index %s is unreadable; rebuilding it", path)
+        header = self._header(study, series, sop, src)
+        try:
+            index = frame_index.build(header, src)
+        except BadInput as exc:
+            raise HttpProblem(f"The frames of instance {sop} cannot be served: {exc.message}", status=400) from None
+        self.blobs.get_blob_client(layout.METADATA, path).upload_blob(orjson.dumps(index.to_json()), overwrite=True)
+        log.info("Built frame index for %s (%d frames)", sop, index.number_of_frames)
+        return index, src
+
+    def _header(self, study: str, series: str, sop: str, src: BlobRangeSource) -> Header:
+        try:
+            return read_header(RangedReader(src))
+        except ResourceNotFoundError:
+            raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.") from None
+
+    # -- bulk data ---------------------------------------------------------------------
+    def bulk(self, accept: str | None, study: str, series: str, sop: str, locator: str) -> Reply:
+        m = re.fullmatch(r"(\d{1,15})-(\d{1,15})", locator)
+        t = re.fullmatch(r"tag/([0-9A-Fa-f]{8})", locator)
+        if not m and not t:
+            raise BadRequest("Bulk data is addressed as bulkdata/<offset>-<length> or bulkdata/tag/<8 hex digits>.")
+        blob = self.archive.get_blob_client(layout.instance_path(study, series, sop))
+        src = BlobRangeSource(blob)
+        if m:
+            offset, length = int(m.group(1)), int(m.group(2))
+            if length == 0xFFFFFFFF:  # encapsulated pixel data: its frames
+                index, src = self.frame_index(study, series, sop)
+                part = media.frame_media_type(index.transfer_syntax_uid)
+                media.negotiate_frames(accept, index.transfer_syntax_uid)
+                boundary = new_boundary()
+                parts = ((part, _frame_chunks(src, r)) for r in index.frames)
+                return Reply(200, {"Content-Type": related_content_type(part, boundary)},
+                             stream=stream_parts(parts, boundary))
+            media.negotiate_bulk(accept)
+            try:
+                _, size = src.read_range(0, 1)
+            except ResourceNotFoundError:
+                raise NotFoundProblem(f"Instance {sop} is not in the archive.") from None
+            if offset + length > size:
+                raise NotFoundProblem(f"Bytes {offset}-{offset + length} lie beyond the end of instance {sop}.")
+            ranges: tuple[tuple[int, int], ...] = ((offset, length),)
+        else:
+            media.negotiate_bulk(accept)
+            header = self._header(study, series, sop, src)
+            assert t is not None
+            elem: Any = header.dataset.get_item(int(t.group(1), 16))
+            if elem is None or getattr(elem, "value_tell", None) is None:
+                raise NotFoundProblem(f"Instance {sop} has no top-level element ({t.group(1).upper()}) to serve.")
+            ranges = ((int(elem.value_tell), int(elem.length)),)
+        boundary = new_boundary()
+        return Reply(200, {"Content-Type": related_content_type(media.OCTET, boundary)},
+                     stream=stream_parts([(media.OCTET, _frame_chunks(src, ranges))], boundary))
+
+
+def parse_frame_list(value: str) -> list[int]:
+    """``"1,3,5"`` -> [1, 3, 5]; frame numbers start at 1 (PS3.18 10.4.1.1.4)."""
+    items = [v.strip() for v in value.split(",")]
+    if not items or any(not re.fullmatch(r"\d{1,9}", v) for v in items):
+        raise BadRequest("Frames are a comma-separated list of frame numbers starting at 1, as in frames/1,3,5.")
+    numbers = [int(v) for v in items]
+    if any(n < 1 for n in numbers):
+        raise BadRequest("Frame numbers start at 1.")
+    if len(numbers) > MAX_FRAMES_PER_REQUEST:
+        raise BadRequest(f"At most {MAX_FRAMES_PER_REQUEST} frames per request.")
+    return numbers
+
+
+def _ranges(src: BlobRangeSource, offset: int, length: int) -> Iterator[bytes]:
+    end = offset + length
+    while offset < end:
+        data, _ = src.read_range(offset, min(CHUNK, end - offset))
+        if not data:
+            raise ResourceNotFoundError("The archived file is shorter than its frame index says")
+        yield data
+        offset += len(data)
+
+
+def _frame_chunks(src: BlobRangeSource, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
+    for offset, length in ranges:
+        yield from _ranges(src, offset, length)
+
+
+def _absolute(raw: bytes, base: str) -> bytes:
+    """Relative BulkDataURIs (``studies/...``) -> ``{base}/studies/...``."""
+    prefix = (base.rstrip("/") + "/").encode()
+    return _BULK_URI.sub(lambda m: m.group(1) + prefix + m.group(2), raw)

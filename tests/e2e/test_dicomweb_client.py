@@ -1,0 +1,356 @@
+"""DICOMweb end to end: ``dicomweb-client`` (a real client nobody here wrote) against the devhost.
+
+One module-scoped devhost runs the real app. A small synthetic corpus (pydicom's own
+files with fresh UIDs and chosen patients: accents, Japanese groups, an OData-looking
+PatientID, native / RLE / JPEG multi-frame pixel data) is stored with STOW-RS, then
+searched, retrieved (instances, metadata, frames, bulk data) and deleted through the
+client. Frames are compared with pydicom's decoding of the original files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import generate_uid
+
+from devhost.testing import DevHostProcess
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+RUN = uuid.uuid4().hex[:8]
+STOW_LIMIT = 8 * 1024 * 1024
+
+
+def _uid() -> str:
+    return generate_uid(prefix="1.2.826.0.1.3680043.10.1341.")
+
+
+@dataclass
+class Study:
+    uid: str
+    patient_name: str
+    patient_id: str
+    accession: str
+    date: str
+    instances: list[Dataset] = field(default_factory=list)
+
+
+def _instance(name: str, study: Study, series_uid: str, number: int, modality: str | None = None) -> Dataset:
+    path = get_testdata_file(name)
+    assert path, name
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID = study.uid
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPInstanceUID = _uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = study.patient_name
+    ds.PatientID = study.patient_id
+    ds.AccessionNumber = study.accession
+    ds.StudyDate = study.date
+    ds.StudyTime = "101500"
+    ds.InstanceNumber = number
+    if modality:
+        ds.Modality = modality
+    return ds
+
+
+def build_corpus() -> list[Study]:
+    a = Study(_uid(), "Müller^Jürgen", f"PA-{RUN}", f"ACA{RUN}", "20240315")
+    b = Study(_uid(), "Yamada^Tarou=山田^太郎=やまだ^たろう", f"Q{RUN}' or ''eq''", f"ACB{RUN}", "20231201")
+    c = Study(_uid(), "OBrien^Sean", f"PC-{RUN}", f"ACC{RUN}", "20240101")
+    d = Study(_uid(), "Smith^Anna", f"PD-{RUN}", f"ACD{RUN}", "20240320")
+    se = _uid()
+    a.instances = [_instance("CT_small.dcm", a, se, n) for n in (1, 2, 3)]
+    se = _uid()
+    b.instances = [_instance("MR_small.dcm", b, se, n) for n in (1, 2)]
+    c.instances = [_instance("rtdose.dcm", c, _uid(), 1), _instance("rtdose_rle.dcm", c, _uid(), 1)]
+    d.instances = [_instance("examples_ybr_color.dcm", d, _uid(), 1, modality="US")]
+    return [a, b, c, d]
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[Study]:
+    return build_corpus()
+
+
+@pytest.fixture(scope="module")
+def dh(azurite, tmp_path_factory) -> DevHostProcess:
+    env = {"DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
+           "DICOMFLOW_STOW_MAX_BYTES": str(STOW_LIMIT), "DICOMFLOW_STOW_WAIT_SECONDS": "20"}
+    folder = tmp_path_factory.mktemp("devhost-dicomweb")
+    # Only the subscriptions DICOMweb needs (the ingest path): other consumers are not under test here.
+    events = json.loads((ROOT / "infra" / "events.json").read_text())
+    events["subscriptions"] = [s for s in events["subscriptions"] if s["function"] == "ingest"]
+    (folder / "events.json").write_text(json.dumps(events))
+    proc = DevHostProcess(app="function_app:app", events=folder / "events.json", azurite=azurite, env=env,
+                          state_dir=folder / "state")
+    with proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def client(dh: DevHostProcess) -> DICOMwebClient:
+    return DICOMwebClient(url=f"{dh.base_url}/dicomweb", headers={"x-functions-key": dh.key})
+
+
+@pytest.fixture(scope="module")
+def stored(client: DICOMwebClient, corpus: list[Study]) -> list[Study]:
+    """The corpus stored with STOW-RS (one request per study) and settled (study rows queryable)."""
+    for study in corpus:
+        # Reload from bytes: what the client sends is exactly what a file on disk holds.
+        datasets = [pydicom.dcmread(io.BytesIO(to_bytes(ds))) for ds in study.instances]
+        response = client.store_instances(datasets, study_instance_uid=study.uid)
+        refs = response.get("ReferencedSOPSequence", [])
+        assert {r.ReferencedSOPInstanceUID for r in refs} == {ds.SOPInstanceUID for ds in study.instances}
+        assert "FailedSOPSequence" not in response
+        assert all(r.RetrieveURL.endswith(r.ReferencedSOPInstanceUID) for r in refs)
+    uids = [s.uid for s in corpus]
+    expected = {s.uid: len(s.instances) for s in corpus}
+    deadline = time.monotonic() + 60
+    while True:  # settle computes the study rows (aggregates, lookups) after ingest: bounded wait
+        found = client.search_for_studies(search_filters={"StudyInstanceUID": uids})
+        counts = {f["0020000D"]["Value"][0]: f.get("00201208", {}).get("Value", [0])[0] for f in found}
+        lookups_ready = client.search_for_studies(search_filters={"PatientID": corpus[0].patient_id})
+        if counts == expected and lookups_ready:
+            return corpus
+        assert time.monotonic() < deadline, f"studies not settled: {counts} != {expected}"
+        time.sleep(0.3)
+
+
+def uids(results: list[dict], tag: str = "0020000D") -> set[str]:
+    return {r[tag]["Value"][0] for r in results}
+
+
+# -- QIDO-RS ---------------------------------------------------------------------------------------
+def test_search_studies_by_keys(client: DICOMwebClient, stored: list[Study]) -> None:
+    a, _, c, d = stored
+    assert uids(client.search_for_studies(search_filters={"PatientID": a.patient_id})) == {a.uid}
+    assert uids(client.search_for_studies(search_filters={"AccessionNumber": c.accession})) == {c.uid}
+    assert uids(client.search_for_studies(search_filters={"00100020": d.patient_id})) == {d.uid}  # by tag
+    found = client.search_for_studies(search_filters={"StudyInstanceUID": a.uid})
+    (obj,) = found
+    assert obj["00080005"]["Value"] == ["ISO_IR 192"]
+    assert obj["00201206"]["Value"] == [1] and obj["00201208"]["Value"] == [3]
+    assert obj["00080061"]["Value"] == ["CT"]
+    assert obj["00100010"]["Value"][0]["Alphabetic"] == "Müller^Jürgen"
+
+
+def test_search_wildcards_ranges_and_names(client: DICOMwebClient, stored: list[Study]) -> None:
+    a, b, c, d = stored
+    mine = {s.uid for s in stored}
+
+    def studies(fuzzy: bool = False, **filters: object) -> set[str]:
+        return uids(client.search_for_studies(search_filters=filters, fuzzymatching=fuzzy or None)) & mine
+
+    assert studies(PatientID=f"P?-{RUN}") == {a.uid, c.uid, d.uid}
+    assert studies(AccessionNumber=f"AC*{RUN}") == mine
+    assert studies(PatientID=a.patient_id, StudyDate="20240301-20240331") == {a.uid}
+    assert studies(PatientID=d.patient_id, StudyDate="20240316-") == {d.uid}
+    assert studies(PatientID=c.patient_id, StudyDate="-20231231") == set()
+    assert studies(PatientID=a.patient_id, PatientName="muller^jurgen") == {a.uid}  # PN_CASE_ACCENT_INSENSITIVE
+    assert studies(PatientID=b.patient_id, PatientName="YAMADA^tarou") == {b.uid}
+    # Non-ASCII query values ("jürg", "山田^太郎": rule PN_ANY_GROUP) are covered by the unit tests: the
+    # devhost does not yet pass them through (devhost/host.py _asgi_scope re-encodes the decoded query).
+    assert studies(PatientName="jurg", fuzzy=True) >= {a.uid}  # PN_FUZZY_PREFIX (+ accent-insensitive)
+    assert studies(PatientID=a.patient_id, PatientName="jurg") == set()  # no fuzzy: exact
+
+
+def test_odata_injection_matches_literally(client: DICOMwebClient, stored: list[Study]) -> None:
+    b = stored[1]
+    assert uids(client.search_for_studies(search_filters={"PatientID": b.patient_id})) == {b.uid}
+    for attack in (f"Q{RUN}' or PatientID ne '", "' or '1' eq '1", f"Q{RUN}' or ''eq''x"):
+        assert client.search_for_studies(search_filters={"PatientID": attack}) == []
+
+
+def test_search_series_and_instances_at_every_nesting(client: DICOMwebClient, stored: list[Study]) -> None:
+    a, b, c, d = stored
+    series = client.search_for_series(study_instance_uid=c.uid)
+    assert len(series) == 2 and all(s["00080060"]["Value"] == ["RTDOSE"] for s in series)
+    assert uids(client.search_for_series(search_filters={"PatientID": d.patient_id, "Modality": "US"}),
+                "0020000E") == {d.instances[0].SeriesInstanceUID}
+    inst = client.search_for_instances(study_instance_uid=a.uid)
+    assert uids(inst, "00080018") == {ds.SOPInstanceUID for ds in a.instances}
+    se = a.instances[0].SeriesInstanceUID
+    one = client.search_for_instances(study_instance_uid=a.uid, series_instance_uid=se,
+                                      search_filters={"InstanceNumber": "2"})
+    assert uids(one, "00080018") == {a.instances[1].SOPInstanceUID}
+    assert uids(client.search_for_instances(search_filters={"PatientID": b.patient_id}), "00080018") == {
+        ds.SOPInstanceUID for ds in b.instances}
+    page1 = client.search_for_instances(study_instance_uid=a.uid, limit=2)
+    page2 = client.search_for_instances(study_instance_uid=a.uid, limit=2, offset=2)
+    assert len(page1) == 2 and len(page2) == 1
+    assert uids(page1 + page2, "00080018") == {ds.SOPInstanceUID for ds in a.instances}
+
+
+def test_plan_is_named_and_keyed_queries_do_not_scan(dh: DevHostProcess, stored: list[Study]) -> None:
+    a = stored[0]
+    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key}
+    for params, plan in (({"PatientID": a.patient_id}, "lookup:PatientID"),
+                         ({"AccessionNumber": a.accession}, "lookup:AccessionNumber"),
+                         ({"StudyInstanceUID": a.uid}, "key:StudyInstanceUID"),
+                         ({"StudyDate": "20240315"}, "lookup:StudyDate")):
+        r = requests.get(f"{base}/studies", params=params, headers=key, timeout=30)
+        assert r.status_code == 200 and r.headers["X-Dicomflow-Plan"] == plan, (params, r.headers)
+        assert r.headers["Content-Type"].startswith("application/dicom+json")
+
+
+# -- WADO-RS ---------------------------------------------------------------------------------------
+def test_retrieve_instance_series_and_study(client: DICOMwebClient, stored: list[Study]) -> None:
+    a = stored[0]
+    ds = a.instances[1]
+    got = client.retrieve_instance(a.uid, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert to_bytes(got) == to_bytes(ds)
+    series = client.retrieve_series(a.uid, ds.SeriesInstanceUID)
+    assert {x.SOPInstanceUID for x in series} == {x.SOPInstanceUID for x in a.instances}
+    study = client.retrieve_study(stored[2].uid)
+    assert len(study) == 2
+
+
+def test_metadata_at_each_level_with_resolving_bulk_data(client: DICOMwebClient, stored: list[Study]) -> None:
+    a = stored[0]
+    ds = a.instances[0]
+    meta = client.retrieve_instance_metadata(a.uid, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert meta["00080018"]["Value"] == [ds.SOPInstanceUID]
+    uri = meta["7FE00010"]["BulkDataURI"]
+    assert uri.startswith(client.base_url)
+    (pixels,) = client.retrieve_bulkdata(uri)
+    assert pixels == ds.PixelData
+    series_meta = client.retrieve_series_metadata(a.uid, ds.SeriesInstanceUID)
+    assert {m["00080018"]["Value"][0] for m in series_meta} == {x.SOPInstanceUID for x in a.instances}
+    study_meta = client.retrieve_study_metadata(stored[2].uid)
+    assert len(study_meta) == 2
+
+
+def _single_frame_pixels(original: Dataset, frame: bytes, encapsulated: bool) -> np.ndarray:
+    one = pydicom.dcmread(io.BytesIO(to_bytes(original)))
+    frame = bytes(frame)  # dicomweb-client hands out bytearrays
+    one.PixelData = encapsulate([frame]) if encapsulated else frame
+    one.NumberOfFrames = 1
+    return one.pixel_array
+
+
+def test_frames_equal_pydicoms_decoding(client: DICOMwebClient, stored: list[Study]) -> None:
+    c, d = stored[2], stored[3]
+    native, rle = (pydicom.dcmread(io.BytesIO(to_bytes(x))) for x in c.instances)  # the originals as stored
+    for ds, encapsulated in ((native, False), (rle, True)):
+        frames = client.retrieve_instance_frames(c.uid, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+                                                 frame_numbers=[1, 3, 15])
+        assert len(frames) == 3, frames
+        for n, frame in zip((1, 3, 15), frames, strict=True):
+            np.testing.assert_array_equal(_single_frame_pixels(ds, frame, encapsulated), ds.pixel_array[n - 1])
+    jpeg = pydicom.dcmread(io.BytesIO(to_bytes(d.instances[0])))
+    frames = client.retrieve_instance_frames(d.uid, jpeg.SeriesInstanceUID, jpeg.SOPInstanceUID,
+                                             frame_numbers=[2, 30])
+    theirs = list(generate_frames(jpeg.PixelData, number_of_frames=30))
+    assert [bytes(f) for f in frames] == [theirs[1], theirs[29]]
+
+
+# -- bad input -------------------------------------------------------------------------------------
+def test_bad_requests(dh: DevHostProcess, stored: list[Study]) -> None:
+    a = stored[0]
+    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key}
+    ds = a.instances[0]
+    inst = f"{base}/studies/{a.uid}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    cases = [
+        ("GET", f"{base}/studies?limit=ten", {}, None, 400, "limit"),
+        ("GET", f"{base}/studies?Frobnicate=1", {}, None, 400, "Frobnicate"),
+        ("GET", f"{base}/studies/1.2.abc/series", {}, None, 400, "study"),
+        ("GET", f"{base}/studies/{a.uid}/series/{ds.SeriesInstanceUID}/instances/1..2", {}, None, 400, "sop"),
+        ("GET", f"{base}/studies/1.2.3.999999{RUN[:4].encode().hex()}", {}, None, 404, "no instances"),
+        ("GET", f"{base}/studies/1.2.3.4/metadata", {}, None, 404, "metadata"),
+        ("GET", f"{inst}/frames/0", {}, None, 400, "start at 1"),
+        ("GET", f"{inst}/frames/99", {}, None, 404, "1 frame"),
+        ("GET", inst, {"Accept": "application/dicom+xml"}, None, 406, "multipart/related"),
+        ("GET", f"{inst}/metadata", {"Accept": "application/dicom+xml"}, None, 406, "dicom+json"),
+        ("POST", f"{base}/studies", {"Content-Type": "application/json"}, b"{}", 415, "multipart/related"),
+        ("POST", f"{base}/studies", {"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'},
+         b"--B\r\nContent-Type: application/dicom\r\n\r\nabc", 400, "closing boundary"),
+    ]
+    for method, url, headers, body, status, word in cases:
+        r = requests.request(method, url, headers={**key, **headers}, data=body, timeout=30)
+        assert r.status_code == status, (url, r.status_code, r.text)
+        assert word in r.json()["error"], (url, r.text)
+    r = requests.get(f"{base}/studies", timeout=30)
+    assert r.status_code == 401  # function-level auth
+
+
+def _multipart(parts: list[bytes], boundary: str = "dicomflowtest") -> tuple[bytes, str]:
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
+                    for p in parts) + b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_stow_failures_and_partial_success(dh: DevHostProcess, corpus: list[Study]) -> None:
+    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key, "Accept": "application/dicom+json"}
+    extra = Study(_uid(), "Partial^Pat", f"PE-{RUN}", f"ACE{RUN}", "20240102")
+    good = _instance("MR_small.dcm", extra, _uid(), 1)
+    body, ctype = _multipart([to_bytes(good), b"this is not DICOM at all"])
+    r = requests.post(f"{base}/studies", data=body, headers={**key, "Content-Type": ctype}, timeout=60)
+    assert r.status_code == 202, r.text
+    out = r.json()
+    assert out["00081199"]["Value"][0]["00081155"]["Value"] == [good.SOPInstanceUID]
+    assert out["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+    # Every part of another study than the URL's: nothing stored -> 409 with 0xA900.
+    other = _instance("MR_small.dcm", extra, _uid(), 2)
+    body, ctype = _multipart([to_bytes(other)])
+    r = requests.post(f"{base}/studies/{corpus[0].uid}", data=body, headers={**key, "Content-Type": ctype},
+                      timeout=60)
+    assert r.status_code == 409, r.text
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+    # Storing the same instance again succeeds (rule STOW_IDEMPOTENT).
+    body, ctype = _multipart([to_bytes(good)])
+    r = requests.post(f"{base}/studies", data=body, headers={**key, "Content-Type": ctype}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def test_oversized_stow_names_the_alternative(dh: DevHostProcess) -> None:
+    body, ctype = _multipart([b"\0" * (STOW_LIMIT + 1)])
+    r = requests.post(f"{dh.base_url}/dicomweb/studies", data=body, timeout=60,
+                      headers={"x-functions-key": dh.key, "Content-Type": ctype})
+    assert r.status_code == 413
+    assert "devhost upload" in r.json()["error"] and "dicom-inbox" in r.json()["error"]
+
+
+# -- DELETE (last: it changes the corpus) ----------------------------------------------------------
+def test_delete_instance_series_and_study(client: DICOMwebClient, dh: DevHostProcess, stored: list[Study]) -> None:
+    a, b = stored[0], stored[1]
+    gone = a.instances[2]
+    client.delete_instance(a.uid, gone.SeriesInstanceUID, gone.SOPInstanceUID)
+    with pytest.raises(requests.HTTPError) as err:
+        client.retrieve_instance(a.uid, gone.SeriesInstanceUID, gone.SOPInstanceUID)
+    assert err.value.response.status_code == 404
+    left = uids(client.search_for_instances(study_instance_uid=a.uid), "00080018")
+    assert left == {a.instances[0].SOPInstanceUID, a.instances[1].SOPInstanceUID}
+    dh.wait_for_event(lambda e: e.get("type") == "Dicom.ImageDeleted"
+                      and e.get("subject", "").endswith(gone.SOPInstanceUID))
+    client.delete_study(b.uid)
+    with pytest.raises(requests.HTTPError):
+        client.retrieve_study_metadata(b.uid)
+    deadline = time.monotonic() + 30
+    while client.search_for_studies(search_filters={"PatientID": b.patient_id}):  # settle removes lookups
+        assert time.monotonic() < deadline, "study B still found by PatientID after DELETE"
+        time.sleep(0.3)
+    deleted = {e["subject"].rsplit("/", 1)[1] for e in dh.published_events(type="Dicom.ImageDeleted")}
+    assert {ds.SOPInstanceUID for ds in b.instances} <= deleted
+    with pytest.raises(requests.HTTPError) as err:
+        client.delete_study(b.uid)
+    assert err.value.response.status_code == 404
