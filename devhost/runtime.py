@@ -191,6 +191,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
         prepared.specs = discover(prepared.app, prepared.host_config)
     except HostError as exc:
         raise StartupError(str(exc)) from None
+    except ValueError as exc:  # azure.functions' own checks, e.g. two functions with one name
+        raise StartupError(f"{args.app}: {exc}") from None
     for sub in config.subscriptions:
         spec = prepared.specs.get(sub.function)
         if spec is None or spec.trigger_type != sub.endpoint:

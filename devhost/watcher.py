@@ -2,7 +2,7 @@
 "storage" subscriptions refer to and announce changes as ``Microsoft.Storage.BlobCreated`` /
 ``BlobDeleted`` in Event Grid schema, with the shape Azure's storage system topic uses.
 
-Only the watched containers are listed (``list_blobs``, comparing name + eTag), about every 0.4 s.
+Only the watched containers are listed (``list_blobs``, comparing name + eTag), about every 0.3 s.
 What was announced is kept in ``<state-dir>/watcher.json``, so a restart announces only what
 changed while the host was down (a blob created meanwhile is announced on start).
 """
@@ -57,7 +57,7 @@ def blob_event(kind: str, account: str, account_url: str, container: str, name: 
 
 class BlobWatcher:
     def __init__(self, blob_service: Any, containers: list[str], state_file: Path,
-                 publish: Callable[[list[dict[str, Any]]], None], *, interval: float = 0.4,
+                 publish: Callable[[list[dict[str, Any]]], None], *, interval: float = 0.3,
                  from_now: bool = False) -> None:
         self.service = blob_service
         self.containers = containers
