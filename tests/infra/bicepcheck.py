@@ -471,6 +471,8 @@ def rule_function_apps(f: BicepFile) -> list[str]:
             out.append(f"{f.name}: site {sym!r} siteConfig.ftpsState must be 'Disabled'")
         if dig(props, "functionAppConfig", "runtime") != {"name": "python", "version": "3.11"}:
             out.append(f"{f.name}: site {sym!r} functionAppConfig.runtime must be python 3.11")
+        if dig(body, "identity", "type") != "UserAssigned":
+            out.append(f"{f.name}: site {sym!r} needs a user-assigned identity (identity.type 'UserAssigned')")
         auth = dig(props, "functionAppConfig", "deployment", "storage", "authentication", "type")
         if auth not in ("UserAssignedIdentity", "SystemAssignedIdentity"):
             out.append(f"{f.name}: site {sym!r} deployment storage must authenticate with a managed identity")
@@ -483,7 +485,31 @@ def rule_function_apps(f: BicepFile) -> list[str]:
     return out
 
 
+#: Resource types whose logs must reach Log Analytics through a diagnostic setting in the same file.
+DIAGNOSED_TYPES = frozenset({
+    "Microsoft.Storage/storageAccounts",
+    "Microsoft.Storage/storageAccounts/blobServices",
+    "Microsoft.Web/sites",
+    "Microsoft.EventGrid/topics",
+    "Microsoft.EventGrid/systemTopics",
+    "Microsoft.KeyVault/vaults",
+    "Microsoft.Cdn/profiles",
+})
+
+
+def rule_diagnostics(f: BicepFile) -> list[str]:
+    scoped = {body.get("scope") for _sym, body in f.resources("Microsoft.Insights/diagnosticSettings")
+              if dig(body, "properties", "workspaceId")}
+    out = []
+    for sym, res in f.doc.get("resources", {}).items():
+        if res["type"] in DIAGNOSED_TYPES and not res.get("existing") and sym not in scoped:
+            out.append(f"{f.name}: {res['type']} {sym!r} has no diagnostic setting to Log Analytics "
+                       f"(Microsoft.Insights/diagnosticSettings with scope: {sym} and a workspaceId)")
+    return out
+
+
 SECURITY_RULES = (
+    rule_diagnostics,
     rule_no_storage_keys,
     rule_storage_accounts,
     rule_blob_services,

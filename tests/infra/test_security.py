@@ -13,6 +13,7 @@ from tests.infra.bicepcheck import (
     BicepFile,
     infra_files,
     rule_blob_services,
+    rule_diagnostics,
     rule_event_grid,
     rule_function_apps,
     rule_key_vault,
@@ -165,7 +166,13 @@ BAD = [
                  "          value: '1'\n        }\n      ]\n    }\n  }\n}\n",
                  ["httpsOnly: true", "minTlsVersion must be '1.2'", "'FUNCTIONS_WORKER_RUNTIME' is not allowed",
                   "'WEBSITE_RUN_FROM_PACKAGE' is not allowed", "must be Flex Consumption", "python 3.11",
-                  "managed identity"], id="function-app"),
+                  "managed identity", "user-assigned identity"], id="function-app"),
+    pytest.param(rule_diagnostics,
+                 "resource kv 'Microsoft.KeyVault/vaults@2023-07-01' = {\n  name: 'k'\n}\n"
+                 "resource site 'Microsoft.Web/sites@2024-04-01' = {\n  name: 's'\n}\n"
+                 "resource d 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {\n  name: 'd'\n"
+                 "  scope: kv\n  properties: {\n    workspaceId: 'w'\n  }\n}\n",
+                 ["Microsoft.Web/sites 'site' has no diagnostic setting"], id="diagnostics"),
 ]
 
 
