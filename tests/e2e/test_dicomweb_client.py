@@ -29,7 +29,6 @@ from devhost.testing import DevHostProcess
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.slow
-RUN = uuid.uuid4().hex[:8]
 STOW_LIMIT = 8 * 1024 * 1024
 
 
@@ -44,6 +43,7 @@ class Study:
     patient_id: str
     accession: str
     date: str
+    run: str = ""
     instances: list[Dataset] = field(default_factory=list)
 
 
@@ -68,10 +68,12 @@ def _instance(name: str, study: Study, series_uid: str, number: int, modality: s
 
 
 def build_corpus() -> list[Study]:
-    a = Study(_uid(), "Müller^Jürgen", f"PA-{RUN}", f"ACA{RUN}", "20240315")
-    b = Study(_uid(), "Yamada^Tarou=山田^太郎=やまだ^たろう", f"Q{RUN}' or ''eq''", f"ACB{RUN}", "20231201")
-    c = Study(_uid(), "OBrien^Sean", f"PC-{RUN}", f"ACC{RUN}", "20240101")
-    d = Study(_uid(), "Smith^Anna", f"PD-{RUN}", f"ACD{RUN}", "20240320")
+    """Four studies; their PatientIDs and accession numbers carry a token unique to this call."""
+    run = uuid.uuid4().hex[:8]
+    a = Study(_uid(), "Müller^Jürgen", f"PA-{run}", f"ACA{run}", "20240315", run)
+    b = Study(_uid(), "Yamada^Tarou=山田^太郎=やまだ^たろう", f"Q{run}' or ''eq''", f"ACB{run}", "20231201", run)
+    c = Study(_uid(), "Öberg", f"PC-{run}", f"ACC{run}", "20240101", run)
+    d = Study(_uid(), "Smith", f"PD-{run}", f"ACD{run}", "20240320", run)
     se = _uid()
     a.instances = [_instance("CT_small.dcm", a, se, n) for n in (1, 2, 3)]
     se = _uid()
@@ -161,8 +163,8 @@ def test_search_wildcards_ranges_and_names(client: DICOMwebClient, stored: list[
     def studies(fuzzy: bool = False, **filters: object) -> set[str]:
         return uids(client.search_for_studies(search_filters=filters, fuzzymatching=fuzzy or None)) & mine
 
-    assert studies(PatientID=f"P?-{RUN}") == {a.uid, c.uid, d.uid}
-    assert studies(AccessionNumber=f"AC*{RUN}") == mine
+    assert studies(PatientID=f"P?-{a.run}") == {a.uid, c.uid, d.uid}
+    assert studies(AccessionNumber=f"AC*{a.run}") == mine
     assert studies(PatientID=a.patient_id, StudyDate="20240301-20240331") == {a.uid}
     assert studies(PatientID=d.patient_id, StudyDate="20240316-") == {d.uid}
     assert studies(PatientID=c.patient_id, StudyDate="-20231231") == set()
@@ -177,7 +179,7 @@ def test_search_wildcards_ranges_and_names(client: DICOMwebClient, stored: list[
 def test_odata_injection_matches_literally(client: DICOMwebClient, stored: list[Study]) -> None:
     b = stored[1]
     assert uids(client.search_for_studies(search_filters={"PatientID": b.patient_id})) == {b.uid}
-    for attack in (f"Q{RUN}' or PatientID ne '", "' or '1' eq '1", f"Q{RUN}' or ''eq''x"):
+    for attack in (f"Q{b.run}' or PatientID ne '", "' or '1' eq '1", f"Q{b.run}' or ''eq''x"):
         assert client.search_for_studies(search_filters={"PatientID": attack}) == []
 
 
@@ -275,7 +277,7 @@ def test_bad_requests(dh: DevHostProcess, stored: list[Study]) -> None:
         ("GET", f"{base}/studies?Frobnicate=1", {}, None, 400, "Frobnicate"),
         ("GET", f"{base}/studies/1.2.abc/series", {}, None, 400, "study"),
         ("GET", f"{base}/studies/{a.uid}/series/{ds.SeriesInstanceUID}/instances/1..2", {}, None, 400, "sop"),
-        ("GET", f"{base}/studies/1.2.3.999999{RUN[:4].encode().hex()}", {}, None, 404, "no instances"),
+        ("GET", f"{base}/studies/1.2.3.999999{int(a.run, 16)}", {}, None, 404, "no instances"),
         ("GET", f"{base}/studies/1.2.3.4/metadata", {}, None, 404, "metadata"),
         ("GET", f"{inst}/frames/0", {}, None, 400, "start at 1"),
         ("GET", f"{inst}/frames/99", {}, None, 404, "1 frame"),
@@ -301,7 +303,8 @@ def _multipart(parts: list[bytes], boundary: str = "dicomflowtest") -> tuple[byt
 
 def test_stow_failures_and_partial_success(dh: DevHostProcess, corpus: list[Study]) -> None:
     base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key, "Accept": "application/dicom+json"}
-    extra = Study(_uid(), "Partial^Pat", f"PE-{RUN}", f"ACE{RUN}", "20240102")
+    run = corpus[0].run
+    extra = Study(_uid(), "Partial^Pat", f"PE-{run}", f"ACE{run}", "20240102", run)
     good = _instance("MR_small.dcm", extra, _uid(), 1)
     body, ctype = _multipart([to_bytes(good), b"this is not DICOM at all"])
     r = requests.post(f"{base}/studies", data=body, headers={**key, "Content-Type": ctype}, timeout=60)
