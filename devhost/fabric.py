@@ -12,7 +12,8 @@
   subscription's ``deadLetterContainer`` as ``<topic>/<subscription>/<yyyy>/<mm>/<dd>/<hh>/<id>.json``
   (a JSON array holding the event plus ``deadLetterReason``, ``deliveryAttempts``,
   ``lastDeliveryOutcome``, ``publishTime`` and ``lastDeliveryAttemptTime``, as Azure writes it).
-  In-flight retries live in memory: a devhost that is stopped mid-retry does not resume them.
+  Each finished delivery is journaled too (``delivered``/``deadlettered``), so on start the fabric
+  resumes what the previous run left unfinished (at least once across restarts and crashes).
 """
 
 from __future__ import annotations
@@ -143,9 +144,30 @@ class Fabric:
             self.stats[f"published:{topic}"] += 1
             for sub in self.config.for_topic(topic):
                 if matches(sub, event):
-                    task = asyncio.ensure_future(self._deliver(sub, event, now))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._schedule(sub, event, now)
+
+    def _schedule(self, sub: Subscription, event: dict[str, Any], published: str) -> None:
+        task = asyncio.ensure_future(self._deliver(sub, event, published))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def resume(self, records: list[dict[str, Any]]) -> int:
+        """Deliver again what a previous run journaled as published but never finished (delivered or
+        dead-lettered): at least once across restarts. Returns how many deliveries were resumed."""
+        finished = {(r.get("id"), r.get("subscription")) for r in records
+                    if r.get("kind") in ("delivered", "deadlettered")}
+        resumed = 0
+        for r in records:
+            if r.get("kind") != "published" or r.get("topic") not in self.config.topics:
+                continue
+            event = r["event"]
+            for sub in self.config.for_topic(r["topic"]):
+                if (event.get("id"), sub.name) not in finished and matches(sub, event):
+                    self._schedule(sub, event, str(r.get("at", "")))
+                    resumed += 1
+        if resumed:
+            log.info("Resuming %d event deliveries left unfinished by the last run", resumed)
+        return resumed
 
     async def _deliver(self, sub: Subscription, event: dict[str, Any], published: str) -> None:
         delay = BACKOFF_START
@@ -164,6 +186,8 @@ class Fabric:
                     delay = min(delay * 2, BACKOFF_CAP)
                 continue
             self.stats[f"delivered:{sub.name}"] += 1
+            self.journal.append({"kind": "delivered", "at": _now(), "topic": sub.topic, "subscription": sub.name,
+                                 "id": event.get("id"), "attempts": attempt})
             return
         self.stats[f"deadlettered:{sub.name}"] += 1
         await self._dead_letter(sub, event, published, sub.max_delivery_attempts, outcome)

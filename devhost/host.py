@@ -410,7 +410,7 @@ class FunctionHost:
 
     # -- blob trigger (source=EventGrid) --------------------------------------------------------
     async def invoke_blob_event(self, name: str, event: dict[str, Any]) -> None:
-        """Accept a BlobCreated delivery; the blob extension retries and poisons on its own."""
+        """Handle a BlobCreated delivery: retries, then the poison queue, like the blob extension."""
         spec = self._spec(name, "blobTrigger")
         if str(event.get("eventType", event.get("type"))) != "Microsoft.Storage.BlobCreated":
             return
@@ -423,7 +423,10 @@ class FunctionHost:
         if want_container != container or not _blob_path_matches(pattern, blob):
             return
         etag = str((event.get("data") or {}).get("eTag", ""))
-        self.spawn(self._run_blob(spec, container, blob, etag))
+        # Awaited, not spawned: the fabric records the delivery only once the blob is processed or
+        # poisoned, so a devhost stopped mid-way delivers it again on start (as the real host's
+        # internal blob-trigger queue would).
+        await self._run_blob(spec, container, blob, etag)
 
     async def _run_blob(self, spec: FunctionSpec, container: str, blob: str, etag: str) -> None:
         threshold = max(1, self.config.poison_blob_threshold)

@@ -265,6 +265,7 @@ async def _serve(p: Prepared) -> None:
 
     journal = state.Journal(state.journal_path(p.state_dir))
     fabric = Fabric(p.config, p.keys["events"], journal, target, dead_letter)
+    unfinished = state.read_journal(p.state_dir)
     runners: list[web.AppRunner] = []
     tasks: list[asyncio.Task[Any]] = []
     state_file = state.state_path(p.state_dir)
@@ -282,6 +283,7 @@ async def _serve(p: Prepared) -> None:
             runners.append(http_runner)
             await web.TCPSite(http_runner, "127.0.0.1", args.http_port).start()
             tasks += host.start_listeners()
+        fabric.resume(unfinished)
         watcher = BlobWatcher(blob_service, p.config.watched_containers(), p.state_dir / "watcher.json",
                               lambda events: fabric.publish("storage", events), from_now=args.watch_from_now)
         if watcher.containers:

@@ -5,7 +5,8 @@
 * ``state.json``: what ``up`` runs (pids, ports, functions), written by the running host,
   removed when it stops; ``down`` and ``status`` read it.
 * ``events.jsonl``: the journal, one JSON object per line: ``{"kind": "published", ...}`` for
-  every event the fabric accepted, ``{"kind": "deadlettered", ...}`` for every dead-lettered one.
+  every event the fabric accepted, ``{"kind": "delivered" | "deadlettered", "id", "subscription"}``
+  when a delivery finished (the fabric resumes the unfinished ones on start).
 * ``watcher.json``: the blobs the watcher has announced (name -> eTag per container).
 """
 

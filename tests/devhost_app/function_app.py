@@ -119,6 +119,15 @@ def eg_fail(event: func.EventGridEvent) -> None:
     raise RuntimeError("this handler always fails")
 
 
+@app.event_grid_trigger(arg_name="event")
+def eg_gate(event: func.EventGridEvent) -> None:
+    """Fails until the test opens the gate (a blob), to leave a delivery unfinished across a crash."""
+    conn = os.environ["DicomStorage"]  # noqa: SIM112 - the app setting's name
+    if not BlobServiceClient.from_connection_string(conn).get_blob_client(RECORDS, "gate/open").exists():
+        raise RuntimeError("the gate is closed")
+    _eg("eg_gate", event)
+
+
 @app.queue_trigger(arg_name="msg", queue_name="dh-work", connection="DicomStorage")
 def queue_work(msg: func.QueueMessage) -> None:
     body = msg.get_body().decode()

@@ -268,3 +268,16 @@ def test_restart_announces_only_what_changed_while_down(dh: DevHostProcess, blob
     created = [e for e in dh.published_events(topic="storage", type="Microsoft.Storage.BlobCreated")
                if e["subject"].endswith("/blobs/before.txt")]
     assert len(created) == 1
+
+
+def test_unfinished_deliveries_resume_after_a_crash(dh: DevHostProcess, blobs: BlobServiceClient) -> None:
+    event = _cloud("Test.Gated", "/studies/1")
+    publisher(dh).send([event])
+    wait_until(lambda: "Executed 'Functions.eg_gate' (Failed" in dh.logs(), what="a failed delivery")
+    dh.kill()  # mid-retry: the delivery is journaled as published, not as delivered
+    if not blobs.get_container_client(RECORDS).exists():
+        blobs.create_container(RECORDS)
+    blobs.get_blob_client(RECORDS, "gate/open").upload_blob(b"1", overwrite=True)
+    dh.start()
+    assert wait_until(lambda: record(blobs, f"eg_gate/{event.id}"), what="the resumed delivery")
+    assert "event deliveries left unfinished by the last run" in dh.logs()
