@@ -357,3 +357,46 @@ def test_delete_instance_series_and_study(client: DICOMwebClient, dh: DevHostPro
     with pytest.raises(requests.HTTPError) as err:
         client.delete_study(b.uid)
     assert err.value.response.status_code == 404
+
+
+# -- streaming (large instance) --------------------------------------------------------------------
+def test_large_instance_is_streamed_not_buffered(dh: DevHostProcess, azurite, client: DICOMwebClient) -> None:
+    """A 48 MB multi-frame instance goes out chunk by chunk: the host's memory grows far less than the file."""
+    import psutil
+    from azure.storage.blob import BlobServiceClient
+
+    frames, rows, cols = 48, 1024, 512  # 1 MiB per 16-bit frame
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = _uid(), _uid(), _uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, frames
+    pixels = (np.arange(frames * rows * cols, dtype=np.uint32) % 65521).astype(np.uint16)
+    ds.PixelData = pixels.tobytes()
+    data = to_bytes(ds)
+    name = f"big/{ds.SOPInstanceUID}.dcm"
+    BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        "dicom-inbox", name).upload_blob(data, overwrite=True)
+    key = {"x-functions-key": dh.key}
+    deadline = time.monotonic() + 60
+    while requests.get(f"{dh.base_url}/ingest/status", params={"blob": name}, headers=key,
+                       timeout=30).json().get("state") != "archived":
+        assert time.monotonic() < deadline, "the large instance was not archived"
+        time.sleep(0.2)
+    host = psutil.Process(dh.pid)
+    baseline = host.memory_info().rss
+    url = f"{dh.base_url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/" \
+          f"{ds.SOPInstanceUID}"
+    peak, received = 0, bytearray()
+    with requests.get(url, headers={**key, "Accept": 'multipart/related; type="application/dicom"'}, stream=True,
+                      timeout=60) as r:
+        assert r.status_code == 200 and "content-length" not in {k.lower() for k in r.headers}
+        for chunk in r.iter_content(1024 * 1024):
+            received += chunk
+            peak = max(peak, host.memory_info().rss - baseline)
+    assert len(received) > len(data) and data in received  # the whole file, inside one part
+    assert peak < 24 * 1024 * 1024, f"host memory grew {peak >> 20} MiB while streaming a {len(data) >> 20} MiB file"
+    # Frames of the same instance: ranged reads via the frame index.
+    got = client.retrieve_instance_frames(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+                                          frame_numbers=[1, 48])
+    frame_bytes = rows * cols * 2
+    assert [bytes(f) for f in got] == [ds.PixelData[:frame_bytes], ds.PixelData[-frame_bytes:]]
