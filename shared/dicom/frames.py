@@ -54,6 +54,8 @@ class FrameIndex:
     encapsulated: bool
     #: Per frame, the byte ranges of its data in the file (several for a fragmented frame).
     frames: tuple[tuple[Range, ...], ...]
+    #: The ETag of the archived blob the ranges were computed from (a replaced file needs a new index).
+    etag: str | None = None
 
     @property
     def number_of_frames(self) -> int:
@@ -68,14 +70,14 @@ class FrameIndex:
     def to_json(self) -> dict[str, Any]:
         frames = [[list(r) for r in f] for f in self.frames]
         return {"version": VERSION, "transferSyntaxUID": self.transfer_syntax_uid,
-                "encapsulated": self.encapsulated, "frames": frames}
+                "encapsulated": self.encapsulated, "etag": self.etag, "frames": frames}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> FrameIndex:
         if obj.get("version") != VERSION:
             raise ValueError(f"frame index version {obj.get('version')!r} is not {VERSION}; rebuild it")
         frames = tuple(tuple((int(o), int(n)) for o, n in f) for f in obj["frames"])
-        return cls(str(obj["transferSyntaxUID"]), bool(obj["encapsulated"]), frames)
+        return cls(str(obj["transferSyntaxUID"]), bool(obj["encapsulated"]), frames, obj.get("etag"))
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:

@@ -47,7 +47,8 @@ def view_of(record: Any) -> dict[str, Any]:
     return view
 
 
-def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomflow") -> Reply:
+def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomflow",
+           media_type: str = DICOM_JSON) -> Reply:
     plan, candidates = fetch(query)
     uid_key = UID_KEYWORD[query.level]
     seen: set[Any] = set()
@@ -72,7 +73,7 @@ def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomf
         page.append(view)
     log.info("QIDO %s: plan %s, %d candidates examined, %d returned%s", query.level, plan, examined, len(page),
              " (more available)" if more else "")
-    headers = {"Content-Type": f"{DICOM_JSON}", PLAN_HEADER: plan}
+    headers = {"Content-Type": media_type, PLAN_HEADER: plan}
     if more:
         headers["Warning"] = (
             f'299 {host} "The number of results exceeded the maximum supported by the server. '

@@ -72,10 +72,11 @@ def search(call: Call, level: Level) -> Reply:
     from shared.dicomweb import search as qido
     from shared.dicomweb.media import negotiate_json
 
-    negotiate_json(call.accept)
+    media_type = negotiate_json(call.accept)
     _, scope = qido.level_from_path(call.study, call.series, level)
     query = parse_query(call.params, level, scope=scope)
-    return qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name)
+    return qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
+                       media_type=media_type)
 
 
 def _index_fetch(call: Call) -> Any:

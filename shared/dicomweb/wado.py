@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -190,21 +191,36 @@ class Wado:
                      stream=stream_parts(parts, boundary))
 
     def frame_index(self, study: str, series: str, sop: str) -> tuple[frame_index.FrameIndex, BlobRangeSource]:
-        """The stored frame index, or build and store it (one header read + item-header walk)."""
+        """The stored frame index, or build and store it (one header read + item-header walk).
+
+        The index records the archived blob's ETag; if the instance was replaced since (an
+        updated file), the index is rebuilt. Reads through the returned source are
+        conditional on that ETag, so a file replaced mid-response fails instead of mixing.
+        """
         blob = self.archive.get_blob_client(layout.instance_path(study, series, sop))
-        src = BlobRangeSource(blob)
         path = layout.frame_index_path(study, series, sop)
         raw = self._read(layout.METADATA, path)
         if raw is not None:
             try:
-                return frame_index.FrameIndex.from_json(orjson.loads(raw)), src
+                index = frame_index.FrameIndex.from_json(orjson.loads(raw))
             except (ValueError, KeyError, TypeError):
                 log.warning("Frame index %s is unreadable; rebuilding it", path)
+            else:
+                try:
+                    current = blob.get_blob_properties().etag
+                except ResourceNotFoundError:
+                    raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.") \
+                        from None
+                if index.etag == current:
+                    return index, BlobRangeSource(blob, etag=current)
+                log.info("Frame index of %s predates the archived file; rebuilding it", sop)
+        src = BlobRangeSource(blob)
         header = self._header(study, series, sop, src)
         try:
-            index = frame_index.build(header, src)
+            built = frame_index.build(header, src)
         except BadInput as exc:
             raise HttpProblem(f"The frames of instance {sop} cannot be served: {exc.message}", status=400) from None
+        index = dataclasses.replace(built, etag=src.etag)
         self.blobs.get_blob_client(layout.METADATA, path).upload_blob(orjson.dumps(index.to_json()), overwrite=True)
         log.info("Built frame index for %s (%d frames)", sop, index.number_of_frames)
         return index, src

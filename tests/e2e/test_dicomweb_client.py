@@ -266,6 +266,21 @@ def test_frames_equal_pydicoms_decoding(client: DICOMwebClient, stored: list[Stu
     assert [bytes(f) for f in frames] == [theirs[1], theirs[29]]
 
 
+def test_frames_follow_a_replaced_instance(client: DICOMwebClient, stored: list[Study]) -> None:
+    """Storing a new version of an instance (same UIDs, other pixels) must not serve stale frame ranges."""
+    c = stored[2]
+    native = pydicom.dcmread(io.BytesIO(to_bytes(c.instances[0])))
+    ids = (c.uid, native.SeriesInstanceUID, native.SOPInstanceUID)
+    before = client.retrieve_instance_frames(*ids, frame_numbers=[2])  # the frame index exists now
+    native.PixelData = native.PixelData[::-1]
+    native.ContentDescription = "x" * 33  # shifts the pixel data offset too
+    response = client.store_instances([native])
+    assert "FailedSOPSequence" not in response
+    (after,) = client.retrieve_instance_frames(*ids, frame_numbers=[2])
+    flen = len(native.PixelData) // 15
+    assert bytes(after) == native.PixelData[flen:2 * flen] != bytes(before[0])
+
+
 # -- bad input -------------------------------------------------------------------------------------
 def test_bad_requests(dh: DevHostProcess, stored: list[Study]) -> None:
     a = stored[0]
