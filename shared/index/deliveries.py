@@ -19,6 +19,8 @@ from typing import Any
 from shared.index.keys import escape
 
 STUDY_UNIT = "study"
+#: Unit of the row that records "RoutingCompleted was announced" for a (study, rule, destination).
+ANNOUNCED_UNIT = "~announced"
 _SEP = "~"
 
 

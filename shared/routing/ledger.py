@@ -24,7 +24,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from shared.index.deliveries import DeliveryRow, State, delivery_keys, rule_destination_prefix
+from shared.index.deliveries import ANNOUNCED_UNIT, DeliveryRow, State, delivery_keys, rule_destination_prefix
 
 LEASE = dt.timedelta(minutes=10)
 
@@ -134,7 +134,18 @@ class Ledger:
         query = "PartitionKey eq @pk"
         params: dict[str, Any] = {"pk": study}
         rows = [DeliveryRow.from_entity(e) for e in self.table.query_entities(query, parameters=params)]
+        rows = [r for r in rows if r.unit != ANNOUNCED_UNIT]
         if rule is not None and destination is not None:
             prefix = rule_destination_prefix(rule, destination)
             rows = [r for r in rows if delivery_keys(r.study, r.rule, r.destination, r.unit)[1].startswith(prefix)]
         return rows
+
+    def announced(self, study: str, rule: str, destination: str) -> bool:
+        return self.get(study, rule, destination, ANNOUNCED_UNIT) is not None
+
+    def mark_announced(self, study: str, rule: str, destination: str, delivered: int) -> None:
+        """Remember that completion was announced (so a retry that finds all done does not repeat it)."""
+        row = DeliveryRow(
+            study, rule, destination, ANNOUNCED_UNIT, state=State.DELIVERED, attempts=delivered, updated_at=_now()
+        )
+        self.table.upsert_entity(row.to_entity(), mode=UpdateMode.REPLACE)

@@ -64,6 +64,7 @@ class DestinationOutcome:
     pending: int = 0  # failed (will retry), waiting for backoff, or busy elsewhere
     dead_now: list[DeliveryRow] = field(default_factory=list)
     dead_before: int = 0
+    complete: bool = False  # announce Dicom.RoutingCompleted
 
 
 @dataclass(slots=True)
@@ -224,6 +225,10 @@ def _deliver(
             result.delivered_now += 1
     finally:
         session.close()
+    # Announce completion once everything is delivered: by this run, or by earlier runs whose
+    # announcement a concurrent delivery pre-empted (they ended with work pending).
+    if not result.pending and not result.dead_now and not result.dead_before:
+        result.complete = bool(result.delivered_now) or not ledger.announced(study, rule.name, destination.id)
     return result
 
 
@@ -257,7 +262,7 @@ def _events(outcome: RoutingOutcome, settings: Settings, event_type: str) -> lis
                     ),
                 )
             )
-        elif d.delivered_now and not d.pending:
+        elif d.complete:
             events.append(DicomEvent(EventType.ROUTING_COMPLETED, subject, data(delivered=d.delivered_now + d.already)))
     return events
 
@@ -325,6 +330,9 @@ def route_event(
 
             publish = EventPublisher.from_settings(settings).publish
         publish(outcome.events)
+    for d in outcome.destinations:
+        if d.complete:
+            ledger.mark_announced(study, d.rule, d.destination, d.delivered_now + d.already)
     for d in outcome.destinations:
         log.info(
             "Routing %s -> %s for study %s: %d delivered, %d already, %d pending, %d dead",

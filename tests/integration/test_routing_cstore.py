@@ -230,3 +230,37 @@ def test_compressed_file_is_decompressed_when_the_peer_refuses_its_syntax(
         (copy,) = received(folder).values()
     assert not copy.file_meta.TransferSyntaxUID.is_compressed
     np.testing.assert_array_equal(copy.pixel_array, reference)
+
+
+def test_concurrent_deliveries_of_one_event_send_each_instance_once(
+    clients: StorageClients, settings: Settings, tmp_path: Path
+) -> None:
+    import threading
+
+    originals = small_study("route-concurrent")
+    data = archive(clients.blob, originals)
+    port = free_port()
+    rules = rules_to(port)
+    events: list[DicomEvent] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            route_event(
+                "Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=events.extend
+            )
+        except RoutingPending as exc:  # the other worker held some instances: Event Grid would retry
+            errors.append(exc)
+
+    with storescp(tmp_path / "in", port) as folder:
+        workers = [threading.Thread(target=run) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=60)
+        run()  # the redelivery that follows a pending run
+        assert sorted(received(folder)) == sorted(str(ds.SOPInstanceUID) for ds in originals)
+        assert len(list(folder.iterdir())) == len(originals)
+    ledger = Ledger(clients.table.get_table_client(DELIVERIES))
+    assert {(r.state, r.attempts) for r in ledger.rows(data["imageStudyInstanceUid"])} == {(State.DELIVERED, 1)}
+    assert 1 <= [str(e.type) for e in events].count("Dicom.RoutingCompleted") <= 2
