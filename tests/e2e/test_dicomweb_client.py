@@ -242,6 +242,21 @@ def test_metadata_at_each_level_with_resolving_bulk_data(client: DICOMwebClient,
     assert len(study_meta) == 2
 
 
+def test_series_metadata_is_one_storage_read(azurite, stored: list[Study]) -> None:
+    """Series metadata comes from the settled bundle: one blob download, whatever the series size."""
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.dicomweb.wado import Wado
+
+    sent: list[str] = []
+    a = stored[0]
+    svc = BlobServiceClient.from_connection_string(azurite.connection_string,
+                                                   raw_request_hook=lambda r: sent.append(r.http_request.method))
+    reply = Wado(svc).series_metadata(None, "http://h/api/dicomweb", a.uid, a.instances[0].SeriesInstanceUID)
+    assert sent == ["GET"]
+    assert len(json.loads(reply.body)) == len(a.instances)
+
+
 def _single_frame_pixels(original: Dataset, frame: bytes, encapsulated: bool) -> np.ndarray:
     one = pydicom.dcmread(io.BytesIO(to_bytes(original)))
     frame = bytes(frame)  # dicomweb-client hands out bytearrays
