@@ -191,3 +191,25 @@ def test_no_patient_data_in_logs_or_events(pipeline: Context, small_corpus: Path
         for key in ("patient_id", "PatientID", "id"):
             if isinstance(p, dict) and p.get(key):
                 assert str(p[key]) not in text
+
+
+def test_names_in_every_character_set_are_stored_decoded(pipeline: Context, tmp_path: Path) -> None:
+    """ISO_IR 100, 192, GB18030, ISO 2022 IR 87/149: the index holds Unicode, not bytes."""
+    from devhost.corpus import CorpusOptions, write_corpus
+
+    out = tmp_path / "charsets"
+    write_corpus(out, CorpusOptions(patients=6, slices=1, rows=16, cols=16, seed=3, broken=False))
+    service = IngestService(pipeline)
+    seen = {}
+    for path in sorted(out.rglob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        out_ = service.ingest(upload(pipeline, path.read_bytes()))
+        row = pipeline.index.get_instance(out_.study, out_.series, out_.sop)
+        assert row is not None
+        charset = ds.get("SpecificCharacterSet")
+        key = "\\".join(charset) if isinstance(charset, pydicom.multival.MultiValue) else str(charset)
+        seen[key] = (str(ds.PatientName), row.record.patient_name)
+    assert len(seen) >= 4, seen
+    for key, (expected, stored) in seen.items():
+        assert stored == expected, key
+    assert any(any("\u3040" <= c <= "\u9fff" for c in stored) for _, stored in seen.values())
