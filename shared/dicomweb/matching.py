@@ -42,6 +42,16 @@ DIFFERENCES: Final[dict[str, str]] = {
     ),
     "LIST_ANY": r"Backslash-separated values (and UID lists separated by ',' or '\') match if any value matches.",
     "MULTI_VALUED_ANY": "A multi-valued attribute (ModalitiesInStudy) matches if any of its values matches.",
+    # WADO-RS choices (not matching, listed here so every deliberate difference has one home).
+    "RETRIEVE_AS_STORED": (
+        "Instances and frames are sent in their stored transfer syntax (no transcoding); without a "
+        "transfer-syntax parameter that is what the client gets, an explicit other one is 406."
+    ),
+    "FRAMES_ANY_SYNTAX": (
+        'Frames asked for as type="application/octet-stream"; transfer-syntax=* (OHIF\'s default) are sent '
+        "compressed as stored, each part labelled with its real media type (image/jpeg, image/jp2, ...)."
+    ),
+    "STOW_IDEMPOTENT": "Storing an instance identical to one already stored succeeds (a retried STOW is a 200).",
 }
 
 

@@ -158,6 +158,10 @@ def negotiate_frames(accept: str | None, transfer_syntax: str) -> str:
             ptype = rng.params.get("type", part).lower()
             if _covers(ptype, part) and _ts_ok(rng, [transfer_syntax]):
                 return part
+            if rng.params.get("transfer-syntax") == "*":
+                # Rule FRAMES_ANY_SYNTAX: "any transfer syntax" (what OHIF sends with type=octet-stream)
+                # lets us send the stored one, labelled with its real media type.
+                return part
     raise NotAcceptable(
         f'Frames of this instance are available as multipart/related; type="{part}" '
         f"(stored transfer syntax {transfer_syntax}); no transcoding is done."

@@ -281,6 +281,19 @@ def test_frames_equal_pydicoms_decoding(client: DICOMwebClient, stored: list[Stu
     assert [bytes(f) for f in frames] == [theirs[1], theirs[29]]
 
 
+def test_frames_for_a_viewer_asking_any_syntax(dh: DevHostProcess, stored: list[Study]) -> None:
+    """OHIF asks type="application/octet-stream"; transfer-syntax=*: compressed frames come labelled as stored."""
+    d = stored[3]
+    jpeg = d.instances[0]
+    url = (f"{dh.base_url}/dicomweb/studies/{d.uid}/series/{jpeg.SeriesInstanceUID}/instances/"
+           f"{jpeg.SOPInstanceUID}/frames/1")
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    r = requests.get(url, headers={"x-functions-key": dh.key, "Accept": accept}, timeout=30)
+    assert r.status_code == 200
+    assert 'type="image/jpeg"' in r.headers["Content-Type"]
+    assert b"Content-Type: image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50" in r.content[:300]
+
+
 def test_frames_follow_a_replaced_instance(client: DICOMwebClient, stored: list[Study]) -> None:
     """Storing a new version of an instance (same UIDs, other pixels) must not serve stale frame ranges."""
     c = stored[2]

@@ -83,3 +83,6 @@ def test_accept_negotiation():
     assert media.negotiate_frames('multipart/related; type="image/jpeg"', "1.2.840.10008.1.2.4.50") == "image/jpeg"
     with pytest.raises(NotAcceptable):
         media.negotiate_frames('multipart/related; type="application/octet-stream"', "1.2.840.10008.1.2.4.50")
+    ohif = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    assert media.negotiate_frames(ohif, "1.2.840.10008.1.2.4.50") == "image/jpeg"  # rule FRAMES_ANY_SYNTAX
+    assert media.negotiate_frames(ohif, "1.2.840.10008.1.2.1") == "application/octet-stream"
