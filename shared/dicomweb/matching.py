@@ -51,6 +51,10 @@ DIFFERENCES: Final[dict[str, str]] = {
         'Frames asked for as type="application/octet-stream"; transfer-syntax=* (OHIF\'s default) are sent '
         "compressed as stored, each part labelled with its real media type (image/jpeg, image/jp2, ...)."
     ),
+    "BULK_TAG_FIRST_MATCH": (
+        "bulkdata/tag/<tag> (how nested binary values are addressed in our metadata) serves the top-level "
+        "element, or else the first element with that tag found depth-first inside sequences."
+    ),
     "STOW_IDEMPOTENT": "Storing an instance identical to one already stored succeeds (a retried STOW is a 200).",
 }
 

@@ -261,13 +261,34 @@ class Wado:
             media.negotiate_bulk(accept)
             header = self._header(study, series, sop, src)
             assert t is not None
-            elem: Any = header.dataset.get_item(int(t.group(1), 16))
-            if elem is None or getattr(elem, "value_tell", None) is None:
-                raise NotFoundProblem(f"Instance {sop} has no top-level element ({t.group(1).upper()}) to serve.")
-            ranges = ((int(elem.value_tell), int(elem.length)),)
+            tag = int(t.group(1), 16)
+            elem: Any = header.dataset.get_item(tag)
+            if elem is not None and getattr(elem, "value_tell", None) is not None and elem.length != 0xFFFFFFFF:
+                ranges = ((int(elem.value_tell), int(elem.length)),)
+            else:
+                # Inside a sequence: the header parse holds its value (rule BULK_TAG_FIRST_MATCH).
+                value = _nested_value(header.dataset, tag)
+                if value is None:
+                    raise NotFoundProblem(f"Instance {sop} has no binary element ({t.group(1).upper()}) to serve.")
+                boundary = new_boundary()
+                return Reply(200, {"Content-Type": related_content_type(media.OCTET, boundary)},
+                             stream=stream_parts([(media.OCTET, [value])], boundary))
         boundary = new_boundary()
         return Reply(200, {"Content-Type": related_content_type(media.OCTET, boundary)},
                      stream=stream_parts([(media.OCTET, _frame_chunks(src, ranges))], boundary))
+
+
+def _nested_value(ds: Any, tag: int) -> bytes | None:
+    """The value of the first element ``tag`` found depth-first inside sequences (bytes only)."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                found = _nested_value(item, tag)
+                if found is not None:
+                    return found
+        elif elem.tag == tag and isinstance(elem.value, bytes | bytearray):
+            return bytes(elem.value)
+    return None
 
 
 def parse_frame_list(value: str) -> list[int]:

@@ -257,6 +257,26 @@ def test_series_metadata_is_one_storage_read(azurite, stored: list[Study]) -> No
     assert len(json.loads(reply.body)) == len(a.instances)
 
 
+def test_every_bulk_data_uri_in_the_metadata_resolves(client: DICOMwebClient, corpus: list[Study]) -> None:
+    """Top-level and nested binary values (a private blob, an icon inside a sequence) come back byte-exact."""
+    extra = Study(_uid(), "Bulk^Data", f"PB-{corpus[0].run}", f"ACF{corpus[0].run}", "20240105", corpus[0].run)
+    ds = _instance("CT_small.dcm", extra, _uid(), 1)
+    ds.add_new(0x00090010, "LO", "DICOMFLOW TEST")
+    ds.add_new(0x00091001, "OB", bytes(range(256)) * 8)  # 2 KiB: above the inline threshold
+    icon = Dataset()
+    icon.Rows, icon.Columns, icon.BitsAllocated, icon.BitsStored, icon.HighBit = 64, 64, 8, 8, 7
+    icon.SamplesPerPixel, icon.PhotometricInterpretation, icon.PixelRepresentation = 1, "MONOCHROME2", 0
+    icon.PixelData = bytes(reversed(range(256))) * 16
+    icon["PixelData"].VR = "OB"
+    ds.IconImageSequence = [icon]
+    client.store_instances([pydicom.dcmread(io.BytesIO(to_bytes(ds)))])
+    meta = client.retrieve_instance_metadata(extra.uid, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    uris = {"private": meta["00091001"]["BulkDataURI"], "pixels": meta["7FE00010"]["BulkDataURI"],
+            "icon": meta["00880200"]["Value"][0]["7FE00010"]["BulkDataURI"]}
+    got = {k: b"".join(bytes(p) for p in client.retrieve_bulkdata(u)) for k, u in uris.items()}
+    assert got == {"private": ds[0x00091001].value, "pixels": ds.PixelData, "icon": icon.PixelData}
+
+
 def _single_frame_pixels(original: Dataset, frame: bytes, encapsulated: bool) -> np.ndarray:
     one = pydicom.dcmread(io.BytesIO(to_bytes(original)))
     frame = bytes(frame)  # dicomweb-client hands out bytearrays
