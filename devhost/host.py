@@ -251,7 +251,9 @@ class FunctionHost:
         self.env = dict(env)
         self.function_key = function_key
         self.app_dir = app_dir
-        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fn")
+        # The Python worker's setting; unset means min(32, cpus + 4) as in the worker.
+        threads = max_workers or int(self.env.get("PYTHON_THREADPOOL_THREAD_COUNT") or 0) or None
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fn")
         self.counts: dict[str, dict[str, int]] = {n: {"succeeded": 0, "failed": 0} for n in specs}
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()

@@ -466,6 +466,13 @@ def status(args: argparse.Namespace) -> int:
     print(f"  events     {sum(published.values())} published, {dead} dead-lettered")
     for t, n in sorted(published.items()):
         print(f"    {n:6d}  {t}")
+    fabric = st.get("fabric") or {}
+    subs = sorted({k.split(":", 1)[1] for k in fabric if k.startswith(("delivered:", "deadlettered:"))})
+    if subs:
+        print("  subscriptions (this run):")
+        for sub in subs:
+            print(f"    {sub:<28} delivered {fabric.get('delivered:' + sub, 0)}  "
+                  f"dead-lettered {fabric.get('deadlettered:' + sub, 0)}")
     print("  functions:")
     for f in st.get("functions", []):
         print(f"    {f['name']:<24} {f['detail']:<56} ok {f.get('succeeded', 0)}  failed {f.get('failed', 0)}")

@@ -15,7 +15,7 @@ import requests
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.messaging import CloudEvent
-from azure.eventgrid import EventGridPublisherClient
+from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
@@ -128,6 +128,10 @@ def test_blob_upload_fires_blob_trigger_with_working_blob_client(dh: DevHostProc
     data = ev["data"]
     assert data["contentLength"] == 8 and data["blobType"] == "BlockBlob" and data["api"] == "PutBlob"
     assert data["url"].endswith("/dh-inbox/hello.txt") and data["eTag"].startswith("0x")
+    blobs.get_blob_client("dh-inbox", "hello.txt").delete_blob()
+    deleted = dh.wait_for_event(lambda e: e["eventType"] == "Microsoft.Storage.BlobDeleted"
+                                and e["subject"].endswith("/blobs/hello.txt"), topic="storage")
+    assert deleted["data"]["api"] == "DeleteBlob"
 
 
 def test_blob_trigger_with_input_stream_and_subject_filter(dh: DevHostProcess, blobs: BlobServiceClient) -> None:
@@ -195,6 +199,11 @@ def test_publish_with_wrong_key_is_401(dh: DevHostProcess) -> None:
     with pytest.raises((ClientAuthenticationError, HttpResponseError)) as err:
         publisher(dh, key="not-the-key").send([_cloud("Dicom.ImageCreated", "/studies/9")])
     assert getattr(err.value, "status_code", None) == 401
+    grid = EventGridEvent(subject="/studies/8", event_type="Dicom.ImageCreated", data={"modality": "CT"},
+                          data_version="1.0")
+    publisher(dh).send([grid])  # Event Grid schema is accepted too
+    got = dh.wait_for_event(lambda e: e.get("id") == str(grid.id), topic="dicom")  # the SDK id is a UUID
+    assert got["eventType"] == "Dicom.ImageCreated"
     r = requests.post(dh.events_endpoint, json=[], timeout=10)
     assert r.status_code == 401
     assert requests.get(dh.events_endpoint, timeout=10).status_code == 200
