@@ -148,3 +148,31 @@ def test_demo_starts_shows_and_stops(tmp_path: Path, azurite: Azurite) -> None:
         assert needle in r.stdout
     assert not port_open(http) and not port_open(fabric)
     assert not state.state_path(tmp_path).exists()
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, azurite: Azurite) -> None:
+    import signal
+    import time
+
+    http, fabric = free_port(), free_port()
+    args = up_args(tmp_path, azurite.ports, http, fabric, "--app", "tests.devhost_app.function_app:app",
+                   "--events", str(TEST_EVENTS))
+    proc = subprocess.Popen([sys.executable, "-m", "devhost", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(http) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert port_open(http) and port_open(fabric)
+        assert state.state_path(tmp_path).exists()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "devhost is stopping" in out
+    assert not port_open(http) and not port_open(fabric)
+    assert not state.state_path(tmp_path).exists()
+    assert azurite.answering()  # a reused Azurite is not ours to stop
