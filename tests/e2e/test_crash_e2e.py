@@ -1,0 +1,61 @@
+"""Kill the host (SIGKILL) in the middle of a 500-file upload, restart: every file ends
+with exactly one outcome, every instance is indexed once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+
+from devhost.corpus import CorpusOptions, load_manifest, write_corpus
+from devhost.testing import DevHostProcess
+from shared.index.store import IndexStore
+from shared.storage import layout
+from tests.e2e.conftest import REAL_APP_ENV
+
+
+def test_sigkill_mid_upload_then_restart_every_file_has_one_outcome(
+        devhost_factory: Callable[..., DevHostProcess], tmp_path: Path) -> None:
+    out = tmp_path / "crash"
+    write_corpus(out, CorpusOptions(patients=5, slices=67, rows=16, cols=16, seed=123, broken=False))
+    files = [e for e in load_manifest(out)["files"] if e["kind"] == "good"][:500]
+    assert len(files) == 500
+    dh = devhost_factory(env=REAL_APP_ENV)
+    svc = BlobServiceClient.from_connection_string(dh.azurite.connection_string)
+    index = IndexStore(TableServiceClient.from_connection_string(dh.azurite.connection_string))
+    names = [f"crash/{i:03d}.dcm" for i in range(len(files))]
+
+    def put(i: int) -> None:
+        svc.get_blob_client(layout.INBOX, names[i]).upload_blob((out / files[i]["path"]).read_bytes(),
+                                                                overwrite=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(len(files))))
+        # Kill once part of the work is done, with the rest in flight or waiting.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sum(index.get_log(n) is not None for n in names[::10]) < 10:
+            time.sleep(0.2)
+    dh.kill()
+    done_before = sum(index.get_log(n) is not None for n in names)
+    assert done_before < len(names), "the host finished everything before the kill: make the test harder"
+    dh.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        left = list(svc.get_container_client(layout.INBOX).list_blobs(name_starts_with="crash/"))
+        if not left:
+            break
+        time.sleep(1)
+    assert not left, f"{len(left)} files still in the inbox after restart"
+    states = Counter()
+    for n in names:
+        entry = index.get_log(n)
+        assert entry is not None, n
+        states[entry.state] += 1
+    assert states["archived"] == len(set(e["sop_uid"] for e in files)), states
+    for e in files[::25]:
+        assert index.get_instance(e["study_uid"], e["series_uid"], e["sop_uid"]) is not None
