@@ -245,8 +245,10 @@ class FunctionHost:
     """Invokes the app's functions; one per ``up``."""
 
     def __init__(self, specs: dict[str, FunctionSpec], config: HostConfig, env: Mapping[str, str],
-                 function_key: str, app_dir: Path, *, max_workers: int | None = None) -> None:
+                 function_key: str, app_dir: Path, *, max_workers: int | None = None,
+                 cors: list[str] | None = None) -> None:
         self.specs = specs
+        self.cors = [c.strip().rstrip("/") for c in (cors or []) if c.strip()]
         self.config = config
         self.env = dict(env)
         self.function_key = function_key
@@ -303,7 +305,25 @@ class FunctionHost:
     def http_app(self) -> web.Application:
         app = web.Application(client_max_size=1024**4)
         app.router.add_route("*", "/{tail:.*}", self._handle_http)
+        if self.cors:
+            app.on_response_prepare.append(self._add_cors)
         return app
+
+    def _cors_origin(self, request: web.Request) -> str | None:
+        origin = request.headers.get("Origin")
+        if not origin or not self.cors:
+            return None
+        if "*" in self.cors:
+            return "*"
+        return origin if origin.rstrip("/") in self.cors else None
+
+    async def _add_cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        """CORS like the Functions host's ``Host.CORS`` setting (browser viewers such as OHIF need it)."""
+        allowed = self._cors_origin(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = allowed
+            if allowed != "*":
+                response.headers.add("Vary", "Origin")
 
     def _authorized(self, spec: FunctionSpec, request: web.Request) -> bool:
         level = str(spec.trigger.get("authLevel", "FUNCTION")).upper()
@@ -315,6 +335,12 @@ class FunctionHost:
     async def _handle_http(self, request: web.Request) -> web.StreamResponse:
         path = request.raw_path.split("?", 1)[0]
         method = request.method.upper()
+        if method == "OPTIONS" and "Access-Control-Request-Method" in request.headers and self._cors_origin(request):
+            return web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+                "Access-Control-Max-Age": "3600",
+            })
         matched_path = False
         for spec in self._http_routes:
             assert spec.route is not None

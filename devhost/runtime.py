@@ -64,6 +64,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="extra app setting (repeatable)")
     parser.add_argument("--core-tools", action="store_true", help="run 'func start' and deliver to its webhooks")
+    parser.add_argument("--cors", default=None, metavar="ORIGINS",
+                        help="comma-separated allowed origins ('*' for any); default: Host.CORS in local.settings.json")
     parser.add_argument("--watch-from-now", action="store_true",
                         help="on a fresh state dir, do not announce blobs that already exist")
     parser.add_argument("--timeout", type=float, default=90.0, help="--detach: seconds to wait for health")
@@ -81,6 +83,8 @@ def up_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--core-tools")
     if args.watch_from_now:
         argv.append("--watch-from-now")
+    if args.cors is not None:
+        argv += ["--cors", args.cors]
     return argv
 
 
@@ -98,6 +102,7 @@ class Prepared:
     app_dir: Path = ROOT
     host_config: Any = None
     specs: dict[str, Any] = field(default_factory=dict)
+    cors: list[str] = field(default_factory=list)
 
 
 def _port_free(port: int) -> bool:
@@ -120,15 +125,18 @@ def _parse_ports(text: str) -> tuple[int, int, int]:
     return ports
 
 
-def _local_settings(app_dir: Path) -> dict[str, str]:
+def _local_settings(app_dir: Path) -> tuple[dict[str, str], str]:
+    """``Values`` and ``Host.CORS`` of local.settings.json (both empty when there is none)."""
     path = app_dir / "local.settings.json"
     if not path.exists():
-        return {}
+        return {}, ""
     try:
-        values = json.loads(path.read_text()).get("Values") or {}
+        doc = json.loads(path.read_text())
+        values = doc.get("Values") or {}
+        cors = str((doc.get("Host") or {}).get("CORS") or "")
+        return {str(k): str(v) for k, v in values.items()}, cors
     except (ValueError, AttributeError):
         raise StartupError(f"{path} is not valid JSON with a \"Values\" object: fix it or remove it") from None
-    return {str(k): str(v) for k, v in values.items()}
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -171,7 +179,9 @@ def prepare(args: argparse.Namespace) -> Prepared:
 
     # Settings before the app is imported: local.settings.json < devhost's own < --env.
     module_dir = _module_dir(args.app)
-    env.update(_local_settings(module_dir))
+    local_values, local_cors = _local_settings(module_dir)
+    env.update(local_values)
+    prepared.cors = (args.cors if args.cors is not None else local_cors).split(",")
     env.update({
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": azurite.connection_string,
@@ -244,7 +254,7 @@ async def _serve(p: Prepared) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
 
-    host = FunctionHost(p.specs, p.host_config, os.environ, p.keys["function"], p.app_dir)
+    host = FunctionHost(p.specs, p.host_config, os.environ, p.keys["function"], p.app_dir, cors=p.cors)
     func_proc: subprocess.Popen[bytes] | None = None
     target: DeliveryTarget = (WebhookTarget(f"http://127.0.0.1:{args.http_port}") if args.core_tools
                               else InProcessTarget(host))

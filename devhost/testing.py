@@ -37,7 +37,8 @@ class DevHostError(RuntimeError):
 class DevHostProcess:
     def __init__(self, app: str = "function_app:app", events: str | Path | None = None, *,
                  azurite: Azurite, env: Mapping[str, str] | None = None, state_dir: str | Path | None = None,
-                 watch_from_now: bool = False, timeout: float = 60.0, cwd: str | Path = ROOT) -> None:
+                 watch_from_now: bool = False, timeout: float = 60.0, cwd: str | Path = ROOT,
+                 extra_args: list[str] | None = None) -> None:
         self.app = app
         self.events = Path(events) if events else ROOT / "infra" / "events.json"
         self.azurite = azurite
@@ -48,6 +49,7 @@ class DevHostProcess:
             state_dir = self._tmp.name
         self.state_dir = Path(state_dir)
         self.watch_from_now = watch_from_now
+        self.extra_args = list(extra_args or [])  # more 'up' options, e.g. ["--cors", "*"]
         self.timeout = timeout
         self.cwd = Path(cwd)
         self.http_port = free_port()
@@ -80,7 +82,7 @@ class DevHostProcess:
             argv += ["--env", f"{k}={v}"]
         if self.watch_from_now:
             argv.append("--watch-from-now")
-        return argv
+        return argv + self.extra_args
 
     def start(self) -> DevHostProcess:
         if not self.azurite.answering():

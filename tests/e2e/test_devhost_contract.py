@@ -40,7 +40,8 @@ def wait_until(probe: Callable[[], Any], timeout: float = 20.0, what: str = "con
 @pytest.fixture(scope="module")
 def dh(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostProcess]:
     host = DevHostProcess(app="tests.devhost_app.function_app:app", events=APP_DIR / "events.json",
-                          azurite=azurite, state_dir=tmp_path_factory.mktemp("devhost-contract"))
+                          azurite=azurite, state_dir=tmp_path_factory.mktemp("devhost-contract"),
+                          extra_args=["--cors", "http://viewer.test"])
     with host:
         yield host
 
@@ -96,6 +97,20 @@ def test_http_route_templates(dh: DevHostProcess) -> None:
     r = requests.get(f"{dh.base_url}/files/a/b/c%20d.txt", timeout=10)
     assert (r.status_code, r.text) == (202, "a/b/c d.txt")
     assert requests.get(f"http://127.0.0.1:{dh.http_port}/items/42", timeout=10).status_code == 404
+
+
+def test_cors_for_browser_viewers(dh: DevHostProcess) -> None:
+    viewer = {"Origin": "http://viewer.test"}
+    pre = requests.options(f"{dh.base_url}/hello/x", timeout=10,
+                           headers={**viewer, "Access-Control-Request-Method": "GET",
+                                    "Access-Control-Request-Headers": "x-functions-key"})
+    assert pre.status_code == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == "http://viewer.test"
+    assert "x-functions-key" in pre.headers["Access-Control-Allow-Headers"]
+    r = requests.get(f"{dh.base_url}/items/1", headers=viewer, timeout=10)
+    assert r.headers["Access-Control-Allow-Origin"] == "http://viewer.test"
+    other = requests.get(f"{dh.base_url}/items/1", headers={"Origin": "http://evil.test"}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in other.headers
 
 
 def test_http_streaming_sends_chunks_before_the_body_is_complete(dh: DevHostProcess) -> None:
