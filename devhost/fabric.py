@@ -140,11 +140,12 @@ class Fabric:
         """Journal and fan out events (called by the endpoint and the blob watcher)."""
         now = _now()
         for event in events:
-            self.journal.append({"kind": "published", "at": now, "topic": topic, "event": event})
+            targets = [sub for sub in self.config.for_topic(topic) if matches(sub, event)]
+            self.journal.append({"kind": "published", "at": now, "topic": topic, "event": event,
+                                 "subscriptions": [sub.name for sub in targets]})
             self.stats[f"published:{topic}"] += 1
-            for sub in self.config.for_topic(topic):
-                if matches(sub, event):
-                    self._schedule(sub, event, now)
+            for sub in targets:
+                self._schedule(sub, event, now)
 
     def _schedule(self, sub: Subscription, event: dict[str, Any], published: str) -> None:
         task = asyncio.ensure_future(self._deliver(sub, event, published))
@@ -156,13 +157,17 @@ class Fabric:
         dead-lettered): at least once across restarts. Returns how many deliveries were resumed."""
         finished = {(r.get("id"), r.get("subscription")) for r in records
                     if r.get("kind") in ("delivered", "deadlettered")}
+        by_name = {sub.name: sub for sub in self.config.subscriptions}
         resumed = 0
         for r in records:
-            if r.get("kind") != "published" or r.get("topic") not in self.config.topics:
+            if r.get("kind") != "published":
                 continue
             event = r["event"]
-            for sub in self.config.for_topic(r["topic"]):
-                if (event.get("id"), sub.name) not in finished and matches(sub, event):
+            # Only the subscriptions that matched at publish time (a subscription added since does not
+            # receive old events, as in Azure) and that still exist.
+            for name in r.get("subscriptions") or []:
+                sub = by_name.get(name)
+                if sub is not None and (event.get("id"), name) not in finished:
                     self._schedule(sub, event, str(r.get("at", "")))
                     resumed += 1
         if resumed:
