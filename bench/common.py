@@ -1,0 +1,381 @@
+"""What every benchmark shares: the machine, statistics, result files, an Azurite that logs
+every request, and the request classifier that turns that log into "requests per instance".
+
+Counting from the emulator's side: Azurite's ``--debug`` log has one
+``<Blob|Queue|Table>StorageContextMiddleware: RequestMethod=... RequestURL=... RequestHeaders:{...}``
+line per request it served, whoever sent it (the app, the devhost's blob watcher, the uploader).
+:func:`count_requests` parses those lines (and, for Table ``$batch`` requests, the table named in the
+batch body) into :class:`Request` rows that :func:`classify` puts into buckets: what the pipeline
+does per instance, what only the local runtime does (the blob watcher standing in for Event Grid),
+the upload itself, and the bench's own observation. The debug log slows Azurite, so only the
+instrumented run uses it; timed runs use a quiet Azurite.
+
+Libraries: psutil (process CPU and memory), tqdm (progress), statistics (min/median/max).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from devhost.azurite import Azurite, azurite_binary, free_port
+from shared.index import tables
+from shared.storage import layout
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+#: Scratch space for corpora and emulator data (big files: never inside the repo).
+WORK = Path(os.environ.get("DICOMFLOW_BENCH_DIR", "/tmp/dicomflow-bench"))
+
+
+# --- the machine and statistics ---------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "orthanc": orthanc_version(),
+    }
+
+
+def orthanc_version() -> str | None:
+    if shutil.which("dpkg-query") is None:
+        return None
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "orthanc"], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """min/median/max of repetitions (``n`` says how many)."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return {"n": 0}
+    return {"min": min(vals), "median": statistics.median(vals), "max": max(vals), "n": len(vals)}
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    vals = sorted(values)
+    if not vals:
+        return float("nan")
+    k = max(0, min(len(vals) - 1, math.ceil(p / 100 * len(vals)) - 1))
+    return vals[k]
+
+
+def fmt(s: dict[str, Any] | None, digits: int = 1, scale: float = 1.0) -> str:
+    """``median (min-max)`` of a :func:`spread`."""
+    if not s or not s.get("n"):
+        return "n/a"
+    med, lo, hi = (s[k] * scale for k in ("median", "min", "max"))
+    if s["n"] == 1:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def save_result(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = {"machine": machine(), **data}
+    path.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def load_result(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = sum(proc.cpu_times()[:2])
+        for child in proc.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return float(total)
+    except psutil.Error:
+        return float("nan")
+
+
+def peak_rss(pid: int) -> int:
+    """The process's resident-set high-water mark (VmHWM) in bytes, 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2, what: str = "condition") -> float:
+    """Poll (bounded) until ``predicate()``; returns the seconds waited; raises TimeoutError."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what} not reached within {timeout:.0f} s")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+# --- Azurite, optionally logging every request ----------------------------------------------------------
+
+
+def start_azurite(location: Path, *, debug_log: Path | None = None, in_memory: bool = False,
+                  timeout: float = 30.0) -> Azurite:
+    """Azurite on free ports with data under ``location`` (or in memory), the same flags as
+    :class:`devhost.azurite.Azurite` plus ``--debug <file>`` when counting requests.
+    Stop it with ``.stop()`` (it is ours)."""
+    az = Azurite(free_port(), free_port(), free_port(), location=location, in_memory=in_memory)
+    if debug_log is None:
+        return az.start(timeout)
+    location.mkdir(parents=True, exist_ok=True)
+    args = [str(azurite_binary()), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
+            "--blobHost", "127.0.0.1", "--blobPort", str(az.blob_port),
+            "--queueHost", "127.0.0.1", "--queuePort", str(az.queue_port),
+            "--tableHost", "127.0.0.1", "--tablePort", str(az.table_port),
+            "--debug", str(debug_log)]
+    args += ["--inMemoryPersistence"] if in_memory else ["--location", str(location)]
+    az.log_path = location / "azurite.log"
+    with open(az.log_path, "ab") as log:
+        az.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+    try:
+        wait_until(az.answering, timeout, 0.1, "Azurite answering")
+    except TimeoutError:
+        az.stop()
+        raise
+    return az
+
+
+# --- counting requests from Azurite's debug log -----------------------------------------------------------
+
+_REQ = re.compile(r"^\S+ (\S+) info: (Blob|Queue|Table)StorageContextMiddleware: RequestMethod=(\w+) "
+                  r"RequestURL=(\S+) RequestHeaders:(\{.*?\}) ClientIP=")
+_TABLE_IN_BATCH = re.compile(r"/devstoreaccount1/(" + "|".join(tables.TABLES) + r")\b", re.IGNORECASE)
+
+
+@dataclass
+class Request:
+    service: str  # blob | queue | table
+    method: str
+    target: str  # container, queue or table name
+    op: str  # what kind of request (see _op)
+    range_bytes: int = 0
+
+
+def _range_len(value: str | None) -> int:
+    m = re.match(r"bytes=(\d+)-(\d+)", value or "")
+    return int(m.group(2)) - int(m.group(1)) + 1 if m else 0
+
+
+def _op(service: str, method: str, path: list[str], query: dict[str, list[str]], headers: dict[str, Any]) -> str:
+    comp = (query.get("comp") or [""])[0]
+    restype = (query.get("restype") or [""])[0]
+    if service == "blob":
+        if restype == "container":
+            return "list blobs" if comp == "list" else f"container {method}"
+        if len(path) < 2:
+            return f"account {method} {comp}".strip()
+        if method == "PUT" and "x-ms-copy-source" in headers:
+            return "copy blob"
+        if method == "PUT":
+            return f"put {comp}".strip() if comp else "put blob"
+        if method == "GET":
+            return "ranged get" if ("x-ms-range" in headers or "range" in headers) else "get blob"
+        if method == "HEAD":
+            return "get properties"
+        return f"{method.lower()} blob"
+    if service == "queue":
+        if len(path) >= 2 and path[1] == "messages":
+            return {"POST": "put message", "GET": "receive messages", "DELETE": "delete message",
+                    "PUT": "update message"}.get(method, method)
+        return f"queue {method} {comp}".strip()
+    # table
+    if path and path[0] == "$batch":
+        return "batch"
+    if path and path[0].lower().startswith("tables"):
+        return f"tables {method}"
+    entity = "(" in (path[0] if path else "") and not path[0].endswith("()")
+    if method == "GET":
+        return "point get" if entity and "PartitionKey=" in path[0] else "query"
+    return {"POST": "insert", "PUT": "upsert", "MERGE": "merge", "PATCH": "merge", "DELETE": "delete"}.get(method,
+                                                                                                       method)
+
+
+def parse_debug_log(path: Path, *, start: int = 0) -> tuple[list[Request], int]:
+    """Requests logged from byte ``start`` on; returns them and the offset to continue from."""
+    reqs: list[Request] = []
+    batches: dict[str, Request] = {}
+    with open(path, "rb") as f:
+        f.seek(start)
+        for raw in f:
+            line = raw.decode("utf-8", "replace")
+            m = _REQ.match(line)
+            if m:
+                rid, svc, method, url, hdr = m.groups()
+                svc = svc.lower()
+                parts = urlsplit(url)
+                path_parts = [unquote(p) for p in parts.path.split("/")[2:] if p]  # drop the account
+                try:
+                    headers = json.loads(hdr)
+                except ValueError:
+                    headers = {}
+                op = _op(svc, method, path_parts, parse_qs(parts.query), headers)
+                target = path_parts[0] if path_parts else ""
+                if svc == "table":
+                    target = target.split("(", 1)[0]
+                req = Request(svc, method, target, op, _range_len(headers.get("x-ms-range") or headers.get("range")))
+                reqs.append(req)
+                if op == "batch":
+                    batches[rid] = req
+                continue
+            if batches:
+                # A Table batch names its table only in the body, logged on later lines of the same request.
+                rid = line.split(" ", 2)[1] if line.count(" ") >= 2 else ""
+                pending = batches.get(rid)
+                found = _TABLE_IN_BATCH.search(line) if pending is not None else None
+                if pending is not None and found:
+                    pending.target = found.group(1).lower()
+                    del batches[rid]
+        end = f.tell()
+    return reqs, end
+
+
+#: Bucket of each request kind (see :func:`classify`).
+PIPELINE = "pipeline"
+LOCAL_ONLY = "local runtime only"
+UPLOAD = "upload (client)"
+OBSERVER = "bench observation"
+SETUP = "setup (once per process)"
+
+
+def classify(req: Request) -> str:
+    """Which bucket a request belongs to.
+
+    * upload: the client's PUT into the inbox (Orthanc's equivalent is its POST /instances).
+    * local runtime only: the devhost's blob watcher listing the inbox (Event Grid's system topic
+      does this in Azure, for no storage request).
+    * setup: creating containers, tables, queues (once per process).
+    * bench observation: the bench's own reads of the ingest log.
+    * pipeline: everything else, what the app does in Azure too.
+    """
+    if req.service == "blob" and req.target == layout.INBOX and req.op in ("put blob", "put block",
+                                                                          "put blocklist", "put blocklist"):
+        return UPLOAD
+    if req.service == "blob" and req.op == "list blobs":
+        return LOCAL_ONLY
+    if req.op.startswith(("container", "tables", "queue PUT", "account")):
+        return SETUP
+    if req.service == "table" and req.target == tables.INGEST_LOG and req.op == "query":
+        return OBSERVER
+    return PIPELINE
+
+
+def summarize_requests(reqs: Iterable[Request], instances: int, uploads: int | None = None) -> dict[str, Any]:
+    """Counts per bucket and per (service, target, op), and per uploaded instance.
+
+    ``uploads``: how many inbox puts the client made; inbox puts beyond that are the pipeline's
+    own (inference results go through the inbox like any instance)."""
+    reqs = list(reqs)
+    if uploads is not None:
+        seen = 0
+        for r in reqs:
+            if classify(r) == UPLOAD:
+                seen += 1
+                if seen > uploads:
+                    r.op = "put blob (derived objects)"
+    buckets: Counter[str] = Counter(classify(r) for r in reqs)
+    detail: Counter[tuple[str, str, str, str]] = Counter((classify(r), r.service, r.target, r.op) for r in reqs)
+    n = max(1, instances)
+    rows = [{"bucket": b, "service": s, "target": t, "op": o, "count": c, "per_instance": round(c / n, 3)}
+            for (b, s, t, o), c in sorted(detail.items(), key=lambda kv: (kv[0][0] != PIPELINE, -kv[1]))]
+    return {
+        "instances": instances,
+        "total": len(reqs),
+        "buckets": {b: {"count": c, "per_instance": round(c / n, 3)} for b, c in buckets.most_common()},
+        "detail": rows,
+    }
+
+
+def journal_events(journal: Path) -> list[dict[str, Any]]:
+    """Records of the devhost fabric's journal (``events.jsonl``)."""
+    out: list[dict[str, Any]] = []
+    try:
+        text = journal.read_text(encoding="utf-8")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def count_events(journal: Path, instances: int) -> dict[str, Any]:
+    """Published events by type, publish calls (one journal timestamp per batch) and deliveries."""
+    recs = journal_events(journal)
+    published = [r for r in recs if r.get("kind") == "published"]
+    by_type: Counter[str] = Counter()
+    calls: set[tuple[str, str]] = set()
+    for r in published:
+        e = r.get("event") or {}
+        by_type[str(e.get("type") or e.get("eventType"))] += 1
+        if r.get("topic") != "storage":
+            calls.add((str(r.get("topic")), str(r.get("at"))))
+    deliveries: Counter[str] = Counter(str(r.get("subscription")) for r in recs if r.get("kind") == "delivered")
+    n = max(1, instances)
+    custom = sum(c for t, c in by_type.items() if not t.startswith("Microsoft."))
+    return {
+        "published_by_type": dict(by_type),
+        "custom_events": custom,
+        "custom_events_per_instance": round(custom / n, 3),
+        "publish_calls": len(calls),
+        "publish_calls_per_instance": round(len(calls) / n, 3),
+        "system_events": sum(c for t, c in by_type.items() if t.startswith("Microsoft.")),
+        "deliveries": dict(deliveries),
+        "deliveries_per_instance": round(sum(deliveries.values()) / n, 3),
+    }
+
+
+def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
