@@ -128,6 +128,23 @@ def test_http_streaming_sends_chunks_before_the_body_is_complete(dh: DevHostProc
     assert total == len(b"first\n") + n * 65536
 
 
+def test_http_streaming_does_not_buffer_the_body(dh: DevHostProcess) -> None:
+    import psutil
+
+    host = psutil.Process(dh.pid)
+    before = host.memory_info().rss
+    requests.post(f"{dh.base_url}/stream-release", timeout=10)
+    n = 4096  # 256 MiB
+    total, peak = 0, before
+    with requests.get(f"{dh.base_url}/stream/{n}", stream=True, timeout=30) as r:
+        for i, chunk in enumerate(r.iter_content(chunk_size=1 << 20)):
+            total += len(chunk)
+            if i % 16 == 0:
+                peak = max(peak, host.memory_info().rss)
+    assert total == len(b"first\n") + n * 65536
+    assert peak - before < 64 * 2**20, f"host grew by {(peak - before) / 2**20:.0f} MiB while streaming 256 MiB"
+
+
 # --- blob triggers -----------------------------------------------------------------------------------
 
 def test_blob_upload_fires_blob_trigger_with_working_blob_client(dh: DevHostProcess, blobs: BlobServiceClient
