@@ -1,0 +1,309 @@
+"""Large instances: our ingest vs a naive full download + dcmread vs Orthanc's upload.
+
+    .venv/bin/python -m bench.large            # 100 MiB (5 reps), 1 GiB (3 reps), 3.99 GiB (1 rep)
+    .venv/bin/python -m bench.large --quick    # 100 MiB only (3 reps)
+
+Each file is a generated multi-frame Breast Tomosynthesis instance with per-frame functional
+groups (``devhost.corpus.make_multiframe_mg``, streamed to disk). 4 GiB does not fit a native Pixel
+Data element (32-bit length, max 0xFFFFFFFE bytes), so the largest size is 511 frames of
+2048x2048x16 bit = 3.99 GiB, the largest that fits.
+
+Per size, against one Azurite with data on disk (the file uploaded once to the inbox, kept there):
+
+* ours: ``IngestService(ctx).ingest(blob_client)`` in a fresh child process (ranged header read,
+  server-side copy to the archive, sidecar, index, settle message, event to a local sink); time,
+  bytes fetched and requests (the service's own count), peak RSS of the child (``ru_maxrss``).
+  Between repetitions the instance row is deleted so every repetition does the full work.
+* naive: what the Functions samples do, ``download_blob().readall()`` then ``pydicom.dcmread`` of
+  the bytes, in a fresh child under an address-space cap (``--naive-cap-gib``, default 8) so a
+  failure is a MemoryError, not the machine swapping. Never done in ``shared/``.
+* orthanc: a fresh Orthanc per repetition, the file POSTed (streamed) to ``/instances``; time, HTTP
+  status, Orthanc's peak RSS (VmHWM).
+
+Results: ``bench/results/large.json`` and the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.common import WORK, spread
+
+MIB = 1024 * 1024
+#: name -> (frames, rows, cols, repetitions)
+SIZES: dict[str, tuple[int, int, int, int]] = {
+    "100MiB": (25, 2048, 1024, 5),
+    "1GiB": (128, 2048, 2048, 3),
+    "3.99GiB": (511, 2048, 2048, 1),
+}
+QUICK_SIZES = {"100MiB": (25, 2048, 1024, 3)}
+
+
+def make_file(name: str, frames: int, rows: int, cols: int) -> Path:
+    from devhost.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
+
+    out = WORK / "large" / f"DBT_{name}.dcm"
+    done = out.with_suffix(".complete")
+    if out.exists() and done.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    uids = UidFactory(7)
+    study = make_study(make_patients(1, seed=7)[0], uids, f"large-{name}", description="DBT LARGE", day=1)
+    print(f"generating {out.name} ({frames} frames of {rows}x{cols})", file=sys.stderr)
+    try:
+        make_multiframe_mg(out, study, uids, frames=frames, rows=rows, cols=cols, series_number=50, chunk_frames=4)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    done.write_text("ok\n")
+    return out
+
+
+# --- child processes (one measurement each, fresh memory) ---------------------------------------------------
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _event_sink() -> str:
+    """A local endpoint that accepts event batches (answers 200): the ingest publishes one event."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/api/events"
+
+
+def child_ours(conn: str, blob_name: str) -> dict[str, Any]:
+    from azure.storage.blob import BlobClient
+
+    from shared.config import Settings
+    from shared.ingest.context import Context
+    from shared.ingest.service import IngestService
+    from shared.storage.layout import INBOX
+
+    settings = Settings.from_env({"DicomStorage": conn, "DICOMFLOW_INBOX_POLICY": "keep",
+                                  "DicomEvents__topicEndpointUri": _event_sink(),
+                                  "DICOMFLOW_EVENTS_LOCAL_KEY": "bench"})
+    ctx = Context.from_settings(settings)
+    ctx.ensure_ready()
+    blob = BlobClient.from_connection_string(conn, INBOX, blob_name)
+    baseline = _peak_rss_bytes()
+    t = time.monotonic()
+    out = IngestService(ctx).ingest(blob)
+    seconds = time.monotonic() - t
+    return {"seconds": seconds, "state": out.state, "bytes_read": out.bytes_read, "requests": out.requests,
+            "peak_rss": _peak_rss_bytes(), "baseline_rss": baseline,
+            "uids": [out.study, out.series, out.sop]}
+
+
+def child_naive(conn: str, blob_name: str, cap_bytes: int) -> dict[str, Any]:
+    from io import BytesIO
+
+    import pydicom
+    from azure.storage.blob import BlobClient
+
+    from shared.storage.layout import INBOX
+
+    blob = BlobClient.from_connection_string(conn, INBOX, blob_name)
+    baseline = _peak_rss_bytes()
+    resource.setrlimit(resource.RLIMIT_AS, (cap_bytes, cap_bytes))
+    t = time.monotonic()
+    try:
+        data = blob.download_blob().readall()
+        ds = pydicom.dcmread(BytesIO(data))
+        _ = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    except MemoryError:
+        return {"failed": f"MemoryError under a {cap_bytes / 2**30:.0f} GiB address-space cap",
+                "seconds": time.monotonic() - t, "peak_rss": _peak_rss_bytes(), "baseline_rss": baseline}
+    return {"seconds": time.monotonic() - t, "bytes_read": len(data), "requests": None,
+            "peak_rss": _peak_rss_bytes(), "baseline_rss": baseline}
+
+
+def _run_child(args: list[str], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.large", "--child", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=common.ROOT)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"no answer within {timeout:.0f} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"failed": f"exit {proc.returncode}: {tail[0][:200]}"}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --- Orthanc ----------------------------------------------------------------------------------------
+
+
+def orthanc_once(path: Path, tag: str, timeout: float) -> dict[str, Any]:
+    import requests
+
+    from bench.orthanc import BenchOrthanc, upload_file
+
+    folder = WORK / f"large-orthanc-{tag}"
+    shutil.rmtree(folder, ignore_errors=True)
+    orthanc = BenchOrthanc(folder)
+    try:
+        orthanc.start()
+        assert orthanc.process is not None
+        pid = orthanc.process.pid
+        baseline = common.peak_rss(pid)
+        t = time.monotonic()
+        try:
+            r = upload_file(orthanc, path, timeout=timeout)
+            status: int | str = r.status_code
+        except requests.RequestException as exc:
+            status = type(exc).__name__
+        seconds = time.monotonic() - t
+        alive = orthanc.process is not None and orthanc.process.poll() is None
+        out: dict[str, Any] = {"seconds": seconds, "status": status, "peak_rss": common.peak_rss(pid) if alive else 0,
+                               "baseline_rss": baseline}
+        if status != 200:
+            out["failed"] = f"HTTP {status}" if isinstance(status, int) else status
+            if not alive:
+                out["failed"] += " (Orthanc exited)"
+        return out
+    finally:
+        orthanc.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the benchmark ---------------------------------------------------------------------------------------
+
+
+def _upload(conn: str, path: Path, name: str) -> float:
+    from azure.storage.blob import BlobClient
+
+    from shared.storage.layout import INBOX
+
+    blob = BlobClient.from_connection_string(conn, INBOX, name, max_single_put_size=64 * MIB,
+                                             max_block_size=32 * MIB)
+    t = time.monotonic()
+    with path.open("rb") as f:
+        blob.upload_blob(f, length=path.stat().st_size, overwrite=True, max_concurrency=4)
+    return time.monotonic() - t
+
+
+def _forget(conn: str, uids: list[str]) -> None:
+    """Delete the instance row so the next repetition ingests from scratch (not as a retry)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables import TableServiceClient
+
+    from shared.index.store import IndexStore
+
+    store = IndexStore(TableServiceClient.from_connection_string(conn))
+    try:
+        store.delete_instance(*uids)
+    except ResourceNotFoundError:
+        pass
+
+
+def run(sizes: dict[str, tuple[int, int, int, int]], cap_gib: float, timeout: float) -> dict[str, Any]:
+    from azure.storage.blob import ContainerClient
+    from tqdm import tqdm
+
+    from shared.storage.layout import INBOX
+
+    results: dict[str, Any] = {}
+    az_dir = WORK / "large-azurite"
+    shutil.rmtree(az_dir, ignore_errors=True)
+    az = common.start_azurite(az_dir)
+    try:
+        conn = az.connection_string
+        cc = ContainerClient.from_connection_string(conn, INBOX)
+        cc.create_container()
+        for name, (frames, rows, cols, reps) in sizes.items():
+            path = make_file(name, frames, rows, cols)
+            size = path.stat().st_size
+            blob_name = f"large/{path.name}"
+            upload_s = _upload(conn, path, blob_name)
+            rows_out: dict[str, list[dict[str, Any]]] = {"ours": [], "naive": [], "orthanc": []}
+            for rep in tqdm(range(reps), desc=f"large {name}", leave=False):
+                ours = _run_child(["ours", conn, blob_name], timeout)
+                rows_out["ours"].append(ours)
+                if ours.get("uids") and all(ours["uids"]):
+                    _forget(conn, ours["uids"])
+                rows_out["naive"].append(_run_child(["naive", conn, blob_name, str(int(cap_gib * 2**30))], timeout))
+                rows_out["orthanc"].append(orthanc_once(path, f"{name}-{rep}", timeout))
+            summary: dict[str, Any] = {"bytes": size, "frames": frames, "reps": reps, "upload_seconds": upload_s}
+            for peer, runs in rows_out.items():
+                ok = [r for r in runs if not r.get("failed")]
+                summary[peer] = {
+                    "seconds": spread([r["seconds"] for r in ok]),
+                    "peak_rss_mib": spread([r["peak_rss"] / MIB for r in ok if r.get("peak_rss")]),
+                    "rss_growth_mib": spread([(r["peak_rss"] - r.get("baseline_rss", 0)) / MIB for r in ok
+                                              if r.get("peak_rss")]),
+                    "bytes_read": spread([r["bytes_read"] for r in ok if r.get("bytes_read") is not None]),
+                    "requests": spread([r["requests"] for r in ok if r.get("requests") is not None]),
+                    "failed": sorted({r["failed"] for r in runs if r.get("failed")}),
+                    "runs": runs,
+                }
+            results[name] = summary
+            print(f"{name}: ours {summary['ours']['seconds'].get('median', float('nan')):.2f} s, naive "
+                  f"{summary['naive']['seconds'].get('median', float('nan')):.2f} s {summary['naive']['failed']}, "
+                  f"orthanc {summary['orthanc']['seconds'].get('median', float('nan')):.2f} s "
+                  f"{summary['orthanc']['failed']}", file=sys.stderr)
+            cc.delete_blob(blob_name)
+    finally:
+        az.stop()
+        shutil.rmtree(az_dir, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        kind, conn, blob_name, *rest = argv[1:]
+        out = child_ours(conn, blob_name) if kind == "ours" else child_naive(conn, blob_name, int(rest[0]))
+        print(json.dumps(out))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.large", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 MiB only (3 repetitions)")
+    parser.add_argument("--naive-cap-gib", type=float, default=8.0,
+                        help="address-space cap of the naive reader's process (default 8 GiB)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per measured step")
+    parser.add_argument("--keep-files", action="store_true", help="keep the generated files for the next run")
+    args = parser.parse_args(argv)
+    from bench.orthanc import ensure_installed
+
+    ensure_installed()
+    sizes = QUICK_SIZES if args.quick else SIZES
+    results = run(sizes, args.naive_cap_gib, args.timeout)
+    if not args.keep_files:
+        for name in sizes:
+            for p in (WORK / "large").glob(f"DBT_{name}.*"):
+                p.unlink(missing_ok=True)
+    path = common.save_result("large-quick" if args.quick else "large",
+                              {"quick": args.quick, "naive_cap_gib": args.naive_cap_gib, "sizes": results})
+    print(f"wrote {path}", file=sys.stderr)
+    from bench.report import render
+
+    render()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
