@@ -13,9 +13,13 @@
 it with ``options`` to get a :class:`~shared.inference.model.Model`; ``onnx`` runs a
 model file from the config container with onnxruntime
 (:mod:`shared.inference.onnx_model`). Either way a hospital plugs in its own model
-without touching the function. A missing
-document means "the built-in model only"; a document that does not validate is
-refused with a message naming the entry and field, and the built-in default runs.
+without touching the function.
+
+Inference is opt-in: without a document no model runs (results are written into
+patients' studies, so a site turns that on deliberately; ``ENABLE_BUILTIN`` is the
+one-line document for the built-in model). A document that does not validate, or
+names a model file that cannot be loaded, is refused with a message naming the
+entry and field, and nothing runs until it is fixed (never a model nobody chose).
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-DEFAULT_DOCUMENT: dict[str, Any] = {"models": [{"kind": "builtin"}]}
+#: The registry document that turns on the built-in model alone.
+ENABLE_BUILTIN = b'{"models": [{"kind": "builtin"}]}'
 
 
 def _where(error: jsonschema.ValidationError) -> str:
@@ -131,9 +136,9 @@ def models_from_document(document: Any, fetch: Callable[[str], bytes] | None = N
 
 
 def parse(raw: bytes | None, fetch: Callable[[str], bytes] | None = None) -> list[Model]:
-    """Models from the document's bytes (``None``: no document, the built-in default)."""
+    """Models from the document's bytes (``None``: no document, no models)."""
     if raw is None:
-        return models_from_document(DEFAULT_DOCUMENT)
+        return []
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -144,8 +149,8 @@ def parse(raw: bytes | None, fetch: Callable[[str], bytes] | None = None) -> lis
 def load_models(config_container: Any) -> list[Model]:
     """Read the registry from the config container (a ``ContainerClient``).
 
-    A missing document gives the default; an invalid one is logged and the default
-    runs (inference should not stop because of a typo; the log says what to fix).
+    A missing document means no models; an invalid one is logged (the message names
+    the entry and field to fix) and no model runs.
     """
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -163,5 +168,5 @@ def load_models(config_container: Any) -> list[Model]:
     try:
         return parse(raw, fetch)
     except BadInput as exc:
-        log.error("Ignoring the model registry, running the built-in model: %s", exc.message)
-        return parse(None)
+        log.error("Model registry refused, no model runs until it is fixed: %s", exc.message)
+        return []

@@ -84,14 +84,13 @@ def test_onnx_model_from_the_config_container_segments_and_measures(blob: object
     assert abs(volume - expected) / expected < 0.01, (volume, expected)
 
 
-def test_missing_model_file_falls_back_to_the_builtin_model(blob: object) -> None:
+def test_missing_model_file_is_refused_and_nothing_runs(blob: object) -> None:
     config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
     config.upload_blob(MODELS_BLOB, registry(blob="models/absent.onnx"), overwrite=True)
     try:
-        (model,) = load_models(config)
+        assert load_models(config) == []
     finally:
         config.delete_blob(MODELS_BLOB)
-    assert model.name == "dicomflow-body"
 
 
 def test_a_file_that_is_not_onnx_is_refused(blob: object) -> None:
@@ -99,8 +98,7 @@ def test_a_file_that_is_not_onnx_is_refused(blob: object) -> None:
     config.upload_blob("models/garbage.onnx", b"not a model", overwrite=True)
     config.upload_blob(MODELS_BLOB, registry(blob="models/garbage.onnx"), overwrite=True)
     try:
-        (model,) = load_models(config)
+        assert load_models(config) == []
     finally:
         config.delete_blob(MODELS_BLOB)
         config.delete_blob("models/garbage.onnx")
-    assert model.name == "dicomflow-body"

@@ -10,7 +10,7 @@ from azure.core.exceptions import ResourceExistsError
 from pydicom import dcmread
 
 from shared.config import Settings
-from shared.inference.registry import MODELS_BLOB
+from shared.inference.registry import ENABLE_BUILTIN, MODELS_BLOB
 from shared.inference.service import run_inference
 from shared.storage import layout
 from shared.storage.clients import StorageClients
@@ -25,7 +25,10 @@ def blob(settings: Settings) -> Iterator[object]:
             service.create_container(name)
         except ResourceExistsError:
             pass
+    config = service.get_container_client(layout.CONFIG)
+    config.upload_blob(MODELS_BLOB, ENABLE_BUILTIN, overwrite=True)
     yield service
+    config.delete_blob(MODELS_BLOB)
 
 
 def _archive(service: object, datasets: list) -> dict:
@@ -87,9 +90,12 @@ def test_registry_document_controls_which_models_run(blob: object) -> None:
         config.upload_blob(MODELS_BLOB, b'{"models": [{"kind": "builtin", "modalities": ["MG"]}]}', overwrite=True)
         assert run_inference(data, blob).skipped == "no-model-accepts"
         config.upload_blob(MODELS_BLOB, b'{"models": [{"kind": "nonsense"}]}', overwrite=True)
-        assert run_inference(data, blob).results  # invalid document: the built-in default runs
-    finally:
+        assert run_inference(data, blob).skipped == "no-model-accepts"  # refused: nothing nobody chose runs
         config.delete_blob(MODELS_BLOB)
+        assert run_inference(data, blob).skipped == "no-model-accepts"  # opt-in: no document, no models
+        assert _inbox_names(blob, data["imageStudyInstanceUid"]) == []
+    finally:
+        config.upload_blob(MODELS_BLOB, ENABLE_BUILTIN, overwrite=True)
 
 
 def test_series_without_geometry_is_skipped_with_a_reason(blob: object) -> None:

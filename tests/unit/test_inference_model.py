@@ -146,8 +146,9 @@ def make_constant(**options: object) -> ConstantModel:
     return ConstantModel(**options)  # type: ignore[arg-type]
 
 
-def test_missing_registry_runs_the_builtin_model() -> None:
-    (model,) = registry.parse(None)
+def test_inference_is_opt_in_no_document_no_models() -> None:
+    assert registry.parse(None) == []
+    (model,) = registry.parse(registry.ENABLE_BUILTIN)
     assert model.name == "dicomflow-body"
 
 
