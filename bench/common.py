@@ -300,13 +300,48 @@ def classify(req: Request) -> str:
     if req.service == "blob" and req.target == layout.INBOX and req.op in ("put blob", "put block",
                                                                           "put blocklist", "put blocklist"):
         return UPLOAD
-    if req.service == "blob" and req.op == "list blobs":
+    if req.service == "blob" and req.target == layout.INBOX and req.op == "list blobs":
         return LOCAL_ONLY
     if req.op.startswith(("container", "tables", "queue PUT", "account")):
         return SETUP
     if req.service == "table" and req.target == tables.INGEST_LOG and req.op == "query":
         return OBSERVER
     return PIPELINE
+
+
+#: Which step of the design makes each kind of request (read from the code, confirmed by the counts).
+STEPS: dict[tuple[str, str, str], str] = {
+    ("blob", layout.INBOX, "ranged get"): "ingest: header read (ranged)",
+    ("blob", layout.INBOX, "delete blob"): "ingest: inbox cleanup",
+    ("blob", layout.INBOX, "put blob (derived objects)"): "inference: SEG/SR results into the inbox",
+    ("blob", layout.ARCHIVE, "copy blob"): "ingest: server-side copy to the archive",
+    ("blob", layout.ARCHIVE, "ranged get"): "inference: reads each instance of a stable series",
+    ("blob", layout.ARCHIVE, "get blob"): "inference/routing: reads an archived instance",
+    ("blob", layout.ARCHIVE, "list blobs"): "inference: lists the series",
+    ("blob", layout.METADATA, "put blob"): "ingest: DICOM JSON sidecar; settle: series bundle",
+    ("blob", layout.METADATA, "ranged get"): "settle: reads every sidecar to rebuild the series bundle",
+    ("blob", layout.CONFIG, "ranged get"): "routing rules / model registry",
+    ("table", tables.INSTANCES, "point get"): "ingest: is the instance known?",
+    ("table", tables.INSTANCES, "batch"): "ingest: instance row + settle marker",
+    ("table", tables.INSTANCES, "query"): "settle: whole study partition, once per queue message",
+    ("table", tables.INSTANCES, "merge"): "settle: re-schedule token",
+    ("table", tables.INGEST_LOG, "upsert"): "ingest: outcome log row",
+    ("table", tables.LOOKUP, "batch"): "settle: lookup rows (one batch per lookup partition)",
+    ("table", tables.SERIES, "query"): "settle: previous series rows",
+    ("table", tables.SERIES, "batch"): "settle: series aggregates",
+    ("table", tables.STUDIES, "point get"): "settle: previous study row",
+    ("table", tables.STUDIES, "upsert"): "settle: study aggregate",
+    ("table", tables.DELIVERIES, "point get"): "routing: delivery ledger",
+    ("table", tables.DELIVERIES, "insert"): "routing: delivery ledger",
+    ("table", tables.DELIVERIES, "upsert"): "routing: delivery ledger",
+    ("queue", layout.SETTLE_QUEUE, "put message"): "ingest: settle message (settle: re-schedule)",
+    ("queue", layout.SETTLE_QUEUE, "receive messages"): "settle trigger: queue polling",
+    ("queue", layout.SETTLE_QUEUE, "delete message"): "settle trigger: message done",
+}
+
+
+def step_of(service: str, target: str, op: str) -> str:
+    return STEPS.get((service, target, op), "")
 
 
 def summarize_requests(reqs: Iterable[Request], instances: int, uploads: int | None = None) -> dict[str, Any]:

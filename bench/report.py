@@ -1,7 +1,197 @@
-"""Render bench/README.md from bench/results/*.json (placeholder, filled in below)."""
+"""Render ``bench/README.md`` from ``bench/results/*.json`` (each script writes its own file and
+calls :func:`render`; ``python -m bench`` runs them all, then renders once more).
+
+A full run's file (``ingest.json``) wins over a ``--quick`` one (``ingest-quick.json``); a section
+without any result says how to produce it.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
 
-def render() -> None:
-    pass
+from bench.common import BENCH, PIPELINE, Request, classify, fmt, load_result, step_of
+
+MIB = 1024 * 1024
+
+INTRO = """# Benchmarks
+
+Measured side by side with the peers a user would pick instead, in one run on one machine: Orthanc
+(Debian package, C++, REST + DICOMweb plugin) and the naive Functions sample (`download_blob().readall()` then
+`dcmread`). Benchmarks are not tests: nothing in `tests/` imports `bench/`, and `make test` does not run them.
+
+```bash
+make bench                              # everything (installs Orthanc if missing), rewrites this file
+.venv/bin/python -m bench.ingest        # or one at a time; --quick for small sizes
+.venv/bin/python -m bench.large
+.venv/bin/python -m bench.query
+```
+
+Raw numbers (every repetition, every request kind) are in `bench/results/*.json`. Tables show
+`median (min-max)` over the repetitions stated. The machine has 2 cores shared with other work, so
+absolute times are noisy; the ratios measured in the same run are the figures to read. The capacity model
+that uses the counted requests is [docs/capacity.md](../docs/capacity.md).
+"""
+
+
+def _pick(name: str) -> tuple[dict[str, Any] | None, str]:
+    full = load_result(name)
+    if full is not None:
+        return full, ""
+    quick = load_result(f"{name}-quick")
+    return quick, (" (`--quick` run)" if quick else "")
+
+
+def _machine(results: list[dict[str, Any]]) -> str:
+    m = next((r["machine"] for r in results if r), None)
+    if not m:
+        return ""
+    return (
+        "## Machine\n\n"
+        f"| nproc | RAM | CPU | Python | Orthanc | date |\n| --- | --- | --- | --- | --- | --- |\n"
+        f"| {m.get('nproc')} | {m.get('ram_gib')} GiB | {m.get('cpu')} | {m.get('python')} | "
+        f"{m.get('orthanc') or 'n/a'} | {m.get('date')} |\n"
+    )
+
+
+def _ingest(d: dict[str, Any] | None, label: str) -> str:
+    if not d:
+        return "## Ingest (`bench/ingest.py`)\n\nNot run yet: `python -m bench.ingest`.\n"
+    c, h, o, p = d["corpus"], d["header_cpu"], d["ours"], d["orthanc"]
+    lines = [
+        f"## Ingest (`bench/ingest.py`){label}\n",
+        f"{c['instances']} instances in {c['studies']} studies (CT and MR slices in explicit/implicit little, big "
+        f"endian and deflated syntaxes, SR, DX, {c.get('extra_mf', 0) + 1} multi-frame tomosynthesis), mean "
+        f"{c['mean_file_bytes'] / 1024:.0f} KiB per file; {d['workers']} concurrent upload clients for both; "
+        f"{d['reps']} timed repetitions, each on a fresh Azurite + devhost and a fresh Orthanc"
+        + (" (3 repetitions for the 2,000-instance run, as allowed)." if not d.get("quick") else ".") + "\n",
+        "| metric | ours (devhost on Azurite) | Orthanc (REST `POST /instances`) | ours / Orthanc |",
+        "| --- | --- | --- | --- |",
+        f"| instances/s until every outcome is recorded | {fmt(o['inst_per_s'])} | {fmt(p['inst_per_s'])} | "
+        f"{fmt(d['ratio_throughput'], 3)} |",
+        f"| CPU per instance, host process (psutil) | {fmt(o['host_cpu_ms'])} ms | {fmt(p['cpu_ms'])} ms | "
+        f"{fmt(d['ratio_cpu'])} |",
+        f"| CPU per instance, storage emulator (Azurite) | {fmt(o['azurite_cpu_ms'])} ms | (inside Orthanc) | |",
+        f"| header path CPU per instance | {fmt(h['ours_ms'], 2)} ms | bare `dcmread(stop_before_pixels)` "
+        f"{fmt(h['bare_ms'], 2)} ms | {fmt(h['ratio'])} |",
+        f"| bytes read from storage per instance | {fmt(o['bytes_read_per_instance'], 0, 1 / 1024)} KiB "
+        f"({fmt(o['reads_per_instance'], 2)} ranged reads) | whole file (POST body) | |",
+    ]
+    lines.append("")
+    lines.append(
+        f"Header path = `read_header_bytes` + `validate` + `from_header` + `to_dicom_json` over the corpus in memory "
+        f"(`time.process_time`, 5 repetitions). Of it, `read_header_bytes` alone is {fmt(h.get('read_header_ms'), 2)} "
+        f"ms and `to_dicom_json` alone {fmt(h.get('to_dicom_json_ms'), 2)} ms per instance.\n")
+    inst = d.get("instrumented")
+    if inst:
+        lines.append(_requests(inst))
+    return "\n".join(lines)
+
+
+def _requests(inst: dict[str, Any]) -> str:
+    r, e = inst["requests"], inst["events"]
+    n = r["instances"]
+    # Re-bucket with the current classifier (results may predate a refinement of it).
+    detail = [{**row, "bucket": classify(Request(row["service"], "", row["target"], row["op"]))}
+              for row in r["detail"]]
+    buckets: Counter[str] = Counter()
+    for row in detail:
+        buckets[row["bucket"]] += row["count"]
+    pipe = buckets[PIPELINE] / max(1, n)
+    lines = [
+        "### Storage and event requests per instance (counted from the emulator's side)\n",
+        f"One instrumented run of the same {n} uploads: Azurite started with `--debug`, every request it served "
+        "parsed from its log (`bench/common.py`), events from the devhost fabric's journal; production settle timings "
+        f"(60 s), waiting until all {inst.get('studies')} studies were stable, so settle, inference and routing are "
+        f"counted. Ingest throughput of this slower run: {inst['inst_per_s']:.1f} instances/s; host CPU per instance "
+        f"including settle, inference and routing: {inst.get('host_cpu_ms_with_settle', float('nan')):.1f} ms.\n",
+        "| bucket | requests | per instance |", "| --- | --- | --- |",
+    ]
+    for b, c in buckets.most_common():
+        lines.append(f"| {b} | {c} | {c / max(1, n):.2f} |")
+    lines.append(f"| event publish calls (custom topic) | {e['publish_calls']} | "
+                 f"{e['publish_calls_per_instance']:.2f} |")
+    total = pipe + e["publish_calls_per_instance"]
+    lines += [
+        "",
+        f"**Pipeline storage + event requests per instance: {total:.1f}** (design target: at most 3 on average). "
+        "Not charged to the pipeline: the upload itself, the devhost's blob watcher (Event Grid's system topic in "
+        "Azure), one-off setup and the bench's own reads.\n",
+        "Pipeline requests by kind (what to cut first is at the top):\n",
+        "| service | container / table / queue | request | step | count | per instance |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in sorted(detail, key=lambda x: -x["count"]):
+        if row["bucket"] == PIPELINE:
+            lines.append(f"| {row['service']} | {row['target']} | {row['op']} | "
+                         f"{step_of(row['service'], row['target'], row['op'])} | {row['count']} | "
+                         f"{row['count'] / max(1, n):.2f} |")
+    lines += ["", "Events (devhost fabric journal):\n", "| type | published |", "| --- | --- |"]
+    for t, c in sorted(e["published_by_type"].items()):
+        lines.append(f"| {t} | {c} |")
+    lines.append("")
+    lines.append("Deliveries to functions: " + ", ".join(f"{k} {v}" for k, v in sorted(e["deliveries"].items()))
+                 + f" ({e['deliveries_per_instance']:.2f} per instance).\n")
+    return "\n".join(lines)
+
+
+def _large(d: dict[str, Any] | None, label: str) -> str:
+    if not d:
+        return "## Large instances (`bench/large.py`)\n\nNot run yet: `python -m bench.large`.\n"
+    lines = [
+        f"## Large instances (`bench/large.py`){label}\n",
+        "Generated multi-frame tomosynthesis with per-frame functional groups. 4 GiB does not fit a native Pixel "
+        "Data element (32-bit length), so the largest is 511 frames of 2048x2048 (3.99 GiB). Each measurement in a "
+        f"fresh process; the naive reader under a {d.get('naive_cap_gib', 8):.0f} GiB address-space cap.\n",
+        "| size | peer | time s | bytes read | peak RSS MiB (growth) | failed |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    names = {"ours": "ours (ranged header read + server-side copy)", "naive": "naive `readall()` + `dcmread`",
+             "orthanc": "Orthanc `POST /instances`"}
+    for size, s in d["sizes"].items():
+        for peer in ("ours", "naive", "orthanc"):
+            v = s[peer]
+            br = v.get("bytes_read") or {}
+            read = (f"{br['median'] / 1024:.0f} KiB" + (f" in {v['requests']['median']:.0f} requests"
+                                                         if v.get("requests", {}).get("n") else "")
+                    if br.get("n") else ("whole file (POST body)" if peer == "orthanc" else "n/a"))
+            rss = (f"{fmt(v['peak_rss_mib'], 0)} (+{fmt(v['rss_growth_mib'], 0)})"
+                   if v.get("peak_rss_mib", {}).get("n") else "n/a")
+            failed = "; ".join(v.get("failed") or []) or "-"
+            lines.append(f"| {size} (x{s['reps']}) | {names[peer]} | {fmt(v['seconds'], 2)} | {read} | {rss} | "
+                         f"{failed} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _query(d: dict[str, Any] | None, label: str) -> str:
+    if not d:
+        return ("## Queries (`bench/query.py`)\n\nNot run yet: `python -m bench.query` (needs the DICOMweb "
+                "endpoints).\n")
+    lines = [f"## Queries (`bench/query.py`){label}\n", d.get("note", ""), ""]
+    lines += ["| QIDO query class | ours p50 / p95 ms | Orthanc p50 / p95 ms | results (ours / Orthanc) |",
+              "| --- | --- | --- | --- |"]
+    for q in d.get("queries", []):
+        o, p = q["ours"], q.get("orthanc") or {}
+        orth = f"{p['p50']:.1f} / {p['p95']:.1f}" if p.get("p50") is not None else p.get("failed", "n/a")
+        lines.append(f"| {q['name']} | {o['p50']:.1f} / {o['p95']:.1f} | {orth} | "
+                     f"{o.get('results', '?')} / {p.get('results', '?')} |")
+    w = d.get("wado_series_metadata")
+    if w:
+        lines += ["", f"WADO-RS series metadata of a {w['instances']}-instance series: ours p50 "
+                  f"{w['ours']['p50']:.0f} ms / p95 {w['ours']['p95']:.0f} ms with {w['ours'].get('blob_reads')} "
+                  f"blob read(s) per request (counted in Azurite's log); Orthanc p50 "
+                  f"{(w.get('orthanc') or {}).get('p50', float('nan')):.0f} ms / p95 "
+                  f"{(w.get('orthanc') or {}).get('p95', float('nan')):.0f} ms."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    ingest, li = _pick("ingest")
+    large, ll = _pick("large")
+    query, lq = _pick("query")
+    text = "\n".join([INTRO, _machine([ingest or {}, large or {}, query or {}]), _ingest(ingest, li),
+                      _large(large, ll), _query(query, lq)])
+    (BENCH / "README.md").write_text(text.rstrip() + "\n")
+    return text
