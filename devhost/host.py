@@ -52,8 +52,9 @@ from devhost.routes import Route, RouteError, join_prefix
 log = logging.getLogger("devhost.host")
 POISON_BLOB_QUEUE = "webjobs-blobtrigger-poison"
 #: A dequeued message stays invisible this long and is renewed while its function runs (the real
-#: host uses 10 minutes; shorter here so a crashed devhost's messages come back soon).
-QUEUE_LEASE_SECONDS = 30
+#: host uses 10 minutes; shorter here so a crashed devhost's messages come back soon). The app
+#: setting DEVHOST_QUEUE_LEASE_SECONDS overrides it (tests).
+QUEUE_LEASE_SECONDS = 30.0
 
 
 class HostError(RuntimeError):
@@ -256,6 +257,7 @@ class FunctionHost:
         # The Python worker's setting; unset means min(32, cpus + 4) as in the worker.
         threads = max_workers or int(self.env.get("PYTHON_THREADPOOL_THREAD_COUNT") or 0) or None
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fn")
+        self.queue_lease = int(float(self.env.get("DEVHOST_QUEUE_LEASE_SECONDS") or QUEUE_LEASE_SECONDS))
         self.counts: dict[str, dict[str, int]] = {n: {"succeeded": 0, "failed": 0} for n in specs}
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -526,12 +528,25 @@ class FunctionHost:
         with contextlib.suppress(ResourceExistsError):
             await self.to_thread(client.create_queue)
         cfg = self.config
+        # Like the real host: fetch a new batch once in-flight messages drop to newBatchThreshold
+        # (batchSize / 2), so a slow message does not hold up the queue.
+        threshold = max(0, cfg.queue_batch_size // 2)
+        inflight: set[asyncio.Task[Any]] = set()
+
+        def settled(task: asyncio.Task[Any]) -> None:
+            inflight.discard(task)
+            if not task.cancelled() and task.exception() is not None:  # it reappears after its lease
+                log.warning("Queue %r: settling a message failed (%s)", queue, type(task.exception()).__name__)
+
         idle, delay = 0.1, 0.1
         while not self._stopping.is_set():
+            if len(inflight) > threshold:
+                await asyncio.wait(set(inflight), return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
                 msgs = await self.to_thread(lambda: list(client.receive_messages(
                     messages_per_page=cfg.queue_batch_size, max_messages=cfg.queue_batch_size,
-                    visibility_timeout=QUEUE_LEASE_SECONDS)))
+                    visibility_timeout=self.queue_lease)))
             except Exception as exc:  # noqa: BLE001 - the storage may blink; keep polling
                 log.warning("Queue %r: polling failed (%s); retrying", queue, type(exc).__name__)
                 msgs = []
@@ -541,7 +556,10 @@ class FunctionHost:
                 delay = min(delay * 2, max(idle, cfg.queue_max_polling))
                 continue
             delay = idle
-            await asyncio.gather(*(self._queue_message(spec, client, poison, m) for m in msgs))
+            for m in msgs:
+                task = self.spawn(self._queue_message(spec, client, poison, m))
+                inflight.add(task)
+                task.add_done_callback(settled)
 
     async def _queue_message(self, spec: FunctionSpec, client: Any, poison: Any, m: Any) -> None:
         queue = str(spec.trigger["queueName"])
@@ -602,12 +620,12 @@ class FunctionHost:
         """Keep a message invisible while its function runs (pop receipts change on each update)."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), QUEUE_LEASE_SECONDS / 3)
+                await asyncio.wait_for(done.wait(), self.queue_lease / 3)
             if done.is_set():
                 return
             try:
                 updated = await self.to_thread(
-                    lambda: client.update_message(m, visibility_timeout=QUEUE_LEASE_SECONDS))
+                    lambda: client.update_message(m, visibility_timeout=self.queue_lease))
             except Exception as exc:  # noqa: BLE001 - the next renewal or the final update will tell
                 log.warning("Queue message %s: lease renewal failed (%s)", m.id, type(exc).__name__)
                 continue

@@ -297,6 +297,7 @@ async def _serve(p: Prepared) -> None:
         watcher = BlobWatcher(blob_service, p.config.watched_containers(), p.state_dir / "watcher.json",
                               lambda events: fabric.publish("storage", events), from_now=args.watch_from_now)
         if watcher.containers:
+            await host.to_thread(watcher.prepare)  # the watched containers exist once 'up' says ready
             tasks.append(host.spawn(watcher.run(host.to_thread, stopping)))
 
         def snapshot(ready: bool) -> dict[str, Any]:

@@ -103,7 +103,7 @@ class BlobWatcher:
         return out
 
     async def run(self, to_thread: Callable[[Callable[[], Any]], Any], stopping: asyncio.Event) -> None:
-        await to_thread(self.prepare)
+        """Poll until ``stopping`` is set (call :meth:`prepare` first)."""
         while not stopping.is_set():
             try:
                 events = await to_thread(self._list_all)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
@@ -133,6 +134,10 @@ def queue_work(msg: func.QueueMessage) -> None:
     body = msg.get_body().decode()
     if body.startswith("fail:"):
         raise RuntimeError("this message always fails")
+    if body.startswith("slow:"):  # outlives the message's lease: the host must renew it
+        time.sleep(2.5)
+        record(f"queue_work/{body}/{msg.dequeue_count}", {"body": body})
+        return
     record(f"queue_work/{body}", {"body": body, "dequeue_count": msg.dequeue_count, "id": msg.id})
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 from azure.core.credentials import AzureKeyCredential
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 from azure.storage.blob import BlobServiceClient
@@ -41,7 +41,7 @@ def wait_until(probe: Callable[[], Any], timeout: float = 20.0, what: str = "con
 def dh(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostProcess]:
     host = DevHostProcess(app="tests.devhost_app.function_app:app", events=APP_DIR / "events.json",
                           azurite=azurite, state_dir=tmp_path_factory.mktemp("devhost-contract"),
-                          extra_args=["--cors", "http://viewer.test"])
+                          extra_args=["--cors", "http://viewer.test"], env={"DEVHOST_QUEUE_LEASE_SECONDS": "1"})
     with host:
         yield host
 
@@ -52,10 +52,10 @@ def blobs(azurite: Azurite) -> BlobServiceClient:
 
 
 def record(blobs: BlobServiceClient, path: str) -> dict[str, Any] | None:
-    c = blobs.get_blob_client(RECORDS, path)
-    if not c.exists():
+    try:
+        return json.loads(blobs.get_blob_client(RECORDS, path).download_blob().readall())
+    except ResourceNotFoundError:  # no such blob (or no records container yet)
         return None
-    return json.loads(c.download_blob().readall())
 
 
 def records(blobs: BlobServiceClient, prefix: str) -> list[dict[str, Any]]:
@@ -282,6 +282,19 @@ def test_queue_trigger_and_poison_queue(dh: DevHostProcess, azurite: Azurite, bl
 
     assert "fail:1" in wait_until(poisoned, what="poison queue message")
     assert dh.logs().count("Executed 'Functions.queue_work' (Failed") == 2  # maxDequeueCount in host.json
+
+
+def test_queue_lease_is_renewed_while_the_function_runs(dh: DevHostProcess, azurite: Azurite,
+                                                        blobs: BlobServiceClient) -> None:
+    q = QueueClient.from_connection_string(azurite.connection_string, "dh-work",
+                                           message_encode_policy=TextBase64EncodePolicy())
+    q.send_message("slow:1")  # the function takes 2.5 s; the lease is 1 s (DEVHOST_QUEUE_LEASE_SECONDS)
+    wait_until(lambda: record(blobs, "queue_work/slow:1/1"), what="the slow message's record")
+    # Without renewal the message would have reappeared at 1 s and run again (dequeue count 2),
+    # finishing 2.5 s later: give such a second run the time to show up.
+    time.sleep(3)
+    assert record(blobs, "queue_work/slow:1/2") is None
+    assert "lease renewal failed" not in dh.logs()
 
 
 def test_timer_trigger_fires(dh: DevHostProcess, blobs: BlobServiceClient) -> None:
