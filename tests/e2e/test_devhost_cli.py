@@ -161,10 +161,10 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, azurite: Azuri
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not port_open(http) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert port_open(http) and port_open(fabric)
+        while not state.state_path(tmp_path).exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # state.json is written once everything listens
         assert state.state_path(tmp_path).exists()
+        assert port_open(http) and port_open(fabric)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:
