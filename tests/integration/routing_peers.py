@@ -1,17 +1,15 @@
-"""Real peers for the routing tests: dcmtk's storescp and Orthanc with its DICOMweb plugin.
+"""Real peers for the routing tests: dcmtk's storescp (Orthanc: ``tests/e2e/orthanc.py``).
 
-Each starts on free loopback ports in a temporary folder and is stopped (terminate,
+storescp starts on a free loopback port in a temporary folder and is stopped (terminate,
 then kill) when the context ends. Readiness is a bounded poll, never a fixed sleep.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from devhost.azurite import free_port, port_open
+from devhost.azurite import port_open
 from shared.storage import layout
 
 ORTHANC_DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -64,47 +62,6 @@ def storescp(out_dir: Path, port: int, *, ae_title: str = "STORESCP", accept_all
         yield out_dir
     finally:
         _stop(proc)
-
-
-@contextmanager
-def orthanc(work: Path) -> Iterator[str]:
-    """Orthanc with DICOMweb; yields the DICOMweb root URL (``http://127.0.0.1:<port>/dicom-web``)."""
-    binary = need("Orthanc")
-    if not ORTHANC_DICOMWEB.exists():
-        pytest.fail("Orthanc's DICOMweb plugin missing: install Debian's orthanc-dicomweb ('make peers')")
-    http, dicom = free_port(), free_port()
-    work.mkdir(parents=True, exist_ok=True)
-    config = {
-        "Name": "routing-test",
-        "StorageDirectory": str(work / "db"),
-        "IndexDirectory": str(work / "db"),
-        "HttpPort": http,
-        "DicomPort": dicom,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [str(ORTHANC_DICOMWEB)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    (work / "orthanc.json").write_text(json.dumps(config))
-    log = (work / "orthanc.log").open("wb")
-    proc = subprocess.Popen([binary, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            return True
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/system", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(ready, timeout=30, what="Orthanc")
-        assert proc.poll() is None, (work / "orthanc.log").read_text()[-2000:]
-        yield f"http://127.0.0.1:{http}/dicom-web"
-    finally:
-        _stop(proc)
-        log.close()
 
 
 def archive(blob_service: Any, datasets: list) -> dict[str, Any]:

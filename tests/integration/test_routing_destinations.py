@@ -21,7 +21,8 @@ from shared.routing.rules import LAST_GOOD_BLOB, RULES_BLOB, STATUS_BLOB, RuleSe
 from shared.routing.service import route_event
 from shared.storage import layout
 from shared.storage.clients import StorageClients
-from tests.integration.routing_peers import archive, orthanc
+from tests.e2e.orthanc import OrthancProcess
+from tests.integration.routing_peers import archive
 from tests.phantoms import PATIENT_ID, PATIENT_NAME, ellipsoid_ct
 
 
@@ -54,7 +55,8 @@ def test_stow_rs_to_orthanc_stores_every_instance(clients: StorageClients, setti
     originals = small_study("route-stow")
     data = archive(clients.blob, originals)
     study = data["imageStudyInstanceUid"]
-    with orthanc(tmp_path / "orthanc") as root:
+    with OrthancProcess(tmp_path / "orthanc") as peer:  # the DICOMweb engineer's helper
+        root = peer.dicomweb_url
         rules = one_rule({"type": "dicomweb", "url": root})
         outcome = route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
         assert outcome.destinations[0].delivered_now == len(originals)
