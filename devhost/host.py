@@ -257,6 +257,9 @@ class FunctionHost:
         # The Python worker's setting; unset means min(32, cpus + 4) as in the worker.
         threads = max_workers or int(self.env.get("PYTHON_THREADPOOL_THREAD_COUNT") or 0) or None
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fn")
+        # The host's own storage calls (watcher, queue polling, poison, dead letters) get their own
+        # threads, so busy functions never starve the plumbing that feeds them.
+        self.io_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="devhost-io")
         self.queue_lease = int(float(self.env.get("DEVHOST_QUEUE_LEASE_SECONDS") or QUEUE_LEASE_SECONDS))
         self.counts: dict[str, dict[str, int]] = {n: {"succeeded": 0, "failed": 0} for n in specs}
         self._background: set[asyncio.Task[Any]] = set()
@@ -295,7 +298,8 @@ class FunctionHost:
         return result
 
     async def to_thread(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+        """Run a blocking storage call of the host itself (not a function) on the I/O threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.io_executor, fn)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -674,6 +678,7 @@ class FunctionHost:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.io_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _where(exc: BaseException) -> str:
