@@ -47,10 +47,13 @@ def _load(module_name: str) -> ModuleType | None:
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; with ``only``, just that command's module is imported (fast start)."""
     parser = argparse.ArgumentParser(prog="python -m devhost", description="dicomflow's local runtime")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, module_name in COMMANDS:
+        if only is not None and name != only:
+            continue
         module = _load(module_name)
         if module is None:
             continue
@@ -61,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known = {name for name, _ in COMMANDS}
+    only = argv[0] if argv and argv[0] in known else None
+    args = build_parser(only).parse_args(argv)
     try:
         return int(args._run(args))
     except KeyboardInterrupt:
