@@ -29,7 +29,9 @@ WILDCARD_VRS: Final = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC",
 RANGE_VRS: Final = frozenset({"DA", "TM", "DT"})
 NUMERIC_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL"})
 
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+#: As tolerant as ingest (shared.dicom.validate): digits and dots, no empty component. Leading zeros,
+#: which PS3.5 forbids but real files carry, are accepted so every archived instance is addressable.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _DA = re.compile(r"\d{8}")
 _TM = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
 _DT = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")
@@ -72,8 +74,8 @@ def check_path_uid(value: str, name: str) -> str:
     """A UID from a URL path segment: digits and dots, at most 64 characters, else 400."""
     if not value or len(value) > 64 or not _UID.fullmatch(value):
         raise BadRequest(
-            f"Path segment {name} must be a DICOM UID (digits and dots, at most 64 characters, "
-            f"no leading zeros); got {len(value)} characters that are not one."
+            f"Path segment {name} must be a DICOM UID (digits and dots, at most 64 characters); "
+            f"got {len(value)} characters that are not one."
         )
     return value
 

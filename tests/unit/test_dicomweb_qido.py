@@ -197,7 +197,8 @@ def test_numbers():
 
 def test_path_uids_are_checked():
     assert check_path_uid("1.2.840.10008", "study") == "1.2.840.10008"
-    for bad in ("", "1..2", "1.02", "abc", "1" * 65, "1.2/../3"):
+    assert check_path_uid("1.2.0123", "study") == "1.2.0123"  # leading zeros: ingest accepts them too
+    for bad in ("", "1..2", ".1.2", "1.2.", "abc", "1" * 65, "1.2/../3", "1.2 3"):
         with pytest.raises(BadRequest):
             check_path_uid(bad, "study")
 
