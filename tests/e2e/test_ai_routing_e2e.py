@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import requests
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 from pydicom import dcmread
@@ -87,6 +88,22 @@ def test_series_gets_ai_results_and_the_study_is_routed_once(devhost: DevHostPro
             for sop, r in results.items():
                 stored = index.get_instance(study, r["seriesInstanceUid"], sop)
                 assert stored is not None and stored.record.derived, sop
+
+            # ...and queryable over QIDO-RS like any series of the study (once settle has run for it).
+            seg_uids = {r["seriesInstanceUid"] for r in results.values() if r["sopClassUid"].endswith("66.4")}
+
+            def seg_series_in_qido() -> bool:
+                qido = requests.get(
+                    f"{devhost.base_url}/dicomweb/studies/{study}/series",
+                    params={"Modality": "SEG"},
+                    headers={"x-functions-key": devhost.key, "Accept": "application/dicom+json"},
+                    timeout=30,
+                )
+                assert qido.status_code in (200, 204), qido.text[:500]
+                found = qido.json() if qido.status_code == 200 else []
+                return {item["0020000E"]["Value"][0] for item in found} == seg_uids
+
+            wait_until(seg_series_in_qido, timeout=120, what="the SEG series in QIDO-RS")
 
             devhost.wait_for_event(
                 lambda e: e.get("type") == "Dicom.RoutingCompleted" and e["data"]["imageStudyInstanceUid"] == study,
