@@ -99,7 +99,9 @@ SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 50},
+                        # Below the subscriptions' maxDeliveryAttempts (30, infra/events.json): the
+                        # ledger must give up, and announce it, before Event Grid drops the event.
+                        "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 25},
                         "backoffSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
                     },
                 },

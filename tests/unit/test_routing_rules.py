@@ -69,6 +69,7 @@ def test_conditions(conditions: dict, facts: dict, expected: bool) -> None:
         ([rule(destinations=[{"type": "ftp"}])], "rule 0 ('r') field destinations[0].type"),
         ([rule(destinations=[{"type": "worklist", "group": "Bad Group"}])], "field destinations[0].group"),
         ([rule(retry={"maxAttempts": 0})], "rule 0 ('r') field retry.maxAttempts"),
+        ([rule(retry={"maxAttempts": 40})], "rule 0 ('r') field retry.maxAttempts: 40 is greater"),
         ([rule(), rule()], "rule 1 field name: 'r' is used twice"),
         ([{"destinations": [DICOM]}], "rule 0 field (rule): 'name' is a required property"),
     ],
