@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import azure.functions as func
 import orjson
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared.ingest import status
 from shared.ingest.context import get_context
@@ -11,11 +15,14 @@ from shared.ingest.context import get_context
 bp = func.Blueprint()
 
 
-@bp.function_name("ingest_status")
-@bp.route(route="ingest/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def ingest_status(req: func.HttpRequest) -> func.HttpResponse:
+def _status(blob: str | None) -> dict[str, Any]:
     ctx = get_context()
     ctx.ensure_ready()
-    blob = req.params.get("blob")
-    body = status.blob_status(ctx, blob) if blob else status.summary(ctx)
-    return func.HttpResponse(orjson.dumps(body), mimetype="application/json")
+    return status.blob_status(ctx, blob) if blob else status.summary(ctx)
+
+
+@bp.function_name("ingest_status")
+@bp.route(route="ingest/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def ingest_status(req: Request) -> Response:
+    body = await asyncio.to_thread(_status, req.query_params.get("blob"))
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,9 +1,17 @@
-"""Operations endpoints: health."""
+"""Operations endpoints: health.
+
+Uses the http-fastapi request/response types like every HTTP function in the app:
+with HTTP streams enabled (DICOMweb retrieve needs them) the Python worker serves
+all HTTP triggers through them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
 import azure.functions as func
 import orjson
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared import health
 from shared.config import get_settings
@@ -13,12 +21,12 @@ bp = func.Blueprint()
 
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-def health_check(req: func.HttpRequest) -> func.HttpResponse:
-    checks = health.check_all(get_settings())
+async def health_check(req: Request) -> Response:
+    checks = await asyncio.to_thread(health.check_all, get_settings())
     ok = all(c.up for c in checks)
     body = {
         "status": "up" if ok else "degraded",
         "dependencies": {c.name: {"up": c.up, "ms": round(c.ms, 1), **({"error": c.detail} if c.detail else {})}
                          for c in checks},
     }
-    return func.HttpResponse(orjson.dumps(body), status_code=200 if ok else 503, mimetype="application/json")
+    return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")

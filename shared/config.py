@@ -83,7 +83,7 @@ class Settings:
             events_local_key=env.get("DICOMFLOW_EVENTS_LOCAL_KEY") or None,
             events_client_id=env.get(EVENTS_CONNECTION + "__clientId") or None,
             stable_age_seconds=stable_age,
-            settle_delay_seconds=num("DICOMFLOW_SETTLE_DELAY_SECONDS", stable_age),
+            settle_delay_seconds=num("DICOMFLOW_SETTLE_DELAY_SECONDS", min(5.0, stable_age)),
             service_host_name=env.get("DICOMFLOW_SERVICE_HOST_NAME") or env.get("WEBSITE_HOSTNAME") or "localhost",
             partition_name=env.get("DICOMFLOW_PARTITION_NAME") or "Microsoft.Default",
             keep_inbox=(env.get("DICOMFLOW_INBOX_POLICY", "delete").lower() == "keep"),

@@ -143,6 +143,16 @@ var appSettings = [
     value: string(stableAgeSeconds)
   }
   {
+    // Debounce for aggregates and lookup rows; stable events still wait DICOMFLOW_STABLE_AGE_SECONDS.
+    name: 'DICOMFLOW_SETTLE_DELAY_SECONDS'
+    value: '5'
+  }
+  {
+    // HTTP streams (azurefunctions-extensions-http-fastapi): DICOMweb retrieve streams from the archive.
+    name: 'PYTHON_ENABLE_INIT_INDEXING'
+    value: '1'
+  }
+  {
     name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
     value: applicationInsightsConnectionString
   }
