@@ -155,6 +155,27 @@ def _is_starlette_request(ann: Any) -> bool:
     return issubclass(ann, StarletteRequest)
 
 
+def http_v2_enabled(env: Mapping[str, str]) -> bool:
+    """Whether the Python worker would run this app in HTTP streaming mode ("HTTP v2").
+
+    The worker enables it as soon as a web extension (``azurefunctions-extensions-http-fastapi``) has been
+    imported by the app, unless ``PYTHON_ENABLE_INIT_INDEXING`` is false; from then on EVERY HTTP function
+    receives the FastAPI ``Request`` (whatever its annotation) and must return a FastAPI/Starlette response.
+    """
+    if str(env.get("PYTHON_ENABLE_INIT_INDEXING", "")).lower() in ("false", "0"):
+        return False
+    try:
+        from azurefunctions.extensions.base import HttpV2FeatureChecker
+    except ImportError:
+        return False
+    return bool(HttpV2FeatureChecker.http_v2_enabled())
+
+
+def classic_http_functions(specs: Mapping[str, FunctionSpec]) -> list[str]:
+    """HTTP functions written for ``func.HttpRequest`` (they break in Azure once HTTP v2 is enabled)."""
+    return [s.name for s in specs.values() if s.trigger_type == "httpTrigger" and not s.streaming]
+
+
 def load_app(spec: str) -> tuple[Any, Path]:
     """Import ``module:attr`` (from the current directory or the repo root); return the app and its folder."""
     module_name, _, attr = spec.partition(":")
@@ -173,8 +194,11 @@ def load_app(spec: str) -> tuple[Any, Path]:
 
 
 def discover(app: Any, config: HostConfig) -> dict[str, FunctionSpec]:
+    """Every function of ``app`` (a FunctionApp, or the list its ``get_functions()`` returned: azure.functions
+    lets an app build that list only once)."""
     specs: dict[str, FunctionSpec] = {}
-    for fn in app.get_functions():
+    functions = app.get_functions() if hasattr(app, "get_functions") else app
+    for fn in functions:
         doc = json.loads(fn.get_function_json())
         bindings = doc["bindings"]
         trigger = next((b for b in bindings if str(b["type"]).endswith("Trigger")), None)
@@ -247,8 +271,11 @@ class FunctionHost:
 
     def __init__(self, specs: dict[str, FunctionSpec], config: HostConfig, env: Mapping[str, str],
                  function_key: str, app_dir: Path, *, max_workers: int | None = None,
-                 cors: list[str] | None = None) -> None:
+                 cors: list[str] | None = None, strict_http_v2: bool = False) -> None:
         self.specs = specs
+        # With strict_http_v2 every HTTP function gets the FastAPI request when the app enabled HTTP v2,
+        # exactly as the worker does; otherwise only the functions annotated for it (see runtime's warning).
+        self.all_http_asgi = strict_http_v2 and http_v2_enabled(env)
         self.cors = [c.strip().rstrip("/") for c in (cors or []) if c.strip()]
         self.config = config
         self.env = dict(env)
@@ -359,7 +386,7 @@ class FunctionHost:
                 continue
             if not self._authorized(spec, request):
                 return web.Response(status=401)
-            if spec.streaming:
+            if spec.streaming or self.all_http_asgi:
                 return await self._invoke_streaming(spec, request, params)
             return await self._invoke_http(spec, request, params)
         return web.Response(status=405 if matched_path else 404)

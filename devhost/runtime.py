@@ -66,6 +66,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--core-tools", action="store_true", help="run 'func start' and deliver to its webhooks")
     parser.add_argument("--cors", default=None, metavar="ORIGINS",
                         help="comma-separated allowed origins ('*' for any); default: Host.CORS in local.settings.json")
+    parser.add_argument("--http-v2-strict", action="store_true",
+                        help="when the app imports the FastAPI extension, pass EVERY HTTP function the FastAPI "
+                             "request, as the Azure Python worker does")
     parser.add_argument("--watch-from-now", action="store_true",
                         help="on a fresh state dir, do not announce blobs that already exist")
     parser.add_argument("--timeout", type=float, default=90.0, help="--detach: seconds to wait for health")
@@ -85,6 +88,8 @@ def up_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--watch-from-now")
     if args.cors is not None:
         argv += ["--cors", args.cors]
+    if args.http_v2_strict:
+        argv.append("--http-v2-strict")
     return argv
 
 
@@ -203,6 +208,14 @@ def prepare(args: argparse.Namespace) -> Prepared:
         raise StartupError(str(exc)) from None
     except ValueError as exc:  # azure.functions' own checks, e.g. two functions with one name
         raise StartupError(f"{args.app}: {exc}") from None
+    from devhost.host import classic_http_functions, http_v2_enabled
+
+    classic = classic_http_functions(prepared.specs)
+    if http_v2_enabled(os.environ) and classic:
+        log.warning("The app imports azurefunctions-extensions-http-fastapi, so in Azure the Python worker passes "
+                    "EVERY HTTP function a FastAPI Request and expects a FastAPI response; these are written for "
+                    "func.HttpRequest and will fail there: %s. Port them, or run with --http-v2-strict to see it "
+                    "here.", ", ".join(classic))
     for sub in config.subscriptions:
         spec = prepared.specs.get(sub.function)
         if spec is None or spec.trigger_type != sub.endpoint:
@@ -254,7 +267,8 @@ async def _serve(p: Prepared) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
 
-    host = FunctionHost(p.specs, p.host_config, os.environ, p.keys["function"], p.app_dir, cors=p.cors)
+    host = FunctionHost(p.specs, p.host_config, os.environ, p.keys["function"], p.app_dir, cors=p.cors,
+                        strict_http_v2=args.http_v2_strict)
     func_proc: subprocess.Popen[bytes] | None = None
     target: DeliveryTarget = (WebhookTarget(f"http://127.0.0.1:{args.http_port}") if args.core_tools
                               else InProcessTarget(host))

@@ -11,7 +11,7 @@ import time
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 from azure.storage.blob import BlobServiceClient
-from azurefunctions.extensions.http.fastapi import Request, StreamingResponse
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, StreamingResponse
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 RECORDS = "dh-records"
@@ -63,6 +63,11 @@ async def stream(req: Request) -> StreamingResponse:
             yield (f"{i:08d}" * 8192).encode()  # 64 KiB per chunk
 
     return StreamingResponse(body(), media_type="application/octet-stream")
+
+
+@app.route(route="echo/{word}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def fastapi_echo(req: Request) -> JSONResponse:
+    return JSONResponse({"word": req.path_params["word"], "q": req.query_params.get("q")})
 
 
 @app.route(route="stream-release", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -113,6 +113,19 @@ def test_cors_for_browser_viewers(dh: DevHostProcess) -> None:
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
+def test_fastapi_functions_and_the_http_v2_warning(dh: DevHostProcess, azurite: Azurite, tmp_path: Path) -> None:
+    r = requests.get(f"{dh.base_url}/echo/hi", params={"q": "2"}, timeout=10)
+    assert r.json() == {"word": "hi", "q": "2"}
+    # The app imports the FastAPI extension, so in Azure its func.HttpRequest functions would break: warned.
+    warning = next(ln for ln in dh.logs().splitlines() if "will fail there" in ln)
+    assert "hello" in warning and "items" in warning and "echo" not in warning
+    # --http-v2-strict behaves like the worker: every HTTP function gets the FastAPI request.
+    with DevHostProcess(app="tests.devhost_app.function_app:app", events=APP_DIR / "events.json", azurite=azurite,
+                        state_dir=tmp_path, extra_args=["--http-v2-strict"]) as strict:
+        assert requests.get(f"{strict.base_url}/echo/x", timeout=10).json() == {"word": "x", "q": None}
+        assert requests.get(f"{strict.base_url}/items/1", timeout=10).status_code == 500
+
+
 def test_http_streaming_sends_chunks_before_the_body_is_complete(dh: DevHostProcess) -> None:
     n = 32
     with requests.get(f"{dh.base_url}/stream/{n}", stream=True, timeout=10) as r:

@@ -54,10 +54,15 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 @functools.cache
-def _functions() -> dict[str, dict[str, Any]]:
+def _app_functions_once() -> tuple[Any, ...]:
     # get_functions() may be called once per app (a second call reports duplicate names).
+    return tuple(function_app.app.get_functions())
+
+
+@functools.cache
+def _functions() -> dict[str, dict[str, Any]]:
     out = {}
-    for fn in function_app.app.get_functions():
+    for fn in _app_functions_once():
         bindings = json.loads(fn.get_function_json())["bindings"]
         out[fn.get_function_name()] = next(b for b in bindings if b["type"].endswith("Trigger"))
     return out
@@ -93,3 +98,13 @@ def test_event_subscriptions_name_functions_of_the_right_kind() -> None:
     for sub in load_events(ROOT / "infra" / "events.json").subscriptions:
         assert sub.function in functions, f"subscription {sub.name} names a missing function"
         assert functions[sub.function]["type"] == sub.endpoint
+
+
+def test_http_functions_agree_on_the_request_type() -> None:
+    """Once the app imports azurefunctions-extensions-http-fastapi, the Azure Python worker passes EVERY HTTP
+    function a FastAPI Request (see devhost.host.http_v2_enabled): none may be written for func.HttpRequest."""
+    from devhost.host import HostConfig, classic_http_functions, discover, http_v2_enabled
+
+    specs = discover(_app_functions_once(), HostConfig())
+    if http_v2_enabled({}):
+        assert classic_http_functions(specs) == []
