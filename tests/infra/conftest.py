@@ -19,10 +19,10 @@ def bicep_files() -> dict[str, BicepFile]:
 @pytest.fixture(scope="session")
 def functions() -> dict[str, list[dict[str, Any]]]:
     """Function name -> bindings, from function_app.app at test time (others are adding functions)."""
-    import function_app
+    from tests.appfunctions import app_functions
 
     return {str(f.get_function_name()): json.loads(f.get_function_json())["bindings"]
-            for f in function_app.app.get_functions()}
+            for f in app_functions()}
 
 
 @pytest.fixture(scope="session")

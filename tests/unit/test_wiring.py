@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-import function_app
 from devhost.routes import Route, join_prefix
 from devhost.subscriptions import load as load_events
+from tests.appfunctions import app_functions
 
 ROOT = Path(__file__).resolve().parents[2]
 F = "FUNCTION"
@@ -53,10 +53,8 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-@functools.cache
 def _app_functions_once() -> tuple[Any, ...]:
-    # get_functions() may be called once per app (a second call reports duplicate names).
-    return tuple(function_app.app.get_functions())
+    return app_functions()
 
 
 @functools.cache
