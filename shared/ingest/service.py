@@ -102,7 +102,14 @@ class IngestService:
             if existing is not None and existing.record.digest == rec.digest:
                 if existing.record.source != rec.source:
                     return self._finish(blob, etag, State.DUPLICATE, rec, reader, event=None)
-                # Our own earlier attempt wrote the row: finish its remaining steps.
+                # Our own earlier attempt wrote the row. If it also recorded its outcome, only the
+                # inbox clean-up can be missing; otherwise finish its remaining steps.
+                logged = ctx.index.get_log(name)
+                if logged is not None and logged.etag == etag and logged.state in (State.ARCHIVED, State.UPDATED):
+                    if not ctx.settings.keep_inbox:
+                        blobs.delete_if_unchanged(blob, etag)
+                    return Outcome(name, logged.state, study, series, sop, bytes_read=reader.bytes_fetched,
+                                   requests=reader.requests)
                 kind = EventType.IMAGE_CREATED if existing.record.updated_at is None else EventType.IMAGE_UPDATED
                 rec = existing.record
                 break

@@ -213,3 +213,30 @@ def test_names_in_every_character_set_are_stored_decoded(pipeline: Context, tmp_
     for key, (expected, stored) in seen.items():
         assert stored == expected, key
     assert any(any("\u3040" <= c <= "\u9fff" for c in stored) for _, stored in seen.values())
+
+
+def test_redelivery_of_a_finished_blob_announces_nothing_again(pipeline: Context, small_corpus: Path,
+                                                              event_sink: EventSink) -> None:
+    """Event Grid delivers at least once: with the inbox kept, the same BlobCreated twice
+    gives one outcome and one event."""
+    import dataclasses
+
+    keep = Context.from_settings(dataclasses.replace(pipeline.settings, keep_inbox=True))
+    path = small_corpus / "good/p03/mr/IM0001.dcm"
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    import io
+
+    buf = io.BytesIO()
+    full = pydicom.dcmread(path)
+    full.SOPInstanceUID = ds.SOPInstanceUID
+    full.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    full.save_as(buf, enforce_file_format=True)
+    blob = upload(keep, buf.getvalue())
+    first = IngestService(keep).ingest(blob)
+    second = IngestService(keep).ingest(blob)
+    assert first.state == second.state == State.ARCHIVED
+    assert blob.exists()  # the keep policy leaves the inbox blob
+    created = [e for e in event_sink.of_type("Dicom.ImageCreated")
+               if e["data"]["imageSopInstanceUid"] == str(ds.SOPInstanceUID)]
+    assert len(created) == 1
