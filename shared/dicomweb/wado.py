@@ -170,7 +170,7 @@ class Wado:
 
     def _read(self, container: str, path: str) -> bytes | None:
         try:
-            return bytes(self.blobs.get_blob_client(container, path).download_blob().readall())
+            return bytes(self.blobs.get_blob_client(container, path).download_blob().read())
         except ResourceNotFoundError:
             return None
 

@@ -155,13 +155,13 @@ def load_models(config_container: Any) -> list[Model]:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        raw: bytes | None = config_container.get_blob_client(MODELS_BLOB).download_blob().readall()
+        raw: bytes | None = config_container.get_blob_client(MODELS_BLOB).download_blob().read()
     except ResourceNotFoundError:
         raw = None
 
     def fetch(name: str) -> bytes:
         try:
-            return bytes(config_container.get_blob_client(name).download_blob().readall())
+            return bytes(config_container.get_blob_client(name).download_blob().read())
         except ResourceNotFoundError:
             raise BadInput(BAD_REGISTRY, f"Model file {name} is not in the config container.") from None
 

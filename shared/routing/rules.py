@@ -310,7 +310,7 @@ class RulesStore:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return bytes(self.container.get_blob_client(name).download_blob().readall())
+            return bytes(self.container.get_blob_client(name).download_blob().read())
         except ResourceNotFoundError:
             return None
 
