@@ -54,7 +54,7 @@ lint: setup
 	$(BIN)/mypy
 
 up: setup
-	$(PYTHON) -m devhost up --detach
+	$(PYTHON) -m devhost up --detach --env DICOMFLOW_STABLE_AGE_SECONDS=5
 
 down: setup
 	$(PYTHON) -m devhost down
