@@ -306,6 +306,8 @@ def classify(req: Request) -> str:
         return SETUP
     if req.service == "table" and req.target == tables.INGEST_LOG and req.op == "query":
         return OBSERVER
+    if req.service == "queue" and req.op == "queue GET metadata":
+        return OBSERVER
     return PIPELINE
 
 
@@ -337,6 +339,7 @@ STEPS: dict[tuple[str, str, str], str] = {
     ("queue", layout.SETTLE_QUEUE, "put message"): "ingest: settle message (settle: re-schedule)",
     ("queue", layout.SETTLE_QUEUE, "receive messages"): "settle trigger: queue polling",
     ("queue", layout.SETTLE_QUEUE, "delete message"): "settle trigger: message done",
+    ("queue", layout.SETTLE_QUEUE, "update message"): "settle trigger: lease renewal of a long run",
 }
 
 
