@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
 
 from devhost.azurite import Azurite, ephemeral  # noqa: E402
 from shared.config import Settings  # noqa: E402
+from shared.storage.clients import StorageClients  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,14 @@ def storage_env(azurite: Azurite) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def settings(storage_env: dict[str, str]) -> Settings:
     return Settings.from_env(storage_env)
+
+
+@pytest.fixture(scope="session")
+def ready_clients(settings: Settings) -> StorageClients:
+    """SDK clients for the session's Azurite with every container, table and queue created
+    (the same ``ensure_ready`` the app runs once per process)."""
+    from shared.ingest.context import Context
+
+    ctx = Context.from_settings(settings)
+    ctx.ensure_ready()
+    return ctx.clients

@@ -12,10 +12,8 @@ from collections.abc import Iterator
 import onnx
 import orjson
 import pytest
-from azure.core.exceptions import ResourceExistsError
 from onnx import TensorProto, helper
 
-from shared.config import Settings
 from shared.inference.registry import MODELS_BLOB, load_models
 from shared.inference.service import run_inference
 from shared.storage import layout
@@ -49,13 +47,8 @@ def soft_threshold_model() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def blob(settings: Settings) -> Iterator[object]:
-    service = StorageClients.from_settings(settings.require_storage()).blob
-    for name in layout.CONTAINERS:
-        try:
-            service.create_container(name)
-        except ResourceExistsError:
-            pass
+def blob(ready_clients: StorageClients) -> Iterator[object]:
+    service = ready_clients.blob
     config = service.get_container_client(layout.CONFIG)
     config.upload_blob(MODEL_BLOB, soft_threshold_model(), overwrite=True)
     yield service

@@ -6,10 +6,8 @@ import io
 from collections.abc import Iterator
 
 import pytest
-from azure.core.exceptions import ResourceExistsError
 from pydicom import dcmread
 
-from shared.config import Settings
 from shared.inference.registry import ENABLE_BUILTIN, MODELS_BLOB
 from shared.inference.service import run_inference
 from shared.storage import layout
@@ -18,13 +16,8 @@ from tests.phantoms import ellipsoid_ct
 
 
 @pytest.fixture(scope="module")
-def blob(settings: Settings) -> Iterator[object]:
-    service = StorageClients.from_settings(settings.require_storage()).blob
-    for name in layout.CONTAINERS:
-        try:
-            service.create_container(name)
-        except ResourceExistsError:
-            pass
+def blob(ready_clients: StorageClients) -> Iterator[object]:
+    service = ready_clients.blob
     config = service.get_container_client(layout.CONFIG)
     config.upload_blob(MODELS_BLOB, ENABLE_BUILTIN, overwrite=True)
     yield service

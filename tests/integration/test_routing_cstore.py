@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-from azure.core.exceptions import ResourceExistsError
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -30,18 +28,8 @@ pytestmark = pytest.mark.peers
 
 
 @pytest.fixture(scope="module")
-def clients(settings: Settings) -> Iterator[StorageClients]:
-    c = StorageClients.from_settings(settings.require_storage())
-    for name in layout.CONTAINERS:
-        try:
-            c.blob.create_container(name)
-        except ResourceExistsError:
-            pass
-    try:
-        c.table.create_table(DELIVERIES)
-    except ResourceExistsError:
-        pass
-    yield c
+def clients(ready_clients: StorageClients) -> StorageClients:
+    return ready_clients
 
 
 def rules_to(port: int, **extra: Any) -> RuleSet:

@@ -11,12 +11,10 @@ from typing import Any
 import orjson
 import pytest
 import requests
-from azure.core.exceptions import ResourceExistsError
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from shared.config import Settings
-from shared.index.tables import DELIVERIES
 from shared.routing.rules import LAST_GOOD_BLOB, RULES_BLOB, STATUS_BLOB, RuleSet, RulesStore, parse
 from shared.routing.service import route_event
 from shared.storage import layout
@@ -27,18 +25,8 @@ from tests.phantoms import PATIENT_ID, PATIENT_NAME, ellipsoid_ct
 
 
 @pytest.fixture(scope="module")
-def clients(settings: Settings) -> Iterator[StorageClients]:
-    c = StorageClients.from_settings(settings.require_storage())
-    for name in layout.CONTAINERS:
-        try:
-            c.blob.create_container(name)
-        except ResourceExistsError:
-            pass
-    try:
-        c.table.create_table(DELIVERIES)
-    except ResourceExistsError:
-        pass
-    yield c
+def clients(ready_clients: StorageClients) -> StorageClients:
+    return ready_clients
 
 
 def one_rule(*destinations: dict[str, Any], **extra: Any) -> RuleSet:
