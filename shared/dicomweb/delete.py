@@ -18,7 +18,6 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.dicomweb.errors import NotFoundProblem
@@ -27,6 +26,7 @@ from shared.events.payloads import image_event
 from shared.events.types import EventType
 from shared.index import keys
 from shared.index.records import InstanceRecord
+from shared.ingest.settle import enqueue_settle
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ def delete(call: Any) -> Reply:
         _delete_blob(svc, layout.METADATA, layout.series_metadata_path(study, se))
 
     # Aggregates and lookups: settle recomputes them from what is left (the same path as ingest).
-    body = orjson.dumps({"study": study, "enqueued": time.time()}).decode()
-    ctx.queue(layout.SETTLE_QUEUE).send_message(body, visibility_timeout=0)
+    enqueue_settle(ctx, study, 0)
 
     settings = ctx.settings
     sequence = int(time.time() * 1000)

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from shared.dicom.dicomjson import to_dicom_json
@@ -28,6 +27,7 @@ from shared.events.types import EventType
 from shared.index.records import InstanceRecord, from_header
 from shared.index.store import Conflict, IngestLogEntry, Stored, utcnow
 from shared.ingest.context import Context
+from shared.ingest.settle import enqueue_settle
 from shared.storage import blobs, layout
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,7 @@ class IngestService:
         self.ctx.index.put_instance(rec, expect=existing, arrival=time.time())
 
     def _enqueue_settle(self, study: str) -> None:
-        delay = max(0, round(self.ctx.settings.settle_delay_seconds))
-        body = orjson.dumps({"study": study, "enqueued": time.time()}).decode()
-        self.ctx.queue(layout.SETTLE_QUEUE).send_message(body, visibility_timeout=delay)
+        enqueue_settle(self.ctx, study, self.ctx.settings.settle_delay_seconds)
 
     def _finish(self, blob: Any, etag: str, state: str, rec: InstanceRecord, reader: RangedReader,
                 event: EventType | None) -> Outcome:

@@ -33,6 +33,18 @@ log = logging.getLogger(__name__)
 BUNDLE_READERS = 8
 
 
+def enqueue_settle(ctx: Context, study: str, delay: float, *, enqueued: float | None = None,
+                   token: str | None = None) -> None:
+    """Ask for a settle of ``study`` in ``delay`` seconds: the one message format.
+
+    ``enqueued`` (default now) is compared with the study's last arrival: a message older
+    than the latest arrival is dropped as superseded. ``token`` marks a re-schedule."""
+    body: dict[str, Any] = {"study": study, "enqueued": time.time() if enqueued is None else enqueued}
+    if token is not None:
+        body["token"] = token
+    ctx.queue(layout.SETTLE_QUEUE).send_message(orjson.dumps(body).decode(), visibility_timeout=max(0, round(delay)))
+
+
 @dataclass(frozen=True, slots=True)
 class SettleResult:
     study: str
@@ -166,8 +178,7 @@ class SettleService:
             wait = max(1, round(ctx.settings.stable_age_seconds - (time.time() - last_arrival)))
             new_token = uuid.uuid4().hex
             ctx.index.set_settle_token(study, new_token)
-            body = orjson.dumps({"study": study, "enqueued": last_arrival, "token": new_token}).decode()
-            ctx.queue(layout.SETTLE_QUEUE).send_message(body, visibility_timeout=wait)
+            enqueue_settle(ctx, study, wait, enqueued=last_arrival, token=new_token)
         log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", study, len(by_series), len(rows),
                  bundles, len(events), "" if stable else " (not yet stable)")
         return SettleResult(study, "stable" if stable else "settled", len(by_series), len(rows), bundles, len(events))
