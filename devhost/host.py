@@ -763,7 +763,8 @@ def _asgi_scope(request: web.Request, params: dict[str, str]) -> dict[str, Any]:
         "path": request.path,
         "raw_path": raw_path.encode("latin-1"),
         "root_path": "",
-        "query_string": request.query_string.encode("latin-1"),
+        # ASGI wants the query as sent (percent-encoded); aiohttp's query_string is already decoded.
+        "query_string": request.rel_url.raw_query_string.encode("latin-1"),
         "headers": [(k.lower(), v) for k, v in request.raw_headers],
         "client": request.transport.get_extra_info("peername") if request.transport else None,
         "server": request.transport.get_extra_info("sockname") if request.transport else None,

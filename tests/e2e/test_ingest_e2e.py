@@ -107,3 +107,23 @@ def test_concurrent_resends_make_one_study_and_one_created_event_per_sop(devhost
                                 and e["data"]["imageStudyInstanceUid"] == study
                                 and e["data"]["numberOfInstances"] == 50, timeout=120)
     assert ev["data"]["numberOfSeries"] == 1
+
+
+def test_names_in_other_scripts_are_found_over_dicomweb(devhost: DevHostProcess, tmp_path: Path) -> None:
+    """Non-ASCII QIDO values travel percent-encoded through the host and match the decoded index."""
+    from dicomweb_client.api import DICOMwebClient
+
+    out = tmp_path / "names"
+    write_corpus(out, CorpusOptions(patients=5, slices=2, rows=16, cols=16, seed=5150, broken=False))
+    manifest = load_manifest(out)
+    upload_and_wait([out], connection_string=devhost.azurite.connection_string, base_url=devhost.base_url,
+                    key=devhost.key, timeout=120)
+    studies = {e["study_uid"] for e in manifest["files"] if e.get("study_uid")}
+    for study in studies:
+        devhost.wait_for_event(lambda ev, s=study: ev.get("type") == "Dicom.StudyStable"
+                               and ev["data"]["imageStudyInstanceUid"] == s, timeout=60)
+    client = DICOMwebClient(f"{devhost.base_url}/dicomweb", headers={"x-functions-key": devhost.key})
+    for query in ("山田*", "иванов*", "MULLER", "홍*"):
+        found = {d["0020000D"]["Value"][0] for d in client.search_for_studies(
+            search_filters={"PatientName": query}, fuzzymatching=True)}
+        assert found and found <= studies, query
