@@ -133,6 +133,13 @@ class IndexStore:
         pk, rk = keys.instance_keys(study, series, sop)
         self.instances.delete_entity(pk, rk)
 
+    def get_marker(self, study: str) -> dict[str, Any] | None:
+        """The study's settle marker (last arrival, current settle token), if any."""
+        try:
+            return dict(self.instances.get_entity(study, keys.SETTLE_MARKER_ROW))
+        except ResourceNotFoundError:
+            return None
+
     def set_settle_token(self, study: str, token: str) -> None:
         """Mark the one re-scheduled settle message that still counts for this study."""
         self.instances.upsert_entity({"PartitionKey": study, "RowKey": keys.SETTLE_MARKER_ROW,
