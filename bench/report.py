@@ -13,6 +13,17 @@ from typing import Any
 from bench.common import BENCH, PIPELINE, Request, classify, fmt, load_result, step_of
 
 MIB = 1024 * 1024
+#: Failure texts the bench has seen, and what causes them (checked by hand).
+KNOWN_CAUSES = {
+    "must be an iterator of Tuples": (
+        "the header read and the archive copy succeed, then the index write raises TypeError: the instance row's "
+        "`size_bytes`/`pixel_data_length` exceed Int32 and `azure-data-tables` refuses an untyped int above 2^31-1 "
+        "(`shared/index/records.to_entity` must send them as `EdmType.INT64`). Every instance of 2 GiB or more "
+        "is affected; the ingest retries and never finishes. For the index owner."),
+    "MemoryError": (
+        "`readall()` holds the whole file, and `dcmread` of those bytes copies the pixel data again: about 2x the "
+        "file size in memory (2.1 GiB for 1 GiB), so 4 GiB exceeds the cap."),
+}
 
 INTRO = """# Benchmarks
 
@@ -160,6 +171,19 @@ def _large(d: dict[str, Any] | None, label: str) -> str:
             failed = "; ".join(v.get("failed") or []) or "-"
             lines.append(f"| {size} (x{s['reps']}) | {names[peer]} | {fmt(v['seconds'], 2)} | {read} | {rss} | "
                          f"{failed} |")
+    lines.append("")
+    lines.append("Where each fails:\n")
+    for peer in ("ours", "naive", "orthanc"):
+        fails = [(size, f) for size, s in d["sizes"].items() for f in s[peer].get("failed") or []]
+        if not fails:
+            last = list(d["sizes"].values())[-1][peer]
+            rss = last.get("peak_rss_mib") or {}
+            lines.append(f"- {names[peer]}: no failure up to the largest size"
+                         + (f" (peak RSS {rss['median'] / 1024:.1f} GiB there)." if rss.get("n") else "."))
+            continue
+        size, why = fails[0]
+        cause = next((c for key, c in KNOWN_CAUSES.items() if key in why), why)
+        lines.append(f"- {names[peer]}: fails at {size}: {cause}")
     lines.append("")
     return "\n".join(lines)
 
