@@ -64,7 +64,14 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "orthanc": orthanc_version(),
+        "commit": git_commit(),
     }
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD when the results were written (the code measured)."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or None
 
 
 def orthanc_version() -> str | None:
@@ -323,9 +330,9 @@ STEPS: dict[tuple[str, str, str], str] = {
     ("blob", layout.METADATA, "put blob"): "ingest: DICOM JSON sidecar; settle: series bundle",
     ("blob", layout.METADATA, "ranged get"): "settle: reads every sidecar to rebuild the series bundle",
     ("blob", layout.CONFIG, "ranged get"): "routing rules / model registry",
-    ("table", tables.INSTANCES, "point get"): "ingest: is the instance known?",
+    ("table", tables.INSTANCES, "point get"): "ingest: is the instance known?; settle: marker check per message",
     ("table", tables.INSTANCES, "batch"): "ingest: instance row + settle marker",
-    ("table", tables.INSTANCES, "query"): "settle: whole study partition, once per queue message",
+    ("table", tables.INSTANCES, "query"): "settle: whole study partition, once per settle run",
     ("table", tables.INSTANCES, "merge"): "settle: re-schedule token",
     ("table", tables.INGEST_LOG, "upsert"): "ingest: outcome log row",
     ("table", tables.LOOKUP, "batch"): "settle: lookup rows (one batch per lookup partition)",

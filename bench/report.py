@@ -177,9 +177,9 @@ def _large(d: dict[str, Any] | None, label: str) -> str:
         fails = [(size, f) for size, s in d["sizes"].items() for f in s[peer].get("failed") or []]
         if not fails:
             last = list(d["sizes"].values())[-1][peer]
-            rss = last.get("peak_rss_mib") or {}
+            top = last.get("peak_rss_mib") or {}
             lines.append(f"- {names[peer]}: no failure up to the largest size"
-                         + (f" (peak RSS {rss['median'] / 1024:.1f} GiB there)." if rss.get("n") else "."))
+                         + (f" (peak RSS {top['median'] / 1024:.1f} GiB there)." if top.get("n") else "."))
             continue
         size, why = fails[0]
         cause = next((c for key, c in KNOWN_CAUSES.items() if key in why), why)
