@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         previous.pop("machine", None)
         previous["instrumented"] = run_ours(corpus, files, studies, workers=args.workers, tag="counted",
                                             instrumented=True, timeout=args.timeout)
+        previous["instrumented"]["commit"] = common.git_commit()
         print(f"wrote {common.save_result(name, previous)}", file=sys.stderr)
         from bench.report import render
 

@@ -47,10 +47,17 @@ that uses the counted requests is [docs/capacity.md](../docs/capacity.md).
 
 def _pick(name: str) -> tuple[dict[str, Any] | None, str]:
     full = load_result(name)
-    if full is not None:
-        return full, ""
-    quick = load_result(f"{name}-quick")
-    return quick, (" (`--quick` run)" if quick else "")
+    label = ""
+    if full is None:
+        full = load_result(f"{name}-quick")
+        label = " (`--quick` run)" if full else ""
+    commit = (full or {}).get("machine", {}).get("commit")
+    if full and full.get("instrumented", {}) and full["instrumented"].get("commit"):
+        commit = full["instrumented"]["commit"]
+    if not full:
+        return full, label
+    when = full.get("machine", {}).get("date", "?")
+    return full, label + f" (measured {when}" + (f", code at `{commit}`)" if commit else ")")
 
 
 def _machine(results: list[dict[str, Any]]) -> str:
