@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from azure.data.tables import EdmType, EntityProperty
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -177,6 +178,9 @@ def to_entity(rec: StudyRecord, partition: str, row: str, extra: dict[str, Any] 
             continue
         if f.name in _LIST_FIELDS:
             value = _LIST_SEP.join(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**31) <= value < 2**31:
+            # Instances over 2 GiB: sizes and offsets need Edm.Int64 (the SDK only infers Int32).
+            value = EntityProperty(value, EdmType.INT64)
         entity[f.name] = value
     if rec.patient_name:
         entity["patient_name_tokens"] = " ".join(sorted(keys.name_tokens(rec.patient_name)))
