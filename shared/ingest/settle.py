@@ -31,6 +31,14 @@ from shared.storage import blobs, layout
 
 log = logging.getLogger(__name__)
 BUNDLE_READERS = 8
+BUNDLE_SKEW_SECONDS = 60.0  # replaced instances updated this close to the last build are re-read
+
+
+def _minus(iso: str, seconds: float) -> str:
+    import datetime as dt
+
+    when = dt.datetime.fromisoformat(iso.replace("Z", "+00:00")) - dt.timedelta(seconds=seconds)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def enqueue_settle(ctx: Context, study: str, delay: float, *, enqueued: float | None = None,
@@ -138,9 +146,10 @@ class SettleService:
             version = _version(members)
             old = old_series.get(uid, {})
             extra: dict[str, Any] = {"version": version, "bundle_version": old.get("bundle_version", ""),
+                                     "bundle_at": old.get("bundle_at", ""),
                                      "stable_version": old.get("stable_version", "")}
             if extra["bundle_version"] != version:
-                self._write_bundle(study, uid, members)
+                extra["bundle_at"] = self._write_bundle(study, uid, members, since=extra["bundle_at"] or None)
                 extra["bundle_version"] = version
                 bundles += 1
             if stable and extra["stable_version"] != version:
@@ -186,17 +195,34 @@ class SettleService:
                  bundles, len(events), "" if stable else " (not yet stable)")
         return SettleResult(study, "stable" if stable else "settled", len(by_series), len(rows), bundles, len(events))
 
-    def _write_bundle(self, study: str, series: str, members: list[InstanceRecord]) -> None:
+    def _write_bundle(self, study: str, series: str, members: list[InstanceRecord], *,
+                      since: str | None) -> str:
         """The series metadata bundle: every instance's DICOM JSON in one blob, so WADO-RS
-        series metadata is a single read. Sidecars are read concurrently."""
+        series metadata is a single read. Incremental: the previous bundle is read once and
+        only the sidecars of instances it lacks (or that were replaced since shortly before it
+        was built) are fetched, concurrently; removed instances drop out. Returns the build time."""
         svc = self.ctx.clients.blob
+        built = utcnow()
+        path = layout.series_metadata_path(study, series)
+        previous = blobs.get_json(svc, layout.METADATA, path) if since else None
+        kept: dict[str, Any] = {}
+        for doc in previous or []:
+            sop = ((doc.get("00080018") or {}).get("Value") or [None])[0]
+            if sop:
+                kept[sop] = doc
+        cut = _minus(since, BUNDLE_SKEW_SECONDS) if since else ""
         ordered = sorted(members, key=lambda r: (r.instance_number if r.instance_number is not None else 1 << 30,
                                                  r.sop_instance_uid))
-        paths = [layout.instance_metadata_path(study, series, r.sop_instance_uid) for r in ordered]
+        # New instances are the ones missing from the previous bundle; replaced ones (rare) are
+        # re-read when updated since shortly before it was built.
+        fetch = [r for r in ordered if r.sop_instance_uid not in kept or (r.updated_at or "") >= cut]
+        paths = [layout.instance_metadata_path(study, series, r.sop_instance_uid) for r in fetch]
         with ThreadPoolExecutor(max_workers=BUNDLE_READERS) as pool:
-            docs = list(pool.map(lambda p: blobs.get_json(svc, layout.METADATA, p), paths))
-        blobs.put_json(svc, layout.METADATA, layout.series_metadata_path(study, series),
-                       [d for d in docs if d is not None])
+            fresh = dict(zip((r.sop_instance_uid for r in fetch),
+                             pool.map(lambda p: blobs.get_json(svc, layout.METADATA, p), paths), strict=True))
+        docs = [fresh.get(r.sop_instance_uid) or kept.get(r.sop_instance_uid) for r in ordered]
+        blobs.put_json(svc, layout.METADATA, path, [d for d in docs if d is not None])
+        return built
 
     def _deleted(self, study: str, previous: dict[str, Any] | None,
                  old_series: dict[str, dict[str, Any]]) -> SettleResult:
