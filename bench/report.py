@@ -207,6 +207,14 @@ def _query(d: dict[str, Any] | None, label: str) -> str:
         orth = f"{p['p50']:.1f} / {p['p95']:.1f}" if p.get("p50") is not None else p.get("failed", "n/a")
         lines.append(f"| {q['name']} | {o['p50']:.1f} / {o['p95']:.1f} | {orth} | "
                      f"{o.get('results', '?')} / {p.get('results', '?')} |")
+    keyed = [q for q in d.get("queries", []) if q["name"] in ("StudyInstanceUID", "PatientID", "AccessionNumber")]
+    slow = [q["name"] for q in keyed if q["ours"].get("p95", 1e9) >= 50]
+    behind = [f"{q['name']} ({q['ours']['p95']:.0f} vs {q['orthanc']['p95']:.0f} ms)"
+              for q in d.get("queries", []) if (q.get("orthanc") or {}).get("p95") is not None
+              and q["ours"].get("p95", 0) > q["orthanc"]["p95"] and q["orthanc"].get("results") != "0-0"]
+    lines += ["", "Budget (DESIGN.md section 7: keyed queries p95 < 50 ms and no slower than Orthanc): keyed p95 "
+              + ("under 50 ms for every keyed class" if not slow else "at or over 50 ms for " + ", ".join(slow))
+              + "; slower than Orthanc at p95 for " + (", ".join(behind) if behind else "no class") + "."]
     w = d.get("wado_series_metadata")
     if w:
         lines += ["", f"WADO-RS series metadata of a {w['instances']}-instance series: ours p50 "
