@@ -100,10 +100,22 @@ def _ingest(d: dict[str, Any] | None, label: str) -> str:
         f"Header path = `read_header_bytes` + `validate` + `from_header` + `to_dicom_json` over the corpus in memory "
         f"(`time.process_time`, 5 repetitions). Of it, `read_header_bytes` alone is {fmt(h.get('read_header_ms'), 2)} "
         f"ms and `to_dicom_json` alone {fmt(h.get('to_dicom_json_ms'), 2)} ms per instance.\n")
+    lines.append(
+        f"Budgets (DESIGN.md section 7): host CPU per instance within 2x of Orthanc's: measured "
+        f"{fmt(d['ratio_cpu'])}x, not met; header parse within 2x of bare `dcmread`: measured {fmt(h['ratio'])}x, "
+        f"not met (`read_header_bytes` alone is {_ratio(h, 'read_header_ms')}x; `validate` + `from_header` + "
+        "`to_dicom_json` add the rest); requests per instance: see below.\n")
     inst = d.get("instrumented")
     if inst:
         lines.append(_requests(inst))
     return "\n".join(lines)
+
+
+def _ratio(h: dict[str, Any], key: str) -> str:
+    part, bare = h.get(key) or {}, h.get("bare_ms") or {}
+    if not part.get("n") or not bare.get("n"):
+        return "n/a"
+    return f"{part['median'] / bare['median']:.1f}"
 
 
 def _requests(inst: dict[str, Any]) -> str:
@@ -179,6 +191,14 @@ def _large(d: dict[str, Any] | None, label: str) -> str:
             lines.append(f"| {size} (x{s['reps']}) | {names[peer]} | {fmt(v['seconds'], 2)} | {read} | {rss} | "
                          f"{failed} |")
     lines.append("")
+    gib = d["sizes"].get("1GiB", {}).get("ours", {})
+    if gib.get("seconds", {}).get("n"):
+        lines.append(
+            f"Budget for a 1 GiB instance (DESIGN.md section 7: < 1 MiB read beyond the header, < 200 MB peak memory, "
+            f"< 1 s locally): ours read {gib['bytes_read']['median'] / 1024:.0f} KiB in total, peaked at "
+            f"{gib['peak_rss_mib']['median']:.0f} MiB RSS (whole process, +{gib['rss_growth_mib']['median']:.0f} "
+            f"during the ingest) and took {gib['seconds']['median']:.2f} s: met. Our cost stays flat from 100 MiB to "
+            "1 GiB; the naive reader and Orthanc grow with the file.\n")
     lines.append("Where each fails:\n")
     for peer in ("ours", "naive", "orthanc"):
         fails = [(size, f) for size, s in d["sizes"].items() for f in s[peer].get("failed") or []]
