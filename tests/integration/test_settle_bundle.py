@@ -69,3 +69,55 @@ def test_bundle_grows_incrementally_and_follows_replacements(pipeline: Context, 
     SettleService(pipeline).settle(study, enqueued=1e12)
     doc = next(d for d in _bundle(pipeline, study, series) if d["00080018"]["Value"][0] == ct[0]["sop_uid"])
     assert doc["0008103E"]["Value"] == ["replaced"]
+
+
+def test_one_settle_message_per_study_burst_and_stale_messages_are_dropped(pipeline: Context,
+                                                                         tmp_path: Path) -> None:
+    """Deterministic queue cost: a burst of instances of one study sends one settle message;
+    its run settles the study; a later arrival starts a new schedule; an old token is dropped."""
+    out = tmp_path / "burst"
+    write_corpus(out, CorpusOptions(patients=1, slices=10, rows=16, cols=16, seed=4242, broken=False))
+    ct = [e for e in load_manifest(out)["files"] if e["modality"] == "CT"]
+    study = ct[0]["study_uid"]
+    queue = pipeline.queue(layout.SETTLE_QUEUE)
+
+    def count() -> int:
+        return int(queue.get_queue_properties().approximate_message_count)
+
+    before = count()
+    for e in ct[:9]:
+        _ingest(pipeline, (out / e["path"]).read_bytes())
+    assert count() - before == 1
+    marker = pipeline.index.get_marker(study)
+    assert marker.token
+    first = marker.token
+
+    result = SettleService(pipeline).settle(study, token=first)  # settle delay and stable age are 0 here
+    assert result.state == "stable" and result.instances == 9
+    assert pipeline.index.get_marker(study).token == ""
+
+    _ingest(pipeline, (out / ct[9]["path"]).read_bytes())
+    assert count() - before == 2  # a new schedule for the late arrival
+    assert SettleService(pipeline).settle(study, token=first).state == "superseded"
+    second = pipeline.index.get_marker(study).token
+    assert second and second != first
+    assert SettleService(pipeline).settle(study, token=second).instances == 10
+
+
+def test_a_run_during_a_burst_defers_until_the_study_is_quiet(pipeline: Context, tmp_path: Path) -> None:
+    import dataclasses
+
+    slow = Context.from_settings(dataclasses.replace(pipeline.settings, settle_delay_seconds=30.0,
+                                                     stable_age_seconds=60.0))
+    out = tmp_path / "quiet"
+    write_corpus(out, CorpusOptions(patients=1, slices=2, rows=16, cols=16, seed=31337, broken=False))
+    ct = [e for e in load_manifest(out)["files"] if e["modality"] == "CT"]
+    study = ct[0]["study_uid"]
+    for e in ct:
+        _ingest(slow, (out / e["path"]).read_bytes())
+    token = slow.index.get_marker(study).token
+    assert SettleService(slow).settle(study, token=token).state == "deferred"
+    after = slow.index.get_marker(study)
+    assert after.token and after.token != token
+    assert after.pending_until >= after.last_arrival + 29
+    assert slow.index.get_study(study) is None  # nothing settled yet
