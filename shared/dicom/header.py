@@ -9,6 +9,7 @@ pixel data element). Only the bytes the parse needs are fetched; values larger t
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -82,16 +83,49 @@ def _looks_like_dataset(head: bytes) -> bool:
 
 
 def _parse(reader: RangedReader, defer_size: int) -> Dataset:
+    """Parse from the first fetched range when the header lies inside it (almost every
+    file: the common case costs pydicom's C-speed ``BytesIO`` reads instead of Python-level
+    ranged reads), else through the ranged reader itself (headers over one chunk)."""
+    prefix = reader.prefix()
+    whole = len(prefix) >= reader.size
+    fast = io.BytesIO(prefix)
+    try:
+        ds = _dcmread(fast, defer_size)
+    except BadInput:
+        if whole:
+            raise
+    except Exception:  # a short prefix can fail in any way: the full path below decides
+        if whole:
+            raise
+    else:
+        pos = fast.tell()
+        # Trust the prefix only if the parse ended on a pixel data tag inside it (or it is the
+        # whole file): an element cut by the prefix's end would otherwise look complete.
+        if whole or (pos + 12 <= len(prefix) and _is_pixel_tag(prefix[pos:pos + 4])):
+            reader.seek(pos)
+            return ds
+    reader.seek(0)
+    return _dcmread(reader, defer_size)
+
+
+def _is_pixel_tag(head: bytes) -> bool:
+    return len(head) == 4 and (struct.unpack("<HH", head) in _PIXEL_PAIRS or struct.unpack(">HH", head) in _PIXEL_PAIRS)
+
+
+_PIXEL_PAIRS = {(t >> 16, t & 0xFFFF) for t in PIXEL_TAGS}
+
+
+def _dcmread(fp: Any, defer_size: int) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return pydicom.dcmread(reader, stop_before_pixels=True, defer_size=defer_size)
+            return pydicom.dcmread(fp, stop_before_pixels=True, defer_size=defer_size)
         except InvalidDicomError:
-            reader.seek(0)
-            if not _looks_like_dataset(reader.read(8)):
+            fp.seek(0)
+            if not _looks_like_dataset(fp.read(8)):
                 raise BadInput(Reason.NOT_DICOM, ADVICE[Reason.NOT_DICOM]) from None
-            reader.seek(0)
-            return pydicom.dcmread(reader, stop_before_pixels=True, defer_size=defer_size, force=True)
+            fp.seek(0)
+            return pydicom.dcmread(fp, stop_before_pixels=True, defer_size=defer_size, force=True)
 
 
 def _locate_pixel_data(reader: RangedReader, little: bool, implicit: bool) -> tuple[int | None, int | None, int | None]:

@@ -131,6 +131,12 @@ class RangedReader(io.RawIOBase):
         assert self._size is not None
         return self._size
 
+    def prefix(self) -> bytes:
+        """The bytes fetched so far from offset 0 (the first range), without a new request."""
+        if self._size is None:
+            self._fill(0, 1)
+        return bytes(self._win) if self._win_start == 0 else b""
+
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
             pos = offset
