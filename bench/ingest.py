@@ -192,6 +192,9 @@ def run_ours(corpus: Path, files: list[Path], studies: int, *, workers: int, tag
             bar.update(created - bar.n)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {created}/{n} instances announced within {timeout:.0f} s")
+            if dh.process is None or dh.process.poll() is not None:
+                raise RuntimeError(f"the devhost exited during the run (after {created}/{n} instances): "
+                                   f"{dh.logs()[-500:]}")
             time.sleep(0.25)
         common.wait_until(lambda: _ingest_log_count(az.connection_string) >= n, 60, 0.2, "every outcome recorded")
         elapsed = time.monotonic() - t0
