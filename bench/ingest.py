@@ -289,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         previous["instrumented"] = run_ours(corpus, files, studies, workers=args.workers, tag="counted",
                                             instrumented=True, timeout=args.timeout)
         previous["instrumented"]["commit"] = common.git_commit()
+        previous["instrumented"]["counted_at"] = common.machine()["date"]
         print(f"wrote {common.save_result(name, previous)}", file=sys.stderr)
         from bench.report import render
 
@@ -318,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return spread([r[key] for r in rows])
 
     result = {
+        "timed_at": common.machine()["date"],
         "quick": args.quick,
         "workers": args.workers,
         "reps": reps,

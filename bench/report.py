@@ -81,7 +81,8 @@ def _ingest(d: dict[str, Any] | None, label: str) -> str:
         f"{c['instances']} instances in {c['studies']} studies (CT and MR slices in explicit/implicit little, big "
         f"endian and deflated syntaxes, SR, DX, {c.get('extra_mf', 0) + 1} multi-frame tomosynthesis), mean "
         f"{c['mean_file_bytes'] / 1024:.0f} KiB per file; {d['workers']} concurrent upload clients for both; "
-        f"{d['reps']} timed repetitions, each on a fresh Azurite + devhost and a fresh Orthanc"
+        f"{d['reps']} timed repetitions" + (f" (run {d['timed_at']})" if d.get("timed_at") else "")
+        + ", each on a fresh Azurite + devhost and a fresh Orthanc"
         + (" (3 repetitions for the 2,000-instance run, as allowed)." if not d.get("quick") else ".") + "\n",
         "| metric | ours (devhost on Azurite) | Orthanc (REST `POST /instances`) | ours / Orthanc |",
         "| --- | --- | --- | --- |",
@@ -133,7 +134,8 @@ def _requests(inst: dict[str, Any]) -> str:
         f"One instrumented run of the same {n} uploads: Azurite started with `--debug`, every request it served "
         "parsed from its log (`bench/common.py`), events from the devhost fabric's journal; production settle timings "
         f"(60 s), waiting until all {inst.get('studies')} studies were stable, so settle, inference and routing are "
-        f"counted. Ingest throughput of this slower run: {inst['inst_per_s']:.1f} instances/s; host CPU per instance "
+        f"counted{' (run ' + inst['counted_at'] + ')' if inst.get('counted_at') else ''}. "
+        f"Ingest throughput of this slower run: {inst['inst_per_s']:.1f} instances/s; host CPU per instance "
         f"including settle, inference and routing: {inst.get('host_cpu_ms_with_settle', float('nan')):.1f} ms.\n",
         "| bucket | requests | per instance |", "| --- | --- | --- |",
     ]
