@@ -46,30 +46,6 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
-class Marker:
-    """A study's settle marker: when its last instance arrived, and the token of the one
-    settle message that counts (empty: none scheduled) with the time it is due."""
-
-    last_arrival: float = 0.0
-    token: str = ""
-    pending_until: float = 0.0
-    etag: str | None = None  # None: no marker row yet
-
-    @classmethod
-    def from_entity(cls, e: Any) -> Marker:
-        return cls(float(e.get("last_arrival") or 0), str(e.get("settle_token") or ""),
-                   float(e.get("pending_until") or 0), str(e.metadata["etag"]))
-
-
-def _marker_op(pk: str, marker: Marker, changes: dict[str, Any]) -> tuple[Any, ...]:
-    entity = {"PartitionKey": pk, "RowKey": keys.SETTLE_MARKER_ROW, **changes}
-    if marker.etag is None:
-        return ("create", entity)
-    return ("update", entity, {"mode": UpdateMode.MERGE, "etag": marker.etag,
-                               "match_condition": MatchConditions.IfNotModified})
-
-
-@dataclass(frozen=True, slots=True)
 class IngestLogEntry:
     blob: str
     state: str  # archived | updated | duplicate | quarantined
@@ -109,36 +85,21 @@ class IndexStore:
             return None
         return Stored(from_entity(InstanceRecord, entity), str(entity.metadata["etag"]))
 
-    def get_instance_and_marker(self, study: str, series: str, sop: str) -> tuple[Stored | None, Marker]:
-        """The instance row and its study's settle marker in ONE request (same partition)."""
-        pk, rk = keys.instance_keys(study, series, sop)
-        found = None
-        marker = Marker()
-        for e in self.instances.query_entities("PartitionKey eq @pk and (RowKey eq @rk or RowKey eq @m )",
-                                               parameters={"pk": pk, "rk": rk, "m": keys.SETTLE_MARKER_ROW}):
-            if e["RowKey"] == keys.SETTLE_MARKER_ROW:
-                marker = Marker.from_entity(e)
-            else:
-                found = Stored(from_entity(InstanceRecord, e), str(e.metadata["etag"]))
-        return found, marker
+    def put_instance(self, rec: InstanceRecord, *, expect: Stored | None, arrival: float) -> None:
+        """Write an instance row and bump the study's arrival marker in ONE transaction.
 
-    def put_instance(self, rec: InstanceRecord, *, expect: Stored | None, marker: Marker,
-                     marker_changes: dict[str, Any]) -> None:
-        """Write an instance row and update the study's settle marker in ONE transaction.
-
-        ``expect=None`` creates (fails with :class:`Conflict` if the row exists); otherwise the
-        update is conditional on the ETag that was read. The marker change is conditional on the
-        marker as read (created if there was none), so a settle run that changed it in between
-        makes this fail with :class:`Conflict` and the caller looks again."""
+        ``expect=None`` creates (fails with :class:`Conflict` if the row exists);
+        otherwise the update is conditional on the ETag that was read."""
         pk, rk = keys.instance_keys(rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid)
         entity = to_entity(rec, pk, rk)
+        marker = {"PartitionKey": pk, "RowKey": keys.SETTLE_MARKER_ROW, "last_arrival": arrival}
         ops: list[Any]
         if expect is None:
             ops = [("create", entity)]
         else:
             ops = [("update", entity, {"mode": UpdateMode.REPLACE, "etag": expect.etag,
                                         "match_condition": MatchConditions.IfNotModified})]
-        ops.append(_marker_op(pk, marker, marker_changes))
+        ops.append(("upsert", marker, {"mode": UpdateMode.MERGE}))
         try:
             self.instances.submit_transaction(ops)
         except TableTransactionError as exc:
@@ -172,28 +133,17 @@ class IndexStore:
         pk, rk = keys.instance_keys(study, series, sop)
         self.instances.delete_entity(pk, rk)
 
-    def get_marker(self, study: str) -> Marker:
-        """The study's settle marker (last arrival, live settle token), or an empty one."""
+    def get_marker(self, study: str) -> dict[str, Any] | None:
+        """The study's settle marker (last arrival, current settle token), if any."""
         try:
-            return Marker.from_entity(self.instances.get_entity(study, keys.SETTLE_MARKER_ROW))
+            return dict(self.instances.get_entity(study, keys.SETTLE_MARKER_ROW))
         except ResourceNotFoundError:
-            return Marker()
+            return None
 
-    def update_marker(self, study: str, marker: Marker, changes: dict[str, Any]) -> bool:
-        """Change the marker if it is still as read; False if someone changed it meanwhile."""
-        op = _marker_op(study, marker, changes)
-        try:
-            if op[0] == "create":
-                self.instances.create_entity(op[1])
-            else:
-                self.instances.update_entity(op[1], **op[2])
-        except (ResourceExistsError, ResourceNotFoundError):
-            return False
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                return False
-            raise
-        return True
+    def set_settle_token(self, study: str, token: str) -> None:
+        """Mark the one re-scheduled settle message that still counts for this study."""
+        self.instances.upsert_entity({"PartitionKey": study, "RowKey": keys.SETTLE_MARKER_ROW,
+                                      "settle_token": token}, mode=UpdateMode.MERGE)
 
     def delete_marker(self, study: str, etag: str | None = None) -> None:
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +25,12 @@ from shared.errors import BadInput
 from shared.events.payloads import image_event, ingest_failed_event
 from shared.events.types import EventType
 from shared.index.records import InstanceRecord, from_header
-from shared.index.store import Conflict, IngestLogEntry, Marker, Stored, utcnow
+from shared.index.store import Conflict, IngestLogEntry, Stored, utcnow
 from shared.ingest.context import Context
 from shared.ingest.settle import enqueue_settle
 from shared.storage import blobs, layout
 
 log = logging.getLogger(__name__)
-
-
-#: A scheduled settle message this far past its due time is presumed lost (its run kept failing).
-SETTLE_GRACE_SECONDS = 600.0
 
 
 class State:
@@ -102,9 +97,8 @@ class IngestService:
         rec.sop_class_uid = header.sop_class_uid or rec.sop_class_uid
 
         kind: EventType | None = None
-        archived = False
-        for _attempt in range(8):
-            existing, marker = ctx.index.get_instance_and_marker(study, series, sop)
+        for _attempt in range(5):
+            existing = ctx.index.get_instance(study, series, sop)
             if existing is not None and existing.record.digest == rec.digest:
                 if existing.record.source != rec.source:
                     return self._finish(blob, etag, State.DUPLICATE, rec, reader, event=None)
@@ -118,23 +112,20 @@ class IngestService:
                                    requests=reader.requests)
                 kind = EventType.IMAGE_CREATED if existing.record.updated_at is None else EventType.IMAGE_UPDATED
                 rec = existing.record
-                # The crashed attempt may not have scheduled the settle: a forced one is harmless.
-                enqueue_settle(ctx, study, ctx.settings.settle_delay_seconds)
                 break
-            if not archived:
-                self._archive(blob, header, rec)
-                archived = True
+            self._archive(blob, header, rec)
             try:
-                self._write_row(rec, existing, marker)
+                self._write_row(rec, existing)
             except Conflict:
-                continue  # the row or the study's marker changed meanwhile: look again
+                continue  # someone else wrote it meanwhile: look again
             kind = EventType.IMAGE_CREATED if existing is None else EventType.IMAGE_UPDATED
             break
-        else:  # pragma: no cover - eight lost races in a row
+        else:  # pragma: no cover - five lost races in a row
             from shared.errors import Transient
 
             raise Transient(f"Instance {sop} kept changing under concurrent writes; will retry.")
 
+        self._enqueue_settle(study)
         state = State.ARCHIVED if kind is EventType.IMAGE_CREATED else State.UPDATED
         return self._finish(blob, etag, state, rec, reader, event=kind)
 
@@ -145,23 +136,13 @@ class IngestService:
         blobs.put_json(self.ctx.clients.blob, layout.METADATA, layout.instance_metadata_path(s, se, i),
                        to_dicom_json(header, s, se, i))
 
-    def _write_row(self, rec: InstanceRecord, existing: Stored | None, marker: Marker) -> None:
-        """The instance row plus the study marker's arrival time, in one transaction. When no
-        live settle message covers the study, schedule one first (a message whose token never
-        reaches the marker is dropped as stale), so there is one settle message per study per
-        quiet period, not one per instance."""
+    def _write_row(self, rec: InstanceRecord, existing: Stored | None) -> None:
         if existing is not None:
             rec.updated_at = utcnow()
-        ctx = self.ctx
-        now = time.time()
-        delay = ctx.settings.settle_delay_seconds
-        changes: dict[str, Any] = {"last_arrival": now}
-        live = bool(marker.token) and now - SETTLE_GRACE_SECONDS <= marker.pending_until <= now + delay + 1
-        if not live:
-            token = uuid.uuid4().hex
-            enqueue_settle(ctx, rec.study_instance_uid, delay, token=token)
-            changes.update({"settle_token": token, "pending_until": now + delay})
-        ctx.index.put_instance(rec, expect=existing, marker=marker, marker_changes=changes)
+        self.ctx.index.put_instance(rec, expect=existing, arrival=time.time())
+
+    def _enqueue_settle(self, study: str) -> None:
+        enqueue_settle(self.ctx, study, self.ctx.settings.settle_delay_seconds)
 
     def _finish(self, blob: Any, etag: str, state: str, rec: InstanceRecord, reader: RangedReader,
                 event: EventType | None) -> Outcome:

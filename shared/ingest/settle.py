@@ -1,19 +1,12 @@
 """Settle a study: exact aggregates, lookup rows, series metadata bundles, stable events.
 
-Everything is recomputed from the study's instance partition, so the result is exact,
-idempotent and free of write contention between instances.
-
-Scheduling, one message per study per quiet period (not one per instance): the study's
-marker row (``~settle`` in its instance partition) holds the last arrival time and the
-token of the one live settle message. Ingest writes the marker in the same transaction as
-the instance row; only when no live message covers the study does it send one (with a new
-token) ``DICOMFLOW_SETTLE_DELAY_SECONDS`` ahead. A run whose token is not the marker's is
-stale and dropped; a run that finds newer arrivals re-schedules itself until the study is
-quiet for the settle delay, then settles. ``Dicom.SeriesStable``/``StudyStable`` go out once
-no instance has arrived for ``DICOMFLOW_STABLE_AGE_SECONDS``; until then the run schedules
-the next one. Marker updates are conditional on what was read, and a message is always sent
-before the marker names its token, so no arrival is left without a settle and a crash at
-any point leaves either a live message or a stale one that is dropped.
+Triggered by a queue message per ingested instance, delayed by
+``DICOMFLOW_SETTLE_DELAY_SECONDS``. Debounced: the study's marker row holds the time
+of the last arrival, and a message older than that is dropped (the newer arrival
+sent its own). Everything is recomputed from the study's instance partition, so the
+result is exact, idempotent and free of write contention between instances.
+``Dicom.SeriesStable``/``StudyStable`` go out once no instance has arrived for
+``DICOMFLOW_STABLE_AGE_SECONDS``; until then the message re-schedules itself.
 """
 
 from __future__ import annotations
@@ -32,7 +25,7 @@ from shared.events.payloads import series_event, study_event
 from shared.events.types import EventType
 from shared.index import keys
 from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord, series_part, study_part
-from shared.index.store import Marker, utcnow
+from shared.index.store import utcnow
 from shared.ingest.context import Context
 from shared.storage import blobs, layout
 
@@ -107,59 +100,21 @@ class SettleService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def settle(self, study: str, enqueued: float = 0.0, token: str | None = None) -> SettleResult:
-        """Run for one settle message. ``token``: the study's live schedule (see the module
-        docstring); a message whose token is not the marker's is stale and dropped. Without a
-        token (DELETE, a crashed ingest's retry, tests) the study is settled now."""
+    def settle(self, study: str, enqueued: float, token: str | None = None) -> SettleResult:
+        """``enqueued``: when the message was sent (an arrival's time); ``token``: set on the
+        message a settle run re-schedules itself with (only the latest token counts)."""
         ctx = self.ctx
         ctx.ensure_ready()
-        for _attempt in range(8):
-            marker = ctx.index.get_marker(study)
-            now = time.time()
-            if token is not None:
-                if marker.token != token:
-                    log.info("Settle %s: stale message (a newer schedule exists)", study)
-                    return SettleResult(study, "superseded")
-                due = marker.last_arrival + ctx.settings.settle_delay_seconds
-                if due > now + 0.5:  # instances arrived since it was scheduled: wait for quiet
-                    if self._reschedule(study, marker, due - now):
-                        return SettleResult(study, "deferred")
-                    continue
-            result = self._settle_now(study, marker.last_arrival)
-            if result.state == "settled":  # not yet stable: come back when it may be
-                wait = ctx.settings.stable_age_seconds - (time.time() - marker.last_arrival)
-                done = self._reschedule(study, marker, max(1.0, wait))
-            elif token is not None:
-                done = ctx.index.update_marker(study, marker, {"settle_token": "", "pending_until": 0.0})
-            else:
-                done = self._ensure_schedule(study)
-            if done:
-                return result
-            # An instance arrived while this run worked (its ingest counted on this schedule): again.
-        from shared.errors import Transient
-
-        raise Transient(f"Settle of study {study} kept racing with arrivals; will retry.")
-
-    def _reschedule(self, study: str, marker: Marker, delay: float) -> bool:
-        """Hand the study to a new message (sent first: if the marker update loses, the message
-        is stale and dropped). False if the marker changed since it was read."""
-        token = uuid.uuid4().hex
-        enqueue_settle(self.ctx, study, delay, token=token)
-        return self.ctx.index.update_marker(study, marker, {"settle_token": token,
-                                                            "pending_until": time.time() + delay})
-
-    def _ensure_schedule(self, study: str) -> bool:
-        """After an unscheduled run: make sure arrivals during it are covered by a live schedule."""
-        marker = self.ctx.index.get_marker(study)
-        now = time.time()
-        if marker.etag is None or (marker.token and marker.pending_until >= now - 600):
-            return True
-        if now - marker.last_arrival >= self.ctx.settings.stable_age_seconds:
-            return True
-        return self._reschedule(study, marker, self.ctx.settings.settle_delay_seconds)
-
-    def _settle_now(self, study: str, last_arrival: float) -> SettleResult:
-        ctx = self.ctx
+        # The marker alone decides whether this message is stale (one point read), so a burst
+        # of N arrivals costs N cheap checks and one partition read, not N partition reads.
+        marker = ctx.index.get_marker(study)
+        last_arrival = float(marker.get("last_arrival", 0)) if marker else 0.0
+        if last_arrival > enqueued + 1e-3:
+            log.info("Settle %s: superseded by a newer arrival", study)
+            return SettleResult(study, "superseded")
+        if token is not None and marker is not None and marker.get("settle_token") != token:
+            log.info("Settle %s: superseded by a newer schedule", study)
+            return SettleResult(study, "superseded")
         rows, _ = ctx.index.study_partition(study)
         previous = ctx.index.get_study_entity(study)
         old_series = {e["RowKey"]: e for e in ctx.index.list_series_entities(study)}
@@ -231,6 +186,11 @@ class SettleService:
         # Rows last: a crash before this point repeats the work (and at worst the events).
         ctx.index.put_series(study, series_out)
         ctx.index.put_study(study_rec, study_extra)
+        if not stable:
+            wait = max(1, round(ctx.settings.stable_age_seconds - (time.time() - last_arrival)))
+            new_token = uuid.uuid4().hex
+            ctx.index.set_settle_token(study, new_token)
+            enqueue_settle(ctx, study, wait, enqueued=last_arrival, token=new_token)
         log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", study, len(by_series), len(rows),
                  bundles, len(events), "" if stable else " (not yet stable)")
         return SettleResult(study, "stable" if stable else "settled", len(by_series), len(rows), bundles, len(events))
