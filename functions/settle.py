@@ -16,4 +16,5 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="msg", queue_name=layout.SETTLE_QUEUE, connection="DicomStorage")
 def settle(msg: func.QueueMessage) -> None:
     body = orjson.loads(msg.get_body())
-    SettleService(get_context()).settle(body["study"], float(body.get("enqueued", 0)), body.get("token"))
+    SettleService(get_context()).settle(body["study"], float(body.get("enqueued", 0)), body.get("token"),
+                                        force=bool(body.get("force")))

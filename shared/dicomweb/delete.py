@@ -76,7 +76,7 @@ def delete(call: Any) -> Reply:
         _delete_blob(svc, layout.METADATA, layout.series_metadata_path(study, se))
 
     # Aggregates and lookups: settle recomputes them from what is left (the same path as ingest).
-    enqueue_settle(ctx, study, 0)
+    enqueue_settle(ctx, study, 0, force=True)
 
     settings = ctx.settings
     sequence = int(time.time() * 1000)

@@ -112,20 +112,24 @@ class IngestService:
                                    requests=reader.requests)
                 kind = EventType.IMAGE_CREATED if existing.record.updated_at is None else EventType.IMAGE_UPDATED
                 rec = existing.record
+                # The crashed attempt may not have asked for a settle: ask unconditionally.
+                enqueue_settle(ctx, study, ctx.settings.settle_delay_seconds, force=True)
                 break
             self._archive(blob, header, rec)
             try:
-                self._write_row(rec, existing)
+                arrival = self._write_row(rec, existing)
             except Conflict:
                 continue  # someone else wrote it meanwhile: look again
             kind = EventType.IMAGE_CREATED if existing is None else EventType.IMAGE_UPDATED
+            # The message names this arrival: only the one matching the study marker's last arrival
+            # settles, the others (a burst's earlier or concurrent instances) are dropped.
+            enqueue_settle(ctx, study, ctx.settings.settle_delay_seconds, enqueued=arrival)
             break
         else:  # pragma: no cover - five lost races in a row
             from shared.errors import Transient
 
             raise Transient(f"Instance {sop} kept changing under concurrent writes; will retry.")
 
-        self._enqueue_settle(study)
         state = State.ARCHIVED if kind is EventType.IMAGE_CREATED else State.UPDATED
         return self._finish(blob, etag, state, rec, reader, event=kind)
 
@@ -136,13 +140,13 @@ class IngestService:
         blobs.put_json(self.ctx.clients.blob, layout.METADATA, layout.instance_metadata_path(s, se, i),
                        to_dicom_json(header, s, se, i))
 
-    def _write_row(self, rec: InstanceRecord, existing: Stored | None) -> None:
+    def _write_row(self, rec: InstanceRecord, existing: Stored | None) -> float:
+        """The instance row and the study marker's last arrival, in one transaction."""
         if existing is not None:
             rec.updated_at = utcnow()
-        self.ctx.index.put_instance(rec, expect=existing, arrival=time.time())
-
-    def _enqueue_settle(self, study: str) -> None:
-        enqueue_settle(self.ctx, study, self.ctx.settings.settle_delay_seconds)
+        arrival = time.time()
+        self.ctx.index.put_instance(rec, expect=existing, arrival=arrival)
+        return arrival
 
     def _finish(self, blob: Any, etag: str, state: str, rec: InstanceRecord, reader: RangedReader,
                 event: EventType | None) -> Outcome:

@@ -42,14 +42,17 @@ def _minus(iso: str, seconds: float) -> str:
 
 
 def enqueue_settle(ctx: Context, study: str, delay: float, *, enqueued: float | None = None,
-                   token: str | None = None) -> None:
+                   token: str | None = None, force: bool = False) -> None:
     """Ask for a settle of ``study`` in ``delay`` seconds: the one message format.
 
-    ``enqueued`` (default now) is compared with the study's last arrival: a message older
-    than the latest arrival is dropped as superseded. ``token`` marks a re-schedule."""
+    ``enqueued``: the arrival time the sender wrote into the study marker; the message runs
+    only while that is still the marker's last arrival. ``token`` marks a settle run's own
+    re-schedule. ``force`` (DELETE, a crashed ingest's retry) runs regardless."""
     body: dict[str, Any] = {"study": study, "enqueued": time.time() if enqueued is None else enqueued}
     if token is not None:
         body["token"] = token
+    if force:
+        body["force"] = True
     ctx.queue(layout.SETTLE_QUEUE).send_message(orjson.dumps(body).decode(), visibility_timeout=max(0, round(delay)))
 
 
@@ -100,21 +103,26 @@ class SettleService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def settle(self, study: str, enqueued: float, token: str | None = None) -> SettleResult:
-        """``enqueued``: when the message was sent (an arrival's time); ``token``: set on the
-        message a settle run re-schedules itself with (only the latest token counts)."""
+    def settle(self, study: str, enqueued: float = 0.0, token: str | None = None, *,
+               force: bool = False) -> SettleResult:
+        """One settle message. ``enqueued``: the arrival its sender wrote into the study
+        marker; ``token``: set on the message a settle run re-schedules itself with (only the
+        latest token counts); ``force``: run regardless (DELETE, crash retries, tests)."""
         ctx = self.ctx
         ctx.ensure_ready()
         # The marker alone decides whether this message is stale (one point read), so a burst
         # of N arrivals costs N cheap checks and one partition read, not N partition reads.
         marker = ctx.index.get_marker(study)
         last_arrival = float(marker.get("last_arrival", 0)) if marker else 0.0
-        if last_arrival > enqueued + 1e-3:
-            log.info("Settle %s: superseded by a newer arrival", study)
-            return SettleResult(study, "superseded")
-        if token is not None and marker is not None and marker.get("settle_token") != token:
-            log.info("Settle %s: superseded by a newer schedule", study)
-            return SettleResult(study, "superseded")
+        if not force:
+            if token is None and abs(last_arrival - enqueued) > 1e-6:
+                # Not the marker's last arrival: the instance that wrote it has its own message.
+                log.info("Settle %s: superseded by another arrival", study)
+                return SettleResult(study, "superseded")
+            if token is not None and (last_arrival > enqueued + 1e-6 or marker is None
+                                      or marker.get("settle_token") != token):
+                log.info("Settle %s: superseded by a newer arrival or schedule", study)
+                return SettleResult(study, "superseded")
         rows, _ = ctx.index.study_partition(study)
         previous = ctx.index.get_study_entity(study)
         old_series = {e["RowKey"]: e for e in ctx.index.list_series_entities(study)}

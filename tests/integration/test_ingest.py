@@ -150,7 +150,7 @@ def test_settle_aggregates_lookups_bundle_and_stable_events(pipeline: Context, s
     for e in entries:
         service.ingest(upload(pipeline, (small_corpus / e["path"]).read_bytes()))
     study = entries[0]["study_uid"]
-    result = SettleService(pipeline).settle(study, enqueued=1e12)
+    result = SettleService(pipeline).settle(study, force=True)
     assert result.state == "stable"
     rec = pipeline.index.get_study(study)
     assert rec is not None
@@ -171,7 +171,7 @@ def test_settle_aggregates_lookups_bundle_and_stable_events(pipeline: Context, s
     stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
     assert len(stable) == 1
     # Settling again without new arrivals announces nothing new (idempotent).
-    SettleService(pipeline).settle(study, enqueued=1e12)
+    SettleService(pipeline).settle(study, force=True)
     stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
     assert len(stable) == 1
 

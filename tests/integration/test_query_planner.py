@@ -35,7 +35,7 @@ def indexed(pipeline: Context, small_corpus: Path) -> list[dict]:
         blob.upload_blob((small_corpus / e["path"]).read_bytes())
         service.ingest(blob)
     for study in {e["study_uid"] for e in good}:
-        SettleService(pipeline).settle(study, enqueued=1e12)
+        SettleService(pipeline).settle(study, force=True)
     return good
 
 
