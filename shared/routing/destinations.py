@@ -19,18 +19,22 @@ with a message safe to store in the ledger (status codes and UIDs, never values)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 import orjson
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import _config
 
 from shared.errors import BadInput
 from shared.routing.rules import Destination
@@ -54,14 +58,34 @@ class DeliveryError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One archived instance in scope: what the rules matched and how to fetch its bytes."""
+    """One archived instance in scope: what the rules matched and how to fetch it.
+
+    ``download`` writes the instance into a binary file object; destinations use
+    :func:`spooled` so a multi-gigabyte instance goes through a temporary file, never
+    through memory as a whole (except where it must be decoded: de-identification, or a
+    C-STORE peer that refuses the stored transfer syntax)."""
 
     study: str
     series: str
     sop: str
     sop_class_uid: str
     transfer_syntax_uid: str
-    fetch: Callable[[], bytes]
+    download: Callable[[IO[bytes]], None]
+
+
+@contextlib.contextmanager
+def spooled(item: Item) -> Iterator[Path]:
+    """The instance in a temporary file for the duration of the block."""
+    with tempfile.NamedTemporaryFile(prefix="dicomflow-route-", suffix=".dcm") as f:
+        item.download(f)
+        f.flush()
+        yield Path(f.name)
+
+
+def _file_chunks(path: Path, size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +116,8 @@ def _is_compressed(ts: str) -> bool:
         return bool(ts) and ts not in UNCOMPRESSED
 
 
-def _read(data: bytes) -> Dataset:
-    return dcmread(io.BytesIO(data))
+def _read(path: Path) -> Dataset:
+    return dcmread(path)
 
 
 def _write(ds: Dataset) -> bytes:
@@ -139,16 +163,27 @@ class DicomSession:
         return assoc
 
     def send(self, item: Item) -> None:
+        with spooled(item) as path:
+            self._send_file(item, path)
+
+    def _send_file(self, item: Item, path: Path) -> None:
         assoc = self._associate()
-        ds = _read(item.fetch())
         accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid}
         if not accepted:
             raise DeliveryError(f"The peer accepted no presentation context for SOP class {item.sop_class_uid}.")
-        ts = UID(ds.file_meta.TransferSyntaxUID)
-        if _is_compressed(ts) and ts not in accepted:
-            ds.decompress()
+        meta = dcmread(path, stop_before_pixels=True).file_meta
+        ts = UID(meta.get("TransferSyntaxUID", item.transfer_syntax_uid))
+        what: Any
+        if ts in accepted and all(k in meta for k in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")):
+            # Stream from the file in chunks (pynetdicom reads it as it sends: flat memory).
+            _config.STORE_SEND_CHUNKED_DATASET = True
+            what = path
+        else:
+            what = _read(path)  # decoded in memory: a conversion the peer needs
+            if _is_compressed(ts) and ts not in accepted:
+                what.decompress()
         try:
-            status = assoc.send_c_store(ds)
+            status = assoc.send_c_store(what)
         except (ValueError, RuntimeError) as exc:
             raise DeliveryError(f"C-STORE of {item.sop} could not be sent: {type(exc).__name__}.") from None
         code = getattr(status, "Status", None)
@@ -178,22 +213,25 @@ class DicomwebSession:
         self.http = requests.Session()
 
     def send(self, item: Item) -> None:
+        with spooled(item) as path:
+            self._send_file(item, path)
+
+    def _send_file(self, item: Item, path: Path) -> None:
         import requests
 
         boundary = uuid.uuid4().hex
-        body = b"".join(
-            [
-                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
-                item.fetch(),
-                f"\r\n--{boundary}--\r\n".encode(),
-            ]
-        )
+
+        def body() -> Iterator[bytes]:  # streamed: the instance is never held whole
+            yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            yield from _file_chunks(path)
+            yield f"\r\n--{boundary}--\r\n".encode()
+
         headers = {
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": "application/dicom+json",
         }
         try:
-            response = self.http.post(self.url, data=body, headers=headers, timeout=self.timeout)
+            response = self.http.post(self.url, data=body(), headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
             raise DeliveryError(f"STOW-RS to {self.url} failed: {type(exc).__name__}.") from None
         if response.status_code != 200:
@@ -269,18 +307,25 @@ class ExportSession:
             self.anonymizer = anonymizer_for(study, str(options.get("seed") or f"dicomflow|{rule}"))
 
     def send(self, item: Item) -> None:
-        data = item.fetch()
-        study, series, sop = item.study, item.series, item.sop
-        if self.anonymizer is not None:
-            from shared.routing.deid import deidentify
+        with spooled(item) as path:
+            self._send_file(item, path)
 
-            ds = _read(data)
-            try:
-                deidentify(ds, self.anonymizer)
-            except BadInput as exc:
-                raise DeliveryError(f"{exc.reason}: {exc.message}", permanent=True) from None
-            data = _write(ds)
-            study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    def _send_file(self, item: Item, path: Path) -> None:
+        study, series, sop = item.study, item.series, item.sop
+        if self.anonymizer is None:
+            name = f"{study}/{series}/{sop}.dcm"
+            with path.open("rb") as f:  # streamed upload from the spooled file
+                self.container.upload_blob(f"{self.prefix}/{name}" if self.prefix else name, f, overwrite=True)
+            return
+        from shared.routing.deid import deidentify
+
+        ds = _read(path)  # de-identification needs the decoded data set
+        try:
+            deidentify(ds, self.anonymizer)
+        except BadInput as exc:
+            raise DeliveryError(f"{exc.reason}: {exc.message}", permanent=True) from None
+        data = _write(ds)
+        study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
         name = f"{study}/{series}/{sop}.dcm"
         self.container.upload_blob(f"{self.prefix}/{name}" if self.prefix else name, data, overwrite=True)
 

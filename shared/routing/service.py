@@ -144,8 +144,8 @@ def candidates(blob_service: Any, event_type: str, data: Mapping[str, Any]) -> t
         if not (header.series_uid and header.sop_uid and header.sop_class_uid):
             continue
 
-        def fetch(client: Any = blob) -> bytes:
-            return bytes(client.download_blob().readall())
+        def download(out: Any, client: Any = blob) -> None:
+            client.download_blob(max_concurrency=4).readinto(out)  # streamed into a spool file
 
         item = Item(
             study=study,
@@ -153,7 +153,7 @@ def candidates(blob_service: Any, event_type: str, data: Mapping[str, Any]) -> t
             sop=header.sop_uid,
             sop_class_uid=header.sop_class_uid,
             transfer_syntax_uid=header.transfer_syntax_uid,
-            fetch=fetch,
+            download=download,
         )
         out.append(Candidate(item, facts_of(header.dataset, header.sop_class_uid, data)))
     return study, out
