@@ -137,7 +137,8 @@ var appTables = [
   'dicomseries'
   'dicomstudies'
   'dicomlookup'
-  'dicomingestlog'
+  'dicompending'
+  'dicomchangefeed'
   'dicomdeliveries'
 ]
 // Replicated to the secondary region (blobs only: Table storage is geo-replicated by RAGZRS instead).

@@ -155,8 +155,8 @@ class TableStore(Protocol):
         """Conditional replace; raises :class:`RowChanged`. Returns the new ETag."""
         ...
 
-    def delete(self, table: str, pk: str, rk: str, *, etag: str | None = None) -> bool:
-        """False if absent; with ``etag``, raises :class:`RowChanged` if it changed."""
+    def delete(self, table: str, pk: str, rk: str, *, etag: str | None = None) -> None:
+        """Delete if present (absent is fine); with ``etag``, :class:`RowChanged` if it changed."""
         ...
 
     def query(self, table: str, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,

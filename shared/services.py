@@ -55,20 +55,22 @@ class Services:
 
         s = settings.require_storage()
         counter = RequestCounter()
-        kw: dict[str, Any] = {"raw_request_hook": counter}
+        def kw(service: str) -> dict[str, Any]:
+            return {"raw_request_hook": counter.hook(service)}
+
         if s.connection_string:
-            blob = BlobServiceClient.from_connection_string(s.connection_string, **kw)
-            queue = QueueServiceClient.from_connection_string(s.connection_string, **kw)
-            table = TableServiceClient.from_connection_string(s.connection_string, **kw)
+            blob = BlobServiceClient.from_connection_string(s.connection_string, **kw("blob"))
+            queue = QueueServiceClient.from_connection_string(s.connection_string, **kw("queue"))
+            table = TableServiceClient.from_connection_string(s.connection_string, **kw("table"))
         else:
             assert s.blob_service_uri, "require_storage() checks this"
             cred = credential(s.client_id)
             account = s.blob_service_uri.split("//", 1)[-1].split(".", 1)[0]
-            blob = BlobServiceClient(s.blob_service_uri, credential=cred, **kw)
+            blob = BlobServiceClient(s.blob_service_uri, credential=cred, **kw("blob"))
             queue = QueueServiceClient(s.queue_service_uri or f"https://{account}.queue.core.windows.net",
-                                       credential=cred, **kw)
+                                       credential=cred, **kw("queue"))
             table = TableServiceClient(s.table_service_uri or f"https://{account}.table.core.windows.net",
-                                       credential=cred, **kw)
+                                       credential=cred, **kw("table"))
 
         def publisher() -> Publisher:
             from shared.events.publisher import EventPublisher

@@ -96,7 +96,7 @@ class MemoryBlobStore:
         """Test helper: an upload (not counted as a pipeline request)."""
         etag = _etag()
         self.blobs[(container, path)] = _Stored(bytes(data), etag, dt.datetime.now(dt.UTC),
-                                                hashlib.md5(data).digest() if md5 else None)  # noqa: S324
+                                                hashlib.md5(data).digest() if md5 else None)
         return etag
 
     def open(self, container: str, path: str) -> MemoryBlob:
@@ -115,7 +115,7 @@ class MemoryBlobStore:
         self.count("blob PUT")
         raw = data if isinstance(data, bytes) else data.read()
         etag = _etag()
-        md5 = hashlib.md5(raw).digest() if isinstance(data, bytes) else None  # noqa: S324 - Content-MD5
+        md5 = hashlib.md5(raw).digest() if isinstance(data, bytes) else None
         self.blobs[(container, path)] = _Stored(raw, etag, dt.datetime.now(dt.UTC), md5, dict(metadata or {}))
         return etag
 
@@ -213,16 +213,15 @@ class MemoryTableStore:
             self.count(f"table PUT {table}")
             return self._apply(table, TableOp("replace", entity, etag))
 
-    def delete(self, table: str, pk: str, rk: str, *, etag: str | None = None) -> bool:
+    def delete(self, table: str, pk: str, rk: str, *, etag: str | None = None) -> None:
         with self._lock:
             self.count(f"table DELETE {table}")
             got = self._t(table).get((pk, rk))
             if got is None:
-                return False
+                return
             if etag and etag != "*" and got[1] != etag:
                 raise RowChanged("412")
             del self._t(table)[(pk, rk)]
-            return True
 
     def query(self, table: str, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,
               rk_range: tuple[str, str] | None = None, equals: Mapping[str, Any] | None = None,
@@ -307,8 +306,10 @@ class MemoryQueues:
 
 
 class MemoryPublisher:
-    def __init__(self) -> None:
-        self.events: list[DicomEvent] = []
+    """Records what is published (into ``sink`` when given, e.g. a test's own list)."""
+
+    def __init__(self, sink: list[DicomEvent] | None = None) -> None:
+        self.events: list[DicomEvent] = sink if sink is not None else []
         self.calls = 0
 
     def publish(self, events: Sequence[DicomEvent]) -> None:

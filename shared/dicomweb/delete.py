@@ -1,6 +1,7 @@
 """DELETE study / series / instance: archive blobs, frame indexes and sidecars, then the rows.
 
-Per instance: the archive blob, its frame index and metadata sidecar (if any); then, one
+Per instance: the archive blob, its frame index and metadata sidecar (if any), and the bundles of
+the series touched (series metadata is served from the rows until settle rebuilds them); then, one
 transaction per 100 instances, the instance rows and a ``delete`` change entry each. A settle
 run (scheduled at once) then announces ``Dicom.ImageDeleted`` and the change-feed entries from
 those change entries, rewrites the aggregates, lookups and bundles of what is left, or removes
@@ -54,6 +55,8 @@ def delete(call: Any) -> Reply:
         svc.blobs.delete(layout.ARCHIVE, layout.instance_path(study, se, i))
         svc.blobs.delete(layout.METADATA, layout.frame_index_path(study, se, i))
         svc.blobs.delete(layout.METADATA, layout.instance_metadata_path(study, se, i))
+    for se in sorted({se for se, _ in targets}):  # series metadata comes from the rows until settle
+        svc.blobs.delete(layout.METADATA, layout.series_metadata_path(study, se))
     now = utcnow()
     changes = [ChangeEntry(study, se, i, Action.DELETE, svc.sequencer.next(), now) for se, i in sorted(targets)]
     indexed = {(r.series_instance_uid, r.sop_instance_uid) for r in index.list_study_instances(study)}

@@ -84,19 +84,18 @@ class AzureTableStore:
                 raise RowChanged(str(exc.status_code)) from None
             raise
 
-    def delete(self, table: str, pk: str, rk: str, *, etag: str | None = None) -> bool:
-        try:
+    def delete(self, table: str, pk: str, rk: str, *, etag: str | None = None) -> None:
+        try:  # the SDK treats an absent entity as deleted
             if etag:
                 self._t(table).delete_entity(pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified)
             else:
                 self._t(table).delete_entity(pk, rk)
         except ResourceNotFoundError:
-            return False
+            return
         except HttpResponseError as exc:
             if exc.status_code == 412:
                 raise RowChanged("412") from None
             raise
-        return True
 
     def query(self, table: str, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,
               rk_range: tuple[str, str] | None = None, equals: Mapping[str, Any] | None = None,

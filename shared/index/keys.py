@@ -106,6 +106,11 @@ def study_keys(study: str) -> tuple[str, str]:
     return study, "study"
 
 
+def settle_lease_keys(study: str) -> tuple[str, str]:
+    """The row a settle run holds while it works on a study (beside the study row)."""
+    return study, "~lease"
+
+
 def pending_keys(study: str, series: str) -> tuple[str, str]:
     return study, series
 

@@ -113,8 +113,8 @@ def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iter
         yield from _sop_candidates(store, c.sop_uids or [])
     else:
         yield from _expand(store, level, _dedupe_pairs(_pairs(store, level, c, plan)))
-    # What arrived and is not settled yet: every pending series (matching decides).
-    yield from _pending(store, level)
+    # What arrived and is not settled yet: the pending series that the plan's key selects.
+    yield from _pending(store, level, c, plan)
 
 
 def _pairs(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Pair]:
@@ -213,8 +213,36 @@ def _expand(store: IndexStore, level: LevelName, pairs: Iterable[Pair]) -> Itera
             yield from store.list_study_instances(study)
 
 
-def _pending(store: IndexStore, level: LevelName) -> Iterator[Record]:
-    pending = store.list_pending()
+def _selected(rec: SeriesRecord, c: Criteria, plan: Plan) -> bool:
+    """Whether a pending series has the value the plan's lookup would have found it by (the
+    same test its lookup row stands for; exact matching follows for every candidate)."""
+    def like(value: str | None, pattern: str | None) -> bool:
+        prefix, wild = _literal_prefix(pattern or "")
+        return bool(value) and (str(value).startswith(prefix) if wild else value == pattern)
+
+    if plan.kind == "scan":
+        return True
+    key = plan.key
+    if key == "SeriesInstanceUID":
+        return rec.series_instance_uid in (c.series_uids or [])
+    if key == "SOPInstanceUID":
+        return True  # its instances are looked at one by one
+    if key == "PatientID":
+        return like(rec.patient_id, c.patient_id)
+    if key == "AccessionNumber":
+        return like(rec.accession_number, c.accession_number)
+    lo, hi = c.study_date or (None, None)
+    in_dates = (not lo or (rec.study_date or "") >= lo) and (not hi or (rec.study_date or "~") <= hi)
+    if key == "Modality":
+        return (rec.modality or "").upper() == (c.modality or "").upper() and (c.study_date is None or in_dates)
+    if key == "StudyDate":
+        return bool(rec.study_date) and in_dates
+    token = sorted(keys.name_tokens(_literal_prefix(c.patient_name or "")[0].split("^")[0]))[0]
+    return any(t.startswith(token) for t in keys.name_tokens(rec.patient_name or ""))
+
+
+def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Record]:
+    pending = [p for p in store.list_pending() if _selected(p, c, plan)]
     if level == "study":
         seen: set[str] = set()
         for p in pending:
@@ -224,8 +252,11 @@ def _pending(store: IndexStore, level: LevelName) -> Iterator[Record]:
     elif level == "series":
         yield from pending
     else:
+        wanted = set(c.sop_uids or []) if plan.key == "SOPInstanceUID" else None
         for p in pending:
-            yield from store.list_series_instances(p.study_instance_uid, p.series_instance_uid)
+            for inst in store.list_series_instances(p.study_instance_uid, p.series_instance_uid):
+                if wanted is None or inst.sop_instance_uid in wanted:
+                    yield inst
 
 
 def _scan(store: IndexStore, level: LevelName) -> Iterator[Record]:

@@ -16,6 +16,7 @@ What lives where (the key schema is in :mod:`shared.index.keys`):
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -218,8 +219,37 @@ class IndexStore:
                     self.t.delete(tables.SERIES, op.entity["PartitionKey"], op.entity["RowKey"])
 
     def scan_studies(self) -> Iterator[StudyRecord]:
-        for r in self.t.query(tables.STUDIES):
+        for r in self.t.query(tables.STUDIES, equals={"RowKey": keys.study_keys("")[1]}):
             yield from_entity(StudyRecord, r)
+
+    # -- settle leases -----------------------------------------------------------------
+    def acquire_settle_lease(self, study: str, seconds: float) -> tuple[str | None, float]:
+        """Take the study's settle lease for ``seconds``: (its ETag, 0) when taken, else (None,
+        seconds until the holder's lease runs out). One run at a time per study, so events and
+        feed entries are announced once; a crashed holder's lease simply expires."""
+        pk, rk = keys.settle_lease_keys(study)
+        now = time.time()
+        entity = {"PartitionKey": pk, "RowKey": rk, "until": now + seconds}
+        try:
+            return self.t.insert(tables.STUDIES, entity), 0.0
+        except RowExists:
+            pass
+        row = self.t.get(tables.STUDIES, pk, rk)
+        if row is None:
+            return self.acquire_settle_lease(study, seconds)
+        until = float(row.get("until", 0))
+        if until > now:
+            return None, until - now
+        try:
+            return self.t.replace(tables.STUDIES, entity, etag=row.etag), 0.0
+        except RowChanged:
+            return None, seconds
+
+    def release_settle_lease(self, study: str, etag: str) -> None:
+        try:
+            self.t.delete(tables.STUDIES, *keys.settle_lease_keys(study), etag=etag)
+        except RowChanged:
+            pass  # it ran out and someone else holds it now
 
     def scan_series(self) -> Iterator[SeriesRecord]:
         for r in self.t.query(tables.SERIES):

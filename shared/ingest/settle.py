@@ -12,9 +12,10 @@ entries) and the study row, then writes only what changed since the run before:
   ``DICOMFLOW_STABLE_AGE_SECONDS`` (then the study's pending rows go: lookups cover it).
 
 Runs are scheduled by :mod:`shared.ingest.schedule`; a run that is not yet stable schedules the
-next. Idempotent: the study row written last is conditional on the ETag read first, so a run
-that read an older partition never overwrites a newer run; a crash repeats work (events are
-at least once and keep their ids; the feed may then list an entry twice).
+next. Idempotent: the study row written last is conditional on the ETag read first, and one run
+at a time holds the study (a lease row beside the study row), so what a run announces is
+announced once; a crash repeats work (events are at least once and keep their ids; the feed may
+then list an entry twice).
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ from shared.services import Services
 from shared.storage import blobs, layout
 
 log = logging.getLogger(__name__)
+#: How long a settle run holds its study (a crashed run's hold simply expires).
+LEASE_SECONDS = 300.0
+BUSY_RETRY_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class SettleResult:
     study: str
-    state: str  # raced | settled | stable | deleted | unchanged
+    state: str  # busy | raced | settled | stable | deleted | unchanged
     series: int = 0
     instances: int = 0
     bundles: int = 0
@@ -106,6 +110,20 @@ class SettleService:
     def settle(self, request: SettleRequest) -> SettleResult:
         svc = self.svc
         svc.ensure_ready()
+        study = request.study
+        lease, wait = svc.index.acquire_settle_lease(study, LEASE_SECONDS)
+        if lease is None:  # another run works on this study: look again shortly (it is usually done by then)
+            delay = min(wait, max(BUSY_RETRY_SECONDS, svc.settings.settle_delay_seconds))
+            svc.scheduler.reschedule(study, delay, force=request.force)
+            log.info("Settle %s: another run holds the study; settling again in %.0f s", study, delay)
+            return SettleResult(study, "busy")
+        try:
+            return self._settle(request)
+        finally:
+            svc.index.release_settle_lease(study, lease)
+
+    def _settle(self, request: SettleRequest) -> SettleResult:
+        svc = self.svc
         study = request.study
         part = svc.index.study_partition(study)
         study_row = svc.index.get_study_row(study)

@@ -32,7 +32,7 @@ from shared.dicom.ranged import RangedReader
 from shared.errors import BadInput, Reason, Transient
 from shared.events.payloads import DicomEvent, base_data, subject_for
 from shared.events.types import EventType
-from shared.ports import BlobGone, BlobStore
+from shared.ports import BlobGone, BlobStore, Publisher
 from shared.routing.destinations import DeliveryError, Item, StudySummary, open_session
 from shared.routing.ledger import STUDY_UNIT, Claim, DeliveryRow, DeliveryState, Ledger
 from shared.routing.rules import Destination, Rule, RuleSet, RulesStore
@@ -272,8 +272,10 @@ def route_event(
     *,
     svc: Services,
     rules: RuleSet | None = None,
+    publisher: Publisher | None = None,
 ) -> RoutingOutcome:
-    """Route what ``event_type`` + ``data`` name; raise :class:`Transient` if deliveries must be retried."""
+    """Route what ``event_type`` + ``data`` name; raise :class:`Transient` if deliveries must be retried.
+    ``publisher`` defaults to the services' (tests pass a recording one)."""
     settings = svc.settings
     if rules is None:
         rules = RulesStore(svc.blobs).current()
@@ -319,7 +321,7 @@ def route_event(
                             content_type="application/json")
     outcome.events = _events(outcome, settings, event_type)
     if outcome.events:
-        svc.publisher.publish(outcome.events)
+        (publisher or svc.publisher).publish(outcome.events)
     for d in outcome.destinations:
         if d.complete:
             ledger.mark_announced(study, d.rule, d.destination, d.delivered_now + d.already)

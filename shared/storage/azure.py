@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 from azure.core import MatchConditions
@@ -38,19 +38,19 @@ def credential(client_id: str | None) -> Any:  # Any: azure-identity credentials
 
 class RequestCounter:
     """Counts every HTTP request (retries included) by ``<service> <METHOD>``; thread-safe.
-    Installed as the SDK clients' ``raw_request_hook``, which runs once per attempt."""
+    ``hook(service)`` is installed as an SDK client's ``raw_request_hook``, which the SDK runs
+    once per attempt."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def __call__(self, request: PipelineRequest) -> None:
-        host = request.http_request.url.split("//", 1)[-1]
-        port = host.split("/", 1)[0].rsplit(":", 1)[-1]
-        service = {"10000": "blob", "10001": "queue", "10002": "table"}.get(port) or next(
-            (s for s in ("blob", "queue", "table") if f".{s}." in host), "other")
-        with self._lock:
-            self.counts[f"{service} {request.http_request.method}"] += 1
+    def hook(self, service: str) -> Callable[[PipelineRequest], None]:
+        def count(request: PipelineRequest) -> None:
+            with self._lock:
+                self.counts[f"{service} {request.http_request.method}"] += 1
+
+        return count
 
     def total(self) -> int:
         with self._lock:
@@ -170,7 +170,7 @@ class AzureBlobStore:
         if getattr(source, "etag", None):  # copy the version that was read, or fail (412) if it changed
             conditions = {"source_etag": source.etag, "source_match_condition": MatchConditions.IfNotModified}
         if if_absent:
-            conditions.update(etag="*", match_condition=MatchConditions.IfMissing)
+            conditions["match_condition"] = MatchConditions.IfMissing  # If-None-Match: *
         try:
             props = dest.start_copy_from_url(source.url, metadata=dict(metadata) if metadata else None,
                                              **conditions)

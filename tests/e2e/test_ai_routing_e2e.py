@@ -20,8 +20,9 @@ from pydicom import dcmread
 
 from devhost.azurite import free_port
 from devhost.testing import DevHostProcess
-from shared.index.store import IndexStore
+from shared.config import Settings
 from shared.inference.registry import ENABLE_BUILTIN
+from shared.services import Services
 from shared.storage import layout
 from tests.integration.routing_peers import storescp, wait_until
 from tests.phantoms import PATIENT_ID, ellipsoid_ct
@@ -83,7 +84,7 @@ def test_series_gets_ai_results_and_the_study_is_routed_once(devhost: DevHostPro
                     ),
                     timeout=120,
                 )
-            index = IndexStore(devhost_table_service(devhost))
+            index = devhost_services(devhost).index
             for sop, r in results.items():
                 stored = index.get_instance(study, r["seriesInstanceUid"], sop)
                 assert stored is not None and stored.record.derived, sop
@@ -145,7 +146,5 @@ def test_series_gets_ai_results_and_the_study_is_routed_once(devhost: DevHostPro
     assert PATIENT_ID not in text and "Phantom^Ellipsoid" not in text
 
 
-def devhost_table_service(devhost: DevHostProcess) -> object:
-    from azure.data.tables import TableServiceClient
-
-    return TableServiceClient.from_connection_string(devhost.azurite.connection_string)
+def devhost_services(devhost: DevHostProcess) -> Services:
+    return Services.from_settings(Settings.from_env({"DicomStorage": devhost.azurite.connection_string}))

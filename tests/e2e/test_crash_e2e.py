@@ -9,12 +9,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from devhost.testing import DevHostProcess
-from shared.index.store import IndexStore
+from shared.config import Settings
+from shared.ingest.states import FINAL, IngestState
+from shared.ingest.status import blob_status
+from shared.services import Services
 from shared.storage import layout
 from tests.e2e.conftest import REAL_APP_ENV
 
@@ -27,7 +29,10 @@ def test_sigkill_mid_upload_then_restart_every_file_has_one_outcome(
     assert len(files) == 500
     dh = devhost_factory(env=REAL_APP_ENV)
     svc = BlobServiceClient.from_connection_string(dh.azurite.connection_string)
-    index = IndexStore(TableServiceClient.from_connection_string(dh.azurite.connection_string))
+    storage = Services.from_settings(Settings.from_env({"DicomStorage": dh.azurite.connection_string}))
+
+    def outcome(name: str) -> IngestState:
+        return blob_status(storage, name).state
     names = [f"crash/{i:03d}.dcm" for i in range(len(files))]
 
     def put(i: int) -> None:
@@ -38,24 +43,20 @@ def test_sigkill_mid_upload_then_restart_every_file_has_one_outcome(
         list(pool.map(put, range(len(files))))
         # Kill once part of the work is done, with the rest in flight or waiting.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and sum(index.get_log(n) is not None for n in names[::10]) < 10:
+        while time.monotonic() < deadline and sum(outcome(n) in FINAL for n in names[::10]) < 10:
             time.sleep(0.2)
     dh.kill()
-    done_before = sum(index.get_log(n) is not None for n in names)
+    done_before = sum(outcome(n) in FINAL for n in names)
     assert done_before < len(names), "the host finished everything before the kill: make the test harder"
     dh.start()
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        left = list(svc.get_container_client(layout.INBOX).list_blobs(name_starts_with="crash/"))
-        if not left:
-            break
-        time.sleep(1)
-    assert not left, f"{len(left)} files still in the inbox after restart"
-    states = Counter()
-    for n in names:
-        entry = index.get_log(n)
-        assert entry is not None, n
-        states[entry.state] += 1
-    assert states["archived"] == len(set(e["sop_uid"] for e in files)), states
+    left = list(names)
+    while left and time.monotonic() < deadline:
+        left = [n for n in left if outcome(n) not in FINAL]
+        if left:
+            time.sleep(1)
+    assert not left, f"{len(left)} files without an outcome after the restart"
+    states = Counter(outcome(n) for n in names)
+    assert states[IngestState.ARCHIVED] == len(set(e["sop_uid"] for e in files)), states
     for e in files[::25]:
-        assert index.get_instance(e["study_uid"], e["series_uid"], e["sop_uid"]) is not None
+        assert storage.index.get_instance(e["study_uid"], e["series_uid"], e["sop_uid"]) is not None

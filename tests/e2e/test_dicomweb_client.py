@@ -263,17 +263,17 @@ def test_metadata_at_each_level_with_resolving_bulk_data(client: DICOMwebClient,
 
 
 def test_series_metadata_is_one_storage_read(azurite, stored: list[Study]) -> None:
-    """Series metadata comes from the settled bundle: one blob download, whatever the series size."""
-    from azure.storage.blob import BlobServiceClient
-
+    """Series metadata comes from the settled bundle: one blob download, whatever the series size
+    (and one small query of the pending table, which says the series is settled)."""
+    from shared.config import Settings
     from shared.dicomweb.wado import Wado
+    from shared.services import Services
 
-    sent: list[str] = []
     a = stored[0]
-    svc = BlobServiceClient.from_connection_string(azurite.connection_string,
-                                                   raw_request_hook=lambda r: sent.append(r.http_request.method))
-    reply = Wado(svc).series_metadata(None, "http://h/api/dicomweb", a.uid, a.instances[0].SeriesInstanceUID)
-    assert sent == ["GET"]
+    svc = Services.from_settings(Settings.from_env({"DicomStorage": azurite.connection_string}))
+    reply = Wado(svc.blobs, svc.index).series_metadata(None, "http://h/api/dicomweb", a.uid,
+                                                       a.instances[0].SeriesInstanceUID)
+    assert svc.requests.snapshot() == {"blob GET": 1, "table GET": 1}
     assert len(json.loads(reply.body)) == len(a.instances)
 
 

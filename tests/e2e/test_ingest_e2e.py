@@ -46,13 +46,14 @@ def test_corpus_upload_ends_as_the_manifest_says_and_settles(devhost: DevHostPro
             assert state in ("archived", "duplicate", "updated"), (entry["path"], o.status)
         else:
             assert state == "quarantined" and o.status["reason"] == entry["reason"], (entry["path"], o.status)
-    good_sops = {e["sop_uid"] for e in manifest["files"] if e["expect"] == "archived" and e.get("sop_uid")}
-    created = Counter(e["data"]["imageSopInstanceUid"] for e in devhost.published_events(type="Dicom.ImageCreated"))
-    assert good_sops <= set(created) and all(created[s] == 1 for s in good_sops)
     studies = {e["study_uid"] for e in manifest["files"] if e["expect"] == "archived" and e.get("study_uid")}
     for study in studies:
         devhost.wait_for_event(lambda ev, s=study: ev.get("type") == "Dicom.StudyStable"
                                and ev["data"]["imageStudyInstanceUid"] == s, timeout=60)
+    # Image events go out when a study settles, one per instance.
+    good_sops = {e["sop_uid"] for e in manifest["files"] if e["expect"] == "archived" and e.get("sop_uid")}
+    created = Counter(e["data"]["imageSopInstanceUid"] for e in devhost.published_events(type="Dicom.ImageCreated"))
+    assert good_sops <= set(created) and all(created[s] == 1 for s in good_sops)
     summary = status(devhost)
     assert summary["counts"].get("quarantined", 0) >= sum(1 for e in manifest["files"] if e["expect"] != "archived")
     # No patient data anywhere the host wrote (its log) or published (the fabric's journal).
@@ -62,51 +63,52 @@ def test_corpus_upload_ends_as_the_manifest_says_and_settles(devhost: DevHostPro
 
 def test_concurrent_resends_make_one_study_and_one_created_event_per_sop(devhost: DevHostProcess,
                                                                          tmp_path: Path) -> None:
-    """Orthanc's own test: 20 uploaders each re-send the same 50-instance study 5 times."""
+    """Orthanc's own test, at a size a test suite can afford (bench/ runs it at 20 x 5 x 50):
+    8 uploaders each re-send the same 12-instance study 3 times, all at once."""
     out = tmp_path / "dup"
-    write_corpus(out, CorpusOptions(patients=1, slices=50, rows=16, cols=16, seed=99, broken=False))
+    write_corpus(out, CorpusOptions(patients=1, slices=12, rows=16, cols=16, seed=99, broken=False))
     manifest = load_manifest(out)
     ct = [e for e in manifest["files"] if e["modality"] == "CT"]
-    assert len(ct) == 50
+    assert len(ct) == 12
     payloads = [(out / e["path"]).read_bytes() for e in ct]
     svc = BlobServiceClient.from_connection_string(devhost.azurite.connection_string)
     names: list[str] = []
     lock = threading.Lock()
 
     def uploader(i: int) -> None:
-        for r in range(5):
+        for r in range(3):
             for k, data in enumerate(payloads):
                 name = f"dup/{i:02d}/{r}/{k:02d}-{uuid.uuid4().hex[:6]}.dcm"
                 svc.get_blob_client(layout.INBOX, name).upload_blob(data)
                 with lock:
                     names.append(name)
 
-    threads = [threading.Thread(target=uploader, args=(i,)) for i in range(20)]
+    threads = [threading.Thread(target=uploader, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(names) == 5000
-    deadline = time.monotonic() + 600
-    pending = set(names)
-    while pending and time.monotonic() < deadline:
-        inbox = {b.name for b in svc.get_container_client(layout.INBOX).list_blobs(name_starts_with="dup/")}
-        pending &= inbox
-        if pending:
-            time.sleep(1)
-    assert not pending, f"{len(pending)} uploads never finished"
-    states = Counter(status(devhost, n)["state"] for n in names[::50])
-    assert set(states) <= {"archived", "duplicate"}
+    assert len(names) == 8 * 3 * 12
     study = ct[0]["study_uid"]
+    ev = devhost.wait_for_event(lambda e: e.get("type") == "Dicom.StudyStable"
+                                and e["data"]["imageStudyInstanceUid"] == study
+                                and e["data"]["numberOfInstances"] == 12, timeout=120)
+    assert ev["data"]["numberOfSeries"] == 1
+    deadline = time.monotonic() + 120
+    states: Counter[str] = Counter()
+    for name in names:
+        while True:
+            state = status(devhost, name)["state"]
+            if state != "pending" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        states[state] += 1
+    assert states == Counter({"archived": 12, "duplicate": len(names) - 12}), states
     sops = {e["sop_uid"] for e in ct}
     # (AI results, if a model is configured, are derived instances of the same study: not counted.)
     created = Counter(e["data"]["imageSopInstanceUid"] for e in devhost.published_events(type="Dicom.ImageCreated")
                       if e["data"]["imageStudyInstanceUid"] == study and not e["data"].get("derived"))
     assert set(created) == sops and set(created.values()) == {1}, created.most_common(3)
-    ev = devhost.wait_for_event(lambda e: e.get("type") == "Dicom.StudyStable"
-                                and e["data"]["imageStudyInstanceUid"] == study
-                                and e["data"]["numberOfInstances"] == 50, timeout=120)
-    assert ev["data"]["numberOfSeries"] == 1
 
 
 def test_names_in_other_scripts_are_found_over_dicomweb(devhost: DevHostProcess, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from devhost.azurite import port_open
+from shared.ports import BlobStore
 from shared.storage import layout
 
 ORTHANC_DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -64,12 +65,11 @@ def storescp(out_dir: Path, port: int, *, ae_title: str = "STORESCP", accept_all
         _stop(proc)
 
 
-def archive(blob_service: Any, datasets: list) -> dict[str, Any]:
+def archive(blobs: BlobStore, datasets: list) -> dict[str, Any]:
     """Put datasets in the archive as ingest would; return StudyStable-like event data."""
-    container = blob_service.get_container_client(layout.ARCHIVE)
     for ds in datasets:
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         path = layout.instance_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        container.upload_blob(path, buf.getvalue(), overwrite=True)
+        blobs.write(layout.ARCHIVE, path, buf.getvalue())
     return {"imageStudyInstanceUid": datasets[0].StudyInstanceUID}

@@ -16,8 +16,8 @@ from onnx import TensorProto, helper
 
 from shared.inference.registry import load_models
 from shared.inference.service import run_inference
+from shared.services import Services
 from shared.storage import layout
-from shared.storage.clients import StorageClients
 from tests.integration.routing_peers import archive
 from tests.phantoms import ellipsoid_ct, ellipsoid_volume_ml
 
@@ -47,11 +47,11 @@ def soft_threshold_model() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def blob(ready_clients: StorageClients) -> Iterator[object]:
-    service = ready_clients.blob
+def blob(storage: Services) -> Iterator[object]:
+    service = storage.blobs.service  # type: ignore[attr-defined]  # the SDK client, for test set-up
     config = service.get_container_client(layout.CONFIG)
     config.upload_blob(MODEL_BLOB, soft_threshold_model(), overwrite=True)
-    yield service
+    yield storage.blobs
     config.delete_blob(MODEL_BLOB)
 
 
@@ -64,7 +64,7 @@ def test_onnx_model_from_the_config_container_segments_and_measures(blob: object
     axes = (60.0, 45.0, 50.0)
     data = archive(blob, ellipsoid_ct(axes, tag="onnx-ct"))
     data.update(imageSeriesInstanceUid=ellipsoid_ct(axes, tag="onnx-ct")[0].SeriesInstanceUID, modality="CT")
-    config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
+    config = blob.service.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
     config.upload_blob(layout.MODELS_DOC, registry(options={"segmentLabel": "Soft tissue"}), overwrite=True)
     try:
         outcome = run_inference(data, blob)
@@ -78,20 +78,20 @@ def test_onnx_model_from_the_config_container_segments_and_measures(blob: object
 
 
 def test_missing_model_file_is_refused_and_nothing_runs(blob: object) -> None:
-    config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
+    config = blob.service.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
     config.upload_blob(layout.MODELS_DOC, registry(blob="models/absent.onnx"), overwrite=True)
     try:
-        assert load_models(config) == []
+        assert load_models(blob) == []
     finally:
         config.delete_blob(layout.MODELS_DOC)
 
 
 def test_a_file_that_is_not_onnx_is_refused(blob: object) -> None:
-    config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
+    config = blob.service.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
     config.upload_blob("models/garbage.onnx", b"not a model", overwrite=True)
     config.upload_blob(layout.MODELS_DOC, registry(blob="models/garbage.onnx"), overwrite=True)
     try:
-        assert load_models(config) == []
+        assert load_models(blob) == []
     finally:
         config.delete_blob(layout.MODELS_DOC)
         config.delete_blob("models/garbage.onnx")

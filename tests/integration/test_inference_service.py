@@ -10,22 +10,22 @@ from pydicom import dcmread
 
 from shared.inference.registry import ENABLE_BUILTIN
 from shared.inference.service import run_inference
+from shared.services import Services
 from shared.storage import layout
-from shared.storage.clients import StorageClients
 from tests.phantoms import ellipsoid_ct
 
 
 @pytest.fixture(scope="module")
-def blob(ready_clients: StorageClients) -> Iterator[object]:
-    service = ready_clients.blob
+def blob(storage: Services) -> Iterator[object]:
+    service = storage.blobs.service  # type: ignore[attr-defined]  # the SDK client, for test set-up
     config = service.get_container_client(layout.CONFIG)
     config.upload_blob(layout.MODELS_DOC, ENABLE_BUILTIN, overwrite=True)
-    yield service
+    yield storage.blobs
     config.delete_blob(layout.MODELS_DOC)
 
 
 def _archive(service: object, datasets: list) -> dict:
-    archive = service.get_container_client(layout.ARCHIVE)  # type: ignore[attr-defined]
+    archive = service.service.get_container_client(layout.ARCHIVE)  # type: ignore[attr-defined]
     for ds in datasets:
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
@@ -41,7 +41,7 @@ def _archive(service: object, datasets: list) -> dict:
 
 
 def _inbox_names(service: object, study: str) -> list[str]:
-    inbox = service.get_container_client(layout.INBOX)  # type: ignore[attr-defined]
+    inbox = service.service.get_container_client(layout.INBOX)  # type: ignore[attr-defined]
     names = []
     for b in inbox.list_blobs(name_starts_with="ai/"):
         ds = dcmread(io.BytesIO(inbox.get_blob_client(b.name).download_blob().readall()), stop_before_pixels=True)
@@ -78,7 +78,7 @@ def test_derived_series_never_run_a_model(blob: object) -> None:
 
 def test_registry_document_controls_which_models_run(blob: object) -> None:
     data = _archive(blob, ellipsoid_ct(tag="svc-registry"))
-    config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
+    config = blob.service.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
     try:
         config.upload_blob(layout.MODELS_DOC, b'{"models": [{"kind": "builtin", "modalities": ["MG"]}]}',
             overwrite=True)

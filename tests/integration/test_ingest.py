@@ -16,19 +16,26 @@ import pytest
 
 from devhost.corpus import load_manifest
 from shared.index import keys
-from shared.ingest.context import Context
+from shared.ingest import status
+from shared.ingest.schedule import SettleRequest
 from shared.ingest.service import IngestService
-from shared.ingest.settle import SettleRequest, SettleService
+from shared.ingest.settle import SettleService
 from shared.ingest.states import IngestState as State
+from shared.ports import Blob
+from shared.services import Services as Context
 from shared.storage import layout
 from tests.integration.eventsink import EventSink
 
 
-def upload(ctx: Context, data: bytes, name: str | None = None):
+def upload(ctx: Context, data: bytes, name: str | None = None) -> Blob:
     name = name or f"t/{uuid.uuid4().hex}.dcm"
-    blob = ctx.clients.blob.get_blob_client(layout.INBOX, name)
-    blob.upload_blob(data, overwrite=True)
-    return blob
+    ctx.blobs.write(layout.INBOX, name, data)
+    return ctx.blobs.open(layout.INBOX, name)
+
+
+def settle(ctx: Context, study: str | None) -> None:
+    assert study
+    SettleService(ctx).settle(SettleRequest(study))
 
 
 def pydicom_files() -> list[str]:
@@ -62,13 +69,10 @@ def test_every_pydicom_test_file_ends_archived_or_quarantined(pipeline: Context)
             assert out.reason and out.message, path
         if pydicom_reads_with_uids(path):
             assert out.state != State.QUARANTINED, (path, out.reason)
-            arch = pipeline.clients.blob.get_blob_client(
-                layout.ARCHIVE, layout.instance_path(out.study, out.series, out.sop))
-            assert arch.exists(), path
-        # The inbox is emptied only after the outcome is recorded.
-        log = pipeline.index.get_log(out.blob)
-        assert log is not None and log.state == out.state
-        assert not pipeline.clients.blob.get_blob_client(layout.INBOX, out.blob).exists()
+            assert pipeline.blobs.properties(
+                layout.ARCHIVE, layout.instance_path(out.study, out.series, out.sop)) is not None, path
+        # The outcome can be asked for afterwards (from the inbox blob, which stays).
+        assert status.blob_status(pipeline, out.blob).state == out.state, path
 
 
 def test_synthetic_corpus_outcomes_match_the_manifest(pipeline: Context, small_corpus: Path) -> None:
@@ -84,8 +88,7 @@ def test_synthetic_corpus_outcomes_match_the_manifest(pipeline: Context, small_c
         else:
             assert out.state == State.QUARANTINED, entry["path"]
             assert out.reason == entry["reason"], (entry["path"], out.reason, out.message)
-            q = pipeline.clients.blob.get_container_client(layout.QUARANTINE)
-            matches = [b for b in q.list_blobs(include=["metadata"]) if b.name.endswith(out.blob)]
+            matches = [b for b in pipeline.blobs.list(layout.QUARANTINE, metadata=True) if b.name.endswith(out.blob)]
             assert matches and matches[0].metadata["reason"] == entry["reason"]
 
 
@@ -93,13 +96,16 @@ def test_identical_resend_is_a_duplicate_and_announced_once(pipeline: Context, s
                                                              event_sink: EventSink) -> None:
     service = IngestService(pipeline)
     data = (small_corpus / "good/p01/ct/IM0002.dcm").read_bytes()
-    sop = str(pydicom.dcmread(small_corpus / "good/p01/ct/IM0002.dcm").SOPInstanceUID)
-    # (The corpus test may have ingested it already: count events from here on.)
-    before = [e for e in event_sink.of_type("Dicom.ImageCreated") if e["data"]["imageSopInstanceUid"] == sop]
+    ds = pydicom.dcmread(small_corpus / "good/p01/ct/IM0002.dcm")
+    sop = str(ds.SOPInstanceUID)
+    # (The corpus test may have ingested it already.)
+    known = pipeline.index.get_instance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop) is not None
     outs = [service.ingest(upload(pipeline, data)) for _ in range(3)]
+    settle(pipeline, outs[0].study)
+    settle(pipeline, outs[0].study)
     created = [e for e in event_sink.of_type("Dicom.ImageCreated") if e["data"]["imageSopInstanceUid"] == sop]
-    assert len(created) == max(1, len(before))
-    assert [o.state for o in outs].count(State.ARCHIVED) == (0 if before else 1)
+    assert len(created) == 1
+    assert [o.state for o in outs].count(State.ARCHIVED) == (0 if known else 1)
     assert all(o.state in (State.ARCHIVED, State.DUPLICATE) for o in outs)
 
 
@@ -114,6 +120,7 @@ def test_same_sop_with_new_content_is_an_update(pipeline: Context, small_corpus:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     second = service.ingest(upload(pipeline, buf.getvalue()))
+    settle(pipeline, second.study)
     assert first.state in (State.ARCHIVED, State.DUPLICATE)
     assert second.state == State.UPDATED
     updated = [e for e in event_sink.of_type("Dicom.ImageUpdated")
@@ -136,8 +143,9 @@ def test_large_private_element_is_never_downloaded(pipeline: Context, tmp_path: 
     out = IngestService(pipeline).ingest(upload(pipeline, path.read_bytes()))
     assert out.state in (State.ARCHIVED, State.UPDATED)
     assert out.bytes_read < 1024 * 1024, out.bytes_read
-    sidecar = orjson.loads(pipeline.clients.blob.get_blob_client(
-        layout.METADATA, layout.instance_metadata_path(out.study, out.series, out.sop)).download_blob().read())
+    row = pipeline.index.get_instance(out.study, out.series, out.sop)
+    assert row is not None and row.meta is not None
+    sidecar = orjson.loads(row.meta)
     private = next(v for k, v in sidecar.items() if k.startswith("0029") and v.get("vr") == "OB")
     assert "BulkDataURI" in private and "InlineBinary" not in private
     assert sidecar["7FE00010"]["BulkDataURI"].startswith(f"studies/{out.study}/")
@@ -160,19 +168,18 @@ def test_settle_aggregates_lookups_bundle_and_stable_events(pipeline: Context, s
     series = pipeline.index.list_series(study)
     assert len(series) == rec.number_of_study_related_series
     for se in series:
-        bundle = orjson.loads(pipeline.clients.blob.get_blob_client(
-            layout.METADATA, layout.series_metadata_path(study, se.series_instance_uid)).download_blob().read())
+        bundle = orjson.loads(pipeline.blobs.read(layout.METADATA,
+                                                  layout.series_metadata_path(study, se.series_instance_uid)) or b"")
         assert len(bundle) == se.number_of_series_related_instances
     # Lookup rows exist for the patient's ID, so QIDO needs no scan.
     pid = rec.patient_id
     assert pid
-    hits = list(pipeline.index.query_lookup("PartitionKey eq @pk",
-                                            {"pk": keys.lookup_pk(keys.Lookup.PATIENT_ID, pid)}))
+    hits = list(pipeline.index.lookup(pk=keys.lookup_pk(keys.Lookup.PATIENT_ID, pid)))
     assert [h["RowKey"] for h in hits] == [study]
     stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
     assert len(stable) == 1
     # Settling again without new arrivals announces nothing new (idempotent).
-    SettleService(pipeline).settle(SettleRequest(study, force=True))
+    assert SettleService(pipeline).settle(SettleRequest(study)).state == "unchanged"
     stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
     assert len(stable) == 1
 
@@ -185,7 +192,9 @@ def test_no_patient_data_in_logs_or_events(pipeline: Context, small_corpus: Path
     caplog.set_level(logging.DEBUG)
     service = IngestService(pipeline)
     for e in manifest["files"][:15]:
-        service.ingest(upload(pipeline, (small_corpus / e["path"]).read_bytes()))
+        out = service.ingest(upload(pipeline, (small_corpus / e["path"]).read_bytes()))
+        if out.study:
+            settle(pipeline, out.study)
     text = caplog.text + b"".join(event_sink.raw).decode("utf-8", "replace")
     assert "Sentinel" not in text and "SENTINEL" not in text
     for p in manifest["patients"]:
@@ -218,11 +227,8 @@ def test_names_in_every_character_set_are_stored_decoded(pipeline: Context, tmp_
 
 def test_redelivery_of_a_finished_blob_announces_nothing_again(pipeline: Context, small_corpus: Path,
                                                               event_sink: EventSink) -> None:
-    """Event Grid delivers at least once: with the inbox kept, the same BlobCreated twice
-    gives one outcome and one event."""
-    import dataclasses
-
-    keep = Context.from_settings(dataclasses.replace(pipeline.settings, keep_inbox=True))
+    """Event Grid delivers at least once: the same BlobCreated twice gives one outcome and one event."""
+    keep = pipeline
     path = small_corpus / "good/p03/mr/IM0001.dcm"
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
@@ -237,7 +243,9 @@ def test_redelivery_of_a_finished_blob_announces_nothing_again(pipeline: Context
     first = IngestService(keep).ingest(blob)
     second = IngestService(keep).ingest(blob)
     assert first.state == second.state == State.ARCHIVED
-    assert blob.exists()  # the keep policy leaves the inbox blob
+    settle(keep, first.study)
+    settle(keep, first.study)
+    assert keep.blobs.properties(layout.INBOX, blob.name) is not None  # the inbox keeps it
     created = [e for e in event_sink.of_type("Dicom.ImageCreated")
                if e["data"]["imageSopInstanceUid"] == str(ds.SOPInstanceUID)]
     assert len(created) == 1

@@ -11,9 +11,9 @@ import psutil
 import pytest
 
 from devhost.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
-from shared.ingest.context import Context
 from shared.ingest.service import IngestService
 from shared.ingest.states import IngestState as State
+from shared.services import Services as Context
 from shared.storage import layout
 
 GiB = 1024**3
@@ -54,11 +54,10 @@ def one_gib_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_1gib_instance_reads_header_plus_less_than_1mib(pipeline: Context, one_gib_file: Path) -> None:
-    blob = pipeline.clients.blob.get_blob_client(layout.INBOX, "large/dbt_1gib.dcm")
     with one_gib_file.open("rb") as f:
-        blob.upload_blob(f, overwrite=True, max_concurrency=4, length=one_gib_file.stat().st_size)
+        pipeline.blobs.write(layout.INBOX, "large/dbt_1gib.dcm", f)
     with PeakRss() as rss:
-        out = IngestService(pipeline).ingest(blob)
+        out = IngestService(pipeline).ingest(pipeline.blobs.open(layout.INBOX, "large/dbt_1gib.dcm"))
     assert out.state in (State.ARCHIVED, State.UPDATED), out
     row = pipeline.index.get_instance(out.study, out.series, out.sop)
     assert row is not None
@@ -70,7 +69,8 @@ def test_1gib_instance_reads_header_plus_less_than_1mib(pipeline: Context, one_g
           f"RSS growth {(rss.peak - rss.start) / 2**20:.1f} MiB")
     assert out.bytes_read < header_size + 1024 * 1024, (out.bytes_read, header_size)
     assert rss.peak - rss.start < 150 * 1024 * 1024, (rss.peak - rss.start) / 2**20
-    archived = pipeline.clients.blob.get_blob_client(layout.ARCHIVE, layout.instance_path(out.study, out.series,
-                                                                                           out.sop))
-    assert archived.get_blob_properties().size == row.record.size_bytes
-    archived.delete_blob()  # free the emulator's memory for the rest of the session
+    path = layout.instance_path(out.study, out.series, out.sop)
+    archived = pipeline.blobs.properties(layout.ARCHIVE, path)
+    assert archived is not None and archived.size == row.record.size_bytes
+    pipeline.blobs.delete(layout.ARCHIVE, path)  # free the emulator's memory for the rest of the session
+    pipeline.blobs.delete(layout.INBOX, "large/dbt_1gib.dcm")

@@ -11,9 +11,10 @@ import pytest
 
 from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from shared.index.query import Criteria, choose, plan_and_fetch
-from shared.ingest.context import Context
+from shared.ingest.schedule import SettleRequest
 from shared.ingest.service import IngestService
-from shared.ingest.settle import SettleRequest, SettleService
+from shared.ingest.settle import SettleService
+from shared.services import Services as Context
 from shared.storage import layout
 
 
@@ -31,9 +32,9 @@ def indexed(pipeline: Context, small_corpus: Path) -> list[dict]:
     manifest = load_manifest(small_corpus)
     good = [e for e in manifest["files"] if e["kind"] == "good"]
     for e in good:
-        blob = pipeline.clients.blob.get_blob_client(layout.INBOX, f"q/{uuid.uuid4().hex}.dcm")
-        blob.upload_blob((small_corpus / e["path"]).read_bytes())
-        service.ingest(blob)
+        name = f"q/{uuid.uuid4().hex}.dcm"
+        pipeline.blobs.write(layout.INBOX, name, (small_corpus / e["path"]).read_bytes())
+        service.ingest(pipeline.blobs.open(layout.INBOX, name))
     for study in {e["study_uid"] for e in good}:
         SettleService(pipeline).settle(SettleRequest(study, force=True))
     return good

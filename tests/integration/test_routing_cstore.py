@@ -14,13 +14,13 @@ from pydicom.data import get_testdata_file
 from devhost.azurite import free_port
 from shared.config import Settings
 from shared.events.payloads import DicomEvent
-from shared.index.tables import DELIVERIES
 from shared.routing.ledger import DeliveryState as State
 from shared.routing.ledger import Ledger
 from shared.routing.rules import RuleSet, parse
 from shared.routing.service import RoutingPending, route_event
+from shared.services import Services as StorageClients
 from shared.storage import layout
-from shared.storage.clients import StorageClients
+from tests.fakes import MemoryPublisher
 from tests.integration.routing_peers import archive, storescp
 from tests.phantoms import ellipsoid_ct
 
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.peers
 
 
 @pytest.fixture(scope="module")
-def clients(ready_clients: StorageClients) -> StorageClients:
-    return ready_clients
+def clients(storage: StorageClients) -> StorageClients:
+    return storage
 
 
 def rules_to(port: int, **extra: Any) -> RuleSet:
@@ -60,17 +60,16 @@ def test_stable_study_arrives_equal_to_the_originals(
     clients: StorageClients, settings: Settings, tmp_path: Path
 ) -> None:
     originals = small_study("route-equal")
-    data = archive(clients.blob, originals)
+    data = archive(clients.blobs, originals)
     published: list[DicomEvent] = []
     port = free_port()
     with storescp(tmp_path / "in", port) as folder:
         outcome = route_event(
             "Dicom.StudyStable",
             data,
-            settings=settings,
-            clients=clients,
+            svc=clients,
             rules=rules_to(port),
-            publish=published.extend,
+            publisher=MemoryPublisher(published),
         )
     got = received(folder)
     assert set(got) == {str(ds.SOPInstanceUID) for ds in originals}
@@ -88,7 +87,7 @@ def test_stable_study_arrives_equal_to_the_originals(
 
 def test_event_delivered_twice_sends_once(clients: StorageClients, settings: Settings, tmp_path: Path) -> None:
     originals = small_study("route-twice")
-    data = archive(clients.blob, originals)
+    data = archive(clients.blobs, originals)
     port = free_port()
     events: list[DicomEvent] = []
     with storescp(tmp_path / "in", port) as folder:
@@ -96,10 +95,9 @@ def test_event_delivered_twice_sends_once(clients: StorageClients, settings: Set
             route_event(
                 "Dicom.StudyStable",
                 data,
-                settings=settings,
-                clients=clients,
+                svc=clients,
                 rules=rules_to(port),
-                publish=events.extend,
+                publisher=MemoryPublisher(events),
             )
         assert len(list(folder.iterdir())) == len(originals)
     assert [str(e.type) for e in events] == ["Dicom.RoutingCompleted"]  # the second run delivered nothing new
@@ -109,20 +107,20 @@ def test_peer_down_then_back_every_instance_arrives_once(
     clients: StorageClients, settings: Settings, tmp_path: Path
 ) -> None:
     originals = small_study("route-down")
-    data = archive(clients.blob, originals)
+    data = archive(clients.blobs, originals)
     port = free_port()
     rules = rules_to(port)
     with pytest.raises(RoutingPending) as first:  # nothing listens on the port yet
-        route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+        route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher())
     assert first.value.outcome.destinations[0].pending == len(originals)
-    ledger = Ledger(clients.table.get_table_client(DELIVERIES))
+    ledger = Ledger(clients.tables)
     study = data["imageStudyInstanceUid"]
     rows = ledger.rows(study)
     assert {(r.state, r.attempts) for r in rows} == {(State.FAILED, 1)}
     assert all("STORESCP@127.0.0.1" in r.last_error for r in rows)
     with storescp(tmp_path / "in", port) as folder:
-        route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
-        route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+        route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher())
+        route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher())
         assert sorted(received(folder)) == sorted(str(ds.SOPInstanceUID) for ds in originals)
         assert len(list(folder.iterdir())) == len(originals)
     rows = ledger.rows(study)
@@ -131,21 +129,21 @@ def test_peer_down_then_back_every_instance_arrives_once(
 
 def test_retries_exhausted_dead_letter_and_routing_failed(clients: StorageClients, settings: Settings) -> None:
     originals = small_study("route-dead")[:2]
-    data = archive(clients.blob, originals)
+    data = archive(clients.blobs, originals)
     rules = rules_to(free_port())  # never comes up
     events: list[DicomEvent] = []
     for _ in range(2):
         with pytest.raises(RoutingPending):
             route_event(
-                "Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=events.extend
+                "Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher(events)
             )
     outcome = route_event(
-        "Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=events.extend
+        "Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher(events)
     )
     assert len(outcome.destinations[0].dead_now) == 2
     assert [str(e.type) for e in events] == ["Dicom.RoutingFailed"]
     assert events[0].data["failed"] == 2 and events[0].data["attempts"] == 3
-    box = clients.blob.get_container_client(layout.EVENTS_DEADLETTER)
+    box = clients.blobs.service.get_container_client(layout.EVENTS_DEADLETTER)
     records = [
         orjson.loads(box.download_blob(b.name).readall())
         for b in box.list_blobs(name_starts_with=f"routing/{data['imageStudyInstanceUid']}/")
@@ -154,7 +152,7 @@ def test_retries_exhausted_dead_letter_and_routing_failed(clients: StorageClient
     assert all(r["attempts"] == 3 for r in records)
     # Dead stays dead: a later delivery of the event neither retries nor re-announces.
     later = route_event(
-        "Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=events.extend
+        "Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher(events)
     )
     assert later.destinations[0].dead_before == 2 and len(events) == 1
 
@@ -163,7 +161,7 @@ def test_conditions_filter_instances_and_immediate_rules_route_one_instance(
     clients: StorageClients, settings: Settings, tmp_path: Path
 ) -> None:
     originals = small_study("route-immediate")
-    archive(clients.blob, originals)
+    archive(clients.blobs, originals)
     port = free_port()
     rules = rules_to(port, trigger="Dicom.ImageCreated")
     target = originals[3]
@@ -176,16 +174,16 @@ def test_conditions_filter_instances_and_immediate_rules_route_one_instance(
         # A StudyStable event does not fire an immediate rule.
         assert (
             route_event(
-                "Dicom.StudyStable", event, settings=settings, clients=clients, rules=rules, publish=list
+                "Dicom.StudyStable", event, svc=clients, rules=rules, publisher=MemoryPublisher()
             ).destinations
             == []
         )
-        route_event("Dicom.ImageCreated", event, settings=settings, clients=clients, rules=rules, publish=list)
+        route_event("Dicom.ImageCreated", event, svc=clients, rules=rules, publisher=MemoryPublisher())
         assert list(received(folder)) == [str(target.SOPInstanceUID)]
         mr_only = rules_to(port, conditions={"Modality": "MR"})
         assert (
             route_event(
-                "Dicom.StudyStable", event, settings=settings, clients=clients, rules=mr_only, publish=list
+                "Dicom.StudyStable", event, svc=clients, rules=mr_only, publisher=MemoryPublisher()
             ).destinations
             == []
         )
@@ -196,7 +194,7 @@ def test_compressed_file_is_decompressed_when_the_peer_refuses_its_syntax(
 ) -> None:
     source = dcmread(get_testdata_file("MR_small_RLE.dcm"))
     reference = dcmread(get_testdata_file("MR_small.dcm")).pixel_array
-    data = archive(clients.blob, [source])
+    data = archive(clients.blobs, [source])
     port = free_port()
     doc = {
         "rules": [
@@ -210,10 +208,9 @@ def test_compressed_file_is_decompressed_when_the_peer_refuses_its_syntax(
         route_event(
             "Dicom.StudyStable",
             data,
-            settings=settings,
-            clients=clients,
+            svc=clients,
             rules=RuleSet(parse(orjson.dumps(doc))),
-            publish=list,
+            publisher=MemoryPublisher(),
         )
         (copy,) = received(folder).values()
     assert not copy.file_meta.TransferSyntaxUID.is_compressed
@@ -226,7 +223,7 @@ def test_concurrent_deliveries_of_one_event_send_each_instance_once(
     import threading
 
     originals = small_study("route-concurrent")
-    data = archive(clients.blob, originals)
+    data = archive(clients.blobs, originals)
     port = free_port()
     rules = rules_to(port)
     events: list[DicomEvent] = []
@@ -235,7 +232,7 @@ def test_concurrent_deliveries_of_one_event_send_each_instance_once(
     def run() -> None:
         try:
             route_event(
-                "Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=events.extend
+                "Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher(events)
             )
         except RoutingPending as exc:  # the other worker held some instances: Event Grid would retry
             errors.append(exc)
@@ -249,6 +246,6 @@ def test_concurrent_deliveries_of_one_event_send_each_instance_once(
         run()  # the redelivery that follows a pending run
         assert sorted(received(folder)) == sorted(str(ds.SOPInstanceUID) for ds in originals)
         assert len(list(folder.iterdir())) == len(originals)
-    ledger = Ledger(clients.table.get_table_client(DELIVERIES))
+    ledger = Ledger(clients.tables)
     assert {(r.state, r.attempts) for r in ledger.rows(data["imageStudyInstanceUid"])} == {(State.DELIVERED, 1)}
     assert 1 <= [str(e.type) for e in events].count("Dicom.RoutingCompleted") <= 2

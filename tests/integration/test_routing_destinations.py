@@ -17,16 +17,17 @@ from pydicom.dataset import Dataset
 from shared.config import Settings
 from shared.routing.rules import RuleSet, RulesStore, parse
 from shared.routing.service import route_event
+from shared.services import Services as StorageClients
 from shared.storage import layout
-from shared.storage.clients import StorageClients
 from tests.e2e.orthanc import OrthancProcess
+from tests.fakes import MemoryPublisher
 from tests.integration.routing_peers import archive
 from tests.phantoms import PATIENT_ID, PATIENT_NAME, ellipsoid_ct
 
 
 @pytest.fixture(scope="module")
-def clients(ready_clients: StorageClients) -> StorageClients:
-    return ready_clients
+def clients(storage: StorageClients) -> StorageClients:
+    return storage
 
 
 def one_rule(*destinations: dict[str, Any], **extra: Any) -> RuleSet:
@@ -41,12 +42,12 @@ def small_study(tag: str) -> list[Dataset]:
 @pytest.mark.peers
 def test_stow_rs_to_orthanc_stores_every_instance(clients: StorageClients, settings: Settings, tmp_path: Path) -> None:
     originals = small_study("route-stow")
-    data = archive(clients.blob, originals)
+    data = archive(clients.blobs, originals)
     study = data["imageStudyInstanceUid"]
     with OrthancProcess(tmp_path / "orthanc") as peer:  # the DICOMweb engineer's helper
         root = peer.dicomweb_url
         rules = one_rule({"type": "dicomweb", "url": root})
-        outcome = route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+        outcome = route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher())
         assert outcome.destinations[0].delivered_now == len(originals)
         found = requests.get(f"{root}/studies/{study}/instances", timeout=10).json()
         assert sorted(i["00080018"]["Value"][0] for i in found) == sorted(str(d.SOPInstanceUID) for d in originals)
@@ -56,7 +57,7 @@ def test_stow_rs_to_orthanc_stores_every_instance(clients: StorageClients, setti
         got = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'}, timeout=10)
         assert got.status_code == 200 and originals[0].PixelData in got.content
         # Delivered twice: Orthanc is not asked again.
-        again = route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+        again = route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher())
         assert again.destinations[0].already == len(originals) and again.destinations[0].delivered_now == 0
 
 
@@ -64,15 +65,15 @@ def test_stow_rs_to_a_closed_port_is_recorded_as_a_failure(clients: StorageClien
     from devhost.azurite import free_port
     from shared.routing.service import RoutingPending
 
-    data = archive(clients.blob, small_study("route-stow-down")[:1])
+    data = archive(clients.blobs, small_study("route-stow-down")[:1])
     rules = one_rule({"type": "dicomweb", "url": f"http://127.0.0.1:{free_port()}/dicom-web"})
     with pytest.raises(RoutingPending) as info:
-        route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+        route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher())
     assert info.value.outcome.destinations[0].pending == 1
 
 
 def _queue_messages(clients: StorageClients, queue: str) -> list[dict[str, Any]]:
-    client = clients.queue.get_queue_client(queue)
+    client = clients.queues.service.get_queue_client(queue)
     out = []
     for m in client.receive_messages(messages_per_page=32, visibility_timeout=1):
         out.append(orjson.loads(base64.b64decode(m.content, validate=True)))
@@ -81,7 +82,7 @@ def _queue_messages(clients: StorageClients, queue: str) -> list[dict[str, Any]]
 
 def test_worklist_gets_one_message_per_study_with_the_ai_priority(clients: StorageClients, settings: Settings) -> None:
     originals = small_study("route-worklist")
-    data = archive(clients.blob, originals)
+    data = archive(clients.blobs, originals)
     rules = one_rule(
         {"type": "worklist", "group": "neuro-urgent"},
         trigger="Dicom.InferenceCompleted",
@@ -89,11 +90,11 @@ def test_worklist_gets_one_message_per_study_with_the_ai_priority(clients: Stora
     )
     event = {**data, "priority": True}
     for _ in range(2):  # delivered twice: one message
-        route_event("Dicom.InferenceCompleted", event, settings=settings, clients=clients, rules=rules, publish=list)
+        route_event("Dicom.InferenceCompleted", event, svc=clients, rules=rules, publisher=MemoryPublisher())
     not_urgent = {**data, "priority": False}
     assert (
         route_event(
-            "Dicom.InferenceCompleted", not_urgent, settings=settings, clients=clients, rules=rules, publish=list
+            "Dicom.InferenceCompleted", not_urgent, svc=clients, rules=rules, publisher=MemoryPublisher()
         ).destinations
         == []
     )
@@ -133,10 +134,10 @@ def test_export_deidentified_leaves_no_patient_identity_anywhere(clients: Storag
         ref.ReferencedSOPInstanceUID = ds.SOPInstanceUID
         ref.PatientName = PATIENT_NAME  # not where it belongs, but a walk must find it
         ds.SourceImageSequence = [ref]
-    data = archive(clients.blob, originals)
+    data = archive(clients.blobs, originals)
     rules = one_rule({"type": "export", "container": "research-export", "prefix": "trial-7", "deidentify": True})
-    route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
-    container = clients.blob.get_container_client("research-export")
+    route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher())
+    container = clients.blobs.service.get_container_client("research-export")
     names = [b.name for b in container.list_blobs(name_starts_with="trial-7/")]
     exported = {n: container.download_blob(n).readall() for n in names}
     forbidden = {
@@ -166,26 +167,26 @@ def test_export_deidentified_leaves_no_patient_identity_anywhere(clients: Storag
     assert len({d.StudyInstanceUID for d in datasets}) == 1 and len({d.SeriesInstanceUID for d in datasets}) == 1
     assert sorted(d.PixelData for d in datasets) == sorted(d.PixelData for d in originals)
     # Re-delivery of the event writes nothing new (same pseudonyms, ledger says done).
-    route_event("Dicom.StudyStable", data, settings=settings, clients=clients, rules=rules, publish=list)
+    route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher())
     assert sorted(b.name for b in container.list_blobs(name_starts_with="trial-7/")) == sorted(names)
 
 
 def test_bad_rules_document_is_rejected_and_the_previous_rules_stay(clients: StorageClients) -> None:
-    config = clients.blob.get_container_client(layout.CONFIG)
+    config = clients.blobs.service.get_container_client(layout.CONFIG)
     for name in (layout.RULES_DOC, layout.RULES_LAST_GOOD, layout.RULES_STATUS):
         try:
             config.delete_blob(name)
         except Exception:
             pass
-    assert RulesStore(config).current().rules == ()
+    assert RulesStore(clients.blobs).current().rules == ()
     good = {"rules": [{"name": "keep-me", "destinations": [{"type": "worklist", "group": "body"}]}]}
-    RulesStore(config).put(orjson.dumps(good))
-    assert [r.name for r in RulesStore(config).current().rules] == ["keep-me"]
+    RulesStore(clients.blobs).put(orjson.dumps(good))
+    assert [r.name for r in RulesStore(clients.blobs).current().rules] == ["keep-me"]
     bad = {"rules": [good["rules"][0], {"name": "broken", "destinations": [{"type": "dicom", "host": "x"}]}]}
     with pytest.raises(Exception, match="rule 1"):
-        RulesStore(config).put(orjson.dumps(bad))  # a tool's put never lands a bad document
+        RulesStore(clients.blobs).put(orjson.dumps(bad))  # a tool's put never lands a bad document
     config.upload_blob(layout.RULES_DOC, orjson.dumps(bad), overwrite=True)  # someone uploads it anyway
-    current = RulesStore(config).current()  # a fresh store: as a new worker would see it
+    current = RulesStore(clients.blobs).current()  # a fresh store: as a new worker would see it
     assert [r.name for r in current.rules] == ["keep-me"] and current.source == "last-good"
     assert current.rejected is not None and "rule 1 ('broken') field destinations[0]" in current.rejected
     status = orjson.loads(config.download_blob(layout.RULES_STATUS).readall())

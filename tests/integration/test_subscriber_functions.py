@@ -18,15 +18,13 @@ from typing import Any
 import azure.functions as func
 import orjson
 import pytest
-from azure.core.exceptions import ResourceExistsError
 
 from devhost.azurite import free_port
 from functions import inference, routing
 from shared.config import reload_settings
-from shared.index.tables import DELIVERIES
 from shared.routing import service as routing_service
+from shared.services import get_services
 from shared.storage import layout
-from shared.storage.clients import get_clients
 from tests.integration.routing_peers import archive
 from tests.phantoms import PATIENT_ID, disc_mg
 
@@ -53,16 +51,7 @@ def published(monkeypatch: pytest.MonkeyPatch, storage_env: dict[str, str]) -> I
     monkeypatch.setenv("DicomEvents__topicEndpointUri", f"http://127.0.0.1:{server.server_port}/api/events")
     monkeypatch.setenv("DICOMFLOW_EVENTS_LOCAL_KEY", "test-key")
     settings = reload_settings()
-    clients = get_clients(settings)
-    for name in layout.CONTAINERS:
-        try:
-            clients.blob.create_container(name)
-        except ResourceExistsError:
-            pass
-    try:
-        clients.table.create_table(DELIVERIES)
-    except ResourceExistsError:
-        pass
+    get_services(settings).ensure_ready()
     try:
         yield received
     finally:
@@ -85,10 +74,10 @@ def grid_event(kind: str, data: dict[str, Any], subject: str) -> func.EventGridE
 
 
 def test_series_stable_to_inference_to_priority_worklist(published: list[dict[str, Any]]) -> None:
-    clients = get_clients()
+    svc = get_services()
     mg = disc_mg(radius_mm=40.0, tag="fn-chain")
-    data = archive(clients.blob, [mg])
-    config = clients.blob.get_container_client(layout.CONFIG)
+    data = archive(svc.blobs, [mg])
+    config = svc.blobs.service.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
     config.upload_blob(
         "inference/models.json", b'{"models": [{"kind": "builtin", "options": {"priorityCm2": 30}}]}', overwrite=True
     )
@@ -119,12 +108,12 @@ def test_series_stable_to_inference_to_priority_worklist(published: list[dict[st
             "1.2.840.10008.5.1.4.1.1.88.34",
         }
         assert PATIENT_ID not in json.dumps(completed)
-        inbox = clients.blob.get_container_client(layout.INBOX)
+        inbox = svc.blobs.service.get_container_client(layout.INBOX)  # type: ignore[attr-defined]
         for r in body["results"]:
             assert inbox.get_blob_client(f"ai/dicomflow-body/{r['sopInstanceUid']}.dcm").exists()
 
         routing.routing._function.get_user_function()(grid_event(completed["type"], body, completed["subject"]))
-        queue = clients.queue.get_queue_client("worklist-breast-urgent")
+        queue = svc.queues.service.get_queue_client("worklist-breast-urgent")  # type: ignore[attr-defined]
         (message,) = list(queue.receive_messages(messages_per_page=10, visibility_timeout=1))
         content = orjson.loads(base64.b64decode(message.content))
         assert content["studyInstanceUid"] == str(mg.StudyInstanceUID) and content["priority"] is True
@@ -137,7 +126,7 @@ def test_series_stable_to_inference_to_priority_worklist(published: list[dict[st
 
 def test_derived_series_event_is_ignored_by_the_inference_function(published: list[dict[str, Any]]) -> None:
     mg = disc_mg(tag="fn-derived")
-    data = archive(get_clients().blob, [mg])
+    data = archive(get_services().blobs, [mg])
     series_data = {**data, "imageSeriesInstanceUid": str(mg.SeriesInstanceUID), "modality": "SEG", "derived": True}
     inference.inference._function.get_user_function()(grid_event("Dicom.SeriesStable", series_data, "/studies/x"))
     assert published == []
