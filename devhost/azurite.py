@@ -74,6 +74,8 @@ class Azurite:
     in_memory: bool = False
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    #: An Azurite a previous ``up`` started and left running (its host died): ours to stop.
+    adopted_pid: int | None = None
 
     @property
     def ports(self) -> tuple[int, int, int]:
@@ -85,7 +87,11 @@ class Azurite:
 
     @property
     def started_by_us(self) -> bool:
-        return self.process is not None
+        return self.process is not None or self.adopted_pid is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else self.adopted_pid
 
     def answering(self) -> bool:
         return all(port_open(p) for p in self.ports)
@@ -135,7 +141,10 @@ class Azurite:
         raise AzuriteError(f"Azurite did not answer within {timeout:.0f} s (see {self.log_path}).")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop Azurite if we started it (never one we merely found)."""
+        """Stop Azurite if we started (or adopted) it, never one we merely found."""
+        adopted, self.adopted_pid = self.adopted_pid, None
+        if adopted is not None:
+            terminate_pid(adopted, timeout)
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
@@ -151,6 +160,25 @@ class Azurite:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def terminate_pid(pid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM a process that is not our child (SIGKILL after ``timeout``); True once it is gone."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return False
+    return True
 
 
 def ephemeral(location: Path) -> Azurite:

@@ -12,11 +12,11 @@ from pathlib import Path
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
-from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from devhost.testing import DevHostProcess
 from shared.index.store import IndexStore
 from shared.storage import layout
 from tests.e2e.conftest import REAL_APP_ENV
+from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 
 def test_sigkill_mid_upload_then_restart_every_file_has_one_outcome(

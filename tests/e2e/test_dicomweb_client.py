@@ -105,7 +105,7 @@ def dh(azurite, tmp_path_factory) -> DevHostProcess:
     events["subscriptions"] = [s for s in events["subscriptions"] if s["function"] == "ingest"]
     (folder / "events.json").write_text(json.dumps(events))
     proc = DevHostProcess(app="function_app:app", events=folder / "events.json", azurite=azurite, env=env,
-                          state_dir=folder / "state")
+                          settings=ROOT / "local.settings.example.json", state_dir=folder / "state")
     with proc:
         yield proc
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devhost.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
 from shared.ingest.context import Context
 from shared.ingest.service import IngestService, State
 from shared.storage import layout
+from tools.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
 
 GiB = 1024**3
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from shared.index.query import Criteria, choose, plan_and_fetch
 from shared.ingest.context import Context
 from shared.ingest.service import IngestService
 from shared.ingest.settle import SettleService
 from shared.storage import layout
+from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import orjson
 import pydicom
 import pytest
 
-from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from shared.ingest import settle as settle_module
 from shared.ingest.context import Context
 from shared.ingest.service import IngestService
 from shared.ingest.settle import SettleService
 from shared.storage import blobs, layout
+from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 
 def _ingest(ctx: Context, data: bytes) -> None:
