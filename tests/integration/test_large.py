@@ -11,7 +11,8 @@ import psutil
 import pytest
 
 from shared.ingest.context import Context
-from shared.ingest.service import IngestService, State
+from shared.ingest.service import IngestService
+from shared.ingest.states import IngestState as State
 from shared.storage import layout
 from tools.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
 
