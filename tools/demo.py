@@ -1,40 +1,61 @@
-"""``python -m devhost demo`` (``make demo``): show a newcomer that the local stack is alive.
+"""``python -m tools demo`` (``make demo``): the whole pipeline on the local stack, step by step.
 
-Starts the stack in the background unless it already runs, prints the health of each dependency
-and the app's functions in a table, and stops what it started (a stack that was already up is
-left running).
+Starts the stack (``python -m devhost up --detach``) unless one already runs, prints the health of
+each dependency and the app's functions, then: writes the configuration (the built-in AI model on,
+one routing rule) with ``tools.config``; writes a synthetic corpus (several patients, non-ASCII
+names, CT/MR/DBT/DX/SR and a deliberately broken set); uploads it with a progress bar and shows every
+file's outcome (archived, or quarantined with its reason); waits until the studies are stable;
+queries them with ``dicomweb-client``; waits for the AI results (SEG + SR, indexed as derived) and
+the routing outcomes (dcmtk's storescp as the reading room's receiver, when installed); prints the
+events of this run. Then it stops what it started (a stack that was already up is left running).
 
-Then the pipeline, step by step (:func:`scenario`): a synthetic corpus (several patients,
-non-ASCII names, CT/MR/DBT/DX/SR and a deliberately broken set) is uploaded to the inbox
-with a progress bar; every file's outcome is shown (archived, or quarantined with its
-reason); studies settle and become stable; QIDO-RS finds them with ``dicomweb-client``;
-the built-in AI model writes a SEG and an SR that appear in QIDO as derived series; the
-routing rule sends each stable CT study to a local DICOM receiver (dcmtk's storescp, when
-installed) and a reading-group worklist. The demo's rules and model registry are written to
-the ``dicomflow-config`` container, where a hospital puts its own.
+Every run shows the same thing: the corpus gets fresh UIDs (a new seed per run, ``--seed`` to
+choose), and every count (events, QIDO results, routing) is of this run's studies only, so a second
+``make demo`` on the same checkout is not a run of duplicates reporting the first run's numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devhost import runtime, state
+from tools import stack
 
-HELP = "start the stack if needed, show it is alive, stop what was started"
+HELP = "run the whole pipeline on the local stack (started if needed) and show each step"
+DEMO_STABLE_AGE = 4
+HEALTH_PATH = "/api/health"
+SETTINGS = stack.ROOT / "local.settings.json"
+SETTINGS_EXAMPLE = stack.ROOT / "local.settings.example.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    runtime.add_up_arguments(parser)
+    parser.add_argument("--state-dir", type=Path, default=stack.DEFAULT_STATE_DIR,
+                        help="the devhost's state folder (default .devhost)")
+    up = parser.add_argument_group("starting the stack (when none runs; passed to 'python -m devhost up')")
+    up.add_argument("--http-port", type=int)
+    up.add_argument("--fabric-port", type=int)
+    up.add_argument("--azurite-ports", metavar="B,Q,T")
+    up.add_argument("--azurite-dir", type=Path)
+    up.add_argument("--settings", type=Path, help="the app's settings (default local.settings.json, created from "
+                                                  "local.settings.example.json when missing)")
+    up.add_argument("--env", action="append", default=[], metavar="K=V", help="extra app setting (repeatable)")
+    size = parser.add_argument_group("the corpus")
+    size.add_argument("--patients", type=int, default=3, help="patients (default 3)")
+    size.add_argument("--slices", type=int, default=12, help="CT slices per patient (default 12)")
+    size.add_argument("--size", type=int, default=128, metavar="PX", help="rows and columns (default 128)")
+    size.add_argument("--seed", type=int, default=None, help="UID seed (default: a new one per run)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each step (default 180)")
 
 
 def _get(url: str) -> tuple[int, Any]:
@@ -58,58 +79,80 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(ln.rstrip() for ln in out)
 
 
+def _devhost(*argv: str) -> int:
+    return subprocess.run([sys.executable, "-m", "devhost", *argv], cwd=stack.ROOT, check=False).returncode
+
+
+def _start(args: argparse.Namespace) -> int:
+    settings = args.settings
+    if settings is None:
+        if not SETTINGS.exists():
+            shutil.copyfile(SETTINGS_EXAMPLE, SETTINGS)
+            print(f"Created {SETTINGS.name} from {SETTINGS_EXAMPLE.name} (the app's local settings; edit freely)")
+        settings = SETTINGS
+    argv = ["up", "--detach", "--ready-path", HEALTH_PATH, "--state-dir", str(args.state_dir),
+            "--settings", str(settings)]
+    for flag in ("http_port", "fabric_port", "azurite_ports", "azurite_dir"):
+        value = getattr(args, flag)
+        if value is not None:
+            argv += ["--" + flag.replace("_", "-"), str(value)]
+    env = list(args.env)
+    if not any(e.startswith("DICOMFLOW_STABLE_AGE_SECONDS=") for e in env):
+        env.append(f"DICOMFLOW_STABLE_AGE_SECONDS={DEMO_STABLE_AGE}")
+    for kv in env:
+        argv += ["--env", kv]
+    return _devhost(*argv)
+
+
 def run(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir).resolve()
-    st = state.read_json(state.state_path(state_dir))
+    for name in ("patients", "slices", "size"):
+        if getattr(args, name) < 1:
+            print(f"demo: --{name} must be at least 1", file=sys.stderr)
+            return 2
+    local = stack.find_local(args.state_dir)
     started = False
-    if not (isinstance(st, dict) and state.pid_alive(st.get("pid"))):
+    if local is None:
         print("Starting the local stack (Azurite, event fabric, blob watcher, function host)...")
-        args.detach = True
-        if not any(e.startswith("DICOMFLOW_STABLE_AGE_SECONDS=") for e in args.env):
-            args.env.append(f"DICOMFLOW_STABLE_AGE_SECONDS={DEMO_STABLE_AGE}")
-        code = runtime.up(args)
+        sys.stdout.flush()
+        code = _start(args)
         if code != 0:
             return code
         started = True
-        st = state.read_json(state.state_path(state_dir))
+        local = stack.find_local(args.state_dir)
     try:
-        assert isinstance(st, dict)
-        prefix = str(st.get("route_prefix", "api")).strip("/")
-        base = f"http://127.0.0.1:{st['http_port']}/{prefix}"
+        if local is None:
+            print("demo: the stack did not come up; see .devhost/devhost.log", file=sys.stderr)
+            return 1
+        base = local.base_url
         status, body = _get(f"{base}/health")
         deps = (body or {}).get("dependencies", {}) if isinstance(body, dict) else {}
         print(f"\nHealth: GET {base}/health -> {status} ({(body or {}).get('status', '?')})\n")
         print(_table([(name, "up" if d.get("up") else "DOWN", f"{d.get('ms', 0)} ms", d.get("error", ""))
                       for name, d in deps.items()], ("dependency", "state", "latency", "error")))
-        print(f"\nFunctions ({len(st.get('functions', []))}), served by the devhost on {base}:\n")
-        print(_table([(f["name"], f["trigger"], f["detail"].split(": ", 1)[-1]) for f in st.get("functions", [])],
+        functions = stack.read_state(args.state_dir).get("functions", [])
+        print(f"\nFunctions ({len(functions)}), served by the devhost on {base}:\n")
+        print(_table([(f["name"], f["trigger"], f["detail"].split(": ", 1)[-1]) for f in functions],
                      ("function", "trigger", "binding")))
-        print(f"\nEvents: publish to http://127.0.0.1:{st['fabric_port']}/api/events "
-              "(key: python -m devhost key --events); function key: python -m devhost key")
-
+        print(f"\nEvents: publish to {local.events_endpoint} (key: python -m devhost key --events); "
+              "function key: python -m devhost key")
         if status != 200:
             print("\nA dependency is down: see the table above (Azurite log: .azurite/azurite.log).")
             return 1
-        return scenario(st, base, state_dir)
+        seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
+        return Scenario(args, local, seed).run()
     finally:
         if started:
             print("\nStopping what the demo started...")
-            runtime.down(argparse.Namespace(state_dir=str(state_dir)))
             sys.stdout.flush()
+            _devhost("down", "--state-dir", str(args.state_dir))
 
 
 # -- the pipeline scenario ---------------------------------------------------------------------------
 
-DEMO_STABLE_AGE = 4
-DEMO_RULES = {
-    "rules": [
-        {"name": "ct-to-reading-room", "trigger": "Dicom.StudyStable",
-         "conditions": {"Modality": "CT", "derived": False},
-         "destinations": [{"type": "dicom", "aeTitle": "DEMO_SCP", "host": "127.0.0.1", "port": 0},
-                          {"type": "worklist", "group": "body-ct"}],
-         "retry": {"maxAttempts": 3, "backoffSeconds": 1}},
-    ],
-}
+RULE = {"name": "ct-to-reading-room", "trigger": "Dicom.StudyStable",
+        "conditions": {"Modality": "CT", "derived": False},
+        "destinations": [{"type": "worklist", "group": "body-ct"}],
+        "retry": {"maxAttempts": 3, "backoffSeconds": 1}}
 
 
 def _wait(what: str, total: int, count: Callable[[], int], timeout: float) -> int:
@@ -118,142 +161,159 @@ def _wait(what: str, total: int, count: Callable[[], int], timeout: float) -> in
 
     deadline = time.monotonic() + timeout
     done = 0
-    with tqdm(total=total, desc=what, unit="", leave=True) as bar:
-        while time.monotonic() < deadline:
+    with tqdm(total=total, desc=what, unit="", leave=False, disable=not sys.stderr.isatty()) as bar:
+        while True:
             now = min(count(), total)
             bar.update(now - done)
             done = now
-            if done >= total:
-                break
+            if done >= total or time.monotonic() >= deadline:
+                return done
             time.sleep(0.5)
-    return done
 
 
-def _events(state_dir: Path, kind: str) -> list[dict[str, Any]]:
-    out = []
-    for rec in state.read_journal(state_dir, "published"):
-        ev = rec.get("event", {})
-        if ev.get("type") == kind or ev.get("eventType") == kind:
-            out.append(ev)
-    return out
+class Scenario:
+    """One run: its own corpus (fresh UIDs), its own counts."""
 
+    def __init__(self, args: argparse.Namespace, local: stack.LocalStack, seed: int) -> None:
+        self.args = args
+        self.local = local
+        self.seed = seed
+        self.work = args.state_dir / "demo"
+        self.started = time.time()
+        self.studies: set[str] = set()
+        self.blobs: set[str] = set()
 
-def scenario(st: dict[str, Any], base: str, state_dir: Path) -> int:
-    from azure.storage.blob import BlobServiceClient
-    from dicomweb_client.api import DICOMwebClient
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Events this run caused: published since it started, about its studies or its uploads."""
+        out = []
+        for e in stack.published_events(self.args.state_dir, since=self.started):
+            data = e.get("data") or {}
+            study = data.get("imageStudyInstanceUid")
+            blob = data.get("blobName")
+            if (study and study not in self.studies) or (blob and blob not in self.blobs):
+                continue
+            if kind is None or (e.get("type") or e.get("eventType")) == kind:
+                out.append(e)
+        return out
 
-    from devhost.azurite import connection_string, free_port
-    from devhost.corpus import CorpusOptions, load_manifest, write_corpus
-    from devhost.upload import summarize, upload_and_wait
+    def run(self) -> int:
+        from dicomweb_client.api import DICOMwebClient
 
-    ports = (st.get("azurite") or {}).get("ports")
-    conn = connection_string(*ports) if ports else None
-    if conn is None:
-        print("The devhost state has no Azurite ports: restart the stack (make down; make demo).")
-        return 1
-    key = state.load_keys(state_dir)["function"]
-    work = state_dir / "demo"
-    if work.exists():
-        shutil.rmtree(work)
-    receiver = work / "received"
-    receiver.mkdir(parents=True)
-    svc = BlobServiceClient.from_connection_string(conn)
+        from shared.config import Settings
+        from shared.storage import layout
+        from shared.storage.clients import StorageClients
+        from tools import config
+        from tools.corpus import CorpusOptions, load_manifest, write_corpus
+        from tools.upload import summarize, upload_and_wait
 
-    # 1. A local DICOM receiver for the routing rule, when dcmtk is installed.
-    scp = None
-    rules = json.loads(json.dumps(DEMO_RULES))
-    if shutil.which("storescp"):
-        port = free_port()
-        scp = subprocess.Popen(["storescp", "-od", str(receiver), "-aet", "DEMO_SCP", "+B", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rules["rules"][0]["destinations"][0]["port"] = port
-    else:
-        rules["rules"][0]["destinations"].pop(0)
-        print("\n(dcmtk's storescp is not installed: routing goes to the worklist only; 'make peers' adds it)")
-    try:
-        print("\n== 1. Configuration (dicomflow-config): built-in AI model on, one routing rule ==")
-        config = svc.get_container_client("dicomflow-config")
-        if not config.exists():
-            config.create_container()
-        config.upload_blob("inference/models.json", b'{"models": [{"kind": "builtin"}]}', overwrite=True)
-        config.upload_blob("routing/rules.json", json.dumps(rules).encode(), overwrite=True)
-        print("  inference/models.json  built-in body segmentation (CT/MR volume in mL, 2-D area in cm2)")
-        print("  routing/rules.json     stable CT studies -> " +
-              ("DEMO_SCP (storescp) + " if scp else "") + "worklist 'body-ct'")
+        args, local = self.args, self.local
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        receiver = self.work / "received"
+        receiver.mkdir(parents=True)
+        clients = StorageClients.from_settings(Settings.from_env(local.app_env()).require_storage())
+        key = local.keys.get("function")
 
-        print("\n== 2. A synthetic corpus (synthetic patients; names in five character sets) ==")
-        corpus = work / "corpus"
-        write_corpus(corpus, CorpusOptions(patients=3, slices=12, rows=128, cols=128, seed=2026), progress=True)
-        manifest = load_manifest(corpus)
-        print(f"  {len(manifest['files'])} files in {corpus}")
-
-        print("\n== 3. Upload to dicom-inbox; ingest runs on each BlobCreated event ==")
-        outcomes = upload_and_wait([corpus], connection_string=conn, base_url=base, key=key, timeout=180,
-                                   progress=True)
-        table, ok = summarize(outcomes, waited=True)
-        print(table)
-        if not ok:
-            print("Some files have no outcome yet: python -m devhost status; GET /api/ingest/status")
-            return 1
-
-        studies = sorted({e["study_uid"] for e in manifest["files"]
-                          if e["expect"] == "archived" and e.get("study_uid")})
-        print(f"\n== 4. Studies settle and become stable ({DEMO_STABLE_AGE} s without new instances here; "
-              "60 s in Azure) ==")
-        _wait("studies stable", len(studies), lambda: len({e["data"]["imageStudyInstanceUid"]
-                                                             for e in _events(state_dir, "Dicom.StudyStable")
-                                                             if e["data"]["imageStudyInstanceUid"] in studies}),
-              timeout=120)
-
-        print("\n== 5. QIDO-RS with dicomweb-client (GET /api/dicomweb/studies) ==")
-        client = DICOMwebClient(f"{base}/dicomweb", headers={"x-functions-key": key})
-        found = client.search_for_studies(fields=["PatientName", "StudyDescription"])
-        rows: list[tuple[str, ...]] = []
-        for d in found:
-            def v(tag: str, d: dict[str, Any] = d) -> str:
-                val = d.get(tag, {}).get("Value", [""])
-                first = val[0] if val else ""
-                return first.get("Alphabetic", "") if isinstance(first, dict) else str(first)
-            rows.append((v("00100010"), v("00080020"), "\\".join(d.get("00080061", {}).get("Value", [])),
-                         v("00201206"), v("00201208"), v("0020000D")[-12:]))
-        print(_table(rows, ("PatientName", "StudyDate", "Modalities", "Series", "Instances", "StudyUID (end)")))
-        hits = client.search_for_studies(search_filters={"PatientName": "muller*"})
-        print(f"\n  PatientName=muller* (case- and accent-insensitive) -> {len(hits)} study(ies)")
-
-        print("\n== 6. AI: the built-in model writes a SEG and an SR per stable CT/MR/2-D series ==")
-        inferred = _wait("inference results", 1, lambda: len(_events(state_dir, "Dicom.InferenceCompleted")),
-                         timeout=120)
-        if inferred:
-            time.sleep(DEMO_STABLE_AGE + 2)  # the results are ingested like any upload
-            derived = client.search_for_series(search_filters={"Modality": "SEG"}) + \
-                client.search_for_series(search_filters={"Modality": "SR"})
-            print(f"  {len(_events(state_dir, 'Dicom.InferenceCompleted'))} InferenceCompleted event(s); "
-                  f"QIDO finds {len(derived)} SEG/SR series (indexed as derived)")
+        # 1. A local DICOM receiver for the routing rule, when dcmtk is installed.
+        rule = json.loads(json.dumps(RULE))
+        scp = None
+        if shutil.which("storescp"):
+            port = stack.free_port()
+            scp = subprocess.Popen(["storescp", "-od", str(receiver), "-aet", "DEMO_SCP", "+B", str(port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rule["destinations"].insert(0, {"type": "dicom", "aeTitle": "DEMO_SCP", "host": "127.0.0.1",
+                                            "port": port})
         else:
-            print("  no inference result yet: python -m devhost status shows the inference function's runs")
+            print("\n(dcmtk's storescp is not installed: routing goes to the worklist only; 'make peers' adds it)")
+        try:
+            print("\n== 1. Configuration (dicomflow-config): built-in AI model on, one routing rule ==")
+            container = clients.blob.get_container_client(layout.CONFIG)
+            for name, doc in (("models", {"models": [{"kind": "builtin"}]}), ("rules", {"rules": [rule]})):
+                summary = config.write(container, config.DOCUMENTS[name], json.dumps(doc).encode())
+                print(f"  {config.DOCUMENTS[name].blob:<22} {summary}")
+            print("  (python -m tools config get|set|validate models|rules: the same, by hand)")
 
-        print("\n== 7. Routing: stable CT studies to the reading room ==")
-        routed = _wait("routing outcomes", 1, lambda: len(_events(state_dir, "Dicom.RoutingCompleted")) +
-                       len(_events(state_dir, "Dicom.RoutingFailed")), timeout=120)
-        received = sum(1 for p in receiver.rglob("*") if p.is_file())
-        print(f"  RoutingCompleted: {len(_events(state_dir, 'Dicom.RoutingCompleted'))}, "
-              f"RoutingFailed: {len(_events(state_dir, 'Dicom.RoutingFailed'))}; "
-              f"files received by storescp: {received}" if routed else "  no routing outcome yet")
+            print(f"\n== 2. A synthetic corpus (synthetic patients; names in five character sets; seed {self.seed}) ==")
+            corpus = self.work / "corpus"
+            write_corpus(corpus, CorpusOptions(patients=args.patients, slices=args.slices, rows=args.size,
+                                               cols=args.size, seed=self.seed), progress=sys.stderr.isatty())
+            manifest = load_manifest(corpus)
+            self.studies = {e["study_uid"] for e in manifest["files"]
+                            if e["expect"] == "archived" and e.get("study_uid")}
+            print(f"  {len(manifest['files'])} files in {corpus}, {len(self.studies)} studies with fresh UIDs")
 
-        print("\n== 8. Events published (the fabric's journal: .devhost/events.jsonl) ==")
-        counts: dict[str, int] = {}
-        for rec in state.read_journal(state_dir, "published"):
-            ev = rec.get("event", {})
-            kind = str(ev.get("type") or ev.get("eventType"))
-            counts[kind] = counts.get(kind, 0) + 1
-        print(_table(sorted(((k, str(n)) for k, n in counts.items())), ("event type", "count")))
-        print(f"\nTry: curl -H 'x-functions-key: {key}' '{base}/ingest/status'\n"
-              f"     python -m devhost upload <your DICOM folder>")
-        return 0
-    finally:
-        if scp is not None:
-            scp.terminate()
-            try:
-                scp.wait(10)
-            except subprocess.TimeoutExpired:
-                scp.kill()
+            print("\n== 3. Upload to dicom-inbox; ingest runs on each BlobCreated event ==")
+            outcomes = upload_and_wait([corpus], connection_string=str(local.storage), base_url=local.base_url,
+                                       key=key, timeout=args.timeout, progress=sys.stderr.isatty())
+            self.blobs = {o.item.blob_name for o in outcomes}
+            table, ok = summarize(outcomes, waited=True)
+            print(table)
+            if not ok:
+                print("Some files have no outcome yet: python -m devhost status; GET /api/ingest/status")
+                return 1
+
+            print(f"\n== 4. Studies settle and become stable ({DEMO_STABLE_AGE} s without new instances here; "
+                  "60 s in Azure) ==")
+            stable = _wait("studies stable", len(self.studies), lambda: len(
+                {e["data"]["imageStudyInstanceUid"] for e in self.events("Dicom.StudyStable")}), args.timeout)
+            print(f"  {stable} of {len(self.studies)} studies stable")
+
+            print("\n== 5. QIDO-RS with dicomweb-client (GET /api/dicomweb/studies) ==")
+            client = DICOMwebClient(f"{local.base_url}/dicomweb", headers={"x-functions-key": key or ""})
+            found = [d for d in client.search_for_studies(fields=["PatientName", "StudyDescription"])
+                     if _first(d, "0020000D") in self.studies]
+            rows = [(_first(d, "00100010"), _first(d, "00080020"), "\\".join(d.get("00080061", {}).get("Value", [])),
+                     _first(d, "00201206"), _first(d, "00201208"), _first(d, "0020000D")[-12:]) for d in found]
+            print(_table(sorted(rows), ("PatientName", "StudyDate", "Modalities", "Series", "Instances",
+                                        "StudyUID (end)")))
+            hits = [d for d in client.search_for_studies(search_filters={"PatientName": "muller*"})
+                    if _first(d, "0020000D") in self.studies]
+            print(f"\n  PatientName=muller* (case- and accent-insensitive) -> {len(hits)} study(ies) of this run")
+
+            print("\n== 6. AI: the built-in model writes a SEG and an SR per stable CT/MR/2-D series ==")
+            inferred = _wait("inference results", 1, lambda: len(self.events("Dicom.InferenceCompleted")),
+                             args.timeout)
+            if inferred:
+                def results() -> set[str]:
+                    return {r["seriesInstanceUid"] for e in self.events("Dicom.InferenceCompleted")
+                            for r in e["data"].get("results", [])}
+
+                def indexed() -> int:  # the results come back through ingest, indexed like any instance
+                    wanted = results()
+                    return sum(1 for s in self.studies for d in client.search_for_series(study_instance_uid=s)
+                               if _first(d, "0020000E") in wanted)
+
+                _wait("results indexed", len(results()), indexed, args.timeout)
+                print(f"  {len(self.events('Dicom.InferenceCompleted'))} InferenceCompleted event(s); "
+                      f"QIDO finds {indexed()} SEG/SR series (indexed as derived)")
+            else:
+                print("  no inference result yet: python -m devhost status shows the inference function's runs")
+
+            print("\n== 7. Routing: stable CT studies to the reading room ==")
+            routed = _wait("routing outcomes", 1, lambda: len(self.events("Dicom.RoutingCompleted")) +
+                           len(self.events("Dicom.RoutingFailed")), args.timeout)
+            received = sum(1 for p in receiver.rglob("*") if p.is_file())
+            print(f"  RoutingCompleted: {len(self.events('Dicom.RoutingCompleted'))}, "
+                  f"RoutingFailed: {len(self.events('Dicom.RoutingFailed'))}; "
+                  f"files received by storescp: {received}" if routed else "  no routing outcome yet")
+
+            print("\n== 8. Events of this run (the fabric's journal: .devhost/events.jsonl) ==")
+            counts = Counter(str(e.get("type") or e.get("eventType")) for e in self.events())
+            print(_table(sorted((k, str(n)) for k, n in counts.items()), ("event type", "count")))
+            print(f"\nTry: curl -H 'x-functions-key: {key}' '{local.base_url}/ingest/status'\n"
+                  "     python -m tools upload <your DICOM folder>\n"
+                  "     python -m tools config get rules")
+            return 0
+        finally:
+            if scp is not None:
+                scp.terminate()
+                try:
+                    scp.wait(10)
+                except subprocess.TimeoutExpired:
+                    scp.kill()
+
+
+def _first(d: dict[str, Any], tag: str) -> str:
+    val = d.get(tag, {}).get("Value", [""])
+    first = val[0] if val else ""
+    return str(first.get("Alphabetic", "")) if isinstance(first, dict) else str(first)

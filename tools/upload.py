@@ -51,13 +51,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shared.config import STORAGE_CONNECTION, Settings
+from shared.ingest.states import FINAL
 from shared.storage.layout import INBOX
 from tools import stack
 
 HELP = "upload DICOM files/folders to the inbox and wait for each outcome"
 DEFAULT_BASE_URL = "http://127.0.0.1:7071/api"
-#: States with an outcome; "pending" and "unknown" mean "ask again".
-FINAL_STATES = frozenset({"archived", "duplicate", "updated", "quarantined"})
+#: States with an outcome (shared/ingest/states.py); "pending" and "unknown" mean "ask again".
+FINAL_STATES = frozenset(str(s) for s in FINAL)
 DEFAULT_EXCLUDES = ("manifest.json", ".*")
 #: Files above this go up in blocks, several at a time.
 BLOCK_UPLOAD_THRESHOLD = 64 * 1024 * 1024
