@@ -317,6 +317,14 @@ def wait_for_outcomes(base_url: str, names: Sequence[str], *, key: str | None, t
 # --- summary ----------------------------------------------------------------------------------------
 
 
+def _shown(path: Path) -> str:
+    """A path as the user sees it: relative to the current folder when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def summarize(outcomes: Iterable[Outcome], *, waited: bool) -> tuple[str, bool]:
     """The summary table and whether everything is accounted for (the exit status)."""
     outcomes = list(outcomes)
@@ -335,16 +343,16 @@ def summarize(outcomes: Iterable[Outcome], *, waited: bool) -> tuple[str, bool]:
     quarantined = [o for o in outcomes if o.state == "quarantined"]
     if quarantined:
         lines.append("Quarantined:")
-        wf = max(len(str(o.item.path)) for o in quarantined)
+        wf = max(len(_shown(o.item.path)) for o in quarantined)
         wr = max(len(str(o.status.get("reason") or "?")) for o in quarantined)
         for o in sorted(quarantined, key=lambda o: str(o.item.path)):
             reason = o.status.get("reason") or "?"
-            lines.append(f"  {o.item.path!s:<{wf}}  {reason:<{wr}}  {o.status.get('message') or ''}")
+            lines.append(f"  {_shown(o.item.path):<{wf}}  {reason:<{wr}}  {o.status.get('message') or ''}")
     failed = [o for o in outcomes if not o.uploaded]
     if failed:
         lines.append("Upload failed (run the same command again for these files):")
         for o in failed:
-            lines.append(f"  {o.item.path}  {o.error}")
+            lines.append(f"  {_shown(o.item.path)}  {o.error}")
     late = [o for o in outcomes if waited and o.uploaded and o.state not in FINAL_STATES]
     if late:
         lines.append(

@@ -413,7 +413,7 @@ def test_oversized_stow_names_the_alternative(dh: DevHostProcess) -> None:
     r = requests.post(f"{dh.base_url}/dicomweb/studies", data=body, timeout=60,
                       headers={"x-functions-key": dh.key, "Content-Type": ctype})
     assert r.status_code == 413
-    assert "devhost upload" in r.json()["error"] and "dicom-inbox" in r.json()["error"]
+    assert "tools upload" in r.json()["error"] and "dicom-inbox" in r.json()["error"]
 
 
 # -- DELETE (last: it changes the corpus) ----------------------------------------------------------
