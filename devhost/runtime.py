@@ -161,7 +161,7 @@ def _leftovers(state_dir: Path, azurite: Azurite) -> None:
                      rec["pid"])
             continue
         log.info("Stopping %s (pid %d) left running by a devhost that stopped without cleaning up", role, rec["pid"])
-        terminate_pid(int(rec["pid"]))
+        _stop_child(rec)
     state.remove(state.children_path(state_dir))
     if azurite.adopted_pid is not None:
         state.record_child(state_dir, "azurite", azurite.adopted_pid, ports=list(azurite.ports),
@@ -331,7 +331,7 @@ async def _serve(p: Prepared) -> None:
         if args.core_tools:
             func_proc = subprocess.Popen(["func", "start", "--port", str(args.http_port)], cwd=p.app_dir,
                                          env={**os.environ}, start_new_session=True)
-            state.record_child(p.state_dir, "func", func_proc.pid, ports=[args.http_port])
+            state.record_child(p.state_dir, "func", func_proc.pid, ports=[args.http_port], group=True)
         else:
             http_runner = web.AppRunner(host.http_app(), access_log=None)
             await http_runner.setup()
@@ -473,6 +473,15 @@ def _detach(args: argparse.Namespace) -> int:
     return 1
 
 
+def _stop_child(rec: dict[str, Any]) -> None:
+    """Stop a recorded child; one started in its own process group (func and its worker) as a group."""
+    pid = int(rec["pid"])
+    if rec.get("group"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    terminate_pid(pid)
+
+
 def _container_of(event: dict[str, Any]) -> str:
     subject = str(event.get("subject", ""))
     prefix = "/blobServices/default/containers/"
@@ -527,7 +536,7 @@ def down(args: argparse.Namespace) -> int:
     left = {role: rec for role, rec in state.read_children(state_dir).items() if role != "host"} or children
     for role, rec in left.items():
         if state.child_alive(rec):
-            terminate_pid(int(rec["pid"]))
+            _stop_child(rec)
             stopped.append(rec["pid"])
             print(f"stopped {role} (pid {rec['pid']}) left running by the host")
     state.remove(path)
