@@ -142,18 +142,10 @@ class Azurite:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop Azurite if we started (or adopted) it, never one we merely found."""
-        adopted, self.adopted_pid = self.adopted_pid, None
-        if adopted is not None:
-            terminate_pid(adopted, timeout)
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        proc, pid = self.process, self.pid
+        self.process = self.adopted_pid = None
+        if pid is not None and (proc is None or proc.poll() is None):
+            terminate_pid(pid, timeout)
 
     def __enter__(self) -> Azurite:
         return self.start()
@@ -163,7 +155,8 @@ class Azurite:
 
 
 def terminate_pid(pid: int, timeout: float = 10.0) -> bool:
-    """SIGTERM a process that is not our child (SIGKILL after ``timeout``); True once it is gone."""
+    """SIGTERM a process, ours or one a previous run left (SIGKILL after ``timeout``); True once it is gone
+    (a child of ours is reaped)."""
     import psutil
 
     try:
