@@ -25,10 +25,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from shared.errors import BadInput, Reason
 from shared.inference import registry
+from shared.ports import BlobStore
 from shared.routing import rules
 from shared.storage import layout
 from tools import stack
@@ -83,20 +83,19 @@ class ConfigError(RuntimeError):
         self.code = code
 
 
-# --- operations (used by the command, the demo and tests) --------------------------------------------
+# --- operations (used by the command, the demo and tests), on the app's blob port --------------------
 
-def config_container(args: argparse.Namespace) -> tuple[Any, str]:
-    """The config container client for the chosen target, and where that is (for messages)."""
-    from shared.storage.clients import StorageClients
+def target_blobs(args: argparse.Namespace) -> tuple[BlobStore, str]:
+    """The app's blob store for the chosen target, and where that is (for messages)."""
+    from shared.services import Services
 
     settings, where = stack.settings_for(args)
-    clients = StorageClients.from_settings(settings.require_storage())
-    return clients.blob.get_container_client(layout.CONFIG), where
+    return Services.from_settings(settings).blobs, where
 
 
-def read(container: Any, doc: Document) -> bytes | None:
+def read(blobs: BlobStore, doc: Document) -> bytes | None:
     """The stored document, or None when it is not set."""
-    return _read_blob(container, doc.blob)
+    return blobs.read(layout.CONFIG, doc.blob)
 
 
 def validate(doc: Document, raw: bytes) -> str:
@@ -107,31 +106,22 @@ def validate(doc: Document, raw: bytes) -> str:
         raise ConfigError(f"{doc.name} is not valid: {exc.message}", 2) from None
 
 
-def write(container: Any, doc: Document, raw: bytes) -> str:
-    """Validate, then upload (overwriting). Returns the summary."""
-    from azure.core.exceptions import ResourceExistsError
-
+def write(blobs: BlobStore, doc: Document, raw: bytes) -> str:
+    """Validate, then store (overwriting). Returns the summary."""
     summary = validate(doc, raw)
+    blobs.ensure_containers([layout.CONFIG])
     if doc.name == "models":
-        _check_model_files(container, raw)
-    try:
-        container.create_container()
-    except ResourceExistsError:
-        pass
-    container.upload_blob(doc.blob, raw, overwrite=True)
-    if doc.name == "rules":  # what routing will use from now on (it keeps the last good copy)
-        state = rules.RulesStore(container).current()
-        if state.rejected:
-            raise ConfigError(f"rules were stored but routing refused them: {state.rejected}", 1)
+        missing = [m["blob"] for m in json.loads(raw)["models"]
+                   if m["kind"] == "onnx" and blobs.properties(layout.CONFIG, m["blob"]) is None]
+        if missing:
+            raise ConfigError(f"models names model file(s) not in {layout.CONFIG}: {', '.join(missing)}: upload "
+                              f"them first (az storage blob upload --auth-mode login -c {layout.CONFIG} -n <name> "
+                              "-f <file>)", 2)
+    if doc.name == "rules":  # through routing's own store: it keeps the last good copy and its verdict
+        rules.RulesStore(blobs).put(raw)
+    else:
+        blobs.write(layout.CONFIG, doc.blob, raw, content_type="application/json")
     return summary
-
-
-def _check_model_files(container: Any, raw: bytes) -> None:
-    missing = [m["blob"] for m in json.loads(raw)["models"]
-               if m["kind"] == "onnx" and not container.get_blob_client(m["blob"]).exists()]
-    if missing:
-        raise ConfigError(f"models names model file(s) not in {layout.CONFIG}: {', '.join(missing)}: upload them "
-                          f"first (az storage blob upload --auth-mode login -c {layout.CONFIG} -n <name> -f <file>)", 2)
 
 
 # --- the command ------------------------------------------------------------------------------------
@@ -191,9 +181,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{doc.name}: valid ({validate(doc, _load_file(args.file))})")
         return 0
     raw_in = _load_file(args.file) if args.action == "set" else b""
-    container, where = config_container(args)
+    blobs, where = target_blobs(args)
     try:
-        return _remote(args, container, where, raw_in)
+        return _remote(args, blobs, where, raw_in)
     except ClientAuthenticationError as exc:
         raise ConfigError(f"{where} refused the sign-in ({type(exc).__name__}): run 'az login', or give your "
                           "identity the role Storage Blob Data Contributor on the account") from None
@@ -201,11 +191,11 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot reach {where}: {type(exc).__name__}. {stack.STACK_HINT}") from None
 
 
-def _remote(args: argparse.Namespace, container: Any, where: str, raw_in: bytes) -> int:
+def _remote(args: argparse.Namespace, blobs: BlobStore, where: str, raw_in: bytes) -> int:
     if args.action == "list":
         print(f"Configuration in {layout.CONFIG} on {where}:")
         for doc in DOCUMENTS.values():
-            raw = read(container, doc)
+            raw = read(blobs, doc)
             if raw is None:
                 state = "not set"
             else:
@@ -215,14 +205,14 @@ def _remote(args: argparse.Namespace, container: Any, where: str, raw_in: bytes)
                     state = f"INVALID: {exc.message}"
             print(f"  {doc.name:<7} {doc.blob:<24} {state}")
             print(f"  {'':<7} {doc.what}")
-        status_raw = _read_blob(container, layout.RULES_STATUS)
+        status_raw = blobs.read(layout.CONFIG, layout.RULES_STATUS)
         if status_raw:
             status = json.loads(status_raw)
             print(f"Routing's verdict on the rules: {status.get('state')}: {status.get('message')}")
         return 0
     doc = DOCUMENTS[args.name]
     if args.action == "get":
-        raw = read(container, doc)
+        raw = read(blobs, doc)
         if raw is None:
             raise ConfigError(f"{doc.name} is not set ({layout.CONFIG}/{doc.blob} on {where}): write one with "
                               f"'python -m tools config set {doc.name} FILE'")
@@ -234,20 +224,11 @@ def _remote(args: argparse.Namespace, container: Any, where: str, raw_in: bytes)
             sys.stdout.write(text)
         return 0
     if args.action == "validate":
-        raw = read(container, doc)
+        raw = read(blobs, doc)
         if raw is None:
             raise ConfigError(f"{doc.name} is not set ({layout.CONFIG}/{doc.blob} on {where})")
         print(f"{doc.name}: valid ({validate(doc, raw)}) in {layout.CONFIG}/{doc.blob} on {where}")
         return 0
-    summary = write(container, doc, raw_in)
+    summary = write(blobs, doc, raw_in)
     print(f"{doc.name}: stored {layout.CONFIG}/{doc.blob} on {where} ({summary})")
     return 0
-
-
-def _read_blob(container: Any, name: str) -> bytes | None:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        return bytes(container.get_blob_client(name).download_blob().readall())
-    except ResourceNotFoundError:
-        return None

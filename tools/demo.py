@@ -200,8 +200,7 @@ class Scenario:
         from dicomweb_client.api import DICOMwebClient
 
         from shared.config import Settings
-        from shared.storage import layout
-        from shared.storage.clients import StorageClients
+        from shared.services import Services
         from tools import config
         from tools.corpus import CorpusOptions, load_manifest, write_corpus
         from tools.upload import summarize, upload_and_wait
@@ -211,7 +210,7 @@ class Scenario:
             shutil.rmtree(self.work)
         receiver = self.work / "received"
         receiver.mkdir(parents=True)
-        clients = StorageClients.from_settings(Settings.from_env(local.app_env()).require_storage())
+        blobs = Services.from_settings(Settings.from_env(local.app_env())).blobs
         key = local.keys.get("function")
 
         # 1. A local DICOM receiver for the routing rule, when dcmtk is installed.
@@ -227,9 +226,8 @@ class Scenario:
             print("\n(dcmtk's storescp is not installed: routing goes to the worklist only; 'make peers' adds it)")
         try:
             print("\n== 1. Configuration (dicomflow-config): built-in AI model on, one routing rule ==")
-            container = clients.blob.get_container_client(layout.CONFIG)
             for name, doc in (("models", {"models": [{"kind": "builtin"}]}), ("rules", {"rules": [rule]})):
-                summary = config.write(container, config.DOCUMENTS[name], json.dumps(doc).encode())
+                summary = config.write(blobs, config.DOCUMENTS[name], json.dumps(doc).encode())
                 print(f"  {config.DOCUMENTS[name].blob:<22} {summary}")
             print("  (python -m tools config get|set|validate models|rules: the same, by hand)")
 

@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 
 from shared.ingest import reprocess
-from shared.ingest.context import Context
+from shared.services import Services
 from tools import stack
 
 HELP = "announce stable studies again so inference and routing run for them (by study, series or date)"
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from azure.core.exceptions import AzureError
 
-    ctx = Context.from_settings(settings)
+    ctx = Services.from_settings(settings)
     levels = (args.only,) if args.only else reprocess.LEVELS
     try:
         by_series = reprocess.find_series(ctx.index, args.series)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _announce(args: argparse.Namespace, ctx: Context, where: str, studies: list[str],
+def _announce(args: argparse.Namespace, ctx: Services, where: str, studies: list[str],
               by_series: dict[str, set[str]], levels: tuple[str, ...]) -> int:
     from tqdm import tqdm
 

@@ -8,8 +8,8 @@ and ``keys.json`` the function and event keys. In Azure the same commands take
 topic) and sign in with ``DefaultAzureCredential`` (``az login``, a managed identity, environment
 credentials): no keys.
 
-Every command builds the app's own :class:`shared.config.Settings` from what it found, so the
-storage and event clients are the app's (shared/storage/clients.py, shared/events/publisher.py).
+Every command builds the app's own :class:`shared.config.Settings` from what it found, and the app's
+composition root (:class:`shared.services.Services`) from them: the storage and event clients are the app's.
 """
 
 from __future__ import annotations

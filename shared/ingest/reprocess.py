@@ -8,8 +8,8 @@ invoked directly: the subscriptions in infra/events.json decide who runs, as the
 
 Idempotent downstream, so reprocessing twice adds nothing: inference derives its result UIDs from
 the source series, model and version (a second run's results are duplicates at ingest), and routing
-skips destinations its delivery ledger has as delivered. Only what settle announced as stable is
-announced again (a series that changed since is settled, and announced, by settle itself).
+skips destinations its delivery ledger has as delivered. Only a study settle announced as stable, and
+unchanged since, is announced again (one that changed is settled, and announced, by settle itself).
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import orjson
+
 from shared.events.payloads import DicomEvent, series_event, study_event
 from shared.events.types import EventType
 from shared.index.query import Criteria, plan_and_fetch
 from shared.index.records import SeriesRecord, StudyRecord, from_entity
 from shared.index.store import IndexStore
-from shared.ingest.context import Context
+from shared.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -103,37 +105,33 @@ def plan_study(index: IndexStore, study_uid: str, *,
                series_uids: Iterable[str] | None = None) -> tuple[StudyPlan, dict[str, str]]:
     """What settle announced as stable for this study (and the versions it announced them at)."""
     plan = StudyPlan(study_uid)
-    entity = index.get_study_entity(study_uid)
-    if entity is None:
+    row = index.get_study_row(study_uid)
+    if row is None:
         plan.skipped = "not-found"
         return plan, {}
-    versions: dict[str, str] = {}
-    if entity.get("stable_version") and entity.get("stable_version") == entity.get("version"):
-        plan.study = from_entity(StudyRecord, entity)
-        versions[study_uid] = str(entity["stable_version"])
-    wanted = set(series_uids) if series_uids is not None else None
-    for e in index.list_series_entities(study_uid):
-        se = from_entity(SeriesRecord, e)
-        if wanted is not None and se.series_instance_uid not in wanted:
-            continue
-        if e.get("stable_version") and e.get("stable_version") == e.get("version"):
-            plan.series.append(se)
-            versions[se.series_instance_uid] = str(e["stable_version"])
-    if plan.study is None and not plan.series:
+    stable = str(row.get("stable_version") or "")
+    if not stable or stable != str(row.get("version") or ""):
         plan.skipped = "not-stable"
+        return plan, {}
+    versions: dict[str, str] = {study_uid: stable, **orjson.loads(row.get("series_versions") or "{}")}
+    plan.study = from_entity(StudyRecord, row)
+    wanted = set(series_uids) if series_uids is not None else None
+    plan.series = [se for se in index.list_series(study_uid)
+                   if wanted is None or se.series_instance_uid in wanted]
     return plan, versions
 
 
-def reannounce(ctx: Context, study_uid: str, *, series_uids: Iterable[str] | None = None,
+def reannounce(services: Services, study_uid: str, *, series_uids: Iterable[str] | None = None,
                levels: Iterable[str] = LEVELS, dry_run: bool = False) -> tuple[StudyPlan, int]:
     """Publish the study's stable events again; returns the plan and how many events were published."""
-    plan, versions = plan_study(ctx.index, study_uid, series_uids=series_uids)
+    plan, versions = plan_study(services.index, study_uid, series_uids=series_uids)
     levels = tuple(levels)
     if series_uids is not None:
         levels = tuple(lv for lv in levels if lv == "series")
-    events = plan.events(service_host=ctx.settings.service_host_name, partition=ctx.settings.partition_name,
+    settings = services.settings
+    events = plan.events(service_host=settings.service_host_name, partition=settings.partition_name,
                          levels=levels, versions=versions)
     if events and not dry_run:
-        ctx.publisher.publish(events)
+        services.publisher.publish(events)
         log.info("Reprocess %s: %d events announced again", study_uid, len(events))
     return plan, 0 if dry_run else len(events)

@@ -69,30 +69,6 @@ def test_results_land_in_the_inbox_once_per_series(blob: object) -> None:
     assert _inbox_names(blob, data["imageStudyInstanceUid"]) == names
 
 
-def test_a_result_already_archived_is_not_written_again_but_a_changed_one_is(blob: object) -> None:
-    """Re-running on the same input (a re-delivered or reprocessed event) uploads nothing, although the
-    new SEG/SR carry new creation times; a changed input replaces its results."""
-    data = _archive(blob, ellipsoid_ct(tag="svc-rerun", size=48, pixel_mm=3.5, slice_mm=12.0))
-    first = run_inference(data, blob)
-    inbox = blob.get_container_client(layout.INBOX)  # type: ignore[attr-defined]
-    archive = blob.get_container_client(layout.ARCHIVE)  # type: ignore[attr-defined]
-    for o in first.results[0].objects:  # what ingest does with them: archive under the canonical path
-        raw = inbox.get_blob_client(o.inbox_blob).download_blob().readall()
-        archive.upload_blob(layout.instance_path(data["imageStudyInstanceUid"], o.series_uid, o.sop_uid), raw,
-                            overwrite=True)
-    etags = {o.inbox_blob: inbox.get_blob_client(o.inbox_blob).get_blob_properties().etag
-             for o in first.results[0].objects}
-
-    again = run_inference(data, blob)
-    assert {o.sop_uid for o in again.results[0].objects} == {o.sop_uid for o in first.results[0].objects}
-    assert {n: inbox.get_blob_client(n).get_blob_properties().etag for n in etags} == etags  # not re-uploaded
-
-    _archive(blob, ellipsoid_ct((70.0, 50.0, 55.0), tag="svc-rerun", size=48, pixel_mm=3.5, slice_mm=12.0))
-    changed = run_inference(data, blob)
-    assert {o.sop_uid for o in changed.results[0].objects} == {o.sop_uid for o in again.results[0].objects}
-    assert all(inbox.get_blob_client(n).get_blob_properties().etag != etags[n] for n in etags)
-
-
 def test_derived_series_never_run_a_model(blob: object) -> None:
     data = _archive(blob, ellipsoid_ct(tag="svc-derived"))
     assert run_inference({**data, "derived": True}, blob).skipped == "derived-input"

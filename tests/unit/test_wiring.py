@@ -40,6 +40,8 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "dicomweb_search_study_series": http("dicomweb/studies/{study}/series", ["GET"]),
     "dicomweb_search_study_instances": http("dicomweb/studies/{study}/instances", ["GET"]),
     "dicomweb_search_series_instances": http("dicomweb/studies/{study}/series/{series}/instances", ["GET"]),
+    "dicomweb_changefeed": http("dicomweb/changefeed", ["GET"]),
+    "dicomweb_changefeed_latest": http("dicomweb/changefeed/latest", ["GET"]),
     "dicomweb_store": http("dicomweb/studies", ["POST"]),
     "dicomweb_study": http("dicomweb/studies/{study}", ["GET", "POST", "DELETE"]),
     "dicomweb_series": http("dicomweb/studies/{study}/series/{series}", ["GET", "DELETE"]),
