@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
 # -- the pipeline scenario ---------------------------------------------------------------------------
 
+MODELS = {"models": [{"kind": "builtin"}]}
 RULE = {"name": "ct-to-reading-room", "trigger": "Dicom.StudyStable",
         "conditions": {"Modality": "CT", "derived": False},
         "destinations": [{"type": "worklist", "group": "body-ct"}],
@@ -200,6 +201,8 @@ class Scenario:
         from dicomweb_client.api import DICOMwebClient
 
         from shared.config import Settings
+        from shared.inference.registry import models_from_document
+        from shared.inference.service import series_info
         from shared.services import Services
         from tools import config
         from tools.corpus import CorpusOptions, load_manifest, write_corpus
@@ -215,20 +218,28 @@ class Scenario:
 
         # 1. A local DICOM receiver for the routing rule, when dcmtk is installed.
         rule = json.loads(json.dumps(RULE))
-        scp = None
-        if shutil.which("storescp"):
-            port = stack.free_port()
-            scp = subprocess.Popen(["storescp", "-od", str(receiver), "-aet", "DEMO_SCP", "+B", str(port)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The receiver keeps its port across runs when it can: routing reads its rules at most every
+        # _RULES_TTL_SECONDS per worker, so a rule whose port changed applies only after that.
+        port_file = args.state_dir / "demo-storescp-port"
+        previous = int(port_file.read_text()) if port_file.exists() and port_file.read_text().isdigit() else 0
+        scp, port = _start_storescp(receiver, previous) if shutil.which("storescp") else (None, 0)
+        if scp is not None:
+            port_file.write_text(str(port))
+        rules_changed = bool(scp is not None and previous and port != previous)
+        if scp is not None:
             rule["destinations"].insert(0, {"type": "dicom", "aeTitle": "DEMO_SCP", "host": "127.0.0.1",
                                             "port": port})
         else:
-            print("\n(dcmtk's storescp is not installed: routing goes to the worklist only; 'make peers' adds it)")
+            print("\n(dcmtk's storescp is not installed or did not start: routing goes to the worklist only; "
+                  "'make peers' installs it)")
         try:
             print("\n== 1. Configuration (dicomflow-config): built-in AI model on, one routing rule ==")
-            for name, doc in (("models", {"models": [{"kind": "builtin"}]}), ("rules", {"rules": [rule]})):
+            for name, doc in (("models", MODELS), ("rules", {"rules": [rule]})):
                 summary = config.write(blobs, config.DOCUMENTS[name], json.dumps(doc).encode())
                 print(f"  {config.DOCUMENTS[name].blob:<22} {summary}")
+            written = time.monotonic()
+            if scp is not None:
+                print(f"  the reading room's DICOM receiver: dcmtk storescp DEMO_SCP on 127.0.0.1:{port}")
             print("  (python -m tools config get|set|validate models|rules: the same, by hand)")
 
             print(f"\n== 2. A synthetic corpus (synthetic patients; names in five character sets; seed {self.seed}) ==")
@@ -239,6 +250,13 @@ class Scenario:
             self.studies = {e["study_uid"] for e in manifest["files"]
                             if e["expect"] == "archived" and e.get("study_uid")}
             print(f"  {len(manifest['files'])} files in {corpus}, {len(self.studies)} studies with fresh UIDs")
+
+            if rules_changed:
+                from shared.routing.service import _RULES_TTL_SECONDS as ttl
+
+                print(f"\n(the receiver's port changed since the last run: routing reads rules at most every "
+                      f"{ttl:.0f} s, so the demo gives it that long)")
+                _wait("rules in force", int(ttl), lambda: int(time.monotonic() - written), ttl + 1)
 
             print("\n== 3. Upload to dicom-inbox; ingest runs on each BlobCreated event ==")
             outcomes = upload_and_wait([corpus], connection_string=str(local.storage), base_url=local.base_url,
@@ -269,31 +287,49 @@ class Scenario:
             print(f"\n  PatientName=muller* (case- and accent-insensitive) -> {len(hits)} study(ies) of this run")
 
             print("\n== 6. AI: the built-in model writes a SEG and an SR per stable CT/MR/2-D series ==")
-            inferred = _wait("inference results", 1, lambda: len(self.events("Dicom.InferenceCompleted")),
-                             args.timeout)
-            if inferred:
-                def results() -> set[str]:
-                    return {r["seriesInstanceUid"] for e in self.events("Dicom.InferenceCompleted")
-                            for r in e["data"].get("results", [])}
+            # Every stable source series a model accepts gets one inference run (the subscription's filter
+            # and the model's own modalities decide, as in the app).
+            models = models_from_document(MODELS)
 
-                def indexed() -> int:  # the results come back through ingest, indexed like any instance
-                    wanted = results()
-                    return sum(1 for s in self.studies for d in client.search_for_series(study_instance_uid=s)
-                               if _first(d, "0020000E") in wanted)
+            def accepted() -> set[str]:
+                return {e["data"]["imageSeriesInstanceUid"] for e in self.events("Dicom.SeriesStable")
+                        if any(m.accepts(series_info(e["data"])) for m in models)}
 
+            def inferred() -> set[str]:
+                return {e["data"]["imageSeriesInstanceUid"] for e in self.events("Dicom.InferenceCompleted")}
+
+            def results() -> set[str]:
+                return {r["seriesInstanceUid"] for e in self.events("Dicom.InferenceCompleted")
+                        for r in e["data"].get("results", [])}
+
+            def indexed() -> int:  # the results come back through ingest, indexed like any instance
+                wanted = results()
+                return sum(1 for s in self.studies for d in client.search_for_series(study_instance_uid=s)
+                           if _first(d, "0020000E") in wanted)
+
+            _wait("inference runs", len(accepted()), lambda: len(inferred() & accepted()), args.timeout)
+            if results():
                 _wait("results indexed", len(results()), indexed, args.timeout)
-                print(f"  {len(self.events('Dicom.InferenceCompleted'))} InferenceCompleted event(s); "
-                      f"QIDO finds {indexed()} SEG/SR series (indexed as derived)")
+                print(f"  {len(self.events('Dicom.InferenceCompleted'))} InferenceCompleted event(s) for "
+                      f"{len(inferred())} series; QIDO finds {indexed()} SEG/SR series (indexed as derived)")
             else:
                 print("  no inference result yet: python -m devhost status shows the inference function's runs")
 
             print("\n== 7. Routing: stable CT studies to the reading room ==")
-            routed = _wait("routing outcomes", 1, lambda: len(self.events("Dicom.RoutingCompleted")) +
-                           len(self.events("Dicom.RoutingFailed")), args.timeout)
+            kinds = {d["type"] for d in rule["destinations"]}
+            ct_studies = {e["data"]["imageStudyInstanceUid"] for e in self.events("Dicom.StudyStable")
+                          if "CT" in (e["data"].get("modalitiesInStudy") or [])}
+
+            def routed() -> set[tuple[str, str]]:
+                return {(e["data"]["imageStudyInstanceUid"], e["data"].get("destination", ""))
+                        for kind in ("Dicom.RoutingCompleted", "Dicom.RoutingFailed") for e in self.events(kind)}
+
+            wanted = {(s, k) for s in ct_studies for k in kinds}
+            _wait("routing outcomes", len(wanted), lambda: len(routed() & wanted), args.timeout)
             received = sum(1 for p in receiver.rglob("*") if p.is_file())
-            print(f"  RoutingCompleted: {len(self.events('Dicom.RoutingCompleted'))}, "
-                  f"RoutingFailed: {len(self.events('Dicom.RoutingFailed'))}; "
-                  f"files received by storescp: {received}" if routed else "  no routing outcome yet")
+            print(f"  {len(ct_studies)} CT studies x {len(kinds)} destinations: "
+                  f"RoutingCompleted: {len(self.events('Dicom.RoutingCompleted'))}, "
+                  f"RoutingFailed: {len(self.events('Dicom.RoutingFailed'))}; files received by storescp: {received}")
 
             print("\n== 8. Events of this run (the fabric's journal: .devhost/events.jsonl) ==")
             counts = Counter(str(e.get("type") or e.get("eventType")) for e in self.events())
@@ -309,6 +345,29 @@ class Scenario:
                     scp.wait(10)
                 except subprocess.TimeoutExpired:
                     scp.kill()
+
+
+def _start_storescp(receiver: Path, preferred: int = 0) -> tuple[subprocess.Popen[bytes] | None, int]:
+    """dcmtk's storescp listening on ``preferred`` if it is free, else on a free port (another process may take
+    a free port first: then try again)."""
+    import socket
+
+    for attempt in range(4):
+        port = preferred if attempt == 0 and preferred else stack.free_port()
+        scp = subprocess.Popen(["storescp", "-od", str(receiver), "-aet", "DEMO_SCP", "+B", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while scp.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            except OSError:
+                time.sleep(0.1)
+                continue
+            if scp.poll() is None:  # it is ours that answers, not another process on that port
+                return scp, port
+        scp.kill()
+        scp.wait()
+    return None, 0
 
 
 def _first(d: dict[str, Any], tag: str) -> str:

@@ -170,7 +170,7 @@ class AzureBlobStore:
         if getattr(source, "etag", None):  # copy the version that was read, or fail (412) if it changed
             conditions = {"source_etag": source.etag, "source_match_condition": MatchConditions.IfNotModified}
         if if_absent:
-            conditions.update(etag="*", match_condition=MatchConditions.IfMissing)
+            conditions.update(match_condition=MatchConditions.IfMissing)  # the SDK sends If-None-Match: *
         try:
             props = dest.start_copy_from_url(source.url, metadata=dict(metadata) if metadata else None,
                                              **conditions)
