@@ -12,7 +12,8 @@ and list it in :data:`COMMANDS` below as ``("<name>", "devhost.<name>")``. That 
 ``--help`` and dispatch come from the list. A listed module that does not exist is skipped.
 
 Only runtime commands belong here (the devhost knows no app); an app's own commands (synthetic
-data, uploads, the demo, configuration) live in the app's CLI (``python -m tools``).
+data, uploads, a demo, configuration) live in the app's own CLI, which finds a running devhost
+through the state files described in devhost/state.py.
 
 Conventions: print results on stdout and errors as one line on stderr; exit 0 on success, 1 when
 the command ran but failed, 2 for bad input (bad options, files, ports). Use
