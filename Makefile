@@ -53,17 +53,23 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-up: setup
-	$(PYTHON) -m devhost up --detach --env DICOMFLOW_STABLE_AGE_SECONDS=5
+# The app's settings, as Core Tools users keep them: local.settings.json (git-ignored), made from the example.
+local.settings.json:
+	cp local.settings.example.json $@
+
+up: setup local.settings.json
+	$(PYTHON) -m devhost up --detach --events infra/events.json --ready-path /api/health
 
 down: setup
 	$(PYTHON) -m devhost down
 
-demo: setup
-	$(PYTHON) -m devhost demo
+demo: setup local.settings.json
+	$(PYTHON) -m tools demo
 
 bench: setup peers
 	$(PYTHON) -m bench
 
+# down first: a stack still running (or left by a host that was killed) must not lose its data folder.
 clean:
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m devhost down; fi
 	rm -rf .azurite .devhost .pytest_cache .mypy_cache .ruff_cache

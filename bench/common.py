@@ -41,6 +41,10 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 #: Scratch space for corpora and emulator data (big files: never inside the repo).
 WORK = Path(os.environ.get("DICOMFLOW_BENCH_DIR", "/tmp/dicomflow-bench"))
+#: How benches host the real app on the devhost (DevHostProcess keywords): its example settings, which reach
+#: the devhost's Azurite and event fabric through {devhost:...} placeholders, and its subscriptions.
+REAL_APP: dict[str, Any] = {"app": "function_app:app", "settings": ROOT / "local.settings.example.json",
+                            "events": ROOT / "infra" / "events.json"}
 
 
 # --- the machine and statistics ---------------------------------------------------------------------

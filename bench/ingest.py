@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ingest            # >= 2,000 instances, 3 timed repetitions (about 12 min)
     .venv/bin/python -m bench.ingest --quick    # ~130 instances, 5 repetitions (about 3 min)
 
-One synthetic corpus (``devhost.corpus``: CT and MR series in several transfer syntaxes, an SR, a DX,
+One synthetic corpus (``tools.corpus``: CT and MR series in several transfer syntaxes, an SR, a DX,
 plus extra multi-frame tomosynthesis instances), cached under ``$DICOMFLOW_BENCH_DIR``:
 
 1. Header path CPU (``time.process_time`` over every file, bytes already in memory): our
@@ -49,7 +49,7 @@ _READ = re.compile(r"Ingest \S+: (archived|updated|duplicate|quarantined) sop=\S
 
 def build_corpus(size: dict[str, int]) -> tuple[Path, list[Path], int]:
     """The corpus folder, its DICOM files and the number of studies (generated once per size)."""
-    from devhost.corpus import UidFactory, load_manifest, make_multiframe_mg, make_patients, make_study, write_corpus
+    from tools.corpus import UidFactory, load_manifest, make_multiframe_mg, make_patients, make_study, write_corpus
 
     out = WORK / f"corpus-p{size['patients']}-s{size['slices']}-mf{size['extra_mf']}"
     done = out / ".complete"
@@ -160,15 +160,15 @@ def run_ours(corpus: Path, files: list[Path], studies: int, *, workers: int, tag
     from tqdm import tqdm
 
     from devhost.testing import DevHostProcess
-    from devhost.upload import plan_uploads, upload_all
     from shared.storage.layout import INBOX
+    from tools.upload import plan_uploads, upload_all
 
     run_dir = WORK / f"run-ours-{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     debug_log = run_dir / "azurite-debug.log" if instrumented else None
     az = common.start_azurite(run_dir / "azurite", debug_log=debug_log, in_memory=True)
-    dh = DevHostProcess(azurite=az, env=PROD_SETTLE, state_dir=run_dir / "devhost", timeout=90)
+    dh = DevHostProcess(azurite=az, env=PROD_SETTLE, state_dir=run_dir / "devhost", timeout=90, **common.REAL_APP)
     try:
         dh.start()
         assert dh.pid is not None

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.large --quick    # 100 MiB only (3 reps)
 
 Each file is a generated multi-frame Breast Tomosynthesis instance with per-frame functional
-groups (``devhost.corpus.make_multiframe_mg``, streamed to disk). 4 GiB does not fit a native Pixel
+groups (``tools.corpus.make_multiframe_mg``, streamed to disk). 4 GiB does not fit a native Pixel
 Data element (32-bit length, max 0xFFFFFFFE bytes), so the largest size is 511 frames of
 2048x2048x16 bit = 3.99 GiB, the largest that fits.
 
@@ -50,7 +50,7 @@ QUICK_SIZES = {"100MiB": (25, 2048, 1024, 3)}
 
 
 def make_file(name: str, frames: int, rows: int, cols: int) -> Path:
-    from devhost.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
+    from tools.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
 
     out = WORK / "large" / f"DBT_{name}.dcm"
     done = out.with_suffix(".complete")

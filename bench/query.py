@@ -265,14 +265,14 @@ def run(studies: int, per_series: int, reps: int, budget: float, workers: int,
 
     from bench.orthanc import BenchOrthanc, upload_many
     from devhost.testing import DevHostProcess
-    from devhost.upload import upload_and_wait
+    from tools.upload import upload_and_wait
 
     run_dir = WORK / "run-query"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     az = common.start_azurite(run_dir / "azurite")
     dh = DevHostProcess(azurite=az, env={"DICOMFLOW_STABLE_AGE_SECONDS": "5", "DICOMFLOW_SETTLE_DELAY_SECONDS": "5"},
-                        state_dir=run_dir / "devhost", timeout=90)
+                        state_dir=run_dir / "devhost", timeout=90, **common.REAL_APP)
     orthanc = BenchOrthanc(run_dir / "orthanc", http_threads=16)
     result: dict[str, Any] = {"studies": studies, "instances": studies * 2 * per_series, "reps": reps}
     try:

@@ -74,6 +74,8 @@ class Azurite:
     in_memory: bool = False
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    #: An Azurite a previous ``up`` started and left running (its host died): ours to stop.
+    adopted_pid: int | None = None
 
     @property
     def ports(self) -> tuple[int, int, int]:
@@ -85,7 +87,11 @@ class Azurite:
 
     @property
     def started_by_us(self) -> bool:
-        return self.process is not None
+        return self.process is not None or self.adopted_pid is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else self.adopted_pid
 
     def answering(self) -> bool:
         return all(port_open(p) for p in self.ports)
@@ -135,22 +141,37 @@ class Azurite:
         raise AzuriteError(f"Azurite did not answer within {timeout:.0f} s (see {self.log_path}).")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop Azurite if we started it (never one we merely found)."""
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        """Stop Azurite if we started (or adopted) it, never one we merely found."""
+        proc, pid = self.process, self.pid
+        self.process = self.adopted_pid = None
+        if pid is not None and (proc is None or proc.poll() is None):
+            terminate_pid(pid, timeout)
 
     def __enter__(self) -> Azurite:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def terminate_pid(pid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM a process, ours or one a previous run left (SIGKILL after ``timeout``); True once it is gone
+    (a child of ours is reaped)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return False
+    return True
 
 
 def ephemeral(location: Path) -> Azurite:

@@ -9,8 +9,11 @@ Write ``devhost/<name>.py`` exposing::
     def run(args: argparse.Namespace) -> int: ...                 # the exit code
 
 and list it in :data:`COMMANDS` below as ``("<name>", "devhost.<name>")``. That is all: the parser,
-``--help`` and dispatch come from the list. Commands listed here whose module does not exist yet
-(``upload``, ``synth``) are skipped, so their owners only need to create the module.
+``--help`` and dispatch come from the list. A listed module that does not exist is skipped.
+
+Only runtime commands belong here (the devhost knows no app); an app's own commands (synthetic
+data, uploads, a demo, configuration) live in the app's own CLI, which finds a running devhost
+through the state files described in devhost/state.py.
 
 Conventions: print results on stdout and errors as one line on stderr; exit 0 on success, 1 when
 the command ran but failed, 2 for bad input (bad options, files, ports). Use
@@ -32,9 +35,6 @@ COMMANDS: list[tuple[str, str]] = [
     ("down", "devhost.down"),
     ("status", "devhost.status"),
     ("key", "devhost.key"),
-    ("upload", "devhost.upload"),
-    ("synth", "devhost.synth"),
-    ("demo", "devhost.demo"),
 ]
 
 
@@ -49,7 +49,8 @@ def _load(module_name: str) -> ModuleType | None:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The CLI parser; with ``only``, just that command's module is imported (fast start)."""
-    parser = argparse.ArgumentParser(prog="python -m devhost", description="dicomflow's local runtime")
+    parser = argparse.ArgumentParser(prog="python -m devhost", description="a local runtime for Azure Functions "
+                                     "Python v2 apps: Azurite, an Event Grid fabric and a function host")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, module_name in COMMANDS:
         if only is not None and name != only:

@@ -1,12 +1,15 @@
 """``up``/``down``/``status``/``key``: start and stop the local stack.
 
-``up`` validates everything that can be checked before anything starts (events.json, ports, the
-Azurite binary, the app import, subscriptions naming real functions), so a bad input gives one
-line on stderr, exit code 2, and leaves nothing running. Then it starts Azurite (unless one already
-answers on the given ports), the event fabric, the blob watcher and the function host (or
-``func start`` with ``--core-tools``) in one asyncio loop, writes ``<state-dir>/state.json`` and runs
-until Ctrl-C / SIGTERM. ``up --detach`` runs the same command in the background and returns when
-``GET /api/health`` answers 200.
+``up`` validates everything that can be checked before anything starts (events.json, the app's
+settings, ports, the Azurite binary, the app import, subscriptions naming real functions), so a bad
+input gives one line on stderr, exit code 2, and leaves nothing running. Then it starts Azurite
+(unless one already answers on the given ports), the event fabric, the blob watcher and the function
+host (or ``func start`` with ``--core-tools``) in one asyncio loop, records every process it starts in
+``<state-dir>/children.json``, writes ``<state-dir>/state.json`` and runs until Ctrl-C / SIGTERM.
+``up --detach`` runs the same command in the background and returns when the host listens with every
+function loaded (and, with ``--ready-path``, when that path of the app answers 200).
+
+The app is known only through ``--app``, its settings file (:mod:`devhost.settings`) and ``--events``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -29,14 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devhost import state
-from devhost.azurite import DEFAULT_PORTS, ROOT, Azurite, AzuriteError, azurite_binary, port_open
+from devhost import settings, state
+from devhost.azurite import DEFAULT_PORTS, ROOT, Azurite, AzuriteError, azurite_binary, port_open, terminate_pid
 from devhost.subscriptions import EventsConfig, EventsConfigError
 from devhost.subscriptions import load as load_events
 
 log = logging.getLogger("devhost")
 
-DEFAULT_EVENTS = ROOT / "infra" / "events.json"
+#: Where ``--events`` is looked for when not given, relative to the app module's folder (azd's layout keeps
+#: Bicep and what it loads under infra/).
+EVENTS_CANDIDATES = ("events.json", "infra/events.json")
 HTTP_PORT = 7071
 FABRIC_PORT = 7072
 
@@ -55,14 +59,20 @@ def add_state_dir(parser: argparse.ArgumentParser) -> None:
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detach", action="store_true", help="run in the background; return when healthy")
     parser.add_argument("--app", default="function_app:app", help="the FunctionApp as module:attr")
-    parser.add_argument("--events", default=str(DEFAULT_EVENTS), help="subscriptions file (infra/events.json)")
+    parser.add_argument("--settings", default=None, metavar="PATH",
+                        help="the app's settings file (default: local.settings.json next to the app module)")
+    parser.add_argument("--events", default=None, metavar="PATH",
+                        help="the Event Grid subscriptions file (default: events.json or infra/events.json next to "
+                             "the app module; none: no subscriptions)")
     parser.add_argument("--http-port", type=int, default=HTTP_PORT)
     parser.add_argument("--fabric-port", type=int, default=FABRIC_PORT)
     parser.add_argument("--azurite-ports", default=",".join(map(str, DEFAULT_PORTS)),
                         help="blob,queue,table ports; an Azurite answering there is reused")
     parser.add_argument("--azurite-dir", default=str(ROOT / ".azurite"), help="Azurite's data folder")
     add_state_dir(parser)
-    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="extra app setting (repeatable)")
+    parser.add_argument("--env", action="append", default=[], metavar="K=V",
+                        help="app setting, overrides the settings file; {devhost:...} placeholders expand "
+                             "(repeatable)")
     parser.add_argument("--core-tools", action="store_true", help="run 'func start' and deliver to its webhooks")
     parser.add_argument("--cors", default=None, metavar="ORIGINS",
                         help="comma-separated allowed origins ('*' for any); default: Host.CORS in local.settings.json")
@@ -71,15 +81,21 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
                              "request, as the Azure Python worker does")
     parser.add_argument("--watch-from-now", action="store_true",
                         help="on a fresh state dir, do not announce blobs that already exist")
-    parser.add_argument("--timeout", type=float, default=90.0, help="--detach: seconds to wait for health")
+    parser.add_argument("--ready-path", default=None, metavar="PATH",
+                        help="--detach: also wait until GET PATH on the host answers 200 (e.g. /api/health)")
+    parser.add_argument("--timeout", type=float, default=90.0, help="--detach: seconds to wait until ready")
 
 
 def up_argv(args: argparse.Namespace) -> list[str]:
     """The ``python -m devhost up`` command line (without --detach) for a parsed namespace."""
-    argv = [sys.executable, "-m", "devhost", "up", "--app", args.app, "--events", str(args.events),
+    argv = [sys.executable, "-m", "devhost", "up", "--app", args.app,
             "--http-port", str(args.http_port), "--fabric-port", str(args.fabric_port),
             "--azurite-ports", args.azurite_ports, "--azurite-dir", str(args.azurite_dir),
             "--state-dir", str(args.state_dir)]
+    if args.events:
+        argv += ["--events", str(Path(args.events).resolve())]
+    if args.settings:
+        argv += ["--settings", str(Path(args.settings).resolve())]
     for kv in args.env:
         argv += ["--env", kv]
     if args.core_tools:
@@ -105,6 +121,7 @@ class Prepared:
     env: dict[str, str]
     app: Any = None
     app_dir: Path = ROOT
+    settings_file: Path | None = None
     host_config: Any = None
     specs: dict[str, Any] = field(default_factory=dict)
     cors: list[str] = field(default_factory=list)
@@ -130,30 +147,50 @@ def _parse_ports(text: str) -> tuple[int, int, int]:
     return ports
 
 
-def _local_settings(app_dir: Path) -> tuple[dict[str, str], str]:
-    """``Values`` and ``Host.CORS`` of local.settings.json (both empty when there is none)."""
-    path = app_dir / "local.settings.json"
-    if not path.exists():
-        return {}, ""
-    try:
-        doc = json.loads(path.read_text())
-        values = doc.get("Values") or {}
-        cors = str((doc.get("Host") or {}).get("CORS") or "")
-        return {str(k): str(v) for k, v in values.items()}, cors
-    except (ValueError, AttributeError):
-        raise StartupError(f"{path} is not valid JSON with a \"Values\" object: fix it or remove it") from None
+def _leftovers(state_dir: Path, azurite: Azurite) -> None:
+    """Deal with what a devhost that died (SIGKILL, power cut) left running: adopt its Azurite when it
+    serves the same ports and folder (so ``down`` stops it), stop everything else it started."""
+    children = state.read_children(state_dir)
+    for role, rec in children.items():
+        if not state.child_alive(rec):
+            continue
+        if (role == "azurite" and rec.get("ports") == list(azurite.ports)
+                and rec.get("data_dir") == str(azurite.location.resolve()) and azurite.answering()):
+            azurite.adopted_pid = int(rec["pid"])
+            log.info("Adopting Azurite (pid %d) left running by a devhost that stopped without cleaning up",
+                     rec["pid"])
+            continue
+        log.info("Stopping %s (pid %d) left running by a devhost that stopped without cleaning up", role, rec["pid"])
+        _stop_child(rec)
+    state.remove(state.children_path(state_dir))
+    if azurite.adopted_pid is not None:
+        state.record_child(state_dir, "azurite", azurite.adopted_pid, ports=list(azurite.ports),
+                           data_dir=str(azurite.location.resolve()))
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
     state_dir = Path(args.state_dir).resolve()
+    module_dir = _module_dir(args.app)
+    events_path = Path(args.events) if args.events else next(
+        (module_dir / c for c in EVENTS_CANDIDATES if (module_dir / c).is_file()), None)
     try:
-        config = load_events(Path(args.events))
+        config = load_events(events_path) if events_path else EventsConfig({}, ())
     except EventsConfigError as exc:
         raise StartupError(str(exc)) from None
+    if events_path is None:
+        log.warning("No events file (--events, or %s next to the app): no Event Grid subscriptions",
+                    " or ".join(EVENTS_CANDIDATES))
+    args.events = str(events_path.resolve()) if events_path else None
     running = state.read_json(state.state_path(state_dir))
-    if isinstance(running, dict) and state.pid_alive(running.get("pid")):
-        raise StartupError(f"devhost is already running (pid {running['pid']}, state dir {state_dir}): "
+    host = state.read_children(state_dir).get("host")
+    pid = (running.get("pid") if isinstance(running, dict) and state.pid_alive(running.get("pid"))
+           else host["pid"] if host and state.child_alive(host) else None)
+    if pid:
+        raise StartupError(f"devhost is already running (pid {pid}, state dir {state_dir}): "
                            "run 'python -m devhost down' first")
+    blob, queue, table = _parse_ports(args.azurite_ports)
+    azurite = Azurite(blob, queue, table, location=Path(args.azurite_dir))
+    _leftovers(state_dir, azurite)
     for flag, port in (("--http-port", args.http_port), ("--fabric-port", args.fabric_port)):
         if not _port_free(port):
             raise StartupError(f"Port {port} is already in use: stop what uses it (maybe 'python -m devhost down') "
@@ -163,8 +200,6 @@ def prepare(args: argparse.Namespace) -> Prepared:
     if args.core_tools and shutil.which("func") is None:
         raise StartupError("Azure Functions Core Tools ('func') is not on PATH: install it, or run without "
                            "--core-tools to use the devhost's own function host")
-    blob, queue, table = _parse_ports(args.azurite_ports)
-    azurite = Azurite(blob, queue, table, location=Path(args.azurite_dir))
     if not azurite.answering():
         busy = [p for p in azurite.ports if port_open(p)]
         if busy:
@@ -182,23 +217,18 @@ def prepare(args: argparse.Namespace) -> Prepared:
 
     from devhost.host import HostConfig, HostError, discover, load_app
 
-    # Settings before the app is imported: local.settings.json < devhost's own < --env.
-    module_dir = _module_dir(args.app)
-    local_values, local_cors = _local_settings(module_dir)
-    env.update(local_values)
-    prepared.cors = (args.cors if args.cors is not None else local_cors).split(",")
-    env.update({
-        "FUNCTIONS_WORKER_RUNTIME": "python",
-        "AzureWebJobsStorage": azurite.connection_string,
-        "DicomStorage": azurite.connection_string,
-        "DicomEvents__topicEndpointUri": f"http://127.0.0.1:{args.fabric_port}/api/events",
-        "DICOMFLOW_EVENTS_LOCAL_KEY": keys["events"],
-    })
-    for kv in args.env:
-        k, sep, v = kv.partition("=")
-        if not sep or not k:
-            raise StartupError(f"--env {kv!r} is not K=V: write e.g. --env DICOMFLOW_STABLE_AGE_SECONDS=0")
-        env[k] = v
+    # Settings before the app is imported: the host's own < the settings file < --env.
+    try:
+        file = settings.read_file(Path(args.settings) if args.settings else module_dir / settings.FILE_NAME,
+                                  required=bool(args.settings))
+        env.update(settings.app_settings(prepared, file, args.env))
+    except settings.SettingsError as exc:
+        raise StartupError(str(exc)) from None
+    if file.path is None:
+        log.warning("No %s next to the app (%s): the app gets only --env settings (copy the app's "
+                    "local.settings.example.json, or pass --settings PATH)", settings.FILE_NAME, module_dir)
+    prepared.settings_file = file.path
+    prepared.cors = (args.cors if args.cors is not None else file.cors).split(",")
     os.environ.update(env)
     try:
         prepared.app, prepared.app_dir = load_app(args.app)
@@ -301,6 +331,7 @@ async def _serve(p: Prepared) -> None:
         if args.core_tools:
             func_proc = subprocess.Popen(["func", "start", "--port", str(args.http_port)], cwd=p.app_dir,
                                          env={**os.environ}, start_new_session=True)
+            state.record_child(p.state_dir, "func", func_proc.pid, ports=[args.http_port], group=True)
         else:
             http_runner = web.AppRunner(host.http_app(), access_log=None)
             await http_runner.setup()
@@ -308,20 +339,33 @@ async def _serve(p: Prepared) -> None:
             await web.TCPSite(http_runner, "127.0.0.1", args.http_port).start()
             tasks += host.start_listeners()
         fabric.resume(unfinished)
-        watcher = BlobWatcher(blob_service, p.config.watched_containers(), p.state_dir / "watcher.json",
-                              lambda events: fabric.publish("storage", events), from_now=args.watch_from_now)
+        watched = p.config.watched_containers()  # container -> its system topic in events.json
+
+        def announce(events: list[dict[str, Any]]) -> None:
+            for topic in dict.fromkeys(watched.values()):
+                mine = [e for e in events if watched.get(_container_of(e)) == topic]
+                if mine:
+                    fabric.publish(topic, mine)
+
+        watcher = BlobWatcher(blob_service, list(watched), p.state_dir / "watcher.json", announce,
+                              from_now=args.watch_from_now)
         if watcher.containers:
             await host.to_thread(watcher.prepare)  # the watched containers exist once 'up' says ready
             tasks.append(host.spawn(watcher.run(host.to_thread, stopping)))
 
+        # What other tools may read (no secrets: keys stay in keys.json).
+        endpoints = settings.placeholder_values(p, [n for n in settings.PLACEHOLDERS if not n.endswith("_key")])
+
         def snapshot(ready: bool) -> dict[str, Any]:
             return {
                 "pid": os.getpid(), "ready": ready, "mode": "core-tools" if args.core_tools else "devhost",
-                "app": args.app, "events": str(Path(args.events).resolve()),
+                "app": args.app, "events": args.events,
+                "settings": str(p.settings_file) if p.settings_file else None,
                 "http_port": args.http_port, "fabric_port": args.fabric_port,
                 "route_prefix": p.host_config.route_prefix,
+                "endpoints": endpoints,
                 "azurite": {"ports": list(p.azurite.ports), "started_by_us": p.azurite.started_by_us,
-                            "pid": p.azurite.process.pid if p.azurite.process else None},
+                            "pid": p.azurite.pid, "data_dir": str(p.azurite.location.resolve())},
                 "func_pid": func_proc.pid if func_proc else None,
                 "functions": [{"name": s.name, "trigger": s.trigger_type, "detail": s.describe(),
                                **host.counts[s.name]} for s in p.specs.values()],
@@ -355,6 +399,8 @@ async def _serve(p: Prepared) -> None:
                 func_proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(func_proc.pid, signal.SIGKILL)
+        if func_proc is not None:
+            state.forget_child(p.state_dir, "func")
         blob_service.close()
         state.remove(state_file)
 
@@ -368,19 +414,27 @@ def up(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"devhost: {exc}", file=sys.stderr)
         return 2
+    state.record_child(p.state_dir, "host", os.getpid())
     try:
-        p.azurite.start()
-    except AzuriteError as exc:
-        print(f"devhost: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve(p))
-    except OSError as exc:  # a port taken between the check and the bind
-        print(f"devhost: cannot listen ({exc.strerror}): choose other ports with --http-port/--fabric-port",
-              file=sys.stderr)
-        return 2
+        try:
+            p.azurite.start()
+        except AzuriteError as exc:
+            print(f"devhost: {exc}", file=sys.stderr)
+            return 2
+        if p.azurite.process is not None:
+            state.record_child(p.state_dir, "azurite", p.azurite.process.pid, ports=list(p.azurite.ports),
+                               data_dir=str(p.azurite.location.resolve()))
+        try:
+            asyncio.run(_serve(p))
+        except OSError as exc:  # a port taken between the check and the bind
+            print(f"devhost: cannot listen ({exc.strerror}): choose other ports with --http-port/--fabric-port",
+                  file=sys.stderr)
+            return 2
+        finally:
+            p.azurite.stop()
+            state.forget_child(p.state_dir, "azurite")
     finally:
-        p.azurite.stop()
+        state.forget_child(p.state_dir, "host")
     return 0
 
 
@@ -392,7 +446,7 @@ def _detach(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(up_argv(args), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + args.timeout
-    health_url = None
+    ready_url = None
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
@@ -400,20 +454,38 @@ def _detach(args: argparse.Namespace) -> int:
             print(tail[-1] if tail else f"devhost: up exited with code {code} (see {log_path})", file=sys.stderr)
             return code or 1
         st = state.read_json(state.state_path(state_dir))
-        if isinstance(st, dict) and st.get("pid") == proc.pid and st.get("ready"):
-            if health_url is None:
-                routes = [f for f in st.get("functions", []) if f["name"] == "health"]
+        # Ready: every function loaded and the host listening (state.json says so), then the app's own
+        # --ready-path, if given, answers 200.
+        if isinstance(st, dict) and st.get("pid") == proc.pid and st.get("ready") and port_open(args.http_port):
+            if ready_url is None:
+                ready_url = (f"http://127.0.0.1:{args.http_port}/{args.ready_path.lstrip('/')}"
+                             if args.ready_path else "")
+            if not ready_url or _http_status(ready_url) == 200:
                 prefix = str(st.get("route_prefix", "api")).strip("/")
-                health_url = (f"http://127.0.0.1:{args.http_port}/{prefix + '/' if prefix else ''}health"
-                              if routes else "")
-            if not health_url or _http_status(health_url) == 200:
-                print(f"devhost is up (pid {proc.pid}): http://127.0.0.1:{args.http_port}/api, "
-                      f"events http://127.0.0.1:{args.fabric_port}/api/events, logs {log_path}")
+                print(f"devhost is up (pid {proc.pid}): http://127.0.0.1:{args.http_port}/{prefix}, "
+                      f"{len(st.get('functions', []))} functions, events http://127.0.0.1:{args.fabric_port}"
+                      f"/api/events, logs {log_path}")
                 return 0
         time.sleep(0.2)
     _terminate(proc.pid)
-    print(f"devhost: not healthy within {args.timeout:.0f} s (see {log_path}); stopped it", file=sys.stderr)
+    what = f"GET {ready_url} did not answer 200" if ready_url else "not ready"
+    print(f"devhost: {what} within {args.timeout:.0f} s (see {log_path}); stopped it", file=sys.stderr)
     return 1
+
+
+def _stop_child(rec: dict[str, Any]) -> None:
+    """Stop a recorded child; one started in its own process group (func and its worker) as a group."""
+    pid = int(rec["pid"])
+    if rec.get("group"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    terminate_pid(pid)
+
+
+def _container_of(event: dict[str, Any]) -> str:
+    subject = str(event.get("subject", ""))
+    prefix = "/blobServices/default/containers/"
+    return subject[len(prefix):].split("/", 1)[0] if subject.startswith(prefix) else ""
 
 
 def _http_status(url: str) -> int:
@@ -447,21 +519,32 @@ def _terminate(pid: int | None, timeout: float = 30.0) -> bool:
 
 
 def down(args: argparse.Namespace) -> int:
+    """Stop the host, then whatever it started that still runs (recorded in children.json), even when the
+    host itself died without cleaning up."""
     state_dir = Path(args.state_dir).resolve()
     path = state.state_path(state_dir)
     st = state.read_json(path)
-    if not isinstance(st, dict):
+    children = state.read_children(state_dir)
+    host = children.pop("host", None)
+    pids = {st.get("pid")} if isinstance(st, dict) else set()
+    if host and state.child_alive(host):
+        pids.add(host["pid"])
+    stopped = [pid for pid in pids if pid and state.pid_alive(pid)]
+    for pid in stopped:
+        _terminate(pid)
+    # A host that stopped cleanly has removed its children from the file; what remains was left behind.
+    left = {role: rec for role, rec in state.read_children(state_dir).items() if role != "host"} or children
+    for role, rec in left.items():
+        if state.child_alive(rec):
+            _stop_child(rec)
+            stopped.append(rec["pid"])
+            print(f"stopped {role} (pid {rec['pid']}) left running by the host")
+    state.remove(path)
+    state.remove(state.children_path(state_dir))
+    if not stopped:
         print("devhost is not running")
         return 0
-    pid = st.get("pid")
-    _terminate(pid)
-    # If the host died hard, what it started may remain: stop that too.
-    leftovers = [st.get("func_pid"), (st.get("azurite") or {}).get("pid")]
-    for child in leftovers:
-        if child and state.pid_alive(child):
-            _terminate(child, timeout=10)
-    state.remove(path)
-    print(f"devhost stopped (pid {pid})")
+    print(f"devhost stopped (pid {', '.join(map(str, sorted(stopped)))})")
     return 0
 
 

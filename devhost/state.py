@@ -8,6 +8,16 @@
   every event the fabric accepted, ``{"kind": "delivered" | "deadlettered", "id", "subscription"}``
   when a delivery finished (the fabric resumes the unfinished ones on start).
 * ``watcher.json``: the blobs the watcher has announced (name -> eTag per container).
+* ``children.json``: every process ``up`` started (``host``, ``azurite``, ``func``), written the moment
+  it starts: pid, process start time (so a recycled pid is never taken for ours) and what it holds
+  (ports, data folder). ``down`` stops what is recorded there even when the host itself was killed,
+  and the next ``up`` adopts (Azurite on the same ports and folder) or stops what a dead host left.
+
+Other tools may read ``state.json`` and ``keys.json`` as plain JSON (they are the devhost's
+interface to the app's own CLI): ``state.json`` holds ``pid``, ``ready``, ``http_port``,
+``route_prefix``, ``fabric_port``, ``azurite.ports`` and ``endpoints`` (the values of the
+non-secret ``{devhost:...}`` placeholders: ``storage``, ``events_endpoint``, ``http_url``...);
+``keys.json`` holds ``function`` and ``events``; ``events.jsonl`` is the journal described above.
 """
 
 from __future__ import annotations
@@ -75,6 +85,54 @@ def read_json(path: Path) -> Any:
 def remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def children_path(state_dir: Path) -> Path:
+    return state_dir / "children.json"
+
+
+def process_started(pid: int) -> float | None:
+    """The process's start time (seconds since the epoch), or None if it does not exist."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def record_child(state_dir: Path, role: str, pid: int, **info: Any) -> None:
+    """Note a process ``up`` started (see the module docstring), before anything else can fail."""
+    with _lock:
+        data = read_children(state_dir)
+        data[role] = {"pid": pid, "started": process_started(pid), **info}
+        write_json(children_path(state_dir), data)
+
+
+def forget_child(state_dir: Path, role: str) -> None:
+    with _lock:
+        data = read_children(state_dir)
+        if data.pop(role, None) is not None:
+            if data:
+                write_json(children_path(state_dir), data)
+            else:
+                remove(children_path(state_dir))
+
+
+def read_children(state_dir: Path) -> dict[str, dict[str, Any]]:
+    data = read_json(children_path(state_dir))
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("pid"), int)}
+
+
+def child_alive(record: dict[str, Any]) -> bool:
+    """The recorded process still runs, and it is the same process (not a recycled pid)."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    started, recorded = process_started(pid), record.get("started")
+    return started is None or recorded is None or abs(started - float(recorded)) < 1.0
 
 
 def pid_alive(pid: int | None) -> bool:

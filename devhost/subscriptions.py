@@ -1,4 +1,5 @@
-"""Subscriptions from ``infra/events.json`` and Event Grid filter evaluation (pure logic).
+"""Subscriptions from an events file (``--events``, e.g. ``infra/events.json``) and Event Grid filter
+evaluation (pure logic).
 
 The file uses Event Grid's own field names (``includedEventTypes``, ``subjectBeginsWith``,
 ``subjectEndsWith``, ``advancedFilters`` with ``operatorType``/``key``/``value(s)``) so the same
@@ -85,12 +86,18 @@ class EventsConfig:
         """The topic the publish endpoint feeds (the first customTopic)."""
         return next((t.name for t in self.topics.values() if t.kind == "customTopic"), None)
 
-    def watched_containers(self) -> list[str]:
-        seen: list[str] = []
-        for s in self.for_topic("storage"):
-            c = s.watched_container()
-            if c and c not in seen:
-                seen.append(c)
+    def system_topics(self) -> list[str]:
+        """The storage system topics (their blob events come from the watcher)."""
+        return [t.name for t in self.topics.values() if t.kind == "systemTopic"]
+
+    def watched_containers(self) -> dict[str, str]:
+        """Each container a system-topic subscription refers to, with that topic (first one wins)."""
+        seen: dict[str, str] = {}
+        for topic in self.system_topics():
+            for s in self.for_topic(topic):
+                c = s.watched_container()
+                if c and c not in seen:
+                    seen[c] = topic
         return seen
 
 
@@ -133,7 +140,8 @@ def parse(doc: Any, path: str = "events.json") -> EventsConfig:
         raise _fail(path, "the document", "is not a JSON object", 'write {"topics": {...}, "subscriptions": [...]}')
     topics_doc = doc.get("topics")
     if not isinstance(topics_doc, dict) or not topics_doc:
-        raise _fail(path, '"topics"', "is missing or not an object", 'declare e.g. "storage" and "dicom" topics')
+        raise _fail(path, '"topics"', "is missing or not an object",
+                    'declare e.g. {"storage": {"kind": "systemTopic", ...}, "events": {"kind": "customTopic", ...}}')
     topics: dict[str, Topic] = {}
     for name, t in topics_doc.items():
         where = f"topics.{name}"
@@ -209,7 +217,7 @@ def _parse_subscription(s: Any, where: str, path: str, topics: Mapping[str, Topi
         filter=Filter(tuple(types), begins, ends, advanced),
         max_delivery_attempts=attempts, dead_letter_container=dlc,
     )
-    if topic == "storage" and endpoint == "blobTrigger" and sub.watched_container() is None:
+    if topics[topic].kind == "systemTopic" and endpoint == "blobTrigger" and sub.watched_container() is None:
         raise _fail(path, f"{where}.filter.subjectBeginsWith", f"is {begins!r}",
                     'start it with "/blobServices/default/containers/<container>/" so the watcher knows what to poll')
     return sub

@@ -2,14 +2,16 @@
 
     from devhost.testing import DevHostProcess
 
-    with DevHostProcess(app="function_app:app", events="infra/events.json", azurite=azurite,
-                        env={"DICOMFLOW_STABLE_AGE_SECONDS": "0"}) as dh:
-        requests.get(f"{dh.base_url}/ingest/status", headers={"x-functions-key": dh.key})
-        dh.wait_for_event(lambda e: e.get("type") == "Dicom.ImageCreated")
+    with DevHostProcess(app="my_app:app", events="events.json", azurite=azurite,
+                        settings="local.settings.example.json", env={"MY_SETTING": "1"}) as dh:
+        requests.get(f"{dh.base_url}/things", headers={"x-functions-key": dh.key})
+        dh.wait_for_event(lambda e: e.get("type") == "My.ThingCreated")
 
 It runs on free ports (HTTP and fabric) against the given, already running Azurite (reused, never
 stopped), with its own state dir (a temporary one unless given), and waits until the host is
-ready. ``kill()`` is a SIGKILL (crash tests); ``restart()`` starts it again on the same ports and
+ready. The app's settings come from ``settings`` (a local.settings.json-style file, ``{devhost:...}``
+placeholders expanded; default: the ``local.settings.json`` next to the app module, if any) and
+``env`` (``--env``, wins). ``kill()`` is a SIGKILL (crash tests); ``restart()`` starts it again on the same ports and
 state dir (the watcher remembers what it announced).
 """
 
@@ -38,9 +40,10 @@ class DevHostProcess:
     def __init__(self, app: str = "function_app:app", events: str | Path | None = None, *,
                  azurite: Azurite, env: Mapping[str, str] | None = None, state_dir: str | Path | None = None,
                  watch_from_now: bool = False, timeout: float = 60.0, cwd: str | Path = ROOT,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, settings: str | Path | None = None) -> None:
         self.app = app
-        self.events = Path(events) if events else ROOT / "infra" / "events.json"
+        self.settings = Path(settings).resolve() if settings else None
+        self.events = Path(events).resolve() if events else None  # None: devhost's default lookup
         self.azurite = azurite
         self.env = dict(env or {})
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -75,9 +78,13 @@ class DevHostProcess:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "devhost", "up", "--app", self.app, "--events", str(self.events),
+        argv = [sys.executable, "-m", "devhost", "up", "--app", self.app,
                 "--http-port", str(self.http_port), "--fabric-port", str(self.fabric_port),
                 "--azurite-ports", ",".join(map(str, self.azurite.ports)), "--state-dir", str(self.state_dir)]
+        if self.events:
+            argv += ["--events", str(self.events)]
+        if self.settings:
+            argv += ["--settings", str(self.settings)]
         for k, v in self.env.items():
             argv += ["--env", f"{k}={v}"]
         if self.watch_from_now:
@@ -130,7 +137,6 @@ class DevHostProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        state.remove(state.state_path(self.state_dir))
 
     def restart(self) -> DevHostProcess:
         self.stop()

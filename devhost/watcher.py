@@ -1,5 +1,5 @@
-"""The blob watcher: Azurite emits no Event Grid events, so poll the containers that topic
-"storage" subscriptions refer to and announce changes as ``Microsoft.Storage.BlobCreated`` /
+"""The blob watcher: Azurite emits no Event Grid events, so poll the containers that system-topic
+subscriptions refer to and announce changes as ``Microsoft.Storage.BlobCreated`` /
 ``BlobDeleted`` in Event Grid schema, with the shape Azure's storage system topic uses.
 
 Only the watched containers are listed (``list_blobs``, comparing name + eTag), about every 0.3 s.

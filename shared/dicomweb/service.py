@@ -138,7 +138,7 @@ def too_large_message(size: int, limit: int) -> str:
     return (
         f"The request body ({size} bytes so far) is over the STOW-RS limit of {limit} bytes (the Functions HTTP "
         "limit is 100 MB). Upload large files to the dicom-inbox blob container instead (any blob upload, or "
-        "'python -m devhost upload <files>' locally): they take the same ingest path."
+        "'python -m tools upload <files>' locally): they take the same ingest path."
     )
 
 

@@ -25,8 +25,10 @@ entry and field, and nothing runs until it is fixed (never a model nobody chose)
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -41,39 +43,10 @@ from shared.storage import layout
 log = logging.getLogger(__name__)
 
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["models"],
-    "additionalProperties": False,
-    "properties": {
-        "$comment": {"type": "string"},
-        "models": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["kind"],
-                "additionalProperties": False,
-                "properties": {
-                    "kind": {"enum": ["builtin", "python", "onnx"]},
-                    "version": {"type": "string", "minLength": 1, "maxLength": 16},
-                    "blob": {"type": "string", "pattern": r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\.onnx$"},
-                    "name": {"type": "string", "minLength": 1, "maxLength": 64},
-                    "factory": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"},
-                    "enabled": {"type": "boolean"},
-                    "modalities": {"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{2,3}$"}},
-                    "options": {"type": "object"},
-                },
-                "allOf": [
-                    {"if": {"properties": {"kind": {"const": "python"}}}, "then": {"required": ["factory"]}},
-                    {
-                        "if": {"properties": {"kind": {"const": "onnx"}}},
-                        "then": {"required": ["name", "version", "blob"]},
-                    },
-                ],
-            },
-        },
-    },
-}
+#: The document's JSON Schema, published as a file (editors and ``python -m tools config`` use the same one).
+SCHEMA_PATH = Path(__file__).with_name("models.schema.json")
+SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 #: The registry document that turns on the built-in model alone.
 ENABLE_BUILTIN = b'{"models": [{"kind": "builtin"}]}'
@@ -89,8 +62,7 @@ def _where(error: jsonschema.ValidationError) -> str:
 
 def validate_document(document: Any) -> None:
     """Raise :class:`BadInput` naming the first invalid entry and field."""
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
         raise BadInput(

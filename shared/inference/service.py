@@ -2,9 +2,11 @@
 
 Results are uploaded to the inbox (``dicom-inbox/ai/<model>/<sop>.dcm``, a
 deterministic name) so the ordinary ingest path archives, indexes and announces
-them like any other instance. Derived input (our own results, any SEG/SR/KO/PR)
-never runs a model: the subscription filters on ``data.derived`` and this module
-checks again.
+them like any other instance. A result already archived with the same content is
+not uploaded again (:func:`already_archived`): running twice on the same input, as
+a re-delivered or reprocessed event does, adds nothing. Derived input (our own
+results, any SEG/SR/KO/PR) never runs a model: the subscription filters on
+``data.derived`` and this module checks again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +131,35 @@ def _to_bytes(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
+#: What two runs of a model on the same input differ in: creation times, and the Dimension Organization
+#: UID highdicom draws anew for every SEG. A result equal to the archived one but for these is not written
+#: again, so a re-delivered or reprocessed event adds nothing (while a changed input replaces its results).
+RUN_SPECIFIC = frozenset({"InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime",
+                          "ContributionDateTime", "DimensionOrganizationUID"})
+
+
+def _strip_run_specific(ds: Dataset) -> None:
+    for el in list(ds):
+        if el.keyword in RUN_SPECIFIC:
+            del ds[el.tag]
+        elif el.VR == "SQ":
+            for item in el.value:
+                _strip_run_specific(item)
+
+
+def _comparable(ds: Dataset) -> bytes:
+    copy = deepcopy(ds)
+    _strip_run_specific(copy)
+    return _to_bytes(copy)
+
+
+def already_archived(blobs: BlobStore, ds: Dataset) -> bool:
+    """The archive holds this result already (same UIDs, same content but for :data:`RUN_SPECIFIC`)."""
+    path = layout.instance_path(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+    stored = blobs.read(layout.ARCHIVE, path)
+    return stored is not None and _comparable(dcmread(io.BytesIO(stored))) == _comparable(ds)
+
+
 def inbox_name(model: str, sop_uid: str) -> str:
     return layout.ai_result_inbox_path(model, sop_uid)
 
@@ -184,18 +216,23 @@ def run_inference(data: Mapping[str, Any], blobs: BlobStore, *, models: list[Mod
         outcome.skipped = exc.reason
         return outcome
     for result, datasets in produced:
+        written = 0
         for ds in datasets:
             name = inbox_name(result.model, str(ds.SOPInstanceUID))
-            blobs.write(layout.INBOX, name, _to_bytes(ds), content_type="application/dicom")
+            if not already_archived(blobs, ds):
+                blobs.write(layout.INBOX, name, _to_bytes(ds), content_type="application/dicom")
+                written += 1
             obj = ResultObject(str(ds.SOPClassUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), name)
             result.objects.append(obj)
         outcome.results.append(result)
         log.info(
-            "Inference %s %s on series %s: %d objects, priority=%s",
+            "Inference %s %s on series %s: %d objects (%d written, %d unchanged), priority=%s",
             result.model,
             result.version,
             info.series_uid,
             len(result.objects),
+            written,
+            len(result.objects) - written,
             result.priority,
         )
     if not outcome.results:

@@ -26,9 +26,11 @@ in force (kept in the config container, so a new worker sees them too).
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -42,133 +44,10 @@ from shared.storage import layout
 log = logging.getLogger(__name__)
 
 
-TRIGGERS = [
-    str(t)
-    for t in (
-        EventType.STUDY_STABLE,
-        EventType.SERIES_STABLE,
-        EventType.IMAGE_CREATED,
-        EventType.IMAGE_UPDATED,
-        EventType.INFERENCE_COMPLETED,
-    )
-]
-#: ImageType matches its values joined by backslashes (``DERIVED*`` selects reformats and MIPs).
-CONDITION_KEYS = ("Modality", "BodyPartExamined", "StationName", "InstitutionName", "SOPClassUID", "ImageType")
-_text_or_list = {
-    "oneOf": [
-        {"type": "string", "minLength": 1, "maxLength": 64},
-        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
-    ]
-}
-_ae = {"type": "string", "pattern": r"^[ -\[\]-~]{1,16}$"}  # printable ASCII without backslash
-
-SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["rules"],
-    "additionalProperties": False,
-    "properties": {
-        "$comment": {"type": "string"},
-        "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}},
-    },
-    "$defs": {
-        "rule": {
-            "type": "object",
-            "required": ["name", "destinations"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$"},
-                "enabled": {"type": "boolean"},
-                "trigger": {
-                    "oneOf": [
-                        {"enum": TRIGGERS},
-                        {"type": "array", "minItems": 1, "items": {"enum": TRIGGERS}},
-                    ]
-                },
-                "conditions": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        **{k: _text_or_list for k in CONDITION_KEYS},
-                        "derived": {"type": "boolean"},
-                        "aiPriority": {"type": "boolean"},
-                    },
-                },
-                "destinations": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/destination"}},
-                "retry": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        # Below the subscriptions' maxDeliveryAttempts (30, infra/events.json): the
-                        # ledger must give up, and announce it, before Event Grid drops the event.
-                        "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 25},
-                        "backoffSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
-                    },
-                },
-            },
-        },
-        "destination": {
-            "type": "object",
-            "required": ["type"],
-            "properties": {"type": {"enum": ["dicom", "dicomweb", "worklist", "export"]}},
-            "allOf": [
-                {
-                    "if": {"properties": {"type": {"const": "dicom"}}},
-                    "then": {
-                        "required": ["aeTitle", "host", "port"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": True,
-                            "aeTitle": _ae,
-                            "callingAeTitle": _ae,
-                            "host": {"type": "string", "minLength": 1, "maxLength": 253},
-                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
-                        },
-                    },
-                },
-                {
-                    "if": {"properties": {"type": {"const": "dicomweb"}}},
-                    "then": {
-                        "required": ["url"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": True,
-                            "url": {"type": "string", "pattern": "^https?://"},
-                            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
-                        },
-                    },
-                },
-                {
-                    "if": {"properties": {"type": {"const": "worklist"}}},
-                    "then": {
-                        "required": ["group"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": True,
-                            "group": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9]|-(?!-)){1,52}$"},
-                        },
-                    },
-                },
-                {
-                    "if": {"properties": {"type": {"const": "export"}}},
-                    "then": {
-                        "required": ["container"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": True,
-                            "container": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9]|-(?!-)){2,62}$"},
-                            "prefix": {"type": "string", "pattern": r"^[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*$"},
-                            "deidentify": {"type": "boolean"},
-                            "seed": {"type": "string", "minLength": 8},
-                        },
-                    },
-                },
-            ],
-        },
-    },
-}
-
+#: The document's JSON Schema, published as a file (editors and ``python -m tools config`` use the same
+#: one). Its trigger enum is the event types infra/events.json delivers to routing (a unit test keeps them equal).
+SCHEMA_PATH = Path(__file__).with_name("rules.schema.json")
+SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 

@@ -2,7 +2,9 @@
 
 ``devhost_factory(app=..., events=..., env=...)`` starts a :class:`devhost.testing.DevHostProcess`
 (free ports, its own state dir) and stops it at the end of the test; ``devhost`` is the real
-``function_app:app`` with ``infra/events.json`` (settle without delay), shared by a module.
+``function_app:app`` with ``infra/events.json`` (settle without delay), shared by a module. The real
+app's settings come from ``local.settings.example.json`` (``{devhost:...}`` placeholders), so the tests
+run from a fresh clone, where there is no local.settings.json.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from devhost.testing import DevHostProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_APP_ENV = {"DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
+REAL_APP_SETTINGS = ROOT / "local.settings.example.json"
+REAL_APP_EVENTS = ROOT / "infra" / "events.json"
 
 
 @pytest.fixture
@@ -26,7 +30,9 @@ def devhost_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., 
 
     def start(app: str = "function_app:app", events: str | Path | None = None, **kwargs: Any) -> DevHostProcess:
         kwargs.setdefault("state_dir", tmp_path / f"devhost-{len(started)}")
-        dh = DevHostProcess(app=app, events=events or ROOT / "infra" / "events.json", azurite=azurite, **kwargs)
+        if app == "function_app:app":
+            kwargs.setdefault("settings", REAL_APP_SETTINGS)
+        dh = DevHostProcess(app=app, events=events or REAL_APP_EVENTS, azurite=azurite, **kwargs)
         started.append(dh)
         return dh.start()
 
@@ -40,7 +46,7 @@ def devhost_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., 
 @pytest.fixture(scope="module")
 def devhost(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostProcess]:
     """The real app on the devhost (one per test module)."""
-    dh = DevHostProcess(app="function_app:app", events=ROOT / "infra" / "events.json", azurite=azurite,
-                        env=REAL_APP_ENV, state_dir=tmp_path_factory.mktemp("devhost"))
+    dh = DevHostProcess(app="function_app:app", events=REAL_APP_EVENTS, azurite=azurite, env=REAL_APP_ENV,
+                        settings=REAL_APP_SETTINGS, state_dir=tmp_path_factory.mktemp("devhost"))
     with dh:
         yield dh

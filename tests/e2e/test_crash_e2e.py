@@ -11,7 +11,6 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
-from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from devhost.testing import DevHostProcess
 from shared.config import Settings
 from shared.ingest.states import FINAL, IngestState
@@ -19,6 +18,7 @@ from shared.ingest.status import blob_status
 from shared.services import Services
 from shared.storage import layout
 from tests.e2e.conftest import REAL_APP_ENV
+from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 
 def test_sigkill_mid_upload_then_restart_every_file_has_one_outcome(

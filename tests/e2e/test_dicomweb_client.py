@@ -105,7 +105,7 @@ def dh(azurite, tmp_path_factory) -> DevHostProcess:
     events["subscriptions"] = [s for s in events["subscriptions"] if s["function"] == "ingest"]
     (folder / "events.json").write_text(json.dumps(events))
     proc = DevHostProcess(app="function_app:app", events=folder / "events.json", azurite=azurite, env=env,
-                          state_dir=folder / "state")
+                          settings=ROOT / "local.settings.example.json", state_dir=folder / "state")
     with proc:
         yield proc
 
@@ -413,7 +413,7 @@ def test_oversized_stow_names_the_alternative(dh: DevHostProcess) -> None:
     r = requests.post(f"{dh.base_url}/dicomweb/studies", data=body, timeout=60,
                       headers={"x-functions-key": dh.key, "Content-Type": ctype})
     assert r.status_code == 413
-    assert "devhost upload" in r.json()["error"] and "dicom-inbox" in r.json()["error"]
+    assert "tools upload" in r.json()["error"] and "dicom-inbox" in r.json()["error"]
 
 
 # -- DELETE (last: it changes the corpus) ----------------------------------------------------------

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from devhost.testing import DevHostProcess
-from devhost.upload import upload_and_wait
 from shared.storage import layout
+from tools.corpus import CorpusOptions, load_manifest, write_corpus
+from tools.upload import upload_and_wait
 
 
 def status(dh: DevHostProcess, blob: str | None = None) -> dict:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from devhost.corpus import CorpusOptions, write_corpus
 from shared.config import Settings
 from shared.services import Services
 from tests.integration.eventsink import EventSink
+from tools.corpus import CorpusOptions, write_corpus
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import orjson
 import pydicom
 import pytest
 
-from devhost.corpus import load_manifest
 from shared.index import keys
 from shared.ingest import status
 from shared.ingest.schedule import SettleRequest
@@ -25,6 +24,7 @@ from shared.ports import Blob
 from shared.services import Services as Context
 from shared.storage import layout
 from tests.integration.eventsink import EventSink
+from tools.corpus import load_manifest
 
 
 def upload(ctx: Context, data: bytes, name: str | None = None) -> Blob:
@@ -205,7 +205,7 @@ def test_no_patient_data_in_logs_or_events(pipeline: Context, small_corpus: Path
 
 def test_names_in_every_character_set_are_stored_decoded(pipeline: Context, tmp_path: Path) -> None:
     """ISO_IR 100, 192, GB18030, ISO 2022 IR 87/149: the index holds Unicode, not bytes."""
-    from devhost.corpus import CorpusOptions, write_corpus
+    from tools.corpus import CorpusOptions, write_corpus
 
     out = tmp_path / "charsets"
     write_corpus(out, CorpusOptions(patients=6, slices=1, rows=16, cols=16, seed=3, broken=False))

@@ -10,11 +10,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devhost.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
 from shared.ingest.service import IngestService
 from shared.ingest.states import IngestState as State
 from shared.services import Services as Context
 from shared.storage import layout
+from tools.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
 
 GiB = 1024**3
 

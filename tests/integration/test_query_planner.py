@@ -9,13 +9,13 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from shared.index.query import Criteria, choose, plan_and_fetch
 from shared.ingest.schedule import SettleRequest
 from shared.ingest.service import IngestService
 from shared.ingest.settle import SettleService
 from shared.services import Services as Context
 from shared.storage import layout
+from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ from pathlib import Path
 import orjson
 import pydicom
 
-from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from shared.ingest.schedule import SettleRequest
 from shared.ingest.service import IngestService
 from shared.ingest.settle import SettleService
 from shared.services import Services
 from shared.storage import layout
+from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 
 def _ingest(svc: Services, data: bytes) -> None:

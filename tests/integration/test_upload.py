@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from azure.storage.blob import ContainerClient
 
-from devhost import corpus, upload
 from devhost.azurite import Azurite, connection_string, free_port
+from tools import corpus, upload
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "stub-function-key"
@@ -149,7 +149,7 @@ _UPLOAD_PROBE = r"""
 import json, resource, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from devhost import upload
+from tools import upload
 import azure.storage.blob, tqdm  # imported before the baseline
 path, conn, container = Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 upload.check_storage(conn, container, "test")
@@ -252,22 +252,23 @@ def test_wait_without_a_host_says_what_to_do():
 
 
 def test_target_from_devhost_state_then_setting_then_default(tmp_path):
-    from devhost import state
-
+    """The devhost's state files are read as plain JSON (its documented interface), nothing imported."""
     args = upload.argparse.Namespace(connection_string=None, base_url=None, key=None, state_dir=str(tmp_path))
     default = upload.resolve_target(args, env={})
-    assert ":10000/" in default.connection_string and default.base_url == upload.DEFAULT_BASE_URL
+    assert default.connection_string == "UseDevelopmentStorage=true" and default.base_url == upload.DEFAULT_BASE_URL
     assert default.key is None
     assert upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"}).connection_string == (
         "UseDevelopmentStorage=true")
+    conn = connection_string(20001, 20002, 20003)
     running = {"pid": os.getpid(), "ready": True, "http_port": 7999, "route_prefix": "api",
-               "azurite": {"ports": [20001, 20002, 20003]}}
-    state.write_json(state.state_path(tmp_path), running)
-    state.write_json(state.keys_path(tmp_path), {"function": "k1", "events": "k2"})
+               "endpoints": {"storage": conn, "http_url": "http://127.0.0.1:7999"}}
+    (tmp_path / "state.json").write_text(json.dumps(running))
+    (tmp_path / "keys.json").write_text(json.dumps({"function": "k1", "events": "k2"}))
     t = upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"})
     assert "BlobEndpoint=http://127.0.0.1:20001/" in t.connection_string
     assert (t.base_url, t.key) == ("http://127.0.0.1:7999/api", "k1")
     # A state file left by a host that is gone is ignored.
-    state.write_json(state.state_path(tmp_path), running | {"pid": 2**22 + 12345})
+    (tmp_path / "state.json").write_text(json.dumps(running | {"pid": 2**22 + 12345}))
     t = upload.resolve_target(args, env={})
-    assert ":10000/" in t.connection_string and t.base_url == upload.DEFAULT_BASE_URL and t.key == "k1"
+    assert t.connection_string == "UseDevelopmentStorage=true" and t.base_url == upload.DEFAULT_BASE_URL
+    assert t.key == "k1"

@@ -22,10 +22,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from devhost import corpus, synth
 from shared.dicom.header import read_header_bytes
 from shared.dicom.validate import is_valid_uid, validate
 from shared.errors import BadInput
+from tools import corpus, synth
 
 ROOT = Path(__file__).resolve().parents[2]
 # The broken set holds invalid UIDs on purpose; pydicom warns when it reads them.
@@ -249,7 +249,7 @@ _RSS_PROBE = r"""
 import resource, sys, json
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from devhost import corpus
+from tools import corpus
 import numpy, pydicom  # imported before the baseline
 uids = corpus.UidFactory(0)
 study = corpus.make_study(corpus.make_patients(2)[1], uids, "large", description="DBT")

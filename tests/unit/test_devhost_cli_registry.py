@@ -13,11 +13,17 @@ from devhost import cli
 
 def test_builtin_commands_are_registered() -> None:
     names = [n for n, _ in cli.COMMANDS]
-    for name in ("up", "down", "status", "key", "demo"):
+    for name in ("up", "down", "status", "key"):
         assert name in names
     parser = cli.build_parser()
     args = parser.parse_args(["up", "--http-port", "1234", "--env", "A=1", "--env", "B=2"])
     assert (args.http_port, args.fabric_port, args.env, args.app) == (1234, 7072, ["A=1", "B=2"], "function_app:app")
+    assert (args.settings, args.events, args.ready_path) == (None, None, None)
+
+
+def test_devhost_lists_runtime_commands_only() -> None:
+    """The app's own commands (synth, upload, demo, config, reprocess) live in its CLI, not in the runtime."""
+    assert not {"synth", "upload", "demo", "config", "reprocess"} & {n for n, _ in cli.COMMANDS}
 
 
 def test_a_new_command_needs_only_a_module_and_a_list_entry(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,7 +31,20 @@ def test_the_repo_events_files_load() -> None:
     cfg = load(ROOT / "infra" / "events.json")
     assert "dicom-inbox" in cfg.watched_containers()
     assert cfg.custom_topic() == "dicom"
-    assert load(ROOT / "tests" / "devhost_app" / "events.json").watched_containers() == ["dh-inbox", "dh-inbox2"]
+    assert load(ROOT / "tests" / "devhost_app" / "events.json").watched_containers() == {
+        "dh-inbox": "storage", "dh-inbox2": "storage"}
+
+
+def test_topic_names_come_from_the_file_only() -> None:
+    """No topic name is built in: a system topic called anything is watched, a custom one is published to."""
+    doc = json.loads(json.dumps(GOOD))
+    doc["topics"] = {"blobs": doc["topics"]["storage"], "app-events": doc["topics"]["dicom"]}
+    for sub in doc["subscriptions"]:
+        sub["topic"] = {"storage": "blobs", "dicom": "app-events"}[sub["topic"]]
+    cfg = parse(doc)
+    assert cfg.system_topics() == ["blobs"]
+    assert cfg.watched_containers() == {"dicom-inbox": "blobs"}
+    assert cfg.custom_topic() == "app-events"
 
 
 def test_good_document() -> None:

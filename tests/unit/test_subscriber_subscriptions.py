@@ -57,3 +57,14 @@ def test_routing_delivers_often_enough_for_the_ledger_to_give_up_first() -> None
 
     most = SCHEMA["$defs"]["rule"]["properties"]["retry"]["properties"]["maxAttempts"]["maximum"]
     assert all(s.max_delivery_attempts > most for s in subs("routing"))
+
+
+def test_the_published_rules_schema_names_exactly_the_triggers_routing_receives() -> None:
+    """The trigger enum lives in shared/routing/rules.schema.json; events.json must deliver each of them."""
+    from shared.events.types import EventType
+    from shared.routing.rules import SCHEMA
+
+    enum = SCHEMA["$defs"]["rule"]["properties"]["trigger"]["oneOf"][0]["enum"]
+    assert set(enum) <= {str(t) for t in EventType}
+    received = {t for s in subs("routing") for t in s.filter.included_event_types}
+    assert set(enum) == received

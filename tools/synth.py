@@ -1,15 +1,15 @@
-"""``python -m devhost synth OUT_DIR``: write a realistic synthetic DICOM corpus.
+"""``python -m tools synth OUT_DIR``: write a realistic synthetic DICOM corpus.
 
 The corpus (patients with non-ASCII names in several character sets, CT/MR series, a multi-frame
 breast tomosynthesis instance, DX, a Comprehensive SR and a set of deliberately broken files) and
-its ``manifest.json`` are described in :mod:`devhost.corpus`. Examples::
+its ``manifest.json`` are described in :mod:`tools.corpus`. Examples::
 
-    python -m devhost synth /tmp/corpus                       # 6 patients, 40 CT slices each
-    python -m devhost synth /tmp/corpus --patients 2 --slices 5 --no-broken
-    python -m devhost synth /tmp/big --large-frames 128       # + a 1 GiB multi-frame instance
-    python -m devhost synth /tmp/phi --sentinel 'SENTINEL^LEAK' # every patient named SENTINEL^LEAK
+    python -m tools synth /tmp/corpus                       # 6 patients, 40 CT slices each
+    python -m tools synth /tmp/corpus --patients 2 --slices 5 --no-broken
+    python -m tools synth /tmp/big --large-frames 128       # + a 1 GiB multi-frame instance
+    python -m tools synth /tmp/phi --sentinel 'SENTINEL^LEAK' # every patient named SENTINEL^LEAK
 
-Module interface for the devhost CLI: :func:`add_arguments` and :func:`run`.
+Module interface for the tools CLI: :func:`add_arguments` and :func:`run`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from devhost.corpus import CorpusOptions, load_manifest, write_corpus
+from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 HELP = "write a synthetic DICOM corpus (good and deliberately broken files) with a manifest"
 
@@ -85,7 +85,7 @@ def summary(manifest: dict, out_dir: Path, elapsed: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devhost synth", description=HELP)
+    parser = argparse.ArgumentParser(prog="python -m tools synth", description=HELP)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

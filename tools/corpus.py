@@ -942,7 +942,7 @@ def write_corpus(out_dir: Path, options: CorpusOptions | None = None, *, progres
         bar.close()
 
     manifest = {
-        "generator": "dicomflow devhost.corpus",
+        "generator": "dicomflow tools.corpus",
         "options": {k: v for k, v in vars(opts).items() if k != "sentinel"} | {"sentinel": opts.sentinel is not None},
         "uid_prefix": UID_PREFIX,
         "patients": [

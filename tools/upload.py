@@ -1,4 +1,4 @@
-"""``python -m devhost upload PATH...``: put files into the inbox and report what became of each.
+"""``python -m tools upload PATH...``: put files into the inbox and report what became of each.
 
 1. Uploads every file (folders recursively) in parallel to the inbox container (``dicom-inbox``)
    with a progress bar in bytes. Files are streamed from disk (``upload_blob`` gets the open file and
@@ -17,9 +17,10 @@ same file twice gives two distinct blobs (two ingests, the second a ``duplicate`
     upload a/DICOMDIR      DICOMDIR                        ->  DICOMDIR~0b7e55aa
 
 Where things are found (first that answers): ``--connection-string``, the running devhost's state
-(``.devhost/state.json``: Azurite's ports), the ``DicomStorage`` setting, the default local Azurite (10000-10002).
-The function key: ``--key``, else the devhost's ``.devhost/keys.json``. The status URL:
-``--base-url``, else the running devhost's HTTP port and route prefix, else ``http://127.0.0.1:7071/api``.
+(``.devhost/state.json``, read by :mod:`tools.stack`), the ``DicomStorage`` setting, the default local
+Azurite (``UseDevelopmentStorage=true``). The function key: ``--key``, else the devhost's
+``.devhost/keys.json``. The status URL: ``--base-url``, else the running devhost's HTTP port and route
+prefix, else ``http://127.0.0.1:7071/api``.
 
 Exit code 0 when every file was uploaded and (unless ``--no-wait``) every blob has an outcome
 (archived, duplicate, updated or quarantined: a quarantined file is an answer, and it is listed);
@@ -49,21 +50,20 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from devhost import runtime
-from devhost import state as devstate
-from devhost.azurite import DEFAULT_PORTS
-from devhost.azurite import connection_string as azurite_connection_string
 from shared.config import STORAGE_CONNECTION, Settings
+from shared.ingest.states import FINAL
 from shared.storage.layout import INBOX
+from tools import stack
 
 HELP = "upload DICOM files/folders to the inbox and wait for each outcome"
 DEFAULT_BASE_URL = "http://127.0.0.1:7071/api"
-#: States with an outcome; "pending" and "unknown" mean "ask again".
-FINAL_STATES = frozenset({"archived", "duplicate", "updated", "quarantined"})
+#: States with an outcome (shared/ingest/states.py); "pending" and "unknown" mean "ask again".
+FINAL_STATES = frozenset(str(s) for s in FINAL)
 DEFAULT_EXCLUDES = ("manifest.json", ".*")
 #: Files above this go up in blocks, several at a time.
 BLOCK_UPLOAD_THRESHOLD = 64 * 1024 * 1024
-STACK_HINT = "Is the local stack up? Run 'make up' (or 'python -m devhost up') and try again."
+STACK_HINT = stack.STACK_HINT
+DEV_STORAGE = "UseDevelopmentStorage=true"
 
 
 class UploadError(RuntimeError):
@@ -121,35 +121,22 @@ class Target:
     source: str  # where the connection came from, for messages
 
 
-def _running_state(state_dir: Path) -> dict[str, Any]:
-    """The running devhost's ``state.json`` (written by ``up``), or {} if none is running."""
-    data = devstate.read_json(devstate.state_path(state_dir))
-    if not isinstance(data, dict) or not devstate.pid_alive(data.get("pid")):
-        return {}
-    return data
-
-
 def resolve_target(args: argparse.Namespace, env: dict[str, str] | None = None) -> Target:
     env = dict(os.environ) if env is None else env
     state_dir = Path(args.state_dir)
-    st = _running_state(state_dir)
-    azurite_ports = (st.get("azurite") or {}).get("ports") if isinstance(st.get("azurite"), dict) else None
+    local = stack.find_local(state_dir)
     conn, source = args.connection_string, "--connection-string"
-    if not conn and isinstance(azurite_ports, list) and len(azurite_ports) == 3:
-        blob, queue, table = (int(p) for p in azurite_ports)
-        conn, source = azurite_connection_string(blob, queue, table), f"devhost state in {state_dir}"
+    if not conn and local is not None and local.storage:
+        conn, source = local.storage, f"devhost state in {state_dir}"
     if not conn:
         conn, source = Settings.from_env(env).storage.connection_string, STORAGE_CONNECTION
     if not conn:
-        conn, source = azurite_connection_string(*DEFAULT_PORTS), "default Azurite (127.0.0.1:10000)"
-    base_url = args.base_url
-    if not base_url and isinstance(st.get("http_port"), int):
-        prefix = str(st.get("route_prefix", "api") or "").strip("/")
-        base_url = f"http://127.0.0.1:{st['http_port']}" + (f"/{prefix}" if prefix else "")
+        conn, source = DEV_STORAGE, "default Azurite (127.0.0.1:10000)"
+    base_url = args.base_url or (local.base_url if local is not None else None)
     key = args.key
     if not key:
-        keys = devstate.read_json(devstate.keys_path(state_dir))
-        key = keys.get("function") if isinstance(keys, dict) else None
+        keys = stack.read_keys(state_dir)
+        key = keys.get("function")
     return Target(str(conn), str(base_url or DEFAULT_BASE_URL).rstrip("/"), key, source)
 
 
@@ -330,6 +317,14 @@ def wait_for_outcomes(base_url: str, names: Sequence[str], *, key: str | None, t
 # --- summary ----------------------------------------------------------------------------------------
 
 
+def _shown(path: Path) -> str:
+    """A path as the user sees it: relative to the current folder when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def summarize(outcomes: Iterable[Outcome], *, waited: bool) -> tuple[str, bool]:
     """The summary table and whether everything is accounted for (the exit status)."""
     outcomes = list(outcomes)
@@ -348,16 +343,16 @@ def summarize(outcomes: Iterable[Outcome], *, waited: bool) -> tuple[str, bool]:
     quarantined = [o for o in outcomes if o.state == "quarantined"]
     if quarantined:
         lines.append("Quarantined:")
-        wf = max(len(str(o.item.path)) for o in quarantined)
+        wf = max(len(_shown(o.item.path)) for o in quarantined)
         wr = max(len(str(o.status.get("reason") or "?")) for o in quarantined)
         for o in sorted(quarantined, key=lambda o: str(o.item.path)):
             reason = o.status.get("reason") or "?"
-            lines.append(f"  {o.item.path!s:<{wf}}  {reason:<{wr}}  {o.status.get('message') or ''}")
+            lines.append(f"  {_shown(o.item.path):<{wf}}  {reason:<{wr}}  {o.status.get('message') or ''}")
     failed = [o for o in outcomes if not o.uploaded]
     if failed:
         lines.append("Upload failed (run the same command again for these files):")
         for o in failed:
-            lines.append(f"  {o.item.path}  {o.error}")
+            lines.append(f"  {_shown(o.item.path)}  {o.error}")
     late = [o for o in outcomes if waited and o.uploaded and o.state not in FINAL_STATES]
     if late:
         lines.append(
@@ -409,12 +404,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", default=None,
                         help=f"the app's HTTP base including /api (default: devhost state, else {DEFAULT_BASE_URL})")
     parser.add_argument("--key", default=None, help="function key (default: the devhost's .devhost/keys.json)")
+    parser.add_argument("--state-dir", type=Path, default=stack.DEFAULT_STATE_DIR,
+                        help="the local devhost's state folder (default .devhost)")
     parser.add_argument("--connection-string", default=None,
                         help=f"storage connection (default: devhost state, {STORAGE_CONNECTION}, local Azurite)")
     parser.add_argument("--exclude", action="append", default=None, metavar="GLOB",
                         help="skip files/folders matching GLOB inside folders (repeatable; default: "
                              + ", ".join(DEFAULT_EXCLUDES) + ")")
-    runtime.add_state_dir(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -460,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devhost upload", description=HELP)
+    parser = argparse.ArgumentParser(prog="python -m tools upload", description=HELP)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
