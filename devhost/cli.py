@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("down", "devhost.down"),
     ("status", "devhost.status"),
     ("key", "devhost.key"),
+    ("token", "devhost.token"),
     ("upload", "devhost.upload"),
     ("synth", "devhost.synth"),
     ("demo", "devhost.demo"),

@@ -39,6 +39,7 @@ log = logging.getLogger("devhost")
 DEFAULT_EVENTS = ROOT / "infra" / "events.json"
 HTTP_PORT = 7071
 FABRIC_PORT = 7072
+STATIC_PORT = 3000
 
 
 class StartupError(RuntimeError):
@@ -72,6 +73,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch-from-now", action="store_true",
                         help="on a fresh state dir, do not announce blobs that already exist")
     parser.add_argument("--timeout", type=float, default=90.0, help="--detach: seconds to wait for health")
+    parser.add_argument("--static", default=None, metavar="DIR",
+                        help="also serve this folder of static files (a web app such as a viewer) at an origin root")
+    parser.add_argument("--static-port", type=int, default=STATIC_PORT, help="port for --static (default 3000)")
 
 
 def up_argv(args: argparse.Namespace) -> list[str]:
@@ -90,6 +94,8 @@ def up_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--cors", args.cors]
     if args.http_v2_strict:
         argv.append("--http-v2-strict")
+    if args.static:
+        argv += ["--static", str(Path(args.static).resolve()), "--static-port", str(args.static_port)]
     return argv
 
 
@@ -160,6 +166,12 @@ def prepare(args: argparse.Namespace) -> Prepared:
                                f"or choose another with {flag}")
     if args.http_port == args.fabric_port:
         raise StartupError("--http-port and --fabric-port must differ")
+    if args.static:
+        if not (Path(args.static) / "index.html").is_file():
+            raise StartupError(f"--static {args.static}: no index.html there; build the site into it first")
+        if args.static_port in (args.http_port, args.fabric_port) or not _port_free(args.static_port):
+            raise StartupError(f"Port {args.static_port} is already in use: stop what uses it or choose another "
+                               "with --static-port")
     if args.core_tools and shutil.which("func") is None:
         raise StartupError("Azure Functions Core Tools ('func') is not on PATH: install it, or run without "
                            "--core-tools to use the devhost's own function host")
@@ -199,6 +211,10 @@ def prepare(args: argparse.Namespace) -> Prepared:
         if not sep or not k:
             raise StartupError(f"--env {kv!r} is not K=V: write e.g. --env DICOMFLOW_STABLE_AGE_SECONDS=0")
         env[k] = v
+    for k, v in list(env.items()):
+        for placeholder, value in placeholders(args).items():
+            v = v.replace(placeholder, value)
+        env[k] = v
     os.environ.update(env)
     try:
         prepared.app, prepared.app_dir = load_app(args.app)
@@ -225,6 +241,13 @@ def prepare(args: argparse.Namespace) -> Prepared:
                         "its events will be dead-lettered (fix \"function\" or add the function)",
                         args.events, sub.name, sub.function, sub.endpoint)
     return prepared
+
+
+def placeholders(args: argparse.Namespace) -> dict[str, str]:
+    """What ``{devhost:...}`` in an app setting's value expands to."""
+    from devhost.issuer import issuer_url
+
+    return {"{devhost:issuer}": issuer_url(args.fabric_port)}
 
 
 def _module_dir(app_spec: str) -> Path:
@@ -289,12 +312,18 @@ async def _serve(p: Prepared) -> None:
 
     journal = state.Journal(state.journal_path(p.state_dir))
     fabric = Fabric(p.config, p.keys["events"], journal, target, dead_letter)
+    from devhost.issuer import PATH as ISSUER_PATH
+    from devhost.issuer import IssuerApp, issuer_url
+
+    issuer = issuer_url(args.fabric_port)
     unfinished = state.read_journal(p.state_dir)
     runners: list[web.AppRunner] = []
     tasks: list[asyncio.Task[Any]] = []
     state_file = state.state_path(p.state_dir)
     try:
-        fabric_runner = web.AppRunner(fabric.http_app(), access_log=None)
+        fabric_app = fabric.http_app()
+        fabric_app.add_subapp(ISSUER_PATH, IssuerApp(p.state_dir, issuer).app())
+        fabric_runner = web.AppRunner(fabric_app, access_log=None)
         await fabric_runner.setup()
         runners.append(fabric_runner)
         await web.TCPSite(fabric_runner, "127.0.0.1", args.fabric_port).start()
@@ -307,6 +336,13 @@ async def _serve(p: Prepared) -> None:
             runners.append(http_runner)
             await web.TCPSite(http_runner, "127.0.0.1", args.http_port).start()
             tasks += host.start_listeners()
+        if args.static:
+            from devhost.static import StaticSite
+
+            static_runner = web.AppRunner(StaticSite(Path(args.static)).app(), access_log=None)
+            await static_runner.setup()
+            runners.append(static_runner)
+            await web.TCPSite(static_runner, "127.0.0.1", args.static_port).start()
         fabric.resume(unfinished)
         watcher = BlobWatcher(blob_service, p.config.watched_containers(), p.state_dir / "watcher.json",
                               lambda events: fabric.publish("storage", events), from_now=args.watch_from_now)
@@ -318,7 +354,9 @@ async def _serve(p: Prepared) -> None:
             return {
                 "pid": os.getpid(), "ready": ready, "mode": "core-tools" if args.core_tools else "devhost",
                 "app": args.app, "events": str(Path(args.events).resolve()),
-                "http_port": args.http_port, "fabric_port": args.fabric_port,
+                "http_port": args.http_port, "fabric_port": args.fabric_port, "issuer": issuer,
+                "static": ({"dir": str(Path(args.static).resolve()), "url": f"http://127.0.0.1:{args.static_port}/"}
+                           if args.static else None),
                 "route_prefix": p.host_config.route_prefix,
                 "azurite": {"ports": list(p.azurite.ports), "started_by_us": p.azurite.started_by_us,
                             "pid": p.azurite.process.pid if p.azurite.process else None},
@@ -331,8 +369,10 @@ async def _serve(p: Prepared) -> None:
 
         state.write_json(state_file, snapshot(True))
         log.info("devhost is up: functions on http://127.0.0.1:%d/%s, events on http://127.0.0.1:%d/api/events, "
-                 "Azurite on %s (%d functions)", args.http_port, p.host_config.route_prefix, args.fabric_port,
-                 ",".join(map(str, p.azurite.ports)), len(p.specs))
+                 "Azurite on %s (%d functions), OpenID issuer %s", args.http_port, p.host_config.route_prefix,
+                 args.fabric_port, ",".join(map(str, p.azurite.ports)), len(p.specs), issuer)
+        if args.static:
+            log.info("  static site %s on http://127.0.0.1:%d/", args.static, args.static_port)
         for s in p.specs.values():
             log.info("  %s: %s", s.name, s.describe())
         while not stopping.is_set():
@@ -409,6 +449,8 @@ def _detach(args: argparse.Namespace) -> int:
             if not health_url or _http_status(health_url) == 200:
                 print(f"devhost is up (pid {proc.pid}): http://127.0.0.1:{args.http_port}/api, "
                       f"events http://127.0.0.1:{args.fabric_port}/api/events, logs {log_path}")
+                if args.static:
+                    print(f"  static site http://127.0.0.1:{args.static_port}/ ({args.static})")
                 return 0
         time.sleep(0.2)
     _terminate(proc.pid)
@@ -475,6 +517,10 @@ def status(args: argparse.Namespace) -> int:
     print(f"devhost running (pid {st['pid']}, mode {st.get('mode')}, app {st.get('app')})")
     print(f"  functions  http://127.0.0.1:{st['http_port']}/{st.get('route_prefix', 'api')}")
     print(f"  events     http://127.0.0.1:{st['fabric_port']}/api/events")
+    if st.get("issuer"):
+        print(f"  issuer     {st['issuer']}  (tokens: python -m devhost token --role reader|writer|admin)")
+    if st.get("static"):
+        print(f"  static     {st['static']['url']}  ({st['static']['dir']})")
     print(f"  azurite    ports {','.join(map(str, az.get('ports', [])))} "
           f"({'started by devhost' if az.get('started_by_us') else 'reused'})")
     print(f"  watching   {', '.join(st.get('watched_containers') or []) or '-'} "

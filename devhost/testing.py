@@ -4,13 +4,14 @@
 
     with DevHostProcess(app="function_app:app", events="infra/events.json", azurite=azurite,
                         env={"DICOMFLOW_STABLE_AGE_SECONDS": "0"}) as dh:
-        requests.get(f"{dh.base_url}/ingest/status", headers={"x-functions-key": dh.key})
+        requests.get(f"{dh.base_url}/ingest/status", headers=dh.bearer("reader"))
         dh.wait_for_event(lambda e: e.get("type") == "Dicom.ImageCreated")
 
 It runs on free ports (HTTP and fabric) against the given, already running Azurite (reused, never
 stopped), with its own state dir (a temporary one unless given), and waits until the host is
-ready. ``kill()`` is a SIGKILL (crash tests); ``restart()`` starts it again on the same ports and
-state dir (the watcher remembers what it announced).
+ready. ``token()``/``bearer()`` sign tokens with its development OpenID issuer (``issuer``).
+``kill()`` is a SIGKILL (crash tests); ``restart()`` starts it again on the same ports and state dir
+(the watcher remembers what it announced).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from devhost import issuer as dev_issuer
 from devhost import state
 from devhost.azurite import ROOT, Azurite, free_port, port_open
 
@@ -68,6 +70,20 @@ class DevHostProcess:
     @property
     def events_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.fabric_port}/api/events"
+
+    @property
+    def issuer(self) -> str:
+        """The development OpenID issuer's URL (what ``{devhost:issuer}`` expands to)."""
+        return dev_issuer.issuer_url(self.fabric_port)
+
+    def token(self, *roles: str, minutes: float = 10.0, audience: str = dev_issuer.DEFAULT_AUDIENCE,
+              user: str = "test") -> str:
+        """A bearer token of this stack's issuer with these app roles."""
+        return dev_issuer.mint(self.state_dir, self.issuer, roles=roles, audience=audience, minutes=minutes, user=user)
+
+    def bearer(self, *roles: str, **kwargs: Any) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for these roles."""
+        return {"Authorization": f"Bearer {self.token(*roles, **kwargs)}"}
 
     @property
     def pid(self) -> int | None:
