@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print(_table([(f["name"], f["trigger"], f["detail"].split(": ", 1)[-1]) for f in st.get("functions", [])],
                      ("function", "trigger", "binding")))
         print(f"\nEvents: publish to http://127.0.0.1:{st['fabric_port']}/api/events "
-              "(key: python -m devhost key --events); function key: python -m devhost key")
+              "(key: python -m devhost key --events); API tokens: python -m devhost token --role reader|writer|admin")
 
         if status != 200:
             print("\nA dependency is down: see the table above (Azurite log: .azurite/azurite.log).")
@@ -151,7 +151,13 @@ def scenario(st: dict[str, Any], base: str, state_dir: Path) -> int:
     if conn is None:
         print("The devhost state has no Azurite ports: restart the stack (make down; make demo).")
         return 1
-    key = state.load_keys(state_dir)["function"]
+    from devhost.issuer import mint
+
+    if not st.get("issuer"):
+        print("The devhost state has no OpenID issuer: restart the stack (make down; make demo).")
+        return 1
+    key = mint(state_dir, str(st["issuer"]), roles=["reader", "writer"], minutes=120, user="demo")
+    auth = {"Authorization": f"Bearer {key}"}
     work = state_dir / "demo"
     if work.exists():
         shutil.rmtree(work)
@@ -206,7 +212,7 @@ def scenario(st: dict[str, Any], base: str, state_dir: Path) -> int:
               timeout=120)
 
         print("\n== 5. QIDO-RS with dicomweb-client (GET /api/dicomweb/studies) ==")
-        client = DICOMwebClient(f"{base}/dicomweb", headers={"x-functions-key": key})
+        client = DICOMwebClient(f"{base}/dicomweb", headers=auth)
         found = client.search_for_studies(fields=["PatientName", "StudyDescription"])
         rows: list[tuple[str, ...]] = []
         for d in found:
@@ -247,7 +253,12 @@ def scenario(st: dict[str, Any], base: str, state_dir: Path) -> int:
             kind = str(ev.get("type") or ev.get("eventType"))
             counts[kind] = counts.get(kind, 0) + 1
         print(_table(sorted(((k, str(n)) for k, n in counts.items())), ("event type", "count")))
-        print(f"\nTry: curl -H 'x-functions-key: {key}' '{base}/ingest/status'\n"
+        viewer = (st.get("static") or {}).get("url")
+        if viewer:
+            print(f"\n== 9. Read the studies in OHIF: {viewer} ==\n"
+                  f"  sign in on the development issuer's page (pick the reader role), or open\n"
+                  f"  {viewer}?token=<python -m devhost token --role reader>")
+        print(f"\nTry: curl -H \"Authorization: Bearer $(python -m devhost token)\" '{base}/ingest/status'\n"
               f"     python -m devhost upload <your DICOM folder>")
         return 0
     finally:

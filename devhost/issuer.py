@@ -111,6 +111,7 @@ def discovery(issuer: str) -> dict[str, Any]:
         "jwks_uri": f"{issuer}/jwks",
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
         "response_types_supported": ["code"],
         "grant_types_supported": ["authorization_code"],
         "code_challenge_methods_supported": ["S256"],
@@ -166,6 +167,7 @@ class IssuerApp:
         app.router.add_get("/authorize", self._authorize)
         app.router.add_post("/authorize", self._approve)
         app.router.add_post("/token", self._token)
+        app.router.add_get("/userinfo", self._userinfo)
         app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
         return app
 
@@ -187,8 +189,34 @@ class IssuerApp:
     async def _jwks(self, request: web.Request) -> web.StreamResponse:
         return self._cors(web.json_response(jwks(self.state_dir)))
 
+    async def _userinfo(self, request: web.Request) -> web.StreamResponse:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise jwt.InvalidTokenError("no bearer token")
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = next((k for k in jwks(self.state_dir)["keys"] if k["kid"] == kid), None)
+            if key is None:
+                raise jwt.InvalidTokenError("unknown key")
+            claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["RS256"], issuer=self.issuer,
+                                options={"verify_aud": False})
+        except jwt.InvalidTokenError:
+            return self._cors(web.json_response({"error": "invalid_token"}, status=401))
+        keep = ("sub", "oid", "name", "preferred_username", "roles")
+        return self._cors(web.json_response({k: claims[k] for k in keep if k in claims}))
+
+    @staticmethod
+    def _loopback(uri: str) -> bool:
+        """Redirects go to this machine only (a development issuer must not be an open redirector)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(uri)
+        return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
     async def _authorize(self, request: web.Request) -> web.StreamResponse:
         q = request.query
+        if q.get("redirect_uri") and not self._loopback(q["redirect_uri"]):
+            return web.Response(status=400, text="redirect_uri must be an http://127.0.0.1 or localhost address")
         missing = [p for p in ("client_id", "redirect_uri", "code_challenge") if not q.get(p)]
         if missing or q.get("response_type") != "code" or q.get("code_challenge_method", "S256") != "S256":
             return web.Response(status=400, text="authorization code flow with PKCE (S256) only; missing or wrong: "
@@ -205,6 +233,8 @@ class IssuerApp:
 
     async def _approve(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
+        if not self._loopback(str(form.get("redirect_uri", ""))):
+            return web.Response(status=400, text="redirect_uri must be an http://127.0.0.1 or localhost address")
         code = secrets.token_urlsafe(24)
         roles = [str(r) for r in form.getall("role", []) if str(r) in ROLES]
         self._codes[code] = {"client_id": str(form.get("client_id")), "redirect_uri": str(form.get("redirect_uri")),

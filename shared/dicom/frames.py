@@ -6,7 +6,9 @@ download. The index is built from the header (:class:`shared.dicom.header.Header
 pixel data offset and length) plus, for encapsulated pixel data, a walk over the
 item headers with small ranged reads (never the fragments themselves):
 
-* native (uncompressed): frame *i* is ``offset + i * frame_length`` (one range);
+* native (uncompressed): frame *i* is ``offset + i * frame_length`` (one range); big-endian
+  pixel data records its sample width (``byte_swap``) so frames can be served little-endian, as
+  ``application/octet-stream`` frames are by default (PS3.18 8.7.3);
 * encapsulated, in this order of preference (PS3.5 A.4):
   1. Extended Offset Table (7FE0,0001)/(7FE0,0002): one fragment per frame;
   2. a non-empty Basic Offset Table: the fragments that start inside each frame's span;
@@ -30,7 +32,8 @@ from pydicom.dataset import Dataset
 from shared.dicom.ranged import RangedReader, RangeSource
 from shared.errors import BadInput
 
-VERSION: Final = 1
+VERSION: Final = 2  # 2: byte_swap for big-endian native pixel data
+BIG_ENDIAN: Final = "1.2.840.10008.1.2.2"
 NATIVE: Final = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
 ITEM: Final = 0xFFFEE000
 SEQ_DELIM: Final = 0xFFFEE0DD
@@ -56,6 +59,8 @@ class FrameIndex:
     frames: tuple[tuple[Range, ...], ...]
     #: The ETag of the archived blob the ranges were computed from (a replaced file needs a new index).
     etag: str | None = None
+    #: Big-endian native pixel data: bytes per sample to swap when serving little-endian (0 = none).
+    byte_swap: int = 0
 
     @property
     def number_of_frames(self) -> int:
@@ -70,14 +75,15 @@ class FrameIndex:
     def to_json(self) -> dict[str, Any]:
         frames = [[list(r) for r in f] for f in self.frames]
         return {"version": VERSION, "transferSyntaxUID": self.transfer_syntax_uid,
-                "encapsulated": self.encapsulated, "etag": self.etag, "frames": frames}
+                "encapsulated": self.encapsulated, "etag": self.etag, "byteSwap": self.byte_swap, "frames": frames}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> FrameIndex:
         if obj.get("version") != VERSION:
             raise ValueError(f"frame index version {obj.get('version')!r} is not {VERSION}; rebuild it")
         frames = tuple(tuple((int(o), int(n)) for o, n in f) for f in obj["frames"])
-        return cls(str(obj["transferSyntaxUID"]), bool(obj["encapsulated"]), frames, obj.get("etag"))
+        return cls(str(obj["transferSyntaxUID"]), bool(obj["encapsulated"]), frames, obj.get("etag"),
+                   int(obj.get("byteSwap") or 0))
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
@@ -129,7 +135,9 @@ def build(header: Any, source: RangeSource) -> FrameIndex:
             raise FrameIndexError(
                 f"Pixel data holds {header.pixel_data_length} bytes, fewer than {nframes} frames of {flen} bytes."
             )
-        return FrameIndex(ts, False, tuple(((offset + i * flen, flen),) for i in range(nframes)))
+        bits = _int(ds, "BitsAllocated")
+        swap = bits // 8 if ts == BIG_ENDIAN and bits in (16, 32, 64) else 0
+        return FrameIndex(ts, False, tuple(((offset + i * flen, flen),) for i in range(nframes)), byte_swap=swap)
     little = bool(getattr(header, "is_little_endian", True))
     reader = RangedReader(source, first_chunk=WALK_CHUNK, max_chunk=WALK_CHUNK, size=header.size_bytes)
     bot, fragments = _walk(reader, offset, little, want_tails=ts.startswith(JPEG_FAMILY_PREFIX))

@@ -16,6 +16,7 @@ from shared.dicomweb.multipart import parse_content_type
 DICOM: Final = "application/dicom"
 DICOM_JSON: Final = "application/dicom+json"
 OCTET: Final = "application/octet-stream"
+EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
 
 #: Native (uncompressed) transfer syntaxes: frames go out as application/octet-stream.
 NATIVE_TRANSFER_SYNTAXES: Final = frozenset(

@@ -38,7 +38,9 @@ def context(call: Call) -> Any:
     """The process-wide pipeline context (clients, index, publisher) for these settings."""
     from shared.ingest.context import get_context
 
-    return get_context(call.settings)
+    ctx = get_context(call.settings)
+    ctx.ensure_ready()  # once per process: a fresh store answers "nothing found", not 500
+    return ctx
 
 
 def _clients(call: Call) -> Any:

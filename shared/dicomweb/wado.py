@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 import orjson
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
@@ -178,14 +179,15 @@ class Wado:
     def frames(self, accept: str | None, study: str, series: str, sop: str, frame_list: str) -> Reply:
         numbers = parse_frame_list(frame_list)
         index, src = self.frame_index(study, series, sop)
-        part_type = media.negotiate_frames(accept, index.transfer_syntax_uid)
+        # Big-endian native frames go out little-endian (octet-stream's default), swapped on the fly.
+        ts = media.EXPLICIT_LE if index.byte_swap else index.transfer_syntax_uid
+        part_type = media.negotiate_frames(accept, ts)
         for n in numbers:
             if n > index.number_of_frames:
                 raise NotFoundProblem(f"Frame {n} does not exist: the instance has {index.number_of_frames} frame(s).")
-        ts = index.transfer_syntax_uid
         ctype = part_type if part_type == media.OCTET else f"{part_type}; transfer-syntax={ts}"
         boundary = new_boundary()
-        parts = ((ctype, _frame_chunks(src, index.frame(n))) for n in numbers)
+        parts = ((ctype, _swapped(_frame_chunks(src, index.frame(n)), index.byte_swap)) for n in numbers)
         return Reply(200, {"Content-Type": related_content_type(part_type, boundary, ts if part_type != media.OCTET
                                                                 else None)},
                      stream=stream_parts(parts, boundary))
@@ -317,6 +319,22 @@ def _ranges(src: BlobRangeSource, offset: int, length: int) -> Iterator[bytes]:
 def _frame_chunks(src: BlobRangeSource, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
     for offset, length in ranges:
         yield from _ranges(src, offset, length)
+
+
+def _swapped(chunks: Iterable[bytes], width: int) -> Iterator[bytes]:
+    """Chunks of big-endian samples of ``width`` bytes as little-endian (``width`` 0: unchanged)."""
+    if not width:
+        yield from chunks
+        return
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        cut = len(data) - len(data) % width
+        carry = data[cut:]
+        if cut:
+            yield np.frombuffer(data[:cut], dtype=f">u{width}").astype(f"<u{width}").tobytes()
+    if carry:
+        yield carry
 
 
 def _absolute(raw: bytes, base: str) -> bytes:

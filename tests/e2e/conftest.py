@@ -17,7 +17,9 @@ from devhost.azurite import Azurite
 from devhost.testing import DevHostProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-REAL_APP_ENV = {"DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
+#: Bearer tokens from the devhost's development issuer (``DevHostProcess.bearer(role...)`` signs them).
+AUTH_ENV = {"DICOMFLOW_AUTH_ISSUER": "{devhost:issuer}", "DICOMFLOW_AUTH_AUDIENCE": "api://devhost"}
+REAL_APP_ENV = {**AUTH_ENV, "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
 
 
 @pytest.fixture

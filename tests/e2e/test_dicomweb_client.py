@@ -27,7 +27,7 @@ from pydicom.uid import generate_uid
 
 from devhost.testing import DevHostProcess
 from shared.dicomweb.attributes import Level
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import AUTH_ENV, ROOT
 
 pytestmark = pytest.mark.slow
 STOW_LIMIT = 8 * 1024 * 1024
@@ -97,7 +97,7 @@ def corpus() -> list[Study]:
 
 @pytest.fixture(scope="module")
 def dh(azurite, tmp_path_factory) -> DevHostProcess:
-    env = {"DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
+    env = {**AUTH_ENV, "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
            "DICOMFLOW_STOW_MAX_BYTES": str(STOW_LIMIT), "DICOMFLOW_STOW_WAIT_SECONDS": "20"}
     folder = tmp_path_factory.mktemp("devhost-dicomweb")
     # Only the subscriptions DICOMweb needs (the ingest path): other consumers are not under test here.
@@ -112,7 +112,8 @@ def dh(azurite, tmp_path_factory) -> DevHostProcess:
 
 @pytest.fixture(scope="module")
 def client(dh: DevHostProcess) -> DICOMwebClient:
-    return DICOMwebClient(url=f"{dh.base_url}/dicomweb", headers={"x-functions-key": dh.key})
+    """A client with an admin token (the data owner: stores, reads and deletes)."""
+    return DICOMwebClient(url=f"{dh.base_url}/dicomweb", headers=dh.bearer("admin"))
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +226,7 @@ def test_search_series_and_instances_at_every_nesting(client: DICOMwebClient, st
 
 def test_plan_is_named_and_keyed_queries_do_not_scan(dh: DevHostProcess, stored: list[Study]) -> None:
     a = stored[0]
-    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key}
+    base, key = f"{dh.base_url}/dicomweb", dh.bearer("reader")
     for params, plan in (({"PatientID": a.patient_id}, "lookup:PatientID"),
                          ({"AccessionNumber": a.accession}, "lookup:AccessionNumber"),
                          ({"StudyInstanceUID": a.uid}, "key:StudyInstanceUID"),
@@ -328,7 +329,7 @@ def test_frames_for_a_viewer_asking_any_syntax(dh: DevHostProcess, stored: list[
     url = (f"{dh.base_url}/dicomweb/studies/{d.uid}/series/{jpeg.SeriesInstanceUID}/instances/"
            f"{jpeg.SOPInstanceUID}/frames/1")
     accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-    r = requests.get(url, headers={"x-functions-key": dh.key, "Accept": accept}, timeout=30)
+    r = requests.get(url, headers={**dh.bearer("reader"), "Accept": accept}, timeout=30)
     assert r.status_code == 200
     assert 'type="image/jpeg"' in r.headers["Content-Type"]
     assert b"Content-Type: image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50" in r.content[:300]
@@ -352,7 +353,7 @@ def test_frames_follow_a_replaced_instance(client: DICOMwebClient, stored: list[
 # -- bad input -------------------------------------------------------------------------------------
 def test_bad_requests(dh: DevHostProcess, stored: list[Study]) -> None:
     a = stored[0]
-    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key}
+    base, key = f"{dh.base_url}/dicomweb", dh.bearer("reader", "writer")
     ds = a.instances[0]
     inst = f"{base}/studies/{a.uid}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     cases = [
@@ -375,7 +376,7 @@ def test_bad_requests(dh: DevHostProcess, stored: list[Study]) -> None:
         assert r.status_code == status, (url, r.status_code, r.text)
         assert word in r.json()["error"], (url, r.text)
     r = requests.get(f"{base}/studies", timeout=30)
-    assert r.status_code == 401  # function-level auth
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def _multipart(parts: list[bytes], boundary: str = "dicomflowtest") -> tuple[bytes, str]:
@@ -385,7 +386,7 @@ def _multipart(parts: list[bytes], boundary: str = "dicomflowtest") -> tuple[byt
 
 
 def test_stow_failures_and_partial_success(dh: DevHostProcess, corpus: list[Study]) -> None:
-    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key, "Accept": "application/dicom+json"}
+    base, key = f"{dh.base_url}/dicomweb", {**dh.bearer("writer"), "Accept": "application/dicom+json"}
     run = corpus[0].run
     extra = Study(_uid(), "Partial^Pat", f"PE-{run}", f"ACE{run}", "20240102", run)
     good = _instance("MR_small.dcm", extra, _uid(), 1)
@@ -411,7 +412,7 @@ def test_stow_failures_and_partial_success(dh: DevHostProcess, corpus: list[Stud
 def test_oversized_stow_names_the_alternative(dh: DevHostProcess) -> None:
     body, ctype = _multipart([b"\0" * (STOW_LIMIT + 1)])
     r = requests.post(f"{dh.base_url}/dicomweb/studies", data=body, timeout=60,
-                      headers={"x-functions-key": dh.key, "Content-Type": ctype})
+                      headers={**dh.bearer("writer"), "Content-Type": ctype})
     assert r.status_code == 413
     assert "devhost upload" in r.json()["error"] and "dicom-inbox" in r.json()["error"]
 
@@ -459,7 +460,7 @@ def test_large_instance_is_streamed_not_buffered(dh: DevHostProcess, azurite, cl
     name = f"big/{ds.SOPInstanceUID}.dcm"
     BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
         "dicom-inbox", name).upload_blob(data, overwrite=True)
-    key = {"x-functions-key": dh.key}
+    key = dh.bearer("reader")
     deadline = time.monotonic() + 60
     while requests.get(f"{dh.base_url}/ingest/status", params={"blob": name}, headers=key,
                        timeout=30).json().get("state") != "archived":

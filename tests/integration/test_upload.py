@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from aiohttp import web
 from azure.storage.blob import ContainerClient
@@ -241,7 +242,7 @@ def test_wait_times_out_with_a_next_step(stub):
 
 
 def test_wait_with_a_wrong_key_says_so(stub):
-    with pytest.raises(upload.StatusError, match="refused the function key"):
+    with pytest.raises(upload.StatusError, match="refused the credential"):
         upload.wait_for_outcomes(stub.base_url, ["a.dcm"], key="wrong", timeout=5, progress=False)
 
 
@@ -261,13 +262,17 @@ def test_target_from_devhost_state_then_setting_then_default(tmp_path):
     assert upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"}).connection_string == (
         "UseDevelopmentStorage=true")
     running = {"pid": os.getpid(), "ready": True, "http_port": 7999, "route_prefix": "api",
-               "azurite": {"ports": [20001, 20002, 20003]}}
+               "azurite": {"ports": [20001, 20002, 20003]}, "issuer": "http://127.0.0.1:7998/issuer"}
     state.write_json(state.state_path(tmp_path), running)
-    state.write_json(state.keys_path(tmp_path), {"function": "k1", "events": "k2"})
     t = upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"})
     assert "BlobEndpoint=http://127.0.0.1:20001/" in t.connection_string
-    assert (t.base_url, t.key) == ("http://127.0.0.1:7999/api", "k1")
+    assert t.base_url == "http://127.0.0.1:7999/api"
+    # The credential: a writer token of the running stack's issuer (the status API wants reader or writer).
+    claims = jwt.decode(t.key, options={"verify_signature": False})
+    assert claims["iss"] == "http://127.0.0.1:7998/issuer" and claims["roles"] == ["writer"]
+    assert upload.auth_headers(t.key) == {"Authorization": f"Bearer {t.key}"}
+    assert upload.auth_headers("k1") == {"x-functions-key": "k1"}
     # A state file left by a host that is gone is ignored.
     state.write_json(state.state_path(tmp_path), running | {"pid": 2**22 + 12345})
     t = upload.resolve_target(args, env={})
-    assert ":10000/" in t.connection_string and t.base_url == upload.DEFAULT_BASE_URL and t.key == "k1"
+    assert ":10000/" in t.connection_string and t.base_url == upload.DEFAULT_BASE_URL and t.key is None
