@@ -29,12 +29,11 @@ from typing import Any, Final
 
 from pydicom.dataset import Dataset
 
+from shared.dicom import facts
 from shared.dicom.ranged import RangedReader, RangeSource
-from shared.errors import BadInput
+from shared.errors import BadInput, Reason
 
 VERSION: Final = 2  # 2: byte_swap for big-endian native pixel data
-BIG_ENDIAN: Final = "1.2.840.10008.1.2.2"
-NATIVE: Final = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
 ITEM: Final = 0xFFFEE000
 SEQ_DELIM: Final = 0xFFFEE0DD
 JPEG_FAMILY_PREFIX: Final = "1.2.840.10008.1.2.4."
@@ -48,7 +47,7 @@ class FrameIndexError(BadInput):
     """The pixel data's frames cannot be located (the message says why)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("frame-index", message)
+        super().__init__(Reason.NO_FRAMES, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +127,7 @@ def build(header: Any, source: RangeSource) -> FrameIndex:
         raise FrameIndexError("The instance has no pixel data: it has no frames.")
     nframes = _int(ds, "NumberOfFrames", 1) or 1
     if header.pixel_data_length is not None:
-        if ts not in NATIVE and ts != "1.2.840.10008.1.2.1.99":
+        if not facts.has_native_pixels(ts):
             raise FrameIndexError(f"Pixel data of defined length in compressed transfer syntax {ts}.")
         flen = native_frame_length(ds)
         if flen * nframes > header.pixel_data_length:
@@ -136,7 +135,8 @@ def build(header: Any, source: RangeSource) -> FrameIndex:
                 f"Pixel data holds {header.pixel_data_length} bytes, fewer than {nframes} frames of {flen} bytes."
             )
         bits = _int(ds, "BitsAllocated")
-        swap = bits // 8 if ts == BIG_ENDIAN and bits in (16, 32, 64) else 0
+        little_endian = facts.encoding_of(ts)[1]
+        swap = bits // 8 if not little_endian and bits in (16, 32, 64) else 0
         return FrameIndex(ts, False, tuple(((offset + i * flen, flen),) for i in range(nframes)), byte_swap=swap)
     little = bool(getattr(header, "is_little_endian", True))
     reader = RangedReader(source, first_chunk=WALK_CHUNK, max_chunk=WALK_CHUNK, size=header.size_bytes)

@@ -29,6 +29,7 @@ import orjson
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
+from shared.dicom import facts
 from shared.dicom import frames as frame_index
 from shared.dicom.header import Header, read_header
 from shared.dicom.ranged import BlobRangeSource, RangedReader
@@ -180,7 +181,7 @@ class Wado:
         numbers = parse_frame_list(frame_list)
         index, src = self.frame_index(study, series, sop)
         # Big-endian native frames go out little-endian (octet-stream's default), swapped on the fly.
-        ts = media.EXPLICIT_LE if index.byte_swap else index.transfer_syntax_uid
+        ts = facts.EXPLICIT_VR_LITTLE_ENDIAN if index.byte_swap else index.transfer_syntax_uid
         part_type = media.negotiate_frames(accept, ts)
         for n in numbers:
             if n > index.number_of_frames:
