@@ -5,11 +5,21 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
-PEERS := storescp findscu dcmsend Orthanc dciodvfy
+PEERS := storescp findscu dcmsend Orthanc dciodvfy chromium
+OHIF_STAMP := viewer/.ohif/3.13.2/.complete
+# The local stack's addresses; the viewer site is built for them.
+HTTP_PORT ?= 7071
+FABRIC_PORT ?= 7072
+VIEWER_PORT ?= 3000
+VIEWER_SITE := viewer/site
+# Sign-in locally: tokens of the devhost's development OpenID issuer; the viewer's origin may call the API.
+LOCAL_AUTH := --env DICOMFLOW_AUTH_ISSUER={devhost:issuer} --env DICOMFLOW_AUTH_AUDIENCE=api://devhost \
+	--env DICOMFLOW_CORS_ORIGINS=http://127.0.0.1:$(VIEWER_PORT)
+STACK := --http-port $(HTTP_PORT) --fabric-port $(FABRIC_PORT) --static $(VIEWER_SITE) --static-port $(VIEWER_PORT)
 
-.PHONY: setup peers infra-tools test test-unit lint up down demo bench clean
+.PHONY: setup peers infra-tools test test-unit lint up down demo bench clean viewer
 
-setup: $(STAMP) $(NPM_STAMP)
+setup: $(STAMP) $(NPM_STAMP) $(OHIF_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -21,15 +31,26 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
-# Real DICOM peers for tests (dcmtk, Orthanc + DICOMweb plugin, dicom3tools) from Debian.
+# The prebuilt OHIF viewer (npm pack @ohif/app, integrity-checked; see viewer/ohif.py).
+$(OHIF_STAMP): viewer/ohif.py | $(STAMP)
+	$(PYTHON) -m viewer fetch
+
+# The local viewer site: OHIF + an app-config.js for the local stack (sign-in at the devhost's issuer).
+viewer: setup
+	$(PYTHON) -m viewer build --dicomweb http://127.0.0.1:$(HTTP_PORT)/api/dicomweb \
+	  --authority http://127.0.0.1:$(FABRIC_PORT)/issuer --client-id dicomflow-viewer --out $(VIEWER_SITE)
+
+# Real DICOM peers for tests (dcmtk, Orthanc + DICOMweb plugin, dicom3tools) and the browser for the viewer
+# test (chromium, driven by Playwright; CJK fonts so names render) from Debian.
 peers:
 	@missing=""; for b in $(PEERS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
+	test -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing test peers (missing:$$missing)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    dcmtk orthanc orthanc-dicomweb dicom3tools >/dev/null; \
+	    dcmtk orthanc orthanc-dicomweb dicom3tools chromium fonts-noto-cjk >/dev/null; \
 	fi
 
 # checkov for the offline Bicep checks (tests/infra), in its own venv: its pins fight the app's.
@@ -53,17 +74,19 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-up: setup
-	$(PYTHON) -m devhost up --detach --env DICOMFLOW_STABLE_AGE_SECONDS=5
+up: viewer
+	$(PYTHON) -m devhost up --detach --env DICOMFLOW_STABLE_AGE_SECONDS=5 $(LOCAL_AUTH) $(STACK)
+	@echo "Viewer: http://127.0.0.1:$(VIEWER_PORT)/  (sign in on the development issuer's page; API tokens: \
+	$(PYTHON) -m devhost token --role reader)"
 
 down: setup
 	$(PYTHON) -m devhost down
 
-demo: setup
-	$(PYTHON) -m devhost demo
+demo: viewer
+	$(PYTHON) -m devhost demo $(LOCAL_AUTH) $(STACK)
 
 bench: setup peers
 	$(PYTHON) -m bench
 
 clean:
-	rm -rf .azurite .devhost .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .azurite .devhost .pytest_cache .mypy_cache .ruff_cache $(VIEWER_SITE) test-artifacts

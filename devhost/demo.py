@@ -65,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if not (isinstance(st, dict) and state.pid_alive(st.get("pid"))):
         print("Starting the local stack (Azurite, event fabric, blob watcher, function host)...")
         args.detach = True
-        if not any(e.startswith("DICOMFLOW_STABLE_AGE_SECONDS=") for e in args.env):
-            args.env.append(f"DICOMFLOW_STABLE_AGE_SECONDS={DEMO_STABLE_AGE}")
+        defaults = {"DICOMFLOW_STABLE_AGE_SECONDS": str(DEMO_STABLE_AGE), **LOCAL_AUTH}
+        for k, v in defaults.items():
+            if not any(e.startswith(k + "=") for e in args.env):
+                args.env.append(f"{k}={v}")
         code = runtime.up(args)
         if code != 0:
             return code
@@ -90,7 +92,15 @@ def run(args: argparse.Namespace) -> int:
         if status != 200:
             print("\nA dependency is down: see the table above (Azurite log: .azurite/azurite.log).")
             return 1
-        return scenario(st, base, state_dir)
+        code = scenario(st, base, state_dir)
+        viewer = (st.get("static") or {}).get("url")
+        if code == 0 and viewer:
+            print(f"\n== 9. Read the studies in OHIF: {viewer} ==\n"
+                  "  Sign in on the development issuer's page (tick 'reader'), open a CT study (Basic Viewer) and\n"
+                  "  double-click its 'SEG AI dicomflow-body' series to overlay the AI segmentation."
+                  + ("\n  The demo stops the stack it started: run 'make up' (the data stays) and open the link then."
+                     if started else ""))
+        return code
     finally:
         if started:
             print("\nStopping what the demo started...")
@@ -101,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
 # -- the pipeline scenario ---------------------------------------------------------------------------
 
 DEMO_STABLE_AGE = 4
+#: Sign-in for the API: tokens of the devhost's development issuer (as the Makefile's 'up' sets it).
+LOCAL_AUTH = {"DICOMFLOW_AUTH_ISSUER": "{devhost:issuer}", "DICOMFLOW_AUTH_AUDIENCE": "api://devhost"}
 DEMO_RULES = {
     "rules": [
         {"name": "ct-to-reading-room", "trigger": "Dicom.StudyStable",
@@ -253,11 +265,6 @@ def scenario(st: dict[str, Any], base: str, state_dir: Path) -> int:
             kind = str(ev.get("type") or ev.get("eventType"))
             counts[kind] = counts.get(kind, 0) + 1
         print(_table(sorted(((k, str(n)) for k, n in counts.items())), ("event type", "count")))
-        viewer = (st.get("static") or {}).get("url")
-        if viewer:
-            print(f"\n== 9. Read the studies in OHIF: {viewer} ==\n"
-                  f"  sign in on the development issuer's page (pick the reader role), or open\n"
-                  f"  {viewer}?token=<python -m devhost token --role reader>")
         print(f"\nTry: curl -H \"Authorization: Bearer $(python -m devhost token)\" '{base}/ingest/status'\n"
               f"     python -m devhost upload <your DICOM folder>")
         return 0
