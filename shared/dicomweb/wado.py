@@ -3,7 +3,9 @@
 * Instances (study/series/instance) are streamed as ``multipart/related;
   type="application/dicom"`` from the archive blobs in :data:`CHUNK`-sized ranged
   reads: memory per request is one chunk, whatever the file size. The list of
-  instances comes from the archive itself (what we stream is what exists).
+  instances comes from the archive itself (what we stream is what exists). A file
+  archived without preamble or File Meta Information goes out as a Part 10 file:
+  the missing framing is generated before its unchanged bytes (:mod:`shared.dicom.part10`).
 * Metadata: the instance sidecar; for a series the precomputed bundle written by
   the settle step (ONE blob read); for a study the bundles of its series. A series
   not settled yet falls back to its sidecars (logged). Relative BulkDataURIs are
@@ -29,7 +31,7 @@ import orjson
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from shared.dicom import facts
+from shared.dicom import facts, part10
 from shared.dicom import frames as frame_index
 from shared.dicom.header import Header, read_header
 from shared.dicom.ranged import BlobRangeSource, RangedReader
@@ -126,6 +128,14 @@ class Wado:
                 raise ResourceNotFoundError(f"{item.path} disappeared during the response")
             item = opened
         src, first, total = item
+        try:
+            prefix = part10.missing_prefix(first)
+        except BadInput as exc:  # archived before validation required the UIDs; send it as stored
+            log.warning("Instance blob %s cannot be framed as Part 10 (%s); sent as stored",
+                        src.blob.blob_name, exc.reason)
+            prefix = b""
+        if prefix:
+            yield prefix
         yield first
         yield from _ranges(src, len(first), total - len(first))
 

@@ -350,6 +350,65 @@ def test_frames_follow_a_replaced_instance(client: DICOMwebClient, stored: list[
     assert bytes(after) == native.PixelData[flen:2 * flen] != bytes(before[0])
 
 
+DONE = ("archived", "duplicate", "updated")
+
+
+def test_files_archived_without_file_meta_are_retrieved_as_part10(dh: DevHostProcess, azurite,
+                                                                   client: DICOMwebClient) -> None:
+    """pydicom's bare data sets (no preamble, no File Meta Information) come back as valid Part 10 files."""
+    from azure.storage.blob import BlobServiceClient
+
+    inbox = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("dicom-inbox")
+    # One after the other: the two ExplVR files are one instance (same UIDs) in two encodings.
+    for name in ("ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm", "rtstruct.dcm"):
+        with open(get_testdata_file(name), "rb") as f:
+            data = f.read()
+        blob = f"no-meta/{uuid.uuid4().hex[:8]}/{name}"
+        inbox.upload_blob(blob, data)
+        bare = pydicom.dcmread(io.BytesIO(data), force=True)
+        deadline = time.monotonic() + 60
+        while (state := requests.get(f"{dh.base_url}/ingest/status", params={"blob": blob}, timeout=30,
+                                     headers=dh.bearer("reader")).json().get("state")) not in DONE:
+            assert time.monotonic() < deadline, (name, state)
+            time.sleep(0.2)
+        got = client.retrieve_instance(bare.StudyInstanceUID, bare.SeriesInstanceUID, bare.SOPInstanceUID)
+        assert got.file_meta.MediaStorageSOPInstanceUID == bare.SOPInstanceUID, name
+        assert got == bare, name
+        url = (f"{dh.base_url}/dicomweb/studies/{bare.StudyInstanceUID}/series/{bare.SeriesInstanceUID}/"
+               f"instances/{bare.SOPInstanceUID}")
+        r = requests.get(url, timeout=30,
+                         headers={**dh.bearer("reader"), "Accept": 'multipart/related; type="application/dicom"'})
+        part = r.content.split(b"\r\n\r\n", 1)[1]
+        assert part.startswith(b"\0" * 128 + b"DICM") and data in part  # framed; the data set's bytes unchanged
+
+
+def test_big_endian_frames_are_served_little_endian(dh: DevHostProcess, azurite, client: DICOMwebClient) -> None:
+    """application/octet-stream frames are little endian (PS3.18 8.7.3): a big-endian file's samples are swapped."""
+    from azure.storage.blob import BlobServiceClient
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import ExplicitVRBigEndian
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    pixels = ds.pixel_array.copy()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = _uid(), _uid(), _uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">")).tobytes()
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, implicit_vr=False, little_endian=False, force_encoding=True)
+    blob = f"big-endian/{ds.SOPInstanceUID}.dcm"
+    BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        "dicom-inbox", blob).upload_blob(buf.getvalue())
+    deadline = time.monotonic() + 60
+    while requests.get(f"{dh.base_url}/ingest/status", params={"blob": blob}, headers=dh.bearer("reader"),
+                       timeout=30).json().get("state") != "archived":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    (frame,) = client.retrieve_instance_frames(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+                                               frame_numbers=[1])
+    assert bytes(frame) == pixels.astype("<i2").tobytes()
+
+
 # -- bad input -------------------------------------------------------------------------------------
 def test_bad_requests(dh: DevHostProcess, stored: list[Study]) -> None:
     a = stored[0]
