@@ -7,6 +7,7 @@ OHIF's paths are absolute: serve the folder at an origin root.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,13 @@ from viewer import ohif
 from viewer.config import Oidc, app_config_js
 
 CONFIG_NAME = "app-config.js"
+#: Azure Static Web Apps: client-side routes (/viewer, /callback) get index.html; files are served as they are.
+SWA_CONFIG = {
+    "navigationFallback": {"rewrite": "/index.html",
+                           "exclude": ["/assets/*", "*.{js,mjs,css,wasm,json,png,svg,ico,woff2,txt,map}"]},
+    "mimeTypes": {".wasm": "application/wasm", ".mjs": "text/javascript"},
+    "globalHeaders": {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"},
+}
 
 
 def build(out: Path, dicomweb_root: str, *, oidc: Oidc | None = None, copy: bool = False,
@@ -38,4 +46,5 @@ def build(out: Path, dicomweb_root: str, *, oidc: Oidc | None = None, copy: bool
         else:
             shutil.copy2(entry, target)
     (out / CONFIG_NAME).write_text(app_config_js(dicomweb_root, oidc), encoding="utf-8")
+    (out / "staticwebapp.config.json").write_text(json.dumps(SWA_CONFIG, indent=2), encoding="utf-8")
     return out
