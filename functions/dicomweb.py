@@ -134,6 +134,17 @@ async def search_series_instances(req: Request) -> Response:
     return await _run(req, lambda c: service.search(c, Level.INSTANCE))
 
 
+# -- change feed (Azure DICOM service v2 shape) -------------------------------------------------
+@_route("dicomweb_changefeed", "changefeed", ["GET"])
+async def changefeed(req: Request) -> Response:
+    return await _run(req, service.changefeed)
+
+
+@_route("dicomweb_changefeed_latest", "changefeed/latest", ["GET"])
+async def changefeed_latest(req: Request) -> Response:
+    return await _run(req, service.changefeed_latest)
+
+
 # -- STOW-RS ----------------------------------------------------------------------------------
 @_route("dicomweb_store", "studies", ["POST"])
 async def store(req: Request) -> Response:

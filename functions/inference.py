@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.config import get_settings
 from shared.inference.service import handle_event
+from shared.services import get_services
 
 bp = func.Blueprint()
 
@@ -18,4 +18,4 @@ bp = func.Blueprint()
 @bp.function_name("inference")
 @bp.event_grid_trigger(arg_name="event")
 def inference(event: func.EventGridEvent) -> None:
-    handle_event(event.get_json(), get_settings())
+    handle_event(event.get_json(), get_services())

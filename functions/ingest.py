@@ -5,9 +5,10 @@ from __future__ import annotations
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
-from shared.ingest.context import get_context
 from shared.ingest.service import IngestService
+from shared.services import get_services
 from shared.storage import layout
+from shared.storage.azure import AzureBlob
 
 bp = func.Blueprint()
 
@@ -16,4 +17,4 @@ bp = func.Blueprint()
 @bp.blob_trigger(arg_name="client", path=layout.INBOX + "/{name}", connection="DicomStorage",
                  source=func.BlobSource.EVENT_GRID)
 def ingest(client: blob.BlobClient) -> None:
-    IngestService(get_context()).ingest(client)
+    IngestService(get_services()).ingest(AzureBlob(client))

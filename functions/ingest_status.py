@@ -12,15 +12,15 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 from functions.access import guarded
 from shared.auth.roles import Role
 from shared.ingest import status
-from shared.ingest.context import get_context
+from shared.services import get_services
 
 bp = func.Blueprint()
 
 
 def _status(blob: str | None) -> dict[str, Any]:
-    ctx = get_context()
-    ctx.ensure_ready()
-    return status.blob_status(ctx, blob) if blob else status.summary(ctx)
+    svc = get_services()
+    svc.ensure_ready()
+    return status.blob_status(svc, blob).to_json() if blob else status.summary(svc)
 
 
 @bp.function_name("ingest_status")

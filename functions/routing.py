@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.config import get_settings
 from shared.routing.service import handle_event
+from shared.services import get_services
 
 bp = func.Blueprint()
 
@@ -20,4 +20,4 @@ bp = func.Blueprint()
 def routing(event: func.EventGridEvent) -> None:
     # CloudEvents 1.0 arrive as a CloudEvent (``type``); Event Grid schema as ``event_type``.
     kind = getattr(event, "event_type", None) or getattr(event, "type", None)
-    handle_event(str(kind), event.get_json(), get_settings())
+    handle_event(str(kind), event.get_json(), get_services())

@@ -83,13 +83,14 @@ class Settings:
     settle_delay_seconds: float
     service_host_name: str
     partition_name: str
-    keep_inbox: bool
     routing_retry_seconds: float
     #: STOW-RS: largest request body accepted (the Functions HTTP limit is 100 MB); larger -> 413.
     stow_max_bytes: int = 100 * 1024 * 1024
     #: STOW-RS: how long a request waits for ingestion of its parts before answering 202.
     stow_wait_seconds: float = 10.0
     auth: AuthSettings = AuthSettings()
+    #: Change feed entries younger than this are held back, so the order a reader sees never changes.
+    changefeed_horizon_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -124,7 +125,6 @@ class Settings:
             settle_delay_seconds=num("DICOMFLOW_SETTLE_DELAY_SECONDS", min(5.0, stable_age)),
             service_host_name=env.get("DICOMFLOW_SERVICE_HOST_NAME") or env.get("WEBSITE_HOSTNAME") or "localhost",
             partition_name=env.get("DICOMFLOW_PARTITION_NAME") or "Microsoft.Default",
-            keep_inbox=(env.get("DICOMFLOW_INBOX_POLICY", "delete").lower() == "keep"),
             routing_retry_seconds=num("DICOMFLOW_ROUTING_RETRY_SECONDS", 30.0),
             stow_max_bytes=int(num("DICOMFLOW_STOW_MAX_BYTES", 100 * 1024 * 1024)),
             stow_wait_seconds=num("DICOMFLOW_STOW_WAIT_SECONDS", 10.0),
@@ -138,6 +138,7 @@ class Settings:
                 jwks_cache_seconds=num("DICOMFLOW_AUTH_JWKS_CACHE_SECONDS", 3600.0) or 3600.0,
                 jwks_cooldown_seconds=num("DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS", 30.0),
             ),
+            changefeed_horizon_seconds=num("DICOMFLOW_CHANGEFEED_HORIZON_SECONDS", 2.0),
         )
 
     def require_storage(self) -> StorageSettings:

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.config import Settings
-from shared.storage.clients import get_clients
+from shared.services import get_services
+from shared.storage import layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +41,16 @@ def _event_fabric(settings: Settings) -> None:
 
 
 def check_all(settings: Settings) -> list[Check]:
+    svc = get_services(settings)
+
     def blob() -> None:
-        next(iter(get_clients(settings).blob.list_containers(results_per_page=1)), None)
+        svc.blobs.properties(layout.CONFIG, layout.MODELS_DOC)  # any answer, found or not, is "up"
 
     def queue() -> None:
-        next(iter(get_clients(settings).queue.list_queues(results_per_page=1)), None)
+        svc.queues.ensure_queues([layout.SETTLE_QUEUE])
 
     def table() -> None:
-        next(iter(get_clients(settings).table.list_tables(results_per_page=1)), None)
+        svc.index.get_study_row("0")
 
     return [
         _timed("blob", blob),

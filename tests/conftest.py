@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:
 
 from devhost.azurite import Azurite, ephemeral  # noqa: E402
 from shared.config import Settings  # noqa: E402
-from shared.storage.clients import StorageClients  # noqa: E402
+from shared.services import Services  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +39,9 @@ def settings(storage_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def ready_clients(settings: Settings) -> StorageClients:
-    """SDK clients for the session's Azurite with every container, table and queue created
-    (the same ``ensure_ready`` the app runs once per process)."""
-    from shared.ingest.context import Context
-
-    ctx = Context.from_settings(settings)
-    ctx.ensure_ready()
-    return ctx.clients
+def storage(settings: Settings) -> Services:
+    """Services over the session's Azurite with every container, table and queue created
+    (the same ``ensure_ready`` the app runs once per process). No event topic."""
+    svc = Services.from_settings(settings)
+    svc.ensure_ready()
+    return svc

@@ -26,61 +26,6 @@ class RangeSource(Protocol):
 
 
 @dataclass
-class BlobRangeSource:
-    """Ranged reads of an Azure blob (``azure.storage.blob.BlobClient``).
-
-    The first response also carries the blob's size, ETag and Content-MD5, so no
-    separate properties request is needed.
-    """
-
-    blob: Any
-    etag: str | None = None
-    content_md5: bytes | None = None
-    content_type: str | None = None
-
-    def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
-        kwargs: dict[str, Any] = {"offset": offset, "length": length}
-        if self.etag:
-            # Every later range must come from the same version of the blob.
-            kwargs["etag"] = self.etag
-            kwargs["match_condition"] = _if_match()
-        try:
-            downloader = self.blob.download_blob(**kwargs)
-        except Exception as exc:
-            # An empty blob has no byte 0: the service answers 416 InvalidRange.
-            if getattr(exc, "status_code", None) == 416 and offset == 0:
-                props = self.blob.get_blob_properties()
-                if int(props.size) == 0:
-                    self.etag = self.etag or props.etag
-                    return b"", 0
-            raise
-        data = downloader.read()
-        props = downloader.properties
-        if self.etag is None:
-            self.etag = props.etag
-            settings = getattr(props, "content_settings", None)
-            self.content_md5 = getattr(settings, "content_md5", None) if settings else None
-            self.content_type = getattr(settings, "content_type", None) if settings else None
-        return data, _total_size(props, len(data), offset)
-
-
-def _total_size(props: Any, got: int, offset: int) -> int:
-    """The blob's total size: ``Content-Range: bytes a-b/TOTAL`` (``size`` is the range's)."""
-    content_range = getattr(props, "content_range", None)
-    if content_range and "/" in content_range:
-        total = content_range.rsplit("/", 1)[1]
-        if total.isdigit():
-            return int(total)
-    return offset + got if got else int(props.size)
-
-
-def _if_match() -> Any:
-    from azure.core import MatchConditions
-
-    return MatchConditions.IfNotModified
-
-
-@dataclass
 class BytesRangeSource:
     """An in-memory source (STOW-RS parts, unit tests)."""
 

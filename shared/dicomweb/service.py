@@ -17,6 +17,7 @@ from shared.dicomweb.errors import HttpProblem
 from shared.dicomweb.qido import parse_query
 from shared.dicomweb.reply import Reply
 from shared.dicomweb.wado import Wado
+from shared.services import Services, get_services
 
 
 @dataclass
@@ -34,33 +35,16 @@ class Call:
     sop: str | None = None
 
 
-def context(call: Call) -> Any:
-    """The process-wide pipeline context (clients, index, publisher) for these settings."""
-    from shared.ingest.context import get_context
-
-    ctx = get_context(call.settings)
-    ctx.ensure_ready()  # once per process: a fresh store answers "nothing found", not 500
-    return ctx
-
-
-def _clients(call: Call) -> Any:
-    return context(call).clients
-
-
-def _index(call: Call) -> Any:
-    return context(call).index
+def services(call: Call) -> Services:
+    """The process-wide services (clients, index, publisher) for these settings."""
+    svc = get_services(call.settings)
+    svc.ensure_ready()  # once per process: a fresh store answers "nothing found", not 500
+    return svc
 
 
 def _wado(call: Call) -> Wado:
-    def stored(study: str, series: str | None, sop: str | None) -> list[str]:
-        store = _index(call)
-        if sop and series:
-            got = store.get_instance(study, series, sop)
-            return [got.record.transfer_syntax_uid] if got else []
-        recs = store.list_series_instances(study, series) if series else store.list_study_instances(study)
-        return [r.transfer_syntax_uid for r in recs]
-
-    return Wado(_clients(call).blob, stored_syntaxes=stored)
+    svc = services(call)
+    return Wado(svc.blobs, svc.index)
 
 
 def _no_params(call: Call) -> None:
@@ -84,7 +68,7 @@ def search(call: Call, level: Level) -> Reply:
 def _index_fetch(call: Call) -> Any:
     from shared.dicomweb.planner import fetch_for
 
-    return fetch_for(_index(call))
+    return fetch_for(services(call).index)
 
 
 # -- WADO-RS ------------------------------------------------------------------------------------
@@ -137,6 +121,19 @@ def frames(call: Call) -> Reply:
 def bulkdata(call: Call) -> Reply:
     assert call.study and call.series and call.sop
     return _wado(call).bulk(call.accept, call.study, call.series, call.sop, call.path.get("locator", ""))
+
+
+# -- change feed ----------------------------------------------------------------------------------
+def changefeed(call: Call) -> Reply:
+    from shared.dicomweb import changefeed as feed
+
+    return feed.feed(call)
+
+
+def changefeed_latest(call: Call) -> Reply:
+    from shared.dicomweb import changefeed as feed
+
+    return feed.latest(call)
 
 
 def too_large_message(size: int, limit: int) -> str:

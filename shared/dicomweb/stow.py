@@ -6,7 +6,8 @@ and, if valid, uploaded to ``dicom-inbox/stow/<request id>/<sop>.dcm``: from the
 ingestion, indexing and events take the one path every upload takes.
 
 Waiting (decision): STOW waits, bounded by ``DICOMFLOW_STOW_WAIT_SECONDS`` (10 s by
-default), for the ingest log to record each part's outcome. DICOMweb clients,
+default), for each part's ingest outcome (:func:`shared.ingest.status.outcome_of`: its
+instance row written by this upload, a duplicate of what is stored, or a quarantine copy). DICOMweb clients,
 viewers and routers read "200" as "stored and retrievable" and retry on anything
 else; answering before ingestion would make a following WADO/QIDO miss the
 instance, and a part that ingest quarantines (say, a UID clash found only against
@@ -25,21 +26,23 @@ succeeds (rule STOW_IDEMPOTENT).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
-from azure.core.exceptions import AzureError
-
 from shared.dicom.header import read_header_bytes
-from shared.dicom.validate import Reason, validate
+from shared.dicom.validate import validate
 from shared.dicomweb.media import negotiate_json
 from shared.dicomweb.multipart import parse_stow_body
 from shared.dicomweb.reply import Reply
-from shared.errors import BadInput
+from shared.errors import BadInput, Reason
+from shared.ingest.service import content_digest
 from shared.ingest.states import STORED, IngestState
+from shared.ingest.status import outcome_of
+from shared.services import Services
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -59,15 +62,17 @@ class PartResult:
     blob: str | None = None
     failure: int | None = None
     state: str = "pending"  # pending | stored | failed
+    etag: str = ""
+    digest: str = ""
 
 
 def store(call: Any) -> Reply:
-    from shared.dicomweb.service import context
+    from shared.dicomweb.service import services
 
     negotiate_json(call.accept)
     parts = parse_stow_body(call.body, call.content_type)
-    ctx = context(call)
-    ctx.ensure_ready()
+    svc = services(call)
+    svc.ensure_ready()
     request_id = uuid.uuid4().hex
     results: list[PartResult] = []
     for n, part in enumerate(parts):
@@ -82,32 +87,37 @@ def store(call: Any) -> Reply:
             study, series, sop, sop_class = validate(header)
             res.study, res.series, res.sop, res.sop_class = study, series, sop, sop_class
             if call.study and study != call.study:
-                raise BadInput(Reason.STUDY_MISMATCH, "study mismatch")
+                raise BadInput(Reason.STUDY_MISMATCH)
         except BadInput as bad:
             res.failure = DOES_NOT_MATCH if bad.reason == Reason.STUDY_MISMATCH else CANNOT_UNDERSTAND
             res.state = "failed"
             log.info("STOW %s part %d refused: %s", request_id, n + 1, bad.reason)
             continue
         res.blob = layout.stow_inbox_path(request_id, n + 1, sop)
+        content = bytes(part.content)
+        res.digest = content_digest(header, hashlib.md5(content).digest())  # noqa: S324 - Content-MD5, not security
         try:
-            ctx.clients.blob.get_blob_client(layout.INBOX, res.blob).upload_blob(part.content, overwrite=True)
-        except AzureError:
+            res.etag = svc.blobs.write(layout.INBOX, res.blob, content, content_type="application/dicom")
+        except Exception:
             log.warning("STOW %s part %d: inbox write failed", request_id, n + 1, exc_info=True)
             res.failure, res.state = OUT_OF_RESOURCES, "failed"
-    _await_ingest(ctx, [r for r in results if r.state == "pending"], call.settings.stow_wait_seconds)
+    _await_ingest(svc, [r for r in results if r.state == "pending"], call.settings.stow_wait_seconds)
     return _response(call, results, request_id)
 
 
-def _await_ingest(ctx: Any, pending: list[PartResult], budget: float) -> None:
-    """Poll the ingest log (bounded) until each part is archived or quarantined."""
+def _await_ingest(svc: Services, pending: list[PartResult], budget: float) -> None:
+    """Poll (bounded) until each part is archived or quarantined."""
     deadline = time.monotonic() + budget
     delay = 0.05
     while pending:
         for r in list(pending):
-            assert r.blob is not None
-            entry = ctx.index.get_log(r.blob)
-            if entry is None or entry.state in ("", IngestState.PENDING):
-                continue
+            assert r.blob is not None and r.study and r.series and r.sop
+            entry = outcome_of(svc, r.blob, r.etag, r.study, r.series, r.sop, digest=r.digest)
+            if entry.state is IngestState.PENDING:
+                quarantined = svc.blobs.properties(layout.QUARANTINE, layout.quarantine_path(r.blob, r.etag))
+                if quarantined is None:
+                    continue
+                entry = type(entry)(r.blob, IngestState.QUARANTINED)
             if entry.state in STORED:
                 r.state = "stored"
             else:

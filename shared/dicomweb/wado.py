@@ -6,10 +6,10 @@
   instances comes from the archive itself (what we stream is what exists). A file
   archived without preamble or File Meta Information goes out as a Part 10 file:
   the missing framing is generated before its unchanged bytes (:mod:`shared.dicom.part10`).
-* Metadata: the instance sidecar; for a series the precomputed bundle written by
-  the settle step (ONE blob read); for a study the bundles of its series. A series
-  not settled yet falls back to its sidecars (logged). Relative BulkDataURIs are
-  made absolute with the request's base URL.
+* Metadata: the instance's DICOM JSON from its index row; for a series the bundle the
+  settle step wrote (ONE blob read), or, while the series has instances not settled yet,
+  its rows (one partition query); for a study, each of its series. Relative BulkDataURIs
+  are made absolute with the request's base URL.
 * Frames: ranged reads at the offsets of the frame index
   (:mod:`shared.dicom.frames`), built on first use and stored next to the sidecar.
 * Bulk data: ``bulkdata/<offset>-<length>`` is that byte range of the archived file
@@ -28,18 +28,18 @@ from typing import Any, Final
 
 import numpy as np
 import orjson
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient
 
 from shared.dicom import facts, part10
 from shared.dicom import frames as frame_index
 from shared.dicom.header import Header, read_header
-from shared.dicom.ranged import BlobRangeSource, RangedReader
+from shared.dicom.ranged import RangedReader
 from shared.dicomweb import media
 from shared.dicomweb.errors import BadRequest, HttpProblem, NotFoundProblem
 from shared.dicomweb.multipart import new_boundary, related_content_type, stream_parts
 from shared.dicomweb.reply import Reply
 from shared.errors import BadInput
+from shared.index.store import IndexStore
+from shared.ports import Blob, BlobGone, BlobStore
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -65,19 +65,23 @@ class ArchivedInstance:
 class Wado:
     """WADO-RS reads of one storage account."""
 
-    def __init__(self, blobs: BlobServiceClient, *, stored_syntaxes: Any = None) -> None:
+    def __init__(self, blobs: BlobStore, index: IndexStore) -> None:
         self.blobs = blobs
-        self.archive = blobs.get_container_client(layout.ARCHIVE)
-        self.metadata = blobs.get_container_client(layout.METADATA)
-        #: Optional callable (study, series|None, sop|None) -> iterable of stored transfer syntax UIDs
-        #: (from the index); consulted only when a client insists on a transfer syntax.
-        self.stored_syntaxes = stored_syntaxes
+        self.index = index
+
+    def stored_syntaxes(self, study: str, series: str | None, sop: str | None) -> list[str]:
+        """The stored transfer syntaxes (from the index): consulted only when a client insists on one."""
+        if sop and series:
+            got = self.index.get_instance(study, series, sop)
+            return [got.record.transfer_syntax_uid] if got else []
+        recs = self.index.list_series_instances(study, series) if series else self.index.list_study_instances(study)
+        return [r.transfer_syntax_uid for r in recs]
 
     # -- listing -----------------------------------------------------------------------
     def list_instances(self, study: str, series: str | None = None) -> list[ArchivedInstance]:
         prefix = layout.series_prefix(study, series) if series else layout.study_prefix(study)
         out = []
-        for item in self.archive.list_blobs(name_starts_with=prefix):
+        for item in self.blobs.list(layout.ARCHIVE, prefix):
             parts = item.name.split("/")
             if len(parts) != 3 or not parts[2].endswith(".dcm"):
                 continue
@@ -101,7 +105,7 @@ class Wado:
                 raise NotFoundProblem(f"{what} has no instances in the archive.")
             items = listed
         if wanted is not None:
-            stored = list(self.stored_syntaxes(study, series, sop)) if self.stored_syntaxes else []
+            stored = self.stored_syntaxes(study, series, sop)
             if not stored:
                 raise media.NotAcceptable(
                     "The stored transfer syntax is not known yet for this request; ask for transfer-syntax=*."
@@ -112,27 +116,27 @@ class Wado:
         return Reply(200, {"Content-Type": related_content_type(media.DICOM, boundary)},
                      stream=stream_parts(parts, boundary))
 
-    def _open(self, path: str) -> tuple[BlobRangeSource, bytes, int] | None:
+    def _open(self, path: str) -> tuple[Blob, bytes, int] | None:
         """The first chunk of a blob (or None if it does not exist): 404 is decided before streaming."""
-        src = BlobRangeSource(self.archive.get_blob_client(path))
+        src = self.blobs.open(layout.ARCHIVE, path)
         try:
             data, total = src.read_range(0, CHUNK)
-        except ResourceNotFoundError:
+        except BlobGone:
             return None
         return src, data, total
 
-    def _chunks_of(self, item: ArchivedInstance | tuple[BlobRangeSource, bytes, int]) -> Iterator[bytes]:
+    def _chunks_of(self, item: ArchivedInstance | tuple[Blob, bytes, int]) -> Iterator[bytes]:
         if isinstance(item, ArchivedInstance):
             opened = self._open(item.path)
             if opened is None:  # deleted while we streamed the ones before it
-                raise ResourceNotFoundError(f"{item.path} disappeared during the response")
+                raise BlobGone(f"{item.path} disappeared during the response")
             item = opened
         src, first, total = item
         try:
             prefix = part10.missing_prefix(first)
         except BadInput as exc:  # archived before validation required the UIDs; send it as stored
             log.warning("Instance blob %s cannot be framed as Part 10 (%s); sent as stored",
-                        src.blob.blob_name, exc.reason)
+                        src.name, exc.reason)
             prefix = b""
         if prefix:
             yield prefix
@@ -142,7 +146,11 @@ class Wado:
     # -- metadata ----------------------------------------------------------------------
     def instance_metadata(self, accept: str | None, base: str, study: str, series: str, sop: str) -> Reply:
         ctype = media.negotiate_json(accept)
-        raw = self._read(layout.METADATA, layout.instance_metadata_path(study, series, sop))
+        got = self.index.get_instance(study, series, sop)
+        raw = None
+        if got is not None:
+            raw = got.meta if not got.meta_in_blob else self._read(
+                layout.METADATA, layout.instance_metadata_path(study, series, sop))
         if raw is None:
             raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} has no metadata.")
         return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(raw, base) + b"]")
@@ -156,35 +164,37 @@ class Wado:
 
     def study_metadata(self, accept: str | None, base: str, study: str) -> Reply:
         ctype = media.negotiate_json(accept)
-        series_uids = sorted({n.split("/")[1] for n in self._names(layout.study_prefix(study)) if n.count("/") == 2})
-        bodies = [b for b in (self._series_array(study, s) for s in series_uids) if b]
+        pending = {str(r["RowKey"]) for r in self.index.pending_of(study)}
+        series_uids = sorted({s.series_instance_uid for s in self.index.list_series(study)} | pending)
+        bodies = [b for b in (self._series_array(study, s, unsettled=s in pending) for s in series_uids) if b]
         if not bodies:
             raise NotFoundProblem(f"Study {study} has no metadata.")
         return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(b",".join(bodies), base) + b"]")
 
-    def _series_array(self, study: str, series: str) -> bytes | None:
-        """The inside of a series' metadata array (objects joined by commas), or None."""
-        bundle = self._read(layout.METADATA, layout.series_metadata_path(study, series))
-        if bundle is not None:
-            inner = bundle.strip()
-            if inner.startswith(b"[") and inner.endswith(b"]"):
-                return inner[1:-1].strip() or None
-        names = [n for n in self._names(layout.series_prefix(study, series))
-                 if n.endswith(".json") and not n.endswith(("/series.json", ".frames.json"))]
-        if not names:
-            return None
-        log.info("Series %s has no metadata bundle yet (not settled): reading %d sidecars", series, len(names))
-        objs = [raw for raw in (self._read(layout.METADATA, n) for n in names) if raw]
-        return b",".join(o.strip() for o in objs) or None
-
-    def _names(self, prefix: str) -> list[str]:
-        return [b.name for b in self.metadata.list_blobs(name_starts_with=prefix)]
+    def _series_array(self, study: str, series: str, *, unsettled: bool | None = None) -> bytes | None:
+        """The inside of a series' metadata array (objects joined by commas), or None: the
+        settled bundle, or while the series has unsettled instances, its rows."""
+        if unsettled is None:
+            unsettled = any(str(r["RowKey"]) == series for r in self.index.pending_of(study))
+        if not unsettled:
+            bundle = self._read(layout.METADATA, layout.series_metadata_path(study, series))
+            if bundle is not None:
+                inner = bundle.strip()
+                if inner.startswith(b"[") and inner.endswith(b"]"):
+                    return inner[1:-1].strip() or None
+        rows = sorted(self.index.series_rows_with_meta(study, series),
+                      key=lambda r: (r[0].instance_number if r[0].instance_number is not None else 1 << 30,
+                                     r[0].sop_instance_uid))
+        objs = []
+        for rec, meta, in_blob in rows:
+            raw = meta if not in_blob else self._read(layout.METADATA, layout.instance_metadata_path(
+                study, series, rec.sop_instance_uid))
+            if raw:
+                objs.append(raw.strip())
+        return b",".join(objs) or None
 
     def _read(self, container: str, path: str) -> bytes | None:
-        try:
-            return bytes(self.blobs.get_blob_client(container, path).download_blob().read())
-        except ResourceNotFoundError:
-            return None
+        return self.blobs.read(container, path)
 
     # -- frames ------------------------------------------------------------------------
     def frames(self, accept: str | None, study: str, series: str, sop: str, frame_list: str) -> Reply:
@@ -203,14 +213,14 @@ class Wado:
                                                                 else None)},
                      stream=stream_parts(parts, boundary))
 
-    def frame_index(self, study: str, series: str, sop: str) -> tuple[frame_index.FrameIndex, BlobRangeSource]:
+    def frame_index(self, study: str, series: str, sop: str) -> tuple[frame_index.FrameIndex, Blob]:
         """The stored frame index, or build and store it (one header read + item-header walk).
 
         The index records the archived blob's ETag; if the instance was replaced since (an
         updated file), the index is rebuilt. Reads through the returned source are
         conditional on that ETag, so a file replaced mid-response fails instead of mixing.
         """
-        blob = self.archive.get_blob_client(layout.instance_path(study, series, sop))
+        archived = layout.instance_path(study, series, sop)
         path = layout.frame_index_path(study, series, sop)
         raw = self._read(layout.METADATA, path)
         if raw is not None:
@@ -219,29 +229,27 @@ class Wado:
             except (ValueError, KeyError, TypeError):
                 log.warning("Frame index %s is unreadable; rebuilding it", path)
             else:
-                try:
-                    current = blob.get_blob_properties().etag
-                except ResourceNotFoundError:
-                    raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.") \
-                        from None
-                if index.etag == current:
-                    return index, BlobRangeSource(blob, etag=current)
+                props = self.blobs.properties(layout.ARCHIVE, archived)
+                if props is None:
+                    raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.")
+                if index.etag == props.etag:
+                    return index, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
                 log.info("Frame index of %s predates the archived file; rebuilding it", sop)
-        src = BlobRangeSource(blob)
+        src = self.blobs.open(layout.ARCHIVE, archived)
         header = self._header(study, series, sop, src)
         try:
             built = frame_index.build(header, src)
         except BadInput as exc:
             raise HttpProblem(f"The frames of instance {sop} cannot be served: {exc.message}", status=400) from None
         index = dataclasses.replace(built, etag=src.etag)
-        self.blobs.get_blob_client(layout.METADATA, path).upload_blob(orjson.dumps(index.to_json()), overwrite=True)
+        self.blobs.write(layout.METADATA, path, orjson.dumps(index.to_json()), content_type="application/json")
         log.info("Built frame index for %s (%d frames)", sop, index.number_of_frames)
         return index, src
 
-    def _header(self, study: str, series: str, sop: str, src: BlobRangeSource) -> Header:
+    def _header(self, study: str, series: str, sop: str, src: Blob) -> Header:
         try:
             return read_header(RangedReader(src))
-        except ResourceNotFoundError:
+        except BlobGone:
             raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.") from None
 
     # -- bulk data ---------------------------------------------------------------------
@@ -250,8 +258,7 @@ class Wado:
         t = re.fullmatch(r"tag/([0-9A-Fa-f]{8})", locator)
         if not m and not t:
             raise BadRequest("Bulk data is addressed as bulkdata/<offset>-<length> or bulkdata/tag/<8 hex digits>.")
-        blob = self.archive.get_blob_client(layout.instance_path(study, series, sop))
-        src = BlobRangeSource(blob)
+        src: Blob = self.blobs.open(layout.ARCHIVE, layout.instance_path(study, series, sop))
         if m:
             offset, length = int(m.group(1)), int(m.group(2))
             if length == 0xFFFFFFFF:  # encapsulated pixel data: its frames
@@ -265,7 +272,7 @@ class Wado:
             media.negotiate_bulk(accept)
             try:
                 _, size = src.read_range(0, 1)
-            except ResourceNotFoundError:
+            except BlobGone:
                 raise NotFoundProblem(f"Instance {sop} is not in the archive.") from None
             if offset + length > size:
                 raise NotFoundProblem(f"Bytes {offset}-{offset + length} lie beyond the end of instance {sop}.")
@@ -317,17 +324,17 @@ def parse_frame_list(value: str) -> list[int]:
     return numbers
 
 
-def _ranges(src: BlobRangeSource, offset: int, length: int) -> Iterator[bytes]:
+def _ranges(src: Blob, offset: int, length: int) -> Iterator[bytes]:
     end = offset + length
     while offset < end:
         data, _ = src.read_range(offset, min(CHUNK, end - offset))
         if not data:
-            raise ResourceNotFoundError("The archived file is shorter than its frame index says")
+            raise BlobGone("The archived file is shorter than its frame index says")
         yield data
         offset += len(data)
 
 
-def _frame_chunks(src: BlobRangeSource, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
+def _frame_chunks(src: Blob, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
     for offset, length in ranges:
         yield from _ranges(src, offset, length)
 

@@ -6,7 +6,6 @@ locally the devhost's event fabric takes the key in ``DICOMFLOW_EVENTS_LOCAL_KEY
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +27,16 @@ class EventPublisher:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventPublisher:
-        return _publisher_for(settings)
+        """The topic of ``settings``: by managed identity in Azure, by the local key in the devhost."""
+        if not settings.events_endpoint:
+            raise SettingsError("No event topic configured: set DicomEvents__topicEndpointUri.")
+        if settings.events_local_key:
+            from azure.core.credentials import AzureKeyCredential
+
+            return cls(settings.events_endpoint, AzureKeyCredential(settings.events_local_key))
+        from shared.storage.azure import credential
+
+        return cls(settings.events_endpoint, credential(settings.events_client_id))
 
     def publish(self, events: Sequence[DicomEvent]) -> None:
         """Send events; a failure raises (the trigger retries: delivery is at least once)."""
@@ -44,16 +52,3 @@ class EventPublisher:
             self.requests += 1
         for ev in events:
             log.info("Published %s %s", ev.type, ev.subject)
-
-
-@functools.lru_cache(maxsize=4)
-def _publisher_for(settings: Settings) -> EventPublisher:
-    if not settings.events_endpoint:
-        raise SettingsError("No event topic configured: set DicomEvents__topicEndpointUri.")
-    if settings.events_local_key:
-        from azure.core.credentials import AzureKeyCredential
-
-        return EventPublisher(settings.events_endpoint, AzureKeyCredential(settings.events_local_key))
-    from shared.storage.clients import credential
-
-    return EventPublisher(settings.events_endpoint, credential(settings.events_client_id))

@@ -2,18 +2,37 @@
 
 Table keys may not contain ``/ \\ # ?`` or control characters and are limited to
 1 KiB. UIDs are validated before they get here (digits and dots), so they are used
-as they are; free-text values (PatientID, AccessionNumber, names) are escaped
+as they are; free-text values (PatientID, AccessionNumber, names, rule names) are escaped
 with :func:`escape`, which is reversible and order-preserving for ASCII prefixes so
 that wildcard prefixes become key ranges.
+
+The key schema, table by table (:mod:`shared.index.tables` owns the names):
+
+* instances: PK = StudyInstanceUID. Instance rows ``<series>_<sop>``; the study's change
+  entries (its outbox, see :class:`shared.index.records.ChangeEntry`) ``~c~<seq>``, after
+  every instance row (``~`` sorts after digits).
+* series: PK = StudyInstanceUID, RK = SeriesInstanceUID. studies: PK = StudyInstanceUID, RK
+  ``study``.
+* lookup: PK ``<kind>:<value>`` (see :class:`Lookup`); the RowKey says where the match lives.
+  UID lookups (series, SOP) are sharded by their *study* (one batch per study when it settles;
+  a query by UID alone asks every shard).
+* pending: PK = StudyInstanceUID, RK = SeriesInstanceUID: series that arrived and are not
+  yet stable (QIDO reads them so what ingest archived is found at once).
+* changefeed: PK ``<yyyymmddHH>-<shard>`` (hour buckets, :data:`FEED_SHARDS` shards per hour so
+  no partition runs hot), RK = the zero-padded sequence.
+* deliveries: PK = StudyInstanceUID, RK ``<rule>~<destination>~<unit>``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import unicodedata
 
 _FORBIDDEN = set("/\\#?%") | {chr(c) for c in range(0x20)} | {chr(0x7F)}
 MAX_KEY_CHARS = 400  # well inside the 1 KiB key limit even for 2-byte characters
+#: Sorts after every key it bounds: an upper bound for prefix ranges.
+_TOP = "\U0010ffff"
 
 
 def escape(value: str) -> str:
@@ -40,7 +59,7 @@ def normalize_name(value: str) -> str:
 
 def name_tokens(pn: str) -> set[str]:
     """Every component of every representation of a DICOM person name, normalized:
-    ``Yamada^Tarou=山田^太郎=やまだ^たろう`` → {yamada, tarou, 山田, 太郎, やまだ, たろう}."""
+    ``Yamada^Tarou=山田^太郎=やまだ^たろう`` → {yamada, tarou, 山田, 太郎, やまた, たろう}."""
     tokens: set[str] = set()
     for group in pn.split("="):
         for comp in group.replace(" ", "^").split("^"):
@@ -50,10 +69,33 @@ def name_tokens(pn: str) -> set[str]:
     return tokens
 
 
+def shard_of(uid: str, shards: int = 10) -> str:
+    """A UID's shard: its last digit (UIDs end in well-spread digits) folded into ``shards``."""
+    digit = int(uid[-1]) if uid and uid[-1].isdigit() else 0
+    return str(digit % shards)
+
+
 # -- instances / series / studies ----------------------------------------------
 
 def instance_keys(study: str, series: str, sop: str) -> tuple[str, str]:
     return study, f"{series}_{sop}"
+
+
+def series_row_range(series: str) -> tuple[str, str]:
+    """RowKey range [lo, hi) of one series' instance rows in its study partition."""
+    return f"{series}_", f"{series}`"  # '`' sorts right after '_'
+
+
+#: RowKey range [lo, hi) of every instance row of a study partition (change entries sort after).
+INSTANCE_ROWS = ("0", "~")
+CHANGE_PREFIX = "~c~"
+#: RowKey range [lo, hi) of the study's change entries.
+CHANGE_ROWS = (CHANGE_PREFIX, CHANGE_PREFIX + _TOP)
+
+
+def change_keys(study: str, seq: int) -> tuple[str, str]:
+    """A change entry of the study's outbox, ordered by sequence."""
+    return study, f"{CHANGE_PREFIX}{seq:020d}"
 
 
 def series_keys(study: str, series: str) -> tuple[str, str]:
@@ -64,13 +106,8 @@ def study_keys(study: str) -> tuple[str, str]:
     return study, "study"
 
 
-SETTLE_MARKER_ROW = "~settle"
-"""RowKey of the per-study marker in the instances table (arrival clock for debouncing)."""
-
-
-def series_row_range(series: str) -> tuple[str, str]:
-    """RowKey range [lo, hi) of one series' instance rows in its study partition."""
-    return f"{series}_", f"{series}`"  # '`' sorts right after '_'
+def pending_keys(study: str, series: str) -> tuple[str, str]:
+    return study, series
 
 
 # -- lookup rows -----------------------------------------------------------------
@@ -87,23 +124,74 @@ class Lookup:
     SOP = "sop"
 
 
+UID_SHARDS = 10
+
+
 def lookup_pk(kind: str, value: str) -> str:
     return f"{kind}:{escape(value)}"
 
 
-def shard_of(uid: str) -> str:
-    """UID lookups are sharded by the last digit: 10 partitions, no hot spot."""
-    return uid[-1] if uid else "0"
+def uid_lookup_pk(kind: str, study: str) -> str:
+    """Partition of a study's series/SOP lookups: sharded by the study, so settle writes them in
+    one batch; a query by UID alone asks each of :data:`UID_SHARDS` shards."""
+    return f"{kind}:{shard_of(study, UID_SHARDS)}"
 
 
-def uid_lookup_pk(kind: str, uid: str) -> str:
-    return f"{kind}:{shard_of(uid)}"
+def uid_lookup_partitions(kind: str) -> list[str]:
+    return [f"{kind}:{n}" for n in range(UID_SHARDS)]
+
+
+def modality_row_key(study_date: str | None, study: str, series: str) -> str:
+    """Modality lookups sort by study date, so Modality + StudyDate is one range query."""
+    return f"{study_date or 'none'}_{study}_{series}"
+
+
+def modality_date_range(low: str | None, high: str | None) -> tuple[str, str]:
+    """RowKey range of a Modality lookup partition for StudyDate in [low, high] (inclusive)."""
+    return f"{low or '0'}", f"{high or '99999999'}`"
+
+
+def study_date_value(study_date: str | None) -> str:
+    return study_date or "none"
 
 
 def prefix_range(kind: str, prefix: str) -> tuple[str, str]:
     """PartitionKey range [lo, hi) covering every escaped value starting with ``prefix``."""
     lo = f"{kind}:{escape(prefix)}"
-    return lo, lo + "\U0010ffff"
+    return lo, lo + _TOP
+
+
+def date_range(low: str | None, high: str | None) -> tuple[str, str]:
+    """PartitionKey range [lo, hi) of StudyDate lookups with low <= date <= high."""
+    return lookup_pk(Lookup.STUDY_DATE, low or "0"), lookup_pk(Lookup.STUDY_DATE, high or "99999999") + _TOP
+
+
+# -- change feed ---------------------------------------------------------------------
+
+FEED_SHARDS = 4
+
+
+def feed_bucket(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y%m%d%H")
+
+
+def feed_keys(when: dt.datetime, seq: int, study: str) -> tuple[str, str]:
+    """A feed entry: hour bucket of its time, a shard by study (a settle run's entries share a
+    partition, so they go in one batch), RowKey the sequence."""
+    return f"{feed_bucket(when)}-{shard_of(study, FEED_SHARDS)}", f"{seq:020d}"
+
+
+#: The row that remembers the feed's first bucket (so an open window need not start in 1970).
+FEED_HEAD = ("~head", "first")
+
+
+def feed_partitions(bucket: str) -> list[str]:
+    return [f"{bucket}-{n}" for n in range(FEED_SHARDS)]
+
+
+def feed_row_range(low_seq: int, high_seq: int) -> tuple[str, str]:
+    """RowKey range [lo, hi) of sequences low <= seq < high."""
+    return f"{low_seq:020d}", f"{high_seq:020d}"
 
 
 # -- delivery ledger (routing) ----------------------------------------------------------
@@ -130,12 +218,4 @@ def _delivery_prefix(rule: str, destination: str) -> str:
 def delivery_range(rule: str, destination: str) -> tuple[str, str]:
     """RowKey range [lo, hi) of every ledger row of one (rule, destination) in a study partition."""
     lo = _delivery_prefix(rule, destination)
-    return lo, lo + "\U0010ffff"
-
-
-# -- ingest log --------------------------------------------------------------------------
-
-def ingest_log_keys(blob_name: str) -> tuple[str, str]:
-    """One row per inbox blob name; partitions spread by a hash of the name."""
-    bucket = hashlib.sha1(blob_name.encode("utf-8")).hexdigest()[:2]  # noqa: S324 - bucketing, not security
-    return bucket, escape(blob_name)
+    return lo, lo + _TOP

@@ -5,8 +5,10 @@ person-name rules) is applied by :mod:`shared.dicomweb` on each candidate, lazil
 so ``limit`` stops the fetching early. Every supported key is answered from lookup
 rows or partition keys: only a query with no supported key scans (and says so).
 
-Lookup rows are written when a study settles (``DICOMFLOW_SETTLE_DELAY_SECONDS``
-after its last arrival); instance rows are queryable by StudyInstanceUID at once.
+Read-your-writes: lookup rows are written when a study settles; until its series are stable
+they also have pending rows (written before their first instance row), and every plan adds
+the pending series to its candidates. So what ingest has archived is found at once, at every
+level; only aggregates (counts, ModalitiesInStudy) wait for the settle step.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from shared.index import keys
-from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord
+from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord, study_part
 from shared.index.store import IndexStore
 
 LevelName = Literal["study", "series", "instance"]
 _WILD = re.compile(r"[*?]")
+Record = StudyRecord  # every record class derives from StudyRecord
 
 
 @dataclass(slots=True)
@@ -52,15 +55,6 @@ def _literal_prefix(value: str) -> tuple[str, bool]:
     """The part before the first wildcard, and whether the value had wildcards."""
     m = _WILD.search(value)
     return (value[:m.start()], True) if m else (value, False)
-
-
-def _pk_filter(store: IndexStore, kind: str, value: str) -> Iterator[dict[str, Any]]:
-    prefix, wild = _literal_prefix(value)
-    if not wild:
-        yield from store.query_lookup("PartitionKey eq @pk", {"pk": keys.lookup_pk(kind, value)})
-        return
-    lo, hi = keys.prefix_range(kind, prefix)
-    yield from store.query_lookup("PartitionKey ge @lo and PartitionKey lt @hi", {"lo": lo, "hi": hi})
 
 
 def _usable(value: str | None) -> bool:
@@ -100,83 +94,110 @@ def choose(level: LevelName, c: Criteria) -> Plan:
     return Plan("scan", {"study": "studies", "series": "series", "instance": "instances"}[level])
 
 
-def plan_and_fetch(store: IndexStore, level: LevelName, c: Criteria) -> tuple[Plan, Iterator[StudyRecord]]:
+def plan_and_fetch(store: IndexStore, level: LevelName, c: Criteria) -> tuple[Plan, Iterator[Record]]:
     """The plan and a lazy iterator of candidate records at ``level``."""
     plan = choose(level, c)
     return plan, _fetch(store, level, c, plan)
 
 
-def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Any]:
-    pairs: Iterable[tuple[str, str | None]]  # (study, series or None)
+Pair = tuple[str, str | None]  # (study, series or None)
+
+
+def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Record]:
+    if plan.key == "StudyInstanceUID":
+        yield from _by_study(store, level, list(_dedupe(c.study_uids or [])))
+        return
     if plan.kind == "scan":
         yield from _scan(store, level)
-        return
-    if plan.key == "StudyInstanceUID":
-        pairs = ((s, None) for s in _dedupe(c.study_uids or []))
-    elif plan.key == "SeriesInstanceUID":
-        pairs = _series_pairs(store, c.series_uids or [])
     elif plan.key == "SOPInstanceUID":
         yield from _sop_candidates(store, c.sop_uids or [])
-        return
+    else:
+        yield from _expand(store, level, _dedupe_pairs(_pairs(store, level, c, plan)))
+    # What arrived and is not settled yet: every pending series (matching decides).
+    yield from _pending(store, level)
+
+
+def _pairs(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Pair]:
+    def studies(kind: str, value: str) -> Iterator[Pair]:
+        prefix, wild = _literal_prefix(value)
+        rows = (store.lookup(pk_range=keys.prefix_range(kind, prefix)) if wild
+                else store.lookup(pk=keys.lookup_pk(kind, value)))
+        return ((str(r["RowKey"]), None) for r in rows)
+
+    if plan.key == "SeriesInstanceUID":
+        for uid in _dedupe(c.series_uids or []):
+            for r in store.find_by_uid(keys.Lookup.SERIES, uid):
+                yield str(r["study"]), uid
     elif plan.key == "PatientID":
-        pairs = ((e["RowKey"], None) for e in _pk_filter(store, keys.Lookup.PATIENT_ID, c.patient_id or ""))
+        yield from studies(keys.Lookup.PATIENT_ID, c.patient_id or "")
     elif plan.key == "AccessionNumber":
-        pairs = ((e["RowKey"], None) for e in _pk_filter(store, keys.Lookup.ACCESSION, c.accession_number or ""))
+        yield from studies(keys.Lookup.ACCESSION, c.accession_number or "")
     elif plan.key == "Modality":
-        pairs = _modality_pairs(store, c.modality or "", c.study_date, level)
+        pk = keys.lookup_pk(keys.Lookup.MODALITY, (c.modality or "").upper())
+        dates = c.study_date
+        rk = keys.modality_date_range(*dates) if dates and (dates[0] or dates[1]) else None
+        for r in store.lookup(pk=pk, rk_range=rk):
+            yield str(r["study"]), (str(r["series"]) if level != "study" else None)
     elif plan.key == "StudyDate":
         lo, hi = c.study_date or (None, None)
-        flt = "PartitionKey ge @lo and PartitionKey le @hi"
-        params = {"lo": keys.lookup_pk(keys.Lookup.STUDY_DATE, lo or "0"),
-                  "hi": keys.lookup_pk(keys.Lookup.STUDY_DATE, hi or "99999999")}
-        pairs = ((e["RowKey"], None) for e in store.query_lookup(flt, params))
+        yield from ((str(r["RowKey"]), None) for r in store.lookup(pk_range=keys.date_range(lo, hi)))
     else:  # PatientName
         token = sorted(keys.name_tokens(_literal_prefix(c.patient_name or "")[0].split("^")[0]))[0]
-        lo, hi = keys.prefix_range(keys.Lookup.NAME, token)
-        pairs = ((e["RowKey"], None) for e in
-                 store.query_lookup("PartitionKey ge @lo and PartitionKey lt @hi", {"lo": lo, "hi": hi}))
-    yield from _expand(store, level, _dedupe_pairs(pairs))
+        rows = store.lookup(pk_range=keys.prefix_range(keys.Lookup.NAME, token))
+        yield from ((str(r["RowKey"]), None) for r in rows)
 
 
-def _dedupe_pairs(pairs: Iterable[tuple[str, str | None]]) -> Iterator[tuple[str, str | None]]:
-    seen: set[tuple[str, str | None]] = set()
+def _dedupe_pairs(pairs: Iterable[Pair]) -> Iterator[Pair]:
+    seen: set[Pair] = set()
     for p in pairs:
         if p not in seen:
             seen.add(p)
             yield p
 
 
-def _series_pairs(store: IndexStore, uids: list[str]) -> Iterator[tuple[str, str | None]]:
-    for uid in _dedupe(uids):
-        for e in store.query_lookup("PartitionKey eq @pk and RowKey eq @rk",
-                                    {"pk": keys.uid_lookup_pk(keys.Lookup.SERIES, uid), "rk": uid}):
-            yield e["study"], uid
-
-
 def _sop_candidates(store: IndexStore, uids: list[str]) -> Iterator[InstanceRecord]:
     for uid in _dedupe(uids):
-        for e in store.query_lookup("PartitionKey eq @pk and RowKey eq @rk",
-                                    {"pk": keys.uid_lookup_pk(keys.Lookup.SOP, uid), "rk": uid}):
-            got = store.get_instance(e["study"], e["series"], uid)
+        for r in store.find_by_uid(keys.Lookup.SOP, uid):
+            got = store.get_instance(str(r["study"]), str(r["series"]), uid)
             if got is not None:
                 yield got.record
 
 
-def _modality_pairs(store: IndexStore, modality: str, dates: tuple[str | None, str | None] | None,
-                    level: LevelName) -> Iterator[tuple[str, str | None]]:
-    pk = keys.lookup_pk(keys.Lookup.MODALITY, modality.upper())
-    flt, params = "PartitionKey eq @pk", {"pk": pk}
-    if dates and (dates[0] or dates[1]):
-        flt += " and RowKey ge @lo and RowKey lt @hi"
-        params.update({"lo": f"{dates[0] or '0'}", "hi": f"{dates[1] or '99999999'}`"})
-    for e in store.query_lookup(flt, params):
-        yield e["study"], (e["series"] if level != "study" else None)
+def _study_record(store: IndexStore, study: str) -> StudyRecord | None:
+    """The settled study row, else (not settled yet) one made from a pending series or an instance."""
+    rec = store.get_study(study)
+    if rec is not None:
+        return rec
+    pending = store.pending_series(study)
+    if pending:
+        return StudyRecord(**study_part(pending[0]))
+    rows = store.list_study_instances(study)
+    return StudyRecord(**study_part(rows[0])) if rows else None
 
 
-def _expand(store: IndexStore, level: LevelName, pairs: Iterable[tuple[str, str | None]]) -> Iterator[Any]:
+def _study_series(store: IndexStore, study: str) -> list[SeriesRecord]:
+    """Settled series rows, plus the study's pending series not settled yet."""
+    settled = store.list_series(study)
+    known = {s.series_instance_uid for s in settled}
+    return settled + [p for p in store.pending_series(study) if p.series_instance_uid not in known]
+
+
+def _by_study(store: IndexStore, level: LevelName, studies: list[str]) -> Iterator[Record]:
+    for study in studies:
+        if level == "study":
+            rec = _study_record(store, study)
+            if rec is not None:
+                yield rec
+        elif level == "series":
+            yield from _study_series(store, study)
+        else:
+            yield from store.list_study_instances(study)
+
+
+def _expand(store: IndexStore, level: LevelName, pairs: Iterable[Pair]) -> Iterator[Record]:
     for study, series in pairs:
         if level == "study":
-            rec = store.get_study(study)
+            rec = _study_record(store, study)
             if rec is not None:
                 yield rec
         elif level == "series":
@@ -185,24 +206,33 @@ def _expand(store: IndexStore, level: LevelName, pairs: Iterable[tuple[str, str 
                 if se is not None:
                     yield se
             else:
-                yield from store.list_series(study)
+                yield from _study_series(store, study)
         elif series is not None:
             yield from store.list_series_instances(study, series)
         else:
             yield from store.list_study_instances(study)
 
 
-def _scan(store: IndexStore, level: LevelName) -> Iterator[Any]:
+def _pending(store: IndexStore, level: LevelName) -> Iterator[Record]:
+    pending = store.list_pending()
+    if level == "study":
+        seen: set[str] = set()
+        for p in pending:
+            if p.study_instance_uid not in seen:
+                seen.add(p.study_instance_uid)
+                yield StudyRecord(**study_part(p))
+    elif level == "series":
+        yield from pending
+    else:
+        for p in pending:
+            yield from store.list_series_instances(p.study_instance_uid, p.series_instance_uid)
+
+
+def _scan(store: IndexStore, level: LevelName) -> Iterator[Record]:
     if level == "study":
         yield from store.scan_studies()
     elif level == "series":
-        for e in store.series.list_entities():
-            from shared.index.records import from_entity
-
-            yield from_entity(SeriesRecord, e)
+        yield from store.scan_series()
     else:
-        from shared.index.records import from_entity
+        yield from store.scan_instances()
 
-        for e in store.instances.list_entities():
-            if e["RowKey"] != keys.SETTLE_MARKER_ROW:
-                yield from_entity(InstanceRecord, e)

@@ -9,11 +9,13 @@ decoded Unicode DICOM string (``Family^Given=Ideographic=Phonetic``).
 
 from __future__ import annotations
 
-import dataclasses
+import enum
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from azure.data.tables import EdmType, EntityProperty
+import orjson
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -87,6 +89,10 @@ class InstanceRecord(SeriesRecord):
     pixel_data_length: int | None = None
     warnings: list[str] = field(default_factory=list)
     ingested_at: str | None = None
+    #: When this version was written (epoch seconds): the settle step's quiet-period clock.
+    arrival: float = 0.0
+    #: Sequence of the change that made this version (ingest time, microsecond-based).
+    seq: int = 0
 
 
 STUDY_FIELDS = tuple(f.name for f in fields(StudyRecord))
@@ -164,9 +170,6 @@ def to_entity(rec: StudyRecord, partition: str, row: str, extra: dict[str, Any] 
             continue
         if f.name in _LIST_FIELDS:
             value = _LIST_SEP.join(value)
-        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**31) <= value < 2**31:
-            # Instances over 2 GiB: sizes and offsets need Edm.Int64 (the SDK only infers Int32).
-            value = EntityProperty(value, EdmType.INT64)
         entity[f.name] = value
     if rec.patient_name:
         entity["patient_name_tokens"] = " ".join(sorted(keys.name_tokens(rec.patient_name)))
@@ -175,7 +178,7 @@ def to_entity(rec: StudyRecord, partition: str, row: str, extra: dict[str, Any] 
     return entity
 
 
-def from_entity(cls: type[T], entity: dict[str, Any]) -> T:
+def from_entity(cls: type[T], entity: Mapping[str, Any]) -> T:
     known = {f.name for f in fields(cls)}
     values: dict[str, Any] = {}
     for name, value in entity.items():
@@ -183,10 +186,6 @@ def from_entity(cls: type[T], entity: dict[str, Any]) -> T:
             continue
         if name in _LIST_FIELDS:
             value = [v for v in str(value).split(_LIST_SEP) if v] if value else []
-        elif isinstance(value, int | float | bool | str) or value is None:
-            pass
-        else:  # EntityProperty / typed wrappers
-            value = getattr(value, "value", value)
         values[name] = value
     return cls(**values)
 
@@ -200,5 +199,84 @@ def series_part(rec: SeriesRecord) -> dict[str, Any]:
     return {n: getattr(rec, n) for n in _SERIES_OWN}
 
 
-def replace(rec: T, **changes: Any) -> T:
-    return dataclasses.replace(rec, **changes)
+
+# -- instance metadata (DICOM JSON) inside the instance row --------------------------------------
+
+#: Table properties hold at most 64 KiB each; metadata is split into chunks below that.
+META_CHUNK = 60_000
+#: Up to this many chunks live in the row (the entity limit is 1 MiB); larger metadata (e.g.
+#: per-frame functional groups of a long multi-frame) goes to a sidecar blob instead.
+META_MAX_CHUNKS = 12
+META_PREFIX = "meta"
+META_IN_BLOB = "meta_in_blob"
+
+
+def pack_meta(obj: Any) -> dict[str, bytes] | None:
+    """The instance's DICOM JSON as row properties (zlib), or None if it must go to a sidecar."""
+    packed = zlib.compress(orjson.dumps(obj), 1)
+    chunks = [packed[i:i + META_CHUNK] for i in range(0, len(packed), META_CHUNK)]
+    if len(chunks) > META_MAX_CHUNKS:
+        return None
+    return {f"{META_PREFIX}{i}": c for i, c in enumerate(chunks)}
+
+
+def unpack_meta(row: Mapping[str, Any]) -> bytes | None:
+    """The DICOM JSON bytes kept in a row, or None (absent, or in a sidecar blob)."""
+    parts = []
+    i = 0
+    while (chunk := row.get(f"{META_PREFIX}{i}")) is not None:
+        parts.append(bytes(chunk))
+        i += 1
+    return zlib.decompress(b"".join(parts)) if parts else None
+
+
+def meta_columns(count: int = META_MAX_CHUNKS) -> list[str]:
+    return [f"{META_PREFIX}{i}" for i in range(count)] + [META_IN_BLOB]
+
+
+# -- change entries ---------------------------------------------------------------------------------
+
+class Action(enum.StrEnum):
+    """What a change-feed entry records (Azure DICOM service change feed vocabulary)."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(slots=True)
+class ChangeEntry:
+    """One change of one instance. Written into the study's partition in the same transaction
+    as the instance row (the outbox), then published by settle: to the region's change feed
+    and as ``Dicom.Image*`` events. ``source`` is the inbox blob version (``name@etag``) that
+    made it, which is also how "did my file get in?" is answered."""
+
+    study: str
+    series: str
+    sop: str
+    action: Action
+    seq: int
+    at: str
+    source: str = ""
+    digest: str = ""
+    published: bool = False
+    #: Set once published to the region's change feed: the feed's own sequence number.
+    feed_seq: int = 0
+
+    def to_entity(self, pk: str, rk: str) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "kind": "change", "series": self.series,
+                                  "sop": self.sop, "action": str(self.action), "seq": self.seq, "at": self.at,
+                                  "published": self.published, "feed_seq": self.feed_seq}
+        if self.source:
+            entity["source"] = self.source
+        if self.digest:
+            entity["digest"] = self.digest
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> ChangeEntry:
+        return cls(study=str(entity["PartitionKey"]), series=str(entity.get("series", "")),
+                   sop=str(entity.get("sop", "")), action=Action(entity.get("action", "create")),
+                   seq=int(entity.get("seq", 0)), at=str(entity.get("at", "")), source=str(entity.get("source", "")),
+                   digest=str(entity.get("digest", "")), published=bool(entity.get("published", False)),
+                   feed_seq=int(entity.get("feed_seq", 0)))

@@ -1,274 +1,314 @@
-"""Reading and writing the index tables. Keys come only from :mod:`shared.index.keys`.
+"""Reading and writing the index tables over the table port. Keys come only from
+:mod:`shared.index.keys`; table names only from :mod:`shared.index.tables`.
 
-Filters are always built with ``parameters`` (the SDK quotes values), never by
-pasting user values into OData strings.
+What lives where (the key schema is in :mod:`shared.index.keys`):
+
+* An instance row carries the index fields of all three levels, the instance's DICOM JSON
+  (compressed, :func:`~shared.index.records.pack_meta`) and the sequence of the change that
+  made it. It is written in ONE transaction with that change entry (the study's outbox), so
+  ingest costs one table request per instance.
+* Series/study rows, lookup rows, series metadata bundles, events and the region's change
+  feed are derived from the study partition by the settle step.
+* Pending rows name series that arrived and are not yet stable; QIDO reads them beside the
+  lookup rows, so what ingest archived is queryable at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
-
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.index import keys, tables
 from shared.index.records import (
+    INSTANCE_FIELDS,
+    META_IN_BLOB,
+    ChangeEntry,
     InstanceRecord,
     SeriesRecord,
     StudyRecord,
     from_entity,
     to_entity,
+    unpack_meta,
 )
-from shared.ingest.states import IngestState
+from shared.index.sequence import time_of_seq
+from shared.ports import Row, RowChanged, RowExists, TableOp, TableStore
 
-log = logging.getLogger(__name__)
 BATCH = 100  # Table transactions: at most 100 operations, one partition
+#: The columns QIDO needs of an instance row (never the metadata chunks).
+INDEX_COLUMNS = ["PartitionKey", "RowKey", *INSTANCE_FIELDS, "patient_name_tokens"]
 
 
 def utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class RowChanged(Exception):
-    """The row changed (or appeared) since it was read: read it again and decide again."""
-
-
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A row as read, with the ETag needed for a conditional update."""
+    """An instance row as read, with the ETag a conditional replace needs."""
 
     record: InstanceRecord
     etag: str
+    meta: bytes | None = None
+    meta_in_blob: bool = False
+
+
+@dataclass(slots=True)
+class StudyPartition:
+    """Everything the instances table holds for one study."""
+
+    instances: list[InstanceRecord] = field(default_factory=list)
+    meta: dict[str, bytes | None] = field(default_factory=dict)  # by SOP Instance UID
+    meta_in_blob: set[str] = field(default_factory=set)
+    changes: list[ChangeEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
-class IngestLogEntry:
-    blob: str
-    state: IngestState
-    etag: str = ""
-    reason: str | None = None
-    message: str | None = None
-    study: str | None = None
-    series: str | None = None
-    sop: str | None = None
-    at: str = ""
+class FeedEntry:
+    seq: int
+    study: str
+    series: str
+    sop: str
+    action: str
+    state: str
+    timestamp: str
+
+    def to_entity(self) -> dict[str, Any]:
+        pk, rk = feed_keys(self.seq, self.study)
+        return {"PartitionKey": pk, "RowKey": rk, "seq": self.seq, "study": self.study, "series": self.series,
+                "sop": self.sop, "action": self.action, "state": self.state, "timestamp": self.timestamp}
+
+    @classmethod
+    def from_entity(cls, e: Mapping[str, Any]) -> FeedEntry:
+        return cls(int(e["seq"]), str(e["study"]), str(e["series"]), str(e["sop"]), str(e["action"]),
+                   str(e.get("state", "current")), str(e["timestamp"]))
+
+
+def feed_keys(seq: int, study: str) -> tuple[str, str]:
+    """A feed entry's keys: its hour bucket is the time its sequence encodes."""
+    return keys.feed_keys(dt.datetime.fromtimestamp(time_of_seq(seq), dt.UTC), seq, study)
+
+
+def _batches(ops: list[TableOp]) -> Iterator[list[TableOp]]:
+    for i in range(0, len(ops), BATCH):
+        yield ops[i:i + BATCH]
 
 
 class IndexStore:
     """The index tables of one storage account."""
 
-    def __init__(self, service: TableServiceClient) -> None:
-        self.service = service
-        self.instances: TableClient = service.get_table_client(tables.INSTANCES)
-        self.series: TableClient = service.get_table_client(tables.SERIES)
-        self.studies: TableClient = service.get_table_client(tables.STUDIES)
-        self.lookup: TableClient = service.get_table_client(tables.LOOKUP)
-        self.ingest_log: TableClient = service.get_table_client(tables.INGEST_LOG)
+    def __init__(self, tables_: TableStore) -> None:
+        self.t = tables_
+        self._feed_head_known = False
 
     def ensure_tables(self) -> None:
-        for name in tables.TABLES:
-            try:
-                self.service.create_table(name)
-            except ResourceExistsError:
-                pass
+        self.t.ensure_tables(tables.TABLES)
 
     # -- instances -------------------------------------------------------------
     def get_instance(self, study: str, series: str, sop: str) -> Stored | None:
-        pk, rk = keys.instance_keys(study, series, sop)
-        try:
-            entity = self.instances.get_entity(pk, rk)
-        except ResourceNotFoundError:
+        row = self.t.get(tables.INSTANCES, *keys.instance_keys(study, series, sop))
+        if row is None:
             return None
-        return Stored(from_entity(InstanceRecord, entity), str(entity.metadata["etag"]))
+        return Stored(from_entity(InstanceRecord, row), row.etag, unpack_meta(row), bool(row.get(META_IN_BLOB)))
 
-    def put_instance(self, rec: InstanceRecord, *, expect: Stored | None, arrival: float) -> None:
-        """Write an instance row and bump the study's arrival marker in ONE transaction.
+    def write_instance(self, rec: InstanceRecord, meta: Mapping[str, Any] | None, change: ChangeEntry, *,
+                       expect: Stored | None) -> None:
+        """The instance row and its change entry in ONE transaction.
 
-        ``expect=None`` creates (fails with :class:`RowChanged` if the row exists);
-        otherwise the update is conditional on the ETag that was read."""
+        ``expect=None`` creates (raises :class:`~shared.ports.RowExists` if the row exists);
+        otherwise the replace is conditional on the ETag read (raises ``RowChanged``)."""
         pk, rk = keys.instance_keys(rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid)
-        entity = to_entity(rec, pk, rk)
-        marker = {"PartitionKey": pk, "RowKey": keys.SETTLE_MARKER_ROW, "last_arrival": arrival}
-        ops: list[Any]
-        if expect is None:
-            ops = [("create", entity)]
-        else:
-            ops = [("update", entity, {"mode": UpdateMode.REPLACE, "etag": expect.etag,
-                                        "match_condition": MatchConditions.IfNotModified})]
-        ops.append(("upsert", marker, {"mode": UpdateMode.MERGE}))
-        try:
-            self.instances.submit_transaction(ops)
-        except TableTransactionError as exc:
-            code = str(getattr(exc, "error_code", "") or "")
-            if code in ("EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"):
-                raise RowChanged(code) from None
-            raise
+        entity = to_entity(rec, pk, rk, dict(meta) if meta else {META_IN_BLOB: True})
+        row_op = TableOp("insert", entity) if expect is None else TableOp("replace", entity, expect.etag)
+        cpk, crk = keys.change_keys(change.study, change.seq)
+        self.t.transact(tables.INSTANCES, [row_op, TableOp("insert", change.to_entity(cpk, crk))])
 
-    def study_partition(self, study: str) -> tuple[list[InstanceRecord], dict[str, Any] | None]:
-        """Every instance row of a study, and its settle marker (one partition query)."""
-        rows: list[InstanceRecord] = []
-        marker = None
-        for entity in self.instances.query_entities("PartitionKey eq @pk", parameters={"pk": study}):
-            if entity["RowKey"] == keys.SETTLE_MARKER_ROW:
-                marker = dict(entity)
-            else:
-                rows.append(from_entity(InstanceRecord, entity))
-        return rows, marker
+    def remove_instances(self, study: str, rows: Sequence[tuple[str, str]], changes: Sequence[ChangeEntry]) -> None:
+        """Delete instance rows and record their delete changes, one transaction per 100."""
+        ops = [TableOp("delete", {"PartitionKey": study, "RowKey": keys.instance_keys(study, se, sop)[1]})
+               for se, sop in rows]
+        ops += [TableOp("insert", c.to_entity(*keys.change_keys(study, c.seq))) for c in changes]
+        for batch in _batches(ops):
+            self.t.transact(tables.INSTANCES, batch)
+
+    def study_partition(self, study: str) -> StudyPartition:
+        """Every instance row (with metadata) and change entry of a study: one partition query."""
+        out = StudyPartition()
+        for row in self.t.query(tables.INSTANCES, pk=study):
+            if row["RowKey"].startswith(keys.CHANGE_PREFIX):
+                out.changes.append(ChangeEntry.from_entity(row))
+                continue
+            rec = from_entity(InstanceRecord, row)
+            out.instances.append(rec)
+            out.meta[rec.sop_instance_uid] = unpack_meta(row)
+            if row.get(META_IN_BLOB):
+                out.meta_in_blob.add(rec.sop_instance_uid)
+        return out
 
     def list_study_instances(self, study: str) -> list[InstanceRecord]:
-        return self.study_partition(study)[0]
+        return [from_entity(InstanceRecord, r) for r in
+                self.t.query(tables.INSTANCES, pk=study, rk_range=keys.INSTANCE_ROWS, select=INDEX_COLUMNS)]
 
     def list_series_instances(self, study: str, series: str) -> list[InstanceRecord]:
-        lo, hi = keys.series_row_range(series)
-        flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
-        return [from_entity(InstanceRecord, e) for e in
-                self.instances.query_entities(flt, parameters={"pk": study, "lo": lo, "hi": hi})]
+        return [from_entity(InstanceRecord, r) for r in
+                self.t.query(tables.INSTANCES, pk=study, rk_range=keys.series_row_range(series),
+                             select=INDEX_COLUMNS)]
 
-    def delete_instance(self, study: str, series: str, sop: str) -> None:
-        pk, rk = keys.instance_keys(study, series, sop)
-        self.instances.delete_entity(pk, rk)
+    def series_rows_with_meta(self, study: str, series: str) -> list[tuple[InstanceRecord, bytes | None, bool]]:
+        """A series' instance rows with their DICOM JSON (and whether it lives in a sidecar)."""
+        return [(from_entity(InstanceRecord, r), unpack_meta(r), bool(r.get(META_IN_BLOB)))
+                for r in self.t.query(tables.INSTANCES, pk=study, rk_range=keys.series_row_range(series))]
 
-    def get_marker(self, study: str) -> dict[str, Any] | None:
-        """The study's settle marker (last arrival, current settle token), if any."""
-        try:
-            return dict(self.instances.get_entity(study, keys.SETTLE_MARKER_ROW))
-        except ResourceNotFoundError:
-            return None
+    def changes(self, study: str) -> list[ChangeEntry]:
+        return [ChangeEntry.from_entity(r) for r in self.t.query(tables.INSTANCES, pk=study, rk_range=keys.CHANGE_ROWS)]
 
-    def set_settle_token(self, study: str, token: str) -> None:
-        """Mark the one re-scheduled settle message that still counts for this study."""
-        self.instances.upsert_entity({"PartitionKey": study, "RowKey": keys.SETTLE_MARKER_ROW,
-                                      "settle_token": token}, mode=UpdateMode.MERGE)
+    def mark_published(self, study: str, changes: Sequence[ChangeEntry]) -> None:
+        ops = [TableOp("merge", {"PartitionKey": study, "RowKey": keys.change_keys(study, c.seq)[1],
+                                 "published": True, "feed_seq": c.feed_seq}) for c in changes]
+        for batch in _batches(ops):
+            self.t.transact(tables.INSTANCES, batch)
 
-    def delete_marker(self, study: str, etag: str | None = None) -> None:
-        try:
-            if etag:
-                self.instances.delete_entity(study, keys.SETTLE_MARKER_ROW, etag=etag,
-                                             match_condition=MatchConditions.IfNotModified)
-            else:
-                self.instances.delete_entity(study, keys.SETTLE_MARKER_ROW)
-        except (ResourceNotFoundError, HttpResponseError):
-            pass
+    def scan_instances(self) -> Iterator[InstanceRecord]:
+        for r in self.t.query(tables.INSTANCES, select=INDEX_COLUMNS):
+            if not r["RowKey"].startswith(keys.CHANGE_PREFIX):
+                yield from_entity(InstanceRecord, r)
 
     # -- aggregates ------------------------------------------------------------
+    def get_study_row(self, study: str) -> Row | None:
+        return self.t.get(tables.STUDIES, *keys.study_keys(study))
+
     def get_study(self, study: str) -> StudyRecord | None:
-        pk, rk = keys.study_keys(study)
-        try:
-            return from_entity(StudyRecord, self.studies.get_entity(pk, rk))
-        except ResourceNotFoundError:
-            return None
+        row = self.get_study_row(study)
+        return from_entity(StudyRecord, row) if row is not None else None
 
-    def get_study_entity(self, study: str) -> dict[str, Any] | None:
-        pk, rk = keys.study_keys(study)
-        try:
-            return dict(self.studies.get_entity(pk, rk))
-        except ResourceNotFoundError:
-            return None
-
-    def get_series(self, study: str, series: str) -> SeriesRecord | None:
-        pk, rk = keys.series_keys(study, series)
-        try:
-            return from_entity(SeriesRecord, self.series.get_entity(pk, rk))
-        except ResourceNotFoundError:
-            return None
-
-    def list_series(self, study: str) -> list[SeriesRecord]:
-        return [from_entity(SeriesRecord, e)
-                for e in self.series.query_entities("PartitionKey eq @pk", parameters={"pk": study})]
-
-    def list_series_entities(self, study: str) -> list[dict[str, Any]]:
-        return [dict(e) for e in self.series.query_entities("PartitionKey eq @pk", parameters={"pk": study})]
-
-    def put_series(self, study: str, records: Iterable[tuple[SeriesRecord, dict[str, Any]]]) -> None:
-        ops: list[Any] = []
-        for rec, extra in records:
-            pk, rk = keys.series_keys(study, rec.series_instance_uid)
-            ops.append(("upsert", to_entity(rec, pk, rk, extra), {"mode": UpdateMode.REPLACE}))
-        for i in range(0, len(ops), BATCH):
-            self.series.submit_transaction(ops[i:i + BATCH])
-
-    def delete_series_rows(self, study: str, series_uids: Iterable[str]) -> None:
-        for uid in series_uids:
-            try:
-                self.series.delete_entity(*keys.series_keys(study, uid))
-            except ResourceNotFoundError:
-                pass
-
-    def put_study(self, rec: StudyRecord, extra: dict[str, Any]) -> None:
-        pk, rk = keys.study_keys(rec.study_instance_uid)
-        self.studies.upsert_entity(to_entity(rec, pk, rk, extra), mode=UpdateMode.REPLACE)
+    def put_study(self, rec: StudyRecord, extra: Mapping[str, Any], *, etag: str | None) -> None:
+        """Conditional on ``etag`` (the row as the caller read it; None: it did not exist), so a
+        settle run that read an older partition never overwrites a newer run's result."""
+        entity = to_entity(rec, *keys.study_keys(rec.study_instance_uid), dict(extra))
+        if etag:
+            self.t.replace(tables.STUDIES, entity, etag=etag)
+        else:
+            self.t.transact(tables.STUDIES, [TableOp("insert", entity)])
 
     def delete_study_row(self, study: str) -> None:
-        try:
-            self.studies.delete_entity(*keys.study_keys(study))
-        except ResourceNotFoundError:
-            pass
+        self.t.delete(tables.STUDIES, *keys.study_keys(study))
 
-    def scan_studies(self, select: list[str] | None = None) -> Iterator[StudyRecord]:
-        """Every study row (the "no filter" QIDO class: bounded by limit/offset upstream)."""
-        for e in self.studies.list_entities(select=select):
-            yield from_entity(StudyRecord, e)
+    def get_series(self, study: str, series: str) -> SeriesRecord | None:
+        row = self.t.get(tables.SERIES, *keys.series_keys(study, series))
+        return from_entity(SeriesRecord, row) if row is not None else None
+
+    def list_series(self, study: str) -> list[SeriesRecord]:
+        return [from_entity(SeriesRecord, r) for r in self.t.query(tables.SERIES, pk=study)]
+
+    def put_series(self, study: str, records: Iterable[SeriesRecord]) -> None:
+        ops = [TableOp("upsert", to_entity(r, *keys.series_keys(study, r.series_instance_uid))) for r in records]
+        for batch in _batches(ops):
+            self.t.transact(tables.SERIES, batch)
+
+    def delete_series_rows(self, study: str, series_uids: Iterable[str]) -> None:
+        ops = [TableOp("delete", {"PartitionKey": study, "RowKey": keys.series_keys(study, uid)[1]})
+               for uid in series_uids]
+        for batch in _batches(ops):
+            try:
+                self.t.transact(tables.SERIES, batch)
+            except RowChanged:  # one of them is already gone: delete one by one
+                for op in batch:
+                    self.t.delete(tables.SERIES, op.entity["PartitionKey"], op.entity["RowKey"])
+
+    def scan_studies(self) -> Iterator[StudyRecord]:
+        for r in self.t.query(tables.STUDIES):
+            yield from_entity(StudyRecord, r)
+
+    def scan_series(self) -> Iterator[SeriesRecord]:
+        for r in self.t.query(tables.SERIES):
+            yield from_entity(SeriesRecord, r)
 
     # -- lookup rows -------------------------------------------------------------
-    def put_lookups(self, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
-        """Upsert lookup rows, batched per partition. Returns the number of requests made."""
-        by_pk: dict[str, list[Any]] = {}
+    def put_lookups(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Upsert lookup rows, one transaction per partition (and per 100)."""
+        by_pk: dict[str, list[TableOp]] = {}
         for pk, rk, props in rows:
-            by_pk.setdefault(pk, []).append(
-                ("upsert", {"PartitionKey": pk, "RowKey": rk, **props}, {"mode": UpdateMode.REPLACE}))
-        requests = 0
+            by_pk.setdefault(pk, []).append(TableOp("upsert", {"PartitionKey": pk, "RowKey": rk, **props}))
         for ops in by_pk.values():
-            for i in range(0, len(ops), BATCH):
-                self.lookup.submit_transaction(ops[i:i + BATCH])
-                requests += 1
-        return requests
+            for batch in _batches(ops):
+                self.t.transact(tables.LOOKUP, batch)
 
     def delete_lookups(self, rows: Iterable[tuple[str, str]]) -> None:
         for pk, rk in rows:
+            self.t.delete(tables.LOOKUP, pk, rk)
+
+    def lookup(self, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,
+               rk_range: tuple[str, str] | None = None) -> Iterator[Row]:
+        return self.t.query(tables.LOOKUP, pk=pk, pk_range=pk_range, rk_range=rk_range)
+
+    def find_by_uid(self, kind: str, uid: str) -> list[Row]:
+        """Series or SOP lookups of one UID: a point read in every shard, concurrently."""
+        parts = keys.uid_lookup_partitions(kind)
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            found = pool.map(lambda pk: self.t.get(tables.LOOKUP, pk, uid), parts)
+            return [r for r in found if r is not None]
+
+    # -- pending series ------------------------------------------------------------
+    def put_pending(self, rec: SeriesRecord, arrival: float) -> None:
+        pk, rk = keys.pending_keys(rec.study_instance_uid, rec.series_instance_uid)
+        self.t.upsert(tables.PENDING, to_entity(rec, pk, rk, {"arrival": arrival}))
+
+    def list_pending(self) -> list[SeriesRecord]:
+        """Every series not yet stable (a small table: what arrived in the last quiet period)."""
+        return [from_entity(SeriesRecord, r) for r in self.t.query(tables.PENDING)]
+
+    def pending_of(self, study: str) -> list[Row]:
+        return list(self.t.query(tables.PENDING, pk=study))
+
+    def pending_series(self, study: str) -> list[SeriesRecord]:
+        return [from_entity(SeriesRecord, r) for r in self.pending_of(study)]
+
+    def delete_pending(self, study: str, rows: Sequence[Row]) -> None:
+        """Remove pending rows as they were read (a row rewritten since stays)."""
+        for row in rows:
             try:
-                self.lookup.delete_entity(pk, rk)
-            except ResourceNotFoundError:
+                self.t.delete(tables.PENDING, study, row["RowKey"], etag=row.etag or None)
+            except RowChanged:
+                continue
+
+    # -- change feed -----------------------------------------------------------------
+    def append_feed(self, entries: Sequence[FeedEntry]) -> None:
+        if entries and not self._feed_head_known:
+            when = dt.datetime.fromtimestamp(time_of_seq(min(e.seq for e in entries)), dt.UTC)
+            try:
+                self.t.insert(tables.CHANGEFEED, {"PartitionKey": keys.FEED_HEAD[0], "RowKey": keys.FEED_HEAD[1],
+                                                  "bucket": keys.feed_bucket(when)})
+            except RowExists:
                 pass
+            self._feed_head_known = True
+        by_pk: dict[str, list[TableOp]] = {}
+        for e in entries:
+            entity = e.to_entity()
+            by_pk.setdefault(entity["PartitionKey"], []).append(TableOp("upsert", entity))
+        for ops in by_pk.values():
+            for batch in _batches(ops):
+                self.t.transact(tables.CHANGEFEED, batch)
 
-    def query_lookup(self, flt: str, parameters: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        for e in self.lookup.query_entities(flt, parameters=parameters):
-            yield dict(e)
+    def set_feed_states(self, study: str, states: Sequence[tuple[int, str]]) -> None:
+        """Mark published feed entries (by sequence) ``replaced`` or ``deleted``."""
+        for seq, state in states:
+            pk, rk = feed_keys(seq, study)
+            self.t.merge(tables.CHANGEFEED, {"PartitionKey": pk, "RowKey": rk, "state": state})
 
-    # -- ingest log ------------------------------------------------------------------
-    def put_log(self, entry: IngestLogEntry) -> None:
-        pk, rk = keys.ingest_log_keys(entry.blob)
-        entity = {"PartitionKey": pk, "RowKey": rk, "blob": entry.blob, "state": entry.state,
-                  "etag": entry.etag, "at": entry.at or utcnow()}
-        for name in ("reason", "message", "study", "series", "sop"):
-            value = getattr(entry, name)
-            if value:
-                entity[name] = value
-        self.ingest_log.upsert_entity(entity, mode=UpdateMode.REPLACE)
-
-    def get_log(self, blob: str) -> IngestLogEntry | None:
-        pk, rk = keys.ingest_log_keys(blob)
-        try:
-            e = self.ingest_log.get_entity(pk, rk)
-        except ResourceNotFoundError:
+    def feed_head(self) -> dt.datetime | None:
+        """The hour bucket of the feed's first entry, or None for an empty feed."""
+        row = self.t.get(tables.CHANGEFEED, *keys.FEED_HEAD)
+        if row is None:
             return None
-        return _log_entry(e)
+        return dt.datetime.strptime(str(row["bucket"]), "%Y%m%d%H").replace(tzinfo=dt.UTC)
 
-    def scan_log(self) -> Iterator[IngestLogEntry]:
-        """Every ingest-log row (status summary; the table holds one small row per upload)."""
-        for e in self.ingest_log.list_entities(select=["blob", "state", "etag", "reason", "message", "at"]):
-            yield _log_entry(e)
-
-
-def _log_entry(e: Any) -> IngestLogEntry:
-    return IngestLogEntry(
-        blob=e.get("blob", ""), state=IngestState(e.get("state") or IngestState.UNKNOWN),
-        etag=e.get("etag", ""),
-        reason=e.get("reason"), message=e.get("message"), study=e.get("study"), series=e.get("series"),
-        sop=e.get("sop"),
-        at=e.get("at", ""),
-    )
+    def feed_bucket(self, bucket: str, low_seq: int, high_seq: int) -> list[FeedEntry]:
+        """Feed entries of one hour bucket with low <= seq < high, in sequence order."""
+        rng = keys.feed_row_range(low_seq, high_seq)
+        parts = keys.feed_partitions(bucket)
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            rows = pool.map(lambda pk: list(self.t.query(tables.CHANGEFEED, pk=pk, rk_range=rng)), parts)
+            entries = [FeedEntry.from_entity(r) for part in rows for r in part]
+        return sorted(entries, key=lambda e: e.seq)

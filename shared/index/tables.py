@@ -8,8 +8,9 @@ INSTANCES: Final = "dicominstances"
 SERIES: Final = "dicomseries"
 STUDIES: Final = "dicomstudies"
 LOOKUP: Final = "dicomlookup"
-INGEST_LOG: Final = "dicomingestlog"
+PENDING: Final = "dicompending"
+CHANGEFEED: Final = "dicomchangefeed"
 DELIVERIES: Final = "dicomdeliveries"
 
 #: Every table the app uses (infra creates exactly these).
-TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, INGEST_LOG, DELIVERIES)
+TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, PENDING, CHANGEFEED, DELIVERIES)

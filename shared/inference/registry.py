@@ -35,6 +35,7 @@ import orjson
 from shared.errors import BadInput, Reason
 from shared.inference.builtin import BodySegmentation
 from shared.inference.model import Model
+from shared.ports import BlobStore
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -148,25 +149,19 @@ def parse(raw: bytes | None, fetch: Callable[[str], bytes] | None = None) -> lis
     return models_from_document(document, fetch)
 
 
-def load_models(config_container: Any) -> list[Model]:
-    """Read the registry from the config container (a ``ContainerClient``).
+def load_models(blobs: BlobStore) -> list[Model]:
+    """Read the registry from the config container.
 
     A missing document means no models; an invalid one is logged (the message names
     the entry and field to fix) and no model runs.
     """
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        raw: bytes | None = config_container.get_blob_client(layout.MODELS_DOC).download_blob().read()
-    except ResourceNotFoundError:
-        raw = None
+    raw = blobs.read(layout.CONFIG, layout.MODELS_DOC)
 
     def fetch(name: str) -> bytes:
-        try:
-            return bytes(config_container.get_blob_client(name).download_blob().read())
-        except ResourceNotFoundError:
-            raise BadInput(
-                Reason.INFERENCE_BAD_REGISTRY, f"Model file {name} is not in the config container.") from None
+        data = blobs.read(layout.CONFIG, name)
+        if data is None:
+            raise BadInput(Reason.INFERENCE_BAD_REGISTRY, f"Model file {name} is not in the config container.")
+        return data
 
     try:
         return parse(raw, fetch)

@@ -27,6 +27,8 @@ from shared.inference import pixels
 from shared.inference.model import VOLUME_MODALITIES, ImageSet, Model, SeriesInfo
 from shared.inference.registry import load_models
 from shared.inference.writers import ResultUids, write_report, write_segmentation
+from shared.ports import BlobStore
+from shared.services import Services
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -89,17 +91,16 @@ def is_derived(info: SeriesInfo) -> bool:
     return info.derived or facts.is_derived(info.sop_class_uid, info.modality)
 
 
-def read_series(blob_service: Any, info: SeriesInfo) -> list[Dataset]:
+def read_series(blobs: BlobStore, info: SeriesInfo) -> list[Dataset]:
     """Every archived instance of the series, decoded lazily by pydicom (pixels on access)."""
-    container = blob_service.get_container_client(layout.ARCHIVE)
-    blobs = list(container.list_blobs(name_starts_with=layout.series_prefix(info.study_uid, info.series_uid)))
-    blobs = [b for b in blobs if b.name.endswith(".dcm")]
-    if len(blobs) > MAX_INSTANCES or sum(b.size for b in blobs) > MAX_BYTES:
-        raise BadInput(Reason.INFERENCE_TOO_LARGE, f"Series has {len(blobs)} instances; the limit is {MAX_INSTANCES}.")
+    items = [b for b in blobs.list(layout.ARCHIVE, layout.series_prefix(info.study_uid, info.series_uid))
+             if b.name.endswith(".dcm")]
+    if len(items) > MAX_INSTANCES or sum(b.size for b in items) > MAX_BYTES:
+        raise BadInput(Reason.INFERENCE_TOO_LARGE, f"Series has {len(items)} instances; the limit is {MAX_INSTANCES}.")
     out: list[Dataset] = []
-    for b in blobs:
+    for b in items:
         buf = io.BytesIO()
-        container.get_blob_client(b.name).download_blob().readinto(buf)
+        blobs.download_to(layout.ARCHIVE, b.name, buf)
         buf.seek(0)
         out.append(dcmread(buf))
     return out
@@ -160,7 +161,7 @@ def run_models(
     return out
 
 
-def run_inference(data: Mapping[str, Any], blob_service: Any, *, models: list[Model] | None = None) -> InferenceOutcome:
+def run_inference(data: Mapping[str, Any], blobs: BlobStore, *, models: list[Model] | None = None) -> InferenceOutcome:
     """Run the registry's models on the series named by an event's ``data``; upload results.
 
     Bad input (a derived series, no pixel data, no geometry) is an outcome with a
@@ -172,21 +173,20 @@ def run_inference(data: Mapping[str, Any], blob_service: Any, *, models: list[Mo
         outcome.skipped = Reason.DERIVED_INPUT
         return outcome
     if models is None:
-        models = load_models(blob_service.get_container_client(layout.CONFIG))
+        models = load_models(blobs)
     if not any(m.accepts(info) for m in models):
         outcome.skipped = Reason.NO_MODEL_ACCEPTS
         return outcome
     try:
-        produced = run_models(info, read_series(blob_service, info), models)
+        produced = run_models(info, read_series(blobs, info), models)
     except BadInput as exc:
         log.warning("Inference skipped for series %s: %s (%s)", info.series_uid, exc.reason, exc.message)
         outcome.skipped = exc.reason
         return outcome
-    inbox = blob_service.get_container_client(layout.INBOX)
     for result, datasets in produced:
         for ds in datasets:
             name = inbox_name(result.model, str(ds.SOPInstanceUID))
-            inbox.upload_blob(name, _to_bytes(ds), overwrite=True)
+            blobs.write(layout.INBOX, name, _to_bytes(ds), content_type="application/dicom")
             obj = ResultObject(str(ds.SOPClassUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID), name)
             result.objects.append(obj)
         outcome.results.append(result)
@@ -234,27 +234,21 @@ def completed_events(outcome: InferenceOutcome, settings: Any) -> list[DicomEven
     return events
 
 
-def handle_event(data: Mapping[str, Any], settings: Any, *, publish: Any = None) -> InferenceOutcome:
+def handle_event(data: Mapping[str, Any], svc: Services) -> InferenceOutcome:
     """The service boundary for the ``inference`` function: run, then announce the results.
 
     Bad event data is logged and dropped (retrying cannot fix it); storage and
     publishing failures propagate so the event is delivered again (the result UIDs
     are deterministic, so a retry replaces rather than duplicates).
     """
-    from shared.storage.clients import get_clients
-
     try:
-        outcome = run_inference(data, get_clients(settings).blob)
+        outcome = run_inference(data, svc.blobs)
     except BadInput as exc:
         log.warning("Inference event dropped: %s (%s)", exc.reason, exc.message)
         return InferenceOutcome("", "", skipped=exc.reason)
-    events = completed_events(outcome, settings)
+    events = completed_events(outcome, svc.settings)
     if events:
-        if publish is None:
-            from shared.events.publisher import EventPublisher
-
-            publish = EventPublisher.from_settings(settings).publish
-        publish(events)
+        svc.publisher.publish(events)
     if outcome.skipped:
         log.info("Inference on series %s: nothing to do (%s)", outcome.series_uid, outcome.skipped)
     return outcome

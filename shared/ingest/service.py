@@ -1,10 +1,19 @@
-"""Ingest one inbox blob: header → validate → archive → sidecar → index → settle → event → log.
+"""Ingest one inbox blob: header → validate → archive copy → instance row (+ its change entry).
 
-This is the service boundary: the one place where :class:`~shared.errors.BadInput`
-becomes a quarantine record. Anything else (storage, network) propagates so the
-trigger retries; every step is idempotent, and the instance row records which inbox
-blob version wrote it, so a retry after a crash finishes the job instead of calling
-its own earlier work a duplicate.
+This is the service boundary: the one place where :class:`~shared.errors.BadInput` becomes a
+quarantine record. Anything else (storage, network) propagates so the trigger retries.
+
+Cost, for a new instance: one ranged read (the header; never the pixel data), one server-side
+copy (conditional: only if the archive has no such instance yet), one table transaction (the
+instance row with its DICOM JSON, and the change entry settle will announce). Nothing else is
+written per instance: the inbox blob stays until the inbox lifecycle rule removes it (it is
+also the record of what was uploaded), the series' pending row and the settle message are
+written once per series / study per quiet period (:mod:`shared.ingest.schedule`), and events
+go out in batches when the study settles.
+
+Idempotent: the instance row records which inbox blob version wrote it (``source``), so a
+retry after a crash recognises its own earlier work; an identical re-send is a ``duplicate``
+(nothing written); new content under a known SOP Instance UID is an ``updated`` instance.
 """
 
 from __future__ import annotations
@@ -13,25 +22,31 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from shared.dicom.dicomjson import to_dicom_json
-from shared.dicom.header import read_header
-from shared.dicom.ranged import BlobRangeSource, RangedReader
+from shared.dicom.header import Header, read_header
+from shared.dicom.ranged import RangedReader
 from shared.dicom.validate import validate
-from shared.errors import BadInput
-from shared.events.payloads import image_event, ingest_failed_event
-from shared.events.types import EventType
-from shared.index.records import InstanceRecord, from_header
-from shared.index.store import IngestLogEntry, RowChanged, Stored, utcnow
-from shared.ingest.context import Context
-from shared.ingest.settle import enqueue_settle
+from shared.errors import BadInput, Transient
+from shared.events.payloads import ingest_failed_event
+from shared.index.records import (
+    Action,
+    ChangeEntry,
+    InstanceRecord,
+    SeriesRecord,
+    from_header,
+    pack_meta,
+    series_part,
+    study_part,
+)
+from shared.index.store import Stored, utcnow
 from shared.ingest.states import IngestState
+from shared.ports import Blob, BlobGone, RowChanged, RowExists
+from shared.services import Services
 from shared.storage import blobs, layout
 
 log = logging.getLogger(__name__)
+ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,146 +62,116 @@ class Outcome:
     requests: int = 0
 
 
-def _content_digest(header_digest: str, size: int, md5: bytes | None) -> str:
-    h = hashlib.sha256(header_digest.encode())
-    h.update(size.to_bytes(8, "little"))
+def content_digest(header: Header, md5: bytes | None) -> str:
+    """Equal for identical files: the header bytes read, the size and the upload's Content-MD5."""
+    h = hashlib.sha256(header.digest.encode())
+    h.update(header.size_bytes.to_bytes(8, "little"))
     if md5:
         h.update(md5)
     return h.hexdigest()
 
 
-class IngestService:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+def source_of(name: str, etag: str | None) -> str:
+    """The inbox blob version an instance row (and a change entry) remembers."""
+    return f"{name}@{etag or ''}"
 
-    def ingest(self, blob: Any) -> Outcome:
-        """Ingest the inbox blob behind ``blob`` (an ``azure.storage.blob.BlobClient``)."""
-        ctx = self.ctx
-        ctx.ensure_ready()
-        name = blob.blob_name
-        source = BlobRangeSource(blob)
-        reader = RangedReader(source)
+
+class IngestService:
+    def __init__(self, services: Services) -> None:
+        self.svc = services
+
+    def ingest(self, blob: Blob) -> Outcome:
+        """Ingest the inbox blob ``blob`` (the trigger's blob, behind the blob port)."""
+        self.svc.ensure_ready()
+        reader = RangedReader(blob)
         try:
             header = read_header(reader)
-            study, series, sop, _ = validate(header)
+            study, series, sop, sop_class = validate(header)
         except BadInput as bad:
-            return self._quarantine(blob, source.etag or "", bad, reader)
-        except (ResourceNotFoundError, ResourceModifiedError):
-            return self._gone(name)
-
-        etag = source.etag or ""
+            return self._quarantine(blob, bad, reader)
+        except BlobGone:
+            return self._gone(blob.name)
         rec = from_header(
-            header.dataset,
-            transfer_syntax_uid=header.transfer_syntax_uid,
-            size_bytes=header.size_bytes,
-            digest=_content_digest(header.digest, header.size_bytes, source.content_md5),
-            source=f"{name}@{etag}",
-            pixel_data_offset=header.pixel_data_offset,
-            pixel_data_length=header.pixel_data_length,
-            warnings=list(header.warnings),
-            ingested_at=utcnow(),
+            header.dataset, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
+            digest=content_digest(header, blob.content_md5), source=source_of(blob.name, blob.etag),
+            pixel_data_offset=header.pixel_data_offset, pixel_data_length=header.pixel_data_length,
+            warnings=[str(w) for w in header.warnings], ingested_at=utcnow(),
         )
         rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid = study, series, sop
-        rec.sop_class_uid = header.sop_class_uid or rec.sop_class_uid
-
-        kind: EventType | None = None
-        for _attempt in range(5):
-            existing = ctx.index.get_instance(study, series, sop)
-            if existing is not None and existing.record.digest == rec.digest:
-                if existing.record.source != rec.source:
-                    return self._finish(blob, etag, IngestState.DUPLICATE, rec, reader, event=None)
-                # Our own earlier attempt wrote the row. If it also recorded its outcome, only the
-                # inbox clean-up can be missing; otherwise finish its remaining steps.
-                logged = ctx.index.get_log(name)
-                if logged is not None and logged.etag == etag and logged.state in (IngestState.ARCHIVED,
-                    IngestState.UPDATED):
-                    if not ctx.settings.keep_inbox:
-                        blobs.delete_if_unchanged(blob, etag)
-                    return Outcome(name, logged.state, study, series, sop, bytes_read=reader.bytes_fetched,
-                                   requests=reader.requests)
-                kind = EventType.IMAGE_CREATED if existing.record.updated_at is None else EventType.IMAGE_UPDATED
-                rec = existing.record
-                # The crashed attempt may not have asked for a settle: ask unconditionally.
-                enqueue_settle(ctx, study, ctx.settings.settle_delay_seconds, force=True)
-                break
-            self._archive(blob, header, rec)
-            try:
-                arrival = self._write_row(rec, existing)
-            except RowChanged:
-                continue  # someone else wrote it meanwhile: look again
-            kind = EventType.IMAGE_CREATED if existing is None else EventType.IMAGE_UPDATED
-            # The message names this arrival: only the one matching the study marker's last arrival
-            # settles, the others (a burst's earlier or concurrent instances) are dropped.
-            enqueue_settle(ctx, study, ctx.settings.settle_delay_seconds, arrival=arrival)
-            break
-        else:  # pragma: no cover - five lost races in a row
-            from shared.errors import Transient
-
-            raise Transient(f"Instance {sop} kept changing under concurrent writes; will retry.")
-
-        state = IngestState.ARCHIVED if kind is EventType.IMAGE_CREATED else IngestState.UPDATED
-        return self._finish(blob, etag, state, rec, reader, event=kind)
+        rec.sop_class_uid = sop_class
+        try:
+            state = self._store(blob, header, rec)
+        except BlobGone:
+            return self._gone(blob.name)
+        log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.name, state, sop,
+                 reader.bytes_fetched, reader.requests)
+        return Outcome(blob.name, state, study, series, sop, bytes_read=reader.bytes_fetched,
+                       requests=reader.requests)
 
     # -- steps ----------------------------------------------------------------
-    def _archive(self, blob: Any, header: Any, rec: InstanceRecord) -> None:
+    def _store(self, blob: Blob, header: Header, rec: InstanceRecord) -> IngestState:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
-        blobs.server_copy(self.ctx.clients.blob, blob, layout.ARCHIVE, layout.instance_path(s, se, i))
-        blobs.put_json(self.ctx.clients.blob, layout.METADATA, layout.instance_metadata_path(s, se, i),
-                       to_dicom_json(header, s, se, i))
+        path = layout.instance_path(s, se, i)
+        doc = to_dicom_json(header, s, se, i)
+        meta = pack_meta(doc)
+        if meta is None:  # too large for the row (e.g. long per-frame functional groups): a sidecar
+            blobs.put_json(self.svc.blobs, layout.METADATA, layout.instance_metadata_path(s, se, i), doc)
+        # Optimistic: a new instance is the common case, so copy only if the archive lacks it and
+        # create the row without reading it first. Anything else takes the careful path.
+        if self.svc.blobs.copy(blob, layout.ARCHIVE, path, if_absent=True):
+            try:
+                self._write(rec, meta, expect=None)
+                return IngestState.ARCHIVED
+            except RowExists:
+                pass  # the row exists though the archive did not: decide below
+        for _ in range(ATTEMPTS):
+            existing = self.svc.index.get_instance(s, se, i)
+            if existing is not None and existing.record.digest == rec.digest:
+                if existing.record.source == rec.source:  # our own earlier attempt wrote it
+                    self.svc.scheduler.after_write(s)
+                    return IngestState.UPDATED if existing.record.updated_at else IngestState.ARCHIVED
+                return IngestState.DUPLICATE
+            # New content for this SOP Instance UID (or a row lost in a crash): the archive copy
+            # first, so a row never names content the archive does not hold.
+            self.svc.blobs.copy(blob, layout.ARCHIVE, path)
+            if existing is not None:
+                rec.updated_at = utcnow()
+            try:
+                self._write(rec, meta, expect=existing)
+            except (RowExists, RowChanged):
+                continue  # another writer of this SOP won the race: look again
+            return IngestState.UPDATED if existing is not None else IngestState.ARCHIVED
+        raise Transient(f"Instance {i} kept changing under concurrent writes; will retry.")
 
-    def _write_row(self, rec: InstanceRecord, existing: Stored | None) -> float:
-        """The instance row and the study marker's last arrival, in one transaction."""
-        if existing is not None:
-            rec.updated_at = utcnow()
-        arrival = time.time()
-        self.ctx.index.put_instance(rec, expect=existing, arrival=arrival)
-        return arrival
-
-    def _finish(self, blob: Any, etag: str, state: IngestState, rec: InstanceRecord, reader: RangedReader,
-                event: EventType | None) -> Outcome:
-        ctx = self.ctx
+    def _write(self, rec: InstanceRecord, meta: dict[str, bytes] | None, *, expect: Stored | None) -> None:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
-        if event is not None:
-            ctx.publisher.publish([image_event(
-                event, rec, service_host=ctx.settings.service_host_name, partition=ctx.settings.partition_name,
-                archive_path=f"{layout.ARCHIVE}/{layout.instance_path(s, se, i)}", sequence=int(time.time() * 1000),
-            )])
-        ctx.index.put_log(IngestLogEntry(blob=blob.blob_name, state=state, etag=etag, study=s, series=se, sop=i))
-        if not ctx.settings.keep_inbox:
-            blobs.delete_if_unchanged(blob, etag)
-        log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.blob_name, state, i,
-                 reader.bytes_fetched, reader.requests)
-        return Outcome(blob.blob_name, state, s, se, i, bytes_read=reader.bytes_fetched, requests=reader.requests)
+        self.svc.scheduler.before_write(SeriesRecord(**study_part(rec), **series_part(rec)))
+        rec.arrival = time.time()
+        rec.seq = self.svc.sequencer.next()
+        change = ChangeEntry(s, se, i, Action.UPDATE if expect is not None else Action.CREATE, rec.seq, utcnow(),
+                             source=rec.source, digest=rec.digest)
+        self.svc.index.write_instance(rec, meta, change, expect=expect)
+        self.svc.scheduler.after_write(s)
 
-    def _quarantine(self, blob: Any, etag: str, bad: BadInput, reader: RangedReader) -> Outcome:
-        ctx = self.ctx
-        name = blob.blob_name
-        path = layout.quarantine_path(name, etag)
+    def _quarantine(self, blob: Blob, bad: BadInput, reader: RangedReader) -> Outcome:
+        svc = self.svc
+        path = layout.quarantine_path(blob.name, blob.etag or "")
         try:
-            blobs.server_copy(ctx.clients.blob, blob, layout.QUARANTINE, path, metadata={
-                "reason": bad.reason, "message": blobs.ascii_metadata(bad.message),
-            })
-        except (ResourceNotFoundError, ResourceModifiedError):
-            return self._gone(name)
-        ctx.index.put_log(IngestLogEntry(blob=name, state=IngestState.QUARANTINED, etag=etag, reason=bad.reason,
-                                         message=bad.message))
-        ctx.publisher.publish([ingest_failed_event(
-            blob=name, reason=bad.reason, message=bad.message, service_host=ctx.settings.service_host_name,
-            partition=ctx.settings.partition_name, quarantine_path=f"{layout.QUARANTINE}/{path}",
-            sequence=etag,
+            svc.blobs.copy(blob, layout.QUARANTINE, path,
+                           metadata={"reason": bad.reason, "message": blobs.ascii_metadata(bad.message)})
+        except BlobGone:
+            return self._gone(blob.name)
+        svc.publisher.publish([ingest_failed_event(
+            blob=blob.name, reason=bad.reason, message=bad.message, service_host=svc.settings.service_host_name,
+            partition=svc.settings.partition_name, quarantine_path=f"{layout.QUARANTINE}/{path}",
+            sequence=blob.etag or "",
         )])
-        if not ctx.settings.keep_inbox:
-            blobs.delete_if_unchanged(blob, etag)
-        log.warning("Ingest %s: quarantined (%s)", name, bad.reason)
-        return Outcome(name, IngestState.QUARANTINED, reason=bad.reason, message=bad.message,
+        log.warning("Ingest %s: quarantined (%s)", blob.name, bad.reason)
+        return Outcome(blob.name, IngestState.QUARANTINED, reason=bad.reason, message=bad.message,
                        bytes_read=reader.bytes_fetched, requests=reader.requests)
 
     def _gone(self, name: str) -> Outcome:
-        """The inbox blob vanished or changed while we read it: an earlier delivery finished
-        it, or a newer upload replaced it (its own event will come)."""
-        entry = self.ctx.index.get_log(name)
-        log.info("Ingest %s: inbox blob gone or replaced; outcome on record: %s", name,
-                 entry.state if entry else "none")
-        if entry is None:
-            return Outcome(name, IngestState.GONE)
-        return Outcome(name, entry.state, entry.study, entry.series, entry.sop, entry.reason, entry.message)
+        """The inbox blob vanished or changed while we read it: a newer upload replaced it (its
+        own event comes) or it was removed. Nothing of it was recorded."""
+        log.info("Ingest %s: inbox blob gone or replaced while it was read", name)
+        return Outcome(name, IngestState.GONE)

@@ -1,276 +1,296 @@
-"""Settle a study: exact aggregates, lookup rows, series metadata bundles, stable events.
+"""Settle a study: derive everything that is not written per instance, from its partition.
 
-Triggered by a queue message per ingested instance, delayed by
-``DICOMFLOW_SETTLE_DELAY_SECONDS``. Debounced: the study's marker row holds the time
-of the last arrival, and a message older than that is dropped (the newer arrival
-sent its own). Everything is recomputed from the study's instance partition, so the
-result is exact, idempotent and free of write contention between instances.
-``Dicom.SeriesStable``/``StudyStable`` go out once no instance has arrived for
-``DICOMFLOW_STABLE_AGE_SECONDS``; until then the message re-schedules itself.
+One run reads the study's partition (instance rows with their DICOM JSON, and its change
+entries) and the study row, then writes only what changed since the run before:
+
+* series/study aggregates (counts, ModalitiesInStudy, ...), exact because recomputed;
+* lookup rows (PatientID, AccessionNumber, StudyDate, names, Modality, series and SOP UIDs);
+* series metadata bundles (one blob per series, built from the rows: no sidecar reads);
+* the unpublished change entries: to the region's change feed, and as ``Dicom.ImageCreated`` /
+  ``ImageUpdated`` / ``ImageDeleted`` events, in one publish call with
+* ``Dicom.SeriesStable`` / ``Dicom.StudyStable`` once no instance arrived for
+  ``DICOMFLOW_STABLE_AGE_SECONDS`` (then the study's pending rows go: lookups cover it).
+
+Runs are scheduled by :mod:`shared.ingest.schedule`; a run that is not yet stable schedules the
+next. Idempotent: the study row written last is conditional on the ETag read first, so a run
+that read an older partition never overwrites a newer run; a crash repeats work (events are
+at least once and keep their ids; the feed may then list an entry twice).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
 import time
-import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from shared.events.payloads import series_event, study_event
+from shared.events.payloads import DicomEvent, image_event, series_event, study_event
 from shared.events.types import EventType
 from shared.index import keys
-from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord, series_part, study_part
-from shared.index.store import utcnow
-from shared.ingest.context import Context
+from shared.index.records import (
+    Action,
+    ChangeEntry,
+    InstanceRecord,
+    SeriesRecord,
+    StudyRecord,
+    series_part,
+    study_part,
+)
+from shared.index.store import FeedEntry, StudyPartition, utcnow
+from shared.ingest.schedule import SettleRequest
+from shared.ports import RowChanged, RowExists
+from shared.services import Services
 from shared.storage import blobs, layout
 
 log = logging.getLogger(__name__)
-BUNDLE_READERS = 8
-BUNDLE_SKEW_SECONDS = 60.0  # replaced instances updated this close to the last build are re-read
-
-
-def _minus(iso: str, seconds: float) -> str:
-    import datetime as dt
-
-    when = dt.datetime.fromisoformat(iso.replace("Z", "+00:00")) - dt.timedelta(seconds=seconds)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
-class SettleRequest:
-    """The settle queue message: the one format its producers (ingest, DELETE, settle's own
-    re-schedule) and its consumer (the ``settle`` function) share.
-
-    ``arrival``: the arrival time the sender wrote into the study marker; the message runs only
-    while that is still the marker's last arrival. ``token`` marks a settle run's own
-    re-schedule. ``force`` (DELETE, a crashed ingest's retry) runs regardless."""
-
-    study: str
-    arrival: float = 0.0
-    token: str | None = None
-    force: bool = False
-
-    def to_message(self) -> str:
-        body: dict[str, Any] = {"study": self.study, "arrival": self.arrival}
-        if self.token is not None:
-            body["token"] = self.token
-        if self.force:
-            body["force"] = True
-        return orjson.dumps(body).decode()
-
-    @classmethod
-    def from_message(cls, body: bytes | str) -> SettleRequest:
-        """Parse a queue message; a message that is not ours raises ``ValueError`` (the
-        trigger's poison handling then parks it, after its retries)."""
-        doc = orjson.loads(body)
-        if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
-            raise ValueError("A settle message is a JSON object with a 'study' UID.")
-        return cls(study=doc["study"], arrival=float(doc.get("arrival", 0.0)), token=doc.get("token"),
-                   force=bool(doc.get("force", False)))
-
-
-def enqueue_settle(ctx: Context, study: str, delay: float, *, arrival: float | None = None,
-                   token: str | None = None, force: bool = False) -> None:
-    """Ask for a settle of ``study`` in ``delay`` seconds (see :class:`SettleRequest`)."""
-    request = SettleRequest(study, time.time() if arrival is None else arrival, token, force)
-    ctx.queue(layout.SETTLE_QUEUE).send_message(request.to_message(), visibility_timeout=max(0, round(delay)))
 
 
 @dataclass(frozen=True, slots=True)
 class SettleResult:
     study: str
-    state: str  # superseded | settled | stable | deleted
+    state: str  # raced | settled | stable | deleted | unchanged
     series: int = 0
     instances: int = 0
     bundles: int = 0
     events: int = 0
 
 
-def _version(rows: list[InstanceRecord]) -> str:
+def _version(rows: Sequence[InstanceRecord]) -> str:
     """Changes whenever an instance is added, replaced or removed."""
     stamps = sorted(f"{r.sop_instance_uid}:{r.digest[:12]}" for r in rows)
-    import hashlib
-
     return hashlib.sha256("|".join(stamps).encode()).hexdigest()[:24]
 
 
-def lookup_rows(study: StudyRecord, series: list[SeriesRecord],
-                instances: list[InstanceRecord]) -> list[tuple[str, str, dict[str, Any]]]:
-    """Every lookup row of one study (the planner's view of :mod:`shared.index.keys`)."""
+def study_lookups(study: StudyRecord, series: Sequence[SeriesRecord]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The study's lookup rows keyed by study attributes and modality (never UID lookups)."""
     s = study.study_instance_uid
     rows: list[tuple[str, str, dict[str, Any]]] = []
     if study.patient_id:
         rows.append((keys.lookup_pk(keys.Lookup.PATIENT_ID, study.patient_id), s, {}))
     if study.accession_number:
         rows.append((keys.lookup_pk(keys.Lookup.ACCESSION, study.accession_number), s, {}))
-    rows.append((keys.lookup_pk(keys.Lookup.STUDY_DATE, study.study_date or "none"), s, {}))
+    rows.append((keys.lookup_pk(keys.Lookup.STUDY_DATE, keys.study_date_value(study.study_date)), s, {}))
     for token in sorted(keys.name_tokens(study.patient_name or "")):
         rows.append((keys.lookup_pk(keys.Lookup.NAME, token), s, {}))
-    date = study.study_date or "none"
     for se in series:
         if se.modality:
             rows.append((keys.lookup_pk(keys.Lookup.MODALITY, se.modality.upper()),
-                         f"{date}_{s}_{se.series_instance_uid}", {"study": s, "series": se.series_instance_uid}))
-        rows.append((keys.uid_lookup_pk(keys.Lookup.SERIES, se.series_instance_uid), se.series_instance_uid,
-                     {"study": s}))
-    for inst in instances:
-        rows.append((keys.uid_lookup_pk(keys.Lookup.SOP, inst.sop_instance_uid), inst.sop_instance_uid,
-                     {"study": s, "series": inst.series_instance_uid}))
+                         keys.modality_row_key(study.study_date, s, se.series_instance_uid),
+                         {"study": s, "series": se.series_instance_uid}))
     return rows
 
 
+def uid_lookups(study: str, series: str, members: Sequence[InstanceRecord]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The series' UID lookup and its instances' SOP lookups (one partition per kind and study)."""
+    rows: list[tuple[str, str, dict[str, Any]]] = [
+        (keys.uid_lookup_pk(keys.Lookup.SERIES, study), series, {"study": study})]
+    rows += [(keys.uid_lookup_pk(keys.Lookup.SOP, study), m.sop_instance_uid, {"study": study, "series": series})
+             for m in members]
+    return rows
+
+
+def _newest(rows: Sequence[InstanceRecord]) -> InstanceRecord:
+    return max(rows, key=lambda r: (r.arrival, r.updated_at or r.ingested_at or ""))
+
+
 class SettleService:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, services: Services) -> None:
+        self.svc = services
 
     def settle(self, request: SettleRequest) -> SettleResult:
-        """One settle message (see :class:`SettleRequest`)."""
-        study, enqueued, token, force = request.study, request.arrival, request.token, request.force
-        ctx = self.ctx
-        ctx.ensure_ready()
-        # The marker alone decides whether this message is stale (one point read), so a burst
-        # of N arrivals costs N cheap checks and one partition read, not N partition reads.
-        marker = ctx.index.get_marker(study)
-        last_arrival = float(marker.get("last_arrival", 0)) if marker else 0.0
-        if not force:
-            if token is None and abs(last_arrival - enqueued) > 1e-6:
-                # Not the marker's last arrival: the instance that wrote it has its own message.
-                log.info("Settle %s: superseded by another arrival", study)
-                return SettleResult(study, "superseded")
-            if token is not None and (last_arrival > enqueued + 1e-6 or marker is None
-                                      or marker.get("settle_token") != token):
-                log.info("Settle %s: superseded by a newer arrival or schedule", study)
-                return SettleResult(study, "superseded")
-        rows, _ = ctx.index.study_partition(study)
-        previous = ctx.index.get_study_entity(study)
-        old_series = {e["RowKey"]: e for e in ctx.index.list_series_entities(study)}
-        if not rows:
-            return self._deleted(study, previous, old_series)
+        svc = self.svc
+        svc.ensure_ready()
+        study = request.study
+        part = svc.index.study_partition(study)
+        study_row = svc.index.get_study_row(study)
+        prev: Mapping[str, Any] = study_row or {}
+        if not part.instances:
+            return self._emptied(study, part, prev, study_row.etag if study_row is not None else None)
 
         by_series: dict[str, list[InstanceRecord]] = defaultdict(list)
-        for r in rows:
+        for r in part.instances:
             by_series[r.series_instance_uid].append(r)
-        newest = max(rows, key=lambda r: r.updated_at or r.ingested_at or "")
-        now = utcnow()
-        study_rec = StudyRecord(**study_part(newest))
-        study_rec.modalities_in_study = sorted({r.modality for r in rows if r.modality})
-        study_rec.sop_classes_in_study = sorted({r.sop_class_uid for r in rows if r.sop_class_uid})
+        now_iso = utcnow()
+        last_arrival = _newest(part.instances).arrival
+        stable = time.time() - last_arrival >= svc.settings.stable_age_seconds
+        study_rec = StudyRecord(**study_part(_newest(part.instances)))
+        study_rec.modalities_in_study = sorted({r.modality for r in part.instances if r.modality})
+        study_rec.sop_classes_in_study = sorted({r.sop_class_uid for r in part.instances if r.sop_class_uid})
         study_rec.number_of_study_related_series = len(by_series)
-        study_rec.number_of_study_related_instances = len(rows)
-        study_rec.updated_at = now
+        study_rec.number_of_study_related_instances = len(part.instances)
+        study_rec.updated_at = now_iso
 
-        stable = time.time() - last_arrival >= ctx.settings.stable_age_seconds
-        series_out: list[tuple[SeriesRecord, dict[str, Any]]] = []
-        events = []
-        bundles = 0
-        for uid, members in by_series.items():
-            head = max(members, key=lambda r: r.updated_at or r.ingested_at or "")
-            se = SeriesRecord(**study_part(study_rec), **series_part(head))
+        old_versions: dict[str, str] = orjson.loads(prev.get("series_versions") or "{}")
+        versions = {uid: _version(m) for uid, m in by_series.items()}
+        changed = sorted(uid for uid in by_series if old_versions.get(uid) != versions[uid])
+        series_recs = []
+        for members in by_series.values():
+            se = SeriesRecord(**study_part(study_rec), **series_part(_newest(members)))
             se.number_of_series_related_instances = len(members)
             se.derived = all(m.derived for m in members)
-            se.updated_at = now
-            version = _version(members)
-            old = old_series.get(uid, {})
-            extra: dict[str, Any] = {"version": version, "bundle_version": old.get("bundle_version", ""),
-                                     "bundle_at": old.get("bundle_at", ""),
-                                     "stable_version": old.get("stable_version", "")}
-            if extra["bundle_version"] != version:
-                extra["bundle_at"] = self._write_bundle(study, uid, members, since=extra["bundle_at"] or None)
-                extra["bundle_version"] = version
-                bundles += 1
-            if stable and extra["stable_version"] != version:
-                se.stable_at = now
-                events.append(series_event(EventType.SERIES_STABLE, se, service_host=ctx.settings.service_host_name,
-                                           partition=ctx.settings.partition_name, sequence=version))
-                extra["stable_version"] = version
-            elif old.get("stable_at"):
-                se.stable_at = old.get("stable_at")
-            series_out.append((se, extra))
+            se.updated_at = now_iso
+            series_recs.append(se)
+        study_version = _version(part.instances)
+        unpublished = [c for c in part.changes if not c.published]
+        if (not changed and not unpublished and prev.get("version") == study_version and not request.force
+                and (not stable or prev.get("stable_version") == study_version)):
+            if stable:
+                svc.index.delete_pending(study, svc.index.pending_of(study))
+            else:
+                svc.scheduler.reschedule(study, _wait(svc, last_arrival))
+            return SettleResult(study, "unchanged", len(by_series), len(part.instances))
 
-        study_version = _version(rows)
-        new_lookups = lookup_rows(study_rec, [s for s, _ in series_out], rows)
-        ctx.index.put_lookups(new_lookups)
-        stale = _stale_lookups(previous, new_lookups)
-        if stale:
-            ctx.index.delete_lookups(stale)
-        gone_series = set(old_series) - set(by_series)
-        if gone_series:
-            ctx.index.delete_series_rows(study, gone_series)
-        study_extra: dict[str, Any] = {
-            "version": study_version,
-            "stable_version": (previous or {}).get("stable_version", ""),
-            # SOP lookups are left out (a large study would overflow the property); DELETE removes them.
-            "lookup_keys": orjson.dumps([[pk, rk] for pk, rk, _ in new_lookups
-                                         if not pk.startswith(keys.Lookup.SOP + ":")]).decode(),
-        }
-        if stable and study_extra["stable_version"] != study_version:
-            events.append(study_event(EventType.STUDY_STABLE, study_rec, service_host=ctx.settings.service_host_name,
-                                      partition=ctx.settings.partition_name, sequence=study_version))
-            study_extra["stable_version"] = study_version
+        # Lookups: the study's (written when they change) and the UID lookups of changed series.
+        lookups = study_lookups(study_rec, series_recs)
+        old_keys = {tuple(k) for k in orjson.loads(prev.get("lookup_keys") or "[]")}
+        new_keys = {(pk, rk) for pk, rk, _ in lookups}
+        write = [row for row in lookups if (row[0], row[1]) not in old_keys or request.force]
+        for uid in (sorted(by_series) if request.force else changed):
+            write += uid_lookups(study, uid, by_series[uid])
+        svc.index.put_lookups(write)
+        removed_sops = {c.sop for c in unpublished if c.action is Action.DELETE}
+        removed_sops -= {r.sop_instance_uid for r in part.instances}
+        gone_series = set(old_versions) - set(by_series)
+        stale = sorted(old_keys - new_keys)
+        stale += [(keys.uid_lookup_pk(keys.Lookup.SOP, study), sop) for sop in sorted(removed_sops)]
+        stale += [(keys.uid_lookup_pk(keys.Lookup.SERIES, study), uid) for uid in sorted(gone_series)]
+        svc.index.delete_lookups(stale)
+
+        bundles = 0
+        for uid in (sorted(by_series) if request.force else changed):
+            self._write_bundle(study, uid, by_series[uid], part)
+            bundles += 1
+        for uid in gone_series:
+            svc.blobs.delete(layout.METADATA, layout.series_metadata_path(study, uid))
+        if changed or gone_series or request.force or prev.get("version") != study_version:
+            svc.index.put_series(study, series_recs)
+            svc.index.delete_series_rows(study, sorted(gone_series))
+
+        events = self._announce(study, part, unpublished)
+        stable_version = str(prev.get("stable_version") or "")
+        if stable and (stable_version != study_version or request.force):
+            for se in series_recs:
+                if se.series_instance_uid in changed or request.force or stable_version != study_version:
+                    events.append(series_event(EventType.SERIES_STABLE, se, service_host=svc.settings.service_host_name,
+                                               partition=svc.settings.partition_name, sequence=versions[
+                                                   se.series_instance_uid]))
+            events.append(study_event(EventType.STUDY_STABLE, study_rec, service_host=svc.settings.service_host_name,
+                                      partition=svc.settings.partition_name, sequence=study_version))
+            stable_version = study_version
         if events:
-            ctx.publisher.publish(events)
-        # Rows last: a crash before this point repeats the work (and at worst the events).
-        ctx.index.put_series(study, series_out)
-        ctx.index.put_study(study_rec, study_extra)
-        if not stable:
-            wait = max(1, round(ctx.settings.stable_age_seconds - (time.time() - last_arrival)))
-            new_token = uuid.uuid4().hex
-            ctx.index.set_settle_token(study, new_token)
-            enqueue_settle(ctx, study, wait, arrival=last_arrival, token=new_token)
-        log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", study, len(by_series), len(rows),
-                 bundles, len(events), "" if stable else " (not yet stable)")
-        return SettleResult(study, "stable" if stable else "settled", len(by_series), len(rows), bundles, len(events))
+            svc.publisher.publish(events)
+        if unpublished:
+            svc.index.mark_published(study, unpublished)
+        extra = {
+            "version": study_version,
+            "stable_version": stable_version,
+            "series_versions": orjson.dumps(versions).decode(),
+            "lookup_keys": orjson.dumps(sorted(new_keys)).decode(),
+            "last_arrival": last_arrival,
+        }
+        try:
+            svc.index.put_study(study_rec, extra, etag=study_row.etag if study_row is not None else None)
+        except (RowChanged, RowExists):
+            # Another run of this study wrote meanwhile (from a newer read or an older one):
+            # run once more, later, from a fresh read.
+            svc.scheduler.reschedule(study, max(1.0, svc.settings.settle_delay_seconds), force=True)
+            log.info("Settle %s: another run wrote the study row meanwhile; settling again", study)
+            return SettleResult(study, "raced", len(by_series), len(part.instances), bundles, len(events))
+        if stable:
+            svc.index.delete_pending(study, svc.index.pending_of(study))
+        else:
+            svc.scheduler.reschedule(study, _wait(svc, last_arrival))
+        log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", study, len(by_series),
+                 len(part.instances), bundles, len(events), "" if stable else " (not yet stable)")
+        return SettleResult(study, "stable" if stable else "settled", len(by_series), len(part.instances), bundles,
+                            len(events))
 
-    def _write_bundle(self, study: str, series: str, members: list[InstanceRecord], *,
-                      since: str | None) -> str:
-        """The series metadata bundle: every instance's DICOM JSON in one blob, so WADO-RS
-        series metadata is a single read. Incremental: the previous bundle is read once and
-        only the sidecars of instances it lacks (or that were replaced since shortly before it
-        was built) are fetched, concurrently; removed instances drop out. Returns the build time."""
-        svc = self.ctx.clients.blob
-        built = utcnow()
-        path = layout.series_metadata_path(study, series)
-        previous = blobs.get_json(svc, layout.METADATA, path) if since else None
-        kept: dict[str, Any] = {}
-        for doc in previous or []:
-            sop = ((doc.get("00080018") or {}).get("Value") or [None])[0]
-            if sop:
-                kept[sop] = doc
-        cut = _minus(since, BUNDLE_SKEW_SECONDS) if since else ""
+    # -- steps -------------------------------------------------------------------------------------
+    def _announce(self, study: str, part: StudyPartition, unpublished: Sequence[ChangeEntry]) -> list[DicomEvent]:
+        """The unpublished changes: to the region's change feed, and as image events (returned,
+        published with the run's other events)."""
+        if not unpublished:
+            return []
+        svc = self.svc
+        rows = {r.sop_instance_uid: r for r in part.instances}
+        latest: dict[str, int] = {}
+        for c in part.changes:
+            latest[c.sop] = max(latest.get(c.sop, 0), c.seq)
+        now = dt.datetime.now(dt.UTC)
+        stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        feed: list[FeedEntry] = []
+        events: list[DicomEvent] = []
+        for c in sorted(unpublished, key=lambda c: c.seq):
+            c.feed_seq = svc.sequencer.next()
+            superseded = latest[c.sop] != c.seq
+            state = "deleted" if (c.action is Action.DELETE or c.sop not in rows) else (
+                "replaced" if superseded else "current")
+            feed.append(FeedEntry(c.feed_seq, study, c.series, c.sop, str(c.action), state, stamp))
+            rec = rows.get(c.sop) or InstanceRecord(study_instance_uid=study, series_instance_uid=c.series,
+                                                    sop_instance_uid=c.sop)
+            kind = {Action.CREATE: EventType.IMAGE_CREATED, Action.UPDATE: EventType.IMAGE_UPDATED,
+                    Action.DELETE: EventType.IMAGE_DELETED}[c.action]
+            if kind is not EventType.IMAGE_DELETED and superseded:
+                continue  # a later change of the same instance is announced instead
+            events.append(image_event(kind, rec, service_host=svc.settings.service_host_name,
+                                      partition=svc.settings.partition_name, sequence=c.seq,
+                                      archive_path=f"{layout.ARCHIVE}/{layout.instance_path(study, c.series, c.sop)}"))
+        svc.index.append_feed(feed)
+        # Earlier published entries of the instances changed now are no longer current.
+        changed_now = {c.sop for c in unpublished}
+        older = [c for c in part.changes if c.published and c.feed_seq and c.sop in changed_now]
+        if older:
+            svc.index.set_feed_states(study, [(c.feed_seq, "deleted" if c.sop not in rows else "replaced")
+                                              for c in older])
+        return events
+
+    def _write_bundle(self, study: str, series: str, members: Sequence[InstanceRecord], part: StudyPartition) -> None:
+        """The series metadata bundle: every instance's DICOM JSON in one blob (WADO-RS series
+        metadata is then a single read), in instance number order. The JSON comes from the rows
+        read anyway; only metadata too large for a row is read from its sidecar."""
         ordered = sorted(members, key=lambda r: (r.instance_number if r.instance_number is not None else 1 << 30,
                                                  r.sop_instance_uid))
-        # New instances are the ones missing from the previous bundle; replaced ones (rare) are
-        # re-read when updated since shortly before it was built.
-        fetch = [r for r in ordered if r.sop_instance_uid not in kept or (r.updated_at or "") >= cut]
-        paths = [layout.instance_metadata_path(study, series, r.sop_instance_uid) for r in fetch]
-        with ThreadPoolExecutor(max_workers=BUNDLE_READERS) as pool:
-            fresh = dict(zip((r.sop_instance_uid for r in fetch),
-                             pool.map(lambda p: blobs.get_json(svc, layout.METADATA, p), paths), strict=True))
-        docs = [fresh.get(r.sop_instance_uid) or kept.get(r.sop_instance_uid) for r in ordered]
-        blobs.put_json(svc, layout.METADATA, path, [d for d in docs if d is not None])
-        return built
+        docs: list[bytes] = []
+        for r in ordered:
+            raw = part.meta.get(r.sop_instance_uid)
+            if raw is None and r.sop_instance_uid in part.meta_in_blob:
+                raw = self.svc.blobs.read(layout.METADATA,
+                                          layout.instance_metadata_path(study, series, r.sop_instance_uid))
+            if raw:
+                docs.append(raw)
+        self.svc.blobs.write(layout.METADATA, layout.series_metadata_path(study, series),
+                             b"[" + b",".join(docs) + b"]", content_type=blobs.DICOM_JSON)
 
-    def _deleted(self, study: str, previous: dict[str, Any] | None,
-                 old_series: dict[str, dict[str, Any]]) -> SettleResult:
-        """No instance left (DELETE): remove aggregates and lookups."""
-        stale = _stale_lookups(previous, [])
-        if stale:
-            self.ctx.index.delete_lookups(stale)
-        self.ctx.index.delete_series_rows(study, old_series)
-        self.ctx.index.delete_study_row(study)
-        self.ctx.index.delete_marker(study)
+    def _emptied(self, study: str, part: StudyPartition, prev: Mapping[str, Any], etag: str | None) -> SettleResult:
+        """No instance left (DELETE): announce the deletions, remove aggregates, lookups, bundles."""
+        svc = self.svc
+        unpublished = [c for c in part.changes if not c.published]
+        events = self._announce(study, part, unpublished)
+        if events:
+            svc.publisher.publish(events)
+        if unpublished:
+            svc.index.mark_published(study, unpublished)
+        old_versions: dict[str, str] = orjson.loads(prev.get("series_versions") or "{}")
+        stale = [tuple(k) for k in orjson.loads(prev.get("lookup_keys") or "[]")]
+        stale += [(keys.uid_lookup_pk(keys.Lookup.SOP, study), c.sop) for c in unpublished]
+        stale += [(keys.uid_lookup_pk(keys.Lookup.SERIES, study), uid) for uid in old_versions]
+        svc.index.delete_lookups([(str(pk), str(rk)) for pk, rk in stale])
+        series_uids = set(old_versions) | {c.series for c in part.changes}
+        for uid in series_uids:
+            svc.blobs.delete(layout.METADATA, layout.series_metadata_path(study, uid))
+        svc.index.delete_series_rows(study, sorted(set(old_versions)))
+        svc.index.delete_pending(study, svc.index.pending_of(study))
+        if etag is not None:
+            svc.index.delete_study_row(study)
         log.info("Settle %s: no instances left; aggregates and lookups removed", study)
-        return SettleResult(study, "deleted")
+        return SettleResult(study, "deleted", events=len(events))
 
 
-def _stale_lookups(previous: dict[str, Any] | None,
-                   current: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str]]:
-    if not previous or not previous.get("lookup_keys"):
-        return []
-    old = {(pk, rk) for pk, rk in orjson.loads(previous["lookup_keys"])}
-    return sorted(old - {(pk, rk) for pk, rk, _ in current if not pk.startswith(keys.Lookup.SOP + ":")})
+def _wait(svc: Services, last_arrival: float) -> float:
+    return max(1.0, svc.settings.stable_age_seconds - (time.time() - last_arrival))

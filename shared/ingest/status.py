@@ -1,40 +1,115 @@
-""""Did my file get in?": the ingest log, per blob and in summary."""
+""""Did my file get in?": the outcome of one inbox blob, read from what ingest left behind.
+
+Ingest writes no log row per file (that would be a fourth request per instance). The outcome
+is where the file's content went, and the inbox blob (kept until the inbox lifecycle rule
+removes it) says what to look for:
+
+* a quarantine copy ``dicom-quarantine/<etag>/<name>`` → ``quarantined``, reason in its metadata;
+* else the header's UIDs name an instance row: written by this blob version → ``archived``
+  (``updated`` if it replaced content); identical content from another upload → ``duplicate``;
+  a change entry of this blob version in the study's history → ``archived``/``updated`` (since
+  replaced by a later upload);
+* else ``pending`` (ingest has not finished it), and ``unknown`` when the inbox no longer holds
+  the blob (never uploaded, or removed by the lifecycle rule).
+
+The same check serves STOW-RS and the DIMSE gateway, which know the blob and its UIDs already.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
-from shared.ingest.context import Context
+from shared.dicom.header import read_header
+from shared.dicom.ranged import RangedReader
+from shared.dicom.validate import validate
+from shared.errors import BadInput
+from shared.index import changefeed
+from shared.index.records import Action
+from shared.ingest.service import content_digest, source_of
+from shared.ingest.states import IngestState
+from shared.ports import BlobGone
+from shared.services import Services
 from shared.storage import layout
 
 RECENT_FAILURES = 20
+SUMMARY_HOURS = 24
 
 
-def blob_status(ctx: Context, blob: str) -> dict[str, Any]:
-    """One inbox blob: its recorded outcome, ``pending`` while it waits in the inbox,
-    ``unknown`` if there is neither."""
-    entry = ctx.index.get_log(blob)
-    if entry is not None:
-        return {"blob": blob, "state": entry.state, "reason": entry.reason, "message": entry.message,
-                "study": entry.study, "series": entry.series, "sop": entry.sop, "updatedAt": entry.at}
+@dataclass(frozen=True, slots=True)
+class BlobStatus:
+    blob: str
+    state: IngestState
+    reason: str | None = None
+    message: str | None = None
+    study: str | None = None
+    series: str | None = None
+    sop: str | None = None
+    updatedAt: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, IngestState) else v) for k, v in asdict(self).items()}
+
+
+def blob_status(svc: Services, name: str) -> BlobStatus:
+    blob = svc.blobs.open(layout.INBOX, name)
+    reader = RangedReader(blob)
     try:
-        ctx.clients.blob.get_blob_client(layout.INBOX, blob).get_blob_properties()
-        state = "pending"
-    except ResourceNotFoundError:
-        state = "unknown"
-    return {"blob": blob, "state": state, "reason": None, "message": None, "study": None, "series": None,
-            "sop": None, "updatedAt": None}
+        header = read_header(reader)
+        uids: tuple[str, str, str] | None = validate(header)[:3]
+    except BlobGone:
+        return BlobStatus(name, IngestState.UNKNOWN, message="No such blob in the inbox (never uploaded, or "
+                          "removed by the inbox retention rule).")
+    except BadInput:
+        uids = None
+    quarantined = svc.blobs.properties(layout.QUARANTINE, layout.quarantine_path(name, blob.etag or ""))
+    if quarantined is not None:
+        return BlobStatus(name, IngestState.QUARANTINED, quarantined.metadata.get("reason"),
+                          quarantined.metadata.get("message"), updatedAt=_iso(quarantined.last_modified))
+    if uids is None:
+        return BlobStatus(name, IngestState.PENDING)
+    return outcome_of(svc, name, blob.etag or "", *uids, digest=content_digest(header, blob.content_md5))
 
 
-def summary(ctx: Context) -> dict[str, Any]:
+def outcome_of(svc: Services, name: str, etag: str, study: str, series: str, sop: str, *,
+               digest: str) -> BlobStatus:
+    """The outcome of version ``etag`` of inbox blob ``name``, whose UIDs and digest are known."""
+    stored = svc.index.get_instance(study, series, sop)
+    source = source_of(name, etag)
+    if stored is not None:
+        rec = stored.record
+        if rec.source == source:
+            state = IngestState.UPDATED if rec.updated_at else IngestState.ARCHIVED
+            return BlobStatus(name, state, study=study, series=series, sop=sop,
+                              updatedAt=rec.updated_at or rec.ingested_at)
+        if rec.digest == digest:
+            return BlobStatus(name, IngestState.DUPLICATE, study=study, series=series, sop=sop,
+                              updatedAt=rec.ingested_at)
+    for change in svc.index.changes(study):
+        if change.source == source and change.sop == sop:
+            state = IngestState.UPDATED if change.action is Action.UPDATE else IngestState.ARCHIVED
+            return BlobStatus(name, state, study=study, series=series, sop=sop, updatedAt=change.at)
+    return BlobStatus(name, IngestState.PENDING)
+
+
+def summary(svc: Services, *, hours: int = SUMMARY_HOURS) -> dict[str, Any]:
+    """Outcomes of the last ``hours``: instance changes from the change feed, quarantined files
+    (with their reasons) from the quarantine. Duplicates leave no record and are not counted."""
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
     counts: Counter[str] = Counter()
+    for entry in changefeed.entries(svc.index, since, None, horizon=0):
+        counts[{"create": "archived", "update": "updated", "delete": "deleted"}.get(entry.action, entry.action)] += 1
     failures = []
-    for entry in ctx.index.scan_log():
-        counts[entry.state] += 1
-        if entry.reason:
-            failures.append({"blob": entry.blob, "reason": entry.reason, "message": entry.message, "at": entry.at})
+    for item in svc.blobs.list(layout.QUARANTINE, metadata=True):
+        if item.last_modified is not None and item.last_modified >= since:
+            counts[str(IngestState.QUARANTINED)] += 1
+            failures.append({"blob": item.name.split("/", 1)[-1], "reason": item.metadata.get("reason"),
+                             "message": item.metadata.get("message"), "at": _iso(item.last_modified)})
     failures.sort(key=lambda f: f["at"] or "", reverse=True)
-    return {"counts": dict(sorted(counts.items())), "recentFailures": failures[:RECENT_FAILURES]}
+    return {"hours": hours, "counts": dict(sorted(counts.items())), "recentFailures": failures[:RECENT_FAILURES]}
+
+
+def _iso(when: dt.datetime | None) -> str | None:
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z") if when else None

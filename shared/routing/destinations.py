@@ -37,6 +37,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config
 
 from shared.errors import BadInput
+from shared.ports import BlobStore, Queues
 from shared.routing.rules import Destination
 
 log = logging.getLogger(__name__)
@@ -254,25 +255,15 @@ def worklist_queue_name(group: str) -> str:
 class WorklistSession:
     """A message per study on the reading group's queue (created on first use)."""
 
-    def __init__(self, options: dict[str, Any], queue_service: Any) -> None:
-        from azure.storage.queue import TextBase64EncodePolicy
-
-        # Base64, as Functions queue triggers expect by default. The service client's encode
-        # policy is NOT inherited by get_queue_client (azure-storage-queue 12.18), so set it here.
-        self.queue = queue_service.get_queue_client(
-            worklist_queue_name(options["group"]), message_encode_policy=TextBase64EncodePolicy()
-        )
+    def __init__(self, options: dict[str, Any], queues: Queues) -> None:
+        self.queues = queues
+        self.queue = worklist_queue_name(options["group"])
 
     def send(self, item: Item) -> None:
         raise DeliveryError("A worklist takes study summaries, not instances.", permanent=True)
 
     def send_study(self, summary: StudySummary) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        try:
-            self.queue.create_queue()
-        except ResourceExistsError:
-            pass
+        self.queues.ensure_queues([self.queue])
         message = {
             "studyInstanceUid": summary.study,
             "rule": summary.rule,
@@ -282,7 +273,7 @@ class WorklistSession:
             "numberOfInstances": summary.instance_count,
             "priority": summary.priority,
         }
-        self.queue.send_message(orjson.dumps(message).decode())
+        self.queues.send(self.queue, orjson.dumps(message).decode())
 
     def close(self) -> None:
         return None
@@ -291,14 +282,10 @@ class WorklistSession:
 class ExportSession:
     """Copies to a container, de-identified when the destination asks for it."""
 
-    def __init__(self, options: dict[str, Any], blob_service: Any, *, rule: str, study: str) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        self.container = blob_service.get_container_client(options["container"])
-        try:
-            self.container.create_container()
-        except ResourceExistsError:
-            pass
+    def __init__(self, options: dict[str, Any], blobs: BlobStore, *, rule: str, study: str) -> None:
+        self.blobs = blobs
+        self.container = str(options["container"])
+        blobs.ensure_containers([self.container])
         self.prefix = str(options.get("prefix", "")).strip("/")
         self.anonymizer = None
         if options.get("deidentify"):
@@ -315,7 +302,8 @@ class ExportSession:
         if self.anonymizer is None:
             name = f"{study}/{series}/{sop}.dcm"
             with path.open("rb") as f:  # streamed upload from the spooled file
-                self.container.upload_blob(f"{self.prefix}/{name}" if self.prefix else name, f, overwrite=True)
+                self.blobs.write(self.container, f"{self.prefix}/{name}" if self.prefix else name, f,
+                                 content_type="application/dicom")
             return
         from shared.routing.deid import deidentify
 
@@ -327,7 +315,8 @@ class ExportSession:
         data = _write(ds)
         study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
         name = f"{study}/{series}/{sop}.dcm"
-        self.container.upload_blob(f"{self.prefix}/{name}" if self.prefix else name, data, overwrite=True)
+        self.blobs.write(self.container, f"{self.prefix}/{name}" if self.prefix else name, data,
+                         content_type="application/dicom")
 
     def send_study(self, summary: StudySummary) -> None:
         raise DeliveryError("An export takes instances, not study summaries.", permanent=True)
@@ -336,13 +325,14 @@ class ExportSession:
         return None
 
 
-def open_session(destination: Destination, *, items: list[Item], clients: Any, rule: str, study: str) -> Session:
-    """A session for one (rule, destination, study). ``clients``: :class:`StorageClients`."""
+def open_session(destination: Destination, *, items: list[Item], blobs: BlobStore, queues: Queues, rule: str,
+                 study: str) -> Session:
+    """A session for one (rule, destination, study)."""
     options = dict(destination.options)
     if destination.type == "dicom":
         return DicomSession(options, items)
     if destination.type == "dicomweb":
         return DicomwebSession(options)
     if destination.type == "worklist":
-        return WorklistSession(options, clients.queue)
-    return ExportSession(options, clients.blob, rule=rule, study=study)
+        return WorklistSession(options, queues)
+    return ExportSession(options, blobs, rule=rule, study=study)

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
-
+from shared.index import tables
 from shared.index.keys import delivery_keys, delivery_range
+from shared.ports import RowChanged, RowExists, TableStore
 
 LEASE = dt.timedelta(minutes=10)
 #: Unit of the rows of destinations that take a study as a whole (``worklist``).
@@ -84,8 +83,7 @@ class DeliveryRow:
         return entity
 
     @classmethod
-    def from_entity(cls, entity: Any) -> DeliveryRow:
-        meta = getattr(entity, "metadata", None) or {}
+    def from_entity(cls, entity: Mapping[str, Any], etag: str | None = None) -> DeliveryRow:
         return cls(
             study=str(entity["PartitionKey"]),
             rule=str(entity.get("Rule", "")),
@@ -98,7 +96,7 @@ class DeliveryRow:
             next_attempt_at=_utc(entity.get("NextAttemptAt")),
             lease_until=_utc(entity.get("LeaseUntil")),
             updated_at=_utc(entity.get("UpdatedAt")),
-            etag=meta.get("etag"),
+            etag=etag,
         )
 
 
@@ -120,15 +118,12 @@ def backoff(attempts: int, base_seconds: float) -> dt.timedelta:
 
 
 class Ledger:
-    def __init__(self, table_client: Any) -> None:
-        self.table = table_client
+    def __init__(self, store: TableStore) -> None:
+        self.t = store
 
     def get(self, study: str, rule: str, destination: str, unit: str) -> DeliveryRow | None:
-        pk, rk = delivery_keys(study, rule, destination, unit)
-        try:
-            return DeliveryRow.from_entity(self.table.get_entity(pk, rk))
-        except ResourceNotFoundError:
-            return None
+        row = self.t.get(tables.DELIVERIES, *delivery_keys(study, rule, destination, unit))
+        return DeliveryRow.from_entity(row, row.etag) if row is not None else None
 
     def claim(self, study: str, series: str, rule: str, destination: str, unit: str) -> tuple[Claim, DeliveryRow]:
         now = _now()
@@ -146,10 +141,9 @@ class Ledger:
                 updated_at=now,
             )
             try:
-                meta = self.table.create_entity(row.to_entity())
-            except ResourceExistsError:
+                row.etag = self.t.insert(tables.DELIVERIES, row.to_entity())
+            except RowExists:
                 return Claim.BUSY, row
-            row.etag = meta.get("etag")
             return Claim.SEND, row
         if row.state == DeliveryState.DELIVERED:
             return Claim.DONE, row
@@ -162,20 +156,13 @@ class Ledger:
         taken = replace(row, state=DeliveryState.SENDING, attempts=row.attempts + 1, lease_until=now + LEASE,
                         updated_at=now)
         try:
-            meta = self.table.update_entity(
-                taken.to_entity(), mode=UpdateMode.REPLACE, etag=row.etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceNotFoundError, HttpResponseError) as exc:
-            if getattr(exc, "status_code", None) in (404, 409, 412):
-                return Claim.BUSY, row
-            raise
-        taken.etag = meta.get("etag")
+            taken.etag = self.t.replace(tables.DELIVERIES, taken.to_entity(), etag=row.etag or "*")
+        except RowChanged:
+            return Claim.BUSY, row
         return Claim.SEND, taken
 
     def _write(self, row: DeliveryRow) -> None:
-        self.table.update_entity(
-            row.to_entity(), mode=UpdateMode.REPLACE, etag=row.etag, match_condition=MatchConditions.IfNotModified
-        )
+        self.t.replace(tables.DELIVERIES, row.to_entity(), etag=row.etag or "*")
 
     def delivered(self, row: DeliveryRow) -> DeliveryRow:
         done = replace(
@@ -205,12 +192,8 @@ class Ledger:
 
     def rows(self, study: str, rule: str | None = None, destination: str | None = None) -> list[DeliveryRow]:
         """The ledger of a study (optionally of one rule and destination)."""
-        query = "PartitionKey eq @pk"
-        params: dict[str, Any] = {"pk": study}
-        if rule is not None and destination is not None:
-            query += " and RowKey ge @lo and RowKey lt @hi"
-            params["lo"], params["hi"] = delivery_range(rule, destination)
-        rows = [DeliveryRow.from_entity(e) for e in self.table.query_entities(query, parameters=params)]
+        rk = delivery_range(rule, destination) if rule is not None and destination is not None else None
+        rows = [DeliveryRow.from_entity(e, e.etag) for e in self.t.query(tables.DELIVERIES, pk=study, rk_range=rk)]
         return [r for r in rows if r.unit != ANNOUNCED_UNIT]
 
     def announced(self, study: str, rule: str, destination: str) -> bool:
@@ -220,4 +203,4 @@ class Ledger:
         """Remember that completion was announced (so a retry that finds all done does not repeat it)."""
         row = DeliveryRow(study, rule, destination, ANNOUNCED_UNIT, state=DeliveryState.DELIVERED,
                           attempts=delivered, updated_at=_now())
-        self.table.upsert_entity(row.to_entity(), mode=UpdateMode.REPLACE)
+        self.t.upsert(tables.DELIVERIES, row.to_entity())

@@ -36,6 +36,7 @@ import orjson
 
 from shared.errors import BadInput, Reason
 from shared.events.types import EventType
+from shared.ports import BlobStore
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -296,7 +297,7 @@ def parse(raw: bytes) -> tuple[Rule, ...]:
 
 
 class RulesStore:
-    """Rules from the config container (``ContainerClient``), the last good ones kept.
+    """Rules from the config container, the last good ones kept.
 
     The current document is read on every call (one small blob; routing runs per
     stable study, not per instance). When it validates it is copied to
@@ -304,20 +305,18 @@ class RulesStore:
     :data:`layout.RULES_STATUS`, and the last good document is used instead.
     """
 
-    def __init__(self, container: Any) -> None:
-        self.container = container
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
 
     def _read(self, name: str) -> bytes | None:
-        from azure.core.exceptions import ResourceNotFoundError
+        return self.blobs.read(layout.CONFIG, name)
 
-        try:
-            return bytes(self.container.get_blob_client(name).download_blob().read())
-        except ResourceNotFoundError:
-            return None
+    def _write(self, name: str, body: bytes) -> None:
+        self.blobs.write(layout.CONFIG, name, body, content_type="application/json")
 
     def _status(self, state: str, message: str) -> None:
-        body = orjson.dumps({"state": state, "message": message, "document": layout.RULES_DOC})
-        self.container.upload_blob(layout.RULES_STATUS, body, overwrite=True)
+        self._write(layout.RULES_STATUS, orjson.dumps({"state": state, "message": message,
+                                                       "document": layout.RULES_DOC}))
 
     def current(self) -> RuleSet:
         raw = self._read(layout.RULES_DOC)
@@ -331,12 +330,12 @@ class RulesStore:
             good = self._read(layout.RULES_LAST_GOOD)
             return RuleSet(parse(good) if good else (), "last-good" if good else "none", exc.message)
         if self._read(layout.RULES_LAST_GOOD) != raw:
-            self.container.upload_blob(layout.RULES_LAST_GOOD, raw, overwrite=True)
+            self._write(layout.RULES_LAST_GOOD, raw)
             self._status("accepted", f"{len(rules)} rules in force")
         return RuleSet(rules, "current")
 
     def put(self, raw: bytes) -> RuleSet:
         """Validate, then upload: the way tools should change rules (a bad document never lands)."""
         parse(raw)
-        self.container.upload_blob(layout.RULES_DOC, raw, overwrite=True)
+        self._write(layout.RULES_DOC, raw)
         return self.current()

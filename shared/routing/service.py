@@ -28,14 +28,15 @@ import orjson
 from shared.config import Settings
 from shared.dicom import facts
 from shared.dicom.header import read_header
-from shared.dicom.ranged import BlobRangeSource, RangedReader
+from shared.dicom.ranged import RangedReader
 from shared.errors import BadInput, Reason, Transient
 from shared.events.payloads import DicomEvent, base_data, subject_for
 from shared.events.types import EventType
-from shared.index import tables
+from shared.ports import BlobGone, BlobStore
 from shared.routing.destinations import DeliveryError, Item, StudySummary, open_session
 from shared.routing.ledger import STUDY_UNIT, Claim, DeliveryRow, DeliveryState, Ledger
 from shared.routing.rules import Destination, Rule, RuleSet, RulesStore
+from shared.services import Services
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -127,23 +128,23 @@ def _scope_prefix(event_type: str, data: Mapping[str, Any]) -> tuple[str, str | 
     return study, layout.study_prefix(study)
 
 
-def candidates(blob_service: Any, event_type: str, data: Mapping[str, Any]) -> tuple[str, list[Candidate]]:
+def candidates(blobs: BlobStore, event_type: str, data: Mapping[str, Any]) -> tuple[str, list[Candidate]]:
     study, prefix = _scope_prefix(event_type, data)
-    archive = blob_service.get_container_client(layout.ARCHIVE)
-    names = [b.name for b in archive.list_blobs(name_starts_with=prefix) if b.name.endswith(".dcm")]
+    names = [b.name for b in blobs.list(layout.ARCHIVE, prefix or "") if b.name.endswith(".dcm")]
     out = []
     for name in sorted(names):
-        blob = archive.get_blob_client(name)
         try:
-            header = read_header(RangedReader(BlobRangeSource(blob)))
+            header = read_header(RangedReader(blobs.open(layout.ARCHIVE, name)))
         except BadInput as exc:
             log.warning("Routing skips archived blob %s: %s", name, exc.reason)
+            continue
+        except BlobGone:  # deleted since it was listed
             continue
         if not (header.series_uid and header.sop_uid and header.sop_class_uid):
             continue
 
-        def download(out: Any, client: Any = blob) -> None:
-            client.download_blob(max_concurrency=4).readinto(out)  # streamed into a spool file
+        def download(out: Any, path: str = name) -> None:
+            blobs.download_to(layout.ARCHIVE, path, out)  # streamed into a spool file
 
         item = Item(
             study=study,
@@ -169,12 +170,13 @@ def _deliver(
     *,
     event_type: str,
     study: str,
-    clients: Any,
+    svc: Services,
     priority: bool,
 ) -> DestinationOutcome:
     result = DestinationOutcome(rule.name, destination.id)
     items = [c.item for c in matched]
-    session = open_session(destination, items=items, clients=clients, rule=rule.name, study=study)
+    session = open_session(destination, items=items, blobs=svc.blobs, queues=svc.queues, rule=rule.name,
+                           study=study)
     try:
         if destination.per_study:
             summary = StudySummary(
@@ -268,24 +270,19 @@ def route_event(
     event_type: str,
     data: Mapping[str, Any],
     *,
-    settings: Settings,
-    clients: Any,
+    svc: Services,
     rules: RuleSet | None = None,
-    publish: Publish | None = None,
 ) -> RoutingOutcome:
-    """Route what ``event_type`` + ``data`` name; raise :class:`Transient` if deliveries must be retried.
-
-    ``clients``: :class:`shared.storage.clients.StorageClients`. ``publish`` defaults to
-    the settings' :class:`shared.events.publisher.EventPublisher`.
-    """
+    """Route what ``event_type`` + ``data`` name; raise :class:`Transient` if deliveries must be retried."""
+    settings = svc.settings
     if rules is None:
-        rules = RulesStore(clients.blob.get_container_client(layout.CONFIG)).current()
+        rules = RulesStore(svc.blobs).current()
     outcome = RoutingOutcome(str(data.get("imageStudyInstanceUid") or ""), event_type, rules.source)
     firing = rules.for_event(event_type)
     if not firing:
         return outcome
-    study, found = candidates(clients.blob, event_type, data)
-    ledger = Ledger(clients.table.get_table_client(tables.DELIVERIES))
+    study, found = candidates(svc.blobs, event_type, data)
+    ledger = Ledger(svc.tables)
     priority = bool(data.get("priority") or data.get("aiPriority"))
     for rule in firing:
         matched = [c for c in found if rule.matches(c.facts)]
@@ -300,13 +297,12 @@ def route_event(
                     matched,
                     event_type=event_type,
                     study=study,
-                    clients=clients,
+                    svc=svc,
                     priority=priority,
                 )
             )
     dead = [row for d in outcome.destinations for row in d.dead_now]
     if dead:
-        box = clients.blob.get_container_client(layout.EVENTS_DEADLETTER)
         for row in dead:
             record = {
                 "study": row.study,
@@ -319,14 +315,11 @@ def route_event(
                 "trigger": event_type,
                 "at": dt.datetime.now(dt.UTC).isoformat(),
             }
-            box.upload_blob(deadletter_path(row), orjson.dumps(record), overwrite=True)
+            svc.blobs.write(layout.EVENTS_DEADLETTER, deadletter_path(row), orjson.dumps(record),
+                            content_type="application/json")
     outcome.events = _events(outcome, settings, event_type)
     if outcome.events:
-        if publish is None:
-            from shared.events.publisher import EventPublisher
-
-            publish = EventPublisher.from_settings(settings).publish
-        publish(outcome.events)
+        svc.publisher.publish(outcome.events)
     for d in outcome.destinations:
         if d.complete:
             ledger.mark_announced(study, d.rule, d.destination, d.delivered_now + d.already)
@@ -350,33 +343,30 @@ _RULES_TTL_SECONDS = 15.0
 _rules_cache: dict[str, tuple[float, RuleSet]] = {}
 
 
-def cached_rules(container: Any, ttl: float = _RULES_TTL_SECONDS) -> RuleSet:
+def cached_rules(svc: Services, ttl: float = _RULES_TTL_SECONDS) -> RuleSet:
     """The rules, read at most every ``ttl`` seconds per worker (routing also runs per instance
     for immediate rules; one config read per event would double the requests per instance)."""
     import time
 
-    key = str(getattr(container, "url", id(container)))
+    key = str(id(svc.blobs))
     hit = _rules_cache.get(key)
     now = time.monotonic()
     if hit is not None and now - hit[0] < ttl:
         return hit[1]
-    rules = RulesStore(container).current()
+    rules = RulesStore(svc.blobs).current()
     _rules_cache[key] = (now, rules)
     return rules
 
 
-def handle_event(event_type: str, data: Mapping[str, Any], settings: Settings) -> RoutingOutcome | None:
+def handle_event(event_type: str, data: Mapping[str, Any], svc: Services) -> RoutingOutcome | None:
     """The service boundary for the ``routing`` function.
 
     Bad event data is logged and dropped; :class:`RoutingPending` (deliveries to retry)
     and storage failures propagate so the event is delivered again.
     """
-    from shared.storage.clients import get_clients
-
-    clients = get_clients(settings)
-    rules = cached_rules(clients.blob.get_container_client(layout.CONFIG))
+    rules = cached_rules(svc)
     try:
-        return route_event(event_type, data, settings=settings, clients=clients, rules=rules)
+        return route_event(event_type, data, svc=svc, rules=rules)
     except BadInput as exc:
         log.warning("Routing event dropped: %s (%s)", exc.reason, exc.message)
         return None

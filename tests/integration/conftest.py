@@ -7,7 +7,7 @@ import pytest
 
 from devhost.corpus import CorpusOptions, write_corpus
 from shared.config import Settings
-from shared.ingest.context import Context
+from shared.services import Services
 from tests.integration.eventsink import EventSink
 
 
@@ -18,14 +18,14 @@ def event_sink() -> Iterator[EventSink]:
 
 
 @pytest.fixture(scope="session")
-def pipeline(storage_env: dict[str, str], event_sink: EventSink) -> Context:
+def pipeline(storage_env: dict[str, str], event_sink: EventSink) -> Services:
     """The real services (real Azurite, real SDK publisher) with stable age 0."""
     env = {**storage_env, "DicomEvents__topicEndpointUri": event_sink.endpoint,
            "DICOMFLOW_EVENTS_LOCAL_KEY": event_sink.key, "DICOMFLOW_STABLE_AGE_SECONDS": "0",
            "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
-    ctx = Context.from_settings(Settings.from_env(env))
-    ctx.ensure_ready()
-    return ctx
+    svc = Services.from_settings(Settings.from_env(env))
+    svc.ensure_ready()
+    return svc
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import string
-
 import pytest
 
 from shared.index import keys
@@ -71,7 +69,12 @@ def test_instance_keys_keep_a_series_contiguous_in_its_study_partition() -> None
     assert [r for r in rows if lo <= r < hi] == expected
 
 
-def test_ingest_log_keys_spread_blob_names_and_escape_them() -> None:
-    parts = {keys.ingest_log_keys(f"upload/{c}.dcm")[0] for c in string.ascii_letters}
-    assert len(parts) > 20
-    assert "/" not in keys.ingest_log_keys("a/b/c.dcm")[1]
+def test_feed_keys_bucket_by_hour_and_shard_by_study() -> None:
+    import datetime as dt
+
+    when = dt.datetime(2026, 11, 29, 10, 59, 59, tzinfo=dt.UTC)
+    pk, rk = keys.feed_keys(when, 1_795_956_891_521_143, "1.2.3")
+    assert pk.startswith("2026112910-") and pk in keys.feed_partitions("2026112910")
+    assert rk == "00001795956891521143" and keys.feed_row_range(1, 2_000_000_000_000_000)[0] <= rk
+    shards = {keys.feed_keys(when, 1, f"1.2.{n}")[0] for n in range(20)}
+    assert len(shards) == keys.FEED_SHARDS

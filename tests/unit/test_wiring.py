@@ -42,6 +42,8 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "dicomweb_search_study_series": http("dicomweb/studies/{study}/series", ["GET"], A),
     "dicomweb_search_study_instances": http("dicomweb/studies/{study}/instances", ["GET"], A),
     "dicomweb_search_series_instances": http("dicomweb/studies/{study}/series/{series}/instances", ["GET"], A),
+    "dicomweb_changefeed": http("dicomweb/changefeed", ["GET"], A),
+    "dicomweb_changefeed_latest": http("dicomweb/changefeed/latest", ["GET"], A),
     "dicomweb_store": http("dicomweb/studies", ["POST"], A),
     "dicomweb_study": http("dicomweb/studies/{study}", ["GET", "POST", "DELETE"], A),
     "dicomweb_series": http("dicomweb/studies/{study}/series/{series}", ["GET", "DELETE"], A),

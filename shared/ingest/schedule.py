@@ -1,0 +1,112 @@
+"""When a study is settled: once per quiet period, decided in-process, off the instance write path.
+
+A modality sends a study's slices in parallel, so nothing shared may be written per instance to
+debounce them (that made every ingest of a study contend for one row). Instead each process
+remembers, per study, when the settle message it sent will run, and per series, when it last
+wrote the series' pending row:
+
+* ``before_write`` (ingest, before the instance row is written): the series' pending row, if
+  this process has not written it within the last ``stable_age - margin`` seconds. A pending row
+  is removed only by a settle run that finds the study stable (quiet for ``stable_age``), and
+  such a run reads the partition after every instance whose writer skipped the pending row
+  (their writes precede ``t_pending + stable_age - margin``), so no archived instance is ever
+  without either a pending row or its lookup rows.
+* ``after_write`` (ingest, after the row): a settle message in ``settle_delay`` seconds unless
+  one this process sent has not run yet (it will see this instance: the row is already written).
+* ``reschedule`` (settle, not yet stable): a message for when the study will be quiet.
+
+Across processes (several function instances) each sends its own: settle runs are idempotent,
+and their writes are conditional on the study row they read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shared.index.records import SeriesRecord
+from shared.index.store import IndexStore
+from shared.ports import Queues
+from shared.storage import layout
+
+
+@dataclass(frozen=True, slots=True)
+class SettleRequest:
+    """The settle queue message: the one format its producers (ingest, DELETE, settle's own
+    re-schedule, reprocess) and its consumer (the ``settle`` function) share."""
+
+    study: str
+    #: Run even if nothing changed (DELETE, reprocess, tests): re-derive and re-announce.
+    force: bool = False
+
+    def to_message(self) -> str:
+        body: dict[str, Any] = {"study": self.study}
+        if self.force:
+            body["force"] = True
+        return orjson.dumps(body).decode()
+
+    @classmethod
+    def from_message(cls, body: bytes | str) -> SettleRequest:
+        """Parse a queue message; a message that is not ours raises ``ValueError`` (the trigger's
+        poison handling parks it after its retries)."""
+        doc = orjson.loads(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
+            raise ValueError("A settle message is a JSON object with a 'study' UID.")
+        return cls(study=doc["study"], force=bool(doc.get("force", False)))
+
+
+class SettleScheduler:
+    def __init__(self, queues: Queues, index: IndexStore, *, settle_delay: float, stable_age: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.queues = queues
+        self.index = index
+        self.settle_delay = settle_delay
+        self.stable_age = stable_age
+        #: A pending row written this long ago still counts (see the module docstring).
+        self.pending_window = stable_age - max(2.0, stable_age / 4)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._due: dict[str, float] = {}
+        self._pending: dict[tuple[str, str], float] = {}
+
+    def before_write(self, series: SeriesRecord) -> None:
+        key = (series.study_instance_uid, series.series_instance_uid)
+        now = self.clock()
+        with self._lock:
+            written = self._pending.get(key)
+            if written is not None and now - written < self.pending_window:
+                return
+        self.index.put_pending(series, now)
+        with self._lock:
+            self._pending[key] = now
+            if len(self._pending) > 100_000:  # bound the memory of a long-running worker
+                cutoff = now - max(self.pending_window, 0.0)
+                self._pending = {k: v for k, v in self._pending.items() if v >= cutoff}
+
+    def after_write(self, study: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if self._due.get(study, 0.0) > now:
+                return
+            self._due[study] = now + self.settle_delay
+            if len(self._due) > 100_000:
+                self._due = {k: v for k, v in self._due.items() if v > now}
+        self._send(SettleRequest(study), self.settle_delay)
+
+    def reschedule(self, study: str, delay: float, *, force: bool = False) -> None:
+        """A message in ``delay`` seconds (settle not yet stable; DELETE and reprocess with 0)."""
+        now = self.clock()
+        with self._lock:
+            due = self._due.get(study, 0.0)
+            if not force and now < due and due <= now + delay + 1.0:
+                return  # a message of ours already runs by then
+            self._due[study] = max(due, now + delay)
+        self._send(SettleRequest(study, force=force), delay)
+
+    def _send(self, request: SettleRequest, delay: float) -> None:
+        self.queues.send(layout.SETTLE_QUEUE, request.to_message(), delay_seconds=max(0.0, delay))

@@ -1,0 +1,110 @@
+"""The composition root: builds the adapters once per process and hands them to the services.
+
+Everything a service needs is on :class:`Services`: settings, the blob/table/queue ports, the
+event publisher, the index over the table port, the change sequencer and the settle scheduler.
+Functions get it from :func:`get_services`; tests build one over in-memory fakes
+(``tests/fakes.py``) or over Azurite with :meth:`Services.from_settings`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.config import Settings, SettingsError, get_settings
+from shared.index.sequence import Sequencer
+from shared.index.store import IndexStore
+from shared.ingest.schedule import SettleScheduler
+from shared.ports import BlobStore, Publisher, Queues, TableStore
+from shared.storage import layout
+
+
+@dataclass
+class Services:
+    settings: Settings
+    blobs: BlobStore
+    tables: TableStore
+    queues: Queues
+    #: Built on first use (tools that never publish need no topic).
+    publisher_factory: Any = None
+    #: Counts every storage HTTP request of these clients (None for fakes, which count their own).
+    requests: Any = None
+    index: IndexStore = field(init=False)
+    sequencer: Sequencer = field(default_factory=Sequencer)
+    scheduler: SettleScheduler = field(init=False)
+    _publisher: Publisher | None = None
+    _ready: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.index = IndexStore(self.tables)
+        self.scheduler = SettleScheduler(self.queues, self.index, settle_delay=self.settings.settle_delay_seconds,
+                                         stable_age=self.settings.stable_age_seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        """Azure SDK clients (Azurite or Azure by identity) behind the ports, counted."""
+        from azure.data.tables import TableServiceClient
+        from azure.storage.blob import BlobServiceClient
+        from azure.storage.queue import QueueServiceClient
+
+        from shared.index.azure import AzureTableStore
+        from shared.storage.azure import AzureBlobStore, AzureQueues, RequestCounter, credential
+
+        s = settings.require_storage()
+        counter = RequestCounter()
+        kw: dict[str, Any] = {"raw_request_hook": counter}
+        if s.connection_string:
+            blob = BlobServiceClient.from_connection_string(s.connection_string, **kw)
+            queue = QueueServiceClient.from_connection_string(s.connection_string, **kw)
+            table = TableServiceClient.from_connection_string(s.connection_string, **kw)
+        else:
+            assert s.blob_service_uri, "require_storage() checks this"
+            cred = credential(s.client_id)
+            account = s.blob_service_uri.split("//", 1)[-1].split(".", 1)[0]
+            blob = BlobServiceClient(s.blob_service_uri, credential=cred, **kw)
+            queue = QueueServiceClient(s.queue_service_uri or f"https://{account}.queue.core.windows.net",
+                                       credential=cred, **kw)
+            table = TableServiceClient(s.table_service_uri or f"https://{account}.table.core.windows.net",
+                                       credential=cred, **kw)
+
+        def publisher() -> Publisher:
+            from shared.events.publisher import EventPublisher
+
+            return EventPublisher.from_settings(settings)
+
+        return cls(settings=settings, blobs=AzureBlobStore(blob), tables=AzureTableStore(table),
+                   queues=AzureQueues(queue), publisher_factory=publisher, requests=counter)
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            if self.publisher_factory is None:
+                raise SettingsError("No event topic configured: set DicomEvents__topicEndpointUri.")
+            self._publisher = self.publisher_factory()
+        return self._publisher
+
+    def ensure_ready(self) -> None:
+        """Create containers, tables and queues once per process (infra creates them in Azure;
+        this makes a fresh Azurite work without a setup step)."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            self.blobs.ensure_containers(layout.CONTAINERS)
+            self.index.ensure_tables()
+            self.queues.ensure_queues(layout.QUEUES)
+            self._ready = True
+
+
+@functools.lru_cache(maxsize=4)
+def _services_for(settings: Settings) -> Services:
+    return Services.from_settings(settings)
+
+
+def get_services(settings: Settings | None = None) -> Services:
+    """The process-wide services (SDK clients pool connections: build them once)."""
+    return _services_for(settings or get_settings())

@@ -1,0 +1,270 @@
+"""The Azure adapters of the blob and queue ports (:mod:`shared.ports`), and request counting.
+
+Connection strings are accepted only for Azurite; in Azure the clients use the app's
+managed identity (``DicomStorage__clientId``). Every SDK client the composition root builds
+carries a :class:`RequestCounter`, so tests can pin how many storage requests a step costs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.pipeline import PipelineRequest
+from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
+from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
+
+from shared.errors import Transient
+from shared.ports import BlobGone, BlobItem
+
+COPY_WAIT_SECONDS = 60.0
+
+
+def credential(client_id: str | None) -> Any:  # Any: azure-identity credentials share no base class we need
+    """The managed identity (user-assigned when a client id is given), else the developer's login."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if client_id:
+        return ManagedIdentityCredential(client_id=client_id)
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+class RequestCounter:
+    """Counts every HTTP request (retries included) by ``<service> <METHOD>``; thread-safe.
+    Installed as the SDK clients' ``raw_request_hook``, which runs once per attempt."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: PipelineRequest) -> None:
+        host = request.http_request.url.split("//", 1)[-1]
+        port = host.split("/", 1)[0].rsplit(":", 1)[-1]
+        service = {"10000": "blob", "10001": "queue", "10002": "table"}.get(port) or next(
+            (s for s in ("blob", "queue", "table") if f".{s}." in host), "other")
+        with self._lock:
+            self.counts[f"{service} {request.http_request.method}"] += 1
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.counts)
+
+
+class AzureBlob:
+    """A :class:`shared.ports.Blob` over an SDK ``BlobClient``. The first response carries the
+    blob's size, ETag, Content-MD5 and Last-Modified, so no separate properties request is made."""
+
+    def __init__(self, client: BlobClient, *, etag: str | None = None) -> None:
+        self.client = client
+        self._etag = etag
+        self._md5: bytes | None = None
+        self._modified: dt.datetime | None = None
+
+    @property
+    def container(self) -> str:
+        return str(self.client.container_name)
+
+    @property
+    def name(self) -> str:
+        return str(self.client.blob_name)
+
+    @property
+    def url(self) -> str:
+        return str(self.client.url)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+    @property
+    def content_md5(self) -> bytes | None:
+        return self._md5
+
+    @property
+    def last_modified(self) -> dt.datetime | None:
+        return self._modified
+
+    def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
+        kwargs: dict[str, Any] = {"offset": offset, "length": length}
+        if self._etag:
+            kwargs["etag"] = self._etag
+            kwargs["match_condition"] = MatchConditions.IfNotModified
+        try:
+            downloader = self.client.download_blob(**kwargs)
+        except ResourceNotFoundError:
+            raise BlobGone(self.name) from None
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise BlobGone(self.name) from None
+            # An empty blob has no byte 0: the service answers 416 InvalidRange.
+            if exc.status_code == 416 and offset == 0:
+                props = self.client.get_blob_properties()
+                if int(props.size) == 0:
+                    self._etag = self._etag or props.etag
+                    return b"", 0
+            raise
+        data = downloader.read()
+        props = downloader.properties
+        if self._modified is None:
+            self._etag = self._etag or props.etag
+            settings = getattr(props, "content_settings", None)
+            self._md5 = getattr(settings, "content_md5", None) if settings else None
+            self._modified = props.last_modified
+        return data, _total_size(props, len(data), offset)
+
+
+def _total_size(props: Any, got: int, offset: int) -> int:
+    """The blob's total size: ``Content-Range: bytes a-b/TOTAL`` (``size`` is the range's)."""
+    content_range = getattr(props, "content_range", None)
+    if content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1]
+        if total.isdigit():
+            return int(total)
+    return offset + got if got else int(props.size)
+
+
+class AzureBlobStore:
+    """A :class:`shared.ports.BlobStore` over an SDK ``BlobServiceClient``."""
+
+    def __init__(self, service: BlobServiceClient) -> None:
+        self.service = service
+
+    def open(self, container: str, path: str) -> AzureBlob:
+        return AzureBlob(self.service.get_blob_client(container, path))
+
+    def open_version(self, container: str, path: str, etag: str) -> AzureBlob:
+        return AzureBlob(self.service.get_blob_client(container, path), etag=etag)
+
+    def read(self, container: str, path: str) -> bytes | None:
+        try:
+            return bytes(self.service.get_blob_client(container, path).download_blob().read())
+        except ResourceNotFoundError:
+            return None
+
+    def write(self, container: str, path: str, data: bytes | IO[bytes], *, content_type: str | None = None,
+              metadata: Mapping[str, str] | None = None) -> str:
+        md5 = hashlib.md5(data).digest() if isinstance(data, bytes) else None  # noqa: S324 - Content-MD5
+        settings = (ContentSettings(content_type=content_type, content_md5=bytearray(md5) if md5 else None)
+                    if (content_type or md5) else None)
+        result = self.service.get_blob_client(container, path).upload_blob(
+            data, overwrite=True, content_settings=settings, metadata=dict(metadata) if metadata else None)
+        return str(result.get("etag", ""))
+
+    def copy(self, source: Any, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
+             if_absent: bool = False) -> bool:
+        """Copy within the account and wait (bounded) until it is done. ``source`` is a blob of this
+        store (its URL is what the service copies from)."""
+        dest = self.service.get_blob_client(container, path)
+        conditions: dict[str, Any] = {}
+        if getattr(source, "etag", None):  # copy the version that was read, or fail (412) if it changed
+            conditions = {"source_etag": source.etag, "source_match_condition": MatchConditions.IfNotModified}
+        if if_absent:
+            conditions.update(etag="*", match_condition=MatchConditions.IfMissing)
+        try:
+            props = dest.start_copy_from_url(source.url, metadata=dict(metadata) if metadata else None,
+                                             **conditions)
+        except ResourceNotFoundError:
+            raise BlobGone(source.name) from None
+        except HttpResponseError as exc:
+            code = str(getattr(exc, "error_code", "") or "")
+            if if_absent and (exc.status_code == 409 or code in ("ConditionNotMet", "TargetConditionNotMet")):
+                return False  # the target exists
+            if exc.status_code == 412:  # SourceConditionNotMet: the source changed since it was read
+                raise BlobGone(source.name) from None
+            raise
+        status = props.get("copy_status")
+        deadline = time.monotonic() + COPY_WAIT_SECONDS
+        delay = 0.05
+        while status == "pending":
+            if time.monotonic() > deadline:
+                raise Transient(f"Copy to {container}/{path} still pending after {COPY_WAIT_SECONDS:.0f} s; "
+                                "will retry.")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            status = dest.get_blob_properties().copy.status
+        if status not in ("success", None):
+            raise Transient(f"Copy to {container}/{path} ended with status {status}; will retry.")
+        return True
+
+    def delete(self, container: str, path: str, *, etag: str | None = None) -> bool:
+        client = self.service.get_blob_client(container, path)
+        try:
+            if etag:
+                client.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+            else:
+                client.delete_blob()
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code == 412:  # replaced since it was read: not ours to delete
+                return False
+            raise
+        return True
+
+    def list(self, container: str, prefix: str = "", *, metadata: bool = False) -> Iterator[BlobItem]:
+        include = ["metadata"] if metadata else None
+        for b in self.service.get_container_client(container).list_blobs(name_starts_with=prefix or None,
+                                                                        include=include):
+            settings = getattr(b, "content_settings", None)
+            yield BlobItem(b.name, int(b.size), str(b.etag or ""), b.last_modified,
+                           getattr(settings, "content_md5", None) if settings else None, dict(b.metadata or {}))
+
+    def properties(self, container: str, path: str) -> BlobItem | None:
+        try:
+            p = self.service.get_blob_client(container, path).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        settings = getattr(p, "content_settings", None)
+        return BlobItem(path, int(p.size), str(p.etag or ""), p.last_modified,
+                        getattr(settings, "content_md5", None) if settings else None, dict(p.metadata or {}))
+
+    def download_to(self, container: str, path: str, out: IO[bytes]) -> None:
+        self.service.get_blob_client(container, path).download_blob(max_concurrency=4).readinto(out)
+
+    def ensure_containers(self, names: Sequence[str]) -> None:
+        for name in names:
+            try:
+                self.service.create_container(name)
+            except ResourceExistsError:
+                pass
+
+
+class AzureQueues:
+    """The :class:`shared.ports.Queues` port over an SDK ``QueueServiceClient``. Messages are
+    base64 (the Functions queue trigger's default); queue clients do not inherit the service
+    client's encode policy, so each gets it explicitly."""
+
+    def __init__(self, service: QueueServiceClient) -> None:
+        self.service = service
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, queue: str) -> Any:
+        client = self._clients.get(queue)
+        if client is None:
+            client = self.service.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy())
+            self._clients[queue] = client
+        return client
+
+    def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> None:
+        self._client(queue).send_message(text, visibility_timeout=max(0, round(delay_seconds)))
+
+    def create(self, queue: str) -> None:
+        try:
+            self.service.create_queue(queue)
+        except ResourceExistsError:
+            pass
+
+    def ensure_queues(self, names: Sequence[str]) -> None:
+        for name in names:
+            self.create(name)

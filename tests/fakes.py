@@ -1,0 +1,343 @@
+"""In-memory backends of the ports (:mod:`shared.ports`), for fast unit tests of the services.
+
+They keep the semantics the services rely on: ETags change on every write, conditional writes
+fail with RowChanged/RowExists, transactions are all-or-nothing on one partition, reads of a
+blob after the first are pinned to the version first read, and a copy can be made conditional
+on the target being absent. Every call counts as one request (``requests``), as it would be one
+HTTP request against Azure Storage (listings: one per 5,000 results, queries one per 1,000).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from shared.config import Settings
+from shared.events.payloads import DicomEvent
+from shared.ports import BlobGone, BlobItem, Row, RowChanged, RowExists, TableOp
+from shared.services import Services
+
+_etags = itertools.count(1)
+
+
+def _etag() -> str:
+    return f'"0x{next(_etags):08X}"'
+
+
+@dataclass
+class _Stored:
+    data: bytes
+    etag: str
+    modified: dt.datetime
+    md5: bytes | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class MemoryBlob:
+    def __init__(self, store: MemoryBlobStore, container: str, name: str, etag: str | None = None) -> None:
+        self.store, self._container, self._name = store, container, name
+        self._etag = etag
+        self._md5: bytes | None = None
+        self._modified: dt.datetime | None = None
+
+    @property
+    def container(self) -> str:
+        return self._container
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def url(self) -> str:
+        return f"memory://{self._container}/{self._name}"
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+    @property
+    def content_md5(self) -> bytes | None:
+        return self._md5
+
+    @property
+    def last_modified(self) -> dt.datetime | None:
+        return self._modified
+
+    def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
+        self.store.count("blob GET range")
+        got = self.store.blobs.get((self._container, self._name))
+        if got is None or (self._etag is not None and got.etag != self._etag):
+            raise BlobGone(self._name)
+        self._etag, self._md5, self._modified = got.etag, got.md5, got.modified
+        self.store.bytes_read += min(length, max(0, len(got.data) - offset))
+        return got.data[offset:offset + length], len(got.data)
+
+
+class MemoryBlobStore:
+    def __init__(self) -> None:
+        self.blobs: dict[tuple[str, str], _Stored] = {}
+        self.containers: set[str] = set()
+        self.requests: Counter[str] = Counter()
+        self.bytes_read = 0
+        self._lock = threading.Lock()
+
+    def count(self, kind: str) -> None:
+        with self._lock:
+            self.requests[kind] += 1
+
+    def put(self, container: str, path: str, data: bytes, *, md5: bool = True) -> str:
+        """Test helper: an upload (not counted as a pipeline request)."""
+        etag = _etag()
+        self.blobs[(container, path)] = _Stored(bytes(data), etag, dt.datetime.now(dt.UTC),
+                                                hashlib.md5(data).digest() if md5 else None)  # noqa: S324
+        return etag
+
+    def open(self, container: str, path: str) -> MemoryBlob:
+        return MemoryBlob(self, container, path)
+
+    def open_version(self, container: str, path: str, etag: str) -> MemoryBlob:
+        return MemoryBlob(self, container, path, etag)
+
+    def read(self, container: str, path: str) -> bytes | None:
+        self.count("blob GET")
+        got = self.blobs.get((container, path))
+        return got.data if got else None
+
+    def write(self, container: str, path: str, data: bytes | IO[bytes], *, content_type: str | None = None,
+              metadata: Mapping[str, str] | None = None) -> str:
+        self.count("blob PUT")
+        raw = data if isinstance(data, bytes) else data.read()
+        etag = _etag()
+        md5 = hashlib.md5(raw).digest() if isinstance(data, bytes) else None  # noqa: S324 - Content-MD5
+        self.blobs[(container, path)] = _Stored(raw, etag, dt.datetime.now(dt.UTC), md5, dict(metadata or {}))
+        return etag
+
+    def copy(self, source: Any, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
+             if_absent: bool = False) -> bool:
+        self.count("blob PUT copy")
+        got = self.blobs.get((source.container, source.name))
+        if got is None or (source.etag is not None and got.etag != source.etag):
+            raise BlobGone(source.name)
+        if if_absent and (container, path) in self.blobs:
+            return False
+        self.blobs[(container, path)] = _Stored(got.data, _etag(), dt.datetime.now(dt.UTC), got.md5,
+                                                dict(metadata or {}))
+        return True
+
+    def delete(self, container: str, path: str, *, etag: str | None = None) -> bool:
+        self.count("blob DELETE")
+        got = self.blobs.get((container, path))
+        if got is None or (etag is not None and got.etag != etag):
+            return False
+        del self.blobs[(container, path)]
+        return True
+
+    def list(self, container: str, prefix: str = "", *, metadata: bool = False) -> Iterator[BlobItem]:
+        names = sorted(n for c, n in self.blobs if c == container and n.startswith(prefix))
+        for _ in range(max(1, -(-len(names) // 5000))):
+            self.count("blob GET list")
+        for n in names:
+            b = self.blobs.get((container, n))
+            if b is not None:
+                yield BlobItem(n, len(b.data), b.etag, b.modified, b.md5, dict(b.metadata) if metadata else {})
+
+    def properties(self, container: str, path: str) -> BlobItem | None:
+        self.count("blob HEAD")
+        b = self.blobs.get((container, path))
+        return BlobItem(path, len(b.data), b.etag, b.modified, b.md5, dict(b.metadata)) if b else None
+
+    def download_to(self, container: str, path: str, out: IO[bytes]) -> None:
+        self.count("blob GET")
+        b = self.blobs.get((container, path))
+        if b is None:
+            raise BlobGone(path)
+        out.write(b.data)
+
+    def ensure_containers(self, names: Sequence[str]) -> None:
+        self.containers.update(names)
+
+    def names(self, container: str) -> list[str]:
+        return sorted(n for c, n in self.blobs if c == container)
+
+
+def _plain(entity: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (bytes(v) if isinstance(v, bytearray) else v) for k, v in entity.items()}
+
+
+class MemoryTableStore:
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[tuple[str, str], tuple[dict[str, Any], str]]] = {}
+        self.requests: Counter[str] = Counter()
+        self._lock = threading.RLock()
+
+    def _t(self, table: str) -> dict[tuple[str, str], tuple[dict[str, Any], str]]:
+        return self.tables.setdefault(table, {})
+
+    def count(self, kind: str) -> None:
+        self.requests[kind] += 1
+
+    def get(self, table: str, pk: str, rk: str) -> Row | None:
+        with self._lock:
+            self.count(f"table GET {table}")
+            got = self._t(table).get((pk, rk))
+            return Row.of(dict(got[0]), got[1]) if got else None
+
+    def insert(self, table: str, entity: Mapping[str, Any]) -> str:
+        with self._lock:
+            self.count(f"table POST {table}")
+            return self._apply(table, TableOp("insert", entity))
+
+    def upsert(self, table: str, entity: Mapping[str, Any], *, merge: bool = False) -> None:
+        with self._lock:
+            self.count(f"table PUT {table}")
+            self._apply(table, TableOp("merge" if merge else "upsert", entity))
+
+    def merge(self, table: str, entity: Mapping[str, Any]) -> bool:
+        with self._lock:
+            self.count(f"table MERGE {table}")
+            key = (entity["PartitionKey"], entity["RowKey"])
+            if key not in self._t(table):
+                return False
+            self._apply(table, TableOp("merge", entity))
+            return True
+
+    def replace(self, table: str, entity: Mapping[str, Any], *, etag: str) -> str:
+        with self._lock:
+            self.count(f"table PUT {table}")
+            return self._apply(table, TableOp("replace", entity, etag))
+
+    def delete(self, table: str, pk: str, rk: str, *, etag: str | None = None) -> bool:
+        with self._lock:
+            self.count(f"table DELETE {table}")
+            got = self._t(table).get((pk, rk))
+            if got is None:
+                return False
+            if etag and etag != "*" and got[1] != etag:
+                raise RowChanged("412")
+            del self._t(table)[(pk, rk)]
+            return True
+
+    def query(self, table: str, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,
+              rk_range: tuple[str, str] | None = None, equals: Mapping[str, Any] | None = None,
+              select: Sequence[str] | None = None) -> Iterator[Row]:
+        with self._lock:
+            rows = []
+            for (p, r), (values, etag) in sorted(self._t(table).items()):
+                if pk is not None and p != pk:
+                    continue
+                if pk_range is not None and not pk_range[0] <= p < pk_range[1]:
+                    continue
+                if rk_range is not None and not rk_range[0] <= r < rk_range[1]:
+                    continue
+                if equals and any(values.get(k) != v for k, v in equals.items()):
+                    continue
+                shown = {k: v for k, v in values.items() if k in select} if select else dict(values)
+                rows.append(Row.of(shown, etag))
+            for _ in range(max(1, -(-len(rows) // 1000))):
+                self.count(f"table GET query {table}")
+        yield from rows
+
+    def transact(self, table: str, ops: Sequence[TableOp]) -> None:
+        assert 0 < len(ops) <= 100, "a transaction holds 1 to 100 operations"
+        assert len({op.entity["PartitionKey"] for op in ops}) == 1, "a transaction is on one partition"
+        with self._lock:
+            self.count(f"table POST batch {table}")
+            saved = dict(self._t(table))
+            try:
+                for op in ops:
+                    self._apply(table, op)
+            except (RowExists, RowChanged):
+                self.tables[table] = saved
+                raise
+
+    def _apply(self, table: str, op: TableOp) -> str:
+        rows = self._t(table)
+        key = (str(op.entity["PartitionKey"]), str(op.entity["RowKey"]))
+        got = rows.get(key)
+        if op.kind == "insert":
+            if got is not None:
+                raise RowExists(str(key))
+            values = _plain(op.entity)
+        elif op.kind == "upsert":
+            values = _plain(op.entity)
+        elif op.kind == "merge":
+            values = {**(got[0] if got else {}), **_plain(op.entity)}
+        elif op.kind == "replace":
+            if got is None or (op.etag and op.etag != "*" and got[1] != op.etag):
+                raise RowChanged(str(key))
+            values = _plain(op.entity)
+        else:  # delete
+            if got is None or (op.etag and op.etag != "*" and got[1] != op.etag):
+                raise RowChanged(str(key))
+            del rows[key]
+            return ""
+        etag = _etag()
+        rows[key] = (values, etag)
+        return etag
+
+    def ensure_tables(self, names: Sequence[str]) -> None:
+        for n in names:
+            self._t(n)
+
+
+class MemoryQueues:
+    def __init__(self) -> None:
+        self.messages: dict[str, list[tuple[str, float]]] = {}
+        self.requests: Counter[str] = Counter()
+
+    def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> None:
+        self.requests[f"queue POST {queue}"] += 1
+        self.messages.setdefault(queue, []).append((text, delay_seconds))
+
+    def ensure_queues(self, names: Sequence[str]) -> None:
+        for n in names:
+            self.messages.setdefault(n, [])
+
+    def drain(self, queue: str) -> list[tuple[str, float]]:
+        out = self.messages.get(queue, [])
+        self.messages[queue] = []
+        return out
+
+
+class MemoryPublisher:
+    def __init__(self) -> None:
+        self.events: list[DicomEvent] = []
+        self.calls = 0
+
+    def publish(self, events: Sequence[DicomEvent]) -> None:
+        self.calls += 1
+        self.events.extend(events)
+
+    def of_type(self, kind: str) -> list[DicomEvent]:
+        return [e for e in self.events if str(e.type) == kind]
+
+
+@dataclass
+class Fakes:
+    services: Services
+    blobs: MemoryBlobStore
+    tables: MemoryTableStore
+    queues: MemoryQueues
+    publisher: MemoryPublisher
+
+    def requests(self) -> int:
+        """Storage requests so far (blob + table + queue)."""
+        return (sum(self.blobs.requests.values()) + sum(self.tables.requests.values())
+                + sum(self.queues.requests.values()))
+
+
+def memory_services(**env: str) -> Fakes:
+    """Services over in-memory fakes; ``env`` holds settings (defaults: stable at once, no delay)."""
+    values = {"DicomStorage": "memory", "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
+              "DICOMFLOW_CHANGEFEED_HORIZON_SECONDS": "0", **env}
+    blobs, tables, queues, publisher = MemoryBlobStore(), MemoryTableStore(), MemoryQueues(), MemoryPublisher()
+    svc = Services(settings=Settings.from_env(values), blobs=blobs, tables=tables, queues=queues,
+                   publisher_factory=lambda: publisher)
+    return Fakes(svc, blobs, tables, queues, publisher)
