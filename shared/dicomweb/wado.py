@@ -208,7 +208,7 @@ class Wado:
                 raise NotFoundProblem(f"Frame {n} does not exist: the instance has {index.number_of_frames} frame(s).")
         ctype = part_type if part_type == media.OCTET else f"{part_type}; transfer-syntax={ts}"
         boundary = new_boundary()
-        parts = ((ctype, _swapped(_frame_chunks(src, index.frame(n)), index.byte_swap)) for n in numbers)
+        parts = ((ctype, _frame_bytes(src, index, n)) for n in numbers)
         return Reply(200, {"Content-Type": related_content_type(part_type, boundary, ts if part_type != media.OCTET
                                                                 else None)},
                      stream=stream_parts(parts, boundary))
@@ -337,6 +337,15 @@ def _ranges(src: Blob, offset: int, length: int) -> Iterator[bytes]:
 def _frame_chunks(src: Blob, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
     for offset, length in ranges:
         yield from _ranges(src, offset, length)
+
+
+def _frame_bytes(src: Blob, index: frame_index.FrameIndex, number: int) -> Iterator[bytes]:
+    """Frame ``number`` as WADO-RS sends it: little-endian samples, starting on a byte boundary."""
+    chunks = _frame_chunks(src, index.frame(number))
+    if index.bits_per_frame:  # unaligned 1-bit frame: its covering bytes are small (rows x cols / 8)
+        yield frame_index.realign_bits(b"".join(chunks), index.bit_shift(number), index.bits_per_frame)
+        return
+    yield from _swapped(chunks, index.byte_swap)
 
 
 def _swapped(chunks: Iterable[bytes], width: int) -> Iterator[bytes]:
