@@ -189,6 +189,9 @@ def prepare(args: argparse.Namespace) -> Prepared:
         if shutil.which("node") is None:
             raise StartupError("Node.js is not on PATH: install Node 20 to run Azurite")
     keys = state.load_keys(state_dir)
+    from devhost import issuer as dev_issuer
+
+    dev_issuer.load_keys(state_dir)  # the signing key exists before anyone mints a token with it
     env: dict[str, str] = {}
     prepared = Prepared(args, state_dir, config, azurite, keys, env)
 

@@ -59,6 +59,7 @@ class DevHostProcess:
         self.log_path = self.state_dir / "devhost-test.log"
         self.process: subprocess.Popen[bytes] | None = None
         keys = state.load_keys(self.state_dir)
+        dev_issuer.load_keys(self.state_dir)  # created here, before the host or a test could race for it
         self.key = keys["function"]
         self.events_key = keys["events"]
 
