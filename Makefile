@@ -5,11 +5,18 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
-PEERS := storescp findscu dcmsend Orthanc dciodvfy
+PEERS := storescp findscu dcmsend Orthanc dciodvfy chromium
+OHIF_STAMP := viewer/.ohif/3.13.2/.complete
+# The local stack's addresses; the viewer site is built for them.
+HTTP_PORT ?= 7071
+FABRIC_PORT ?= 7072
+VIEWER_PORT ?= 3000
+VIEWER_SITE := viewer/site
+STACK := --http-port $(HTTP_PORT) --fabric-port $(FABRIC_PORT) --static $(VIEWER_SITE) --static-port $(VIEWER_PORT)
 
-.PHONY: setup peers infra-tools test test-unit lint up down demo bench clean
+.PHONY: setup peers infra-tools test test-unit lint up down demo bench clean viewer
 
-setup: $(STAMP) $(NPM_STAMP)
+setup: $(STAMP) $(NPM_STAMP) $(OHIF_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -21,15 +28,26 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
-# Real DICOM peers for tests (dcmtk, Orthanc + DICOMweb plugin, dicom3tools) from Debian.
+# The prebuilt OHIF viewer (npm pack @ohif/app, integrity-checked; see viewer/ohif.py).
+$(OHIF_STAMP): viewer/ohif.py | $(STAMP)
+	$(PYTHON) -m viewer fetch
+
+# The local viewer site: OHIF + an app-config.js for the local stack (sign-in at the devhost's issuer).
+viewer: setup
+	$(PYTHON) -m viewer build --dicomweb http://127.0.0.1:$(HTTP_PORT)/api/dicomweb \
+	  --authority http://127.0.0.1:$(FABRIC_PORT)/issuer --client-id dicomflow-viewer --out $(VIEWER_SITE)
+
+# Real DICOM peers for tests (dcmtk, Orthanc + DICOMweb plugin, dicom3tools) and the browser for the viewer
+# test (chromium, driven by Playwright; CJK fonts so names render) from Debian.
 peers:
 	@missing=""; for b in $(PEERS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
+	test -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing test peers (missing:$$missing)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    dcmtk orthanc orthanc-dicomweb dicom3tools >/dev/null; \
+	    dcmtk orthanc orthanc-dicomweb dicom3tools chromium fonts-noto-cjk >/dev/null; \
 	fi
 
 # checkov for the offline Bicep checks (tests/infra), in its own venv: its pins fight the app's.
@@ -53,17 +71,20 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The app's settings, as Core Tools users keep them: local.settings.json (git-ignored), made from the example.
+# The app's settings, as Core Tools users keep them: local.settings.json (git-ignored), made from the example
+# (sign-in against the devhost's development issuer, CORS for the viewer's origin).
 local.settings.json:
 	cp local.settings.example.json $@
 
-up: setup local.settings.json
-	$(PYTHON) -m devhost up --detach --events infra/events.json --ready-path /api/health
+up: viewer local.settings.json
+	$(PYTHON) -m devhost up --detach --events infra/events.json --ready-path /api/health $(STACK)
+	@echo "Viewer: http://127.0.0.1:$(VIEWER_PORT)/  (sign in on the development issuer's page; API tokens: \
+	$(PYTHON) -m devhost token --role reader)"
 
 down: setup
 	$(PYTHON) -m devhost down
 
-demo: setup local.settings.json
+demo: viewer local.settings.json
 	$(PYTHON) -m tools demo
 
 bench: setup peers
@@ -72,4 +93,4 @@ bench: setup peers
 # down first: a stack still running (or left by a host that was killed) must not lose its data folder.
 clean:
 	@if [ -x $(PYTHON) ]; then $(PYTHON) -m devhost down; fi
-	rm -rf .azurite .devhost .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .azurite .devhost .pytest_cache .mypy_cache .ruff_cache $(VIEWER_SITE) test-artifacts

@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from functions import dicomweb, inference, ingest, ingest_status, ops, routing, settle
+from functions import access, dicomweb, inference, ingest, ingest_status, ops, routing, settle
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(ops.bp)
@@ -12,3 +12,4 @@ app.register_functions(ingest_status.bp)
 app.register_functions(inference.bp)
 app.register_functions(routing.bp)
 app.register_functions(dicomweb.bp)
+app.register_functions(access.bp)

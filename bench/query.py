@@ -281,12 +281,13 @@ def run(studies: int, per_series: int, reps: int, budget: float, workers: int,
         # The 1,000-instance series, ingested for real on our side.
         wattrs, wseries, wpaths = wado_series(WORK / "wado-series", wado_instances)
         outcomes = upload_and_wait([WORK / "wado-series"], connection_string=az.connection_string,
-                                   base_url=dh.base_url, key=dh.key, workers=workers, timeout=900, progress=True)
+                                   base_url=dh.base_url, key=dh.token("writer", minutes=120), workers=workers,
+                                   timeout=900, progress=True)
         bad = [o for o in outcomes if o.state not in ("archived", "duplicate", "updated")]
         if bad:
             raise RuntimeError(f"{len(bad)} WADO series instance(s) not archived, e.g. {bad[0].state}")
         upload_many(orthanc, wpaths, workers=workers, desc="wado series (orthanc)")
-        ours_client = DICOMwebClient(url=f"{dh.base_url}/dicomweb", headers={"x-functions-key": dh.key})
+        ours_client = DICOMwebClient(url=f"{dh.base_url}/dicomweb", headers=dh.bearer("reader", minutes=120))
         orth_client = DICOMwebClient(url=orthanc.dicomweb_url)
 
         def bundle_ready() -> bool:

@@ -35,6 +35,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("down", "devhost.down"),
     ("status", "devhost.status"),
     ("key", "devhost.key"),
+    ("token", "devhost.token"),
 ]
 
 

@@ -43,6 +43,7 @@ log = logging.getLogger("devhost")
 EVENTS_CANDIDATES = ("events.json", "infra/events.json")
 HTTP_PORT = 7071
 FABRIC_PORT = 7072
+STATIC_PORT = 3000
 
 
 class StartupError(RuntimeError):
@@ -84,6 +85,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ready-path", default=None, metavar="PATH",
                         help="--detach: also wait until GET PATH on the host answers 200 (e.g. /api/health)")
     parser.add_argument("--timeout", type=float, default=90.0, help="--detach: seconds to wait until ready")
+    parser.add_argument("--static", default=None, metavar="DIR",
+                        help="also serve this folder of static files (a web app such as a viewer) at an origin root")
+    parser.add_argument("--static-port", type=int, default=STATIC_PORT, help="port for --static (default 3000)")
 
 
 def up_argv(args: argparse.Namespace) -> list[str]:
@@ -106,6 +110,8 @@ def up_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--cors", args.cors]
     if args.http_v2_strict:
         argv.append("--http-v2-strict")
+    if args.static:
+        argv += ["--static", str(Path(args.static).resolve()), "--static-port", str(args.static_port)]
     return argv
 
 
@@ -197,6 +203,12 @@ def prepare(args: argparse.Namespace) -> Prepared:
                                f"or choose another with {flag}")
     if args.http_port == args.fabric_port:
         raise StartupError("--http-port and --fabric-port must differ")
+    if args.static:
+        if not (Path(args.static) / "index.html").is_file():
+            raise StartupError(f"--static {args.static}: no index.html there; build the site into it first")
+        if args.static_port in (args.http_port, args.fabric_port) or not _port_free(args.static_port):
+            raise StartupError(f"Port {args.static_port} is already in use: stop what uses it or choose another "
+                               "with --static-port")
     if args.core_tools and shutil.which("func") is None:
         raise StartupError("Azure Functions Core Tools ('func') is not on PATH: install it, or run without "
                            "--core-tools to use the devhost's own function host")
@@ -212,6 +224,9 @@ def prepare(args: argparse.Namespace) -> Prepared:
         if shutil.which("node") is None:
             raise StartupError("Node.js is not on PATH: install Node 20 to run Azurite")
     keys = state.load_keys(state_dir)
+    from devhost import issuer as dev_issuer
+
+    dev_issuer.load_keys(state_dir)  # the signing key exists before anyone mints a token with it
     env: dict[str, str] = {}
     prepared = Prepared(args, state_dir, config, azurite, keys, env)
 
@@ -319,12 +334,18 @@ async def _serve(p: Prepared) -> None:
 
     journal = state.Journal(state.journal_path(p.state_dir))
     fabric = Fabric(p.config, p.keys["events"], journal, target, dead_letter)
+    from devhost.issuer import PATH as ISSUER_PATH
+    from devhost.issuer import IssuerApp, issuer_url
+
+    issuer = issuer_url(args.fabric_port)
     unfinished = state.read_journal(p.state_dir)
     runners: list[web.AppRunner] = []
     tasks: list[asyncio.Task[Any]] = []
     state_file = state.state_path(p.state_dir)
     try:
-        fabric_runner = web.AppRunner(fabric.http_app(), access_log=None)
+        fabric_app = fabric.http_app()
+        fabric_app.add_subapp(ISSUER_PATH, IssuerApp(p.state_dir, issuer).app())
+        fabric_runner = web.AppRunner(fabric_app, access_log=None)
         await fabric_runner.setup()
         runners.append(fabric_runner)
         await web.TCPSite(fabric_runner, "127.0.0.1", args.fabric_port).start()
@@ -338,6 +359,13 @@ async def _serve(p: Prepared) -> None:
             runners.append(http_runner)
             await web.TCPSite(http_runner, "127.0.0.1", args.http_port).start()
             tasks += host.start_listeners()
+        if args.static:
+            from devhost.static import StaticSite
+
+            static_runner = web.AppRunner(StaticSite(Path(args.static)).app(), access_log=None)
+            await static_runner.setup()
+            runners.append(static_runner)
+            await web.TCPSite(static_runner, "127.0.0.1", args.static_port).start()
         fabric.resume(unfinished)
         watched = p.config.watched_containers()  # container -> its system topic in events.json
 
@@ -361,7 +389,9 @@ async def _serve(p: Prepared) -> None:
                 "pid": os.getpid(), "ready": ready, "mode": "core-tools" if args.core_tools else "devhost",
                 "app": args.app, "events": args.events,
                 "settings": str(p.settings_file) if p.settings_file else None,
-                "http_port": args.http_port, "fabric_port": args.fabric_port,
+                "http_port": args.http_port, "fabric_port": args.fabric_port, "issuer": issuer,
+                "static": ({"dir": str(Path(args.static).resolve()), "url": f"http://127.0.0.1:{args.static_port}/"}
+                           if args.static else None),
                 "route_prefix": p.host_config.route_prefix,
                 "endpoints": endpoints,
                 "azurite": {"ports": list(p.azurite.ports), "started_by_us": p.azurite.started_by_us,
@@ -375,8 +405,10 @@ async def _serve(p: Prepared) -> None:
 
         state.write_json(state_file, snapshot(True))
         log.info("devhost is up: functions on http://127.0.0.1:%d/%s, events on http://127.0.0.1:%d/api/events, "
-                 "Azurite on %s (%d functions)", args.http_port, p.host_config.route_prefix, args.fabric_port,
-                 ",".join(map(str, p.azurite.ports)), len(p.specs))
+                 "Azurite on %s (%d functions), OpenID issuer %s", args.http_port, p.host_config.route_prefix,
+                 args.fabric_port, ",".join(map(str, p.azurite.ports)), len(p.specs), issuer)
+        if args.static:
+            log.info("  static site %s on http://127.0.0.1:%d/", args.static, args.static_port)
         for s in p.specs.values():
             log.info("  %s: %s", s.name, s.describe())
         while not stopping.is_set():
@@ -465,6 +497,8 @@ def _detach(args: argparse.Namespace) -> int:
                 print(f"devhost is up (pid {proc.pid}): http://127.0.0.1:{args.http_port}/{prefix}, "
                       f"{len(st.get('functions', []))} functions, events http://127.0.0.1:{args.fabric_port}"
                       f"/api/events, logs {log_path}")
+                if args.static:
+                    print(f"  static site http://127.0.0.1:{args.static_port}/ ({args.static})")
                 return 0
         time.sleep(0.2)
     _terminate(proc.pid)
@@ -558,6 +592,10 @@ def status(args: argparse.Namespace) -> int:
     print(f"devhost running (pid {st['pid']}, mode {st.get('mode')}, app {st.get('app')})")
     print(f"  functions  http://127.0.0.1:{st['http_port']}/{st.get('route_prefix', 'api')}")
     print(f"  events     http://127.0.0.1:{st['fabric_port']}/api/events")
+    if st.get("issuer"):
+        print(f"  issuer     {st['issuer']}  (tokens: python -m devhost token --role reader|writer|admin)")
+    if st.get("static"):
+        print(f"  static     {st['static']['url']}  ({st['static']['dir']})")
     print(f"  azurite    ports {','.join(map(str, az.get('ports', [])))} "
           f"({'started by devhost' if az.get('started_by_us') else 'reused'})")
     print(f"  watching   {', '.join(st.get('watched_containers') or []) or '-'} "

@@ -73,7 +73,15 @@ PLACEHOLDERS: dict[str, Placeholder] = {
                               lambda s: s.keys["events"]),
     "http_url": Placeholder("the function host's origin, e.g. http://127.0.0.1:7071 (add the route prefix)",
                             lambda s: http_origin(s.args.http_port)),
+    "issuer": Placeholder("the development OpenID issuer (discovery at <issuer>/.well-known/openid-configuration)",
+                          lambda s: _issuer_url(s.args.fabric_port)),
 }
+
+
+def _issuer_url(fabric_port: int) -> str:
+    from devhost.issuer import issuer_url
+
+    return issuer_url(fabric_port)
 
 
 @dataclass(frozen=True)

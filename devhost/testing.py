@@ -11,7 +11,8 @@ It runs on free ports (HTTP and fabric) against the given, already running Azuri
 stopped), with its own state dir (a temporary one unless given), and waits until the host is
 ready. The app's settings come from ``settings`` (a local.settings.json-style file, ``{devhost:...}``
 placeholders expanded; default: the ``local.settings.json`` next to the app module, if any) and
-``env`` (``--env``, wins). ``kill()`` is a SIGKILL (crash tests); ``restart()`` starts it again on the same ports and
+``env`` (``--env``, wins). ``token()``/``bearer()`` sign tokens with its development OpenID
+issuer (``issuer``). ``kill()`` is a SIGKILL (crash tests); ``restart()`` starts it again on the same ports and
 state dir (the watcher remembers what it announced).
 """
 
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from devhost import issuer as dev_issuer
 from devhost import state
 from devhost.azurite import ROOT, Azurite, free_port, port_open
 
@@ -60,6 +62,7 @@ class DevHostProcess:
         self.log_path = self.state_dir / "devhost-test.log"
         self.process: subprocess.Popen[bytes] | None = None
         keys = state.load_keys(self.state_dir)
+        dev_issuer.load_keys(self.state_dir)  # created here, before the host or a test could race for it
         self.key = keys["function"]
         self.events_key = keys["events"]
 
@@ -71,6 +74,20 @@ class DevHostProcess:
     @property
     def events_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.fabric_port}/api/events"
+
+    @property
+    def issuer(self) -> str:
+        """The development OpenID issuer's URL (what ``{devhost:issuer}`` expands to)."""
+        return dev_issuer.issuer_url(self.fabric_port)
+
+    def token(self, *roles: str, minutes: float = 10.0, audience: str = dev_issuer.DEFAULT_AUDIENCE,
+              user: str = "test") -> str:
+        """A bearer token of this stack's issuer with these app roles."""
+        return dev_issuer.mint(self.state_dir, self.issuer, roles=roles, audience=audience, minutes=minutes, user=user)
+
+    def bearer(self, *roles: str, **kwargs: Any) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for these roles."""
+        return {"Authorization": f"Bearer {self.token(*roles, **kwargs)}"}
 
     @property
     def pid(self) -> int | None:

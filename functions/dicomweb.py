@@ -2,7 +2,10 @@
 
 Thin adapter: read the request, call one service in ``shared.dicomweb``, map its
 :class:`~shared.dicomweb.reply.Reply` (or :class:`~shared.dicomweb.errors.HttpProblem`)
-to a response. The functions use ``azurefunctions-extensions-http-fastapi`` request and
+to a response. Every route is guarded by :func:`functions.access.guarded`: a bearer token with the
+role its method needs (GET reader, POST writer, DELETE admin), CORS headers, one audit line; the
+routes are ``auth_level=ANONYMOUS`` because the app, not the Functions host, checks the caller.
+The functions use ``azurefunctions-extensions-http-fastapi`` request and
 response types so retrieve bodies are streamed chunk by chunk (HTTP streams); the
 blocking storage calls run off the event loop.
 """
@@ -17,6 +20,8 @@ from typing import Any
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 
+from functions.access import guarded
+from shared.auth import roles
 from shared.config import get_settings
 from shared.dicomweb import service
 from shared.dicomweb.attributes import Level
@@ -86,10 +91,15 @@ async def _read_body(req: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _need(method: str) -> set[roles.Role]:
+    return {roles.for_dicomweb(method)}
+
+
 def _route(name: str, route: str, methods: list[str]) -> Any:
     def wrap(fn: Any) -> Any:
-        return bp.function_name(name)(bp.route(route=f"{BASE}/{route}", methods=methods,
-                                               auth_level=func.AuthLevel.FUNCTION)(fn))
+        path = f"{BASE}/{route}"
+        return bp.function_name(name)(bp.route(route=path, methods=methods, auth_level=func.AuthLevel.ANONYMOUS)(
+            guarded(path, _need)(fn)))
     return wrap
 
 

@@ -1,4 +1,4 @@
-"""GET /api/ingest/status[?blob=<name>]: what happened to an upload."""
+"""GET /api/ingest/status[?blob=<name>]: what happened to an upload (reader or writer role)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import azure.functions as func
 import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from functions.access import guarded
+from shared.auth.roles import Role
 from shared.ingest import status
 from shared.services import get_services
 
@@ -22,7 +24,8 @@ def _status(blob: str | None) -> dict[str, Any]:
 
 
 @bp.function_name("ingest_status")
-@bp.route(route="ingest/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="ingest/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@guarded("ingest/status", lambda method: {Role.READER, Role.WRITER})
 async def ingest_status(req: Request) -> Response:
     body = await asyncio.to_thread(_status, req.query_params.get("blob"))
     return Response(orjson.dumps(body), media_type="application/json")

@@ -94,11 +94,30 @@ param zoneRedundant bool = true
 ])
 param secondaryPriority int = 2
 
-@description('Require Entra ID sign-in on the HTTP API (App Service authentication, authsettingsV2).')
-param enableEntraAuth bool = false
+@description('Entra ID tenant whose tokens the API accepts (default: the tenant of this deployment).')
+param entraTenantId string = tenant().tenantId
 
-@description('Entra ID app registration (client) ID for enableEntraAuth.')
-param entraClientId string = ''
+@description('Client (application) ID of the API\'s Entra ID app registration: the app accepts tokens issued for it (audience <id> or api://<id>), with app roles reader, writer, admin (docs/deploy.md). Empty: every API call is refused until it is set.')
+param apiClientId string = ''
+
+@description('Client ID of the viewer\'s Entra ID app registration (a single-page application). Empty: the API registration signs the viewer in too (one registration with a SPA redirect URI).')
+param viewerClientId string = ''
+
+@description('Region of the viewer\'s static web app (Static Web Apps runs in a few regions only).')
+@allowed([
+  'westeurope'
+  'centralus'
+  'eastus2'
+  'westus2'
+  'eastasia'
+])
+param viewerLocation string = 'westeurope'
+
+@description('More browser origins allowed to call the API (CORS), besides the deployed viewer, e.g. [\'https://viewer.example.org\'].')
+param corsAllowedOrigins array = []
+
+@description('Optional: name of a Key Vault secret (same name in each region\'s vault) holding Functions keys that machine clients may send as x-functions-key (comma-separated, reader and writer roles). Empty: bearer tokens only.')
+param functionKeysSecretName string = ''
 
 @description('Optional: object ID of the deploying user or group, granted Storage Blob Data Owner on both data accounts (to upload test files).')
 param principalId string = ''
@@ -107,6 +126,16 @@ param principalId string = ''
 param tags object = {}
 
 var abbrs = loadJsonContent('abbreviations.json')
+// Sign-in: the app validates Entra ID v2 access tokens itself (shared/auth); App Service authentication is not
+// used (it cannot be relied on in Flex Consumption). Local development differs only in issuer and audience.
+var authIssuer = '${environment().authentication.loginEndpoint}${entraTenantId}/v2.0'
+var authAudience = empty(apiClientId) ? '' : '${apiClientId},api://${apiClientId}'
+var viewerSignInClientId = empty(viewerClientId) ? apiClientId : viewerClientId
+var viewerOrigins = [
+  'https://${viewer.outputs.defaultHostName}'
+]
+// The browser origins that may call DICOMweb (DICOMFLOW_CORS_ORIGINS): the viewer plus corsAllowedOrigins.
+var corsOrigins = join(union(viewerOrigins, corsAllowedOrigins), ',')
 var allTags = union(tags, {
   'azd-env-name': environmentName
 })
@@ -300,8 +329,10 @@ module primary 'modules/region.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
-    enableEntraAuth: enableEntraAuth
-    entraClientId: entraClientId
+    authIssuer: authIssuer
+    authAudience: authAudience
+    corsOrigins: corsOrigins
+    functionKeysSecretName: functionKeysSecretName
     userPrincipalId: principalId
   }
 }
@@ -325,8 +356,10 @@ module secondary 'modules/region.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
-    enableEntraAuth: enableEntraAuth
-    entraClientId: entraClientId
+    authIssuer: authIssuer
+    authAudience: authAudience
+    corsOrigins: corsOrigins
+    functionKeysSecretName: functionKeysSecretName
     userPrincipalId: principalId
   }
 }
@@ -372,6 +405,18 @@ module frontDoor 'modules/frontDoor.bicep' = {
   }
 }
 
+// The OHIF viewer: a static web app signing in with Entra ID (azd service 'viewer' uploads viewer/site, built
+// by its prepackage hook from the outputs below).
+module viewer 'modules/staticSite.bicep' = {
+  name: 'viewer'
+  scope: primaryGroup
+  params: {
+    location: viewerLocation
+    tags: allTags
+    name: '${abbrs.webStaticSites}${primaryToken}'
+  }
+}
+
 // Outputs become azd environment values; stage 2 (infra/stage2) and the postdeploy hook read them.
 output AZURE_LOCATION string = primaryLocation
 output PRIMARY_RESOURCE_GROUP string = primaryGroup.name
@@ -388,3 +433,8 @@ output PRIMARY_CUSTOM_TOPIC string = primary.outputs.customTopicName
 output SECONDARY_CUSTOM_TOPIC string = secondary.outputs.customTopicName
 output PRIMARY_KEY_VAULT string = primary.outputs.keyVaultName
 output FRONT_DOOR_ENDPOINT string = 'https://${frontDoor.outputs.endpointHostName}'
+output DICOMWEB_ROOT string = 'https://${frontDoor.outputs.endpointHostName}/api/dicomweb'
+output AUTH_ISSUER string = authIssuer
+output API_CLIENT_ID string = apiClientId
+output VIEWER_CLIENT_ID string = viewerSignInClientId
+output VIEWER_URL string = 'https://${viewer.outputs.defaultHostName}/'

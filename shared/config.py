@@ -10,6 +10,9 @@ bindings and for our own SDK clients:
 * ``DicomEvents__topicEndpointUri``: the custom Event Grid topic. In Azure it is
   reached with the managed identity; locally the devhost's event fabric takes the
   key in ``DICOMFLOW_EVENTS_LOCAL_KEY``.
+* ``DICOMFLOW_AUTH_*`` and ``DICOMFLOW_CORS_ORIGINS``: who may call the HTTP API (bearer tokens
+  from an OpenID issuer: Entra ID in Azure, the devhost's development issuer locally) and which
+  browser origins may (see :class:`AuthSettings`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,40 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Bearer-token validation and CORS for the HTTP API (``shared.auth``).
+
+    Locally only ``issuer`` and ``audiences`` differ from Azure: the devhost's development issuer
+    (``{devhost:issuer}``) instead of ``https://login.microsoftonline.com/<tenant>/v2.0``.
+    """
+
+    #: ``DICOMFLOW_AUTH_ISSUER``: the exact ``iss`` of accepted tokens; its OpenID discovery
+    #: document names the JWKS. Unset: every protected request is refused (fail closed).
+    issuer: str | None = None
+    #: ``DICOMFLOW_AUTH_AUDIENCE``: accepted ``aud`` values, comma-separated (Entra: the API's
+    #: application ID URI and/or client id).
+    audiences: tuple[str, ...] = ()
+    #: ``DICOMFLOW_AUTH_JWKS_URI``: skip discovery and read signing keys from here.
+    jwks_uri: str | None = None
+    #: ``DICOMFLOW_AUTH_FUNCTION_KEYS``: keys machine clients may send as ``x-functions-key``
+    #: instead of a token (comma-separated; empty = tokens only). In Azure, a Key Vault reference.
+    function_keys: tuple[str, ...] = ()
+    #: ``DICOMFLOW_CORS_ORIGINS``: browser origins allowed to call the API (``*`` = any).
+    cors_origins: tuple[str, ...] = ()
+    #: ``DICOMFLOW_AUTH_LEEWAY_SECONDS``: clock skew tolerated on exp/nbf.
+    leeway_seconds: float = 60.0
+    #: ``DICOMFLOW_AUTH_JWKS_CACHE_SECONDS``: how long signing keys are trusted without refetching.
+    jwks_cache_seconds: float = 3600.0
+    #: ``DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS``: at most one refetch per this many seconds when a
+    #: token names an unknown key (rotation), so forged ``kid`` values cannot hammer the issuer.
+    jwks_cooldown_seconds: float = 30.0
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.issuer and self.audiences)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
     events_endpoint: str | None
@@ -51,6 +88,7 @@ class Settings:
     stow_max_bytes: int = 100 * 1024 * 1024
     #: STOW-RS: how long a request waits for ingestion of its parts before answering 202.
     stow_wait_seconds: float = 10.0
+    auth: AuthSettings = AuthSettings()
     #: Change feed entries younger than this are held back, so the order a reader sees never changes.
     changefeed_horizon_seconds: float = 2.0
 
@@ -90,6 +128,16 @@ class Settings:
             routing_retry_seconds=num("DICOMFLOW_ROUTING_RETRY_SECONDS", 30.0),
             stow_max_bytes=int(num("DICOMFLOW_STOW_MAX_BYTES", 100 * 1024 * 1024)),
             stow_wait_seconds=num("DICOMFLOW_STOW_WAIT_SECONDS", 10.0),
+            auth=AuthSettings(
+                issuer=(env.get("DICOMFLOW_AUTH_ISSUER") or "").strip() or None,
+                audiences=_csv(env.get("DICOMFLOW_AUTH_AUDIENCE")),
+                jwks_uri=(env.get("DICOMFLOW_AUTH_JWKS_URI") or "").strip() or None,
+                function_keys=_csv(env.get("DICOMFLOW_AUTH_FUNCTION_KEYS")),
+                cors_origins=tuple(o.rstrip("/") for o in _csv(env.get("DICOMFLOW_CORS_ORIGINS"))),
+                leeway_seconds=num("DICOMFLOW_AUTH_LEEWAY_SECONDS", 60.0),
+                jwks_cache_seconds=num("DICOMFLOW_AUTH_JWKS_CACHE_SECONDS", 3600.0) or 3600.0,
+                jwks_cooldown_seconds=num("DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS", 30.0),
+            ),
             changefeed_horizon_seconds=num("DICOMFLOW_CHANGEFEED_HORIZON_SECONDS", 2.0),
         )
 
@@ -101,6 +149,10 @@ class Settings:
                 f"{STORAGE_CONNECTION}__blobServiceUri/__queueServiceUri/__tableServiceUri (managed identity)."
             )
         return s
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (raw or "").split(",") if v.strip())
 
 
 @functools.lru_cache(maxsize=1)

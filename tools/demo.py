@@ -37,6 +37,7 @@ DEMO_STABLE_AGE = 4
 HEALTH_PATH = "/api/health"
 SETTINGS = stack.ROOT / "local.settings.json"
 SETTINGS_EXAMPLE = stack.ROOT / "local.settings.example.json"
+VIEWER_SITE = stack.ROOT / "viewer" / "site"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +93,8 @@ def _start(args: argparse.Namespace) -> int:
         settings = SETTINGS
     argv = ["up", "--detach", "--ready-path", HEALTH_PATH, "--state-dir", str(args.state_dir),
             "--settings", str(settings)]
+    if (VIEWER_SITE / "index.html").exists():  # built by 'make demo' / 'make up' (python -m viewer build)
+        argv += ["--static", str(VIEWER_SITE)]
     for flag in ("http_port", "fabric_port", "azurite_ports", "azurite_dir"):
         value = getattr(args, flag)
         if value is not None:
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         print(_table([(f["name"], f["trigger"], f["detail"].split(": ", 1)[-1]) for f in functions],
                      ("function", "trigger", "binding")))
         print(f"\nEvents: publish to {local.events_endpoint} (key: python -m devhost key --events); "
-              "function key: python -m devhost key")
+              "API tokens: python -m devhost token --role reader|writer|admin")
         if status != 200:
             print("\nA dependency is down: see the table above (Azurite log: .azurite/azurite.log).")
             return 1
@@ -214,7 +217,7 @@ class Scenario:
         receiver = self.work / "received"
         receiver.mkdir(parents=True)
         blobs = Services.from_settings(Settings.from_env(local.app_env())).blobs
-        key = local.keys.get("function")
+        key = stack.local_token(args.state_dir, roles=("reader", "writer"), user="demo")
 
         # 1. A local DICOM receiver for the routing rule, when dcmtk is installed.
         rule = json.loads(json.dumps(RULE))
@@ -275,7 +278,7 @@ class Scenario:
             print(f"  {stable} of {len(self.studies)} studies stable")
 
             print("\n== 5. QIDO-RS with dicomweb-client (GET /api/dicomweb/studies) ==")
-            client = DICOMwebClient(f"{local.base_url}/dicomweb", headers={"x-functions-key": key or ""})
+            client = DICOMwebClient(f"{local.base_url}/dicomweb", headers=stack.auth_headers(key))
             found = [d for d in client.search_for_studies(fields=["PatientName", "StudyDescription"])
                      if _first(d, "0020000D") in self.studies]
             rows = [(_first(d, "00100010"), _first(d, "00080020"), "\\".join(d.get("00080061", {}).get("Value", [])),
@@ -334,9 +337,15 @@ class Scenario:
             print("\n== 8. Events of this run (the fabric's journal: .devhost/events.jsonl) ==")
             counts = Counter(str(e.get("type") or e.get("eventType")) for e in self.events())
             print(_table(sorted((k, str(n)) for k, n in counts.items()), ("event type", "count")))
-            print(f"\nTry: curl -H 'x-functions-key: {key}' '{local.base_url}/ingest/status'\n"
+            print(f"\nTry: curl -H \"Authorization: Bearer $(python -m devhost token)\" '{local.base_url}/ingest/status'\n"
                   "     python -m tools upload <your DICOM folder>\n"
                   "     python -m tools config get rules")
+            viewer = (stack.read_state(args.state_dir).get("static") or {}).get("url")
+            if viewer:
+                print(f"\n== 9. Read the studies in OHIF: {viewer} ==\n"
+                      "  Sign in on the development issuer's page (tick 'reader'), open a CT study (Basic Viewer) and\n"
+                      "  double-click its 'SEG AI dicomflow-body' series to overlay the AI segmentation.\n"
+                      "  (If the demo started the stack it stops it at the end: run 'make up', the data stays.)")
             return 0
         finally:
             if scp is not None:

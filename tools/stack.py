@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import subprocess
+import sys
 import os
 import socket
 from dataclasses import dataclass, field
@@ -132,6 +134,28 @@ def read_keys(state_dir: Path | str = DEFAULT_STATE_DIR) -> dict[str, str]:
     """The devhost's local keys (``function``, ``events``), empty when it never ran there."""
     keys = _read_json(Path(state_dir) / "keys.json")
     return {str(k): str(v) for k, v in keys.items()} if isinstance(keys, dict) else {}
+
+
+def local_token(state_dir: Path | str = DEFAULT_STATE_DIR, *, roles: tuple[str, ...] = ("reader",),
+                minutes: float = 120.0, user: str = "tools") -> str | None:
+    """A bearer token of the running devhost's development issuer (``python -m devhost token``: the
+    runtime's own command, so this package imports nothing of devhost), or None without a stack."""
+    argv = [sys.executable, "-m", "devhost", "token", "--state-dir", str(state_dir), "--minutes", str(minutes),
+            "--user", user]
+    for role in roles:
+        argv += ["--role", role]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    token = done.stdout.strip()
+    return token if done.returncode == 0 and token else None
+
+
+def auth_headers(credential: str | None) -> dict[str, str]:
+    """A bearer token goes as ``Authorization: Bearer``; anything else is a Functions key (machine clients)."""
+    if not credential:
+        return {}
+    if credential.count(".") == 2:  # a JWT: header.payload.signature
+        return {"Authorization": f"Bearer {credential}"}
+    return {"x-functions-key": credential}
 
 
 def find_local(state_dir: Path | str = DEFAULT_STATE_DIR) -> LocalStack | None:

@@ -5,7 +5,7 @@
    its length; big files go up in blocks with ``max_concurrency``): a 1 GiB file is never read into
    memory.
 2. Waits, bounded by ``--timeout``, until each blob has an outcome, polling
-   ``GET <base-url>/ingest/status?blob=<name>`` (function key in ``x-functions-key``), with a second
+   ``GET <base-url>/ingest/status?blob=<name>`` (a bearer token, or a function key), with a second
    progress bar; then prints counts by state and, for quarantined files, the file, the reason code
    and the message.
 
@@ -18,9 +18,10 @@ same file twice gives two distinct blobs (two ingests, the second a ``duplicate`
 
 Where things are found (first that answers): ``--connection-string``, the running devhost's state
 (``.devhost/state.json``, read by :mod:`tools.stack`), the ``DicomStorage`` setting, the default local
-Azurite (``UseDevelopmentStorage=true``). The function key: ``--key``, else the devhost's
-``.devhost/keys.json``. The status URL: ``--base-url``, else the running devhost's HTTP port and route
-prefix, else ``http://127.0.0.1:7071/api``.
+Azurite (``UseDevelopmentStorage=true``). The credential: ``--key`` (a bearer token, sent as
+``Authorization: Bearer``, or a Functions key, sent as ``x-functions-key``), else a token with the writer
+role from the running devhost's issuer. The status URL: ``--base-url``, else the running devhost's HTTP
+port and route prefix, else ``http://127.0.0.1:7071/api``.
 
 Exit code 0 when every file was uploaded and (unless ``--no-wait``) every blob has an outcome
 (archived, duplicate, updated or quarantined: a quarantined file is an answer, and it is listed);
@@ -134,9 +135,8 @@ def resolve_target(args: argparse.Namespace, env: dict[str, str] | None = None) 
         conn, source = DEV_STORAGE, "default Azurite (127.0.0.1:10000)"
     base_url = args.base_url or (local.base_url if local is not None else None)
     key = args.key
-    if not key:
-        keys = stack.read_keys(state_dir)
-        key = keys.get("function")
+    if not key and local is not None:
+        key = stack.local_token(state_dir, roles=("writer",), user="upload")
     return Target(str(conn), str(base_url or DEFAULT_BASE_URL).rstrip("/"), key, source)
 
 
@@ -228,6 +228,7 @@ def upload_all(items: Sequence[UploadItem], conn: str, container: str, *, worker
 # --- waiting for outcomes ---------------------------------------------------------------------------
 
 
+
 class StatusError(RuntimeError):
     """The status endpoint refuses us for a reason that waiting will not fix."""
 
@@ -240,7 +241,7 @@ async def _poll(base_url: str, names: Sequence[str], *, key: str | None, timeout
     results: dict[str, dict[str, Any]] = {}
     pending = list(dict.fromkeys(names))
     deadline = time.monotonic() + timeout
-    headers = {"x-functions-key": key} if key else {}
+    headers = stack.auth_headers(key)
     url = f"{base_url}/ingest/status"
     sem = asyncio.Semaphore(max(1, concurrency))
     unreachable: list[str] = []
@@ -259,8 +260,8 @@ async def _poll(base_url: str, names: Sequence[str], *, key: str | None, timeout
                         status = resp.status
                         if status in (401, 403):
                             raise StatusError(
-                                f"{url} refused the function key (HTTP {status}). Pass --key, or run "
-                                "'python -m devhost key' to see the local one."
+                                f"{url} refused the credential (HTTP {status}). Pass --key with a token "
+                                "('python -m devhost token --role writer') or an accepted function key."
                             )
                         body = await resp.json(content_type=None) if status in (200, 404) else None
                 except (TimeoutError, aiohttp.ClientConnectionError) as exc:
@@ -403,7 +404,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for every outcome after the upload (default 300)")
     parser.add_argument("--base-url", default=None,
                         help=f"the app's HTTP base including /api (default: devhost state, else {DEFAULT_BASE_URL})")
-    parser.add_argument("--key", default=None, help="function key (default: the devhost's .devhost/keys.json)")
+    parser.add_argument("--key", default=None,
+                        help="bearer token or function key (default: a writer token of the running devhost)")
     parser.add_argument("--state-dir", type=Path, default=stack.DEFAULT_STATE_DIR,
                         help="the local devhost's state folder (default .devhost)")
     parser.add_argument("--connection-string", default=None,

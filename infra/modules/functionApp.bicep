@@ -67,11 +67,17 @@ param instanceMemoryMB int = 2048
 @description('Spread the plan\'s instances over availability zones (needs a region that offers it for Flex Consumption).')
 param zoneRedundant bool = true
 
-@description('Require Entra ID sign-in (App Service authentication, authsettingsV2) for the HTTP API; /api/health stays open for Front Door.')
-param enableEntraAuth bool = false
+@description('Issuer of accepted bearer tokens (DICOMFLOW_AUTH_ISSUER); the app validates tokens itself (shared/auth).')
+param authIssuer string
 
-@description('Entra ID app registration (client) ID for authsettingsV2; required when enableEntraAuth is true.')
-param entraClientId string = ''
+@description('Accepted token audiences, comma-separated (DICOMFLOW_AUTH_AUDIENCE); empty refuses every API call.')
+param authAudience string = ''
+
+@description('Browser origins allowed to call the API, comma-separated (DICOMFLOW_CORS_ORIGINS); the app answers CORS.')
+param corsOrigins string = ''
+
+@description('Optional Key Vault reference to the Functions keys machine clients may send (DICOMFLOW_AUTH_FUNCTION_KEYS).')
+param functionKeysReference string = ''
 
 @description('Log Analytics workspace resource ID for diagnostic settings.')
 param logAnalyticsWorkspaceId string
@@ -147,6 +153,24 @@ var appSettings = [
     name: 'DICOMFLOW_SETTLE_DELAY_SECONDS'
     value: '5'
   }
+  // Sign-in and CORS (shared/config.py AuthSettings): DICOMweb routes are anonymous at the host, the app checks
+  // bearer tokens (Entra ID v2), roles and origins itself.
+  {
+    name: 'DICOMFLOW_AUTH_ISSUER'
+    value: authIssuer
+  }
+  {
+    name: 'DICOMFLOW_AUTH_AUDIENCE'
+    value: authAudience
+  }
+  {
+    name: 'DICOMFLOW_CORS_ORIGINS'
+    value: corsOrigins
+  }
+  {
+    name: 'DICOMFLOW_AUTH_FUNCTION_KEYS'
+    value: functionKeysReference
+  }
   {
     // HTTP streams (azurefunctions-extensions-http-fastapi): DICOMweb retrieve streams from the archive.
     name: 'PYTHON_ENABLE_INIT_INDEXING'
@@ -178,7 +202,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_17: DICOMweb clients (viewers, scripts) authenticate with Entra ID bearer tokens (enableEntraAuth) or function keys, not client certificates.
+  // checkov:skip=CKV_AZURE_17: DICOMweb clients (viewers, scripts) authenticate with Entra ID bearer tokens checked by the app (shared/auth), not client certificates.
   // checkov:skip=CKV_AZURE_222: public network access is needed by Front Door, Event Grid webhooks and DICOMweb clients; restrict with access restrictions or private endpoints per deployment.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero by design (cost tracks volume); the passive region's app is the failover capacity. Add alwaysReady instances if cold starts matter.
   // checkov:skip=CKV_AZURE_213: App Service health check does not apply to Flex Consumption; Front Door probes /api/health on each region and fails over.
@@ -203,6 +227,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: appSettings
+      // CORS is answered by the app from DICOMFLOW_CORS_ORIGINS (same code path as locally; it exposes the headers a
+      // viewer reads). Platform CORS stays empty: when set, it takes over and the app's CORS answers are dropped.
+      cors: {
+        allowedOrigins: []
+        supportCredentials: false
+      }
     }
     functionAppConfig: {
       deployment: {
@@ -241,47 +271,6 @@ resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
   name: 'ftp'
   properties: {
     allow: false
-  }
-}
-
-resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableEntraAuth) {
-  // checkov:skip=CKV_AZURE_13: this IS the authentication config (checkov reads every sites/config as the 'web' config).
-  // checkov:skip=CKV_AZURE_63: 'web' config check (HTTP logging); not applicable to authsettingsV2. Function logs go to Log Analytics (FunctionAppLogs).
-  // checkov:skip=CKV_AZURE_65: 'web' config check (detailed errors); not applicable to authsettingsV2.
-  // checkov:skip=CKV_AZURE_66: 'web' config check (failed request tracing); not applicable to authsettingsV2.
-  // checkov:skip=CKV_AZURE_80: 'web' config check (.NET version); a Python app.
-  // checkov:skip=CKV_AZURE_88: 'web' config check (Azure Files); Flex Consumption deploys from a blob container.
-  // checkov:skip=CKV_AZURE_222: 'web' config check (public network access); see the site's CKV_AZURE_222 reason.
-  parent: site
-  name: 'authsettingsV2'
-  properties: {
-    platform: {
-      enabled: true
-    }
-    globalValidation: {
-      requireAuthentication: true
-      unauthenticatedClientAction: 'Return401'
-      // Front Door's probe, and the Event Grid deliveries (which carry the host's system keys).
-      excludedPaths: [
-        '/api/health'
-        '/runtime/webhooks/blobs'
-        '/runtime/webhooks/eventgrid'
-      ]
-    }
-    identityProviders: {
-      azureActiveDirectory: {
-        enabled: true
-        registration: {
-          clientId: entraClientId
-          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
-        }
-        validation: {
-          allowedAudiences: [
-            'api://${entraClientId}'
-          ]
-        }
-      }
-    }
   }
 }
 

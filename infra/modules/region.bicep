@@ -57,11 +57,17 @@ param instanceMemoryMB int = 2048
 @description('Zone-redundant Flex Consumption plan.')
 param zoneRedundant bool = true
 
-@description('Require Entra ID sign-in on the HTTP API (authsettingsV2).')
-param enableEntraAuth bool = false
+@description('Issuer of accepted bearer tokens (DICOMFLOW_AUTH_ISSUER), e.g. https://login.microsoftonline.com/<tenant>/v2.0.')
+param authIssuer string
 
-@description('Entra ID app registration (client) ID when enableEntraAuth is true.')
-param entraClientId string = ''
+@description('Accepted token audiences, comma-separated (DICOMFLOW_AUTH_AUDIENCE); empty refuses every API call.')
+param authAudience string = ''
+
+@description('Browser origins allowed to call the API, comma-separated (DICOMFLOW_CORS_ORIGINS).')
+param corsOrigins string = ''
+
+@description('Optional Key Vault secret (in this region\'s vault) with Functions keys for machine clients.')
+param functionKeysSecretName string = ''
 
 @description('Days Log Analytics keeps data.')
 @minValue(30)
@@ -177,8 +183,10 @@ module functionApp 'functionApp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
-    enableEntraAuth: enableEntraAuth
-    entraClientId: entraClientId
+    authIssuer: authIssuer
+    authAudience: authAudience
+    corsOrigins: corsOrigins
+    functionKeysReference: empty(functionKeysSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${functionKeysSecretName})'
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
   // The host must be able to read its deployment package and storage when it first starts.

@@ -6,7 +6,11 @@ download. The index is built from the header (:class:`shared.dicom.header.Header
 pixel data offset and length) plus, for encapsulated pixel data, a walk over the
 item headers with small ranged reads (never the fragments themselves):
 
-* native (uncompressed): frame *i* is ``offset + i * frame_length`` (one range);
+* native (uncompressed): frame *i* is ``offset + i * frame_length`` (one range); big-endian
+  pixel data records its sample width (``byte_swap``) so frames can be served little-endian, as
+  ``application/octet-stream`` frames are by default (PS3.18 8.7.3); 1-bit pixel data (binary SEG) whose
+  frames do not fill whole bytes records ``bits_per_frame``: a frame's range covers the bytes its bits lie
+  in, and :func:`realign_bits` cuts the frame out, starting on a byte boundary as WADO-RS sends it;
 * encapsulated, in this order of preference (PS3.5 A.4):
   1. Extended Offset Table (7FE0,0001)/(7FE0,0002): one fragment per frame;
   2. a non-empty Basic Offset Table: the fragments that start inside each frame's span;
@@ -31,7 +35,7 @@ from shared.dicom import facts
 from shared.dicom.ranged import RangedReader, RangeSource
 from shared.errors import BadInput, Reason
 
-VERSION: Final = 1
+VERSION: Final = 2  # 2: byte_swap for big-endian native pixel data, bits_per_frame for unaligned 1-bit frames
 ITEM: Final = 0xFFFEE000
 SEQ_DELIM: Final = 0xFFFEE0DD
 JPEG_FAMILY_PREFIX: Final = "1.2.840.10008.1.2.4."
@@ -56,6 +60,14 @@ class FrameIndex:
     frames: tuple[tuple[Range, ...], ...]
     #: The ETag of the archived blob the ranges were computed from (a replaced file needs a new index).
     etag: str | None = None
+    #: Big-endian native pixel data: bytes per sample to swap when serving little-endian (0 = none).
+    byte_swap: int = 0
+    #: 1-bit pixel data whose frames are not whole bytes: bits per frame (0 = frames are byte ranges).
+    bits_per_frame: int = 0
+
+    def bit_shift(self, number: int) -> int:
+        """Where frame ``number`` starts inside the first byte of its range (0 unless ``bits_per_frame``)."""
+        return (number - 1) * self.bits_per_frame % 8
 
     @property
     def number_of_frames(self) -> int:
@@ -70,14 +82,16 @@ class FrameIndex:
     def to_json(self) -> dict[str, Any]:
         frames = [[list(r) for r in f] for f in self.frames]
         return {"version": VERSION, "transferSyntaxUID": self.transfer_syntax_uid,
-                "encapsulated": self.encapsulated, "etag": self.etag, "frames": frames}
+                "encapsulated": self.encapsulated, "etag": self.etag, "byteSwap": self.byte_swap,
+                "bitsPerFrame": self.bits_per_frame, "frames": frames}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> FrameIndex:
         if obj.get("version") != VERSION:
             raise ValueError(f"frame index version {obj.get('version')!r} is not {VERSION}; rebuild it")
         frames = tuple(tuple((int(o), int(n)) for o, n in f) for f in obj["frames"])
-        return cls(str(obj["transferSyntaxUID"]), bool(obj["encapsulated"]), frames, obj.get("etag"))
+        return cls(str(obj["transferSyntaxUID"]), bool(obj["encapsulated"]), frames, obj.get("etag"),
+                   int(obj.get("byteSwap") or 0), int(obj.get("bitsPerFrame") or 0))
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
@@ -92,21 +106,30 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
         raise FrameIndexError(f"{keyword} is not a number: the frames cannot be located.") from None
 
 
-def native_frame_length(ds: Dataset) -> int:
-    """Bytes per frame of native pixel data (PS3.5 8.1.1)."""
+def native_frame_bits(ds: Dataset) -> int:
+    """Bits per frame of native pixel data (PS3.5 8.1.1): frames follow each other bit by bit."""
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     samples, bits = _int(ds, "SamplesPerPixel", 1), _int(ds, "BitsAllocated")
     pixel_bits = rows * cols * samples * bits
     if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
         pixel_bits = pixel_bits // 3 * 2  # two chroma samples shared by each pixel pair
-    if pixel_bits % 8:
-        nframes = _int(ds, "NumberOfFrames", 1)
-        if nframes > 1:
-            raise FrameIndexError(
-                "Frames of 1-bit pixel data that do not end on a byte boundary cannot be served as byte ranges."
-            )
-        return math.ceil(pixel_bits / 8)
-    return pixel_bits // 8
+    return pixel_bits
+
+
+def native_frame_length(ds: Dataset) -> int:
+    """Bytes per frame of native pixel data (a frame of 1-bit data that is not whole bytes: rounded up)."""
+    return math.ceil(native_frame_bits(ds) / 8)
+
+
+def realign_bits(data: bytes, shift: int, nbits: int) -> bytes:
+    """Bits ``shift .. shift + nbits`` of ``data`` (DICOM's bit order: first pixel in the lowest bit) as bytes
+    starting on a byte boundary, the last one zero-padded."""
+    import numpy as np
+
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[shift: shift + nbits]
+    if len(bits) < nbits:
+        raise FrameIndexError("The pixel data is shorter than its frames: the file is truncated.")
+    return np.packbits(bits, bitorder="little").tobytes()
 
 
 def build(header: Any, source: RangeSource) -> FrameIndex:
@@ -124,12 +147,22 @@ def build(header: Any, source: RangeSource) -> FrameIndex:
     if header.pixel_data_length is not None:
         if not facts.has_native_pixels(ts):
             raise FrameIndexError(f"Pixel data of defined length in compressed transfer syntax {ts}.")
+        fbits = native_frame_bits(ds)
+        if fbits % 8 and nframes > 1:  # 1-bit frames that do not fill whole bytes: the bytes each one spans
+            if math.ceil(fbits * nframes / 8) > header.pixel_data_length:
+                raise FrameIndexError(f"Pixel data holds {header.pixel_data_length} bytes, fewer than {nframes} "
+                                      f"frames of {fbits} bits.")
+            spans = ((offset + i * fbits // 8, math.ceil((i + 1) * fbits / 8) - i * fbits // 8) for i in range(nframes))
+            return FrameIndex(ts, False, tuple((span,) for span in spans), bits_per_frame=fbits)
         flen = native_frame_length(ds)
         if flen * nframes > header.pixel_data_length:
             raise FrameIndexError(
                 f"Pixel data holds {header.pixel_data_length} bytes, fewer than {nframes} frames of {flen} bytes."
             )
-        return FrameIndex(ts, False, tuple(((offset + i * flen, flen),) for i in range(nframes)))
+        bits = _int(ds, "BitsAllocated")
+        little_endian = facts.encoding_of(ts)[1]
+        swap = bits // 8 if not little_endian and bits in (16, 32, 64) else 0
+        return FrameIndex(ts, False, tuple(((offset + i * flen, flen),) for i in range(nframes)), byte_swap=swap)
     little = bool(getattr(header, "is_little_endian", True))
     reader = RangedReader(source, first_chunk=WALK_CHUNK, max_chunk=WALK_CHUNK, size=header.size_bytes)
     bot, fragments = _walk(reader, offset, little, want_tails=ts.startswith(JPEG_FAMILY_PREFIX))

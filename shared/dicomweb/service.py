@@ -37,7 +37,9 @@ class Call:
 
 def services(call: Call) -> Services:
     """The process-wide services (clients, index, publisher) for these settings."""
-    return get_services(call.settings)
+    svc = get_services(call.settings)
+    svc.ensure_ready()  # once per process: a fresh store answers "nothing found", not 500
+    return svc
 
 
 def _wado(call: Call) -> Wado:

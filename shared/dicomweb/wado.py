@@ -3,7 +3,9 @@
 * Instances (study/series/instance) are streamed as ``multipart/related;
   type="application/dicom"`` from the archive blobs in :data:`CHUNK`-sized ranged
   reads: memory per request is one chunk, whatever the file size. The list of
-  instances comes from the archive itself (what we stream is what exists).
+  instances comes from the archive itself (what we stream is what exists). A file
+  archived without preamble or File Meta Information goes out as a Part 10 file:
+  the missing framing is generated before its unchanged bytes (:mod:`shared.dicom.part10`).
 * Metadata: the instance's DICOM JSON from its index row; for a series the bundle the
   settle step wrote (ONE blob read), or, while the series has instances not settled yet,
   its rows (one partition query); for a study, each of its series. Relative BulkDataURIs
@@ -24,8 +26,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 import orjson
 
+from shared.dicom import facts, part10
 from shared.dicom import frames as frame_index
 from shared.dicom.header import Header, read_header
 from shared.dicom.ranged import RangedReader
@@ -128,6 +132,14 @@ class Wado:
                 raise BlobGone(f"{item.path} disappeared during the response")
             item = opened
         src, first, total = item
+        try:
+            prefix = part10.missing_prefix(first)
+        except BadInput as exc:  # archived before validation required the UIDs; send it as stored
+            log.warning("Instance blob %s cannot be framed as Part 10 (%s); sent as stored",
+                        src.name, exc.reason)
+            prefix = b""
+        if prefix:
+            yield prefix
         yield first
         yield from _ranges(src, len(first), total - len(first))
 
@@ -188,14 +200,15 @@ class Wado:
     def frames(self, accept: str | None, study: str, series: str, sop: str, frame_list: str) -> Reply:
         numbers = parse_frame_list(frame_list)
         index, src = self.frame_index(study, series, sop)
-        part_type = media.negotiate_frames(accept, index.transfer_syntax_uid)
+        # Big-endian native frames go out little-endian (octet-stream's default), swapped on the fly.
+        ts = facts.EXPLICIT_VR_LITTLE_ENDIAN if index.byte_swap else index.transfer_syntax_uid
+        part_type = media.negotiate_frames(accept, ts)
         for n in numbers:
             if n > index.number_of_frames:
                 raise NotFoundProblem(f"Frame {n} does not exist: the instance has {index.number_of_frames} frame(s).")
-        ts = index.transfer_syntax_uid
         ctype = part_type if part_type == media.OCTET else f"{part_type}; transfer-syntax={ts}"
         boundary = new_boundary()
-        parts = ((ctype, _frame_chunks(src, index.frame(n))) for n in numbers)
+        parts = ((ctype, _frame_bytes(src, index, n)) for n in numbers)
         return Reply(200, {"Content-Type": related_content_type(part_type, boundary, ts if part_type != media.OCTET
                                                                 else None)},
                      stream=stream_parts(parts, boundary))
@@ -324,6 +337,31 @@ def _ranges(src: Blob, offset: int, length: int) -> Iterator[bytes]:
 def _frame_chunks(src: Blob, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
     for offset, length in ranges:
         yield from _ranges(src, offset, length)
+
+
+def _frame_bytes(src: Blob, index: frame_index.FrameIndex, number: int) -> Iterator[bytes]:
+    """Frame ``number`` as WADO-RS sends it: little-endian samples, starting on a byte boundary."""
+    chunks = _frame_chunks(src, index.frame(number))
+    if index.bits_per_frame:  # unaligned 1-bit frame: its covering bytes are small (rows x cols / 8)
+        yield frame_index.realign_bits(b"".join(chunks), index.bit_shift(number), index.bits_per_frame)
+        return
+    yield from _swapped(chunks, index.byte_swap)
+
+
+def _swapped(chunks: Iterable[bytes], width: int) -> Iterator[bytes]:
+    """Chunks of big-endian samples of ``width`` bytes as little-endian (``width`` 0: unchanged)."""
+    if not width:
+        yield from chunks
+        return
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        cut = len(data) - len(data) % width
+        carry = data[cut:]
+        if cut:
+            yield np.frombuffer(data[:cut], dtype=f">u{width}").astype(f"<u{width}").tobytes()
+    if carry:
+        yield carry
 
 
 def _absolute(raw: bytes, base: str) -> bytes:

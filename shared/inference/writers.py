@@ -77,6 +77,8 @@ def write_segmentation(
         segmented_property_type=prediction.segment_type,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=_algorithm(model, version),
+        # Viewers (OHIF) colour the overlay with it and warn when it is missing.
+        display_color=hd.color.CIELabColor.from_rgb(230, 60, 60),
     )
     mask = prediction.mask.astype(np.uint8)
     if not images.is_volume:

@@ -19,9 +19,12 @@ from devhost.azurite import Azurite
 from devhost.testing import DevHostProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-REAL_APP_ENV = {"DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
+#: The app's settings file (its auth settings use the devhost's development issuer: ``dh.bearer(role...)``
+#: signs tokens for it); the tests' own settings on top.
 REAL_APP_SETTINGS = ROOT / "local.settings.example.json"
 REAL_APP_EVENTS = ROOT / "infra" / "events.json"
+AUTH_ENV = {"DICOMFLOW_AUTH_ISSUER": "{devhost:issuer}", "DICOMFLOW_AUTH_AUDIENCE": "api://devhost"}
+REAL_APP_ENV = {**AUTH_ENV, "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
 
 
 @pytest.fixture

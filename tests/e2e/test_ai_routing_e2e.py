@@ -96,7 +96,7 @@ def test_series_gets_ai_results_and_the_study_is_routed_once(devhost: DevHostPro
                 qido = requests.get(
                     f"{devhost.base_url}/dicomweb/studies/{study}/series",
                     params={"Modality": "SEG"},
-                    headers={"x-functions-key": devhost.key, "Accept": "application/dicom+json"},
+                    headers={**devhost.bearer("reader"), "Accept": "application/dicom+json"},
                     timeout=30,
                 )
                 assert qido.status_code in (200, 204), qido.text[:500]

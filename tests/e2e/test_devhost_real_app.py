@@ -27,7 +27,7 @@ def test_upload_is_ingested_and_announced(devhost: DevHostProcess, azurite: Azur
     body: dict[str, object] = {}
     while time.monotonic() < deadline:
         r = requests.get(f"{devhost.base_url}/ingest/status", params={"blob": name},
-                         headers={"x-functions-key": devhost.key}, timeout=10)
+                         headers=devhost.bearer("reader"), timeout=10)
         assert r.status_code == 200
         body = r.json()
         if body.get("state") not in (None, "pending", "unknown"):

@@ -27,7 +27,7 @@ from pydicom.uid import generate_uid
 
 from devhost.testing import DevHostProcess
 from shared.dicomweb.attributes import Level
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import AUTH_ENV, ROOT
 
 pytestmark = pytest.mark.slow
 STOW_LIMIT = 8 * 1024 * 1024
@@ -97,7 +97,7 @@ def corpus() -> list[Study]:
 
 @pytest.fixture(scope="module")
 def dh(azurite, tmp_path_factory) -> DevHostProcess:
-    env = {"DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
+    env = {**AUTH_ENV, "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
            "DICOMFLOW_STOW_MAX_BYTES": str(STOW_LIMIT), "DICOMFLOW_STOW_WAIT_SECONDS": "20"}
     folder = tmp_path_factory.mktemp("devhost-dicomweb")
     # Only the subscriptions DICOMweb needs (the ingest path): other consumers are not under test here.
@@ -112,7 +112,8 @@ def dh(azurite, tmp_path_factory) -> DevHostProcess:
 
 @pytest.fixture(scope="module")
 def client(dh: DevHostProcess) -> DICOMwebClient:
-    return DICOMwebClient(url=f"{dh.base_url}/dicomweb", headers={"x-functions-key": dh.key})
+    """A client with an admin token (the data owner: stores, reads and deletes)."""
+    return DICOMwebClient(url=f"{dh.base_url}/dicomweb", headers=dh.bearer("admin"))
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +226,7 @@ def test_search_series_and_instances_at_every_nesting(client: DICOMwebClient, st
 
 def test_plan_is_named_and_keyed_queries_do_not_scan(dh: DevHostProcess, stored: list[Study]) -> None:
     a = stored[0]
-    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key}
+    base, key = f"{dh.base_url}/dicomweb", dh.bearer("reader")
     for params, plan in (({"PatientID": a.patient_id}, "lookup:PatientID"),
                          ({"AccessionNumber": a.accession}, "lookup:AccessionNumber"),
                          ({"StudyInstanceUID": a.uid}, "key:StudyInstanceUID"),
@@ -328,7 +329,7 @@ def test_frames_for_a_viewer_asking_any_syntax(dh: DevHostProcess, stored: list[
     url = (f"{dh.base_url}/dicomweb/studies/{d.uid}/series/{jpeg.SeriesInstanceUID}/instances/"
            f"{jpeg.SOPInstanceUID}/frames/1")
     accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-    r = requests.get(url, headers={"x-functions-key": dh.key, "Accept": accept}, timeout=30)
+    r = requests.get(url, headers={**dh.bearer("reader"), "Accept": accept}, timeout=30)
     assert r.status_code == 200
     assert 'type="image/jpeg"' in r.headers["Content-Type"]
     assert b"Content-Type: image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50" in r.content[:300]
@@ -349,10 +350,69 @@ def test_frames_follow_a_replaced_instance(client: DICOMwebClient, stored: list[
     assert bytes(after) == native.PixelData[flen:2 * flen] != bytes(before[0])
 
 
+DONE = ("archived", "duplicate", "updated")
+
+
+def test_files_archived_without_file_meta_are_retrieved_as_part10(dh: DevHostProcess, azurite,
+                                                                   client: DICOMwebClient) -> None:
+    """pydicom's bare data sets (no preamble, no File Meta Information) come back as valid Part 10 files."""
+    from azure.storage.blob import BlobServiceClient
+
+    inbox = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("dicom-inbox")
+    # One after the other: the two ExplVR files are one instance (same UIDs) in two encodings.
+    for name in ("ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm", "rtstruct.dcm"):
+        with open(get_testdata_file(name), "rb") as f:
+            data = f.read()
+        blob = f"no-meta/{uuid.uuid4().hex[:8]}/{name}"
+        inbox.upload_blob(blob, data)
+        bare = pydicom.dcmread(io.BytesIO(data), force=True)
+        deadline = time.monotonic() + 60
+        while (state := requests.get(f"{dh.base_url}/ingest/status", params={"blob": blob}, timeout=30,
+                                     headers=dh.bearer("reader")).json().get("state")) not in DONE:
+            assert time.monotonic() < deadline, (name, state)
+            time.sleep(0.2)
+        got = client.retrieve_instance(bare.StudyInstanceUID, bare.SeriesInstanceUID, bare.SOPInstanceUID)
+        assert got.file_meta.MediaStorageSOPInstanceUID == bare.SOPInstanceUID, name
+        assert got == bare, name
+        url = (f"{dh.base_url}/dicomweb/studies/{bare.StudyInstanceUID}/series/{bare.SeriesInstanceUID}/"
+               f"instances/{bare.SOPInstanceUID}")
+        r = requests.get(url, timeout=30,
+                         headers={**dh.bearer("reader"), "Accept": 'multipart/related; type="application/dicom"'})
+        part = r.content.split(b"\r\n\r\n", 1)[1]
+        assert part.startswith(b"\0" * 128 + b"DICM") and data in part  # framed; the data set's bytes unchanged
+
+
+def test_big_endian_frames_are_served_little_endian(dh: DevHostProcess, azurite, client: DICOMwebClient) -> None:
+    """application/octet-stream frames are little endian (PS3.18 8.7.3): a big-endian file's samples are swapped."""
+    from azure.storage.blob import BlobServiceClient
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import ExplicitVRBigEndian
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    pixels = ds.pixel_array.copy()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = _uid(), _uid(), _uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">")).tobytes()
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, implicit_vr=False, little_endian=False, force_encoding=True)
+    blob = f"big-endian/{ds.SOPInstanceUID}.dcm"
+    BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        "dicom-inbox", blob).upload_blob(buf.getvalue())
+    deadline = time.monotonic() + 60
+    while requests.get(f"{dh.base_url}/ingest/status", params={"blob": blob}, headers=dh.bearer("reader"),
+                       timeout=30).json().get("state") != "archived":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    (frame,) = client.retrieve_instance_frames(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+                                               frame_numbers=[1])
+    assert bytes(frame) == pixels.astype("<i2").tobytes()
+
+
 # -- bad input -------------------------------------------------------------------------------------
 def test_bad_requests(dh: DevHostProcess, stored: list[Study]) -> None:
     a = stored[0]
-    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key}
+    base, key = f"{dh.base_url}/dicomweb", dh.bearer("reader", "writer")
     ds = a.instances[0]
     inst = f"{base}/studies/{a.uid}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     cases = [
@@ -375,7 +435,7 @@ def test_bad_requests(dh: DevHostProcess, stored: list[Study]) -> None:
         assert r.status_code == status, (url, r.status_code, r.text)
         assert word in r.json()["error"], (url, r.text)
     r = requests.get(f"{base}/studies", timeout=30)
-    assert r.status_code == 401  # function-level auth
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def _multipart(parts: list[bytes], boundary: str = "dicomflowtest") -> tuple[bytes, str]:
@@ -385,7 +445,7 @@ def _multipart(parts: list[bytes], boundary: str = "dicomflowtest") -> tuple[byt
 
 
 def test_stow_failures_and_partial_success(dh: DevHostProcess, corpus: list[Study]) -> None:
-    base, key = f"{dh.base_url}/dicomweb", {"x-functions-key": dh.key, "Accept": "application/dicom+json"}
+    base, key = f"{dh.base_url}/dicomweb", {**dh.bearer("writer"), "Accept": "application/dicom+json"}
     run = corpus[0].run
     extra = Study(_uid(), "Partial^Pat", f"PE-{run}", f"ACE{run}", "20240102", run)
     good = _instance("MR_small.dcm", extra, _uid(), 1)
@@ -411,7 +471,7 @@ def test_stow_failures_and_partial_success(dh: DevHostProcess, corpus: list[Stud
 def test_oversized_stow_names_the_alternative(dh: DevHostProcess) -> None:
     body, ctype = _multipart([b"\0" * (STOW_LIMIT + 1)])
     r = requests.post(f"{dh.base_url}/dicomweb/studies", data=body, timeout=60,
-                      headers={"x-functions-key": dh.key, "Content-Type": ctype})
+                      headers={**dh.bearer("writer"), "Content-Type": ctype})
     assert r.status_code == 413
     assert "tools upload" in r.json()["error"] and "dicom-inbox" in r.json()["error"]
 
@@ -459,7 +519,7 @@ def test_large_instance_is_streamed_not_buffered(dh: DevHostProcess, azurite, cl
     name = f"big/{ds.SOPInstanceUID}.dcm"
     BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
         "dicom-inbox", name).upload_blob(data, overwrite=True)
-    key = {"x-functions-key": dh.key}
+    key = dh.bearer("reader")
     deadline = time.monotonic() + 60
     while requests.get(f"{dh.base_url}/ingest/status", params={"blob": name}, headers=key,
                        timeout=30).json().get("state") != "archived":

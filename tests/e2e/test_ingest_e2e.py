@@ -22,7 +22,7 @@ from tools.upload import upload_and_wait
 
 def status(dh: DevHostProcess, blob: str | None = None) -> dict:
     url = f"{dh.base_url}/ingest/status" + (f"?blob={urllib.parse.quote(blob)}" if blob else "")
-    req = urllib.request.Request(url, headers={"x-functions-key": dh.key})
+    req = urllib.request.Request(url, headers=dh.bearer("reader"))
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -37,7 +37,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_corpus_upload_ends_as_the_manifest_says_and_settles(devhost: DevHostProcess, corpus: Path) -> None:
     manifest = load_manifest(corpus)
     outcomes = upload_and_wait([corpus], connection_string=devhost.azurite.connection_string,
-                               base_url=devhost.base_url, key=devhost.key, timeout=120)
+                               base_url=devhost.base_url, key=devhost.token("writer"), timeout=120)
     by_path = {str(Path(o.item.path).relative_to(corpus)): o for o in outcomes}
     for entry in manifest["files"]:
         o = by_path[entry["path"]]
@@ -119,13 +119,13 @@ def test_names_in_other_scripts_are_found_over_dicomweb(devhost: DevHostProcess,
     write_corpus(out, CorpusOptions(patients=5, slices=2, rows=16, cols=16, seed=5150, broken=False))
     manifest = load_manifest(out)
     upload_and_wait([out], connection_string=devhost.azurite.connection_string, base_url=devhost.base_url,
-                    key=devhost.key, timeout=120)
+                    key=devhost.token("writer"), timeout=120)
     studies = {e["study_uid"] for e in manifest["files"] if e.get("study_uid")}
     for study in studies:
         devhost.wait_for_event(lambda ev, s=study: ev.get("type") == "Dicom.StudyStable"
                                and ev["data"]["imageStudyInstanceUid"] == s, timeout=60)
     names = {p["index"]: p["name"] for p in manifest["patients"]}
-    client = DICOMwebClient(f"{devhost.base_url}/dicomweb", headers={"x-functions-key": devhost.key})
+    client = DICOMwebClient(f"{devhost.base_url}/dicomweb", headers=devhost.bearer("reader"))
     for query, needle in (("山田*", "山田"), ("иванов*", "Иванов"), ("MULLER", "Müller"), ("홍*", "홍")):
         expected = {e["study_uid"] for e in manifest["files"]
                     if e.get("study_uid") and needle in names[e["patient_index"]]}

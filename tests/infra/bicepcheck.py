@@ -745,6 +745,8 @@ def check_app_settings(names: set[str], functions: Mapping[str, list[dict]], con
             out.append(f"app settings leave shared/config.py storage.{field} unset")
     if settings.events_endpoint is None:
         out.append(f"app settings lack {EVENTS_CONNECTION}__topicEndpointUri")
+    if not settings.auth.configured:
+        out.append("app settings leave sign-in unconfigured: set DICOMFLOW_AUTH_ISSUER and DICOMFLOW_AUTH_AUDIENCE")
     if settings.events_client_id is None:
         out.append(f"app settings lack {EVENTS_CONNECTION}__clientId")
     for n in sorted(names):

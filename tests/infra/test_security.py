@@ -11,6 +11,8 @@ from tests.infra.bicepcheck import (
     INFRA,
     SECURITY_RULES,
     BicepFile,
+    app_settings,
+    dig,
     infra_files,
     rule_blob_services,
     rule_diagnostics,
@@ -195,3 +197,16 @@ def test_host_system_key_is_allowed() -> None:
         "resource host 'Microsoft.Web/sites/host@2024-04-01' existing = {\n  parent: site\n  name: 'default'\n}\n"
         "var key = host.listKeys().systemKeys.blobs_extension\n")
     assert rule_no_storage_keys(f) == []
+
+
+def test_the_app_checks_tokens_and_answers_cors_itself(bicep_files: dict[str, BicepFile]) -> None:
+    """No App Service authentication (unreliable on Flex) and no platform CORS (it would override the app's)."""
+    fa = bicep_files["modules/functionApp.bicep"]
+    (_, site), = fa.resources("Microsoft.Web/sites")
+    assert dig(site, "properties", "siteConfig", "cors", "allowedOrigins") == []
+    assert not [b for _, b in fa.resources("Microsoft.Web/sites/config") if b.get("name") == "authsettingsV2"]
+    assert {"DICOMFLOW_AUTH_ISSUER", "DICOMFLOW_AUTH_AUDIENCE", "DICOMFLOW_CORS_ORIGINS"} <= set(app_settings(fa))
+    main = (INFRA / "main.bicep").read_text()
+    # One parameter feeds the allowed origins, together with the deployed viewer's own origin.
+    assert "union(viewerOrigins, corsAllowedOrigins)" in main and "corsOrigins: corsOrigins" in main
+    assert "'${environment().authentication.loginEndpoint}${entraTenantId}/v2.0'" in main

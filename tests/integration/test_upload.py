@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from aiohttp import web
 from azure.storage.blob import ContainerClient
 
 from devhost.azurite import Azurite, connection_string, free_port
-from tools import corpus, upload
+from tools import corpus, stack, upload
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "stub-function-key"
@@ -149,7 +150,7 @@ _UPLOAD_PROBE = r"""
 import json, resource, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from tools import upload
+from tools import stack, upload
 import azure.storage.blob, tqdm  # imported before the baseline
 path, conn, container = Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 upload.check_storage(conn, container, "test")
@@ -241,7 +242,7 @@ def test_wait_times_out_with_a_next_step(stub):
 
 
 def test_wait_with_a_wrong_key_says_so(stub):
-    with pytest.raises(upload.StatusError, match="refused the function key"):
+    with pytest.raises(upload.StatusError, match="refused the credential"):
         upload.wait_for_outcomes(stub.base_url, ["a.dcm"], key="wrong", timeout=5, progress=False)
 
 
@@ -261,14 +262,19 @@ def test_target_from_devhost_state_then_setting_then_default(tmp_path):
         "UseDevelopmentStorage=true")
     conn = connection_string(20001, 20002, 20003)
     running = {"pid": os.getpid(), "ready": True, "http_port": 7999, "route_prefix": "api",
-               "endpoints": {"storage": conn, "http_url": "http://127.0.0.1:7999"}}
+               "endpoints": {"storage": conn, "http_url": "http://127.0.0.1:7999"},
+               "issuer": "http://127.0.0.1:7998/issuer"}
     (tmp_path / "state.json").write_text(json.dumps(running))
-    (tmp_path / "keys.json").write_text(json.dumps({"function": "k1", "events": "k2"}))
     t = upload.resolve_target(args, env={"DicomStorage": "UseDevelopmentStorage=true"})
     assert "BlobEndpoint=http://127.0.0.1:20001/" in t.connection_string
-    assert (t.base_url, t.key) == ("http://127.0.0.1:7999/api", "k1")
+    assert t.base_url == "http://127.0.0.1:7999/api"
+    # The credential: a writer token of the running stack's issuer (the status API wants reader or writer).
+    claims = jwt.decode(t.key, options={"verify_signature": False})
+    assert claims["iss"] == "http://127.0.0.1:7998/issuer" and claims["roles"] == ["writer"]
+    assert stack.auth_headers(t.key) == {"Authorization": f"Bearer {t.key}"}
+    assert stack.auth_headers("k1") == {"x-functions-key": "k1"}
     # A state file left by a host that is gone is ignored.
     (tmp_path / "state.json").write_text(json.dumps(running | {"pid": 2**22 + 12345}))
     t = upload.resolve_target(args, env={})
     assert t.connection_string == "UseDevelopmentStorage=true" and t.base_url == upload.DEFAULT_BASE_URL
-    assert t.key == "k1"
+    assert t.key is None

@@ -86,3 +86,15 @@ def test_accept_negotiation():
     ohif = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
     assert media.negotiate_frames(ohif, "1.2.840.10008.1.2.4.50") == "image/jpeg"  # rule FRAMES_ANY_SYNTAX
     assert media.negotiate_frames(ohif, "1.2.840.10008.1.2.1") == "application/octet-stream"
+
+
+def test_what_ohif_sends_is_accepted() -> None:
+    """Accept headers seen from OHIF 3.13 in the browser test (unquoted type, transfer-syntax=*, mixed lists)."""
+    assert media.negotiate_json("application/dicom+json") == "application/dicom+json"
+    assert media.negotiate_json("application/json, application/dicom+json, */*") == "application/json"
+    assert media.negotiate_json("*/*") == "application/dicom+json"
+    frames = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+    assert media.negotiate_frames(frames, "1.2.840.10008.1.2.1") == "application/octet-stream"
+    assert media.negotiate_frames(frames, "1.2.840.10008.1.2.4.50") == "image/jpeg"
+    assert media.negotiate_instances('multipart/related; type="application/dicom"') is None  # the SEG loader
+    assert media.negotiate_instances("multipart/related; type=application/dicom") is None

@@ -161,3 +161,29 @@ def test_json_round_trip_and_bounds():
 def test_no_pixel_data_is_an_error():
     with pytest.raises(FrameIndexError):
         index_of(data_of("rtplan.dcm"))
+
+
+def test_unaligned_1bit_frames_are_cut_out_and_start_on_a_byte_boundary():
+    """5 x 5 binary frames are 25 bits: frame 2 starts at bit 1 of byte 3 (PS3.5 8.1.1 packs frames bit by bit)."""
+    from pydicom.pixels import pack_bits
+
+    from shared.dicom.frames import realign_bits
+
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 2, size=(3, 5, 5), dtype=np.uint8)
+    ds = pydicom.dcmread(io.BytesIO(data_of("CT_small.dcm")))
+    ds.Rows = ds.Columns = 5
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit = 0
+    ds.PixelRepresentation = 0
+    ds.NumberOfFrames = 3
+    ds.PixelData = pack_bits(frames.ravel())
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    index, _ = index_of(data)
+    assert index.bits_per_frame == 25 and index.number_of_frames == 3
+    assert FrameIndex.from_json(index.to_json()) == index
+    for n in (1, 2, 3):
+        got = realign_bits(frame_bytes(data, index.frame(n)), index.bit_shift(n), index.bits_per_frame)
+        assert got == pack_bits(frames[n - 1].ravel()), n

@@ -21,6 +21,7 @@ from tests.appfunctions import app_functions
 
 ROOT = Path(__file__).resolve().parents[2]
 F = "FUNCTION"
+A = "ANONYMOUS"  # the app checks bearer tokens itself (functions/access.py)
 
 
 def http(route: str, methods: list[str], auth: str = F) -> tuple[str, dict[str, Any]]:
@@ -31,27 +32,28 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "health": http("health", ["GET"], "ANONYMOUS"),
     "ingest": ("blobTrigger", {"path": "dicom-inbox/{name}", "connection": "DicomStorage", "source": "EventGrid"}),
     "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
-    "ingest_status": http("ingest/status", ["GET"]),
+    "ingest_status": http("ingest/status", ["GET"], A),
+    "cors_preflight": http("{*path}", ["OPTIONS"], A),
     "inference": ("eventGridTrigger", {}),
     "routing": ("eventGridTrigger", {}),
-    "dicomweb_search_studies": http("dicomweb/studies", ["GET"]),
-    "dicomweb_search_series": http("dicomweb/series", ["GET"]),
-    "dicomweb_search_instances": http("dicomweb/instances", ["GET"]),
-    "dicomweb_search_study_series": http("dicomweb/studies/{study}/series", ["GET"]),
-    "dicomweb_search_study_instances": http("dicomweb/studies/{study}/instances", ["GET"]),
-    "dicomweb_search_series_instances": http("dicomweb/studies/{study}/series/{series}/instances", ["GET"]),
-    "dicomweb_changefeed": http("dicomweb/changefeed", ["GET"]),
-    "dicomweb_changefeed_latest": http("dicomweb/changefeed/latest", ["GET"]),
-    "dicomweb_store": http("dicomweb/studies", ["POST"]),
-    "dicomweb_study": http("dicomweb/studies/{study}", ["GET", "POST", "DELETE"]),
-    "dicomweb_series": http("dicomweb/studies/{study}/series/{series}", ["GET", "DELETE"]),
-    "dicomweb_instance": http("dicomweb/studies/{study}/series/{series}/instances/{sop}", ["GET", "DELETE"]),
-    "dicomweb_study_metadata": http("dicomweb/studies/{study}/metadata", ["GET"]),
-    "dicomweb_series_metadata": http("dicomweb/studies/{study}/series/{series}/metadata", ["GET"]),
-    "dicomweb_instance_metadata": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata", ["GET"]),
-    "dicomweb_frames": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", ["GET"]),
+    "dicomweb_search_studies": http("dicomweb/studies", ["GET"], A),
+    "dicomweb_search_series": http("dicomweb/series", ["GET"], A),
+    "dicomweb_search_instances": http("dicomweb/instances", ["GET"], A),
+    "dicomweb_search_study_series": http("dicomweb/studies/{study}/series", ["GET"], A),
+    "dicomweb_search_study_instances": http("dicomweb/studies/{study}/instances", ["GET"], A),
+    "dicomweb_search_series_instances": http("dicomweb/studies/{study}/series/{series}/instances", ["GET"], A),
+    "dicomweb_changefeed": http("dicomweb/changefeed", ["GET"], A),
+    "dicomweb_changefeed_latest": http("dicomweb/changefeed/latest", ["GET"], A),
+    "dicomweb_store": http("dicomweb/studies", ["POST"], A),
+    "dicomweb_study": http("dicomweb/studies/{study}", ["GET", "POST", "DELETE"], A),
+    "dicomweb_series": http("dicomweb/studies/{study}/series/{series}", ["GET", "DELETE"], A),
+    "dicomweb_instance": http("dicomweb/studies/{study}/series/{series}/instances/{sop}", ["GET", "DELETE"], A),
+    "dicomweb_study_metadata": http("dicomweb/studies/{study}/metadata", ["GET"], A),
+    "dicomweb_series_metadata": http("dicomweb/studies/{study}/series/{series}/metadata", ["GET"], A),
+    "dicomweb_instance_metadata": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata", ["GET"], A),
+    "dicomweb_frames": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", ["GET"], A),
     "dicomweb_bulkdata": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/bulkdata/{*locator}",
-                              ["GET"]),
+                              ["GET"], A),
 }
 
 
@@ -108,3 +110,13 @@ def test_http_functions_agree_on_the_request_type() -> None:
     specs = discover(_app_functions_once(), HostConfig())
     if http_v2_enabled({}):
         assert classic_http_functions(specs) == []
+
+
+def test_every_http_function_but_health_and_preflight_checks_the_caller() -> None:
+    """ANONYMOUS at the host means the app must guard it (functions/access.py ``guarded``)."""
+    open_by_design = {"health", "cors_preflight"}
+    for fn in _app_functions_once():
+        name = fn.get_function_name()
+        if _functions()[name]["type"] != "httpTrigger" or name in open_by_design:
+            continue
+        assert getattr(fn.get_user_function(), "guarded_route", None), f"{name} is not wrapped by guarded()"
