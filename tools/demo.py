@@ -337,7 +337,8 @@ class Scenario:
             print("\n== 8. Events of this run (the fabric's journal: .devhost/events.jsonl) ==")
             counts = Counter(str(e.get("type") or e.get("eventType")) for e in self.events())
             print(_table(sorted((k, str(n)) for k, n in counts.items()), ("event type", "count")))
-            print(f"\nTry: curl -H \"Authorization: Bearer $(python -m devhost token)\" '{local.base_url}/ingest/status'\n"
+            print('\nTry: curl -H "Authorization: Bearer $(python -m devhost token)" '
+                  f"'{local.base_url}/ingest/status'\n"
                   "     python -m tools upload <your DICOM folder>\n"
                   "     python -m tools config get rules")
             viewer = (stack.read_state(args.state_dir).get("static") or {}).get("url")

@@ -18,7 +18,7 @@ import requests
 from devhost.azurite import Azurite
 from devhost.issuer import user_oid
 from devhost.testing import DevHostProcess
-from tests.e2e.conftest import REAL_APP_ENV, ROOT
+from tests.e2e.conftest import REAL_APP_ENV, REAL_APP_EVENTS, REAL_APP_SETTINGS, ROOT
 
 pytestmark = pytest.mark.slow
 VIEWER = "http://127.0.0.1:3000"
@@ -27,7 +27,8 @@ VIEWER = "http://127.0.0.1:3000"
 @pytest.fixture(scope="module")
 def dh(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostProcess]:
     env = {**REAL_APP_ENV, "DICOMFLOW_CORS_ORIGINS": VIEWER, "DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS": "0"}
-    with DevHostProcess(azurite=azurite, env=env, state_dir=tmp_path_factory.mktemp("devhost-auth")) as proc:
+    with DevHostProcess(azurite=azurite, env=env, settings=REAL_APP_SETTINGS, events=REAL_APP_EVENTS,
+                        state_dir=tmp_path_factory.mktemp("devhost-auth")) as proc:
         yield proc
 
 

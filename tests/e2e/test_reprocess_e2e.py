@@ -55,7 +55,7 @@ def worklist_messages(dh: DevHostProcess) -> int:
 
 def ingest_state(dh: DevHostProcess, blob: str) -> str:
     r = requests.get(f"{dh.base_url}/ingest/status", params={"blob": blob},
-                     headers={"x-functions-key": dh.key}, timeout=10)
+                     headers=dh.bearer("reader"), timeout=10)
     return str(r.json().get("state"))
 
 

@@ -39,7 +39,7 @@ from devhost.azurite import ephemeral, free_port
 from devhost.testing import DevHostProcess
 from shared.inference.registry import ENABLE_BUILTIN
 from shared.storage import layout
-from tests.e2e.conftest import REAL_APP_ENV, ROOT
+from tests.e2e.conftest import REAL_APP_ENV, REAL_APP_EVENTS, REAL_APP_SETTINGS, ROOT
 from tests.phantoms import ellipsoid_ct
 
 pytestmark = pytest.mark.slow
@@ -100,7 +100,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     static_port = free_port()
     origin = f"http://127.0.0.1:{static_port}"
     env = {**REAL_APP_ENV, "DICOMFLOW_CORS_ORIGINS": origin}
-    dh = DevHostProcess(azurite=azurite, env=env, state_dir=base / "devhost")
+    dh = DevHostProcess(azurite=azurite, env=env, settings=REAL_APP_SETTINGS, events=REAL_APP_EVENTS,
+                        state_dir=base / "devhost")
     site = build(base / "site", f"{dh.base_url}/dicomweb", oidc=Oidc(dh.issuer, CLIENT_ID))
     dh.extra_args += ["--static", str(site), "--static-port", str(static_port)]
     try:
