@@ -19,6 +19,11 @@ EVENTS_DEADLETTER: Final = "eventgrid-deadletter"
 #: Every container the app reads or writes (infra creates exactly these).
 CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER)
 
+#: The DIMSE gateway's peers (C-MOVE destinations, Storage Commitment report targets) in :data:`CONFIG`.
+GATEWAY_DESTINATIONS: Final = "gateway/destinations.json"
+#: Where the gateway writes received C-STORE instances in :data:`INBOX` (then ingest takes over).
+GATEWAY_INBOX_PREFIX: Final = "dimse/"
+
 SETTLE_QUEUE: Final = "dicom-settle"
 #: Every queue the app uses (poison queues are created by the host on demand).
 QUEUES: Final = (SETTLE_QUEUE,)
@@ -56,3 +61,9 @@ def quarantine_path(inbox_name: str, etag: str) -> str:
     """Quarantine copies keep the inbox name, under a folder per content version."""
     tag = "".join(c for c in etag if c.isalnum())[:32] or "noetag"
     return f"{tag}/{inbox_name}"
+
+
+def gateway_inbox_path(calling_ae: str, association: str, sop: str) -> str:
+    """``dimse/<calling AE>/<association id>/<sop>.dcm`` in :data:`INBOX` (the AE title made path-safe)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in calling_ae.strip()) or "_"
+    return f"{GATEWAY_INBOX_PREFIX}{safe}/{association}/{sop}.dcm"
