@@ -67,6 +67,8 @@ class FindRequest:
 
 
 def _text(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, MultiValue | list | tuple):
         return "\\".join(str(v) for v in value)
     if isinstance(value, bytes):
