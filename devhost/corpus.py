@@ -57,7 +57,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from shared.dicom.validate import Reason
+from shared.errors import Reason
 
 log = logging.getLogger(__name__)
 

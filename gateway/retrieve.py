@@ -77,15 +77,9 @@ def matching_instances(gw: Gateway, identifier: Dataset, model: str) -> list[dic
     return found.views
 
 
-def _is_compressed(ts: str) -> bool:
-    try:
-        return bool(UID(ts).is_compressed)
-    except ValueError:
-        return bool(ts) and ts not in UNCOMPRESSED
-
-
 def contexts_for(views: list[dict[str, Any]]) -> list[Any]:
-    """Presentation contexts to propose to a Move Destination: per SOP class, stored syntaxes + uncompressed."""
+    """Presentation contexts to propose to a Move Destination: per SOP class, one with the stored syntaxes
+    other than the two little endian uncompressed ones (compressed, deflated, big endian), one with those two."""
     by_class: dict[str, set[str]] = {}
     for v in views:
         by_class.setdefault(str(v.get("SOPClassUID") or ""), set()).add(str(v.get("AvailableTransferSyntaxUID") or ""))
@@ -93,7 +87,7 @@ def contexts_for(views: list[dict[str, Any]]) -> list[Any]:
     for sop_class, syntaxes in sorted(by_class.items()):
         if not sop_class:
             continue
-        compressed: list[str | UID] = sorted(s for s in syntaxes if s and _is_compressed(s))
+        compressed: list[str | UID] = sorted(s for s in syntaxes if s and s not in UNCOMPRESSED)
         if compressed:
             contexts.append(build_context(sop_class, compressed))
         contexts.append(build_context(sop_class, UNCOMPRESSED))
@@ -139,7 +133,7 @@ def handle_move(event: Any, gw: Gateway) -> Iterator[Any]:
     model = str(event.request.AffectedSOPClassUID)
     peer = gw.destinations.find(destination)
     if peer is None:
-        log.warning("C-MOVE to %r refused: not in %s/%s", destination, layout.CONFIG, layout.GATEWAY_DESTINATIONS)
+        log.warning("C-MOVE to %r refused: not in %s/%s", destination, layout.CONFIG, layout.GATEWAY_DESTINATIONS_DOC)
         yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
         return
     try:

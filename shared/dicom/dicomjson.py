@@ -17,6 +17,7 @@ from typing import Any
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
+from shared.dicom.facts import has_native_pixels_in_place
 from shared.dicom.header import Header
 
 #: Binary values above this many bytes go out as BulkDataURI, not inline.
@@ -61,15 +62,14 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
         except Exception:  # noqa: BLE001 - tolerant reading: an undecodable value is left out
             continue
     if header.pixel_data_tag is not None and header.pixel_data_offset is not None:
-        vr = "OB" if header.pixel_data_length is None or header.transfer_syntax_uid not in _NATIVE else "OW"
+        native = header.pixel_data_length is not None and has_native_pixels_in_place(header.transfer_syntax_uid)
+        vr = "OW" if native else "OB"
         length = header.pixel_data_length if header.pixel_data_length is not None else 0xFFFFFFFF
         out[f"{header.pixel_data_tag:08X}"] = {
             "vr": vr, "BulkDataURI": bulk_uri(study, series, sop, header.pixel_data_offset, length),
         }
     return dict(sorted(out.items()))
 
-
-_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
 def dataset_from_json(obj: dict[str, Any]) -> Dataset:

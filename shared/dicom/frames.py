@@ -27,11 +27,11 @@ from typing import Any, Final
 
 from pydicom.dataset import Dataset
 
+from shared.dicom import facts
 from shared.dicom.ranged import RangedReader, RangeSource
-from shared.errors import BadInput
+from shared.errors import BadInput, Reason
 
 VERSION: Final = 1
-NATIVE: Final = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
 ITEM: Final = 0xFFFEE000
 SEQ_DELIM: Final = 0xFFFEE0DD
 JPEG_FAMILY_PREFIX: Final = "1.2.840.10008.1.2.4."
@@ -45,7 +45,7 @@ class FrameIndexError(BadInput):
     """The pixel data's frames cannot be located (the message says why)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("frame-index", message)
+        super().__init__(Reason.NO_FRAMES, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ def build(header: Any, source: RangeSource) -> FrameIndex:
         raise FrameIndexError("The instance has no pixel data: it has no frames.")
     nframes = _int(ds, "NumberOfFrames", 1) or 1
     if header.pixel_data_length is not None:
-        if ts not in NATIVE and ts != "1.2.840.10008.1.2.1.99":
+        if not facts.has_native_pixels(ts):
             raise FrameIndexError(f"Pixel data of defined length in compressed transfer syntax {ts}.")
         flen = native_frame_length(ds)
         if flen * nframes > header.pixel_data_length:

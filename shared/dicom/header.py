@@ -20,18 +20,14 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from shared.dicom import facts
 from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader
-from shared.dicom.validate import ADVICE, Reason
-from shared.errors import BadInput
+from shared.errors import ADVICE, BadInput, Reason
 
 #: Values longer than this are skipped while parsing (their offset is kept).
 DEFER_SIZE = 64 * 1024
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
-IMPLICIT_LE = "1.2.840.10008.1.2"
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
-TRUNCATED_HEADER = "truncated-header"
-TRUNCATED_PIXEL_DATA = "truncated-pixel-data"
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 
 
@@ -57,8 +53,9 @@ class Header:
     bytes_read: int
     requests: int
     digest: str
-    #: Tolerated defects (pydicom reads such files too): TRUNCATED_HEADER, TRUNCATED_PIXEL_DATA.
-    warnings: list[str] = field(default_factory=list)
+    #: Tolerated defects (pydicom reads such files too), as reason codes: Reason.TRUNCATED,
+    #: Reason.TRUNCATED_PIXEL_DATA.
+    warnings: list[Reason] = field(default_factory=list)
     content_md5: bytes | None = None
     etag: str | None = None
 
@@ -124,7 +121,7 @@ def _dcmread(fp: Any, defer_size: int) -> Dataset:
         except InvalidDicomError:
             fp.seek(0)
             if not _looks_like_dataset(fp.read(8)):
-                raise BadInput(Reason.NOT_DICOM, ADVICE[Reason.NOT_DICOM]) from None
+                raise BadInput(Reason.NOT_DICOM) from None
             fp.seek(0)
             return pydicom.dcmread(fp, stop_before_pixels=True, defer_size=defer_size, force=True)
 
@@ -155,7 +152,7 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
     """Parse the header through ``reader``. Raises :class:`BadInput` with a reason code
     for anything that is not a readable DICOM header; other errors (storage) propagate."""
     if reader.size == 0:
-        raise BadInput(Reason.EMPTY, ADVICE[Reason.EMPTY])
+        raise BadInput(Reason.EMPTY)
     try:
         ds = _parse(reader, defer_size)
     except BadInput:
@@ -174,28 +171,33 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
     ts = _text(meta, "TransferSyntaxUID") if meta is not None else None
     implicit, little = _encoding(ds, ts)
     if ts is None:
-        ts = IMPLICIT_LE if implicit and little else ("1.2.840.10008.1.2.2" if not little else "1.2.840.10008.1.2.1")
+        ts = str(facts.syntax_for(implicit, little))
 
-    sop_class = _text(ds, "SOPClassUID") or (_text(meta, "MediaStorageSOPClassUID") if meta is not None else None)
-    if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
-        raise BadInput(Reason.UNSUPPORTED, ADVICE[Reason.UNSUPPORTED])
+    # The identity of an instance is what its data set says (PS3.3: Type 1 in every IOD). The file
+    # meta's Media Storage UIDs only classify the file (a DICOMDIR): a data set without its own
+    # SOP Class/Instance UID is refused (missing-*), never archived under the file meta's UID.
+    sop_class = _text(ds, "SOPClassUID")
+    meta_class = _text(meta, "MediaStorageSOPClassUID") if meta is not None else None
+    if MEDIA_STORAGE_DIRECTORY in (sop_class, meta_class) or "DirectoryRecordSequence" in ds:
+        raise BadInput(Reason.UNSUPPORTED)
 
     header_end = reader.tell()
     tag = offset = length = None
-    if ts not in DEFLATED:
+    deflated = facts.is_deflated(ts)
+    if not deflated:
         tag, offset, length = _locate_pixel_data(reader, little, implicit)
-    warnings_: list[str] = []
-    if ts not in DEFLATED:
-        if not _complete(ds, reader.size, offset):
-            warnings_.append(TRUNCATED_HEADER)
+    warnings_: list[Reason] = []
+    if not deflated:
+        if not _complete(ds, reader.size, offset, reader.prefix()):
+            warnings_.append(Reason.TRUNCATED)
         if offset is not None and length is not None and offset + length > reader.size:
-            warnings_.append(TRUNCATED_PIXEL_DATA)
+            warnings_.append(Reason.TRUNCATED_PIXEL_DATA)
     return Header(
         dataset=ds,
         transfer_syntax_uid=ts,
         study_uid=_text(ds, "StudyInstanceUID"),
         series_uid=_text(ds, "SeriesInstanceUID"),
-        sop_uid=_text(ds, "SOPInstanceUID") or (_text(meta, "MediaStorageSOPInstanceUID") if meta else None),
+        sop_uid=_text(ds, "SOPInstanceUID"),
         sop_class_uid=sop_class,
         size_bytes=reader.size,
         header_end=header_end,
@@ -211,13 +213,19 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
     )
 
 
-def _complete(ds: Dataset, size: int, pixel_offset: int | None) -> bool:
+def _complete(ds: Dataset, size: int, pixel_offset: int | None, prefix: bytes) -> bool:
     """pydicom stops quietly at a short read: a data set that ends inside an element (or
     declares a length past the end of the file) leaves a value shorter than declared.
     Nested items lie inside their parent's extent, so the top level is enough.
-    A file cut inside an element's tag or length leaves 1-7 stray bytes at the end."""
+    A file cut inside an element's tag or length leaves 1-7 stray bytes at the end; one cut
+    inside its file meta leaves the meta shorter than its group length says."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        group_length = meta.get("FileMetaInformationGroupLength")
+        if group_length is not None and prefix[128:132] == b"DICM" and size < 132 + 12 + int(group_length):
+            return False
     data_end = 0
-    for elem in ds._dict.values():
+    for elem in [*(meta._dict.values() if meta is not None else ()), *ds._dict.values()]:
         tell = getattr(elem, "value_tell", None)
         length = getattr(elem, "length", None)
         if tell is None or length is None or length == 0xFFFFFFFF:
@@ -232,11 +240,7 @@ def _encoding(ds: Dataset, ts: str | None) -> tuple[bool, bool]:
     enc: Any = getattr(ds, "original_encoding", None)
     if enc and enc[0] is not None:
         return bool(enc[0]), bool(enc[1])
-    if ts == IMPLICIT_LE:
-        return True, True
-    if ts == "1.2.840.10008.1.2.2":
-        return False, False
-    return False, True
+    return facts.encoding_of(ts) if ts else (False, True)
 
 
 def _is_storage_error(exc: BaseException) -> bool:

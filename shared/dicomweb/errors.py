@@ -31,10 +31,6 @@ class NotAcceptable(HttpProblem):
     status = 406
 
 
-class Conflict(HttpProblem):
-    status = 409
-
-
 class PayloadTooLarge(HttpProblem):
     status = 413
 

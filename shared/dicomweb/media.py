@@ -10,17 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from shared.dicom.facts import has_native_pixels
 from shared.dicomweb.errors import NotAcceptable
 from shared.dicomweb.multipart import parse_content_type
 
 DICOM: Final = "application/dicom"
 DICOM_JSON: Final = "application/dicom+json"
 OCTET: Final = "application/octet-stream"
-
-#: Native (uncompressed) transfer syntaxes: frames go out as application/octet-stream.
-NATIVE_TRANSFER_SYNTAXES: Final = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
-)
 
 #: Encapsulated transfer syntax -> the media type of one frame (PS3.18 Table 8.7.3-2).
 FRAME_MEDIA_TYPES: Final = {
@@ -145,7 +141,7 @@ def check_stored_syntax(requested: str | None, stored: Iterable[str]) -> None:
 
 def frame_media_type(transfer_syntax: str) -> str:
     """The media type of one frame's bytes in ``transfer_syntax``."""
-    if transfer_syntax in NATIVE_TRANSFER_SYNTAXES:
+    if has_native_pixels(transfer_syntax):  # native frames go out as application/octet-stream
         return OCTET
     return FRAME_MEDIA_TYPES.get(transfer_syntax, OCTET)
 

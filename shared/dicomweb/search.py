@@ -21,8 +21,8 @@ from typing import Any
 from shared.dicomweb.attributes import ATTRIBUTES, UID_KEYWORD, Level
 from shared.dicomweb.matching import matches
 from shared.dicomweb.qido import QidoQuery
+from shared.dicomweb.qido_json import DICOM_JSON, render
 from shared.dicomweb.reply import Reply
-from shared.dicomweb.response import DICOM_JSON, render
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from shared.dicomweb.media import negotiate_json
 from shared.dicomweb.multipart import parse_stow_body
 from shared.dicomweb.reply import Reply
 from shared.errors import BadInput
+from shared.ingest.states import STORED, IngestState
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ PROCESSING_FAILURE: Final = 0x0110
 OUT_OF_RESOURCES: Final = 0xA700
 DOES_NOT_MATCH: Final = 0xA900
 CANNOT_UNDERSTAND: Final = 0xC000
-STORED_STATES: Final = frozenset({"archived", "updated", "duplicate"})
 
 
 @dataclass
@@ -88,7 +88,7 @@ def store(call: Any) -> Reply:
             res.state = "failed"
             log.info("STOW %s part %d refused: %s", request_id, n + 1, bad.reason)
             continue
-        res.blob = f"stow/{request_id}/{n + 1:04d}-{sop}.dcm"
+        res.blob = layout.stow_inbox_path(request_id, n + 1, sop)
         try:
             ctx.clients.blob.get_blob_client(layout.INBOX, res.blob).upload_blob(part.content, overwrite=True)
         except AzureError:
@@ -106,9 +106,9 @@ def _await_ingest(ctx: Any, pending: list[PartResult], budget: float) -> None:
         for r in list(pending):
             assert r.blob is not None
             entry = ctx.index.get_log(r.blob)
-            if entry is None or entry.state in ("", "pending"):
+            if entry is None or entry.state in ("", IngestState.PENDING):
                 continue
-            if entry.state in STORED_STATES:
+            if entry.state in STORED:
                 r.state = "stored"
             else:
                 r.state, r.failure = "failed", CANNOT_UNDERSTAND

@@ -21,7 +21,7 @@ from typing import Any
 
 import jsonschema
 
-from shared.errors import BadInput
+from shared.errors import BadInput, Reason
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 SCHEMA_FILE = Path(__file__).with_name("destinations.schema.json")
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
-BAD_DESTINATIONS = "gateway-bad-destinations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +41,21 @@ class Peer:
 
 def parse(raw: bytes) -> dict[str, Peer]:
     """The document as {AE title: peer}; :class:`BadInput` names the entry and field that is wrong."""
-    where = layout.GATEWAY_DESTINATIONS
+    where = layout.GATEWAY_DESTINATIONS_DOC
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(BAD_DESTINATIONS, f"{where} is not JSON ({exc}); fix it and upload it again.") from None
+        raise BadInput(Reason.BAD_CONFIG, f"{where} is not JSON ({exc}); fix it and upload it again.") from None
     errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         err = errors[0]
         path = "/".join(str(p) for p in err.absolute_path) or "(document)"
-        raise BadInput(BAD_DESTINATIONS, f"{where} rejected at {path}: {err.message}")
+        raise BadInput(Reason.BAD_CONFIG, f"{where} rejected at {path}: {err.message}")
     peers: dict[str, Peer] = {}
     for i, d in enumerate(document["destinations"]):
         ae = d["ae"].strip()
         if ae in peers:
-            raise BadInput(BAD_DESTINATIONS, f"{where} rejected at destinations/{i}/ae: {ae!r} is listed twice.")
+            raise BadInput(Reason.BAD_CONFIG, f"{where} rejected at destinations/{i}/ae: {ae!r} is listed twice.")
         peers[ae] = Peer(ae, d["host"], int(d["port"]), bool(d.get("tls", False)))
     return peers
 
@@ -74,7 +73,7 @@ class DestinationsStore:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-        blob = self.container.get_blob_client(layout.GATEWAY_DESTINATIONS)
+        blob = self.container.get_blob_client(layout.GATEWAY_DESTINATIONS_DOC)
         with self._lock:
             try:
                 if self._etag:
@@ -85,7 +84,7 @@ class DestinationsStore:
                 etag = downloader.properties.etag
             except ResourceNotFoundError:
                 if self._etag is not None:
-                    log.info("Gateway destinations: %s was removed; no destinations", layout.GATEWAY_DESTINATIONS)
+                    log.info("Gateway destinations: %s was removed; no destinations", layout.GATEWAY_DESTINATIONS_DOC)
                 self._etag, self._peers = None, {}
                 return {}
             except ResourceModifiedError:  # 304: unchanged since the last read
@@ -108,5 +107,5 @@ class DestinationsStore:
     def put(self, raw: bytes) -> dict[str, Peer]:
         """Validate, then upload (how tools and tests change the document: a bad one never lands)."""
         peers = parse(raw)
-        self.container.upload_blob(layout.GATEWAY_DESTINATIONS, raw, overwrite=True)
+        self.container.upload_blob(layout.GATEWAY_DESTINATIONS_DOC, raw, overwrite=True)
         return peers

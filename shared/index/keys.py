@@ -68,9 +68,9 @@ SETTLE_MARKER_ROW = "~settle"
 """RowKey of the per-study marker in the instances table (arrival clock for debouncing)."""
 
 
-def split_instance_row_key(row_key: str) -> tuple[str, str]:
-    series, _, sop = row_key.partition("_")
-    return series, sop
+def series_row_range(series: str) -> tuple[str, str]:
+    """RowKey range [lo, hi) of one series' instance rows in its study partition."""
+    return f"{series}_", f"{series}`"  # '`' sorts right after '_'
 
 
 # -- lookup rows -----------------------------------------------------------------
@@ -105,6 +105,35 @@ def prefix_range(kind: str, prefix: str) -> tuple[str, str]:
     lo = f"{kind}:{escape(prefix)}"
     return lo, lo + "\U0010ffff"
 
+
+# -- delivery ledger (routing) ----------------------------------------------------------
+
+_DELIVERY_SEP = "~"
+
+
+def _delivery_part(value: str) -> str:
+    return escape(value).replace(_DELIVERY_SEP, "%7E")
+
+
+def delivery_keys(study: str, rule: str, destination: str, unit: str) -> tuple[str, str]:
+    """One ledger row per (study, rule, destination, unit). PartitionKey = StudyInstanceUID (a
+    study's deliveries are one query and never contend across studies); RowKey =
+    ``<rule>~<destination>~<unit>`` with rule and destination escaped (``~`` too, so the split
+    is exact)."""
+    return study, _delivery_prefix(rule, destination) + unit
+
+
+def _delivery_prefix(rule: str, destination: str) -> str:
+    return f"{_delivery_part(rule)}{_DELIVERY_SEP}{_delivery_part(destination)}{_DELIVERY_SEP}"
+
+
+def delivery_range(rule: str, destination: str) -> tuple[str, str]:
+    """RowKey range [lo, hi) of every ledger row of one (rule, destination) in a study partition."""
+    lo = _delivery_prefix(rule, destination)
+    return lo, lo + "\U0010ffff"
+
+
+# -- ingest log --------------------------------------------------------------------------
 
 def ingest_log_keys(blob_name: str) -> tuple[str, str]:
     """One row per inbox blob name; partitions spread by a hash of the name."""

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from shared.dicom.facts import is_derived
 from shared.index import keys
 
 T = TypeVar("T", bound="StudyRecord")
@@ -113,14 +114,6 @@ _KEYWORD = {
 }
 _INT_FIELDS = {"series_number", "instance_number", "rows", "columns", "bits_allocated", "number_of_frames"}
 
-#: SOP classes whose instances are always derived results (SEG, SR family, parametric maps, RT structures...).
-DERIVED_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
-    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation Storage
-    "1.2.840.10008.5.1.4.1.1.30",  # Parametric Map Storage
-}
-
-
 def _plain(value: Any) -> Any:
     """pydicom values → plain types azure-data-tables can serialise."""
     if value is None:
@@ -157,15 +150,8 @@ def from_header(ds: Dataset, **operational: Any) -> InstanceRecord:
             value = _LIST_SEP.join(value)
         values[name] = value
     rec = InstanceRecord(**{**values, **operational})
-    rec.derived = rec.derived or is_derived(rec)
+    rec.derived = rec.derived or is_derived(rec.sop_class_uid, rec.modality)
     return rec
-
-
-def is_derived(rec: InstanceRecord) -> bool:
-    """Derived results (AI SEG/SR, parametric maps) must never trigger inference again."""
-    if rec.sop_class_uid in DERIVED_SOP_CLASSES or rec.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88."):
-        return True
-    return bool(rec.image_type) and rec.image_type[0].upper() == "DERIVED" and rec.modality in {"SEG", "SR"}
 
 
 # -- entity mapping -----------------------------------------------------------------

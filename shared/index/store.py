@@ -24,6 +24,7 @@ from shared.index.records import (
     from_entity,
     to_entity,
 )
+from shared.ingest.states import IngestState
 
 log = logging.getLogger(__name__)
 BATCH = 100  # Table transactions: at most 100 operations, one partition
@@ -33,8 +34,8 @@ def utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Conflict(Exception):
-    """The row changed (or appeared) since it was read."""
+class RowChanged(Exception):
+    """The row changed (or appeared) since it was read: read it again and decide again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class Stored:
 @dataclass(frozen=True, slots=True)
 class IngestLogEntry:
     blob: str
-    state: str  # archived | updated | duplicate | quarantined
+    state: IngestState
     etag: str = ""
     reason: str | None = None
     message: str | None = None
@@ -88,7 +89,7 @@ class IndexStore:
     def put_instance(self, rec: InstanceRecord, *, expect: Stored | None, arrival: float) -> None:
         """Write an instance row and bump the study's arrival marker in ONE transaction.
 
-        ``expect=None`` creates (fails with :class:`Conflict` if the row exists);
+        ``expect=None`` creates (fails with :class:`RowChanged` if the row exists);
         otherwise the update is conditional on the ETag that was read."""
         pk, rk = keys.instance_keys(rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid)
         entity = to_entity(rec, pk, rk)
@@ -105,7 +106,7 @@ class IndexStore:
         except TableTransactionError as exc:
             code = str(getattr(exc, "error_code", "") or "")
             if code in ("EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"):
-                raise Conflict(code) from None
+                raise RowChanged(code) from None
             raise
 
     def study_partition(self, study: str) -> tuple[list[InstanceRecord], dict[str, Any] | None]:
@@ -123,8 +124,7 @@ class IndexStore:
         return self.study_partition(study)[0]
 
     def list_series_instances(self, study: str, series: str) -> list[InstanceRecord]:
-        lo = f"{series}_"
-        hi = f"{series}`"  # '`' sorts right after '_'
+        lo, hi = keys.series_row_range(series)
         flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
         return [from_entity(InstanceRecord, e) for e in
                 self.instances.query_entities(flt, parameters={"pk": study, "lo": lo, "hi": hi})]
@@ -266,7 +266,9 @@ class IndexStore:
 
 def _log_entry(e: Any) -> IngestLogEntry:
     return IngestLogEntry(
-        blob=e.get("blob", ""), state=e.get("state", ""), etag=e.get("etag", ""), reason=e.get("reason"),
-        message=e.get("message"), study=e.get("study"), series=e.get("series"), sop=e.get("sop"),
+        blob=e.get("blob", ""), state=IngestState(e.get("state") or IngestState.UNKNOWN),
+        etag=e.get("etag", ""),
+        reason=e.get("reason"), message=e.get("message"), study=e.get("study"), series=e.get("series"),
+        sop=e.get("sop"),
         at=e.get("at", ""),
     )

@@ -26,11 +26,9 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from shared.errors import BadInput
+from shared.errors import BadInput, Reason
 from shared.inference.builtin import measured_prediction
 from shared.inference.model import ImageSet, Prediction, SeriesInfo
-
-BAD_MODEL = "inference-bad-model"
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,10 +56,11 @@ class OnnxSegmentation:
         try:
             self.session = _session(hashlib.sha256(self.content).hexdigest(), self.content)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-            raise BadInput(BAD_MODEL, f"ONNX model {self.name!r} could not be loaded: {type(exc).__name__}.") from None
+            raise BadInput(Reason.INFERENCE_BAD_MODEL,
+                f"ONNX model {self.name!r} could not be loaded: {type(exc).__name__}.") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise BadInput(BAD_MODEL, f"ONNX model {self.name!r} must take one (N, 1, H, W) input.")
+            raise BadInput(Reason.INFERENCE_BAD_MODEL, f"ONNX model {self.name!r} must take one (N, 1, H, W) input.")
         self.input_name = inputs[0].name
 
     def accepts(self, series: SeriesInfo) -> bool:
@@ -78,7 +77,7 @@ class OnnxSegmentation:
                 (probability, *_) = self.session.run(None, {self.input_name: frame})
             except Exception as exc:  # noqa: BLE001 - shape or type mismatch inside onnxruntime
                 raise BadInput(
-                    BAD_MODEL, f"ONNX model {self.name!r} failed on a frame: {type(exc).__name__}."
+                    Reason.INFERENCE_BAD_MODEL, f"ONNX model {self.name!r} failed on a frame: {type(exc).__name__}."
                 ) from None
             probability = np.asarray(probability).reshape(-1, *x.shape[1:])[0]
             mask[i] = probability >= threshold

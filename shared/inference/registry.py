@@ -32,15 +32,13 @@ from typing import Any
 import jsonschema
 import orjson
 
-from shared.errors import BadInput
+from shared.errors import BadInput, Reason
 from shared.inference.builtin import BodySegmentation
 from shared.inference.model import Model
+from shared.storage import layout
 
 log = logging.getLogger(__name__)
 
-#: Blob name of the registry document in :data:`shared.storage.layout.CONFIG`.
-MODELS_BLOB = "inference/models.json"
-BAD_REGISTRY = "inference-bad-registry"
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -94,7 +92,8 @@ def validate_document(document: Any) -> None:
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
-        raise BadInput(BAD_REGISTRY, f"Model registry {MODELS_BLOB}: {_where(first)}: {first.message}")
+        raise BadInput(
+            Reason.INFERENCE_BAD_REGISTRY, f"Model registry {layout.MODELS_DOC}: {_where(first)}: {first.message}")
 
 
 def build_model(entry: Mapping[str, Any], fetch: Callable[[str], bytes] | None = None) -> Model:
@@ -104,7 +103,8 @@ def build_model(entry: Mapping[str, Any], fetch: Callable[[str], bytes] | None =
         from shared.inference.onnx_model import OnnxSegmentation
 
         if fetch is None:
-            raise BadInput(BAD_REGISTRY, f"ONNX model {entry['name']!r} needs the config container to load from.")
+            raise BadInput(
+                Reason.INFERENCE_BAD_REGISTRY, f"ONNX model {entry['name']!r} needs the config container to load from.")
         return OnnxSegmentation(
             name=entry["name"],
             version=entry["version"],
@@ -125,7 +125,8 @@ def build_model(entry: Mapping[str, Any], fetch: Callable[[str], bytes] | None =
     model = factory(**options)
     if not isinstance(model, Model):
         raise BadInput(
-            BAD_REGISTRY, f"Factory {entry['factory']} did not return a Model (name, version, accepts, predict)."
+            Reason.INFERENCE_BAD_REGISTRY,
+            f"Factory {entry['factory']} did not return a Model (name, version, accepts, predict)."
         )
     return model
 
@@ -142,7 +143,8 @@ def parse(raw: bytes | None, fetch: Callable[[str], bytes] | None = None) -> lis
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadInput(BAD_REGISTRY, f"Model registry {MODELS_BLOB} is not JSON: {exc}") from None
+        raise BadInput(
+            Reason.INFERENCE_BAD_REGISTRY, f"Model registry {layout.MODELS_DOC} is not JSON: {exc}") from None
     return models_from_document(document, fetch)
 
 
@@ -155,7 +157,7 @@ def load_models(config_container: Any) -> list[Model]:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        raw: bytes | None = config_container.get_blob_client(MODELS_BLOB).download_blob().read()
+        raw: bytes | None = config_container.get_blob_client(layout.MODELS_DOC).download_blob().read()
     except ResourceNotFoundError:
         raw = None
 
@@ -163,7 +165,8 @@ def load_models(config_container: Any) -> list[Model]:
         try:
             return bytes(config_container.get_blob_client(name).download_blob().read())
         except ResourceNotFoundError:
-            raise BadInput(BAD_REGISTRY, f"Model file {name} is not in the config container.") from None
+            raise BadInput(
+                Reason.INFERENCE_BAD_REGISTRY, f"Model file {name} is not in the config container.") from None
 
     try:
         return parse(raw, fetch)

@@ -19,7 +19,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
-from shared.errors import BadInput
+from shared.dicom import facts
+from shared.errors import BadInput, Reason
 from shared.events.payloads import DicomEvent, base_data, subject_for
 from shared.events.types import EventType
 from shared.inference import pixels
@@ -30,8 +31,6 @@ from shared.storage import layout
 
 log = logging.getLogger(__name__)
 
-#: SOP classes that are results, not acquisitions (SEG, SR family, KO, PR family, RT structures).
-DERIVED_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "RTSTRUCT", "DOC"})
 #: A series larger than this is skipped (the worker's memory is the limit, not the model).
 MAX_INSTANCES = 2000
 MAX_BYTES = 1 << 30
@@ -71,7 +70,7 @@ def series_info(data: Mapping[str, Any]) -> SeriesInfo:
     study = str(data.get("imageStudyInstanceUid") or data.get("studyInstanceUid") or "")
     series = str(data.get("imageSeriesInstanceUid") or data.get("seriesInstanceUid") or "")
     if not study or not series:
-        raise BadInput("inference-bad-event", "Event data needs imageStudyInstanceUid and imageSeriesInstanceUid.")
+        raise BadInput(Reason.INFERENCE_BAD_EVENT, "Event data needs imageStudyInstanceUid and imageSeriesInstanceUid.")
     modality = data.get("modality") or ""
     if isinstance(modality, list):  # a study-level event may list modalities
         modality = modality[0] if len(modality) == 1 else ""
@@ -86,9 +85,8 @@ def series_info(data: Mapping[str, Any]) -> SeriesInfo:
 
 
 def is_derived(info: SeriesInfo) -> bool:
-    from shared.inference.writers import DERIVED_SOP_CLASSES
-
-    return info.derived or info.modality in DERIVED_MODALITIES or info.sop_class_uid in DERIVED_SOP_CLASSES
+    """The event says so, or the one rule (:func:`shared.dicom.facts.is_derived`) does."""
+    return info.derived or facts.is_derived(info.sop_class_uid, info.modality)
 
 
 def read_series(blob_service: Any, info: SeriesInfo) -> list[Dataset]:
@@ -97,7 +95,7 @@ def read_series(blob_service: Any, info: SeriesInfo) -> list[Dataset]:
     blobs = list(container.list_blobs(name_starts_with=layout.series_prefix(info.study_uid, info.series_uid)))
     blobs = [b for b in blobs if b.name.endswith(".dcm")]
     if len(blobs) > MAX_INSTANCES or sum(b.size for b in blobs) > MAX_BYTES:
-        raise BadInput("inference-too-large", f"Series has {len(blobs)} instances; the limit is {MAX_INSTANCES}.")
+        raise BadInput(Reason.INFERENCE_TOO_LARGE, f"Series has {len(blobs)} instances; the limit is {MAX_INSTANCES}.")
     out: list[Dataset] = []
     for b in blobs:
         buf = io.BytesIO()
@@ -111,7 +109,7 @@ def image_sets(info: SeriesInfo, datasets: list[Dataset]) -> list[tuple[str, Ima
     """(source SOP key, image set): one per series for volumes, one per image otherwise."""
     with_pixels = [ds for ds in datasets if "PixelData" in ds]
     if not with_pixels:
-        raise BadInput(pixels.NO_PIXELS, "The series has no instances with pixel data.")
+        raise BadInput(Reason.INFERENCE_NO_PIXELS, "The series has no instances with pixel data.")
     modality = info.modality or str(with_pixels[0].get("Modality", ""))
     if modality in VOLUME_MODALITIES:
         ordered, px, spacing = pixels.load_volume(with_pixels)
@@ -130,8 +128,7 @@ def _to_bytes(ds: Dataset) -> bytes:
 
 
 def inbox_name(model: str, sop_uid: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-    return f"ai/{safe}/{sop_uid}.dcm"
+    return layout.ai_result_inbox_path(model, sop_uid)
 
 
 def run_models(
@@ -172,12 +169,12 @@ def run_inference(data: Mapping[str, Any], blob_service: Any, *, models: list[Mo
     info = series_info(data)
     outcome = InferenceOutcome(info.study_uid, info.series_uid)
     if is_derived(info):
-        outcome.skipped = "derived-input"
+        outcome.skipped = Reason.DERIVED_INPUT
         return outcome
     if models is None:
         models = load_models(blob_service.get_container_client(layout.CONFIG))
     if not any(m.accepts(info) for m in models):
-        outcome.skipped = "no-model-accepts"
+        outcome.skipped = Reason.NO_MODEL_ACCEPTS
         return outcome
     try:
         produced = run_models(info, read_series(blob_service, info), models)
@@ -202,7 +199,7 @@ def run_inference(data: Mapping[str, Any], blob_service: Any, *, models: list[Mo
             result.priority,
         )
     if not outcome.results:
-        outcome.skipped = "no-finding"
+        outcome.skipped = Reason.NO_FINDING
     return outcome
 
 

@@ -188,18 +188,3 @@ def _drop_frame_with_segment(ds: Dataset) -> None:
             del item.ReferencedFrameNumber
     for item in ds.get("ContentSequence", []):
         _drop_frame_with_segment(item)
-
-
-#: SOP classes this package writes, and their relatives: never inference input.
-DERIVED_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
-        "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation
-        "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
-        "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
-        "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
-        "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
-        "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection
-        "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
-    }
-)

@@ -25,26 +25,19 @@ from shared.errors import BadInput
 from shared.events.payloads import image_event, ingest_failed_event
 from shared.events.types import EventType
 from shared.index.records import InstanceRecord, from_header
-from shared.index.store import Conflict, IngestLogEntry, Stored, utcnow
+from shared.index.store import IngestLogEntry, RowChanged, Stored, utcnow
 from shared.ingest.context import Context
 from shared.ingest.settle import enqueue_settle
+from shared.ingest.states import IngestState
 from shared.storage import blobs, layout
 
 log = logging.getLogger(__name__)
 
 
-class State:
-    ARCHIVED = "archived"
-    UPDATED = "updated"
-    DUPLICATE = "duplicate"
-    QUARANTINED = "quarantined"
-    GONE = "gone"
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     blob: str
-    state: str
+    state: IngestState
     study: str | None = None
     series: str | None = None
     sop: str | None = None
@@ -101,11 +94,12 @@ class IngestService:
             existing = ctx.index.get_instance(study, series, sop)
             if existing is not None and existing.record.digest == rec.digest:
                 if existing.record.source != rec.source:
-                    return self._finish(blob, etag, State.DUPLICATE, rec, reader, event=None)
+                    return self._finish(blob, etag, IngestState.DUPLICATE, rec, reader, event=None)
                 # Our own earlier attempt wrote the row. If it also recorded its outcome, only the
                 # inbox clean-up can be missing; otherwise finish its remaining steps.
                 logged = ctx.index.get_log(name)
-                if logged is not None and logged.etag == etag and logged.state in (State.ARCHIVED, State.UPDATED):
+                if logged is not None and logged.etag == etag and logged.state in (IngestState.ARCHIVED,
+                    IngestState.UPDATED):
                     if not ctx.settings.keep_inbox:
                         blobs.delete_if_unchanged(blob, etag)
                     return Outcome(name, logged.state, study, series, sop, bytes_read=reader.bytes_fetched,
@@ -118,19 +112,19 @@ class IngestService:
             self._archive(blob, header, rec)
             try:
                 arrival = self._write_row(rec, existing)
-            except Conflict:
+            except RowChanged:
                 continue  # someone else wrote it meanwhile: look again
             kind = EventType.IMAGE_CREATED if existing is None else EventType.IMAGE_UPDATED
             # The message names this arrival: only the one matching the study marker's last arrival
             # settles, the others (a burst's earlier or concurrent instances) are dropped.
-            enqueue_settle(ctx, study, ctx.settings.settle_delay_seconds, enqueued=arrival)
+            enqueue_settle(ctx, study, ctx.settings.settle_delay_seconds, arrival=arrival)
             break
         else:  # pragma: no cover - five lost races in a row
             from shared.errors import Transient
 
             raise Transient(f"Instance {sop} kept changing under concurrent writes; will retry.")
 
-        state = State.ARCHIVED if kind is EventType.IMAGE_CREATED else State.UPDATED
+        state = IngestState.ARCHIVED if kind is EventType.IMAGE_CREATED else IngestState.UPDATED
         return self._finish(blob, etag, state, rec, reader, event=kind)
 
     # -- steps ----------------------------------------------------------------
@@ -148,7 +142,7 @@ class IngestService:
         self.ctx.index.put_instance(rec, expect=existing, arrival=arrival)
         return arrival
 
-    def _finish(self, blob: Any, etag: str, state: str, rec: InstanceRecord, reader: RangedReader,
+    def _finish(self, blob: Any, etag: str, state: IngestState, rec: InstanceRecord, reader: RangedReader,
                 event: EventType | None) -> Outcome:
         ctx = self.ctx
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
@@ -174,7 +168,7 @@ class IngestService:
             })
         except (ResourceNotFoundError, ResourceModifiedError):
             return self._gone(name)
-        ctx.index.put_log(IngestLogEntry(blob=name, state=State.QUARANTINED, etag=etag, reason=bad.reason,
+        ctx.index.put_log(IngestLogEntry(blob=name, state=IngestState.QUARANTINED, etag=etag, reason=bad.reason,
                                          message=bad.message))
         ctx.publisher.publish([ingest_failed_event(
             blob=name, reason=bad.reason, message=bad.message, service_host=ctx.settings.service_host_name,
@@ -184,7 +178,7 @@ class IngestService:
         if not ctx.settings.keep_inbox:
             blobs.delete_if_unchanged(blob, etag)
         log.warning("Ingest %s: quarantined (%s)", name, bad.reason)
-        return Outcome(name, State.QUARANTINED, reason=bad.reason, message=bad.message,
+        return Outcome(name, IngestState.QUARANTINED, reason=bad.reason, message=bad.message,
                        bytes_read=reader.bytes_fetched, requests=reader.requests)
 
     def _gone(self, name: str) -> Outcome:
@@ -194,5 +188,5 @@ class IngestService:
         log.info("Ingest %s: inbox blob gone or replaced; outcome on record: %s", name,
                  entry.state if entry else "none")
         if entry is None:
-            return Outcome(name, State.GONE)
+            return Outcome(name, IngestState.GONE)
         return Outcome(name, entry.state, entry.study, entry.series, entry.sop, entry.reason, entry.message)

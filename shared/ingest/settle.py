@@ -41,19 +41,44 @@ def _minus(iso: str, seconds: float) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def enqueue_settle(ctx: Context, study: str, delay: float, *, enqueued: float | None = None,
-                   token: str | None = None, force: bool = False) -> None:
-    """Ask for a settle of ``study`` in ``delay`` seconds: the one message format.
+@dataclass(frozen=True, slots=True)
+class SettleRequest:
+    """The settle queue message: the one format its producers (ingest, DELETE, settle's own
+    re-schedule) and its consumer (the ``settle`` function) share.
 
-    ``enqueued``: the arrival time the sender wrote into the study marker; the message runs
-    only while that is still the marker's last arrival. ``token`` marks a settle run's own
+    ``arrival``: the arrival time the sender wrote into the study marker; the message runs only
+    while that is still the marker's last arrival. ``token`` marks a settle run's own
     re-schedule. ``force`` (DELETE, a crashed ingest's retry) runs regardless."""
-    body: dict[str, Any] = {"study": study, "enqueued": time.time() if enqueued is None else enqueued}
-    if token is not None:
-        body["token"] = token
-    if force:
-        body["force"] = True
-    ctx.queue(layout.SETTLE_QUEUE).send_message(orjson.dumps(body).decode(), visibility_timeout=max(0, round(delay)))
+
+    study: str
+    arrival: float = 0.0
+    token: str | None = None
+    force: bool = False
+
+    def to_message(self) -> str:
+        body: dict[str, Any] = {"study": self.study, "arrival": self.arrival}
+        if self.token is not None:
+            body["token"] = self.token
+        if self.force:
+            body["force"] = True
+        return orjson.dumps(body).decode()
+
+    @classmethod
+    def from_message(cls, body: bytes | str) -> SettleRequest:
+        """Parse a queue message; a message that is not ours raises ``ValueError`` (the
+        trigger's poison handling then parks it, after its retries)."""
+        doc = orjson.loads(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
+            raise ValueError("A settle message is a JSON object with a 'study' UID.")
+        return cls(study=doc["study"], arrival=float(doc.get("arrival", 0.0)), token=doc.get("token"),
+                   force=bool(doc.get("force", False)))
+
+
+def enqueue_settle(ctx: Context, study: str, delay: float, *, arrival: float | None = None,
+                   token: str | None = None, force: bool = False) -> None:
+    """Ask for a settle of ``study`` in ``delay`` seconds (see :class:`SettleRequest`)."""
+    request = SettleRequest(study, time.time() if arrival is None else arrival, token, force)
+    ctx.queue(layout.SETTLE_QUEUE).send_message(request.to_message(), visibility_timeout=max(0, round(delay)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +128,9 @@ class SettleService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def settle(self, study: str, enqueued: float = 0.0, token: str | None = None, *,
-               force: bool = False) -> SettleResult:
-        """One settle message. ``enqueued``: the arrival its sender wrote into the study
-        marker; ``token``: set on the message a settle run re-schedules itself with (only the
-        latest token counts); ``force``: run regardless (DELETE, crash retries, tests)."""
+    def settle(self, request: SettleRequest) -> SettleResult:
+        """One settle message (see :class:`SettleRequest`)."""
+        study, enqueued, token, force = request.study, request.arrival, request.token, request.force
         ctx = self.ctx
         ctx.ensure_ready()
         # The marker alone decides whether this message is stale (one point read), so a burst
@@ -198,7 +221,7 @@ class SettleService:
             wait = max(1, round(ctx.settings.stable_age_seconds - (time.time() - last_arrival)))
             new_token = uuid.uuid4().hex
             ctx.index.set_settle_token(study, new_token)
-            enqueue_settle(ctx, study, wait, enqueued=last_arrival, token=new_token)
+            enqueue_settle(ctx, study, wait, arrival=last_arrival, token=new_token)
         log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", study, len(by_series), len(rows),
                  bundles, len(events), "" if stable else " (not yet stable)")
         return SettleResult(study, "stable" if stable else "settled", len(by_series), len(rows), bundles, len(events))

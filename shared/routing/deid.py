@@ -31,9 +31,7 @@ from importlib.metadata import version
 from dicognito.anonymizer import Anonymizer
 from pydicom.dataset import Dataset
 
-from shared.errors import BadInput
-
-BURNED_IN = "export-burned-in-annotation"
+from shared.errors import BadInput, Reason
 
 #: Free text and other attributes the Basic Profile removes (action X) that dicognito leaves.
 REMOVE = (
@@ -95,7 +93,8 @@ def _remove_everywhere(ds: Dataset, keywords: tuple[str, ...]) -> None:
 def deidentify(ds: Dataset, anonymizer: Anonymizer) -> Dataset:
     """De-identify ``ds`` in place (and return it). Raises :class:`BadInput` for burned-in text."""
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
-        raise BadInput(BURNED_IN, "Burned In Annotation is YES: pixel data would need redaction; not exported.")
+        raise BadInput(Reason.EXPORT_BURNED_IN,
+            "Burned In Annotation is YES: pixel data would need redaction; not exported.")
     ds.remove_private_tags()
     _remove_everywhere(ds, REMOVE)
     anonymizer.anonymize(ds)

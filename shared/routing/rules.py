@@ -17,7 +17,8 @@ A rule fires on its trigger event types (``Dicom.StudyStable`` by default: a stu
 routes when it is stable; ``Dicom.ImageCreated`` routes instance by instance).
 Conditions filter the instances in scope: a string is an exact value or a wildcard
 (``*`` any run, ``?`` one character, as in PS3.4 C.2.2.2.4), a list matches any of
-its members, ``derived`` and ``aiPriority`` are booleans. A document that fails the
+its members, ``derived`` (a result object: SEG, SR, ...; see :mod:`shared.dicom.facts`) and
+``aiPriority`` are booleans. A document that fails the
 schema is rejected with the rule's index, name and field; the last good rules stay
 in force (kept in the config container, so a new worker sees them too).
 """
@@ -33,15 +34,12 @@ from typing import Any
 import jsonschema
 import orjson
 
-from shared.errors import BadInput
+from shared.errors import BadInput, Reason
 from shared.events.types import EventType
+from shared.storage import layout
 
 log = logging.getLogger(__name__)
 
-RULES_BLOB = "routing/rules.json"
-LAST_GOOD_BLOB = "routing/rules.last-good.json"
-STATUS_BLOB = "routing/rules.status.json"
-BAD_RULES = "routing-bad-rules"
 
 TRIGGERS = [
     str(t)
@@ -53,7 +51,8 @@ TRIGGERS = [
         EventType.INFERENCE_COMPLETED,
     )
 ]
-CONDITION_KEYS = ("Modality", "BodyPartExamined", "StationName", "InstitutionName", "SOPClassUID")
+#: ImageType matches its values joined by backslashes (``DERIVED*`` selects reformats and MIPs).
+CONDITION_KEYS = ("Modality", "BodyPartExamined", "StationName", "InstitutionName", "SOPClassUID", "ImageType")
 _text_or_list = {
     "oneOf": [
         {"type": "string", "minLength": 1, "maxLength": 64},
@@ -263,18 +262,20 @@ def validate(document: Any) -> None:
     errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         err = _best(errors[0])
-        raise BadInput(BAD_RULES, f"Routing rules rejected: {_where(document, err)}: {err.message}")
+        raise BadInput(Reason.ROUTING_BAD_RULES, f"Routing rules rejected: {_where(document, err)}: {err.message}")
     names = [r["name"] for r in document["rules"]]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise BadInput(BAD_RULES, f"Routing rules rejected: rule {i} field name: {name!r} is used twice.")
+            raise BadInput(Reason.ROUTING_BAD_RULES,
+                           f"Routing rules rejected: rule {i} field name: {name!r} is used twice.")
 
 
 def parse(raw: bytes) -> tuple[Rule, ...]:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadInput(BAD_RULES, f"Routing rules rejected: {RULES_BLOB} is not JSON ({exc}).") from None
+        raise BadInput(Reason.ROUTING_BAD_RULES,
+                       f"Routing rules rejected: {layout.RULES_DOC} is not JSON ({exc}).") from None
     validate(document)
     rules = []
     for r in document["rules"]:
@@ -299,8 +300,8 @@ class RulesStore:
 
     The current document is read on every call (one small blob; routing runs per
     stable study, not per instance). When it validates it is copied to
-    :data:`LAST_GOOD_BLOB`; when it does not, the rejection is logged and written to
-    :data:`STATUS_BLOB`, and the last good document is used instead.
+    :data:`layout.RULES_LAST_GOOD`; when it does not, the rejection is logged and written to
+    :data:`layout.RULES_STATUS`, and the last good document is used instead.
     """
 
     def __init__(self, container: Any) -> None:
@@ -315,11 +316,11 @@ class RulesStore:
             return None
 
     def _status(self, state: str, message: str) -> None:
-        body = orjson.dumps({"state": state, "message": message, "document": RULES_BLOB})
-        self.container.upload_blob(STATUS_BLOB, body, overwrite=True)
+        body = orjson.dumps({"state": state, "message": message, "document": layout.RULES_DOC})
+        self.container.upload_blob(layout.RULES_STATUS, body, overwrite=True)
 
     def current(self) -> RuleSet:
-        raw = self._read(RULES_BLOB)
+        raw = self._read(layout.RULES_DOC)
         if raw is None:
             return RuleSet()
         try:
@@ -327,15 +328,15 @@ class RulesStore:
         except BadInput as exc:
             log.error("%s; the last good rules stay in force.", exc.message)
             self._status("rejected", exc.message)
-            good = self._read(LAST_GOOD_BLOB)
+            good = self._read(layout.RULES_LAST_GOOD)
             return RuleSet(parse(good) if good else (), "last-good" if good else "none", exc.message)
-        if self._read(LAST_GOOD_BLOB) != raw:
-            self.container.upload_blob(LAST_GOOD_BLOB, raw, overwrite=True)
+        if self._read(layout.RULES_LAST_GOOD) != raw:
+            self.container.upload_blob(layout.RULES_LAST_GOOD, raw, overwrite=True)
             self._status("accepted", f"{len(rules)} rules in force")
         return RuleSet(rules, "current")
 
     def put(self, raw: bytes) -> RuleSet:
         """Validate, then upload: the way tools should change rules (a bad document never lands)."""
         parse(raw)
-        self.container.upload_blob(RULES_BLOB, raw, overwrite=True)
+        self.container.upload_blob(layout.RULES_DOC, raw, overwrite=True)
         return self.current()

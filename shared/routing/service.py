@@ -26,17 +26,15 @@ from typing import Any
 import orjson
 
 from shared.config import Settings
+from shared.dicom import facts
 from shared.dicom.header import read_header
 from shared.dicom.ranged import BlobRangeSource, RangedReader
-from shared.errors import BadInput, Transient
+from shared.errors import BadInput, Reason, Transient
 from shared.events.payloads import DicomEvent, base_data, subject_for
 from shared.events.types import EventType
 from shared.index import tables
-from shared.index.deliveries import STUDY_UNIT, DeliveryRow, State
-from shared.index.keys import escape
-from shared.inference.writers import DERIVED_SOP_CLASSES
 from shared.routing.destinations import DeliveryError, Item, StudySummary, open_session
-from shared.routing.ledger import Claim, Ledger
+from shared.routing.ledger import STUDY_UNIT, Claim, DeliveryRow, DeliveryState, Ledger
 from shared.routing.rules import Destination, Rule, RuleSet, RulesStore
 from shared.storage import layout
 
@@ -99,15 +97,14 @@ def facts_of(ds: Any, sop_class: str, event_data: Mapping[str, Any]) -> dict[str
             return ""
         return "" if value is None else str(value).strip()
 
-    image_type = ds.get("ImageType") or []
-    first = str(image_type[0]).upper() if len(image_type) else ""
     return {
         "Modality": text("Modality"),
         "BodyPartExamined": text("BodyPartExamined"),
         "StationName": text("StationName"),
         "InstitutionName": text("InstitutionName"),
         "SOPClassUID": sop_class,
-        "derived": first == "DERIVED" or sop_class in DERIVED_SOP_CLASSES,
+        "ImageType": "\\".join(str(v) for v in (ds.get("ImageType") or [])),
+        "derived": facts.is_derived(sop_class, text("Modality")),
         "aiPriority": bool(event_data.get("priority") or event_data.get("aiPriority")),
     }
 
@@ -117,14 +114,15 @@ def _scope_prefix(event_type: str, data: Mapping[str, Any]) -> tuple[str, str | 
     series = data.get("imageSeriesInstanceUid")
     sop = data.get("imageSopInstanceUid")
     if not study:
-        raise BadInput("routing-bad-event", "Event data needs imageStudyInstanceUid.")
+        raise BadInput(Reason.ROUTING_BAD_EVENT, "Event data needs imageStudyInstanceUid.")
     if event_type in INSTANCE_SCOPE:
         if not (series and sop):
-            raise BadInput("routing-bad-event", "Instance events need imageSeriesInstanceUid and imageSopInstanceUid.")
+            raise BadInput(Reason.ROUTING_BAD_EVENT,
+                "Instance events need imageSeriesInstanceUid and imageSopInstanceUid.")
         return study, layout.instance_path(study, str(series), str(sop))
     if event_type in SERIES_SCOPE:
         if not series:
-            raise BadInput("routing-bad-event", "Series events need imageSeriesInstanceUid.")
+            raise BadInput(Reason.ROUTING_BAD_EVENT, "Series events need imageSeriesInstanceUid.")
         return study, layout.series_prefix(study, str(series))
     return study, layout.study_prefix(study)
 
@@ -160,8 +158,7 @@ def candidates(blob_service: Any, event_type: str, data: Mapping[str, Any]) -> t
 
 
 def deadletter_path(row: DeliveryRow) -> str:
-    """``routing/<study>/<rule>/<destination>/<unit>.json`` in :data:`layout.EVENTS_DEADLETTER`."""
-    return f"routing/{row.study}/{escape(row.rule)}/{escape(row.destination)}/{row.unit}.json"
+    return layout.routing_deadletter_path(row.study, row.rule, row.destination, row.unit)
 
 
 def _deliver(
@@ -208,7 +205,7 @@ def _deliver(
             except DeliveryError as exc:
                 limit = row.attempts if exc.permanent else rule.max_attempts
                 row = ledger.failed(row, exc.message, max_attempts=limit, backoff_seconds=rule.backoff_seconds)
-                if row.state == State.DEAD:
+                if row.state == DeliveryState.DEAD:
                     result.dead_now.append(row)
                 else:
                     result.pending += 1

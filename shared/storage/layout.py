@@ -19,11 +19,6 @@ EVENTS_DEADLETTER: Final = "eventgrid-deadletter"
 #: Every container the app reads or writes (infra creates exactly these).
 CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER)
 
-#: The DIMSE gateway's peers (C-MOVE destinations, Storage Commitment report targets) in :data:`CONFIG`.
-GATEWAY_DESTINATIONS: Final = "gateway/destinations.json"
-#: Where the gateway writes received C-STORE instances in :data:`INBOX` (then ingest takes over).
-GATEWAY_INBOX_PREFIX: Final = "dimse/"
-
 SETTLE_QUEUE: Final = "dicom-settle"
 #: Every queue the app uses (poison queues are created by the host on demand).
 QUEUES: Final = (SETTLE_QUEUE,)
@@ -57,13 +52,47 @@ def series_prefix(study: str, series: str) -> str:
     return f"{study}/{series}/"
 
 
+# -- configuration documents (in CONFIG) ----------------------------------------------------
+
+#: The AI model registry (JSON Schema: ``shared/inference/models.schema.json``).
+MODELS_DOC: Final = "inference/models.json"
+#: The routing rules (JSON Schema: ``shared/routing/rules.schema.json``), the last good copy, and
+#: the status of the last read (why a document was rejected).
+RULES_DOC: Final = "routing/rules.json"
+RULES_LAST_GOOD: Final = "routing/rules.last-good.json"
+RULES_STATUS: Final = "routing/rules.status.json"
+#: The DIMSE gateway's peers: C-MOVE destinations and Storage Commitment report targets
+#: (JSON Schema: ``shared/gateway/destinations.schema.json``).
+GATEWAY_DESTINATIONS_DOC: Final = "gateway/destinations.json"
+
+
+# -- inbox names the app itself writes --------------------------------------------------------
+
+def _safe_segment(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value) or "_"
+
+
+def ai_result_inbox_path(model: str, sop: str) -> str:
+    """Where inference drops a result object in :data:`INBOX` (deterministic: a retry replaces it)."""
+    return f"ai/{_safe_segment(model)}/{sop}.dcm"
+
+
+def gateway_inbox_path(calling_ae: str, association: str, sop: str) -> str:
+    """Where the DIMSE gateway drops a received C-STORE instance in :data:`INBOX`."""
+    return f"dimse/{_safe_segment(calling_ae.strip())}/{association}/{sop}.dcm"
+
+
+def stow_inbox_path(request_id: str, part: int, sop: str) -> str:
+    """Where STOW-RS drops part ``part`` (1-based) of request ``request_id`` in :data:`INBOX`."""
+    return f"stow/{request_id}/{part:04d}-{sop}.dcm"
+
+
+def routing_deadletter_path(study: str, rule: str, destination: str, unit: str) -> str:
+    """The record of a delivery that used its attempts, in :data:`EVENTS_DEADLETTER`."""
+    return f"routing/{study}/{_safe_segment(rule)}/{_safe_segment(destination)}/{unit}.json"
+
+
 def quarantine_path(inbox_name: str, etag: str) -> str:
     """Quarantine copies keep the inbox name, under a folder per content version."""
     tag = "".join(c for c in etag if c.isalnum())[:32] or "noetag"
     return f"{tag}/{inbox_name}"
-
-
-def gateway_inbox_path(calling_ae: str, association: str, sop: str) -> str:
-    """``dimse/<calling AE>/<association id>/<sop>.dcm`` in :data:`INBOX` (the AE title made path-safe)."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in calling_ae.strip()) or "_"
-    return f"{GATEWAY_INBOX_PREFIX}{safe}/{association}/{sop}.dcm"

@@ -21,8 +21,7 @@ from pydicom import dcmread
 from devhost.azurite import free_port
 from devhost.testing import DevHostProcess
 from shared.index.store import IndexStore
-from shared.inference.registry import ENABLE_BUILTIN, MODELS_BLOB
-from shared.routing.rules import LAST_GOOD_BLOB, RULES_BLOB, STATUS_BLOB
+from shared.inference.registry import ENABLE_BUILTIN
 from shared.storage import layout
 from tests.integration.routing_peers import storescp, wait_until
 from tests.phantoms import PATIENT_ID, ellipsoid_ct
@@ -50,8 +49,8 @@ def test_series_gets_ai_results_and_the_study_is_routed_once(devhost: DevHostPro
             }
         ]
     }
-    config.upload_blob(RULES_BLOB, orjson.dumps(rules), overwrite=True)
-    config.upload_blob(MODELS_BLOB, ENABLE_BUILTIN, overwrite=True)  # inference is opt-in
+    config.upload_blob(layout.RULES_DOC, orjson.dumps(rules), overwrite=True)
+    config.upload_blob(layout.MODELS_DOC, ENABLE_BUILTIN, overwrite=True)  # inference is opt-in
     series = ellipsoid_ct(tag="e2e-ai", size=48, pixel_mm=3.5, slice_mm=12.0)
     for ds in series:
         ds.InstitutionName = INSTITUTION
@@ -127,7 +126,7 @@ def test_series_gets_ai_results_and_the_study_is_routed_once(devhost: DevHostPro
             assert got == sorted(str(ds.SOPInstanceUID) for ds in series)
             assert len(stable_again) >= 1
     finally:
-        for name in (RULES_BLOB, LAST_GOOD_BLOB, STATUS_BLOB, MODELS_BLOB):
+        for name in (layout.RULES_DOC, layout.RULES_LAST_GOOD, layout.RULES_STATUS, layout.MODELS_DOC):
             try:
                 config.delete_blob(name)
             except ResourceNotFoundError:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from onnx import TensorProto, helper
 
-from shared.inference.registry import MODELS_BLOB, load_models
+from shared.inference.registry import load_models
 from shared.inference.service import run_inference
 from shared.storage import layout
 from shared.storage.clients import StorageClients
@@ -65,11 +65,11 @@ def test_onnx_model_from_the_config_container_segments_and_measures(blob: object
     data = archive(blob, ellipsoid_ct(axes, tag="onnx-ct"))
     data.update(imageSeriesInstanceUid=ellipsoid_ct(axes, tag="onnx-ct")[0].SeriesInstanceUID, modality="CT")
     config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
-    config.upload_blob(MODELS_BLOB, registry(options={"segmentLabel": "Soft tissue"}), overwrite=True)
+    config.upload_blob(layout.MODELS_DOC, registry(options={"segmentLabel": "Soft tissue"}), overwrite=True)
     try:
         outcome = run_inference(data, blob)
     finally:
-        config.delete_blob(MODELS_BLOB)
+        config.delete_blob(layout.MODELS_DOC)
     (result,) = outcome.results
     assert (result.model, result.version) == ("soft-threshold", "0.3")
     (volume,) = result.measurements.values()
@@ -79,19 +79,19 @@ def test_onnx_model_from_the_config_container_segments_and_measures(blob: object
 
 def test_missing_model_file_is_refused_and_nothing_runs(blob: object) -> None:
     config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
-    config.upload_blob(MODELS_BLOB, registry(blob="models/absent.onnx"), overwrite=True)
+    config.upload_blob(layout.MODELS_DOC, registry(blob="models/absent.onnx"), overwrite=True)
     try:
         assert load_models(config) == []
     finally:
-        config.delete_blob(MODELS_BLOB)
+        config.delete_blob(layout.MODELS_DOC)
 
 
 def test_a_file_that_is_not_onnx_is_refused(blob: object) -> None:
     config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
     config.upload_blob("models/garbage.onnx", b"not a model", overwrite=True)
-    config.upload_blob(MODELS_BLOB, registry(blob="models/garbage.onnx"), overwrite=True)
+    config.upload_blob(layout.MODELS_DOC, registry(blob="models/garbage.onnx"), overwrite=True)
     try:
         assert load_models(config) == []
     finally:
-        config.delete_blob(MODELS_BLOB)
+        config.delete_blob(layout.MODELS_DOC)
         config.delete_blob("models/garbage.onnx")

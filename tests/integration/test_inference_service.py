@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pydicom import dcmread
 
-from shared.inference.registry import ENABLE_BUILTIN, MODELS_BLOB
+from shared.inference.registry import ENABLE_BUILTIN
 from shared.inference.service import run_inference
 from shared.storage import layout
 from shared.storage.clients import StorageClients
@@ -19,9 +19,9 @@ from tests.phantoms import ellipsoid_ct
 def blob(ready_clients: StorageClients) -> Iterator[object]:
     service = ready_clients.blob
     config = service.get_container_client(layout.CONFIG)
-    config.upload_blob(MODELS_BLOB, ENABLE_BUILTIN, overwrite=True)
+    config.upload_blob(layout.MODELS_DOC, ENABLE_BUILTIN, overwrite=True)
     yield service
-    config.delete_blob(MODELS_BLOB)
+    config.delete_blob(layout.MODELS_DOC)
 
 
 def _archive(service: object, datasets: list) -> dict:
@@ -80,15 +80,16 @@ def test_registry_document_controls_which_models_run(blob: object) -> None:
     data = _archive(blob, ellipsoid_ct(tag="svc-registry"))
     config = blob.get_container_client(layout.CONFIG)  # type: ignore[attr-defined]
     try:
-        config.upload_blob(MODELS_BLOB, b'{"models": [{"kind": "builtin", "modalities": ["MG"]}]}', overwrite=True)
+        config.upload_blob(layout.MODELS_DOC, b'{"models": [{"kind": "builtin", "modalities": ["MG"]}]}',
+            overwrite=True)
         assert run_inference(data, blob).skipped == "no-model-accepts"
-        config.upload_blob(MODELS_BLOB, b'{"models": [{"kind": "nonsense"}]}', overwrite=True)
+        config.upload_blob(layout.MODELS_DOC, b'{"models": [{"kind": "nonsense"}]}', overwrite=True)
         assert run_inference(data, blob).skipped == "no-model-accepts"  # refused: nothing nobody chose runs
-        config.delete_blob(MODELS_BLOB)
+        config.delete_blob(layout.MODELS_DOC)
         assert run_inference(data, blob).skipped == "no-model-accepts"  # opt-in: no document, no models
         assert _inbox_names(blob, data["imageStudyInstanceUid"]) == []
     finally:
-        config.upload_blob(MODELS_BLOB, ENABLE_BUILTIN, overwrite=True)
+        config.upload_blob(layout.MODELS_DOC, ENABLE_BUILTIN, overwrite=True)
 
 
 def test_series_without_geometry_is_skipped_with_a_reason(blob: object) -> None:

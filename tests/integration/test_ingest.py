@@ -17,8 +17,9 @@ import pytest
 from devhost.corpus import load_manifest
 from shared.index import keys
 from shared.ingest.context import Context
-from shared.ingest.service import IngestService, State
-from shared.ingest.settle import SettleService
+from shared.ingest.service import IngestService
+from shared.ingest.settle import SettleRequest, SettleService
+from shared.ingest.states import IngestState as State
 from shared.storage import layout
 from tests.integration.eventsink import EventSink
 
@@ -150,7 +151,7 @@ def test_settle_aggregates_lookups_bundle_and_stable_events(pipeline: Context, s
     for e in entries:
         service.ingest(upload(pipeline, (small_corpus / e["path"]).read_bytes()))
     study = entries[0]["study_uid"]
-    result = SettleService(pipeline).settle(study, force=True)
+    result = SettleService(pipeline).settle(SettleRequest(study, force=True))
     assert result.state == "stable"
     rec = pipeline.index.get_study(study)
     assert rec is not None
@@ -171,7 +172,7 @@ def test_settle_aggregates_lookups_bundle_and_stable_events(pipeline: Context, s
     stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
     assert len(stable) == 1
     # Settling again without new arrivals announces nothing new (idempotent).
-    SettleService(pipeline).settle(study, force=True)
+    SettleService(pipeline).settle(SettleRequest(study, force=True))
     stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
     assert len(stable) == 1
 

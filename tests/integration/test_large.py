@@ -12,7 +12,8 @@ import pytest
 
 from devhost.corpus import UidFactory, make_multiframe_mg, make_patients, make_study
 from shared.ingest.context import Context
-from shared.ingest.service import IngestService, State
+from shared.ingest.service import IngestService
+from shared.ingest.states import IngestState as State
 from shared.storage import layout
 
 GiB = 1024**3

@@ -13,7 +13,7 @@ from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from shared.index.query import Criteria, choose, plan_and_fetch
 from shared.ingest.context import Context
 from shared.ingest.service import IngestService
-from shared.ingest.settle import SettleService
+from shared.ingest.settle import SettleRequest, SettleService
 from shared.storage import layout
 
 
@@ -35,7 +35,7 @@ def indexed(pipeline: Context, small_corpus: Path) -> list[dict]:
         blob.upload_blob((small_corpus / e["path"]).read_bytes())
         service.ingest(blob)
     for study in {e["study_uid"] for e in good}:
-        SettleService(pipeline).settle(study, force=True)
+        SettleService(pipeline).settle(SettleRequest(study, force=True))
     return good
 
 

@@ -14,8 +14,8 @@ from pydicom.data import get_testdata_file
 from devhost.azurite import free_port
 from shared.config import Settings
 from shared.events.payloads import DicomEvent
-from shared.index.deliveries import State
 from shared.index.tables import DELIVERIES
+from shared.routing.ledger import DeliveryState as State
 from shared.routing.ledger import Ledger
 from shared.routing.rules import RuleSet, parse
 from shared.routing.service import RoutingPending, route_event

@@ -15,7 +15,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from shared.config import Settings
-from shared.routing.rules import LAST_GOOD_BLOB, RULES_BLOB, STATUS_BLOB, RuleSet, RulesStore, parse
+from shared.routing.rules import RuleSet, RulesStore, parse
 from shared.routing.service import route_event
 from shared.storage import layout
 from shared.storage.clients import StorageClients
@@ -172,7 +172,7 @@ def test_export_deidentified_leaves_no_patient_identity_anywhere(clients: Storag
 
 def test_bad_rules_document_is_rejected_and_the_previous_rules_stay(clients: StorageClients) -> None:
     config = clients.blob.get_container_client(layout.CONFIG)
-    for name in (RULES_BLOB, LAST_GOOD_BLOB, STATUS_BLOB):
+    for name in (layout.RULES_DOC, layout.RULES_LAST_GOOD, layout.RULES_STATUS):
         try:
             config.delete_blob(name)
         except Exception:
@@ -184,11 +184,11 @@ def test_bad_rules_document_is_rejected_and_the_previous_rules_stay(clients: Sto
     bad = {"rules": [good["rules"][0], {"name": "broken", "destinations": [{"type": "dicom", "host": "x"}]}]}
     with pytest.raises(Exception, match="rule 1"):
         RulesStore(config).put(orjson.dumps(bad))  # a tool's put never lands a bad document
-    config.upload_blob(RULES_BLOB, orjson.dumps(bad), overwrite=True)  # someone uploads it anyway
+    config.upload_blob(layout.RULES_DOC, orjson.dumps(bad), overwrite=True)  # someone uploads it anyway
     current = RulesStore(config).current()  # a fresh store: as a new worker would see it
     assert [r.name for r in current.rules] == ["keep-me"] and current.source == "last-good"
     assert current.rejected is not None and "rule 1 ('broken') field destinations[0]" in current.rejected
-    status = orjson.loads(config.download_blob(STATUS_BLOB).readall())
+    status = orjson.loads(config.download_blob(layout.RULES_STATUS).readall())
     assert status["state"] == "rejected" and "rule 1" in status["message"]
-    for name in (RULES_BLOB, LAST_GOOD_BLOB, STATUS_BLOB):
+    for name in (layout.RULES_DOC, layout.RULES_LAST_GOOD, layout.RULES_STATUS):
         config.delete_blob(name)

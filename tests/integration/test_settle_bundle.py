@@ -15,7 +15,7 @@ from devhost.corpus import CorpusOptions, load_manifest, write_corpus
 from shared.ingest import settle as settle_module
 from shared.ingest.context import Context
 from shared.ingest.service import IngestService
-from shared.ingest.settle import SettleService
+from shared.ingest.settle import SettleRequest, SettleService
 from shared.storage import blobs, layout
 
 
@@ -47,13 +47,13 @@ def test_bundle_grows_incrementally_and_follows_replacements(pipeline: Context, 
 
     for e in ct[:5]:
         _ingest(pipeline, (out / e["path"]).read_bytes())
-    SettleService(pipeline).settle(study, force=True)
+    SettleService(pipeline).settle(SettleRequest(study, force=True))
     assert len(_bundle(pipeline, study, series)) == 5
     reads.clear()
 
     for e in ct[5:]:
         _ingest(pipeline, (out / e["path"]).read_bytes())
-    SettleService(pipeline).settle(study, force=True)
+    SettleService(pipeline).settle(SettleRequest(study, force=True))
     bundle = _bundle(pipeline, study, series)
     assert sorted(d["00080018"]["Value"][0] for d in bundle) == sorted(e["sop_uid"] for e in ct)
     sidecar_reads = [p for p in reads if not p.endswith("series.json")]
@@ -66,7 +66,7 @@ def test_bundle_grows_incrementally_and_follows_replacements(pipeline: Context, 
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     _ingest(pipeline, buf.getvalue())
-    SettleService(pipeline).settle(study, force=True)
+    SettleService(pipeline).settle(SettleRequest(study, force=True))
     doc = next(d for d in _bundle(pipeline, study, series) if d["00080018"]["Value"][0] == ct[0]["sop_uid"])
     assert doc["0008103E"]["Value"] == ["replaced"]
 
@@ -86,8 +86,9 @@ def test_a_burst_settles_once_whatever_order_its_messages_run(pipeline: Context,
     mine = []
     for _ in range(20):
         for m in queue.receive_messages(messages_per_page=32, visibility_timeout=30):
-            body = orjson.loads(m.content if m.content.startswith("{") else __import__("base64").b64decode(m.content))
-            if body["study"] == study:
+            body = SettleRequest.from_message(
+                m.content if m.content.startswith("{") else __import__("base64").b64decode(m.content))
+            if body.study == study:
                 mine.append(body)
                 queue.delete_message(m)
         if len(mine) >= len(ct):
@@ -95,7 +96,7 @@ def test_a_burst_settles_once_whatever_order_its_messages_run(pipeline: Context,
     assert len(mine) == len(ct)
     # Concurrent ingests can commit out of order: an instance stamped later may write the marker
     # first, so its message names an arrival newer than the marker's final value. It must not run.
-    mine.append({"study": study, "enqueued": max(b["enqueued"] for b in mine) + 0.5})
+    mine.append(SettleRequest(study, max(b.arrival for b in mine) + 0.5))
     random.Random(1).shuffle(mine)
-    states = [SettleService(pipeline).settle(b["study"], b["enqueued"], b.get("token")).state for b in mine]
+    states = [SettleService(pipeline).settle(b).state for b in mine]
     assert sorted(states).count("superseded") == len(ct), states

@@ -25,7 +25,6 @@ from functions import inference, routing
 from shared.config import reload_settings
 from shared.index.tables import DELIVERIES
 from shared.routing import service as routing_service
-from shared.routing.rules import RULES_BLOB
 from shared.storage import layout
 from shared.storage.clients import get_clients
 from tests.integration.routing_peers import archive
@@ -103,7 +102,7 @@ def test_series_stable_to_inference_to_priority_worklist(published: list[dict[st
             }
         ]
     }
-    config.upload_blob(RULES_BLOB, orjson.dumps(rules), overwrite=True)
+    config.upload_blob(layout.RULES_DOC, orjson.dumps(rules), overwrite=True)
     routing_service._rules_cache.clear()
     try:
         series_data = {**data, "imageSeriesInstanceUid": str(mg.SeriesInstanceUID), "modality": "MG", "derived": False}
@@ -131,7 +130,7 @@ def test_series_stable_to_inference_to_priority_worklist(published: list[dict[st
         assert content["studyInstanceUid"] == str(mg.StudyInstanceUID) and content["priority"] is True
         assert [e["type"] for e in published] == ["Dicom.InferenceCompleted", "Dicom.RoutingCompleted"]
     finally:
-        config.delete_blob(RULES_BLOB)
+        config.delete_blob(layout.RULES_DOC)
         config.delete_blob("inference/models.json")
         routing_service._rules_cache.clear()
 

@@ -9,7 +9,7 @@ from shared.dicomweb.attributes import Level, resolve, snake
 from shared.dicomweb.errors import BadRequest
 from shared.dicomweb.matching import DIFFERENCES, matches
 from shared.dicomweb.qido import MAX_LIMIT, MatchKind, check_path_uid, parse_query
-from shared.dicomweb.response import render
+from shared.dicomweb.qido_json import render
 
 STUDY = {
     "StudyInstanceUID": "1.2.3.1",

@@ -9,7 +9,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from shared.errors import BadInput
+from shared.errors import BadInput, Reason
 from shared.inference import pixels, registry
 from shared.inference.builtin import BodySegmentation, otsu_threshold
 from shared.inference.model import ImageSet, Prediction, SeriesInfo
@@ -67,7 +67,7 @@ def test_duplicate_positions_are_bad_input() -> None:
     datasets[1].ImagePositionPatient = datasets[0].ImagePositionPatient
     with pytest.raises(BadInput) as info:
         pixels.load_volume(datasets)
-    assert info.value.reason == pixels.INCONSISTENT
+    assert info.value.reason == Reason.INFERENCE_INCONSISTENT
 
 
 def test_disc_area_in_square_centimetres() -> None:
@@ -177,5 +177,5 @@ def test_registry_modalities_narrow_the_builtin_model() -> None:
 def test_bad_registry_is_refused_naming_entry_and_field(doc: bytes, expected: str) -> None:
     with pytest.raises(BadInput) as info:
         registry.parse(doc)
-    assert info.value.reason == registry.BAD_REGISTRY
+    assert info.value.reason == Reason.INFERENCE_BAD_REGISTRY
     assert expected in info.value.message

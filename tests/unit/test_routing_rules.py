@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from shared.errors import BadInput
-from shared.routing.rules import BAD_RULES, parse
+from shared.errors import BadInput, Reason
+from shared.routing.rules import parse
 
 DICOM = {"type": "dicom", "aeTitle": "PACS", "host": "127.0.0.1", "port": 104}
 
@@ -77,7 +77,7 @@ def test_conditions(conditions: dict, facts: dict, expected: bool) -> None:
 def test_bad_documents_name_the_rule_index_and_field(rules: list, expected: str) -> None:
     with pytest.raises(BadInput) as info:
         parse(doc(*rules))
-    assert info.value.reason == BAD_RULES
+    assert info.value.reason == Reason.ROUTING_BAD_RULES
     assert expected in info.value.message, info.value.message
 
 
