@@ -33,7 +33,7 @@ def summary(ctx: Context) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     failures = []
     for entry in ctx.index.scan_log():
-        counts[entry.state] += 1
+        counts[str(entry.state)] += 1  # plain str keys: orjson refuses str subclasses as keys
         if entry.reason:
             failures.append({"blob": entry.blob, "reason": entry.reason, "message": entry.message, "at": entry.at})
     failures.sort(key=lambda f: f["at"] or "", reverse=True)
