@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
-PEERS := storescp findscu dcmsend Orthanc dciodvfy
+PEERS := storescp storescu findscu movescu getscu dcmsend Orthanc dciodvfy
 
 .PHONY: setup peers infra-tools test test-unit lint up down demo bench clean
 
@@ -53,10 +53,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The local stack, then the DIMSE gateway on 127.0.0.1:11112 against its Azurite (devhost's default ports).
 up: setup
 	$(PYTHON) -m devhost up --detach --env DICOMFLOW_STABLE_AGE_SECONDS=5
+	DicomStorage=UseDevelopmentStorage=true $(PYTHON) -m gateway up
 
 down: setup
+	-$(PYTHON) -m gateway down
 	$(PYTHON) -m devhost down
 
 demo: setup

@@ -22,7 +22,10 @@ class Gateway:
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
         ctx = Context.from_settings(settings)
-        ctx.ensure_ready()
+        if settings.storage.connection_string:
+            # Azurite: create containers and tables on first start. In Azure infra creates them, and the
+            # gateway's identity may only read tables (roleAssignments.bicep), so it must not try.
+            ctx.ensure_ready()
         return cls(settings, ctx)
 
     @property
