@@ -38,7 +38,7 @@ def test_identifier_gives_the_query_qido_would_parse() -> None:
     qido = parse_query([("PatientName", "mul*"), ("StudyDate", "20200101-20201231")], Level.STUDY)
     assert set(req.query.matches) == set(qido.matches) and len(req.query.matches) == 2
     assert req.query.level is Level.STUDY and req.query.limit == 50
-    assert [k for k, _t, _vr in req.keys] == ["StudyDate", "PatientName", "StudyInstanceUID", "ModalitiesInStudy"]
+    assert [k for k, _t, _vr in req.keys] == ["StudyDate", "ModalitiesInStudy", "PatientName", "StudyInstanceUID"]
 
 
 def test_image_level_with_empty_return_keys_and_uid_lists() -> None:
