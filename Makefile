@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
-PEERS := storescp findscu dcmsend Orthanc dciodvfy chromium
+PEERS := storescp storescu findscu movescu getscu dcmsend Orthanc dciodvfy chromium
 OHIF_STAMP := viewer/.ohif/3.13.2/.complete
 # The local stack's addresses; the viewer site is built for them.
 HTTP_PORT ?= 7071
@@ -80,8 +80,10 @@ up: viewer local.settings.json
 	$(PYTHON) -m devhost up --detach --events infra/events.json --ready-path /api/health $(STACK)
 	@echo "Viewer: http://127.0.0.1:$(VIEWER_PORT)/  (sign in on the development issuer's page; API tokens: \
 	$(PYTHON) -m devhost token --role reader)"
+	DicomStorage=UseDevelopmentStorage=true $(PYTHON) -m gateway up
 
 down: setup
+	-$(PYTHON) -m gateway down
 	$(PYTHON) -m devhost down
 
 demo: viewer local.settings.json
@@ -92,5 +94,5 @@ bench: setup peers
 
 # down first: a stack still running (or left by a host that was killed) must not lose its data folder.
 clean:
-	@if [ -x $(PYTHON) ]; then $(PYTHON) -m devhost down; fi
+	@if [ -x $(PYTHON) ]; then $(PYTHON) -m gateway down; $(PYTHON) -m devhost down; fi
 	rm -rf .azurite .devhost .pytest_cache .mypy_cache .ruff_cache $(VIEWER_SITE) test-artifacts

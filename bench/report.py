@@ -248,11 +248,30 @@ def _query(d: dict[str, Any] | None, label: str) -> str:
     return "\n".join(lines)
 
 
+def _dimse(d: dict[str, Any] | None, label: str) -> str:
+    head = f"## DIMSE C-STORE (`bench/dimse.py`){label}"
+    if not d:
+        return head + "\n\nNot measured yet: `python -m bench.dimse`.\n"
+    o, t = d["ours"], d["orthanc"]
+    return "\n".join([
+        head, "",
+        f"dcmtk `storescu`, {d['senders']} concurrent senders (one association each), {d['instances']} instances "
+        f"({d['bytes'] / 1e6:.0f} MB), {d['reps']} runs each, a fresh receiver per run. Ours answers once the instance "
+        "is durable in `dicom-inbox` (ingest follows asynchronously, see Ingest); Orthanc once it has stored and "
+        "indexed it on local disk.", "",
+        "| | instances/s | receiver CPU ms per instance |", "| --- | --- | --- |",
+        f"| dicomflow gateway (+ Azurite) | {fmt(o['per_second'])} | {fmt(o['cpu_ms_per_instance'], 2)} |",
+        f"| Orthanc {d.get('orthanc_version') or ''} | {fmt(t['per_second'])} | {fmt(t['cpu_ms_per_instance'], 2)} |",
+        "", f"Ratio ours / Orthanc (instances/s, median of paired runs): **{d['ratio_per_second']:.2f}**. "
+        "The gateway's CPU per instance includes the Azure SDK upload (one request per small instance).", ""])
+
+
 def render() -> str:
     ingest, li = _pick("ingest")
     large, ll = _pick("large")
     query, lq = _pick("query")
+    dimse, ld = _pick("dimse")
     text = "\n".join([INTRO, _machine([ingest or {}, large or {}, query or {}]), _ingest(ingest, li),
-                      _large(large, ll), _query(query, lq)])
+                      _large(large, ll), _query(query, lq), _dimse(dimse, ld)])
     (BENCH / "README.md").write_text(text.rstrip() + "\n")
     return text

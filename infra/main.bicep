@@ -125,6 +125,21 @@ param principalId string = ''
 @description('Extra tags for every resource.')
 param tags object = {}
 
+@description('DIMSE gateway image (built from the Dockerfile, e.g. with az acr build); empty: no gateway. Deployed in the primary region.')
+param gatewayImage string = ''
+
+@description('DIMSE gateway: calling AE titles allowed (comma-separated; empty: any that reach the port).')
+param gatewayAllowedAeTitles string = ''
+
+@description('DIMSE gateway: source networks allowed (comma-separated CIDRs; empty: any that reach the port).')
+param gatewayAllowedNetworks string = ''
+
+@description('DIMSE gateway: Key Vault secret URI of its TLS certificate (PEM); empty: plain TCP inside the network.')
+param gatewayTlsCertificateSecretUri string = ''
+
+@description('DIMSE gateway: expose its TCP port outside its virtual network (default: internal, over VPN/ExpressRoute).')
+param gatewayExternalIngress bool = false
+
 var abbrs = loadJsonContent('abbreviations.json')
 // Sign-in: the app validates Entra ID v2 access tokens itself (shared/auth); App Service authentication is not
 // used (it cannot be relied on in Flex Consumption). Local development differs only in issuer and audience.
@@ -284,6 +299,10 @@ var primaryNames = {
   customTopic: '${abbrs.eventGridDomainsTopics}${primaryToken}'
   functionApp: !empty(primaryFunctionAppName) ? primaryFunctionAppName : '${abbrs.webSitesFunctions}${primaryToken}'
   plan: '${abbrs.webServerFarms}${primaryToken}'
+  gatewayIdentity: '${abbrs.managedIdentityUserAssignedIdentities}gw-${primaryToken}'
+  gateway: '${abbrs.appContainerApps}gw-${primaryToken}'
+  gatewayEnvironment: '${abbrs.appManagedEnvironments}${primaryToken}'
+  gatewayVnet: '${abbrs.networkVirtualNetworks}gw-${primaryToken}'
 }
 var secondaryNames = {
   identity: '${abbrs.managedIdentityUserAssignedIdentities}${secondaryToken}'
@@ -296,6 +315,10 @@ var secondaryNames = {
   customTopic: '${abbrs.eventGridDomainsTopics}${secondaryToken}'
   functionApp: !empty(secondaryFunctionAppName) ? secondaryFunctionAppName : '${abbrs.webSitesFunctions}${secondaryToken}'
   plan: '${abbrs.webServerFarms}${secondaryToken}'
+  gatewayIdentity: '${abbrs.managedIdentityUserAssignedIdentities}gw-${secondaryToken}'
+  gateway: '${abbrs.appContainerApps}gw-${secondaryToken}'
+  gatewayEnvironment: '${abbrs.appManagedEnvironments}${secondaryToken}'
+  gatewayVnet: '${abbrs.networkVirtualNetworks}gw-${secondaryToken}'
 }
 
 resource primaryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -334,6 +357,11 @@ module primary 'modules/region.bicep' = {
     corsOrigins: corsOrigins
     functionKeysSecretName: functionKeysSecretName
     userPrincipalId: principalId
+    gatewayImage: gatewayImage
+    gatewayAllowedAeTitles: gatewayAllowedAeTitles
+    gatewayAllowedNetworks: gatewayAllowedNetworks
+    gatewayTlsCertificateSecretUri: gatewayTlsCertificateSecretUri
+    gatewayExternalIngress: gatewayExternalIngress
   }
 }
 

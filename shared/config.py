@@ -74,6 +74,94 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """The DIMSE gateway (``python -m gateway``): who may talk to it and its limits.
+
+    Empty allow-lists mean "anyone who reaches the port" (keep the port internal then).
+    TLS is on when a certificate is given; then plain TCP is refused. With a CA file,
+    clients must also present a certificate signed by it (mutual TLS).
+    """
+
+    ae_title: str = "DICOMFLOW"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    allowed_ae_titles: tuple[str, ...] = ()
+    allowed_networks: tuple[str, ...] = ()
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    max_associations: int = 16
+    max_pdu_bytes: int = 262_144
+    timeout_seconds: float = 30.0
+    #: C-FIND answers at most this many matches; more ends the query with a "narrow it" failure.
+    max_find_results: int = 1000
+    #: Storage Commitment: how long to wait for instances still being ingested before reporting them failed.
+    commitment_wait_seconds: float = 30.0
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
+        p = "DICOMFLOW_GATEWAY_"
+
+        def whole(name: str, default: int, low: int, high: int) -> int:
+            raw = (env.get(p + name) or "").strip()
+            if not raw:
+                return default
+            if not raw.isdigit() or not low <= int(raw) <= high:
+                raise SettingsError(f"Setting {p + name} must be a whole number from {low} to {high}, got {raw!r}")
+            return int(raw)
+
+        def words(name: str) -> tuple[str, ...]:
+            return tuple(w.strip() for w in (env.get(p + name) or "").split(",") if w.strip())
+
+        ae = (env.get(p + "AE_TITLE") or "DICOMFLOW").strip()
+        for title in (ae, *words("ALLOWED_AE_TITLES")):
+            if not 1 <= len(title) <= 16 or "\\" in title or not title.isascii() or not title.isprintable():
+                raise SettingsError(
+                    f"AE title {title!r} in {p}AE_TITLE/{p}ALLOWED_AE_TITLES must be 1-16 printable ASCII "
+                    "characters without a backslash."
+                )
+        networks = words("ALLOWED_NETWORKS")
+        import ipaddress
+
+        for net in networks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"Setting {p}ALLOWED_NETWORKS: {net!r} is not an address or network (e.g. 10.0.0.0/8)."
+                ) from None
+        cert, key, ca = (env.get(p + n) or None for n in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE"))
+        if (key or ca) and not cert:
+            raise SettingsError(f"{p}TLS_KEY_FILE/{p}TLS_CA_FILE need {p}TLS_CERT_FILE (the server certificate).")
+        timeout = (env.get(p + "TIMEOUT_SECONDS") or "").strip()
+        wait = (env.get(p + "COMMITMENT_WAIT_SECONDS") or "").strip()
+        try:
+            timeout_s = float(timeout) if timeout else 30.0
+            wait_s = float(wait) if wait else 30.0
+        except ValueError:
+            raise SettingsError(f"{p}TIMEOUT_SECONDS and {p}COMMITMENT_WAIT_SECONDS are numbers of seconds.") from None
+        return cls(
+            ae_title=ae,
+            host=(env.get(p + "HOST") or "127.0.0.1").strip(),
+            port=whole("PORT", 11112, 1, 65535),
+            allowed_ae_titles=words("ALLOWED_AE_TITLES"),
+            allowed_networks=networks,
+            tls_cert_file=cert,
+            tls_key_file=key,
+            tls_ca_file=ca,
+            max_associations=whole("MAX_ASSOCIATIONS", 16, 1, 1000),
+            max_pdu_bytes=whole("MAX_PDU_BYTES", 262_144, 4096, 16 * 1024 * 1024),
+            timeout_seconds=timeout_s,
+            max_find_results=whole("MAX_FIND_RESULTS", 1000, 1, 100_000),
+            commitment_wait_seconds=wait_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
     events_endpoint: str | None
@@ -91,6 +179,7 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     #: Change feed entries younger than this are held back, so the order a reader sees never changes.
     changefeed_horizon_seconds: float = 2.0
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -139,6 +228,7 @@ class Settings:
                 jwks_cooldown_seconds=num("DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS", 30.0),
             ),
             changefeed_horizon_seconds=num("DICOMFLOW_CHANGEFEED_HORIZON_SECONDS", 2.0),
+            gateway=GatewaySettings.from_env(env),
         )
 
     def require_storage(self) -> StorageSettings:

@@ -77,8 +77,32 @@ param logRetentionInDays int = 30
 @description('Optional user or group object ID granted Storage Blob Data Owner on the data account.')
 param userPrincipalId string = ''
 
+@description('DIMSE gateway image; empty: no gateway in this region.')
+param gatewayImage string = ''
+
+@description('DIMSE gateway: calling AE titles allowed (comma-separated; empty: any).')
+param gatewayAllowedAeTitles string = ''
+
+@description('DIMSE gateway: source networks allowed (comma-separated CIDRs; empty: any).')
+param gatewayAllowedNetworks string = ''
+
+@description('DIMSE gateway: Key Vault secret URI of its TLS certificate; empty: plain TCP.')
+param gatewayTlsCertificateSecretUri string = ''
+
+@description('DIMSE gateway: expose the TCP port outside its virtual network.')
+param gatewayExternalIngress bool = false
+
+var deployGateway = !empty(gatewayImage)
+
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: names.identity
+  location: location
+  tags: tags
+}
+
+// The DIMSE gateway runs as its own identity: it needs far less than the function app.
+resource gatewayIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = if (deployGateway) {
+  name: names.gatewayIdentity
   location: location
   tags: tags
 }
@@ -158,7 +182,33 @@ module roles 'roleAssignments.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     userPrincipalId: userPrincipalId
+    gatewayPrincipalId: deployGateway ? gatewayIdentity!.properties.principalId : ''
   }
+}
+
+module gateway 'gateway.bicep' = if (deployGateway) {
+  name: 'dimse-gateway'
+  params: {
+    location: location
+    tags: tags
+    environmentName: names.gatewayEnvironment
+    name: names.gateway
+    vnetName: names.gatewayVnet
+    identityId: gatewayIdentity!.id
+    identityClientId: gatewayIdentity!.properties.clientId
+    image: gatewayImage
+    dataBlobEndpoint: dataStorage.outputs.blobEndpoint
+    dataTableEndpoint: dataStorage.outputs.tableEndpoint
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    allowedAeTitles: gatewayAllowedAeTitles
+    allowedNetworks: gatewayAllowedNetworks
+    tlsCertificateSecretUri: gatewayTlsCertificateSecretUri
+    externalIngress: gatewayExternalIngress
+  }
+  // The identity must hold its roles before the first replica reads the index and the config container.
+  dependsOn: [
+    roles
+  ]
 }
 
 module functionApp 'functionApp.bicep' = {
@@ -206,3 +256,4 @@ output customTopicName string = eventGrid.outputs.customTopicName
 output customTopicEndpoint string = eventGrid.outputs.customTopicEndpoint
 output keyVaultName string = keyVault.outputs.name
 output logAnalyticsWorkspaceId string = monitoring.outputs.logAnalyticsWorkspaceId
+output gatewayName string = deployGateway ? gateway!.outputs.name : ''

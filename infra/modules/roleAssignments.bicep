@@ -22,6 +22,9 @@ param keyVaultName string
 @description('Optional: a user or group object ID (the deployer) that may upload to and read the data account.')
 param userPrincipalId string = ''
 
+@description('Optional: principal ID of the DIMSE gateway\'s identity (empty: no gateway in this region).')
+param gatewayPrincipalId string = ''
+
 // The allow-list. Nothing else may be assigned.
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
@@ -30,6 +33,8 @@ var roles = {
   eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
+  storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6' // Storage Table Data Reader
 }
 
 resource dataAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -150,5 +155,37 @@ resource userBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = if
   properties: {
     principalId: userPrincipalId
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+  }
+}
+
+// The DIMSE gateway: writes the inbox and reads the archive and its config (blobs), reads the index (tables),
+// reads its TLS certificate (Key Vault). No queue, no event topic, no delete on tables.
+resource gatewayBlobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(gatewayPrincipalId)) {
+  name: guid(dataAccount.id, gatewayPrincipalId, roles.storageBlobDataContributor)
+  scope: dataAccount
+  properties: {
+    principalId: gatewayPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
+
+resource gatewayTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(gatewayPrincipalId)) {
+  name: guid(dataAccount.id, gatewayPrincipalId, roles.storageTableDataReader)
+  scope: dataAccount
+  properties: {
+    principalId: gatewayPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataReader)
+  }
+}
+
+resource gatewaySecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(gatewayPrincipalId)) {
+  name: guid(vault.id, gatewayPrincipalId, roles.keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    principalId: gatewayPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
   }
 }

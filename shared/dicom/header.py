@@ -10,6 +10,7 @@ pixel data element). Only the bytes the parse needs are fetched; values larger t
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from shared.dicom import facts
-from shared.dicom.ranged import BytesRangeSource, RangedReader
+from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader
 from shared.errors import ADVICE, BadInput, Reason
 
 #: Values longer than this are skipped while parsing (their offset is kept).
@@ -249,3 +250,8 @@ def _is_storage_error(exc: BaseException) -> bool:
 def read_header_bytes(data: bytes | bytearray | memoryview, *, defer_size: int = DEFER_SIZE) -> Header:
     """Parse a header held in memory (STOW-RS parts, tests)."""
     return read_header(RangedReader(BytesRangeSource(data)), defer_size=defer_size)
+
+
+def read_header_file(path: str | os.PathLike[str], *, defer_size: int = DEFER_SIZE) -> Header:
+    """Parse the header of a local file (DIMSE C-STORE data sets) without reading its pixel data."""
+    return read_header(RangedReader(FileRangeSource(os.fspath(path))), defer_size=defer_size)

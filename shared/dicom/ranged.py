@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +34,19 @@ class BytesRangeSource:
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         return bytes(self.data[offset:offset + length]), len(self.data)
+
+
+@dataclass
+class FileRangeSource:
+    """A local file (the DIMSE gateway's received C-STORE data sets): reads only what the parse asks for."""
+
+    path: str
+
+    def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+            return data, os.fstat(f.fileno()).st_size
 
 
 class RangedReader(io.RawIOBase):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from shared.dicomweb.attributes import ATTRIBUTES, UID_KEYWORD, Level
@@ -47,8 +47,22 @@ def view_of(record: Any) -> dict[str, Any]:
     return view
 
 
-def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomflow",
-           media_type: str = DICOM_JSON) -> Reply:
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The outcome of :func:`find`: the plan used, the page of matches, and whether more exist."""
+
+    plan: str
+    views: list[dict[str, Any]]
+    examined: int
+    more: bool
+
+
+def find(query: QidoQuery, fetch: Fetch) -> Found:
+    """Plan, fetch candidates, keep exact matches, apply offset and limit.
+
+    The one search both QIDO-RS (:func:`search`, HTTP) and the DIMSE gateway's C-FIND use:
+    the same planner, the same PS3.4 matching, the same de-duplication.
+    """
     plan, candidates = fetch(query)
     uid_key = UID_KEYWORD[query.level]
     seen: set[Any] = set()
@@ -71,9 +85,16 @@ def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomf
             more = True
             break
         page.append(view)
-    log.info("QIDO %s: plan %s, %d candidates examined, %d returned%s", query.level, plan, examined, len(page),
-             " (more available)" if more else "")
-    headers = {"Content-Type": media_type, PLAN_HEADER: plan}
+    return Found(plan, page, examined, more)
+
+
+def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomflow",
+           media_type: str = DICOM_JSON) -> Reply:
+    found = find(query, fetch)
+    page, more = found.views, found.more
+    log.info("QIDO %s: plan %s, %d candidates examined, %d returned%s", query.level, found.plan, found.examined,
+             len(page), " (more available)" if more else "")
+    headers = {"Content-Type": media_type, PLAN_HEADER: found.plan}
     if more:
         headers["Warning"] = (
             f'299 {host} "The number of results exceeded the maximum supported by the server. '

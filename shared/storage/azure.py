@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import threading
 import time
 from collections import Counter
@@ -157,8 +158,12 @@ class AzureBlobStore:
         md5 = hashlib.md5(data).digest() if isinstance(data, bytes) else None  # noqa: S324 - Content-MD5
         settings = (ContentSettings(content_type=content_type, content_md5=bytearray(md5) if md5 else None)
                     if (content_type or md5) else None)
+        streamed: dict[str, Any] = {}
+        if not isinstance(data, bytes) and hasattr(data, "fileno"):  # a file: its length, blocks in parallel
+            streamed = {"length": os.fstat(data.fileno()).st_size - data.tell(), "max_concurrency": 4}
         result = self.service.get_blob_client(container, path).upload_blob(
-            data, overwrite=True, content_settings=settings, metadata=dict(metadata) if metadata else None)
+            data, overwrite=True, content_settings=settings, metadata=dict(metadata) if metadata else None,
+            **streamed)
         return str(result.get("etag", ""))
 
     def copy(self, source: Any, container: str, path: str, *, metadata: Mapping[str, str] | None = None,

@@ -61,7 +61,8 @@ MODELS_DOC: Final = "inference/models.json"
 RULES_DOC: Final = "routing/rules.json"
 RULES_LAST_GOOD: Final = "routing/rules.last-good.json"
 RULES_STATUS: Final = "routing/rules.status.json"
-#: C-MOVE destinations of the DIMSE gateway.
+#: The DIMSE gateway's peers: C-MOVE destinations and Storage Commitment report targets
+#: (JSON Schema: ``shared/gateway/destinations.schema.json``).
 GATEWAY_DESTINATIONS_DOC: Final = "gateway/destinations.json"
 
 
@@ -74,6 +75,11 @@ def _safe_segment(value: str) -> str:
 def ai_result_inbox_path(model: str, sop: str) -> str:
     """Where inference drops a result object in :data:`INBOX` (deterministic: a retry replaces it)."""
     return f"ai/{_safe_segment(model)}/{sop}.dcm"
+
+
+def gateway_inbox_path(calling_ae: str, association: str, sop: str) -> str:
+    """Where the DIMSE gateway drops a received C-STORE instance in :data:`INBOX`."""
+    return f"dimse/{_safe_segment(calling_ae.strip())}/{association}/{sop}.dcm"
 
 
 def stow_inbox_path(request_id: str, part: int, sop: str) -> str:

@@ -43,6 +43,8 @@ ALLOWED_ROLES: Mapping[str, str] = {
     "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "76199698-9eea-4c19-bc75-cec21354c6b6": "Storage Table Data Reader",
 }
 
 #: App settings the Flex Consumption plan rejects or ignores (its deprecation list).

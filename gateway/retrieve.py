@@ -1,0 +1,169 @@
+"""C-MOVE and C-GET SCP: the matching instances, one by one, from ``dicom-archive``.
+
+Which instances: the identifier's keys (PatientID at PATIENT level; Study, Series and SOP
+Instance UIDs below) go through the same search as C-FIND and QIDO, at the instance level.
+Each instance is downloaded from the archive into a temporary file when its turn comes,
+read with its large values deferred, sent, and dropped before the next one: a study of any
+size costs one instance at a time. (pynetdicom's sub-operations take a decoded data set,
+so the instance being sent is encoded in memory once.) Instances are sent in their stored
+transfer syntax (rule RETRIEVE_AS_STORED, as WADO-RS): C-MOVE proposes each SOP class with
+its stored syntax and with the uncompressed ones.
+
+C-MOVE destinations are the peers of ``dicomflow-config/gateway/destinations.json`` (an
+unknown Move Destination gets ``0xA801``). pynetdicom counts the sub-operations and sends
+the pending / completed / failed / warning counts and the final status (success, ``0xB000``
+with the failed SOP Instance UIDs, or failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any, Final
+
+from azure.core.exceptions import AzureError
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.presentation import build_context
+
+from gateway.app import Gateway
+from gateway.query import IdentifierError, parse_identifier, with_limit
+from gateway.tls import client_context
+from shared.dicomweb.attributes import Level
+from shared.dicomweb.qido import QidoQuery
+from shared.dicomweb.search import find
+from shared.ports import BlobGone
+from shared.storage import layout
+
+log = logging.getLogger(__name__)
+
+CANCEL: Final = 0xFE00
+PENDING: Final = 0xFF00
+IDENTIFIER_DOES_NOT_MATCH: Final = 0xA900
+UNABLE_TO_PROCESS: Final = 0xC000
+MAX_SUBOPERATIONS: Final = 65535
+UNCOMPRESSED: Final[list[str | UID]] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+#: Values larger than this stay in the spool file until pynetdicom encodes the data set.
+DEFER_SIZE: Final = 1024 * 1024
+#: RETRIEVE keys: the unique keys of each level (and PatientID for PATIENT level).
+RETRIEVE_KEYS: Final = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _failure(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def matching_instances(gw: Gateway, identifier: Dataset, model: str) -> list[dict[str, Any]]:
+    """The instance views a retrieve identifier names (unique keys only, as PS3.4 C.4.2 / C.4.3 say)."""
+    keys = Dataset()
+    keys.QueryRetrieveLevel = identifier.get("QueryRetrieveLevel", "")
+    for kw in RETRIEVE_KEYS:
+        if kw in identifier and identifier.get(kw) not in (None, ""):
+            keys[kw] = identifier[kw]
+    req = parse_identifier(keys, model, limit=MAX_SUBOPERATIONS)
+    if not req.query.matches:
+        raise IdentifierError("A retrieve needs a unique key (PatientID, Study/Series/SOP Instance UID).")
+    query = QidoQuery(Level.INSTANCE, req.query.matches)
+    found = find(with_limit(query, MAX_SUBOPERATIONS), gw.fetch)
+    if found.more:
+        raise IdentifierError(f"Over {MAX_SUBOPERATIONS} instances; retrieve fewer at a time")
+    log.info("Retrieve %s: plan %s, %d instance(s)", req.level, found.plan, len(found.views))
+    return found.views
+
+
+def contexts_for(views: list[dict[str, Any]]) -> list[Any]:
+    """Presentation contexts to propose to a Move Destination: per SOP class, one with the stored syntaxes
+    other than the two little endian uncompressed ones (compressed, deflated, big endian), one with those two."""
+    by_class: dict[str, set[str]] = {}
+    for v in views:
+        by_class.setdefault(str(v.get("SOPClassUID") or ""), set()).add(str(v.get("AvailableTransferSyntaxUID") or ""))
+    contexts = []
+    for sop_class, syntaxes in sorted(by_class.items()):
+        if not sop_class:
+            continue
+        compressed: list[str | UID] = sorted(s for s in syntaxes if s and s not in UNCOMPRESSED)
+        if compressed:
+            contexts.append(build_context(sop_class, compressed))
+        contexts.append(build_context(sop_class, UNCOMPRESSED))
+    return contexts
+
+
+def _instances(gw: Gateway, views: list[dict[str, Any]], event: Any) -> Iterator[tuple[int, Any]]:
+    """(pending, data set) per instance, downloaded when its turn comes; a missing archive blob
+    becomes a failed sub-operation naming its SOP Instance UID."""
+    for v in views:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        study, series, sop = v["StudyInstanceUID"], v["SeriesInstanceUID"], v["SOPInstanceUID"]
+        fd, spool = tempfile.mkstemp(prefix="dicomflow-gw-", suffix=".dcm")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                gw.blobs.download_to(layout.ARCHIVE, layout.instance_path(study, series, sop), f)
+            ds: Dataset = dcmread(spool, defer_size=DEFER_SIZE)
+        except (BlobGone, AzureError, OSError, ValueError) as exc:
+            log.warning("Retrieve: sop=%s could not be read from the archive (%s)", sop, type(exc).__name__)
+            ds = _unsendable(v)
+        try:
+            yield PENDING, ds
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(spool)
+
+
+def _unsendable(view: dict[str, Any]) -> Dataset:
+    """A stand-in that pynetdicom's sub-operation fails to send (no presentation context for its
+    class), so the failure is counted and its SOP Instance UID listed, as PS3.4 asks."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.0.0.0.0"  # never negotiated
+    ds.SOPInstanceUID = view["SOPInstanceUID"]
+    return ds
+
+
+def handle_move(event: Any, gw: Gateway) -> Iterator[Any]:
+    destination = str(event.move_destination or "").strip()
+    model = str(event.request.AffectedSOPClassUID)
+    peer = gw.destinations.find(destination)
+    if peer is None:
+        log.warning("C-MOVE to %r refused: not in %s/%s", destination, layout.CONFIG, layout.GATEWAY_DESTINATIONS_DOC)
+        yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
+        return
+    try:
+        views = matching_instances(gw, event.identifier, model)
+    except IdentifierError as bad:
+        # pynetdicom allows no status before the destination and count yields: raising here makes it
+        # answer 0xC514 (unable to process); the log says why.
+        log.warning("C-MOVE refused: %s", bad)
+        raise
+    kwargs: dict[str, Any] = {
+        "contexts": contexts_for(views) or [build_context("1.2.840.10008.1.1")],
+        "max_pdu": gw.config.max_pdu_bytes,
+    }
+    if peer.tls:
+        kwargs["tls_args"] = (client_context(gw.config), peer.host)
+    log.info("C-MOVE assoc=%s: %d instance(s) to %s (%s:%d%s)", getattr(event.assoc, "_dicomflow_id", "-"),
+             len(views), peer.ae, peer.host, peer.port, ", TLS" if peer.tls else "")
+    yield peer.host, peer.port, kwargs
+    yield len(views)
+    yield from _instances(gw, views, event)
+
+
+def handle_get(event: Any, gw: Gateway) -> Iterator[Any]:
+    model = str(event.request.AffectedSOPClassUID)
+    try:
+        views = matching_instances(gw, event.identifier, model)
+    except IdentifierError as bad:
+        log.warning("C-GET refused: %s", bad)
+        yield 1  # a count of 0 would end the C-GET with success before our failure status is seen
+        yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(bad)), None
+        return
+    log.info("C-GET assoc=%s: %d instance(s)", getattr(event.assoc, "_dicomflow_id", "-"), len(views))
+    yield len(views)
+    yield from _instances(gw, views, event)

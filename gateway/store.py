@@ -1,0 +1,86 @@
+"""C-STORE SCP: each received data set goes to ``dicom-inbox`` and from there the one ingest path.
+
+pynetdicom writes the data set, as it arrives, to a temporary DICOM file
+(``STORE_RECV_CHUNKED_DATASET``): a large instance never sits in memory whole. The
+handler reads its header with ingest's own code (ranged reads of the file, never
+the pixel data), uploads the file to ``dicom-inbox/dimse/<calling AE>/<association>/<sop>.dcm``
+and answers only when the upload is committed: success means durable. Ingest then
+archives, indexes and announces it like any upload; its outcome is in
+``GET /api/ingest/status?blob=<that name>`` and the events.
+
+A data set that ingest would refuse (no SOP Instance UID, invalid UIDs, an undecodable
+header...) gets failure ``0xC000`` (Cannot understand) with the reason code as the Error
+Comment, so the sender knows at once and keeps its copy; it is still written to the
+inbox, so ingest quarantines it with the same reason (``dicom-quarantine``, the ingest
+log, ``Dicom.IngestFailed``): nothing is silently dropped. A failed upload answers
+``0xA700`` (Out of resources): the sender retries later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any, Final
+
+from azure.core.exceptions import AzureError
+from pydicom.dataset import Dataset
+
+from gateway.app import Gateway
+from shared.dicom.header import read_header_file
+from shared.dicom.validate import is_valid_uid, validate
+from shared.errors import BadInput
+from shared.storage import layout
+
+log = logging.getLogger(__name__)
+
+SUCCESS: Final = 0x0000
+OUT_OF_RESOURCES: Final = 0xA700
+CANNOT_UNDERSTAND: Final = 0xC000
+
+
+def association_id(assoc: Any) -> str:
+    """A short id per association (blob folder and log correlation), assigned on first use."""
+    aid = getattr(assoc, "_dicomflow_id", None)
+    if aid is None:
+        aid = uuid.uuid4().hex[:12]
+        assoc._dicomflow_id = aid
+    return str(aid)
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+def handle_store(event: Any, gw: Gateway) -> Dataset:
+    assoc = event.assoc
+    aid = association_id(assoc)
+    calling = str(assoc.requestor.ae_title).strip()
+    path = event.dataset_path
+    affected = str(event.request.AffectedSOPInstanceUID or "")
+    refused: BadInput | None = None
+    try:
+        _study, _series, sop, _ = validate(read_header_file(path))
+    except BadInput as bad:
+        refused = bad
+        sop = affected
+    name_sop = sop if is_valid_uid(sop) else f"unnamed-{uuid.uuid4().hex[:8]}"
+    blob_name = layout.gateway_inbox_path(calling, aid, name_sop)
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f:
+            gw.blobs.write(layout.INBOX, blob_name, f, content_type="application/dicom")
+    except (AzureError, OSError) as exc:
+        log.warning("C-STORE assoc=%s sop=%s: inbox upload failed (%s); answered 0xA700", aid,
+                    name_sop, type(exc).__name__)
+        return _status(OUT_OF_RESOURCES, "Archive inbox unavailable; retry later")
+    if refused is not None:
+        log.warning("C-STORE assoc=%s from %s: refused (%s), %d bytes -> %s/%s for quarantine", aid, calling,
+                    refused.reason, size, layout.INBOX, blob_name)
+        return _status(CANNOT_UNDERSTAND, str(refused.reason))
+    log.info("C-STORE assoc=%s from %s: sop=%s %d bytes -> %s/%s", aid, calling, sop, size, layout.INBOX, blob_name)
+    return _status(SUCCESS)

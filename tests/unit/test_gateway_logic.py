@@ -1,0 +1,116 @@
+"""The gateway's pure logic: C-FIND identifiers as QIDO queries, patient grouping, response character set,
+the peers document and the gateway settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydicom.dataset import Dataset
+
+from gateway.query import (
+    PATIENT_ROOT_FIND,
+    STUDY_ROOT_FIND,
+    IdentifierError,
+    parse_identifier,
+    patients,
+    response,
+    response_charset,
+)
+from shared.config import GatewaySettings, Settings, SettingsError
+from shared.dicomweb.attributes import Level
+from shared.dicomweb.qido import MatchKind, parse_query
+from shared.errors import BadInput, Reason
+from shared.gateway.destinations import parse
+
+
+def ident(level: str, **values: object) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for k, v in values.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def test_identifier_gives_the_query_qido_would_parse() -> None:
+    req = parse_identifier(ident("STUDY", PatientName="mul*", StudyDate="20200101-20201231", StudyInstanceUID="",
+                                 ModalitiesInStudy=""), STUDY_ROOT_FIND, limit=50)
+    qido = parse_query([("PatientName", "mul*"), ("StudyDate", "20200101-20201231")], Level.STUDY)
+    assert set(req.query.matches) == set(qido.matches) and len(req.query.matches) == 2
+    assert req.query.level is Level.STUDY and req.query.limit == 50
+    assert [k for k, _t, _vr in req.keys] == ["StudyDate", "ModalitiesInStudy", "PatientName", "StudyInstanceUID"]
+
+
+def test_image_level_with_empty_return_keys_and_uid_lists() -> None:
+    req = parse_identifier(ident("IMAGE", SeriesInstanceUID=["1.2.3", "1.2.4"], InstanceNumber=None,
+                                 SOPInstanceUID=""), STUDY_ROOT_FIND, limit=10)
+    (m,) = req.query.matches
+    assert req.query.level is Level.INSTANCE and m.kind is MatchKind.LIST and m.values == ("1.2.3", "1.2.4")
+
+
+def test_unsupported_keys_are_listed_not_matched_and_bad_values_say_why() -> None:
+    req = parse_identifier(ident("STUDY", OtherPatientIDs="X", PatientID="P1"), STUDY_ROOT_FIND, limit=10)
+    assert req.unsupported == ["OtherPatientIDs"] and len(req.query.matches) == 1
+    with pytest.raises(IdentifierError, match="StudyDate"):
+        parse_identifier(ident("STUDY", StudyDate="yesterday"), STUDY_ROOT_FIND, limit=10)
+    with pytest.raises(IdentifierError, match="Patient Root"):
+        parse_identifier(ident("PATIENT", PatientID="P1"), STUDY_ROOT_FIND, limit=10)
+    with pytest.raises(IdentifierError, match="Level"):
+        parse_identifier(ident("WARD"), PATIENT_ROOT_FIND, limit=10)
+
+
+def test_patient_level_matches_only_patient_keys_and_groups_studies() -> None:
+    req = parse_identifier(ident("PATIENT", PatientID="P*", Modality="CT"), PATIENT_ROOT_FIND, limit=10)
+    assert req.unsupported == ["Modality"]
+    views = [{"PatientID": "P1", "PatientName": "A^B", "NumberOfStudyRelatedSeries": 2,
+              "NumberOfStudyRelatedInstances": 5},
+             {"PatientID": "P1", "PatientName": "A^B", "NumberOfStudyRelatedSeries": 1,
+              "NumberOfStudyRelatedInstances": 3},
+             {"PatientID": "P2", "PatientName": "C^D", "NumberOfStudyRelatedSeries": 1,
+              "NumberOfStudyRelatedInstances": 1}]
+    got = list(patients(views))
+    assert [(g["PatientID"], g["NumberOfPatientRelatedStudies"], g["NumberOfPatientRelatedInstances"])
+            for g in got] == [("P1", 2, 8), ("P2", 1, 1)]
+
+
+def test_response_character_set_keeps_the_request_s_when_values_fit() -> None:
+    assert response_charset([], [{"PatientName": "Doe^John"}]) == []
+    assert response_charset(["ISO_IR 100"], [{"PatientName": "Müller^Jürgen"}]) == ["ISO_IR 100"]
+    assert response_charset(["ISO_IR 100"], [{"PatientName": "Иванов^Пётр"}]) == ["ISO_IR 192"]
+    assert response_charset([], [{"PatientName": "山田^太郎"}]) == ["ISO_IR 192"]
+
+
+def test_response_answers_every_requested_key() -> None:
+    req = parse_identifier(ident("STUDY", PatientName="", StudyInstanceUID="", OtherPatientIDs=""),
+                           STUDY_ROOT_FIND, limit=10)
+    ds = response(req, {"PatientName": "Müller^Jürgen", "StudyInstanceUID": "1.2.3"}, retrieve_ae="DICOMFLOW",
+                  charset=["ISO_IR 192"])
+    assert str(ds.PatientName) == "Müller^Jürgen" and ds.StudyInstanceUID == "1.2.3"
+    assert "OtherPatientIDs" in ds and not ds.OtherPatientIDs and ds.RetrieveAETitle == "DICOMFLOW"
+
+
+def test_destinations_document_is_validated_with_the_schema_file() -> None:
+    peers = parse(json.dumps({"destinations": [{"ae": "PACS", "host": "10.0.0.5", "port": 104, "tls": True}]}).encode())
+    assert peers["PACS"].port == 104 and peers["PACS"].tls
+    for bad, where in (({"destinations": [{"ae": "PACS", "host": "h", "port": 0}]}, "destinations/0/port"),
+                       ({"destinations": [{"ae": "A" * 17, "host": "h", "port": 1}]}, "destinations/0/ae"),
+                       ({"destination": []}, "(document)")):
+        with pytest.raises(BadInput) as err:
+            parse(json.dumps(bad).encode())
+        assert err.value.reason is Reason.BAD_CONFIG and where in err.value.message
+    with pytest.raises(BadInput, match="twice"):
+        parse(json.dumps({"destinations": [{"ae": "X", "host": "h", "port": 1}] * 2}).encode())
+
+
+def test_gateway_settings_defaults_and_errors_that_name_the_setting() -> None:
+    g = Settings.from_env({}).gateway
+    assert (g.ae_title, g.host, g.port, g.tls) == ("DICOMFLOW", "127.0.0.1", 11112, False)
+    g = GatewaySettings.from_env({"DICOMFLOW_GATEWAY_ALLOWED_AE_TITLES": "A, B",
+                                  "DICOMFLOW_GATEWAY_ALLOWED_NETWORKS": "10.0.0.0/8"})
+    assert g.allowed_ae_titles == ("A", "B") and g.allowed_networks == ("10.0.0.0/8",)
+    for env, name in (({"DICOMFLOW_GATEWAY_PORT": "0"}, "DICOMFLOW_GATEWAY_PORT"),
+                      ({"DICOMFLOW_GATEWAY_ALLOWED_NETWORKS": "ten"}, "ALLOWED_NETWORKS"),
+                      ({"DICOMFLOW_GATEWAY_AE_TITLE": "X" * 17}, "AE_TITLE"),
+                      ({"DICOMFLOW_GATEWAY_TLS_KEY_FILE": "k.pem"}, "TLS_CERT_FILE")):
+        with pytest.raises(SettingsError, match=name):
+            GatewaySettings.from_env(env)
