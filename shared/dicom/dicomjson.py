@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
 
 from shared.dicom.facts import has_native_pixels_in_place
 from shared.dicom.header import Header
@@ -69,9 +68,3 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
             "vr": vr, "BulkDataURI": bulk_uri(study, series, sop, header.pixel_data_offset, length),
         }
     return dict(sorted(out.items()))
-
-
-
-def dataset_from_json(obj: dict[str, Any]) -> Dataset:
-    """Inverse, for tests and the DICOMweb layer (BulkDataURIs are kept unresolved)."""
-    return Dataset.from_json(obj, bulk_data_uri_handler=lambda *_: b"")

@@ -20,10 +20,10 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline import PipelineRequest
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
-from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.errors import Transient
-from shared.ports import BlobGone, BlobItem
+from shared.ports import Blob, BlobGone, BlobItem
 
 COPY_WAIT_SECONDS = 60.0
 
@@ -46,8 +46,8 @@ class RequestCounter:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def hook(self, service: str) -> Callable[[PipelineRequest], None]:
-        def count(request: PipelineRequest) -> None:
+    def hook(self, service: str) -> Callable[[PipelineRequest[Any]], None]:
+        def count(request: PipelineRequest[Any]) -> None:
             with self._lock:
                 self.counts[f"{service} {request.http_request.method}"] += 1
 
@@ -125,7 +125,7 @@ class AzureBlob:
         return data, _total_size(props, len(data), offset)
 
 
-def _total_size(props: Any, got: int, offset: int) -> int:
+def _total_size(props: Any, got: int, offset: int) -> int:  # Any: the SDK's BlobProperties
     """The blob's total size: ``Content-Range: bytes a-b/TOTAL`` (``size`` is the range's)."""
     content_range = getattr(props, "content_range", None)
     if content_range and "/" in content_range:
@@ -166,7 +166,7 @@ class AzureBlobStore:
             **streamed)
         return str(result.get("etag", ""))
 
-    def copy(self, source: Any, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
+    def copy(self, source: Blob, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
              if_absent: bool = False) -> bool:
         """Copy within the account and wait (bounded) until it is done. ``source`` is a blob of this
         store (its URL is what the service copies from)."""
@@ -254,7 +254,7 @@ class AzureQueues:
         self.service = service
         self._clients: dict[str, Any] = {}
 
-    def _client(self, queue: str) -> Any:
+    def _client(self, queue: str) -> QueueClient:
         client = self._clients.get(queue)
         if client is None:
             client = self.service.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy())
