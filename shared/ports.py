@@ -68,6 +68,11 @@ class Blob(Protocol):
     @property
     def last_modified(self) -> dt.datetime | None: ...
 
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        """The blob's metadata, known after the first read (it comes with the first response)."""
+        ...
+
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         """Up to ``length`` bytes at ``offset`` and the blob's total size; :class:`BlobGone` if
         the blob is absent or changed since the first read."""

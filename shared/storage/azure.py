@@ -71,6 +71,7 @@ class AzureBlob:
         self._etag = etag
         self._md5: bytes | None = None
         self._modified: dt.datetime | None = None
+        self._metadata: dict[str, str] = {}
 
     @property
     def container(self) -> str:
@@ -95,6 +96,10 @@ class AzureBlob:
     @property
     def last_modified(self) -> dt.datetime | None:
         return self._modified
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return self._metadata
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         kwargs: dict[str, Any] = {"offset": offset, "length": length}
@@ -122,6 +127,7 @@ class AzureBlob:
             settings = getattr(props, "content_settings", None)
             self._md5 = getattr(settings, "content_md5", None) if settings else None
             self._modified = props.last_modified
+            self._metadata = dict(getattr(props, "metadata", None) or {})
         return data, _total_size(props, len(data), offset)
 
 
