@@ -356,7 +356,8 @@ class Drill:
     def summary(self) -> str:
         r, n, m = self.results, self.n_primary, self.n_outage
         return (f"DR drill: primary ingested {r.get('ingested', 0)}; secondary served {r.get('qido', 0)}/{n} QIDO, "
-                f"{r.get('wado', 0)}/{n} WADO, {r.get('frames', 0)}/{n} frames; outage writes {r.get('outage', 0)}/{m}; "
+                f"{r.get('wado', 0)}/{n} WADO, {r.get('frames', 0)}/{n} frames; "
+                f"outage writes {r.get('outage', 0)}/{m}; "
                 f"after recovery primary {r.get('primary_after', 0)}/{n + m}, "
                 f"secondary {r.get('secondary_after', 0)}/{n + m}")
 

@@ -460,7 +460,7 @@ class Checker:
             for candidate in self._candidates(value):
                 if not isinstance(candidate, str):
                     continue
-                if "minLength" in n and len(candidate) < n["minLength"] or (
+                if ("minLength" in n and len(candidate) < n["minLength"]) or (
                         "maxLength" in n and len(candidate) > n["maxLength"]):
                     self._problem(scope, node, f"{label}: {path} {candidate!r} must be {n.get('minLength', 0)}-"
                                                f"{n.get('maxLength', '…')} characters")
@@ -523,7 +523,7 @@ class Checker:
             if node.type != "member_expression":
                 continue
             chain = self._chain(scope, node)
-            if chain is None or node.parent is not None and node.parent.type == "member_expression":
+            if chain is None or (node.parent is not None and node.parent.type == "member_expression"):
                 continue  # judge the whole chain once, at its outermost member
             base, names = chain
             if base in scope.modules and names[:1] == ["outputs"] and len(names) >= 2:
