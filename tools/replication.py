@@ -111,7 +111,7 @@ class Replicator:
         from azure.storage.blob import BlobServiceClient, ContentSettings
 
         st = self.state[policy.name]
-        quick = {"retry_total": 0, "connection_timeout": 3, "read_timeout": 30}
+        quick: dict[str, Any] = {"retry_total": 0, "connection_timeout": 3, "read_timeout": 30}
         try:
             src = BlobServiceClient.from_connection_string(policy.source, **quick)
             dst = BlobServiceClient.from_connection_string(policy.destination, **quick)
