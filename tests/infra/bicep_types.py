@@ -409,6 +409,7 @@ class Checker:
         return t, {"$type": "ObjectType", "properties": merged}
 
     def _value(self, scope: Scope, node: tree_sitter.Node, t: TypeRef, label: str, path: str) -> None:
+        node = self._deref_node(scope, node)
         if node.type == "ternary_expression":
             for branch in ("consequence", "alternative"):
                 child = node.child_by_field_name(branch)
