@@ -1,4 +1,4 @@
-"""The ingest vocabulary: the state of one inbox blob, as the ingest log, the status API,
+"""The ingest vocabulary: the state of one inbox blob, as ingest, the status API,
 STOW-RS, the DIMSE gateway and the upload CLI report it. One list, used by all of them."""
 
 from __future__ import annotations
