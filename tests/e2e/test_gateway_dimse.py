@@ -25,7 +25,8 @@ from shared.storage import layout
 from shared.storage.azure import AzureBlobStore
 from tests.e2e.gateway_peers import CALLING, dataset_bytes, dcmtk, self_signed, start_gateway, suboperations
 from tests.e2e.orthanc import OrthancProcess, available
-from tests.integration.routing_peers import storescp, wait_until
+from tests.integration.routing_peers import storescp
+from tests.waiting import wait_until
 from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 pytestmark = pytest.mark.peers
