@@ -71,10 +71,14 @@ def outcome_of(svc: Services, name: str, etag: str, study: str, series: str, sop
         if rec.digest == digest:
             return Outcome(name, IngestState.DUPLICATE, study=study, series=series, sop=sop,
                               updated_at=rec.ingested_at)
-    for change in svc.index.changes(study):
-        if change.source == source and change.sop == sop:
+    history = [c for c in svc.index.changes(study) if c.sop == sop]
+    for change in history:
+        if change.source == source:
             state = IngestState.UPDATED if change.action is Action.UPDATE else IngestState.ARCHIVED
             return Outcome(name, state, study=study, series=series, sop=sop, updated_at=change.at)
+    for change in history:  # identical to a version stored earlier (and replaced since): it was a duplicate
+        if change.digest == digest and change.action is not Action.DELETE:
+            return Outcome(name, IngestState.DUPLICATE, study=study, series=series, sop=sop, updated_at=change.at)
     return Outcome(name, IngestState.PENDING)
 
 
