@@ -40,7 +40,7 @@ from shared.dicomweb.multipart import parse_stow_body
 from shared.dicomweb.reply import Reply
 from shared.errors import BadInput, Reason
 from shared.ingest.service import content_digest
-from shared.ingest.states import STORED, IngestState
+from shared.ingest.states import STORED, IngestState, Outcome
 from shared.ingest.status import outcome_of
 from shared.services import Services
 from shared.storage import layout
@@ -120,7 +120,7 @@ def _await_ingest(svc: Services, pending: list[PartResult], budget: float) -> No
                 quarantined = svc.blobs.properties(layout.QUARANTINE, layout.quarantine_path(r.blob, r.etag))
                 if quarantined is None:
                     continue
-                entry = type(entry)(r.blob, IngestState.QUARANTINED)
+                entry = Outcome(r.blob, IngestState.QUARANTINED)
             if entry.state in STORED:
                 r.state = "stored"
             else:

@@ -36,8 +36,8 @@ from shared.index import changefeed, keys
 from shared.index.records import Action, ChangeEntry
 from shared.index.sequence import time_of_seq
 from shared.index.store import FeedEntry, IndexStore, utcnow
-from shared.ingest.service import IngestService, Outcome
-from shared.ingest.states import IngestState
+from shared.ingest.service import IngestService
+from shared.ingest.states import IngestState, Outcome
 from shared.services import Services
 from shared.storage import layout
 from shared.storage.regions import physical_store, stamp

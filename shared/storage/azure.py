@@ -68,43 +68,16 @@ class AzureBlob:
 
     def __init__(self, client: BlobClient, *, etag: str | None = None) -> None:
         self.client = client
-        self._etag = etag
-        self._md5: bytes | None = None
-        self._modified: dt.datetime | None = None
-        self._metadata: dict[str, str] = {}
-
-    @property
-    def container(self) -> str:
-        return str(self.client.container_name)
-
-    @property
-    def name(self) -> str:
-        return str(self.client.blob_name)
-
-    @property
-    def url(self) -> str:
-        return str(self.client.url)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
-
-    @property
-    def content_md5(self) -> bytes | None:
-        return self._md5
-
-    @property
-    def last_modified(self) -> dt.datetime | None:
-        return self._modified
-
-    @property
-    def metadata(self) -> Mapping[str, str]:
-        return self._metadata
+        self.container, self.name, self.url = str(client.container_name), str(client.blob_name), str(client.url)
+        self.etag = etag
+        self.content_md5: bytes | None = None
+        self.last_modified: dt.datetime | None = None
+        self.metadata: Mapping[str, str] = {}
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         kwargs: dict[str, Any] = {"offset": offset, "length": length}
-        if self._etag:
-            kwargs["etag"] = self._etag
+        if self.etag:
+            kwargs["etag"] = self.etag
             kwargs["match_condition"] = MatchConditions.IfNotModified
         try:
             downloader = self.client.download_blob(**kwargs)
@@ -117,17 +90,17 @@ class AzureBlob:
             if exc.status_code == 416 and offset == 0:
                 props = self.client.get_blob_properties()
                 if int(props.size) == 0:
-                    self._etag = self._etag or props.etag
+                    self.etag = self.etag or props.etag
                     return b"", 0
             raise
         data = downloader.read()
         props = downloader.properties
-        if self._modified is None:
-            self._etag = self._etag or props.etag
+        if self.last_modified is None:
+            self.etag = self.etag or props.etag
             settings = getattr(props, "content_settings", None)
-            self._md5 = getattr(settings, "content_md5", None) if settings else None
-            self._modified = props.last_modified
-            self._metadata = dict(getattr(props, "metadata", None) or {})
+            self.content_md5 = getattr(settings, "content_md5", None) if settings else None
+            self.last_modified = props.last_modified
+            self.metadata = dict(getattr(props, "metadata", None) or {})
         return data, _total_size(props, len(data), offset)
 
 

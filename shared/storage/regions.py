@@ -107,54 +107,32 @@ class Topology:
 
 class FallbackBlob:
     """A :class:`shared.ports.Blob` over the copies of one path in several containers: the first read
-    takes the first copy that exists and pins every later read to it."""
+    takes the first copy that exists and pins every later read to it (its attributes are then that
+    copy's)."""
 
     def __init__(self, candidates: Sequence[Blob], on_found: Callable[[str], None] | None = None) -> None:
         self._candidates = list(candidates)
         self._chosen: Blob | None = None
         self._on_found = on_found
+        self._take(self._candidates[0])
 
-    @property
-    def _current(self) -> Blob:
-        return self._chosen or self._candidates[0]
-
-    @property
-    def container(self) -> str:
-        return self._current.container
-
-    @property
-    def name(self) -> str:
-        return self._current.name
-
-    @property
-    def url(self) -> str:
-        return self._current.url
-
-    @property
-    def etag(self) -> str | None:
-        return self._current.etag
-
-    @property
-    def content_md5(self) -> bytes | None:
-        return self._current.content_md5
-
-    @property
-    def last_modified(self) -> dt.datetime | None:
-        return self._current.last_modified
-
-    @property
-    def metadata(self) -> Mapping[str, str]:
-        return self._current.metadata
+    def _take(self, blob: Blob) -> None:
+        self.container, self.name, self.url = blob.container, blob.name, blob.url
+        self.etag, self.content_md5, self.last_modified = blob.etag, blob.content_md5, blob.last_modified
+        self.metadata: Mapping[str, str] = blob.metadata
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         if self._chosen is not None:
-            return self._chosen.read_range(offset, length)
+            got = self._chosen.read_range(offset, length)
+            self._take(self._chosen)
+            return got
         for blob in self._candidates:
             try:
                 got = blob.read_range(offset, length)
             except BlobGone:
                 continue
             self._chosen = blob
+            self._take(blob)
             if self._on_found is not None:
                 self._on_found(blob.container)
             return got
