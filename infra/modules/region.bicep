@@ -280,6 +280,8 @@ module gateway 'gateway.bicep' = if (deployGateway) {
     vnetName: names.gatewayVnet
     identityId: gatewayIdentity!.id
     identityClientId: gatewayIdentity!.properties.clientId
+    regionKey: regionKey
+    peerRegionKey: peerRegionKey
     image: gatewayImage
     dataBlobEndpoint: dataStorage.outputs.blobEndpoint
     dataTableEndpoint: dataStorage.outputs.tableEndpoint
