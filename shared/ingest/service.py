@@ -124,7 +124,15 @@ class IngestService:
         rec.stamp = stamp_of(blob.metadata, blob.last_modified, svc.topology.writer_of(blob.container))
         doc = to_dicom_json(header, s, se, i)
         meta = self._meta(rec, doc)
-        state = IngestState.ARCHIVED
+        origin = stamp_region(rec.stamp)
+        # Optimistic, as ingest: an instance new to this region is the common case (the peer's replica).
+        try:
+            self._write(rec, meta, expect=None, origin=origin)
+            log.info("Index %s/%s: archived sop=%s", blob.container, blob.name, i)
+            return Outcome(blob.name, IngestState.ARCHIVED, s, se, i, bytes_read=reader.bytes_fetched,
+                           requests=reader.requests)
+        except RowExists:
+            pass
         for _ in range(ATTEMPTS):
             existing = svc.index.get_instance(s, se, i)
             if existing is not None:
@@ -139,7 +147,7 @@ class IngestService:
                     svc.blobs.copy(blob, layout.ARCHIVE, path, metadata={STAMP: rec.stamp})
                 rec.updated_at = utcnow()
             try:
-                self._write(rec, meta, expect=existing, origin=stamp_region(rec.stamp))
+                self._write(rec, meta, expect=existing, origin=origin)
             except (RowExists, RowChanged):
                 continue  # ingest or another indexer wrote this SOP meanwhile: look again
             state = IngestState.UPDATED if existing is not None else IngestState.ARCHIVED

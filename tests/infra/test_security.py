@@ -129,7 +129,8 @@ def test_object_replication_both_ways_destination_first_with_ids_as_parameters(
     main = bicep_files["main.bicep"]
     mods = {sym: body["params"] for sym, path, body in main.modules() if path.endswith("objectReplication.bicep")}
     assert set(mods) == {"toSecondaryDestination", "toSecondarySource", "toPrimaryDestination", "toPrimarySource"}
-    for direction, param in (("toSecondary", "replicationPolicyToSecondary"), ("toPrimary", "replicationPolicyToPrimary")):
+    for direction, param in (("toSecondary", "replicationPolicyToSecondary"),
+                             ("toPrimary", "replicationPolicyToPrimary")):
         # The destination side: 'default' on the first deployment only, the assigned ID afterwards.
         assert "'default'" in str(mods[direction + "Destination"]["policyId"]) and param in str(
             mods[direction + "Destination"]["policyId"])

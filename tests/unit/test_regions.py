@@ -260,3 +260,23 @@ def test_reindex_builds_a_regions_index_from_its_archive_and_resumes() -> None:
     resumed = reindex(pair.b.services)
     assert resumed.resumed == {A_ARCHIVE: names[4]} and resumed.total() == {"current": 3}
     assert pair.b.services.index.get_sync(keys.reindex_keys(A_ARCHIVE)) is None
+
+
+def test_a_replicated_instance_costs_the_secondary_two_requests_and_the_primary_none_per_instance() -> None:
+    pair = Pair(DICOMFLOW_STABLE_AGE_SECONDS="60", DICOMFLOW_SETTLE_DELAY_SECONDS="5")
+    items = study_of(2, 25, tag="cost")
+    for _, _, sop, data in items:
+        pair.ingest("a", data, f"{sop}.dcm")
+    pair.settle("a", items[0][0])
+    pair.replicate("a")
+    b_before, a_before = pair.b.requests(), pair.a.requests()
+    assert pair.follow("b") == {"archived": 50}
+    spent = pair.b.requests() - b_before
+    # Per instance: the header read of the replica and one table transaction (row + change entry), as ingest
+    # without the copy. Per series a pending row, per study a settle message; per run the follower's cursor
+    # (read, saved) and its list of entries still waiting for their file.
+    assert pair.b.blobs.requests["blob GET range"] == 50
+    assert pair.b.tables.requests["table POST batch dicominstances"] == 50
+    assert spent == 50 * 2 + 2 + 1 + 3
+    # The primary pays only the reads of its change feed (a few queries per run, whatever the count).
+    assert pair.a.requests() - a_before <= 8
