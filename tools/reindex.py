@@ -22,7 +22,6 @@ import argparse
 import sys
 from collections import Counter
 
-from shared.config import Settings
 from shared.ingest import reindex
 from shared.services import Services
 from tools import stack
@@ -37,38 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--container", action="append", default=[], metavar="NAME",
                         help="only this archive container (repeatable; default: the region's own and its "
                              "peer's replica)")
-    parser.add_argument("--region", metavar="KEY", help="this region's key (DICOMFLOW_REGION; default: the "
-                                                        "app's setting)")
-    parser.add_argument("--peer-region", metavar="KEY", help="the peer region's key (DICOMFLOW_PEER_REGION)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     stack.add_target_arguments(parser)
-
-
-def _settings(args: argparse.Namespace) -> tuple[Settings, str]:
-    settings, where = stack.settings_for(args)
-    if args.region is not None or args.peer_region is not None:
-        import dataclasses
-
-        region = dataclasses.replace(settings.region, key=args.region if args.region is not None
-                                     else settings.region.key,
-                                     peer=args.peer_region if args.peer_region is not None else settings.region.peer)
-        checked = Settings.from_env({"DICOMFLOW_REGION": region.key, "DICOMFLOW_PEER_REGION": region.peer})
-        settings = dataclasses.replace(settings, region=dataclasses.replace(region, key=checked.region.key,
-                                                                            peer=checked.region.peer))
-    return settings, where
 
 
 def run(args: argparse.Namespace) -> int:
     from azure.core.exceptions import AzureError
     from tqdm import tqdm
 
-    from shared.config import SettingsError
-
     try:
-        settings, where = _settings(args)
-    except (stack.StackError, SettingsError) as exc:
+        settings, where = stack.settings_for(args)
+    except stack.StackError as exc:
         print(f"reindex: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, SettingsError) else 1
+        return 1
     svc = Services.from_settings(settings)
     containers = args.container or list(reindex.archive_containers(svc))
     unknown = set(args.container) - set(reindex.archive_containers(svc))
