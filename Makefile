@@ -62,7 +62,7 @@ $(INFRA_STAMP): tests/infra/requirements-infra.txt
 	@touch $@
 
 test: setup peers infra-tools
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=15
 
 test-unit: setup
 	$(PYTHON) -m pytest -q tests/unit

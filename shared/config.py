@@ -236,6 +236,8 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     #: Change feed entries younger than this are held back, so the order a reader sees never changes.
     changefeed_horizon_seconds: float = 2.0
+    #: Routing reads its rules document at most this often per worker (a new document applies after it).
+    routing_rules_ttl_seconds: float = 15.0
     gateway: GatewaySettings = GatewaySettings()
     region: RegionSettings = RegionSettings()
 
@@ -284,6 +286,7 @@ class Settings:
                 jwks_cooldown_seconds=num("DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS", 30.0),
             ),
             changefeed_horizon_seconds=num("DICOMFLOW_CHANGEFEED_HORIZON_SECONDS", 2.0),
+            routing_rules_ttl_seconds=num("DICOMFLOW_ROUTING_RULES_TTL_SECONDS", 15.0),
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
                                   follow_batch=max(1, int(batch))),

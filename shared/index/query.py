@@ -241,8 +241,22 @@ def _selected(rec: SeriesRecord, c: Criteria, plan: Plan) -> bool:
     return any(t.startswith(token) for t in keys.name_tokens(rec.patient_name or ""))
 
 
+def _pending_filter(c: Criteria, plan: Plan) -> dict[str, str] | None:
+    """The plan's key as an equality the table service can apply, when it is one."""
+    def exact(value: str | None) -> str | None:
+        return value if value and not _WILD.search(value) else None
+
+    if plan.key == "PatientID" and exact(c.patient_id):
+        return {"patient_id": str(c.patient_id)}
+    if plan.key == "AccessionNumber" and exact(c.accession_number):
+        return {"accession_number": str(c.accession_number)}
+    if plan.key == "Modality" and c.modality:
+        return {"modality": c.modality.upper()}
+    return None
+
+
 def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Record]:
-    pending = [p for p in store.list_pending() if _selected(p, c, plan)]
+    pending = [p for p in store.list_pending(_pending_filter(c, plan)) if _selected(p, c, plan)]
     if level == "study":
         seen: set[str] = set()
         for p in pending:

@@ -299,9 +299,10 @@ class IndexStore:
         pk, rk = keys.pending_keys(rec.study_instance_uid, rec.series_instance_uid)
         self.t.upsert(tables.PENDING, to_entity(rec, pk, rk, {"arrival": arrival}))
 
-    def list_pending(self) -> list[SeriesRecord]:
-        """Every series not yet stable (a small table: what arrived in the last quiet period)."""
-        return [from_entity(SeriesRecord, r) for r in self.t.query(tables.PENDING)]
+    def list_pending(self, equals: Mapping[str, Any] | None = None) -> list[SeriesRecord]:
+        """Series not yet stable (a small table: what arrived in the last quiet period), optionally only
+        those with these field values (filtered by the service, so only matches travel)."""
+        return [from_entity(SeriesRecord, r) for r in self.t.query(tables.PENDING, equals=equals)]
 
     def pending_of(self, study: str) -> list[Row]:
         return list(self.t.query(tables.PENDING, pk=study))

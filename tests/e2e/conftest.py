@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 REAL_APP_SETTINGS = ROOT / "local.settings.example.json"
 REAL_APP_EVENTS = ROOT / "infra" / "events.json"
 AUTH_ENV = {"DICOMFLOW_AUTH_ISSUER": "{devhost:issuer}", "DICOMFLOW_AUTH_AUDIENCE": "api://devhost"}
-REAL_APP_ENV = {**AUTH_ENV, "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
+REAL_APP_ENV = {**AUTH_ENV, "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
+                "DICOMFLOW_ROUTING_RULES_TTL_SECONDS": "0"}
 
 
 @pytest.fixture
