@@ -122,8 +122,8 @@ class Follower:
             return "skipped"  # the peer indexed it from our archive: ours already
         if entry.action == str(Action.DELETE):
             return self._delete(entry, origin)
-        if entry.state == "replaced":
-            return "skipped"  # a later entry of the same instance follows
+        if entry.state in ("replaced", "deleted"):
+            return "skipped"  # a later entry of the same instance follows (its update, or its delete)
         outcome = self._index(entry.study, entry.series, entry.sop, origin)
         if outcome.state is IngestState.GONE:
             self.svc.index.put_sync(keys.follow_wait_keys(self.peer, entry.seq), {
