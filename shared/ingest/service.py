@@ -100,9 +100,10 @@ class IngestService:
         :meth:`ingest`, without the copy; the version's stamp comes from the blob's metadata.
 
         New: ``archived``. Same version or same content as the row: ``duplicate`` (nothing written).
-        Older than the row's version: ``superseded``. Newer: ``updated`` and, when the row described
-        a version this region holds, the newer file is copied into this region's own archive too
-        (reads take this region's own copy first). Safe beside ingest: writes are conditional."""
+        Older than the row's version: ``superseded``. Newer: ``updated``, and a newer file that is the
+        peer's replica is also copied into this region's own archive, stamp kept (reads take this
+        region's own copy first, so they serve what the row describes; the older one stays a blob
+        version). Safe beside ingest: writes are conditional."""
         svc = self.svc
         svc.ensure_ready()
         reader = RangedReader(blob)
