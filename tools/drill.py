@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,16 +100,37 @@ def split(total: int, per_study: int) -> tuple[int, int]:
     return total // per_study, per_study
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports, bound together while chosen (so none is handed out twice)."""
+    import socket
+
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 @dataclass
 class Region:
     key: str
     peer: str
     root: Path
-    ports: tuple[int, int, int] = field(default_factory=lambda: (stack.free_port(), stack.free_port(),
-                                                                  stack.free_port()))
-    http_port: int = field(default_factory=stack.free_port)
-    fabric_port: int = field(default_factory=stack.free_port)
+    ports: tuple[int, int, int] = (0, 0, 0)
+    http_port: int = 0
+    fabric_port: int = 0
+    proxy_port: int = 0
     proxy: ReadOnlyProxy | None = None
+
+    def take_ports(self, ports: list[int]) -> None:
+        """Six ports: Azurite (blob, queue, table), the host, its fabric, the read-only proxy."""
+        blob, queue, table, self.http_port, self.fabric_port, self.proxy_port = ports
+        self.ports = (blob, queue, table)
 
     @property
     def state_dir(self) -> Path:
@@ -192,6 +213,10 @@ class Drill:
                 r.state_dir / "devhost.log").exists() else ""
             raise DrillError(f"region {r.key} did not start: {done.stderr.strip()[-800:]} {log_tail}")
         self._create_containers(r)
+
+    def start(self, r: Region) -> None:
+        r.proxy = ReadOnlyProxy(r.ports[0], r.replica_containers(), port=r.proxy_port).start()
+        self.up(r)
 
     def down(self, r: Region) -> None:
         self._devhost("down", "--state-dir", str(r.state_dir), timeout=120)
@@ -306,13 +331,16 @@ class Drill:
                             slices=split(self.n_outage, self.per_study)[1], seed=1302)
         everything = first + later
         a, b = self.a, self.b
-        a.proxy = ReadOnlyProxy(a.ports[0], a.replica_containers()).start()
-        b.proxy = ReadOnlyProxy(b.ports[0], b.replica_containers()).start()
+        # Every port of both regions at once, so none is handed out twice (each region's settings name the
+        # other's storage, so all are fixed before either starts; a restart keeps them).
+        ports = free_ports(12)
+        a.take_ports(ports[:6])
+        b.take_ports(ports[6:])
         self.log("== Two regions: Azurite + devhost + event fabric each (free ports)")
-        self.up(a)
+        self.start(a)
         self.b.state_dir.mkdir(parents=True, exist_ok=True)  # one signing key: the secondary's issuer serves it too
         shutil.copyfile(a.state_dir / "issuer-keys.json", b.state_dir / "issuer-keys.json")
-        self.up(b)
+        self.start(b)
         self.token = self._mint()
         self.replicator = Replicator([
             Policy("primary->secondary", a.storage, b.storage, tuple(layout.regional(c, PRIMARY)

@@ -179,16 +179,18 @@ class ReadOnlyProxy:
 
     ``port`` (after :meth:`start`) is what the app's connection string names as its BlobEndpoint."""
 
-    def __init__(self, upstream_port: int, read_only: Sequence[str], *, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_port: int, read_only: Sequence[str], *, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.upstream = f"http://{host}:{upstream_port}"
         self.read_only = frozenset(read_only)
         self.host = host
-        self.port = 0
+        self.port = port
         self.refused = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._runner: Any = None
+        self._error: OSError | None = None
 
     def blocked(self, method: str, path: str) -> bool:
         """``/account/container/blob...``: a blob write in a destination container."""
@@ -198,13 +200,18 @@ class ReadOnlyProxy:
     def start(self) -> ReadOnlyProxy:
         self._thread = threading.Thread(target=self._serve, name="read-only-proxy", daemon=True)
         self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("the read-only proxy did not start")
+        if not self._ready.wait(30) or self._error is not None:
+            raise RuntimeError(f"the read-only proxy did not start on port {self.port}: {self._error}")
         return self
 
     def _serve(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._start())
+        try:
+            self._loop.run_until_complete(self._start())
+        except OSError as exc:  # the port is taken
+            self._error = exc
+            self._ready.set()
+            return
         self._ready.set()
         self._loop.run_forever()
 
