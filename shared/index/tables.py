@@ -11,6 +11,9 @@ LOOKUP: Final = "dicomlookup"
 PENDING: Final = "dicompending"
 CHANGEFEED: Final = "dicomchangefeed"
 DELIVERIES: Final = "dicomdeliveries"
+#: Progress of work that walks another source: the peer change-feed follower's cursor and the
+#: entries whose file has not been replicated yet, ``reindex``'s position per container.
+SYNC: Final = "dicomsync"
 
 #: Every table the app uses (infra creates exactly these).
-TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, PENDING, CHANGEFEED, DELIVERIES)
+TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, PENDING, CHANGEFEED, DELIVERIES, SYNC)
