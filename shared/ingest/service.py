@@ -22,6 +22,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from shared.dicom.dicomjson import to_dicom_json
 from shared.dicom.header import Header, read_header
@@ -34,7 +35,7 @@ from shared.index.records import (
     ChangeEntry,
     InstanceRecord,
     SeriesRecord,
-    from_header,
+    from_dicom_json,
     pack_meta,
     series_part,
     study_part,
@@ -91,8 +92,12 @@ class IngestService:
             return self._quarantine(blob, bad, reader)
         except BlobGone:
             return self._gone(blob.name)
-        rec = from_header(
-            header.dataset, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
+        try:
+            doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged)
+        except BlobGone:
+            return self._gone(blob.name)
+        rec = from_dicom_json(
+            doc, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
             digest=content_digest(header, blob.content_md5), source=source_of(blob.name, blob.etag),
             pixel_data_offset=header.pixel_data_offset, pixel_data_length=header.pixel_data_length,
             warnings=[str(w) for w in header.warnings], ingested_at=utcnow(),
@@ -100,7 +105,7 @@ class IngestService:
         rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid = study, series, sop
         rec.sop_class_uid = sop_class
         try:
-            state = self._store(blob, header, rec)
+            state = self._store(blob, doc, rec)
         except BlobGone:
             return self._gone(blob.name)
         log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.name, state, sop,
@@ -109,10 +114,9 @@ class IngestService:
                        requests=reader.requests)
 
     # -- steps ----------------------------------------------------------------
-    def _store(self, blob: Blob, header: Header, rec: InstanceRecord) -> IngestState:
+    def _store(self, blob: Blob, doc: dict[str, Any], rec: InstanceRecord) -> IngestState:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
         path = layout.instance_path(s, se, i)
-        doc = to_dicom_json(header, s, se, i)
         meta = pack_meta(doc)
         if meta is None:  # too large for the row (e.g. long per-frame functional groups): a sidecar
             blobs.put_json(self.svc.blobs, layout.METADATA, layout.instance_metadata_path(s, se, i), doc)
