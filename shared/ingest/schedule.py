@@ -17,6 +17,9 @@ wrote the series' pending row:
 
 Across processes (several function instances) each sends its own: settle runs are idempotent,
 and their writes are conditional on the study row they read.
+
+``SettleScheduler.clock`` is the process's quiet-period clock: ingest stamps each instance's
+arrival with it and settle measures the quiet period with it (tests drive it by hand).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,7 +149,7 @@ class IngestService:
     def _write(self, rec: InstanceRecord, meta: dict[str, bytes] | None, *, expect: Stored | None) -> None:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
         self.svc.scheduler.before_write(SeriesRecord(**study_part(rec), **series_part(rec)))
-        rec.arrival = time.time()
+        rec.arrival = self.svc.scheduler.clock()  # the quiet-period clock (settle compares with it)
         rec.seq = self.svc.sequencer.next()
         change = ChangeEntry(s, se, i, Action.UPDATE if expect is not None else Action.CREATE, rec.seq, utcnow(),
                              source=rec.source, digest=rec.digest)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -136,7 +135,7 @@ class SettleService:
             by_series[r.series_instance_uid].append(r)
         now_iso = utcnow()
         last_arrival = _newest(part.instances).arrival
-        stable = time.time() - last_arrival >= svc.settings.stable_age_seconds
+        stable = svc.scheduler.clock() - last_arrival >= svc.settings.stable_age_seconds
         study_rec = StudyRecord(**study_part(_newest(part.instances)))
         study_rec.modalities_in_study = sorted({r.modality for r in part.instances if r.modality})
         study_rec.sop_classes_in_study = sorted({r.sop_class_uid for r in part.instances if r.sop_class_uid})
@@ -311,4 +310,4 @@ class SettleService:
 
 
 def _wait(svc: Services, last_arrival: float) -> float:
-    return max(1.0, svc.settings.stable_age_seconds - (time.time() - last_arrival))
+    return max(1.0, svc.settings.stable_age_seconds - (svc.scheduler.clock() - last_arrival))
