@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from devhost.procs import free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
@@ -24,20 +25,6 @@ DEFAULT_PORTS = (10000, 10001, 10002)
 
 class AzuriteError(RuntimeError):
     """Azurite could not be started; the message says what to do."""
-
-
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def connection_string(blob: int, queue: int, table: int, host: str = "127.0.0.1") -> str:

@@ -48,13 +48,18 @@ def _load(module_name: str) -> ModuleType | None:
         raise
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The CLI parser; with ``only``, just that command's module is imported (fast start)."""
-    parser = argparse.ArgumentParser(prog="python -m devhost", description="a local runtime for Azure Functions "
-                                     "Python v2 apps: Azurite, an Event Grid fabric and a function host")
+DESCRIPTION = "a local runtime for Azure Functions Python v2 apps: Azurite, an Event Grid fabric and a function host"
+
+
+def build_parser(only: str | None = None, *, commands: Sequence[tuple[str, str]] | None = None,
+                 prog: str = "python -m devhost", description: str = DESCRIPTION) -> argparse.ArgumentParser:
+    """The CLI parser of a command list; with ``only``, just that command's module is imported (fast
+    start; the others are listed in ``--help`` without their help line). Reused by the app's own CLI."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for name, module_name in COMMANDS:
+    for name, module_name in (COMMANDS if commands is None else commands):
         if only is not None and name != only:
+            sub.add_parser(name)
             continue
         module = _load(module_name)
         if module is None:
@@ -65,11 +70,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, commands: Sequence[tuple[str, str]] | None = None,
+         prog: str = "python -m devhost", description: str = DESCRIPTION) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    known = {name for name, _ in COMMANDS}
+    commands = COMMANDS if commands is None else commands
+    known = {name for name, _ in commands}
     only = argv[0] if argv and argv[0] in known else None
-    args = build_parser(only).parse_args(argv)
+    args = build_parser(only, commands=commands, prog=prog, description=description).parse_args(argv)
     try:
         return int(args._run(args))
     except KeyboardInterrupt:

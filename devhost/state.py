@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from devhost.azurite import ROOT
+from devhost.procs import pid_alive, read_json, write_json  # the state files' readers (re-exported)
 
 DEFAULT_DIR = ROOT / ".devhost"
 _lock = threading.Lock()
@@ -66,20 +67,6 @@ def state_path(state_dir: Path) -> Path:
 
 def journal_path(state_dir: Path) -> Path:
     return state_dir / "events.jsonl"
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def remove(path: Path) -> None:
@@ -133,23 +120,6 @@ def child_alive(record: dict[str, Any]) -> bool:
         return False
     started, recorded = process_started(pid), record.get("started")
     return started is None or recorded is None or abs(started - float(recorded)) < 1.0
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still "exists": look at /proc where available.
-    with contextlib.suppress(OSError):
-        status = Path(f"/proc/{pid}/status").read_text()
-        if "\nState:\tZ" in status:
-            return False
-    return True
 
 
 class Journal:

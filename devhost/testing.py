@@ -18,10 +18,6 @@ state dir (the watcher remembers what it announced).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,14 +27,18 @@ from typing import Any
 
 from devhost import issuer as dev_issuer
 from devhost import state
-from devhost.azurite import ROOT, Azurite, free_port, port_open
+from devhost.azurite import ROOT, Azurite
+from devhost.procs import ManagedProcess, ProcessError, free_port, port_open
 
 
-class DevHostError(RuntimeError):
+class DevHostError(ProcessError):
     """The devhost did not start; the message carries the tail of its log."""
 
 
-class DevHostProcess:
+class DevHostProcess(ManagedProcess):
+    error = DevHostError
+    name = "devhost"
+
     def __init__(self, app: str = "function_app:app", events: str | Path | None = None, *,
                  azurite: Azurite, env: Mapping[str, str] | None = None, state_dir: str | Path | None = None,
                  watch_from_now: bool = False, timeout: float = 60.0, cwd: str | Path = ROOT,
@@ -55,12 +55,9 @@ class DevHostProcess:
         self.state_dir = Path(state_dir)
         self.watch_from_now = watch_from_now
         self.extra_args = list(extra_args or [])  # more 'up' options, e.g. ["--cors", "*"]
-        self.timeout = timeout
-        self.cwd = Path(cwd)
         self.http_port = free_port()
         self.fabric_port = free_port()
-        self.log_path = self.state_dir / "devhost-test.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(cwd=Path(cwd), log_path=self.state_dir / "devhost-test.log", timeout=timeout)
         keys = state.load_keys(self.state_dir)
         dev_issuer.load_keys(self.state_dir)  # created here, before the host or a test could race for it
         self.key = keys["function"]
@@ -89,10 +86,6 @@ class DevHostProcess:
         """``{"Authorization": "Bearer <token>"}`` for these roles."""
         return {"Authorization": f"Bearer {self.token(*roles, **kwargs)}"}
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
     # -- lifecycle -----------------------------------------------------------------------------------
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "devhost", "up", "--app", self.app,
@@ -108,52 +101,16 @@ class DevHostProcess:
             argv.append("--watch-from-now")
         return argv + self.extra_args
 
+    def ready(self) -> bool:
+        st = state.read_json(state.state_path(self.state_dir))
+        return (isinstance(st, dict) and self.process is not None and st.get("pid") == self.process.pid
+                and bool(st.get("ready")) and port_open(self.http_port))
+
     def start(self) -> DevHostProcess:
         if not self.azurite.answering():
             raise DevHostError("The given Azurite does not answer: start it first (tests: the 'azurite' fixture)")
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv(), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                self.process = None
-                raise DevHostError(f"devhost exited with code {code} at start: {self.logs()[-2000:]}")
-            st = state.read_json(state.state_path(self.state_dir))
-            if (isinstance(st, dict) and st.get("pid") == self.process.pid and st.get("ready")
-                    and port_open(self.http_port)):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise DevHostError(f"devhost was not ready within {self.timeout:.0f} s: {self.logs()[-2000:]}")
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM and wait (SIGKILL after ``timeout``); returns the exit code."""
-        proc, self.process = self.process, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout)
-        return proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL the host (and anything in its process group): a crash."""
-        proc, self.process = self.process, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        self.launch()
+        return self
 
     def restart(self) -> DevHostProcess:
         self.stop()
@@ -172,13 +129,6 @@ class DevHostProcess:
         self.close()
 
     # -- observation ---------------------------------------------------------------------------------
-    def logs(self) -> str:
-        """Everything the host wrote to stdout/stderr so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
     def published_events(self, topic: str | None = None, type: str | None = None) -> list[dict[str, Any]]:
         """Events the fabric accepted (both schemas), oldest first, optionally by topic and type."""
         out = []

@@ -8,7 +8,7 @@
 * :class:`Transient` — a dependency failed in a way a retry may fix. It, and every storage
   or network error, propagates so the trigger retries.
 
-Reason codes are stable strings: they appear in blob metadata, the ingest log, events,
+Reason codes are stable strings: they appear in blob metadata, the status API, events,
 STOW-RS failures and the README. Messages name what was expected and what to do next, and
 never carry patient data.
 """

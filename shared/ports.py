@@ -48,25 +48,15 @@ class BlobItem:
 
 class Blob(Protocol):
     """One blob, read in ranges; every read after the first is pinned to the version the first
-    read saw (a blob replaced mid-read fails instead of mixing versions)."""
+    read saw (a blob replaced mid-read fails instead of mixing versions). ``etag``, ``content_md5``
+    and ``last_modified`` are those of that version (known after the first read)."""
 
-    @property
-    def container(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def url(self) -> str: ...
-
-    @property
-    def etag(self) -> str | None: ...
-
-    @property
-    def content_md5(self) -> bytes | None: ...
-
-    @property
-    def last_modified(self) -> dt.datetime | None: ...
+    container: str
+    name: str
+    url: str
+    etag: str | None
+    content_md5: bytes | None
+    last_modified: dt.datetime | None
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         """Up to ``length`` bytes at ``offset`` and the blob's total size; :class:`BlobGone` if

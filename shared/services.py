@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings, SettingsError, get_settings
 from shared.index.sequence import Sequencer
@@ -19,6 +20,9 @@ from shared.index.store import IndexStore
 from shared.ingest.schedule import SettleScheduler
 from shared.ports import BlobStore, Publisher, Queues, TableStore
 from shared.storage import layout
+
+if TYPE_CHECKING:
+    from shared.storage.azure import RequestCounter
 
 
 @dataclass
@@ -28,9 +32,9 @@ class Services:
     tables: TableStore
     queues: Queues
     #: Built on first use (tools that never publish need no topic).
-    publisher_factory: Any = None
+    publisher_factory: Callable[[], Publisher] | None = None
     #: Counts every storage HTTP request of these clients (None for fakes, which count their own).
-    requests: Any = None
+    requests: RequestCounter | None = None
     index: IndexStore = field(init=False)
     sequencer: Sequencer = field(default_factory=Sequencer)
     scheduler: SettleScheduler = field(init=False)

@@ -41,41 +41,18 @@ class _Stored:
 
 class MemoryBlob:
     def __init__(self, store: MemoryBlobStore, container: str, name: str, etag: str | None = None) -> None:
-        self.store, self._container, self._name = store, container, name
-        self._etag = etag
-        self._md5: bytes | None = None
-        self._modified: dt.datetime | None = None
-
-    @property
-    def container(self) -> str:
-        return self._container
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def url(self) -> str:
-        return f"memory://{self._container}/{self._name}"
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
-
-    @property
-    def content_md5(self) -> bytes | None:
-        return self._md5
-
-    @property
-    def last_modified(self) -> dt.datetime | None:
-        return self._modified
+        self.store, self.container, self.name = store, container, name
+        self.url = f"memory://{container}/{name}"
+        self.etag = etag
+        self.content_md5: bytes | None = None
+        self.last_modified: dt.datetime | None = None
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         self.store.count("blob GET range")
-        got = self.store.blobs.get((self._container, self._name))
-        if got is None or (self._etag is not None and got.etag != self._etag):
-            raise BlobGone(self._name)
-        self._etag, self._md5, self._modified = got.etag, got.md5, got.modified
+        got = self.store.blobs.get((self.container, self.name))
+        if got is None or (self.etag is not None and got.etag != self.etag):
+            raise BlobGone(self.name)
+        self.etag, self.content_md5, self.last_modified = got.etag, got.md5, got.modified
         self.store.bytes_read += min(length, max(0, len(got.data) - offset))
         return got.data[offset:offset + length], len(got.data)
 

@@ -13,10 +13,10 @@ for a handful of commands) and tqdm for progress bars.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+
+from devhost import cli
 
 #: (command, module). The module has HELP, add_arguments(parser) and run(args) -> int.
 COMMANDS: list[tuple[str, str]] = [
@@ -28,29 +28,9 @@ COMMANDS: list[tuple[str, str]] = [
 ]
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools", description="dicomflow's own commands")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for name, module_name in COMMANDS:
-        if only is not None and name != only:
-            sub.add_parser(name)  # listed in --help without importing it
-            continue
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    known = {name for name, _ in COMMANDS}
-    only = argv[0] if argv and argv[0] in known else None
-    args = build_parser(only).parse_args(argv)
-    try:
-        return int(args._run(args))
-    except KeyboardInterrupt:
-        return 130
+    """Parse and dispatch with the devhost's command-list CLI (one implementation of the pattern)."""
+    return cli.main(argv, commands=COMMANDS, prog="python -m tools", description="dicomflow's own commands")
 
 
 if __name__ == "__main__":

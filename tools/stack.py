@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devhost import procs, state  # the devhost's documented helpers: local processes, its state files
 from shared.config import EVENTS_CONNECTION, STORAGE_CONNECTION, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,23 +38,8 @@ class StackError(RuntimeError):
     """Nothing to talk to; the message says what to do."""
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_read_json = procs.read_json
+_alive = procs.pid_alive
 
 
 @dataclass(frozen=True)
@@ -103,17 +88,7 @@ def read_state(state_dir: Path | str = DEFAULT_STATE_DIR) -> dict[str, Any]:
 def published_events(state_dir: Path | str = DEFAULT_STATE_DIR, *, since: float = 0.0) -> list[dict[str, Any]]:
     """Events the devhost's fabric accepted (its journal ``events.jsonl``), optionally since a time."""
     out: list[dict[str, Any]] = []
-    try:
-        lines = (Path(state_dir) / "events.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line being written right now
-        if rec.get("kind") != "published":
-            continue
+    for rec in state.read_journal(Path(state_dir), "published"):
         if since:
             try:
                 if dt.datetime.fromisoformat(str(rec.get("at"))).timestamp() < since:
@@ -122,7 +97,6 @@ def published_events(state_dir: Path | str = DEFAULT_STATE_DIR, *, since: float 
                 continue
         out.append(rec.get("event") or {})
     return out
-
 
 def free_port() -> int:
     with socket.socket() as s:

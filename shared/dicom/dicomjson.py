@@ -131,11 +131,6 @@ def _key(tag: int) -> str:
     return key
 
 
-def dataset_from_json(obj: dict[str, Any]) -> Dataset:
-    """Inverse, for tests and the DICOMweb layer (BulkDataURIs are kept unresolved)."""
-    return Dataset.from_json(obj, bulk_data_uri_handler=lambda *_: b"")
-
-
 # -- the fast path ------------------------------------------------------------------------------
 
 

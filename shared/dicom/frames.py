@@ -32,6 +32,7 @@ from typing import Any, Final
 from pydicom.dataset import Dataset
 
 from shared.dicom import facts
+from shared.dicom.header import Header
 from shared.dicom.ranged import RangedReader, RangeSource
 from shared.errors import BadInput, Reason
 
@@ -132,7 +133,7 @@ def realign_bits(data: bytes, shift: int, nbits: int) -> bytes:
     return np.packbits(bits, bitorder="little").tobytes()
 
 
-def build(header: Any, source: RangeSource) -> FrameIndex:
+def build(header: Header, source: RangeSource) -> FrameIndex:
     """The frame index of the instance whose header is ``header``, reading item headers from ``source``.
 
     ``header`` is a :class:`shared.dicom.header.Header` (``dataset``, ``transfer_syntax_uid``,
@@ -243,7 +244,7 @@ def _walk(
 
 def _tag(head: bytes, endian: str) -> int:
     group, elem = struct.unpack(endian + "HH", head[:4])
-    return (group << 16) | elem
+    return int((group << 16) | elem)
 
 
 def _extended_offsets(ds: Dataset, reader: RangedReader, little: bool) -> tuple[list[int], list[int]] | None:

@@ -129,7 +129,7 @@ class RangedReader(io.RawIOBase):
         self.high_water = max(self.high_water, self._pos)
         return out
 
-    def readinto(self, b: Any) -> int:
+    def readinto(self, b: Any) -> int:  # Any: io.RawIOBase types it as a writable buffer of any kind
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)

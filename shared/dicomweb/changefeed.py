@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -27,6 +27,9 @@ from shared.dicomweb.errors import BadRequest
 from shared.dicomweb.reply import Reply
 from shared.index import changefeed
 from shared.index.store import FeedEntry, IndexStore
+
+if TYPE_CHECKING:
+    from shared.dicomweb.service import Call
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 200
@@ -92,7 +95,7 @@ def entry_json(index: IndexStore, entries: list[FeedEntry], *, metadata: bool) -
     return out
 
 
-def feed(call: Any) -> Reply:
+def feed(call: Call) -> Reply:
     from shared.dicomweb.service import services
 
     p = _params(call.params, {"starttime", "endtime", "offset", "limit", "includemetadata"})
@@ -114,7 +117,7 @@ def feed(call: Any) -> Reply:
     return Reply(200, {"Content-Type": JSON}, orjson.dumps(entry_json(svc.index, page, metadata=metadata)))
 
 
-def latest(call: Any) -> Reply:
+def latest(call: Call) -> Reply:
     from shared.dicomweb.service import services
 
     p = _params(call.params, {"includemetadata"})

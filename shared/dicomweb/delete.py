@@ -15,7 +15,7 @@ Answers 204; 404 if neither the index nor the archive knows the target.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shared.dicomweb.errors import NotFoundProblem
 from shared.dicomweb.reply import Reply
@@ -23,10 +23,13 @@ from shared.index.records import Action, ChangeEntry
 from shared.index.store import utcnow
 from shared.storage import layout
 
+if TYPE_CHECKING:
+    from shared.dicomweb.service import Call
+
 log = logging.getLogger(__name__)
 
 
-def delete(call: Any) -> Reply:
+def delete(call: Call) -> Reply:
     from shared.dicomweb.service import services
     from shared.dicomweb.wado import Wado
 

@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.dicomweb.qido import Match, MatchKind, QidoQuery
+from shared.dicomweb.search import Fetch
 from shared.index.query import Criteria, plan_and_fetch
+from shared.index.store import IndexStore
 
 
 def criteria_of(query: QidoQuery) -> Criteria:
@@ -53,7 +55,7 @@ def _intersect(current: list[str] | None, values: Iterable[str]) -> list[str]:
     return [v for v in current if v in vals]
 
 
-def fetch_for(store: Any) -> Any:
+def fetch_for(store: IndexStore) -> Fetch:
     """A ``search.Fetch`` over an :class:`~shared.index.store.IndexStore`."""
 
     def fetch(query: QidoQuery) -> tuple[str, Iterable[Any]]:

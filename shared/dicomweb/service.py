@@ -9,13 +9,13 @@ propagate (the host answers 500 and logs them once).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from shared.config import Settings
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.errors import HttpProblem
 from shared.dicomweb.qido import parse_query
 from shared.dicomweb.reply import Reply
+from shared.dicomweb.search import Fetch
 from shared.dicomweb.wado import Wado
 from shared.services import Services, get_services
 
@@ -65,7 +65,7 @@ def search(call: Call, level: Level) -> Reply:
                        media_type=media_type)
 
 
-def _index_fetch(call: Call) -> Any:
+def _index_fetch(call: Call) -> Fetch:
     from shared.dicomweb.planner import fetch_for
 
     return fetch_for(services(call).index)

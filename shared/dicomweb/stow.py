@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from shared.dicom.header import read_header_bytes
 from shared.dicom.validate import validate
@@ -40,10 +40,13 @@ from shared.dicomweb.multipart import parse_stow_body
 from shared.dicomweb.reply import Reply
 from shared.errors import BadInput, Reason
 from shared.ingest.service import content_digest
-from shared.ingest.states import STORED, IngestState
+from shared.ingest.states import STORED, IngestState, Outcome
 from shared.ingest.status import outcome_of
 from shared.services import Services
 from shared.storage import layout
+
+if TYPE_CHECKING:
+    from shared.dicomweb.service import Call
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class PartResult:
     digest: str = ""
 
 
-def store(call: Any) -> Reply:
+def store(call: Call) -> Reply:
     from shared.dicomweb.service import services
 
     negotiate_json(call.accept)
@@ -98,7 +101,7 @@ def store(call: Any) -> Reply:
         res.digest = content_digest(header, hashlib.md5(content).digest())  # noqa: S324 - Content-MD5, not security
         try:
             res.etag = svc.blobs.write(layout.INBOX, res.blob, content, content_type="application/dicom")
-        except Exception:
+        except Exception:  # guards one part's inbox write: any storage failure is that part's 0xA700
             log.warning("STOW %s part %d: inbox write failed", request_id, n + 1, exc_info=True)
             res.failure, res.state = OUT_OF_RESOURCES, "failed"
     _await_ingest(svc, [r for r in results if r.state == "pending"], call.settings.stow_wait_seconds)
@@ -117,7 +120,7 @@ def _await_ingest(svc: Services, pending: list[PartResult], budget: float) -> No
                 quarantined = svc.blobs.properties(layout.QUARANTINE, layout.quarantine_path(r.blob, r.etag))
                 if quarantined is None:
                     continue
-                entry = type(entry)(r.blob, IngestState.QUARANTINED)
+                entry = Outcome(r.blob, IngestState.QUARANTINED)
             if entry.state in STORED:
                 r.state = "stored"
             else:
@@ -129,7 +132,7 @@ def _await_ingest(svc: Services, pending: list[PartResult], budget: float) -> No
         delay = min(delay * 2, 0.5)
 
 
-def _response(call: Any, results: list[PartResult], request_id: str) -> Reply:
+def _response(call: Call, results: list[PartResult], request_id: str) -> Reply:
     base = call.base_url
     referenced, failed = [], []
     for r in results:

@@ -34,7 +34,7 @@ from shared.dicom import frames as frame_index
 from shared.dicom.header import Header, read_header
 from shared.dicom.ranged import RangedReader
 from shared.dicomweb import media
-from shared.dicomweb.errors import BadRequest, HttpProblem, NotFoundProblem
+from shared.dicomweb.errors import BadRequest, HttpProblem, NotAcceptable, NotFoundProblem
 from shared.dicomweb.multipart import new_boundary, related_content_type, stream_parts
 from shared.dicomweb.reply import Reply
 from shared.errors import BadInput
@@ -107,7 +107,7 @@ class Wado:
         if wanted is not None:
             stored = self.stored_syntaxes(study, series, sop)
             if not stored:
-                raise media.NotAcceptable(
+                raise NotAcceptable(
                     "The stored transfer syntax is not known yet for this request; ask for transfer-syntax=*."
                 )
             media.check_stored_syntax(wanted, stored)

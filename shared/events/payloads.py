@@ -8,9 +8,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.events.types import EventType
+
+if TYPE_CHECKING:
+    from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord
 
 SOURCE = "/dicomflow"
 
@@ -67,7 +70,7 @@ def base_data(service_host: str, partition: str, study: str, series: str | None,
     return data
 
 
-def image_event(kind: EventType, rec: Any, *, service_host: str, partition: str, archive_path: str,
+def image_event(kind: EventType, rec: InstanceRecord, *, service_host: str, partition: str, archive_path: str,
                 sequence: int | str) -> DicomEvent:
     """``Dicom.ImageCreated`` / ``ImageUpdated`` / ``ImageDeleted`` for one instance row."""
     data = base_data(service_host, partition, rec.study_instance_uid, rec.series_instance_uid,
@@ -101,7 +104,7 @@ def ingest_failed_event(*, blob: str, reason: str, message: str, service_host: s
     return DicomEvent(EventType.INGEST_FAILED, f"/ingest/{hashlib.sha1(blob.encode()).hexdigest()}", data)  # noqa: S324
 
 
-def series_event(kind: EventType, rec: Any, *, service_host: str, partition: str, sequence: int | str,
+def series_event(kind: EventType, rec: SeriesRecord, *, service_host: str, partition: str, sequence: int | str,
                  extra: dict[str, Any] | None = None) -> DicomEvent:
     """``Dicom.SeriesStable`` (and series-level results such as ``InferenceCompleted``)."""
     data = base_data(service_host, partition, rec.study_instance_uid, rec.series_instance_uid, None, sequence)
@@ -116,7 +119,7 @@ def series_event(kind: EventType, rec: Any, *, service_host: str, partition: str
     return DicomEvent(kind, subject_for(rec.study_instance_uid, rec.series_instance_uid), data)
 
 
-def study_event(kind: EventType, rec: Any, *, service_host: str, partition: str, sequence: int | str,
+def study_event(kind: EventType, rec: StudyRecord, *, service_host: str, partition: str, sequence: int | str,
                 extra: dict[str, Any] | None = None) -> DicomEvent:
     """``Dicom.StudyStable`` (and study-level results such as routing outcomes)."""
     data = base_data(service_host, partition, rec.study_instance_uid, None, None, sequence)

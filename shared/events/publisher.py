@@ -18,7 +18,7 @@ MAX_BATCH = 100  # well inside Event Grid's 1 MB per request
 
 
 class EventPublisher:
-    def __init__(self, endpoint: str, credential: Any) -> None:
+    def __init__(self, endpoint: str, credential: Any) -> None:  # Any: a key or any azure-identity credential
         from azure.eventgrid import EventGridPublisherClient
 
         self.endpoint = endpoint

@@ -17,10 +17,8 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import jsonschema
-
+from shared import schemas
 from shared.errors import BadInput, Reason
 from shared.ports import BlobStore
 from shared.storage import layout
@@ -28,8 +26,7 @@ from shared.storage import layout
 log = logging.getLogger(__name__)
 
 SCHEMA_FILE = Path(__file__).with_name("destinations.schema.json")
-SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+SCHEMA, _VALIDATOR = schemas.load(SCHEMA_FILE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +44,9 @@ def parse(raw: bytes) -> dict[str, Peer]:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(Reason.BAD_CONFIG, f"{where} is not JSON ({exc}); fix it and upload it again.") from None
-    errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        err = errors[0]
+    found = schemas.errors(_VALIDATOR, document)
+    if found:
+        err = found[0]
         path = "/".join(str(p) for p in err.absolute_path) or "(document)"
         raise BadInput(Reason.BAD_CONFIG, f"{where} rejected at {path}: {err.message}")
     peers: dict[str, Peer] = {}

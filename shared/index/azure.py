@@ -12,7 +12,14 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import (
+    EdmType,
+    EntityProperty,
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
 
 from shared.ports import Row, RowChanged, RowExists, TableOp
 
@@ -29,13 +36,13 @@ def _out(entity: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _in(entity: Any) -> Row:
+def _in(entity: Any) -> Row:  # Any: the SDK's TableEntity (a dict with .metadata)
     values = {k: (v.value if isinstance(v, EntityProperty) else v) for k, v in entity.items()}
     meta = getattr(entity, "metadata", None) or {}
     return Row.of(values, str(meta.get("etag", "")))
 
 
-def _etag(meta: Any) -> str:
+def _etag(meta: Mapping[str, Any] | None) -> str:
     return str((meta or {}).get("etag", ""))
 
 
@@ -44,7 +51,7 @@ class AzureTableStore:
         self.service = service
         self._clients: dict[str, Any] = {}
 
-    def _t(self, table: str) -> Any:
+    def _t(self, table: str) -> TableClient:
         client = self._clients.get(table)
         if client is None:
             client = self.service.get_table_client(table)

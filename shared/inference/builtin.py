@@ -55,7 +55,8 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return mask
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    keep: np.ndarray = labels == int(np.argmax(sizes))
+    return keep
 
 
 def fill_slices(mask: np.ndarray) -> np.ndarray:

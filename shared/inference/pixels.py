@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut
 
 from shared.errors import BadInput, Reason
 

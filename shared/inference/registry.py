@@ -25,7 +25,6 @@ entry and field, and nothing runs until it is fixed (never a model nobody chose)
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import jsonschema
 import orjson
 
+from shared import schemas
 from shared.errors import BadInput, Reason
 from shared.inference.builtin import BodySegmentation
 from shared.inference.model import Model
@@ -45,8 +45,7 @@ log = logging.getLogger(__name__)
 
 #: The document's JSON Schema, published as a file (editors and ``python -m tools config`` use the same one).
 SCHEMA_PATH = Path(__file__).with_name("models.schema.json")
-SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+SCHEMA, _VALIDATOR = schemas.load(SCHEMA_PATH)
 
 #: The registry document that turns on the built-in model alone.
 ENABLE_BUILTIN = b'{"models": [{"kind": "builtin"}]}'
@@ -62,7 +61,7 @@ def _where(error: jsonschema.ValidationError) -> str:
 
 def validate_document(document: Any) -> None:
     """Raise :class:`BadInput` naming the first invalid entry and field."""
-    errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
+    errors = schemas.errors(_VALIDATOR, document)
     if errors:
         first = errors[0]
         raise BadInput(

@@ -22,6 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
+from shared.config import Settings
 from shared.dicom import facts
 from shared.errors import BadInput, Reason
 from shared.events.payloads import DicomEvent, base_data, subject_for
@@ -196,8 +197,10 @@ def run_models(
 def run_inference(data: Mapping[str, Any], blobs: BlobStore, *, models: list[Model] | None = None) -> InferenceOutcome:
     """Run the registry's models on the series named by an event's ``data``; upload results.
 
-    Bad input (a derived series, no pixel data, no geometry) is an outcome with a
-    ``skipped`` reason, not an exception; storage failures propagate (the trigger retries).
+    Nothing to do (a derived series, no model accepts it) is an outcome with a ``skipped``
+    reason; bad input (no pixel data, no geometry, a bad event) raises :class:`BadInput`, which
+    :func:`handle_event` (the one boundary) turns into a skipped outcome; storage failures
+    propagate (the trigger retries).
     """
     info = series_info(data)
     outcome = InferenceOutcome(info.study_uid, info.series_uid)
@@ -209,12 +212,7 @@ def run_inference(data: Mapping[str, Any], blobs: BlobStore, *, models: list[Mod
     if not any(m.accepts(info) for m in models):
         outcome.skipped = Reason.NO_MODEL_ACCEPTS
         return outcome
-    try:
-        produced = run_models(info, read_series(blobs, info), models)
-    except BadInput as exc:
-        log.warning("Inference skipped for series %s: %s (%s)", info.series_uid, exc.reason, exc.message)
-        outcome.skipped = exc.reason
-        return outcome
+    produced = run_models(info, read_series(blobs, info), models)
     for result, datasets in produced:
         written = 0
         for ds in datasets:
@@ -240,7 +238,7 @@ def run_inference(data: Mapping[str, Any], blobs: BlobStore, *, models: list[Mod
     return outcome
 
 
-def completed_events(outcome: InferenceOutcome, settings: Any) -> list[DicomEvent]:
+def completed_events(outcome: InferenceOutcome, settings: Settings) -> list[DicomEvent]:
     """``Dicom.InferenceCompleted`` per model that produced results (UIDs and numbers only)."""
     events = []
     for result in outcome.results:
@@ -281,8 +279,9 @@ def handle_event(data: Mapping[str, Any], svc: Services) -> InferenceOutcome:
     try:
         outcome = run_inference(data, svc.blobs)
     except BadInput as exc:
-        log.warning("Inference event dropped: %s (%s)", exc.reason, exc.message)
-        return InferenceOutcome("", "", skipped=exc.reason)
+        series = str(data.get("imageSeriesInstanceUid") or "")
+        log.warning("Inference on series %s skipped: %s (%s)", series or "?", exc.reason, exc.message)
+        return InferenceOutcome(str(data.get("imageStudyInstanceUid") or ""), series, skipped=exc.reason)
     events = completed_events(outcome, svc.settings)
     if events:
         svc.publisher.publish(events)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from shared.dicom.dicomjson import to_dicom_json
@@ -40,26 +39,13 @@ from shared.index.records import (
     study_part,
 )
 from shared.index.store import Stored, utcnow
-from shared.ingest.states import IngestState
+from shared.ingest.states import IngestState, Outcome
 from shared.ports import Blob, BlobGone, RowChanged, RowExists
 from shared.services import Services
 from shared.storage import blobs, layout
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    blob: str
-    state: IngestState
-    study: str | None = None
-    series: str | None = None
-    sop: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    bytes_read: int = 0
-    requests: int = 0
 
 
 def content_digest(header: Header, md5: bytes | None) -> str:

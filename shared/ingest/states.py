@@ -1,10 +1,11 @@
-"""The ingest vocabulary: the state of one inbox blob, as the ingest log, the status API,
+"""The ingest vocabulary: the state of one inbox blob, as ingest, the status API,
 STOW-RS, the DIMSE gateway and the upload CLI report it. One list, used by all of them."""
 
 from __future__ import annotations
 
 import enum
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 
 class IngestState(enum.StrEnum):
@@ -29,3 +30,26 @@ class IngestState(enum.StrEnum):
 STORED: Final = frozenset({IngestState.ARCHIVED, IngestState.UPDATED, IngestState.DUPLICATE})
 #: States that end an upload's story (the upload CLI stops waiting).
 FINAL: Final = STORED | {IngestState.QUARANTINED}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one inbox blob: what ingest returns, and what the status API, STOW-RS and the
+    DIMSE gateway report. ``bytes_read``/``requests``: the header read's cost (ingest only)."""
+
+    blob: str
+    state: IngestState
+    study: str | None = None
+    series: str | None = None
+    sop: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    updated_at: str | None = None
+    bytes_read: int = 0
+    requests: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The status API's body (``GET /api/ingest/status?blob=``)."""
+        reason = None if self.reason is None else str(self.reason)
+        return {"blob": self.blob, "state": str(self.state), "reason": reason, "message": self.message,
+                "study": self.study, "series": self.series, "sop": self.sop, "updatedAt": self.updated_at}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from shared.dicom.header import read_header
@@ -29,7 +28,7 @@ from shared.errors import BadInput
 from shared.index import changefeed
 from shared.index.records import Action
 from shared.ingest.service import content_digest, source_of
-from shared.ingest.states import IngestState
+from shared.ingest.states import IngestState, Outcome
 from shared.ports import BlobGone
 from shared.services import Services
 from shared.storage import layout
@@ -38,43 +37,28 @@ RECENT_FAILURES = 20
 SUMMARY_HOURS = 24
 
 
-@dataclass(frozen=True, slots=True)
-class BlobStatus:
-    blob: str
-    state: IngestState
-    reason: str | None = None
-    message: str | None = None
-    study: str | None = None
-    series: str | None = None
-    sop: str | None = None
-    updatedAt: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, IngestState) else v) for k, v in asdict(self).items()}
-
-
-def blob_status(svc: Services, name: str) -> BlobStatus:
+def blob_status(svc: Services, name: str) -> Outcome:
     blob = svc.blobs.open(layout.INBOX, name)
     reader = RangedReader(blob)
     try:
         header = read_header(reader)
         uids: tuple[str, str, str] | None = validate(header)[:3]
     except BlobGone:
-        return BlobStatus(name, IngestState.UNKNOWN, message="No such blob in the inbox (never uploaded, or "
+        return Outcome(name, IngestState.UNKNOWN, message="No such blob in the inbox (never uploaded, or "
                           "removed by the inbox retention rule).")
     except BadInput:
         uids = None
     quarantined = svc.blobs.properties(layout.QUARANTINE, layout.quarantine_path(name, blob.etag or ""))
     if quarantined is not None:
-        return BlobStatus(name, IngestState.QUARANTINED, quarantined.metadata.get("reason"),
-                          quarantined.metadata.get("message"), updatedAt=_iso(quarantined.last_modified))
+        return Outcome(name, IngestState.QUARANTINED, reason=quarantined.metadata.get("reason"),
+                       message=quarantined.metadata.get("message"), updated_at=_iso(quarantined.last_modified))
     if uids is None:
-        return BlobStatus(name, IngestState.PENDING)
+        return Outcome(name, IngestState.PENDING)
     return outcome_of(svc, name, blob.etag or "", *uids, digest=content_digest(header, blob.content_md5))
 
 
 def outcome_of(svc: Services, name: str, etag: str, study: str, series: str, sop: str, *,
-               digest: str) -> BlobStatus:
+               digest: str) -> Outcome:
     """The outcome of version ``etag`` of inbox blob ``name``, whose UIDs and digest are known."""
     stored = svc.index.get_instance(study, series, sop)
     source = source_of(name, etag)
@@ -82,16 +66,20 @@ def outcome_of(svc: Services, name: str, etag: str, study: str, series: str, sop
         rec = stored.record
         if rec.source == source:
             state = IngestState.UPDATED if rec.updated_at else IngestState.ARCHIVED
-            return BlobStatus(name, state, study=study, series=series, sop=sop,
-                              updatedAt=rec.updated_at or rec.ingested_at)
+            return Outcome(name, state, study=study, series=series, sop=sop,
+                              updated_at=rec.updated_at or rec.ingested_at)
         if rec.digest == digest:
-            return BlobStatus(name, IngestState.DUPLICATE, study=study, series=series, sop=sop,
-                              updatedAt=rec.ingested_at)
-    for change in svc.index.changes(study):
-        if change.source == source and change.sop == sop:
+            return Outcome(name, IngestState.DUPLICATE, study=study, series=series, sop=sop,
+                              updated_at=rec.ingested_at)
+    history = [c for c in svc.index.changes(study) if c.sop == sop]
+    for change in history:
+        if change.source == source:
             state = IngestState.UPDATED if change.action is Action.UPDATE else IngestState.ARCHIVED
-            return BlobStatus(name, state, study=study, series=series, sop=sop, updatedAt=change.at)
-    return BlobStatus(name, IngestState.PENDING)
+            return Outcome(name, state, study=study, series=series, sop=sop, updated_at=change.at)
+    for change in history:  # identical to a version stored earlier (and replaced since): it was a duplicate
+        if change.digest == digest and change.action is not Action.DELETE:
+            return Outcome(name, IngestState.DUPLICATE, study=study, series=series, sop=sop, updated_at=change.at)
+    return Outcome(name, IngestState.PENDING)
 
 
 def summary(svc: Services, *, hours: int = SUMMARY_HOURS) -> dict[str, Any]:

@@ -26,7 +26,6 @@ in force (kept in the config container, so a new worker sees them too).
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any
 import jsonschema
 import orjson
 
+from shared import schemas
 from shared.errors import BadInput, Reason
 from shared.events.types import EventType
 from shared.ports import BlobStore
@@ -47,8 +47,7 @@ log = logging.getLogger(__name__)
 #: The document's JSON Schema, published as a file (editors and ``python -m tools config`` use the same
 #: one). Its trigger enum is the event types infra/events.json delivers to routing (a unit test keeps them equal).
 SCHEMA_PATH = Path(__file__).with_name("rules.schema.json")
-SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+SCHEMA, _VALIDATOR = schemas.load(SCHEMA_PATH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +138,7 @@ def _best(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
 
 def validate(document: Any) -> None:
     """Raise :class:`BadInput` naming the first invalid rule's index, name and field."""
-    errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = schemas.errors(_VALIDATOR, document)
     if errors:
         err = _best(errors[0])
         raise BadInput(Reason.ROUTING_BAD_RULES, f"Routing rules rejected: {_where(document, err)}: {err.message}")

@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -143,7 +143,7 @@ def candidates(blobs: BlobStore, event_type: str, data: Mapping[str, Any]) -> tu
         if not (header.series_uid and header.sop_uid and header.sop_class_uid):
             continue
 
-        def download(out: Any, path: str = name) -> None:
+        def download(out: IO[bytes], path: str = name) -> None:
             blobs.download_to(layout.ARCHIVE, path, out)  # streamed into a spool file
 
         item = Item(

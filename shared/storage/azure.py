@@ -20,10 +20,10 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline import PipelineRequest
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
-from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.errors import Transient
-from shared.ports import BlobGone, BlobItem
+from shared.ports import Blob, BlobGone, BlobItem
 
 COPY_WAIT_SECONDS = 60.0
 
@@ -46,8 +46,8 @@ class RequestCounter:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def hook(self, service: str) -> Callable[[PipelineRequest], None]:
-        def count(request: PipelineRequest) -> None:
+    def hook(self, service: str) -> Callable[[PipelineRequest[Any]], None]:
+        def count(request: PipelineRequest[Any]) -> None:
             with self._lock:
                 self.counts[f"{service} {request.http_request.method}"] += 1
 
@@ -68,38 +68,15 @@ class AzureBlob:
 
     def __init__(self, client: BlobClient, *, etag: str | None = None) -> None:
         self.client = client
-        self._etag = etag
-        self._md5: bytes | None = None
-        self._modified: dt.datetime | None = None
-
-    @property
-    def container(self) -> str:
-        return str(self.client.container_name)
-
-    @property
-    def name(self) -> str:
-        return str(self.client.blob_name)
-
-    @property
-    def url(self) -> str:
-        return str(self.client.url)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
-
-    @property
-    def content_md5(self) -> bytes | None:
-        return self._md5
-
-    @property
-    def last_modified(self) -> dt.datetime | None:
-        return self._modified
+        self.container, self.name, self.url = str(client.container_name), str(client.blob_name), str(client.url)
+        self.etag = etag
+        self.content_md5: bytes | None = None
+        self.last_modified: dt.datetime | None = None
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         kwargs: dict[str, Any] = {"offset": offset, "length": length}
-        if self._etag:
-            kwargs["etag"] = self._etag
+        if self.etag:
+            kwargs["etag"] = self.etag
             kwargs["match_condition"] = MatchConditions.IfNotModified
         try:
             downloader = self.client.download_blob(**kwargs)
@@ -112,20 +89,20 @@ class AzureBlob:
             if exc.status_code == 416 and offset == 0:
                 props = self.client.get_blob_properties()
                 if int(props.size) == 0:
-                    self._etag = self._etag or props.etag
+                    self.etag = self.etag or props.etag
                     return b"", 0
             raise
         data = downloader.read()
         props = downloader.properties
-        if self._modified is None:
-            self._etag = self._etag or props.etag
+        if self.last_modified is None:
+            self.etag = self.etag or props.etag
             settings = getattr(props, "content_settings", None)
-            self._md5 = getattr(settings, "content_md5", None) if settings else None
-            self._modified = props.last_modified
+            self.content_md5 = getattr(settings, "content_md5", None) if settings else None
+            self.last_modified = props.last_modified
         return data, _total_size(props, len(data), offset)
 
 
-def _total_size(props: Any, got: int, offset: int) -> int:
+def _total_size(props: Any, got: int, offset: int) -> int:  # Any: the SDK's BlobProperties
     """The blob's total size: ``Content-Range: bytes a-b/TOTAL`` (``size`` is the range's)."""
     content_range = getattr(props, "content_range", None)
     if content_range and "/" in content_range:
@@ -166,7 +143,7 @@ class AzureBlobStore:
             **streamed)
         return str(result.get("etag", ""))
 
-    def copy(self, source: Any, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
+    def copy(self, source: Blob, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
              if_absent: bool = False) -> bool:
         """Copy within the account and wait (bounded) until it is done. ``source`` is a blob of this
         store (its URL is what the service copies from)."""
@@ -254,7 +231,7 @@ class AzureQueues:
         self.service = service
         self._clients: dict[str, Any] = {}
 
-    def _client(self, queue: str) -> Any:
+    def _client(self, queue: str) -> QueueClient:
         client = self._clients.get(queue)
         if client is None:
             client = self.service.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy())

@@ -24,8 +24,9 @@ from shared.config import Settings
 from shared.inference.registry import ENABLE_BUILTIN
 from shared.services import Services
 from shared.storage import layout
-from tests.integration.routing_peers import storescp, wait_until
+from tests.integration.routing_peers import storescp
 from tests.phantoms import PATIENT_ID, ellipsoid_ct
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.peers
 INSTITUTION = "E2E Routing Hospital"  # the rule matches only this test's study (Azurite is shared)

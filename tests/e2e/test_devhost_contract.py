@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,10 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from devhost.azurite import Azurite
 from devhost.testing import DevHostProcess
+from tests.waiting import wait_until
 
 APP_DIR = Path(__file__).resolve().parents[1] / "devhost_app"
 RECORDS = "dh-records"
-
-
-def wait_until(probe: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

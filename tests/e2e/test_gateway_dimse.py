@@ -25,7 +25,8 @@ from shared.storage import layout
 from shared.storage.azure import AzureBlobStore
 from tests.e2e.gateway_peers import CALLING, dataset_bytes, dcmtk, self_signed, start_gateway, suboperations
 from tests.e2e.orthanc import OrthancProcess, available
-from tests.integration.routing_peers import storescp, wait_until
+from tests.integration.routing_peers import storescp
+from tests.waiting import wait_until
 from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 pytestmark = pytest.mark.peers
@@ -67,7 +68,9 @@ def _get(dh: DevHostProcess, path: str, **params: str) -> Any:
 
 
 def _qido(dh: DevHostProcess, path: str, **params: str) -> list[dict[str, Any]]:
-    return list(_get(dh, f"/dicomweb{path}", **params))
+    # QIDO pages at 100 by default and C-FIND answers up to DICOMFLOW_GATEWAY_MAX_FIND_RESULTS: compare whole
+    # answers (the session's Azurite holds every e2e module's studies, so a date range can pass 100).
+    return list(_get(dh, f"/dicomweb{path}", **{"limit": "1000", **params}))
 
 
 def _uid(d: dict[str, Any], tag: str) -> str:

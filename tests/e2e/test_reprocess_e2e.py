@@ -20,8 +20,8 @@ from azure.storage.queue import QueueClient
 from devhost import state
 from devhost.testing import DevHostProcess
 from shared.storage import layout
-from tests.integration.routing_peers import wait_until
 from tests.phantoms import ellipsoid_ct
+from tests.waiting import wait_until
 from tools import cli
 
 INSTITUTION = "Reprocess E2E Hospital"  # the rule matches only this test's study (Azurite is shared)

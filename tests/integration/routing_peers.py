@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from devhost.azurite import port_open
 from shared.ports import BlobStore
 from shared.storage import layout
+from tests.waiting import wait_until
 
 ORTHANC_DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
@@ -29,15 +29,6 @@ def need(binary: str) -> str:
     if path is None:
         pytest.fail(f"{binary} missing: install the Debian test peers ('make peers')")
     return path
-
-
-def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"Timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

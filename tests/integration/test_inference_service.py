@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pydicom import dcmread
 
+from shared.errors import BadInput
 from shared.inference.registry import ENABLE_BUILTIN
 from shared.inference.service import run_inference
 from shared.services import Services
@@ -97,4 +98,6 @@ def test_series_without_geometry_is_skipped_with_a_reason(blob: object) -> None:
     for ds in datasets:
         del ds.PixelSpacing
     data = _archive(blob, datasets)
-    assert run_inference(data, blob).skipped == "inference-no-geometry"
+    with pytest.raises(BadInput) as info:  # the service boundary (handle_event) makes it a skipped outcome
+        run_inference(data, blob)
+    assert info.value.reason == "inference-no-geometry"

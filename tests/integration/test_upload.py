@@ -13,7 +13,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import jwt
 import pytest
@@ -21,6 +20,8 @@ from aiohttp import web
 from azure.storage.blob import ContainerClient
 
 from devhost.azurite import Azurite, connection_string, free_port
+from shared.errors import ADVICE, Reason
+from shared.ingest.states import IngestState, Outcome
 from tools import corpus, stack, upload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +54,14 @@ class StatusStub:
             return web.Response(status=401)
         name = request.query["blob"]
         n = self.asked[name] = self.asked.get(name, 0) + 1
-        body: dict[str, Any] = {"blob": name, "state": "pending", "reason": None, "message": None}
+        outcome = Outcome(name, IngestState.PENDING)  # the app's own outcome type renders the body
         if n > self.polls_before and "never" not in name:
             if "broken" in name or "zero_bytes" in name:
-                body |= {"state": "quarantined", "reason": "not-dicom", "message": "The file is not DICOM."}
+                outcome = Outcome(name, IngestState.QUARANTINED, reason=Reason.NOT_DICOM,
+                                  message=ADVICE[Reason.NOT_DICOM])
             else:
-                body |= {"state": "archived", "study": "1.2", "series": "1.2.3", "sop": "1.2.3.4"}
-        return web.json_response(body)
+                outcome = Outcome(name, IngestState.ARCHIVED, study="1.2", series="1.2.3", sop="1.2.3.4")
+        return web.json_response(outcome.to_json())
 
 
 @pytest.fixture
@@ -209,7 +211,7 @@ def test_wait_reports_outcomes_and_quarantine_reasons(azurite, upload_corpus, co
     good = len(uploaded) - 1
     assert re.search(rf"archived\s+{good}\b", out) and re.search(r"quarantined\s+1\b", out)
     quarantine_line = next(line for line in out.splitlines() if "zero_bytes.dcm" in line)
-    assert "not-dicom" in quarantine_line and "The file is not DICOM." in quarantine_line
+    assert "not-dicom" in quarantine_line and ADVICE[Reason.NOT_DICOM] in quarantine_line
 
 
 def test_upload_and_wait_for_other_code(azurite, upload_corpus, container, stub):

@@ -21,9 +21,9 @@ from shared.index.records import Action, ChangeEntry
 from shared.index.store import utcnow
 from shared.ingest import status
 from shared.ingest.schedule import SettleRequest
-from shared.ingest.service import IngestService, Outcome
+from shared.ingest.service import IngestService
 from shared.ingest.settle import SettleService
-from shared.ingest.states import IngestState
+from shared.ingest.states import IngestState, Outcome
 from shared.storage import layout
 from tests.fakes import Fakes, memory_services
 from tests.instances import instance, study_of, uid
