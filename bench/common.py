@@ -350,8 +350,11 @@ STEPS: dict[tuple[str, str, str], str] = {
     ("table", tables.STUDIES, "point get"): "settle: previous study row (and a held lease)",
     ("table", tables.STUDIES, "replace (conditional)"): "settle: study aggregate (or an expired lease taken over)",
     ("table", tables.STUDIES, "batch"): "settle: first study aggregate",
-    ("table", tables.LOOKUP, "batch"): "settle: lookup rows (one batch per lookup partition)",
+    ("table", tables.LOOKUP, "batch"): "settle: study lookup rows, when new or the study changed (one batch per "
+                                       "partition)",
     ("table", tables.LOOKUP, "delete"): "settle: stale lookup rows",
+    ("table", tables.UID_LOOKUP, "batch"): "settle: series and SOP UID lookups of changed series",
+    ("table", tables.UID_LOOKUP, "delete"): "settle: UID lookups of removed instances",
     ("table", tables.SERIES, "batch"): "settle: series aggregates",
     ("table", tables.CHANGEFEED, "batch"): "settle: change feed entries (one batch per hour shard)",
     ("table", tables.CHANGEFEED, "insert"): "settle: the feed's head row (once per process)",

@@ -181,6 +181,7 @@ var appTables = [
   'dicomseries'
   'dicomstudies'
   'dicomlookup'
+  'dicomuidlookup'
   'dicompending'
   'dicomchangefeed'
   'dicomdeliveries'
