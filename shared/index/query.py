@@ -41,6 +41,9 @@ class Criteria:
     modality: str | None = None
     #: Inclusive YYYYMMDD bounds; either may be None (open range).
     study_date: tuple[str | None, str | None] | None = None
+    #: How many matches the caller takes at most (offset + limit + 1): a scan reads pages of that
+    #: size, so a first page of a plain listing costs ~limit rows, not the service's 1,000.
+    wanted: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iter
         yield from _by_study(store, level, list(_dedupe(c.study_uids or [])))
         return
     if plan.kind == "scan":
-        yield from _scan(store, level)
+        yield from _scan(store, level, c.wanted)
     elif plan.key == "SOPInstanceUID":
         yield from _sop_candidates(store, c.sop_uids or [])
     else:
@@ -270,11 +273,12 @@ def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> It
                     yield inst
 
 
-def _scan(store: IndexStore, level: LevelName) -> Iterator[Record]:
+def _scan(store: IndexStore, level: LevelName, wanted: int | None) -> Iterator[Record]:
+    page = min(1000, max(wanted, 100)) if wanted else None
     if level == "study":
-        yield from store.scan_studies()
+        yield from store.scan_studies(page)
     elif level == "series":
-        yield from store.scan_series()
+        yield from store.scan_series(page)
     else:
-        yield from store.scan_instances()
+        yield from store.scan_instances(page)
 

@@ -176,8 +176,8 @@ class IndexStore:
         for batch in _batches(ops):
             self.t.transact(tables.INSTANCES, batch)
 
-    def scan_instances(self) -> Iterator[InstanceRecord]:
-        for r in self.t.query(tables.INSTANCES, select=INDEX_COLUMNS):
+    def scan_instances(self, page_size: int | None = None) -> Iterator[InstanceRecord]:
+        for r in self.t.query(tables.INSTANCES, select=INDEX_COLUMNS, page_size=page_size):
             if not r["RowKey"].startswith(keys.CHANGE_PREFIX):
                 yield from_entity(InstanceRecord, r)
 
@@ -223,8 +223,8 @@ class IndexStore:
                 for op in batch:
                     self.t.delete(tables.SERIES, op.entity["PartitionKey"], op.entity["RowKey"])
 
-    def scan_studies(self) -> Iterator[StudyRecord]:
-        for r in self.t.query(tables.STUDIES, equals={"RowKey": keys.study_keys("")[1]}):
+    def scan_studies(self, page_size: int | None = None) -> Iterator[StudyRecord]:
+        for r in self.t.query(tables.STUDIES, equals={"RowKey": keys.study_keys("")[1]}, page_size=page_size):
             yield from_entity(StudyRecord, r)
 
     # -- settle leases -----------------------------------------------------------------
@@ -256,8 +256,8 @@ class IndexStore:
         except RowChanged:
             pass  # it ran out and someone else holds it now
 
-    def scan_series(self) -> Iterator[SeriesRecord]:
-        for r in self.t.query(tables.SERIES):
+    def scan_series(self, page_size: int | None = None) -> Iterator[SeriesRecord]:
+        for r in self.t.query(tables.SERIES, page_size=page_size):
             yield from_entity(SeriesRecord, r)
 
     # -- lookup rows -------------------------------------------------------------
