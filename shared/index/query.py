@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,8 @@ from shared.index.store import IndexStore
 from shared.ports import Row
 
 LevelName = Literal["study", "series", "instance"]
+#: Reads the pending rows beside each query's own lookup (shared by every query of the process).
+_PREFETCH = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qido-pending")
 _WILD = re.compile(r"[*?]")
 Record = StudyRecord  # every record class derives from StudyRecord
 
@@ -114,14 +117,16 @@ def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iter
     if plan.key == "StudyInstanceUID":
         yield from _by_study(store, level, list(_dedupe(c.study_uids or [])))
         return
+    # What arrived and is not settled yet: the pending series that the plan's key selects, read
+    # while the plan's own query runs (the answer waits for the slower of the two, not both).
+    pending = _PREFETCH.submit(store.list_pending)
     if plan.kind == "scan":
         yield from _scan(store, level, c.wanted)
     elif plan.key == "SOPInstanceUID":
         yield from _sop_candidates(store, c.sop_uids or [])
     else:
         yield from _expand(store, level, _dedupe_hits(_hits(store, level, c, plan)))
-    # What arrived and is not settled yet: the pending series that the plan's key selects.
-    yield from _pending(store, level, c, plan)
+    yield from _pending(store, level, c, plan, pending.result())
 
 
 def _hits(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Hit]:
@@ -255,8 +260,9 @@ def _selected(rec: SeriesRecord, c: Criteria, plan: Plan) -> bool:
     return any(t.startswith(token) for t in keys.name_tokens(rec.patient_name or ""))
 
 
-def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Record]:
-    pending = [p for p in store.list_pending() if _selected(p, c, plan)]
+def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan,
+             unsettled: list[SeriesRecord]) -> Iterator[Record]:
+    pending = [p for p in unsettled if _selected(p, c, plan)]
     if level == "study":
         seen: set[str] = set()
         for p in pending:
