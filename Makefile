@@ -14,7 +14,7 @@ VIEWER_PORT ?= 3000
 VIEWER_SITE := viewer/site
 STACK := --http-port $(HTTP_PORT) --fabric-port $(FABRIC_PORT) --static $(VIEWER_SITE) --static-port $(VIEWER_PORT)
 
-.PHONY: setup peers infra-tools test test-unit lint up down demo bench clean viewer
+.PHONY: setup peers infra-tools test test-unit lint up down demo bench clean viewer dr-drill
 
 setup: $(STAMP) $(NPM_STAMP) $(OHIF_STAMP)
 
@@ -62,7 +62,7 @@ $(INFRA_STAMP): tests/infra/requirements-infra.txt
 	@touch $@
 
 test: setup peers infra-tools
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=15
 
 test-unit: setup
 	$(PYTHON) -m pytest -q tests/unit
@@ -91,6 +91,11 @@ demo: viewer local.settings.json
 
 bench: setup peers
 	$(PYTHON) -m bench
+
+# The disaster-recovery drill (issue 13): two local regions (Azurite + devhost each), emulated object
+# replication, the primary lost and brought back; one summary line at the end (python -m tools drill --help).
+dr-drill: setup
+	$(PYTHON) -m tools drill
 
 # down first: a stack still running (or left by a host that was killed) must not lose its data folder.
 clean:

@@ -2,7 +2,9 @@
 subscriptions refer to and announce changes as ``Microsoft.Storage.BlobCreated`` /
 ``BlobDeleted`` in Event Grid schema, with the shape Azure's storage system topic uses.
 
-Only the watched containers are listed (``list_blobs``, comparing name + eTag), about every 0.3 s.
+Only the watched containers are listed (``list_blobs``, comparing name + eTag): every 0.3 s while blobs
+arrive, backing off to every 1.2 s while nothing changes (a listing costs time in the number of blobs, and
+an app that keeps its uploads, as an inbox with a lifecycle rule does, makes the container grow).
 What was announced is kept in ``<state-dir>/watcher.json``, so a restart announces only what
 changed while the host was down (a blob created meanwhile is announced on start).
 """
@@ -21,6 +23,8 @@ from urllib.parse import quote
 from devhost.state import read_json, write_json
 
 log = logging.getLogger("devhost.watcher")
+#: While nothing changes, the pace slows to this many times the interval.
+IDLE_FACTOR = 4
 
 LOCAL_TOPIC = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/devhost/providers/"
                "Microsoft.Storage/storageAccounts/{account}")
@@ -104,14 +108,18 @@ class BlobWatcher:
 
     async def run(self, to_thread: Callable[[Callable[[], Any]], Any], stopping: asyncio.Event) -> None:
         """Poll until ``stopping`` is set (call :meth:`prepare` first)."""
+        wait = self.interval
         while not stopping.is_set():
             try:
-                events = await to_thread(self._list_all)
-                self._emit(events)
+                listing = await to_thread(self._list_all)
+                before = self.announced
+                self._emit(listing)
+                # Back off while nothing changes; back to the fast pace as soon as something does.
+                wait = self.interval if self.announced != before else min(wait * 1.5, self.interval * IDLE_FACTOR)
             except Exception as exc:  # noqa: BLE001 - the emulator may blink; keep watching
                 log.warning("Blob watcher: listing failed (%s); retrying", type(exc).__name__)
             try:
-                await asyncio.wait_for(stopping.wait(), self.interval)
+                await asyncio.wait_for(stopping.wait(), wait)
             except TimeoutError:
                 pass
 

@@ -1,6 +1,9 @@
 // dicomflow on Azure, stage 1: everything except the Event Grid subscriptions (stage 2,
-// infra/stage2/main.bicep, needs the code deployed). Two regions: the primary runs ingestion and
-// DICOMweb; the secondary is a warm standby with an object-replicated archive, behind one Front Door.
+// infra/stage2/main.bicep, needs the code deployed). Two regions behind one Front Door: the primary takes
+// the traffic; the secondary holds a replica of the primary's archive, quarantine and configuration, keeps
+// its own index of them (it follows the primary's change feed), and takes over reads and writes when the
+// primary is lost. Each region writes only its own containers (<name>-primary / <name>-secondary); object
+// replication copies each region's to the other, in both directions, so no failover step touches storage.
 // Names: CAF prefix (abbreviations.json) + a uniqueString token per region, each overridable.
 targetScope = 'subscription'
 
@@ -38,13 +41,24 @@ param secondaryFunctionAppName string = ''
 @description('Override: Front Door profile name (default afd-<token>).')
 param frontDoorProfileName string = ''
 
-@description('Days after the last write before archived instances move to the cool tier.')
+@description('Days before archived instances move to the cool tier (counted from tieringBasis). Cool and cold keep WADO-RS reads immediate.')
 @minValue(0)
 param coolAfterDays int = 30
 
-@description('Days after the last write before archived instances move to the cold tier (more than coolAfterDays).')
+@description('Days before archived instances move to the cold tier (more than coolAfterDays).')
 @minValue(1)
 param coldAfterDays int = 90
+
+@description('What the tiering days count from: creation (predictable: the cost model in docs/capacity.md) or lastAccess (instances read again stay hot: access-time tracking on, and a read moves a cool blob back to hot).')
+@allowed([
+  'creation'
+  'lastAccess'
+])
+param tieringBasis string = 'creation'
+
+@description('Days after which PREVIOUS versions of archived instances (a replaced instance, the losing side of a write in both regions) move to the offline archive tier; 0 = never. Current versions never go there: WADO-RS must serve them at once. Rehydration: docs/deploy.md.')
+@minValue(0)
+param versionArchiveAfterDays int = 0
 
 @description('Days a blob may stay in the inbox (ingest removes it on success; leftovers are cleaned up).')
 @minValue(1)
@@ -84,15 +98,43 @@ param maximumInstanceCount int = 100
 ])
 param instanceMemoryMB int = 2048
 
-@description('Zone-redundant Flex Consumption plans (set false for regions without Flex zone redundancy).')
-param zoneRedundant bool = true
+@description('Zone-redundant Flex Consumption plan in the primary region. Only where Flex offers it (Get-AzFunctionAppAvailableLocation -PlanType FlexConsumption -OSType Linux -ZoneRedundancy); it also keeps at least two always-ready instances per function group, billed.')
+param primaryZoneRedundant bool = false
 
-@description('Front Door routing: 2 = active/passive (secondary takes traffic only when the primary is unhealthy), 1 = active/active.')
-@allowed([
-  1
-  2
-])
-param secondaryPriority int = 2
+@description('Zone-redundant Flex Consumption plan in the secondary region (as primaryZoneRedundant).')
+param secondaryZoneRedundant bool = false
+
+@description('Front Door: false (default) = active/passive, the secondary takes traffic only when the primary\'s health probe fails; true = reads (GET, HEAD, OPTIONS) from both regions, writes (STOW-RS, DELETE) still to the primary while it is healthy.')
+param activeActiveReads bool = false
+
+@description('Private networking: the PHI data accounts, Key Vault and the custom Event Grid topic get private endpoints and refuse public traffic; the function apps reach them through VNet integration; the two regions\' networks are peered (the follower reads the peer\'s change feed). Default false: public endpoints, Entra ID only.')
+param privateNetworking bool = false
+
+@description('The primary region\'s network (privateNetworking): address space, the function app\'s subnet, the private endpoints\' subnet.')
+param primaryNetworkPrefixes object = {
+  addressPrefix: '10.40.0.0/22'
+  apps: '10.40.0.0/24'
+  endpoints: '10.40.1.0/24'
+}
+
+@description('The secondary region\'s network (privateNetworking), not overlapping the primary\'s.')
+param secondaryNetworkPrefixes object = {
+  addressPrefix: '10.41.0.0/22'
+  apps: '10.41.0.0/24'
+  endpoints: '10.41.1.0/24'
+}
+
+@description('Object replication primary -> secondary: the policy ID Azure assigned on the first deployment (output REPLICATION_POLICY_TO_SECONDARY; azd passes it back). Empty on the first deployment only.')
+param replicationPolicyToSecondary string = ''
+
+@description('Object replication primary -> secondary: its rule IDs, comma-separated in container order (output REPLICATION_RULES_TO_SECONDARY). Empty on the first deployment only.')
+param replicationRulesToSecondary string = ''
+
+@description('Object replication secondary -> primary: the policy ID Azure assigned on the first deployment (output REPLICATION_POLICY_TO_PRIMARY).')
+param replicationPolicyToPrimary string = ''
+
+@description('Object replication secondary -> primary: its rule IDs, comma-separated (output REPLICATION_RULES_TO_PRIMARY).')
+param replicationRulesToPrimary string = ''
 
 @description('Entra ID tenant whose tokens the API accepts (default: the tenant of this deployment).')
 param entraTenantId string = tenant().tenantId
@@ -119,8 +161,11 @@ param corsAllowedOrigins array = []
 @description('Optional: name of a Key Vault secret (same name in each region\'s vault) holding Functions keys that machine clients may send as x-functions-key (comma-separated, reader and writer roles). Empty: bearer tokens only.')
 param functionKeysSecretName string = ''
 
-@description('Optional: object ID of the deploying user or group, granted Storage Blob Data Owner on both data accounts (to upload test files).')
+@description('Object ID of the deploying user or group (azd passes AZURE_PRINCIPAL_ID). It gets no data-plane role unless grantDeployerDataAccess is true.')
 param principalId string = ''
+
+@description('Grant principalId Storage Blob Data Contributor on both data accounts (PHI), e.g. to upload test files. Default false: no standing access to patient data for the deployer.')
+param grantDeployerDataAccess bool = false
 
 @description('Extra tags for every resource.')
 param tags object = {}
@@ -158,20 +203,24 @@ var primaryToken = toLower(uniqueString(subscription().id, environmentName, prim
 var secondaryToken = toLower(uniqueString(subscription().id, environmentName, secondaryLocation))
 
 // The app's storage names. They are owned by the code: tests/infra checks these lists against
-// shared/storage/layout.py (CONTAINERS, QUEUES) and shared/index/tables.py (TABLES).
+// shared/storage/layout.py (LOCAL, REGIONAL, QUEUES) and shared/index/tables.py (TABLES).
 var inboxContainer = 'dicom-inbox'
 var archiveContainer = 'dicom-archive'
 var metadataContainer = 'dicom-metadata'
 var quarantineContainer = 'dicom-quarantine'
 var configContainer = 'dicomflow-config'
 var deadLetterContainer = 'eventgrid-deadletter'
-var appContainers = [
+// In each region, never replicated: uploads, what each region derives itself (frame indexes, bundles), dead letters.
+var localContainers = [
   inboxContainer
-  archiveContainer
   metadataContainer
+  deadLetterContainer
+]
+// Written by each region as '<name>-<region key>' and replicated to the other region (read-only there).
+var regionalContainers = [
+  archiveContainer
   quarantineContainer
   configContainer
-  deadLetterContainer
 ]
 var appQueues = [
   'dicom-settle'
@@ -185,14 +234,44 @@ var appTables = [
   'dicompending'
   'dicomchangefeed'
   'dicomdeliveries'
+  'dicomsync'
 ]
-// Replicated to the secondary region (blobs only: Table storage is geo-replicated by RAGZRS instead).
-var replicatedContainers = [
-  archiveContainer
-  metadataContainer
-]
+// The region keys (DICOMFLOW_REGION): part of container names, so fixed at deployment, not roles.
+var primaryKey = 'primary'
+var secondaryKey = 'secondary'
+var primaryWrites = [for c in regionalContainers: '${c}-${primaryKey}']
+var secondaryWrites = [for c in regionalContainers: '${c}-${secondaryKey}']
 var deploymentContainer = 'app-package'
 
+// Tiering of every archive container of an account (its own and the peer's replica: the prefix matches both).
+var tierByCreation = {
+  tierToCool: {
+    daysAfterCreationGreaterThan: coolAfterDays
+  }
+  tierToCold: {
+    daysAfterCreationGreaterThan: coldAfterDays
+  }
+}
+var tierByAccess = {
+  enableAutoTierToHotFromCool: true
+  tierToCool: {
+    daysAfterLastAccessTimeGreaterThan: coolAfterDays
+  }
+  tierToCold: {
+    daysAfterLastAccessTimeGreaterThan: coldAfterDays
+  }
+}
+var baseTiering = tieringBasis == 'lastAccess' ? tierByAccess : tierByCreation
+var archiveActions = versionArchiveAfterDays > 0 ? {
+  baseBlob: baseTiering
+  version: {
+    tierToArchive: {
+      daysAfterCreationGreaterThan: versionArchiveAfterDays
+    }
+  }
+} : {
+  baseBlob: baseTiering
+}
 var lifecycleRules = [
   {
     name: 'archive-tiering'
@@ -204,19 +283,10 @@ var lifecycleRules = [
           'blockBlob'
         ]
         prefixMatch: [
-          '${archiveContainer}/'
+          '${archiveContainer}-'
         ]
       }
-      actions: {
-        baseBlob: {
-          tierToCool: {
-            daysAfterModificationGreaterThan: coolAfterDays
-          }
-          tierToCold: {
-            daysAfterModificationGreaterThan: coldAfterDays
-          }
-        }
-      }
+      actions: archiveActions
     }
   }
   {
@@ -304,6 +374,8 @@ var primaryNames = {
   gateway: '${abbrs.appContainerApps}gw-${primaryToken}'
   gatewayEnvironment: '${abbrs.appManagedEnvironments}${primaryToken}'
   gatewayVnet: '${abbrs.networkVirtualNetworks}gw-${primaryToken}'
+  eventGridIdentity: '${abbrs.managedIdentityUserAssignedIdentities}evg-${primaryToken}'
+  vnet: '${abbrs.networkVirtualNetworks}${primaryToken}'
 }
 var secondaryNames = {
   identity: '${abbrs.managedIdentityUserAssignedIdentities}${secondaryToken}'
@@ -320,6 +392,8 @@ var secondaryNames = {
   gateway: '${abbrs.appContainerApps}gw-${secondaryToken}'
   gatewayEnvironment: '${abbrs.appManagedEnvironments}${secondaryToken}'
   gatewayVnet: '${abbrs.networkVirtualNetworks}gw-${secondaryToken}'
+  eventGridIdentity: '${abbrs.managedIdentityUserAssignedIdentities}evg-${secondaryToken}'
+  vnet: '${abbrs.networkVirtualNetworks}${secondaryToken}'
 }
 
 resource primaryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -334,6 +408,78 @@ resource secondaryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: allTags
 }
 
+// Monitoring per region first: Front Door's profile logs to the primary's workspace, and the profile comes before
+// the regions, whose function apps admit only requests that carry its ID (X-Azure-FDID).
+module primaryMonitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: primaryGroup
+  params: {
+    location: primaryLocation
+    tags: allTags
+    logAnalyticsName: primaryNames.logAnalytics
+    applicationInsightsName: primaryNames.applicationInsights
+  }
+}
+
+module secondaryMonitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: secondaryGroup
+  params: {
+    location: secondaryLocation
+    tags: allTags
+    logAnalyticsName: secondaryNames.logAnalytics
+    applicationInsightsName: secondaryNames.applicationInsights
+  }
+}
+
+module frontDoorProfile 'modules/frontDoorProfile.bicep' = {
+  name: 'front-door-profile'
+  scope: primaryGroup
+  params: {
+    tags: allTags
+    profileName: !empty(frontDoorProfileName) ? frontDoorProfileName : '${abbrs.cdnProfiles}${primaryToken}'
+    logAnalyticsWorkspaceId: primaryMonitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+// Private networking (optional): one network per region, peered; the private DNS zones are global and linked to
+// both, so each region resolves the other's private endpoints (the follower reads the peer's change feed).
+module primaryNetwork 'modules/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  scope: primaryGroup
+  params: {
+    location: primaryLocation
+    tags: allTags
+    name: primaryNames.vnet
+    addressPrefix: primaryNetworkPrefixes.addressPrefix
+    appPrefix: primaryNetworkPrefixes.apps
+    endpointPrefix: primaryNetworkPrefixes.endpoints
+  }
+}
+
+module secondaryNetwork 'modules/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  scope: secondaryGroup
+  params: {
+    location: secondaryLocation
+    tags: allTags
+    name: secondaryNames.vnet
+    addressPrefix: secondaryNetworkPrefixes.addressPrefix
+    appPrefix: secondaryNetworkPrefixes.apps
+    endpointPrefix: secondaryNetworkPrefixes.endpoints
+  }
+}
+
+module privateDns 'modules/privateDns.bicep' = if (privateNetworking) {
+  name: 'private-dns'
+  scope: primaryGroup
+  params: {
+    tags: allTags
+    primaryVnetId: privateNetworking ? primaryNetwork!.outputs.id : ''
+    secondaryVnetId: privateNetworking ? secondaryNetwork!.outputs.id : ''
+  }
+}
+
 module primary 'modules/region.bicep' = {
   name: 'dicomflow-primary'
   scope: primaryGroup
@@ -341,23 +487,37 @@ module primary 'modules/region.bicep' = {
     location: primaryLocation
     tags: allTags
     names: primaryNames
-    containers: appContainers
+    logAnalyticsWorkspaceId: primaryMonitoring.outputs.logAnalyticsWorkspaceId
+    applicationInsightsName: primaryMonitoring.outputs.applicationInsightsName
+    applicationInsightsConnectionString: primaryMonitoring.outputs.applicationInsightsConnectionString
+    regionKey: primaryKey
+    peerRegionKey: secondaryKey
+    localContainers: localContainers
+    regionalContainers: regionalContainers
+    archiveContainer: archiveContainer
+    deadLetterContainer: deadLetterContainer
     queues: appQueues
     tables: appTables
     lifecycleRules: lifecycleRules
-    immutableContainer: archiveImmutabilityDays > 0 ? archiveContainer : ''
+    tieringByAccess: tieringBasis == 'lastAccess'
     immutabilityDays: archiveImmutabilityDays
     softDeleteDays: softDeleteDays
     deploymentContainer: deploymentContainer
     stableAgeSeconds: stableAgeSeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    zoneRedundant: zoneRedundant
+    zoneRedundant: primaryZoneRedundant
     authIssuer: authIssuer
     authAudience: authAudience
     corsOrigins: corsOrigins
     functionKeysSecretName: functionKeysSecretName
-    userPrincipalId: principalId
+    userPrincipalId: grantDeployerDataAccess ? principalId : ''
+    frontDoorId: frontDoorProfile.outputs.frontDoorId
+    peerTableEndpoint: 'https://${secondaryNames.dataStorage}.table.${environment().suffixes.storage}/'
+    privateNetworking: privateNetworking
+    appSubnetId: privateNetworking ? primaryNetwork!.outputs.appSubnetId : ''
+    endpointSubnetId: privateNetworking ? primaryNetwork!.outputs.endpointSubnetId : ''
+    privateDnsZoneIds: privateNetworking ? privateDns!.outputs.zoneIds : {}
     gatewayImage: gatewayImage
     gatewayAllowedAeTitles: gatewayAllowedAeTitles
     gatewayAllowedNetworks: gatewayAllowedNetworks
@@ -373,50 +533,133 @@ module secondary 'modules/region.bicep' = {
     location: secondaryLocation
     tags: allTags
     names: secondaryNames
-    containers: appContainers
+    logAnalyticsWorkspaceId: secondaryMonitoring.outputs.logAnalyticsWorkspaceId
+    applicationInsightsName: secondaryMonitoring.outputs.applicationInsightsName
+    applicationInsightsConnectionString: secondaryMonitoring.outputs.applicationInsightsConnectionString
+    regionKey: secondaryKey
+    peerRegionKey: primaryKey
+    localContainers: localContainers
+    regionalContainers: regionalContainers
+    archiveContainer: archiveContainer
+    deadLetterContainer: deadLetterContainer
     queues: appQueues
     tables: appTables
     lifecycleRules: lifecycleRules
-    immutableContainer: archiveImmutabilityDays > 0 ? archiveContainer : ''
+    tieringByAccess: tieringBasis == 'lastAccess'
     immutabilityDays: archiveImmutabilityDays
     softDeleteDays: softDeleteDays
     deploymentContainer: deploymentContainer
     stableAgeSeconds: stableAgeSeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    zoneRedundant: zoneRedundant
+    zoneRedundant: secondaryZoneRedundant
     authIssuer: authIssuer
     authAudience: authAudience
     corsOrigins: corsOrigins
     functionKeysSecretName: functionKeysSecretName
-    userPrincipalId: principalId
+    userPrincipalId: grantDeployerDataAccess ? principalId : ''
+    frontDoorId: frontDoorProfile.outputs.frontDoorId
+    peerTableEndpoint: 'https://${primaryNames.dataStorage}.table.${environment().suffixes.storage}/'
+    privateNetworking: privateNetworking
+    appSubnetId: privateNetworking ? secondaryNetwork!.outputs.appSubnetId : ''
+    endpointSubnetId: privateNetworking ? secondaryNetwork!.outputs.endpointSubnetId : ''
+    privateDnsZoneIds: privateNetworking ? privateDns!.outputs.zoneIds : {}
   }
 }
 
-// Object replication primary -> secondary: destination policy first (Azure assigns the policy and
-// rule IDs), then the source policy with those IDs.
-module replicationDestination 'modules/objectReplication.bicep' = {
-  name: 'replication-destination'
+// Each region reads the other's change feed (Storage Table Data Reader on the peer's data account, nothing else).
+module primaryReadsSecondary 'modules/peerRoles.bicep' = {
+  name: 'peer-reader-primary'
+  scope: secondaryGroup
+  params: {
+    dataStorageAccountName: secondary.outputs.dataStorageAccountName
+    peerPrincipalId: primary.outputs.identityPrincipalId
+  }
+}
+
+module secondaryReadsPrimary 'modules/peerRoles.bicep' = {
+  name: 'peer-reader-secondary'
+  scope: primaryGroup
+  params: {
+    dataStorageAccountName: primary.outputs.dataStorageAccountName
+    peerPrincipalId: secondary.outputs.identityPrincipalId
+  }
+}
+
+module peering 'modules/peering.bicep' = if (privateNetworking) {
+  name: 'peering-primary'
+  scope: primaryGroup
+  params: {
+    vnetName: primaryNames.vnet
+    remoteVnetId: privateNetworking ? secondaryNetwork!.outputs.id : ''
+  }
+}
+
+module peeringBack 'modules/peering.bicep' = if (privateNetworking) {
+  name: 'peering-secondary'
+  scope: secondaryGroup
+  params: {
+    vnetName: secondaryNames.vnet
+    remoteVnetId: privateNetworking ? primaryNetwork!.outputs.id : ''
+  }
+}
+
+// Object replication in both directions: each region's own containers to the other region. One policy per
+// direction (one per account pair is all Azure allows); the destination side first (Azure assigns the policy and
+// rule IDs there), then the source side with those IDs. On later deployments the IDs come back as parameters
+// (outputs REPLICATION_*; azd keeps them), so the same policies are updated instead of a second 'default' one.
+module toSecondaryDestination 'modules/objectReplication.bicep' = {
+  name: 'replication-to-secondary-destination'
   scope: secondaryGroup
   params: {
     accountName: secondary.outputs.dataStorageAccountName
-    policyId: 'default'
+    policyId: empty(replicationPolicyToSecondary) ? 'default' : replicationPolicyToSecondary
     sourceAccountId: primary.outputs.dataStorageAccountId
     destinationAccountId: secondary.outputs.dataStorageAccountId
-    containers: replicatedContainers
+    containers: primaryWrites
+    ruleIds: empty(replicationRulesToSecondary) ? [] : split(replicationRulesToSecondary, ',')
   }
 }
 
-module replicationSource 'modules/objectReplication.bicep' = {
-  name: 'replication-source'
+module toSecondarySource 'modules/objectReplication.bicep' = {
+  name: 'replication-to-secondary-source'
   scope: primaryGroup
   params: {
     accountName: primary.outputs.dataStorageAccountName
-    policyId: replicationDestination.outputs.policyId
+    policyId: toSecondaryDestination.outputs.policyId
     sourceAccountId: primary.outputs.dataStorageAccountId
     destinationAccountId: secondary.outputs.dataStorageAccountId
-    containers: replicatedContainers
-    ruleIds: replicationDestination.outputs.ruleIds
+    containers: primaryWrites
+    ruleIds: toSecondaryDestination.outputs.ruleIds
+  }
+}
+
+module toPrimaryDestination 'modules/objectReplication.bicep' = {
+  name: 'replication-to-primary-destination'
+  scope: primaryGroup
+  params: {
+    accountName: primary.outputs.dataStorageAccountName
+    policyId: empty(replicationPolicyToPrimary) ? 'default' : replicationPolicyToPrimary
+    sourceAccountId: secondary.outputs.dataStorageAccountId
+    destinationAccountId: primary.outputs.dataStorageAccountId
+    containers: secondaryWrites
+    ruleIds: empty(replicationRulesToPrimary) ? [] : split(replicationRulesToPrimary, ',')
+  }
+  dependsOn: [
+    toSecondarySource
+  ]
+}
+
+module toPrimarySource 'modules/objectReplication.bicep' = {
+  name: 'replication-to-primary-source'
+  scope: secondaryGroup
+  params: {
+    accountName: secondary.outputs.dataStorageAccountName
+    policyId: toPrimaryDestination.outputs.policyId
+    sourceAccountId: secondary.outputs.dataStorageAccountId
+    destinationAccountId: primary.outputs.dataStorageAccountId
+    containers: secondaryWrites
+    ruleIds: toPrimaryDestination.outputs.ruleIds
   }
 }
 
@@ -425,12 +668,11 @@ module frontDoor 'modules/frontDoor.bicep' = {
   scope: primaryGroup
   params: {
     tags: allTags
-    profileName: !empty(frontDoorProfileName) ? frontDoorProfileName : '${abbrs.cdnProfiles}${primaryToken}'
+    profileName: frontDoorProfile.outputs.profileName
     endpointName: '${abbrs.cdnProfilesEndpoints}${primaryToken}'
     primaryHostName: primary.outputs.functionAppHostName
     secondaryHostName: secondary.outputs.functionAppHostName
-    secondaryPriority: secondaryPriority
-    logAnalyticsWorkspaceId: primary.outputs.logAnalyticsWorkspaceId
+    activeActiveReads: activeActiveReads
   }
 }
 
@@ -456,6 +698,8 @@ output PRIMARY_DATA_STORAGE_ACCOUNT string = primary.outputs.dataStorageAccountN
 output SECONDARY_DATA_STORAGE_ACCOUNT string = secondary.outputs.dataStorageAccountName
 output PRIMARY_IDENTITY_NAME string = primary.outputs.identityName
 output SECONDARY_IDENTITY_NAME string = secondary.outputs.identityName
+output PRIMARY_EVENTGRID_IDENTITY_NAME string = primary.outputs.eventGridIdentityName
+output SECONDARY_EVENTGRID_IDENTITY_NAME string = secondary.outputs.eventGridIdentityName
 output PRIMARY_SYSTEM_TOPIC string = primary.outputs.systemTopicName
 output SECONDARY_SYSTEM_TOPIC string = secondary.outputs.systemTopicName
 output PRIMARY_CUSTOM_TOPIC string = primary.outputs.customTopicName
@@ -467,3 +711,8 @@ output AUTH_ISSUER string = authIssuer
 output API_CLIENT_ID string = apiClientId
 output VIEWER_CLIENT_ID string = viewerSignInClientId
 output VIEWER_URL string = 'https://${viewer.outputs.defaultHostName}/'
+// Object replication IDs Azure assigned: main.parameters.json passes them back on the next deployment.
+output REPLICATION_POLICY_TO_SECONDARY string = toSecondaryDestination.outputs.policyId
+output REPLICATION_RULES_TO_SECONDARY string = join(toSecondaryDestination.outputs.ruleIds, ',')
+output REPLICATION_POLICY_TO_PRIMARY string = toPrimaryDestination.outputs.policyId
+output REPLICATION_RULES_TO_PRIMARY string = join(toPrimaryDestination.outputs.ruleIds, ',')

@@ -13,6 +13,8 @@ bindings and for our own SDK clients:
 * ``DICOMFLOW_AUTH_*`` and ``DICOMFLOW_CORS_ORIGINS``: who may call the HTTP API (bearer tokens
   from an OpenID issuer: Entra ID in Azure, the devhost's development issuer locally) and which
   browser origins may (see :class:`AuthSettings`).
+* ``DICOMFLOW_REGION``, ``DICOMFLOW_PEER_REGION`` and ``DicomPeerStorage``: two regions that serve each
+  other's archive (see :class:`RegionSettings`); unset, the app is one region on its own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 
 STORAGE_CONNECTION = "DicomStorage"
 EVENTS_CONNECTION = "DicomEvents"
+#: The peer region's data account: only its change feed table is read (Storage Table Data Reader).
+PEER_STORAGE_CONNECTION = "DicomPeerStorage"
 
 
 class SettingsError(ValueError):
@@ -37,6 +41,59 @@ class StorageSettings:
     queue_service_uri: str | None = None
     table_service_uri: str | None = None
     client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSettings:
+    """Which region this app is, and which region it serves as the other half of a pair.
+
+    Each region writes its own archive, quarantine and configuration containers, named with its key
+    (``dicom-archive-<key>``, :func:`shared.storage.layout.regional`), and Azure object replication
+    copies them to the peer, where they are read-only. A region indexes what reaches it from the
+    peer by following the peer's change feed (read from the peer's table endpoint with this app's
+    identity). Keys are short names fixed at deployment (``primary``/``secondary`` in infra/), not
+    roles: after a failover the "secondary" keeps writing ``-secondary`` containers.
+    """
+
+    #: ``DICOMFLOW_REGION``: this region's key (lowercase letters and digits, 1-20). Empty: one region,
+    #: container names without a suffix.
+    key: str = ""
+    #: ``DICOMFLOW_PEER_REGION``: the other region's key (its containers are replicated here).
+    peer: str = ""
+    #: ``DicomPeerStorage`` (Azurite connection string) or ``DicomPeerStorage__tableServiceUri`` (+
+    #: ``__clientId``): where the peer's change feed is read. Unset: the peer's feed is not followed
+    #: (``python -m tools reindex`` still indexes what replication brought).
+    peer_storage: StorageSettings = StorageSettings()
+    #: ``DICOMFLOW_FOLLOW_BATCH``: most peer change-feed entries indexed per follower run.
+    follow_batch: int = 500
+
+    @property
+    def paired(self) -> bool:
+        return bool(self.key and self.peer)
+
+    @property
+    def follows_peer(self) -> bool:
+        p = self.peer_storage
+        return self.paired and bool(p.connection_string or p.table_service_uri)
+
+
+def _region_key(env: Mapping[str, str], name: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if raw and not (len(raw) <= 20 and all(c in "abcdefghijklmnopqrstuvwxyz0123456789" for c in raw)):
+        raise SettingsError(f"Setting {name} must be 1-20 lowercase letters and digits (it becomes part of "
+                            f"container names, as in dicom-archive-primary), got {raw!r}")
+    return raw
+
+
+def _storage(env: Mapping[str, str], conn: str) -> StorageSettings:
+    prefix = conn + "__"
+    return StorageSettings(
+        connection_string=env.get(conn) or None,
+        blob_service_uri=env.get(prefix + "blobServiceUri") or env.get(prefix + "serviceUri"),
+        queue_service_uri=env.get(prefix + "queueServiceUri"),
+        table_service_uri=env.get(prefix + "tableServiceUri"),
+        client_id=env.get(prefix + "clientId"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +236,10 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     #: Change feed entries younger than this are held back, so the order a reader sees never changes.
     changefeed_horizon_seconds: float = 2.0
+    #: Routing reads its rules document at most this often per worker (a new document applies after it).
+    routing_rules_ttl_seconds: float = 15.0
     gateway: GatewaySettings = GatewaySettings()
+    region: RegionSettings = RegionSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -195,15 +255,13 @@ class Settings:
                 raise SettingsError(f"Setting {name} must not be negative, got {raw!r}")
             return value
 
-        conn = env.get(STORAGE_CONNECTION) or None
-        prefix = STORAGE_CONNECTION + "__"
-        storage = StorageSettings(
-            connection_string=conn,
-            blob_service_uri=env.get(prefix + "blobServiceUri") or env.get(prefix + "serviceUri"),
-            queue_service_uri=env.get(prefix + "queueServiceUri"),
-            table_service_uri=env.get(prefix + "tableServiceUri"),
-            client_id=env.get(prefix + "clientId"),
-        )
+        storage = _storage(env, STORAGE_CONNECTION)
+        region, peer = _region_key(env, "DICOMFLOW_REGION"), _region_key(env, "DICOMFLOW_PEER_REGION")
+        if peer and not region:
+            raise SettingsError("DICOMFLOW_PEER_REGION is set but DICOMFLOW_REGION is not: give this region a key too.")
+        if peer and peer == region:
+            raise SettingsError(f"DICOMFLOW_PEER_REGION must differ from DICOMFLOW_REGION (both are {region!r}).")
+        batch = num("DICOMFLOW_FOLLOW_BATCH", 500)
         stable_age = num("DICOMFLOW_STABLE_AGE_SECONDS", 60.0)
         return cls(
             storage=storage,
@@ -228,7 +286,10 @@ class Settings:
                 jwks_cooldown_seconds=num("DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS", 30.0),
             ),
             changefeed_horizon_seconds=num("DICOMFLOW_CHANGEFEED_HORIZON_SECONDS", 2.0),
+            routing_rules_ttl_seconds=num("DICOMFLOW_ROUTING_RULES_TTL_SECONDS", 15.0),
             gateway=GatewaySettings.from_env(env),
+            region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
+                                  follow_batch=max(1, int(batch))),
         )
 
     def require_storage(self) -> StorageSettings:

@@ -48,8 +48,8 @@ class BlobItem:
 
 class Blob(Protocol):
     """One blob, read in ranges; every read after the first is pinned to the version the first
-    read saw (a blob replaced mid-read fails instead of mixing versions). ``etag``, ``content_md5``
-    and ``last_modified`` are those of that version (known after the first read)."""
+    read saw (a blob replaced mid-read fails instead of mixing versions). ``etag``, ``content_md5``,
+    ``last_modified`` and ``metadata`` are those of that version (known after the first read)."""
 
     container: str
     name: str
@@ -57,6 +57,8 @@ class Blob(Protocol):
     etag: str | None
     content_md5: bytes | None
     last_modified: dt.datetime | None
+    #: The blob's metadata (it comes with the first response).
+    metadata: Mapping[str, str]
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         """Up to ``length`` bytes at ``offset`` and the blob's total size; :class:`BlobGone` if

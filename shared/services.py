@@ -1,7 +1,10 @@
 """The composition root: builds the adapters once per process and hands them to the services.
 
 Everything a service needs is on :class:`Services`: settings, the blob/table/queue ports, the
-event publisher, the index over the table port, the change sequencer and the settle scheduler.
+event publisher, the index over the table port, the change sequencer and the settle scheduler; in a
+region of a pair (``DICOMFLOW_REGION``) also the region topology (the blob port then maps logical
+container names to this region's physical ones, :mod:`shared.storage.regions`) and the peer region's
+index, whose change feed the follower reads.
 Functions get it from :func:`get_services`; tests build one over in-memory fakes
 (``tests/fakes.py``) or over Azurite with :meth:`Services.from_settings`.
 """
@@ -20,6 +23,7 @@ from shared.index.store import IndexStore
 from shared.ingest.schedule import SettleScheduler
 from shared.ports import BlobStore, Publisher, Queues, TableStore
 from shared.storage import layout
+from shared.storage.regions import RegionalBlobStore, Topology
 
 if TYPE_CHECKING:
     from shared.storage.azure import RequestCounter
@@ -35,14 +39,22 @@ class Services:
     publisher_factory: Callable[[], Publisher] | None = None
     #: Counts every storage HTTP request of these clients (None for fakes, which count their own).
     requests: RequestCounter | None = None
+    #: Builds the peer region's table port (None: this region follows no peer).
+    peer_tables_factory: Callable[[], TableStore] | None = None
     index: IndexStore = field(init=False)
     sequencer: Sequencer = field(default_factory=Sequencer)
     scheduler: SettleScheduler = field(init=False)
+    topology: Topology = field(init=False)
     _publisher: Publisher | None = None
+    _peer_index: IndexStore | None = None
     _ready: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        region = self.settings.region
+        self.topology = Topology(region.key, (region.peer,) if region.peer else ())
+        if self.topology.region and not isinstance(self.blobs, RegionalBlobStore):
+            self.blobs = RegionalBlobStore(self.blobs, self.topology)
         self.index = IndexStore(self.tables)
         self.scheduler = SettleScheduler(self.queues, self.index, settle_delay=self.settings.settle_delay_seconds,
                                          stable_age=self.settings.stable_age_seconds)
@@ -81,8 +93,18 @@ class Services:
 
             return EventPublisher.from_settings(settings)
 
+        def peer_tables() -> TableStore:
+            # Few, short retries: a lost peer region should end a follower run quickly (the next resumes).
+            p, quick = settings.region.peer_storage, {"retry_total": 2, "connection_timeout": 5, **kw("peer table")}
+            if p.connection_string:
+                return AzureTableStore(TableServiceClient.from_connection_string(p.connection_string, **quick))
+            assert p.table_service_uri, "RegionSettings.follows_peer checks this"
+            return AzureTableStore(TableServiceClient(p.table_service_uri, credential=credential(p.client_id),
+                                                      **quick))
+
         return cls(settings=settings, blobs=AzureBlobStore(blob), tables=AzureTableStore(table),
-                   queues=AzureQueues(queue), publisher_factory=publisher, requests=counter)
+                   queues=AzureQueues(queue), publisher_factory=publisher, requests=counter,
+                   peer_tables_factory=peer_tables if settings.region.follows_peer else None)
 
     @property
     def publisher(self) -> Publisher:
@@ -91,6 +113,13 @@ class Services:
                 raise SettingsError("No event topic configured: set DicomEvents__topicEndpointUri.")
             self._publisher = self.publisher_factory()
         return self._publisher
+
+    @property
+    def peer_index(self) -> IndexStore | None:
+        """The peer region's index (only its change feed is read), or None when no peer is followed."""
+        if self._peer_index is None and self.peer_tables_factory is not None:
+            self._peer_index = IndexStore(self.peer_tables_factory())
+        return self._peer_index
 
     def ensure_ready(self) -> None:
         """Create containers, tables and queues once per process (infra creates them in Azure;

@@ -46,6 +46,7 @@ class MemoryBlob:
         self.etag = etag
         self.content_md5: bytes | None = None
         self.last_modified: dt.datetime | None = None
+        self.metadata: Mapping[str, str] = {}
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         self.store.count("blob GET range")
@@ -53,6 +54,7 @@ class MemoryBlob:
         if got is None or (self.etag is not None and got.etag != self.etag):
             raise BlobGone(self.name)
         self.etag, self.content_md5, self.last_modified = got.etag, got.md5, got.modified
+        self.metadata = dict(got.metadata)
         self.store.bytes_read += min(length, max(0, len(got.data) - offset))
         return got.data[offset:offset + length], len(got.data)
 
@@ -104,8 +106,9 @@ class MemoryBlobStore:
             raise BlobGone(source.name)
         if if_absent and (container, path) in self.blobs:
             return False
+        # As Copy Blob: the given metadata replaces the source's; none given, the source's is copied.
         self.blobs[(container, path)] = _Stored(got.data, _etag(), dt.datetime.now(dt.UTC), got.md5,
-                                                dict(metadata or {}))
+                                                dict(got.metadata if metadata is None else metadata))
         return True
 
     def delete(self, container: str, path: str, *, etag: str | None = None) -> bool:
@@ -322,3 +325,24 @@ def memory_services(**env: str) -> Fakes:
     svc = Services(settings=Settings.from_env(values), blobs=blobs, tables=tables, queues=queues,
                    publisher_factory=lambda: publisher)
     return Fakes(svc, blobs, tables, queues, publisher)
+
+
+def replicate(src: MemoryBlobStore, dst: MemoryBlobStore, containers: Sequence[str]) -> int:
+    """Object replication between two fake accounts, one pass: what changed in ``src``'s ``containers``
+    is copied to the same containers of ``dst`` (content, Content-MD5 and metadata; the destination
+    assigns its own ETag), and what was deleted there is deleted here. Returns the number of changes."""
+    changes = 0
+    for container in containers:
+        names = {n for c, n in src.blobs if c == container}
+        for name in sorted(names):
+            s = src.blobs[(container, name)]
+            d = dst.blobs.get((container, name))
+            if d is None or d.data != s.data or d.metadata != s.metadata:
+                dst.blobs[(container, name)] = _Stored(s.data, _etag(), dt.datetime.now(dt.UTC), s.md5,
+                                                       dict(s.metadata))
+                changes += 1
+        for c, n in list(dst.blobs):
+            if c == container and n not in names:
+                del dst.blobs[(c, n)]
+                changes += 1
+    return changes

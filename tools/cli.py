@@ -25,6 +25,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("demo", "tools.demo"),
     ("config", "tools.config"),
     ("reprocess", "tools.reprocess"),
+    ("reindex", "tools.reindex"),
+    ("drill", "tools.drill"),
 ]
 
 

@@ -222,7 +222,7 @@ class Scenario:
         # 1. A local DICOM receiver for the routing rule, when dcmtk is installed.
         rule = json.loads(json.dumps(RULE))
         # The receiver keeps its port across runs when it can: routing reads its rules at most every
-        # _RULES_TTL_SECONDS per worker, so a rule whose port changed applies only after that.
+        # DICOMFLOW_ROUTING_RULES_TTL_SECONDS per worker, so a rule whose port changed applies only after that.
         port_file = args.state_dir / "demo-storescp-port"
         previous = int(port_file.read_text()) if port_file.exists() and port_file.read_text().isdigit() else 0
         scp, port = _start_storescp(receiver, previous) if shutil.which("storescp") else (None, 0)
@@ -255,7 +255,7 @@ class Scenario:
             print(f"  {len(manifest['files'])} files in {corpus}, {len(self.studies)} studies with fresh UIDs")
 
             if rules_changed:
-                from shared.routing.service import _RULES_TTL_SECONDS as ttl
+                ttl = Settings.from_env(local.app_env()).routing_rules_ttl_seconds
 
                 print(f"\n(the receiver's port changed since the last run: routing reads rules at most every "
                       f"{ttl:.0f} s, so the demo gives it that long)")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from devhost import procs, state  # the devhost's documented helpers: local processes, its state files
-from shared.config import EVENTS_CONNECTION, STORAGE_CONNECTION, Settings
+from shared.config import EVENTS_CONNECTION, STORAGE_CONNECTION, Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = ROOT / ".devhost"
@@ -159,29 +159,46 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, events: bool = Fals
     if events:
         parser.add_argument("--events-endpoint", metavar="URL",
                             help="the custom Event Grid topic endpoint (with --account-url; identity sign-in)")
+    parser.add_argument("--region", metavar="KEY",
+                        help="the region this account belongs to (DICOMFLOW_REGION, e.g. primary): its containers "
+                             "are named <container>-<key>; default: the DICOMFLOW_REGION setting, else one region")
+    parser.add_argument("--peer-region", metavar="KEY",
+                        help="the other region of the pair (DICOMFLOW_PEER_REGION, e.g. secondary)")
 
 
 def settings_for(args: argparse.Namespace, env: dict[str, str] | None = None) -> tuple[Settings, str]:
     """The app's settings for the chosen target, and a few words saying which target it is."""
     env = dict(os.environ) if env is None else env
+    region = {k: v for k, v in (("DICOMFLOW_REGION", getattr(args, "region", None)),
+                                ("DICOMFLOW_PEER_REGION", getattr(args, "peer_region", None))) if v is not None}
+    for k in ("DICOMFLOW_REGION", "DICOMFLOW_PEER_REGION"):
+        if k not in region and env.get(k):
+            region[k] = env[k]
+    try:
+        return _settings_for(args, env, region)
+    except SettingsError as exc:
+        raise StackError(str(exc)) from None
+
+
+def _settings_for(args: argparse.Namespace, env: dict[str, str], region: dict[str, str]) -> tuple[Settings, str]:
     events = getattr(args, "events_endpoint", None)
     if getattr(args, "account_url", None):
         url = str(args.account_url).rstrip("/")
         if not url.startswith("https://"):
             raise StackError(f"--account-url {url!r}: give the blob endpoint, https://<account>.blob.core.windows.net")
-        values = {f"{STORAGE_CONNECTION}__blobServiceUri": url}
+        values = {f"{STORAGE_CONNECTION}__blobServiceUri": url, **region}
         if events:
             values[f"{EVENTS_CONNECTION}__topicEndpointUri"] = events
         return Settings.from_env(values), url
     if getattr(args, "connection_string", None):
-        values = {STORAGE_CONNECTION: args.connection_string}
+        values = {STORAGE_CONNECTION: args.connection_string, **region}
         if events:
             values[f"{EVENTS_CONNECTION}__topicEndpointUri"] = events
         return Settings.from_env(values), "the given connection string"
     local = find_local(args.state_dir)
     if local is not None and local.storage:
-        return Settings.from_env({**env, **local.app_env()}), f"the local devhost (pid {local.pid})"
-    settings = Settings.from_env(env)
+        return Settings.from_env({**env, **local.app_env(), **region}), f"the local devhost (pid {local.pid})"
+    settings = Settings.from_env({**env, **region})
     if settings.storage.connection_string or settings.storage.blob_service_uri:
         return settings, f"the {STORAGE_CONNECTION} setting"
     raise StackError(f"No storage to talk to: no devhost runs in {args.state_dir} and {STORAGE_CONNECTION} is not "

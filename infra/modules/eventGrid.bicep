@@ -17,8 +17,11 @@ param systemTopicName string
 @description('Custom topic name.')
 param customTopicName string
 
-@description('Resource ID of the user-assigned identity used to dead-letter undeliverable events.')
+@description('Resource ID of Event Grid\'s own user-assigned identity (it only dead-letters undeliverable events).')
 param identityId string
+
+@description('Accept events from public networks (publishers sign in with Entra ID). False: private endpoint only.')
+param publicNetworkAccess bool = true
 
 @description('Log Analytics workspace resource ID for diagnostic settings.')
 param logAnalyticsWorkspaceId string
@@ -40,7 +43,7 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
 }
 
 resource customTopic 'Microsoft.EventGrid/topics@2022-06-15' = {
-  // checkov:skip=CKV_AZURE_193: subscribers (AI models, routing, research export) and publishers run outside a VNet on Flex Consumption; publishing needs an Entra ID token (local auth disabled).
+  // checkov:skip=CKV_AZURE_193: public network access is a parameter (main.bicep privateNetworking); publishing needs an Entra ID token either way (local auth disabled).
   name: customTopicName
   location: location
   tags: tags
@@ -53,7 +56,7 @@ resource customTopic 'Microsoft.EventGrid/topics@2022-06-15' = {
   properties: {
     inputSchema: 'CloudEventSchemaV1_0'
     disableLocalAuth: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
   }
 }
 

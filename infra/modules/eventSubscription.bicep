@@ -28,7 +28,7 @@ param customTopicName string
 @description('Storage account that receives dead-lettered events.')
 param deadLetterStorageAccountName string
 
-@description('User-assigned identity (assigned to both topics) that writes dead-lettered events.')
+@description('Event Grid\'s own user-assigned identity (assigned to both topics): it writes dead-lettered events, nothing else.')
 param identityName string
 
 var isSystemTopic = topics[entry.topic].kind == 'systemTopic'

@@ -1,11 +1,12 @@
-// Front Door Standard in front of both regions' HTTP API (DICOMweb, ingest status, health).
-// Priority routing: the primary region takes all traffic while its /api/health answers 200; the
-// secondary (priority 2) takes over when it does not. Give both priority 1 for active/active.
+// Front Door Standard in front of both regions' HTTP API (DICOMweb, ingest status, health), on the profile that
+// frontDoorProfile.bicep created. Priority routing: the primary region takes all traffic while its /api/health
+// answers 200; the secondary (priority 2) takes over when it does not. With activeActiveReads, reads go to both
+// regions and a rule sends writes (POST, PUT, DELETE, PATCH) to the primary-first origin group.
 
 @description('Tags for every resource.')
 param tags object = {}
 
-@description('Front Door profile name.')
+@description('Front Door profile name (frontDoorProfile.bicep).')
 param profileName string
 
 @description('Front Door endpoint name (becomes <name>-<hash>.z01.azurefd.net).')
@@ -17,28 +18,27 @@ param primaryHostName string
 @description('Default host name of the secondary region\'s function app.')
 param secondaryHostName string
 
-@description('Priority of the secondary origin: 2 = active/passive (default), 1 = active/active.')
-@allowed([
-  1
-  2
-])
-param secondaryPriority int = 2
+@description('Reads from both regions (writes still primary-first); false: active/passive for everything.')
+param activeActiveReads bool = false
 
 @description('Seconds between health probes from each Front Door edge.')
 @minValue(5)
 @maxValue(255)
 param probeIntervalInSeconds int = 30
 
-@description('Log Analytics workspace resource ID for diagnostic settings.')
-param logAnalyticsWorkspaceId string
-
-resource profile 'Microsoft.Cdn/profiles@2024-02-01' = {
-  name: profileName
-  location: 'global'
-  tags: tags
-  sku: {
-    name: 'Standard_AzureFrontDoor'
+var groups = [
+  {
+    name: 'functions'
+    secondaryPriority: activeActiveReads ? 1 : 2
   }
+  {
+    name: 'functions-writes'
+    secondaryPriority: 2
+  }
+]
+
+resource profile 'Microsoft.Cdn/profiles@2024-02-01' existing = {
+  name: profileName
 }
 
 resource endpoint 'Microsoft.Cdn/profiles/afdEndpoints@2024-02-01' = {
@@ -51,9 +51,9 @@ resource endpoint 'Microsoft.Cdn/profiles/afdEndpoints@2024-02-01' = {
   }
 }
 
-resource originGroup 'Microsoft.Cdn/profiles/originGroups@2024-02-01' = {
+resource originGroups 'Microsoft.Cdn/profiles/originGroups@2024-02-01' = [for g in groups: {
   parent: profile
-  name: 'functions'
+  name: g.name
   properties: {
     loadBalancingSettings: {
       sampleSize: 4
@@ -68,10 +68,10 @@ resource originGroup 'Microsoft.Cdn/profiles/originGroups@2024-02-01' = {
     }
     sessionAffinityState: 'Disabled'
   }
-}
+}]
 
-resource primaryOrigin 'Microsoft.Cdn/profiles/originGroups/origins@2024-02-01' = {
-  parent: originGroup
+resource primaryOrigins 'Microsoft.Cdn/profiles/originGroups/origins@2024-02-01' = [for (g, i) in groups: {
+  parent: originGroups[i]
   name: 'primary'
   properties: {
     hostName: primaryHostName
@@ -83,20 +83,63 @@ resource primaryOrigin 'Microsoft.Cdn/profiles/originGroups/origins@2024-02-01' 
     enabledState: 'Enabled'
     enforceCertificateNameCheck: true
   }
-}
+}]
 
-resource secondaryOrigin 'Microsoft.Cdn/profiles/originGroups/origins@2024-02-01' = {
-  parent: originGroup
+resource secondaryOrigins 'Microsoft.Cdn/profiles/originGroups/origins@2024-02-01' = [for (g, i) in groups: {
+  parent: originGroups[i]
   name: 'secondary'
   properties: {
     hostName: secondaryHostName
     originHostHeader: secondaryHostName
     httpPort: 80
     httpsPort: 443
-    priority: secondaryPriority
+    priority: g.secondaryPriority
     weight: 1000
     enabledState: 'Enabled'
     enforceCertificateNameCheck: true
+  }
+}]
+
+// Writes to the primary-first group (only matters with activeActiveReads; harmless otherwise).
+resource writeRules 'Microsoft.Cdn/profiles/ruleSets@2024-02-01' = {
+  parent: profile
+  name: 'writes'
+}
+
+resource writesToPrimary 'Microsoft.Cdn/profiles/ruleSets/rules@2024-02-01' = {
+  parent: writeRules
+  name: 'primaryFirst'
+  properties: {
+    order: 1
+    conditions: [
+      {
+        name: 'RequestMethod'
+        parameters: {
+          typeName: 'DeliveryRuleRequestMethodConditionParameters'
+          operator: 'Equal'
+          matchValues: [
+            'POST'
+            'PUT'
+            'DELETE'
+            'PATCH'
+          ]
+        }
+      }
+    ]
+    actions: [
+      {
+        name: 'RouteConfigurationOverride'
+        parameters: {
+          typeName: 'DeliveryRuleRouteConfigurationOverrideActionParameters'
+          originGroupOverride: {
+            originGroup: {
+              id: originGroups[1].id
+            }
+            forwardingProtocol: 'HttpsOnly'
+          }
+        }
+      }
+    ]
   }
 }
 
@@ -106,8 +149,13 @@ resource route 'Microsoft.Cdn/profiles/afdEndpoints/routes@2024-02-01' = {
   name: 'api'
   properties: {
     originGroup: {
-      id: originGroup.id
+      id: originGroups[0].id
     }
+    ruleSets: [
+      {
+        id: writeRules.id
+      }
+    ]
     supportedProtocols: [
       'Https'
     ]
@@ -119,24 +167,10 @@ resource route 'Microsoft.Cdn/profiles/afdEndpoints/routes@2024-02-01' = {
     httpsRedirect: 'Disabled'
   }
   dependsOn: [
-    primaryOrigin
-    secondaryOrigin
+    primaryOrigins
+    secondaryOrigins
+    writesToPrimary
   ]
 }
 
-resource frontDoorDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
-  name: 'to-log-analytics'
-  scope: profile
-  properties: {
-    workspaceId: logAnalyticsWorkspaceId
-    logs: [
-      {
-        categoryGroup: 'allLogs'
-        enabled: true
-      }
-    ]
-  }
-}
-
 output endpointHostName string = endpoint.properties.hostName
-output profileName string = profile.name

@@ -79,6 +79,21 @@ param corsOrigins string = ''
 @description('Optional Key Vault reference to the Functions keys machine clients may send (DICOMFLOW_AUTH_FUNCTION_KEYS).')
 param functionKeysReference string = ''
 
+@description('This region\'s key (DICOMFLOW_REGION).')
+param regionKey string
+
+@description('The peer region\'s key (DICOMFLOW_PEER_REGION).')
+param peerRegionKey string
+
+@description('Table endpoint of the peer region\'s data account (DicomPeerStorage__tableServiceUri: its change feed).')
+param peerTableEndpoint string
+
+@description('Front Door profile ID: only requests through it (header X-Azure-FDID) reach the app; Event Grid reaches its webhooks.')
+param frontDoorId string
+
+@description('Subnet for VNet integration (private networking); empty: none.')
+param subnetId string = ''
+
 @description('Log Analytics workspace resource ID for diagnostic settings.')
 param logAnalyticsWorkspaceId string
 
@@ -144,6 +159,28 @@ var appSettings = [
     name: 'DicomEvents__clientId'
     value: identityClientId
   }
+  // Two regions (shared/config.py RegionSettings): this region writes '<container>-<regionKey>' and follows the
+  // peer's change feed, read from the peer's table endpoint with the same identity (Storage Table Data Reader there).
+  {
+    name: 'DICOMFLOW_REGION'
+    value: regionKey
+  }
+  {
+    name: 'DICOMFLOW_PEER_REGION'
+    value: peerRegionKey
+  }
+  {
+    name: 'DicomPeerStorage__tableServiceUri'
+    value: peerTableEndpoint
+  }
+  {
+    name: 'DicomPeerStorage__credential'
+    value: 'managedidentity'
+  }
+  {
+    name: 'DicomPeerStorage__clientId'
+    value: identityClientId
+  }
   {
     name: 'DICOMFLOW_STABLE_AGE_SECONDS'
     value: string(stableAgeSeconds)
@@ -187,6 +224,7 @@ var appSettings = [
 ]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy is a parameter (main.bicep primaryZoneRedundant/secondaryZoneRedundant): not every region offers it for Flex Consumption, it keeps at least two always-ready instances per function group (billed), and the other region is the failover capacity.
   name: planName
   location: location
   tags: tags
@@ -203,7 +241,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: DICOMweb clients (viewers, scripts) authenticate with Entra ID bearer tokens checked by the app (shared/auth), not client certificates.
-  // checkov:skip=CKV_AZURE_222: public network access is needed by Front Door, Event Grid webhooks and DICOMweb clients; restrict with access restrictions or private endpoints per deployment.
+  // checkov:skip=CKV_AZURE_222: the public endpoint answers only Front Door (service tag AzureFrontDoor.Backend with this profile's X-Azure-FDID) and Event Grid (service tag AzureEventGrid, the webhooks); everything else is denied.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero by design (cost tracks volume); the passive region's app is the failover capacity. Add alwaysReady instances if cold starts matter.
   // checkov:skip=CKV_AZURE_213: App Service health check does not apply to Flex Consumption; Front Door probes /api/health on each region and fails over.
   name: name
@@ -222,11 +260,38 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     keyVaultReferenceIdentity: identityId
+    virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: appSettings
+      // Clients reach the API only through Front Door (its profile ID checked), so they get its failover, WAF and
+      // logs; Event Grid delivers to the runtime webhooks directly. The deployment endpoint (scm) keeps its own
+      // rules (Entra ID deployments only: basic publishing credentials are off below).
+      ipSecurityRestrictionsDefaultAction: 'Deny'
+      ipSecurityRestrictions: [
+        {
+          name: 'front-door'
+          action: 'Allow'
+          priority: 100
+          tag: 'ServiceTag'
+          ipAddress: 'AzureFrontDoor.Backend'
+          headers: {
+            'x-azure-fdid': [
+              frontDoorId
+            ]
+          }
+        }
+        {
+          name: 'event-grid'
+          action: 'Allow'
+          priority: 200
+          tag: 'ServiceTag'
+          ipAddress: 'AzureEventGrid'
+        }
+      ]
+      scmIpSecurityRestrictionsUseMain: false
       // CORS is answered by the app from DICOMFLOW_CORS_ORIGINS (same code path as locally; it exposes the headers a
       // viewer reads). Platform CORS stays empty: when set, it takes over and the app's CORS answers are dropped.
       cors: {

@@ -43,6 +43,12 @@ param dataTableEndpoint string
 @description('Log Analytics workspace for the environment\'s logs.')
 param logAnalyticsWorkspaceId string
 
+@description('This region\'s key (DICOMFLOW_REGION): the archive it serves is dicom-archive-<key>, plus the peer\'s replica.')
+param regionKey string
+
+@description('The peer region\'s key (DICOMFLOW_PEER_REGION).')
+param peerRegionKey string
+
 @description('Called AE title of the gateway.')
 param aeTitle string = 'DICOMFLOW'
 
@@ -187,6 +193,14 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
             {
               name: 'DicomStorage__clientId'
               value: identityClientId
+            }
+            {
+              name: 'DICOMFLOW_REGION'
+              value: regionKey
+            }
+            {
+              name: 'DICOMFLOW_PEER_REGION'
+              value: peerRegionKey
             }
             {
               name: 'DICOMFLOW_GATEWAY_HOST'

@@ -1,5 +1,6 @@
-// Key Vault for destination credentials that routing needs (e.g. a partner PACS's STOW-RS client secret).
-// RBAC mode only (no access policies), soft delete + purge protection.
+// Key Vault: the DIMSE gateway's TLS certificate, the optional Functions keys for machine clients
+// (functionKeysSecretName), and destination credentials routing needs (e.g. a partner PACS's STOW-RS secret).
+// RBAC mode only (no access policies), soft delete + purge protection, public access or a private endpoint.
 
 @description('Azure region.')
 param location string
@@ -15,11 +16,14 @@ param name string
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
+@description('Accept traffic from public networks (Entra ID + RBAC only). False: private endpoint only.')
+param publicNetworkAccess bool = true
+
 @description('Log Analytics workspace resource ID for diagnostic settings.')
 param logAnalyticsWorkspaceId string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: the Flex Consumption app reaches the vault over the public endpoint (no VNet in this template); access is Entra ID + RBAC only. Add a private endpoint with VNet integration where required.
+  // checkov:skip=CKV_AZURE_109: public network access is a parameter (main.bicep privateNetworking: a private endpoint, default action Deny); access is Entra ID + RBAC only either way.
   // checkov:skip=CKV_AZURE_189: same reason as CKV_AZURE_109.
   name: name
   location: location
@@ -34,10 +38,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: softDeleteRetentionInDays
     enablePurgeProtection: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: publicNetworkAccess ? 'Allow' : 'Deny'
     }
   }
 }

@@ -1,5 +1,6 @@
-// One region's stack: monitoring, identity, data + host storage, Key Vault, Event Grid topics, the
-// function app and its role assignments. main.bicep deploys it once per region.
+// One region's stack: identities, data + host storage, Key Vault, Event Grid topics, the function app, its role
+// assignments and (privateNetworking) its private endpoints. main.bicep deploys it once per region, after the
+// region's monitoring and Front Door's profile.
 
 @description('Azure region of this stack.')
 param location string
@@ -10,8 +11,23 @@ param tags object = {}
 @description('Resource names for this region (computed in main.bicep from the CAF prefixes and the token).')
 param names object
 
-@description('The app\'s blob containers (shared/storage/layout.py CONTAINERS).')
-param containers array
+@description('This region\'s key (DICOMFLOW_REGION): its regional containers are named <container>-<key>.')
+param regionKey string
+
+@description('The peer region\'s key (DICOMFLOW_PEER_REGION): its regional containers are replicated here.')
+param peerRegionKey string
+
+@description('Containers that stay in this region (shared/storage/layout.py LOCAL).')
+param localContainers array
+
+@description('Containers each region writes under its own key and replicates to the other (layout.py REGIONAL).')
+param regionalContainers array
+
+@description('The archive container\'s name without the region key (its own copy may get version-level immutability).')
+param archiveContainer string
+
+@description('The dead-letter container (Event Grid\'s identity may write there and nowhere else).')
+param deadLetterContainer string
 
 @description('The app\'s queues (shared/storage/layout.py QUEUES).')
 param queues array
@@ -22,10 +38,10 @@ param tables array
 @description('Lifecycle management rules for the data account.')
 param lifecycleRules array
 
-@description('Container of the data account that gets version-level immutability; empty for none.')
-param immutableContainer string = ''
+@description('The lifecycle rules tier by last access: turn on access-time tracking.')
+param tieringByAccess bool = false
 
-@description('Days each archived blob version stays immutable (0 = off).')
+@description('Days each archived blob version in this region\'s own archive stays immutable (0 = off). Never on the replica: replication into an immutable destination fails.')
 @minValue(0)
 param immutabilityDays int = 0
 
@@ -36,6 +52,33 @@ param softDeleteDays int = 14
 
 @description('Container on the host account for the Flex Consumption deployment package.')
 param deploymentContainer string
+
+@description('Log Analytics workspace of this region (modules/monitoring.bicep).')
+param logAnalyticsWorkspaceId string
+
+@description('Application Insights component of this region.')
+param applicationInsightsName string
+
+@description('Application Insights connection string (not a secret: ingestion needs Entra ID).')
+param applicationInsightsConnectionString string
+
+@description('Front Door profile ID (its frontDoorId): the function app admits only requests carrying it in X-Azure-FDID.')
+param frontDoorId string
+
+@description('Table endpoint of the peer region\'s data account (the follower reads its change feed).')
+param peerTableEndpoint string
+
+@description('Private endpoints for the data account, Key Vault and the custom topic; public access off.')
+param privateNetworking bool = false
+
+@description('Subnet the function app integrates with (privateNetworking).')
+param appSubnetId string = ''
+
+@description('Subnet of the private endpoints (privateNetworking).')
+param endpointSubnetId string = ''
+
+@description('Private DNS zone IDs by service: blob, queue, table, vault, topic (privateNetworking).')
+param privateDnsZoneIds object = {}
 
 @description('DICOMFLOW_STABLE_AGE_SECONDS for the app.')
 @minValue(0)
@@ -54,8 +97,8 @@ param maximumInstanceCount int = 100
 ])
 param instanceMemoryMB int = 2048
 
-@description('Zone-redundant Flex Consumption plan.')
-param zoneRedundant bool = true
+@description('Zone-redundant Flex Consumption plan (only where Flex offers it).')
+param zoneRedundant bool = false
 
 @description('Issuer of accepted bearer tokens (DICOMFLOW_AUTH_ISSUER), e.g. https://login.microsoftonline.com/<tenant>/v2.0.')
 param authIssuer string
@@ -69,12 +112,7 @@ param corsOrigins string = ''
 @description('Optional Key Vault secret (in this region\'s vault) with Functions keys for machine clients.')
 param functionKeysSecretName string = ''
 
-@description('Days Log Analytics keeps data.')
-@minValue(30)
-@maxValue(730)
-param logRetentionInDays int = 30
-
-@description('Optional user or group object ID granted Storage Blob Data Owner on the data account.')
+@description('Optional user or group object ID granted Storage Blob Data Contributor on the data account.')
 param userPrincipalId string = ''
 
 @description('DIMSE gateway image; empty: no gateway in this region.')
@@ -93,9 +131,18 @@ param gatewayTlsCertificateSecretUri string = ''
 param gatewayExternalIngress bool = false
 
 var deployGateway = !empty(gatewayImage)
+var ownContainers = [for c in regionalContainers: '${c}-${regionKey}']
+var peerContainers = [for c in regionalContainers: '${c}-${peerRegionKey}']
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: names.identity
+  location: location
+  tags: tags
+}
+
+// Event Grid's own identity: it only dead-letters undeliverable events (one container), nothing else.
+resource eventGridIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: names.eventGridIdentity
   location: location
   tags: tags
 }
@@ -107,31 +154,22 @@ resource gatewayIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-
   tags: tags
 }
 
-module monitoring 'monitoring.bicep' = {
-  name: 'monitoring'
-  params: {
-    location: location
-    tags: tags
-    logAnalyticsName: names.logAnalytics
-    applicationInsightsName: names.applicationInsights
-    retentionInDays: logRetentionInDays
-  }
-}
-
 module dataStorage 'storage.bicep' = {
   name: 'data-storage'
   params: {
     name: names.dataStorage
     location: location
     tags: tags
-    containers: containers
+    containers: concat(localContainers, ownContainers, peerContainers)
     queues: queues
     tables: tables
     lifecycleRules: lifecycleRules
+    lastAccessTracking: tieringByAccess
     softDeleteDays: softDeleteDays
-    immutableContainer: immutableContainer
+    immutableContainer: immutabilityDays > 0 ? '${archiveContainer}-${regionKey}' : ''
     immutabilityDays: immutabilityDays
-    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    publicNetworkAccess: !privateNetworking
+    logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
 }
 
@@ -145,7 +183,7 @@ module hostStorage 'storage.bicep' = {
       deploymentContainer
     ]
     softDeleteDays: softDeleteDays
-    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
 }
 
@@ -155,7 +193,8 @@ module keyVault 'keyVault.bicep' = {
     name: names.keyVault
     location: location
     tags: tags
-    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    publicNetworkAccess: !privateNetworking
+    logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
 }
 
@@ -167,10 +206,53 @@ module eventGrid 'eventGrid.bicep' = {
     storageAccountId: dataStorage.outputs.id
     systemTopicName: names.systemTopic
     customTopicName: names.customTopic
-    identityId: identity.id
-    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    identityId: eventGridIdentity.id
+    publicNetworkAccess: !privateNetworking
+    logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
 }
+
+// Private endpoints (privateNetworking): the PHI account's blob, queue and table endpoints, Key Vault, the topic.
+var privateTargets = [
+  {
+    name: 'data-blob'
+    id: dataStorage.outputs.id
+    group: 'blob'
+  }
+  {
+    name: 'data-queue'
+    id: dataStorage.outputs.id
+    group: 'queue'
+  }
+  {
+    name: 'data-table'
+    id: dataStorage.outputs.id
+    group: 'table'
+  }
+  {
+    name: 'vault'
+    id: keyVault.outputs.id
+    group: 'vault'
+  }
+  {
+    name: 'topic'
+    id: eventGrid.outputs.customTopicId
+    group: 'topic'
+  }
+]
+
+module privateEndpoints 'privateEndpoint.bicep' = [for target in (privateNetworking ? privateTargets : []): {
+  name: 'pe-${target.name}'
+  params: {
+    location: location
+    tags: tags
+    name: 'pe-${target.name}-${names.dataStorage}'
+    subnetId: endpointSubnetId
+    targetId: target.id
+    groupId: target.group
+    dnsZoneId: privateDnsZoneIds[target.group]
+  }
+}]
 
 module roles 'roleAssignments.bicep' = {
   name: 'role-assignments'
@@ -179,8 +261,10 @@ module roles 'roleAssignments.bicep' = {
     dataStorageAccountName: dataStorage.outputs.name
     hostStorageAccountName: hostStorage.outputs.name
     customTopicName: eventGrid.outputs.customTopicName
-    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    applicationInsightsName: applicationInsightsName
     keyVaultName: keyVault.outputs.name
+    eventGridPrincipalId: eventGridIdentity.properties.principalId
+    deadLetterContainer: deadLetterContainer
     userPrincipalId: userPrincipalId
     gatewayPrincipalId: deployGateway ? gatewayIdentity!.properties.principalId : ''
   }
@@ -196,10 +280,12 @@ module gateway 'gateway.bicep' = if (deployGateway) {
     vnetName: names.gatewayVnet
     identityId: gatewayIdentity!.id
     identityClientId: gatewayIdentity!.properties.clientId
+    regionKey: regionKey
+    peerRegionKey: peerRegionKey
     image: gatewayImage
     dataBlobEndpoint: dataStorage.outputs.blobEndpoint
     dataTableEndpoint: dataStorage.outputs.tableEndpoint
-    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
     allowedAeTitles: gatewayAllowedAeTitles
     allowedNetworks: gatewayAllowedNetworks
     tlsCertificateSecretUri: gatewayTlsCertificateSecretUri
@@ -228,7 +314,7 @@ module functionApp 'functionApp.bicep' = {
     dataQueueEndpoint: dataStorage.outputs.queueEndpoint
     dataTableEndpoint: dataStorage.outputs.tableEndpoint
     topicEndpoint: eventGrid.outputs.customTopicEndpoint
-    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    applicationInsightsConnectionString: applicationInsightsConnectionString
     stableAgeSeconds: stableAgeSeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
@@ -237,7 +323,12 @@ module functionApp 'functionApp.bicep' = {
     authAudience: authAudience
     corsOrigins: corsOrigins
     functionKeysReference: empty(functionKeysSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${functionKeysSecretName})'
-    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    regionKey: regionKey
+    peerRegionKey: peerRegionKey
+    peerTableEndpoint: peerTableEndpoint
+    frontDoorId: frontDoorId
+    subnetId: appSubnetId
+    logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
   // The host must be able to read its deployment package and storage when it first starts.
   dependsOn: [
@@ -251,9 +342,10 @@ output dataBlobEndpoint string = dataStorage.outputs.blobEndpoint
 output functionAppName string = functionApp.outputs.name
 output functionAppHostName string = functionApp.outputs.defaultHostName
 output identityName string = identity.name
+output identityPrincipalId string = identity.properties.principalId
+output eventGridIdentityName string = eventGridIdentity.name
 output systemTopicName string = eventGrid.outputs.systemTopicName
 output customTopicName string = eventGrid.outputs.customTopicName
 output customTopicEndpoint string = eventGrid.outputs.customTopicEndpoint
 output keyVaultName string = keyVault.outputs.name
-output logAnalyticsWorkspaceId string = monitoring.outputs.logAnalyticsWorkspaceId
 output gatewayName string = deployGateway ? gateway!.outputs.name : ''

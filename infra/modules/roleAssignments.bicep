@@ -19,7 +19,13 @@ param applicationInsightsName string
 @description('Name of the Key Vault holding routing destination credentials.')
 param keyVaultName string
 
-@description('Optional: a user or group object ID (the deployer) that may upload to and read the data account.')
+@description('Principal ID of Event Grid\'s own identity: it may write the dead-letter container, nothing else.')
+param eventGridPrincipalId string
+
+@description('The dead-letter container of the data account.')
+param deadLetterContainer string
+
+@description('Optional: a user or group object ID (the deployer) that may upload to and read the data account (main.bicep grantDeployerDataAccess).')
 param userPrincipalId string = ''
 
 @description('Optional: principal ID of the DIMSE gateway\'s identity (empty: no gateway in this region).')
@@ -57,14 +63,36 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
+resource dataBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: dataAccount
+  name: 'default'
+}
+
+resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: dataBlobService
+  name: deadLetterContainer
+}
+
 // Data account: blobs (archive, metadata, quarantine, inbox, dead letters), the settle queue, the index tables.
-resource dataBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(dataAccount.id, principalId, roles.storageBlobDataOwner)
+// Read, write and delete blobs: Contributor (Owner would add ACL management, which nothing here needs).
+resource dataBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(dataAccount.id, principalId, roles.storageBlobDataContributor)
   scope: dataAccount
   properties: {
     principalId: principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
+
+// Event Grid (system and custom topic) dead-letters with its own identity, into one container only.
+resource eventGridDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetters.id, eventGridPrincipalId, roles.storageBlobDataContributor)
+  scope: deadLetters
+  properties: {
+    principalId: eventGridPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
   }
 }
 
@@ -149,12 +177,12 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource userBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
-  name: guid(dataAccount.id, userPrincipalId, roles.storageBlobDataOwner)
+resource userBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(userPrincipalId)) {
+  name: guid(dataAccount.id, userPrincipalId, roles.storageBlobDataContributor)
   scope: dataAccount
   properties: {
     principalId: userPrincipalId
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
   }
 }
 

@@ -1,5 +1,6 @@
-// One storage account: Standard_RAGZRS, identity-only access (no shared keys), versioning, soft delete,
-// change feed (object replication source), the given containers/queues/tables and lifecycle rules.
+// One storage account: Standard_RAGZRS, identity-only access (no shared keys), versioning (object replication
+// needs it on both sides), soft delete, change feed (object replication source), the given containers/queues/tables
+// and lifecycle rules; public network access or private endpoints only.
 // The app's data account and the function app's host account both use this module.
 
 @description('Storage account name: 3-24 lowercase letters and digits, globally unique.')
@@ -40,12 +41,18 @@ param immutableContainer string = ''
 @minValue(0)
 param immutabilityDays int = 0
 
+@description('Accept traffic from public networks (Entra ID only; shared keys are off). False: private endpoints only.')
+param publicNetworkAccess bool = true
+
+@description('Track last access time (lifecycle rules that tier by last access need it).')
+param lastAccessTracking bool = false
+
 @description('Log Analytics workspace resource ID for diagnostic settings.')
 param logAnalyticsWorkspaceId string
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: modalities and gateways upload from hospital networks over the internet with Entra ID tokens (shared keys are off); restrict with networkAcls ipRules or private endpoints per site, see README "Deploy to Azure".
-  // checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35; anonymous blob access is off (allowBlobPublicAccess false), only authenticated network access stays open.
+  // checkov:skip=CKV_AZURE_35: public network access is a parameter (main.bicep privateNetworking: private endpoints, default action Deny); by default modalities and gateways upload over the internet with Entra ID tokens (shared keys are off).
+  // checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35; anonymous blob access is always off (allowBlobPublicAccess false).
   name: name
   location: location
   tags: tags
@@ -61,10 +68,10 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowBlobPublicAccess: false
     allowCrossTenantReplication: false
     defaultToOAuthAuthentication: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: publicNetworkAccess ? 'Allow' : 'Deny'
     }
     encryption: {
       keySource: 'Microsoft.Storage'
@@ -107,6 +114,14 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
     containerDeleteRetentionPolicy: {
       enabled: true
       days: softDeleteDays
+    }
+    lastAccessTimeTrackingPolicy: {
+      enable: lastAccessTracking
+      name: 'AccessTimeTracking'
+      trackingGranularityInDays: 1
+      blobType: [
+        'blockBlob'
+      ]
     }
   }
 }

@@ -50,8 +50,8 @@ az deployment sub create --name "dicomflow-stage2-$AZURE_ENV_NAME" --location "$
     secondaryFunctionAppName="$SECONDARY_FUNCTION_APP_NAME" \
     primaryDataStorageAccount="$PRIMARY_DATA_STORAGE_ACCOUNT" \
     secondaryDataStorageAccount="$SECONDARY_DATA_STORAGE_ACCOUNT" \
-    primaryIdentityName="$PRIMARY_IDENTITY_NAME" \
-    secondaryIdentityName="$SECONDARY_IDENTITY_NAME" \
+    primaryIdentityName="$PRIMARY_EVENTGRID_IDENTITY_NAME" \
+    secondaryIdentityName="$SECONDARY_EVENTGRID_IDENTITY_NAME" \
     primarySystemTopic="$PRIMARY_SYSTEM_TOPIC" \
     secondarySystemTopic="$SECONDARY_SYSTEM_TOPIC" \
     primaryCustomTopic="$PRIMARY_CUSTOM_TOPIC" \

@@ -21,10 +21,10 @@ param primaryDataStorageAccount string
 @description('Secondary data storage account (SECONDARY_DATA_STORAGE_ACCOUNT).')
 param secondaryDataStorageAccount string
 
-@description('Primary user-assigned identity (PRIMARY_IDENTITY_NAME), used to dead-letter.')
+@description('Event Grid\'s identity in the primary region (PRIMARY_EVENTGRID_IDENTITY_NAME): it dead-letters.')
 param primaryIdentityName string
 
-@description('Secondary user-assigned identity (SECONDARY_IDENTITY_NAME).')
+@description('Event Grid\'s identity in the secondary region (SECONDARY_EVENTGRID_IDENTITY_NAME).')
 param secondaryIdentityName string
 
 @description('Primary storage system topic (PRIMARY_SYSTEM_TOPIC).')

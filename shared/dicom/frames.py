@@ -59,7 +59,8 @@ class FrameIndex:
     encapsulated: bool
     #: Per frame, the byte ranges of its data in the file (several for a fragmented frame).
     frames: tuple[tuple[Range, ...], ...]
-    #: The ETag of the archived blob the ranges were computed from (a replaced file needs a new index).
+    #: The version of the archived file the ranges were computed from (a replaced file needs a new index):
+    #: its region-independent version stamp, or its ETag (see :mod:`shared.dicomweb.wado`).
     etag: str | None = None
     #: Big-endian native pixel data: bytes per sample to swap when serving little-endian (0 = none).
     byte_swap: int = 0

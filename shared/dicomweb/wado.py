@@ -11,7 +11,10 @@
   its rows (one partition query); for a study, each of its series. Relative BulkDataURIs
   are made absolute with the request's base URL.
 * Frames: ranged reads at the offsets of the frame index
-  (:mod:`shared.dicom.frames`), built on first use and stored next to the sidecar.
+  (:mod:`shared.dicom.frames`), built on first use and stored next to the sidecar, in this region's
+  own metadata container (never replicated). It is keyed on the archived version's stamp, which is
+  the same in every region (object replication copies blob metadata), not on an ETag, which each
+  account assigns; a file archived before stamps existed falls back to its ETag here.
 * Bulk data: ``bulkdata/<offset>-<length>`` is that byte range of the archived file
   (encapsulated pixel data, of undefined length, is sent frame by frame);
   ``bulkdata/tag/<tag>`` is a top-level element's value.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,6 +44,7 @@ from shared.errors import BadInput
 from shared.index.store import IndexStore
 from shared.ports import Blob, BlobGone, BlobStore
 from shared.storage import layout
+from shared.storage.regions import STAMP
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +236,7 @@ class Wado:
                 props = self.blobs.properties(layout.ARCHIVE, archived)
                 if props is None:
                     raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.")
-                if index.etag == props.etag:
+                if index.etag == _version(props.metadata, props.etag):
                     return index, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
                 log.info("Frame index of %s predates the archived file; rebuilding it", sop)
         src = self.blobs.open(layout.ARCHIVE, archived)
@@ -241,7 +245,7 @@ class Wado:
             built = frame_index.build(header, src)
         except BadInput as exc:
             raise HttpProblem(f"The frames of instance {sop} cannot be served: {exc.message}", status=400) from None
-        index = dataclasses.replace(built, etag=src.etag)
+        index = dataclasses.replace(built, etag=_version(src.metadata, src.etag))
         self.blobs.write(layout.METADATA, path, orjson.dumps(index.to_json()), content_type="application/json")
         log.info("Built frame index for %s (%d frames)", sop, index.number_of_frames)
         return index, src
@@ -296,6 +300,11 @@ class Wado:
         boundary = new_boundary()
         return Reply(200, {"Content-Type": related_content_type(media.OCTET, boundary)},
                      stream=stream_parts([(media.OCTET, _frame_chunks(src, ranges))], boundary))
+
+
+def _version(metadata: Mapping[str, str], etag: str | None) -> str | None:
+    """What a frame index is keyed on: the archived version's stamp, else (archived before stamps) its ETag."""
+    return metadata.get(STAMP) or etag
 
 
 def _nested_value(ds: Any, tag: int) -> bytes | None:

@@ -23,6 +23,9 @@ The key schema, table by table (:mod:`shared.index.tables` owns the names):
 * changefeed: PK ``<yyyymmddHH>-<shard>`` (hour buckets, :data:`FEED_SHARDS` shards per hour so
   no partition runs hot), RK = the zero-padded sequence.
 * deliveries: PK = StudyInstanceUID, RK ``<rule>~<destination>~<unit>``.
+* sync: PK ``follow`` (RK = the peer region: the follower's cursor), ``wait-<peer>`` (RK = the zero-padded
+  sequence of a peer change-feed entry whose file has not arrived yet), ``reindex`` (RK = the container:
+  where an interrupted reindex resumes).
 """
 
 from __future__ import annotations
@@ -231,3 +234,24 @@ def delivery_range(rule: str, destination: str) -> tuple[str, str]:
     """RowKey range [lo, hi) of every ledger row of one (rule, destination) in a study partition."""
     lo = _delivery_prefix(rule, destination)
     return lo, lo + _TOP
+
+
+# -- sync: the peer follower and reindex ----------------------------------------------------------
+
+def follow_cursor_keys(peer: str) -> tuple[str, str]:
+    """The follower's position in the change feed of region ``peer``."""
+    return "follow", peer
+
+
+def follow_wait_partition(peer: str) -> str:
+    """Entries of ``peer``'s change feed whose file has not been replicated here yet."""
+    return f"wait-{peer}"
+
+
+def follow_wait_keys(peer: str, seq: int) -> tuple[str, str]:
+    return follow_wait_partition(peer), f"{seq:020d}"
+
+
+def reindex_keys(container: str) -> tuple[str, str]:
+    """Where an interrupted ``reindex`` of ``container`` resumes."""
+    return "reindex", container

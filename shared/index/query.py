@@ -119,7 +119,7 @@ def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iter
         return
     # What arrived and is not settled yet: the pending series that the plan's key selects, read
     # while the plan's own query runs (the answer waits for the slower of the two, not both).
-    pending = _PREFETCH.submit(store.list_pending)
+    pending = _PREFETCH.submit(store.list_pending, _pending_filter(c, plan))
     if plan.kind == "scan":
         yield from _scan(store, level, c.wanted)
     elif plan.key == "SOPInstanceUID":
@@ -258,6 +258,20 @@ def _selected(rec: SeriesRecord, c: Criteria, plan: Plan) -> bool:
         return bool(rec.study_date) and in_dates
     token = sorted(keys.name_tokens(_literal_prefix(c.patient_name or "")[0].split("^")[0]))[0]
     return any(t.startswith(token) for t in keys.name_tokens(rec.patient_name or ""))
+
+
+def _pending_filter(c: Criteria, plan: Plan) -> dict[str, str] | None:
+    """The plan's key as an equality the table service can apply, when it is one."""
+    def exact(value: str | None) -> str | None:
+        return value if value and not _WILD.search(value) else None
+
+    if plan.key == "PatientID" and exact(c.patient_id):
+        return {"patient_id": str(c.patient_id)}
+    if plan.key == "AccessionNumber" and exact(c.accession_number):
+        return {"accession_number": str(c.accession_number)}
+    if plan.key == "Modality" and c.modality:
+        return {"modality": c.modality.upper()}
+    return None
 
 
 def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan,

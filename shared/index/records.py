@@ -91,6 +91,9 @@ class InstanceRecord(SeriesRecord):
     arrival: float = 0.0
     #: Sequence of the change that made this version (ingest time, microsecond-based).
     seq: int = 0
+    #: The archived version's stamp (:func:`shared.storage.regions.stamp`: write time and the region
+    #: that wrote it), the same in every region; the newer stamp wins when two regions wrote one SOP.
+    stamp: str = ""
 
 
 STUDY_FIELDS = tuple(f.name for f in fields(StudyRecord))
@@ -269,6 +272,9 @@ class ChangeEntry:
     published: bool = False
     #: Set once published to the region's change feed: the feed's own sequence number.
     feed_seq: int = 0
+    #: The region whose write this change indexes ("" or this region's key: its own ingest). Changes
+    #: that arrived by replication go to the change feed but raise no events here (their region did).
+    origin: str = ""
 
     def to_entity(self, pk: str, rk: str) -> dict[str, Any]:
         entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "kind": "change", "series": self.series,
@@ -278,6 +284,8 @@ class ChangeEntry:
             entity["source"] = self.source
         if self.digest:
             entity["digest"] = self.digest
+        if self.origin:
+            entity["origin"] = self.origin
         return entity
 
     @classmethod
@@ -286,4 +294,4 @@ class ChangeEntry:
                    sop=str(entity.get("sop", "")), action=Action(entity.get("action", "create")),
                    seq=int(entity.get("seq", 0)), at=str(entity.get("at", "")), source=str(entity.get("source", "")),
                    digest=str(entity.get("digest", "")), published=bool(entity.get("published", False)),
-                   feed_seq=int(entity.get("feed_seq", 0)))
+                   feed_seq=int(entity.get("feed_seq", 0)), origin=str(entity.get("origin", "")))

@@ -75,16 +75,23 @@ class FeedEntry:
     action: str
     state: str
     timestamp: str
+    #: The region whose write the entry records (a region of a pair lists what it indexed from its
+    #: peer's replicated archive too; a follower skips entries of its own origin). "": one region.
+    origin: str = ""
 
     def to_entity(self) -> dict[str, Any]:
         pk, rk = feed_keys(self.seq, self.study)
-        return {"PartitionKey": pk, "RowKey": rk, "seq": self.seq, "study": self.study, "series": self.series,
-                "sop": self.sop, "action": self.action, "state": self.state, "timestamp": self.timestamp}
+        entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "seq": self.seq, "study": self.study,
+                                  "series": self.series, "sop": self.sop, "action": self.action,
+                                  "state": self.state, "timestamp": self.timestamp}
+        if self.origin:
+            entity["origin"] = self.origin
+        return entity
 
     @classmethod
     def from_entity(cls, e: Mapping[str, Any]) -> FeedEntry:
         return cls(int(e["seq"]), str(e["study"]), str(e["series"]), str(e["sop"]), str(e["action"]),
-                   str(e.get("state", "current")), str(e["timestamp"]))
+                   str(e.get("state", "current")), str(e["timestamp"]), str(e.get("origin", "")))
 
 
 def feed_keys(seq: int, study: str) -> tuple[str, str]:
@@ -130,6 +137,13 @@ class IndexStore:
         row_op = TableOp("insert", entity) if expect is None else TableOp("replace", entity, expect.etag)
         cpk, crk = keys.change_keys(change.study, change.seq)
         self.t.transact(tables.INSTANCES, [row_op, TableOp("insert", change.to_entity(cpk, crk))])
+
+    def rewrite_instance(self, rec: InstanceRecord, meta: Mapping[str, Any] | None, *, etag: str) -> None:
+        """Replace an instance row as read (conditional on ``etag``), without a change entry: the
+        same version rewritten (``reindex --rebuild``), nothing to announce."""
+        pk, rk = keys.instance_keys(rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid)
+        self.t.replace(tables.INSTANCES, to_entity(rec, pk, rk, dict(meta) if meta else {META_IN_BLOB: True}),
+                       etag=etag)
 
     def remove_instances(self, study: str, rows: Sequence[tuple[str, str]], changes: Sequence[ChangeEntry]) -> None:
         """Delete instance rows and record their delete changes, one transaction per 100."""
@@ -291,9 +305,10 @@ class IndexStore:
         pk, rk = keys.pending_keys(rec.study_instance_uid, rec.series_instance_uid)
         self.t.upsert(tables.PENDING, to_entity(rec, pk, rk, {"arrival": arrival}))
 
-    def list_pending(self) -> list[SeriesRecord]:
-        """Every series not yet stable (a small table: what arrived in the last quiet period)."""
-        return [from_entity(SeriesRecord, r) for r in self.t.query(tables.PENDING)]
+    def list_pending(self, equals: Mapping[str, Any] | None = None) -> list[SeriesRecord]:
+        """Series not yet stable (a small table: what arrived in the last quiet period), optionally only
+        those with these field values (filtered by the service, so only matches travel)."""
+        return [from_entity(SeriesRecord, r) for r in self.t.query(tables.PENDING, equals=equals)]
 
     def pending_of(self, study: str) -> list[Row]:
         return list(self.t.query(tables.PENDING, pk=study))
@@ -308,6 +323,19 @@ class IndexStore:
                 self.t.delete(tables.PENDING, study, row["RowKey"], etag=row.etag or None)
             except RowChanged:
                 continue
+
+    # -- sync rows (the follower's cursor and waiting entries, reindex progress) -------------------
+    def get_sync(self, keys_: tuple[str, str]) -> Row | None:
+        return self.t.get(tables.SYNC, *keys_)
+
+    def put_sync(self, keys_: tuple[str, str], values: Mapping[str, Any]) -> None:
+        self.t.upsert(tables.SYNC, {"PartitionKey": keys_[0], "RowKey": keys_[1], **values})
+
+    def delete_sync(self, keys_: tuple[str, str]) -> None:
+        self.t.delete(tables.SYNC, *keys_)
+
+    def sync_rows(self, pk: str) -> list[Row]:
+        return list(self.t.query(tables.SYNC, pk=pk))
 
     # -- change feed -----------------------------------------------------------------
     def append_feed(self, entries: Sequence[FeedEntry]) -> None:

@@ -14,6 +14,9 @@ UID_LOOKUP: Final = "dicomuidlookup"
 PENDING: Final = "dicompending"
 CHANGEFEED: Final = "dicomchangefeed"
 DELIVERIES: Final = "dicomdeliveries"
+#: Progress of work that walks another source: the peer change-feed follower's cursor and the
+#: entries whose file has not been replicated yet, ``reindex``'s position per container.
+SYNC: Final = "dicomsync"
 
 #: Every table the app uses (infra creates exactly these).
-TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, UID_LOOKUP, PENDING, CHANGEFEED, DELIVERIES)
+TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, UID_LOOKUP, PENDING, CHANGEFEED, DELIVERIES, SYNC)

@@ -46,11 +46,16 @@ class SettleRequest:
     study: str
     #: Run even if nothing changed (DELETE, reprocess, tests): re-derive and re-announce.
     force: bool = False
+    #: Re-derive every derived row and bundle even if nothing changed, announcing nothing new
+    #: (``reindex --rebuild`` after a change of the row schema).
+    rederive: bool = False
 
     def to_message(self) -> str:
         body: dict[str, Any] = {"study": self.study}
         if self.force:
             body["force"] = True
+        if self.rederive:
+            body["rederive"] = True
         return orjson.dumps(body).decode()
 
     @classmethod
@@ -60,7 +65,8 @@ class SettleRequest:
         doc = orjson.loads(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
             raise ValueError("A settle message is a JSON object with a 'study' UID.")
-        return cls(study=doc["study"], force=bool(doc.get("force", False)))
+        return cls(study=doc["study"], force=bool(doc.get("force", False)),
+                   rederive=bool(doc.get("rederive", False)))
 
 
 class SettleScheduler:
@@ -75,6 +81,7 @@ class SettleScheduler:
         self.clock = clock
         self._lock = threading.Lock()
         self._due: dict[str, float] = {}
+        self._rederive: dict[str, float] = {}
         self._pending: dict[tuple[str, str], float] = {}
 
     def before_write(self, series: SeriesRecord) -> None:
@@ -101,15 +108,19 @@ class SettleScheduler:
                 self._due = {k: v for k, v in self._due.items() if v > now}
         self._send(SettleRequest(study), self.settle_delay)
 
-    def reschedule(self, study: str, delay: float, *, force: bool = False) -> None:
+    def reschedule(self, study: str, delay: float, *, force: bool = False, rederive: bool = False) -> None:
         """A message in ``delay`` seconds (settle not yet stable; DELETE and reprocess with 0)."""
         now = self.clock()
         with self._lock:
             due = self._due.get(study, 0.0)
-            if not force and now < due and due <= now + delay + 1.0:
+            if not (force or rederive) and now < due and due <= now + delay + 1.0:
                 return  # a message of ours already runs by then
+            if rederive and self._rederive.get(study, 0.0) > now:
+                return  # one rederive run per study and window is enough
             self._due[study] = max(due, now + delay)
-        self._send(SettleRequest(study, force=force), delay)
+            if rederive:
+                self._rederive[study] = now + delay
+        self._send(SettleRequest(study, force=force, rederive=rederive), delay)
 
     def _send(self, request: SettleRequest, delay: float) -> None:
         self.queues.send(layout.SETTLE_QUEUE, request.to_message(), delay_seconds=max(0.0, delay))

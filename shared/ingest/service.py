@@ -14,6 +14,11 @@ go out in batches when the study settles.
 Idempotent: the instance row records which inbox blob version wrote it (``source``), so a
 retry after a crash recognises its own earlier work; an identical re-send is a ``duplicate``
 (nothing written); new content under a known SOP Instance UID is an ``updated`` instance.
+
+The archive copy carries a version stamp in its metadata (:mod:`shared.storage.regions`; no extra
+request: it is a parameter of the copy), kept on the row too. :meth:`IngestService.index_archived`
+is the same path for a file that is already in an archive container (the peer region's replica,
+or ``reindex``): header, validation and row exactly as here, without the copy; the newer stamp wins.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from shared.dicom.dicomjson import to_dicom_json
 from shared.dicom.header import Header, read_header
 from shared.dicom.ranged import RangedReader
 from shared.dicom.validate import validate
-from shared.errors import BadInput, Transient
+from shared.errors import BadInput, Reason, Transient
 from shared.events.payloads import ingest_failed_event
 from shared.index.records import (
     Action,
@@ -43,6 +48,7 @@ from shared.ingest.states import IngestState, Outcome
 from shared.ports import Blob, BlobGone, RowChanged, RowExists
 from shared.services import Services
 from shared.storage import blobs, layout
+from shared.storage.regions import STAMP, stamp_of, stamp_region
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 5
@@ -81,14 +87,7 @@ class IngestService:
             doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged)
         except BlobGone:
             return self._gone(blob.name)
-        rec = from_dicom_json(
-            doc, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
-            digest=content_digest(header, blob.content_md5), source=source_of(blob.name, blob.etag),
-            pixel_data_offset=header.pixel_data_offset, pixel_data_length=header.pixel_data_length,
-            warnings=[str(w) for w in header.warnings], ingested_at=utcnow(),
-        )
-        rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid = study, series, sop
-        rec.sop_class_uid = sop_class
+        rec = _record(doc, header, (study, series, sop, sop_class), blob, source_of(blob.name, blob.etag))
         try:
             state = self._store(blob, doc, rec)
         except BlobGone:
@@ -98,16 +97,118 @@ class IngestService:
         return Outcome(blob.name, state, study, series, sop, bytes_read=reader.bytes_fetched,
                        requests=reader.requests)
 
+    def index_archived(self, blob: Blob) -> Outcome:
+        """Index an instance that is already archived: ``blob`` is in an archive container (this
+        region's own, or the peer region's replica here). The same header read, validation and row as
+        :meth:`ingest`, without the copy; the version's stamp comes from the blob's metadata.
+
+        New: ``archived``. Same version or same content as the row: ``duplicate`` (nothing written).
+        Older than the row's version: ``superseded``. Newer: ``updated``, and a newer file that is the
+        peer's replica is also copied into this region's own archive, stamp kept (reads take this
+        region's own copy first, so they serve what the row describes; the older one stays a blob
+        version). Safe beside ingest: writes are conditional."""
+        svc = self.svc
+        svc.ensure_ready()
+        reader = RangedReader(blob)
+        try:
+            header = read_header(reader)
+            uids = validate(header)
+        except BadInput as bad:
+            log.warning("Index %s/%s: cannot be indexed (%s)", blob.container, blob.name, bad.reason)
+            return Outcome(blob.name, IngestState.REFUSED, reason=bad.reason, message=bad.message,
+                           bytes_read=reader.bytes_fetched, requests=reader.requests)
+        except BlobGone:
+            return self._gone(blob.name)
+        s, se, i, _ = uids
+        path = layout.instance_path(s, se, i)
+        if path != blob.name:
+            message = f"The archived file {blob.name} holds instance {i} of series {se}; it belongs at {path}."
+            return Outcome(blob.name, IngestState.REFUSED, s, se, i, reason=Reason.UID_CONFLICT, message=message)
+        doc = to_dicom_json(header, s, se, i)
+        rec = _record(doc, header, uids, blob, f"{blob.container}/{blob.name}@{blob.etag or ''}")
+        rec.stamp = stamp_of(blob.metadata, blob.last_modified, svc.topology.writer_of(blob.container))
+        meta = self._meta(rec, doc)
+        origin = stamp_region(rec.stamp)
+        # Optimistic, as ingest: an instance new to this region is the common case (the peer's replica).
+        try:
+            self._write(rec, meta, expect=None, origin=origin)
+            log.info("Index %s/%s: archived sop=%s", blob.container, blob.name, i)
+            return Outcome(blob.name, IngestState.ARCHIVED, s, se, i, bytes_read=reader.bytes_fetched,
+                           requests=reader.requests)
+        except RowExists:
+            pass
+        for _ in range(ATTEMPTS):
+            existing = svc.index.get_instance(s, se, i)
+            if existing is not None:
+                old = existing.record
+                if old.stamp == rec.stamp or old.digest == rec.digest:
+                    return Outcome(blob.name, IngestState.DUPLICATE, s, se, i)
+                if old.stamp > rec.stamp:
+                    return Outcome(blob.name, IngestState.SUPERSEDED, s, se, i)
+                if blob.container != svc.topology.own(layout.ARCHIVE):
+                    # The newer version into this region's own archive, stamp kept, so that reads (own
+                    # copy first) serve what the row now describes; the older one stays a version.
+                    svc.blobs.copy(blob, layout.ARCHIVE, path, metadata={STAMP: rec.stamp})
+                rec.updated_at = utcnow()
+            try:
+                self._write(rec, meta, expect=existing, origin=origin)
+            except (RowExists, RowChanged):
+                continue  # ingest or another indexer wrote this SOP meanwhile: look again
+            state = IngestState.UPDATED if existing is not None else IngestState.ARCHIVED
+            log.info("Index %s/%s: %s sop=%s", blob.container, blob.name, state, i)
+            return Outcome(blob.name, state, s, se, i, bytes_read=reader.bytes_fetched, requests=reader.requests)
+        raise Transient(f"Instance {i} kept changing under concurrent writes; will retry.")
+
+    def rewrite_row(self, blob: Blob) -> Outcome:
+        """Rewrite the row of an archived instance from its file, keeping its version and history (a
+        change of the row schema: ``reindex --rebuild``). Nothing is announced; the study is settled
+        again with ``rederive`` so its derived rows and bundles follow."""
+        svc = self.svc
+        reader = RangedReader(blob)
+        try:
+            header = read_header(reader)
+            uids = validate(header)
+        except BadInput as bad:
+            return Outcome(blob.name, IngestState.REFUSED, reason=bad.reason, message=bad.message)
+        except BlobGone:
+            return self._gone(blob.name)
+        s, se, i, _ = uids
+        for _ in range(ATTEMPTS):
+            existing = svc.index.get_instance(s, se, i)
+            if existing is None:
+                return self.index_archived(blob)
+            old = existing.record
+            doc = to_dicom_json(header, s, se, i)
+            rec = _record(doc, header, uids, blob, old.source)
+            rec.stamp, rec.seq, rec.arrival, rec.digest = old.stamp, old.seq, old.arrival, old.digest
+            rec.ingested_at, rec.updated_at = old.ingested_at, old.updated_at
+            try:
+                svc.index.rewrite_instance(rec, self._meta(rec, doc), etag=existing.etag)
+            except RowChanged:
+                continue
+            svc.scheduler.reschedule(s, svc.settings.settle_delay_seconds, rederive=True)
+            return Outcome(blob.name, IngestState.DUPLICATE, s, se, i)
+        raise Transient(f"Instance {i} kept changing under concurrent writes; will retry.")
+
     # -- steps ----------------------------------------------------------------
+    def _meta(self, rec: InstanceRecord, doc: dict[str, Any]) -> dict[str, bytes] | None:
+        """The DICOM JSON as row properties, or (too large for the row, e.g. long per-frame functional
+        groups) written to its sidecar in this region's metadata container: None."""
+        meta = pack_meta(doc)
+        if meta is None:
+            s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
+            blobs.put_json(self.svc.blobs, layout.METADATA, layout.instance_metadata_path(s, se, i), doc)
+        return meta
+
     def _store(self, blob: Blob, doc: dict[str, Any], rec: InstanceRecord) -> IngestState:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
         path = layout.instance_path(s, se, i)
-        meta = pack_meta(doc)
-        if meta is None:  # too large for the row (e.g. long per-frame functional groups): a sidecar
-            blobs.put_json(self.svc.blobs, layout.METADATA, layout.instance_metadata_path(s, se, i), doc)
+        meta = self._meta(rec, doc)
+        rec.stamp = self.svc.topology.new_stamp()
+        stamped = {STAMP: rec.stamp}
         # Optimistic: a new instance is the common case, so copy only if the archive lacks it and
         # create the row without reading it first. Anything else takes the careful path.
-        if self.svc.blobs.copy(blob, layout.ARCHIVE, path, if_absent=True):
+        if self.svc.blobs.copy(blob, layout.ARCHIVE, path, if_absent=True, metadata=stamped):
             try:
                 self._write(rec, meta, expect=None)
                 return IngestState.ARCHIVED
@@ -122,7 +223,7 @@ class IngestService:
                 return IngestState.DUPLICATE
             # New content for this SOP Instance UID (or a row lost in a crash): the archive copy
             # first, so a row never names content the archive does not hold.
-            self.svc.blobs.copy(blob, layout.ARCHIVE, path)
+            self.svc.blobs.copy(blob, layout.ARCHIVE, path, metadata=stamped)
             if existing is not None:
                 rec.updated_at = utcnow()
             try:
@@ -132,13 +233,15 @@ class IngestService:
             return IngestState.UPDATED if existing is not None else IngestState.ARCHIVED
         raise Transient(f"Instance {i} kept changing under concurrent writes; will retry.")
 
-    def _write(self, rec: InstanceRecord, meta: dict[str, bytes] | None, *, expect: Stored | None) -> None:
+    def _write(self, rec: InstanceRecord, meta: dict[str, bytes] | None, *, expect: Stored | None,
+               origin: str | None = None) -> None:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
         self.svc.scheduler.before_write(SeriesRecord(**study_part(rec), **series_part(rec)))
         rec.arrival = self.svc.scheduler.clock()  # the quiet-period clock (settle compares with it)
         rec.seq = self.svc.sequencer.next()
         change = ChangeEntry(s, se, i, Action.UPDATE if expect is not None else Action.CREATE, rec.seq, utcnow(),
-                             source=rec.source, digest=rec.digest)
+                             source=rec.source, digest=rec.digest,
+                             origin=self.svc.topology.region if origin is None else origin)
         self.svc.index.write_instance(rec, meta, change, expect=expect)
         self.svc.scheduler.after_write(s)
 
@@ -164,3 +267,17 @@ class IngestService:
         own event comes) or it was removed. Nothing of it was recorded."""
         log.info("Ingest %s: inbox blob gone or replaced while it was read", name)
         return Outcome(name, IngestState.GONE)
+
+
+def _record(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], blob: Blob,
+            source: str) -> InstanceRecord:
+    """The instance row's record: its index fields from the instance's DICOM JSON ``doc`` (so QIDO
+    answers with what WADO-RS metadata says), the rest from the parsed, validated header."""
+    rec = from_dicom_json(
+        doc, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
+        digest=content_digest(header, blob.content_md5), source=source,
+        pixel_data_offset=header.pixel_data_offset, pixel_data_length=header.pixel_data_length,
+        warnings=[str(w) for w in header.warnings], ingested_at=utcnow(),
+    )
+    rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid, rec.sop_class_uid = uids
+    return rec

@@ -11,6 +11,11 @@ entries) and the study row, then writes only what changed since the run before:
 * ``Dicom.SeriesStable`` / ``Dicom.StudyStable`` once no instance arrived for
   ``DICOMFLOW_STABLE_AGE_SECONDS`` (then the study's pending rows go: lookups cover it).
 
+In a region of a pair, what this region indexed from the peer's replicated archive is derived and
+listed in the change feed like the rest, but announces no event here: the region that ingested it
+did, and its subscribers (inference, routing) ran there. A series is announced stable only if it
+holds an instance ingested in this region.
+
 Runs are scheduled by :mod:`shared.ingest.schedule`; a run that is not yet stable schedules the
 next. Idempotent: the study row written last is conditional on the ETag read first, and one run
 at a time holds the study (a lease row beside the study row), so what a run announces is
@@ -48,6 +53,7 @@ from shared.ingest.schedule import SettleRequest
 from shared.ports import RowChanged, RowExists
 from shared.services import Services
 from shared.storage import blobs, layout
+from shared.storage.regions import stamp_region
 
 log = logging.getLogger(__name__)
 #: How long a settle run holds its study (a crashed run's hold simply expires).
@@ -153,7 +159,7 @@ class SettleService:
         lease, wait = svc.index.acquire_settle_lease(study, LEASE_SECONDS)
         if lease is None:  # another run works on this study: look again shortly (it is usually done by then)
             delay = min(wait, max(BUSY_RETRY_SECONDS, svc.settings.settle_delay_seconds))
-            svc.scheduler.reschedule(study, delay, force=request.force)
+            svc.scheduler.reschedule(study, delay, force=request.force, rederive=request.rederive)
             log.info("Settle %s: another run holds the study; settling again in %.0f s", study, delay)
             return SettleResult(study, "busy")
         try:
@@ -180,7 +186,8 @@ class SettleService:
         changed = sorted(uid for uid in by_series if old_versions.get(uid) != versions[uid])
         study_version = _version(part.instances)
         unpublished = [c for c in part.changes if not c.published]
-        if (not changed and not unpublished and prev.get("version") == study_version and not request.force
+        rewrite = request.force or request.rederive  # every derived row and bundle, changed or not
+        if (not changed and not unpublished and prev.get("version") == study_version and not rewrite
                 and (not stable or prev.get("stable_version") == study_version)):
             if stable:
                 svc.index.delete_pending(study, svc.index.pending_of(study))
@@ -194,9 +201,9 @@ class SettleService:
         old_keys = {tuple(k) for k in orjson.loads(prev.get("lookup_keys") or "[]")}
         new_keys = {(pk, rk) for pk, rk, _ in lookups}
         lookup_fields = fields_version(study_fields(study_rec))
-        rewrite = request.force or prev.get("lookup_fields") != lookup_fields
-        write = [row for row in lookups if rewrite or (row[0], row[1]) not in old_keys]
-        for uid in (sorted(by_series) if request.force else changed):
+        fields_changed = rewrite or prev.get("lookup_fields") != lookup_fields
+        write = [row for row in lookups if fields_changed or (row[0], row[1]) not in old_keys]
+        for uid in (sorted(by_series) if rewrite else changed):
             write += uid_lookups(study, uid, by_series[uid])
         svc.index.put_lookups(write)
         removed_sops = {c.sop for c in unpublished if c.action is Action.DELETE}
@@ -208,25 +215,31 @@ class SettleService:
         svc.index.delete_lookups(stale)
 
         bundles = 0
-        for uid in (sorted(by_series) if request.force else changed):
+        for uid in (sorted(by_series) if rewrite else changed):
             self._write_bundle(study, uid, by_series[uid], part)
             bundles += 1
         for uid in gone_series:
             svc.blobs.delete(layout.METADATA, layout.series_metadata_path(study, uid))
-        if changed or gone_series or request.force or prev.get("version") != study_version:
+        if changed or gone_series or rewrite or prev.get("version") != study_version:
             svc.index.put_series(study, series_recs)
             svc.index.delete_series_rows(study, sorted(gone_series))
 
         events = self._announce(study, part, unpublished)
         stable_version = str(prev.get("stable_version") or "")
         if stable and (stable_version != study_version or request.force):
+            ours = {uid for uid, members in by_series.items() if any(self._local(stamp_region(m.stamp))
+                                                                       for m in members)}
             for se in series_recs:
+                if se.series_instance_uid not in ours:
+                    continue  # indexed from the peer's archive: its region announced it
                 if se.series_instance_uid in changed or request.force or stable_version != study_version:
                     events.append(series_event(EventType.SERIES_STABLE, se, service_host=svc.settings.service_host_name,
                                                partition=svc.settings.partition_name, sequence=versions[
                                                    se.series_instance_uid]))
-            events.append(study_event(EventType.STUDY_STABLE, study_rec, service_host=svc.settings.service_host_name,
-                                      partition=svc.settings.partition_name, sequence=study_version))
+            if ours:
+                events.append(study_event(EventType.STUDY_STABLE, study_rec,
+                                          service_host=svc.settings.service_host_name,
+                                          partition=svc.settings.partition_name, sequence=study_version))
             stable_version = study_version
         if events:
             svc.publisher.publish(events)
@@ -258,6 +271,10 @@ class SettleService:
                             len(events))
 
     # -- steps -------------------------------------------------------------------------------------
+    def _local(self, origin: str) -> bool:
+        """A change of this region's own ingest (not one indexed from the peer's replicated archive)."""
+        return not origin or origin == self.svc.topology.region
+
     def _announce(self, study: str, part: StudyPartition, unpublished: Sequence[ChangeEntry]) -> list[DicomEvent]:
         """The unpublished changes: to the region's change feed, and as image events (returned,
         published with the run's other events)."""
@@ -277,16 +294,20 @@ class SettleService:
             superseded = latest[c.sop] != c.seq
             state = "deleted" if (c.action is Action.DELETE or c.sop not in rows) else (
                 "replaced" if superseded else "current")
-            feed.append(FeedEntry(c.feed_seq, study, c.series, c.sop, str(c.action), state, stamp))
+            origin = c.origin or svc.topology.region
+            feed.append(FeedEntry(c.feed_seq, study, c.series, c.sop, str(c.action), state, stamp, origin))
             rec = rows.get(c.sop) or InstanceRecord(study_instance_uid=study, series_instance_uid=c.series,
                                                     sop_instance_uid=c.sop)
             kind = {Action.CREATE: EventType.IMAGE_CREATED, Action.UPDATE: EventType.IMAGE_UPDATED,
                     Action.DELETE: EventType.IMAGE_DELETED}[c.action]
             if kind is not EventType.IMAGE_DELETED and superseded:
                 continue  # a later change of the same instance is announced instead
+            if not self._local(origin):
+                continue  # indexed from the peer's replicated archive: the peer announced it
+            archived = svc.topology.own(layout.ARCHIVE)
             events.append(image_event(kind, rec, service_host=svc.settings.service_host_name,
                                       partition=svc.settings.partition_name, sequence=c.seq,
-                                      archive_path=f"{layout.ARCHIVE}/{layout.instance_path(study, c.series, c.sop)}"))
+                                      archive_path=f"{archived}/{layout.instance_path(study, c.series, c.sop)}"))
         svc.index.append_feed(feed)
         # Earlier published entries of the instances changed now are no longer current.
         changed_now = {c.sop for c in unpublished}

@@ -24,6 +24,11 @@ class IngestState(enum.StrEnum):
     GONE = "gone"
     #: The status API knows neither the blob nor an outcome for it.
     UNKNOWN = "unknown"
+    #: Indexing an archived file (the peer region's replica, ``reindex``): an older version of an
+    #: instance whose newer version is indexed. It stays in the archive; nothing is written.
+    SUPERSEDED = "superseded"
+    #: Indexing an archived file: it cannot be read as DICOM now (reason code); it stays where it is.
+    REFUSED = "refused"
 
 
 #: States in which the instance is stored and retrievable (STOW-RS answers "stored").

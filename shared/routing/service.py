@@ -341,15 +341,15 @@ def route_event(
     return outcome
 
 
-_RULES_TTL_SECONDS = 15.0
 _rules_cache: dict[str, tuple[float, RuleSet]] = {}
 
 
-def cached_rules(svc: Services, ttl: float = _RULES_TTL_SECONDS) -> RuleSet:
+def cached_rules(svc: Services, ttl: float | None = None) -> RuleSet:
     """The rules, read at most every ``ttl`` seconds per worker (routing also runs per instance
     for immediate rules; one config read per event would double the requests per instance)."""
     import time
 
+    ttl = svc.settings.routing_rules_ttl_seconds if ttl is None else ttl
     key = str(id(svc.blobs))
     hit = _rules_cache.get(key)
     now = time.monotonic()

@@ -72,6 +72,7 @@ class AzureBlob:
         self.etag = etag
         self.content_md5: bytes | None = None
         self.last_modified: dt.datetime | None = None
+        self.metadata: Mapping[str, str] = {}
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         kwargs: dict[str, Any] = {"offset": offset, "length": length}
@@ -99,6 +100,7 @@ class AzureBlob:
             settings = getattr(props, "content_settings", None)
             self.content_md5 = getattr(settings, "content_md5", None) if settings else None
             self.last_modified = props.last_modified
+            self.metadata = dict(getattr(props, "metadata", None) or {})
         return data, _total_size(props, len(data), offset)
 
 

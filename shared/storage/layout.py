@@ -7,6 +7,7 @@ its folder.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 INBOX: Final = "dicom-inbox"
@@ -16,8 +17,30 @@ QUARANTINE: Final = "dicom-quarantine"
 CONFIG: Final = "dicomflow-config"
 EVENTS_DEADLETTER: Final = "eventgrid-deadletter"
 
-#: Every container the app reads or writes (infra creates exactly these).
+#: Every container the app reads or writes, by its logical name (one region on its own uses exactly these).
 CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER)
+
+#: Containers each region of a pair writes under its own name, ``<name>-<region key>``, and object
+#: replication copies to the other region (read-only there): what must survive the loss of a region.
+REGIONAL: Final = (ARCHIVE, QUARANTINE, CONFIG)
+#: Containers that stay in their region and are never replicated: uploads (each region has its own
+#: inbox), everything derived per region (frame indexes, series bundles, large-metadata sidecars: a
+#: region derives its own from the archive it holds) and dead letters.
+LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER)
+
+
+def regional(container: str, region: str) -> str:
+    """The physical name of regional container ``container`` as region ``region`` writes it
+    (``dicom-archive-primary``); with no region key (one region on its own), the name itself."""
+    if container not in REGIONAL:
+        raise ValueError(f"{container!r} is not a regional container ({', '.join(REGIONAL)})")
+    return f"{container}-{region}" if region else container
+
+
+def region_containers(region: str, peers: Sequence[str] = ()) -> tuple[str, ...]:
+    """Every container of one region's data account: the local ones, the regional ones it writes, and
+    the replicas of its peers' regional ones (created by infra as replication destinations)."""
+    return (*LOCAL, *(regional(c, r) for r in (region, *peers) for c in REGIONAL))
 
 SETTLE_QUEUE: Final = "dicom-settle"
 #: Every queue the app uses (poison queues are created by the host on demand).

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 REAL_APP_SETTINGS = ROOT / "local.settings.example.json"
 REAL_APP_EVENTS = ROOT / "infra" / "events.json"
 AUTH_ENV = {"DICOMFLOW_AUTH_ISSUER": "{devhost:issuer}", "DICOMFLOW_AUTH_AUDIENCE": "api://devhost"}
-REAL_APP_ENV = {**AUTH_ENV, "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0"}
+REAL_APP_ENV = {**AUTH_ENV, "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
+                "DICOMFLOW_ROUTING_RULES_TTL_SECONDS": "0"}
 
 
 @pytest.fixture
@@ -33,6 +34,7 @@ def devhost_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., 
 
     def start(app: str = "function_app:app", events: str | Path | None = None, **kwargs: Any) -> DevHostProcess:
         kwargs.setdefault("state_dir", tmp_path / f"devhost-{len(started)}")
+        kwargs.setdefault("watch_from_now", True)  # see the devhost fixture
         if app == "function_app:app":
             kwargs.setdefault("settings", REAL_APP_SETTINGS)
         dh = DevHostProcess(app=app, events=events or REAL_APP_EVENTS, azurite=azurite, **kwargs)
@@ -48,8 +50,10 @@ def devhost_factory(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., 
 
 @pytest.fixture(scope="module")
 def devhost(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostProcess]:
-    """The real app on the devhost (one per test module)."""
+    """The real app on the devhost (one per test module). The session's Azurite keeps every module's
+    uploads (the inbox is kept), so a new devhost announces only blobs that arrive after it starts."""
     dh = DevHostProcess(app="function_app:app", events=REAL_APP_EVENTS, azurite=azurite, env=REAL_APP_ENV,
-                        settings=REAL_APP_SETTINGS, state_dir=tmp_path_factory.mktemp("devhost"))
+                        settings=REAL_APP_SETTINGS, state_dir=tmp_path_factory.mktemp("devhost"),
+                        watch_from_now=True)
     with dh:
         yield dh

@@ -28,7 +28,7 @@ VIEWER = "http://127.0.0.1:3000"
 def dh(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostProcess]:
     env = {**REAL_APP_ENV, "DICOMFLOW_CORS_ORIGINS": VIEWER, "DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS": "0"}
     with DevHostProcess(azurite=azurite, env=env, settings=REAL_APP_SETTINGS, events=REAL_APP_EVENTS,
-                        state_dir=tmp_path_factory.mktemp("devhost-auth")) as proc:
+                        state_dir=tmp_path_factory.mktemp("devhost-auth"), watch_from_now=True) as proc:
         yield proc
 
 

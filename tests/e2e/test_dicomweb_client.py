@@ -105,7 +105,8 @@ def dh(azurite, tmp_path_factory) -> DevHostProcess:
     events["subscriptions"] = [s for s in events["subscriptions"] if s["function"] == "ingest"]
     (folder / "events.json").write_text(json.dumps(events))
     proc = DevHostProcess(app="function_app:app", events=folder / "events.json", azurite=azurite, env=env,
-                          settings=ROOT / "local.settings.example.json", state_dir=folder / "state")
+                          settings=ROOT / "local.settings.example.json", state_dir=folder / "state",
+                          watch_from_now=True)
     with proc:
         yield proc
 

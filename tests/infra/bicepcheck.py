@@ -668,10 +668,14 @@ def run_checkov(directory: Path, *, timeout: float = 240) -> CheckovReport:
 
 #: main.bicep variable -> what the code calls it.
 STORAGE_NAME_VARIABLES = {
-    "appContainers": "shared/storage/layout.py CONTAINERS",
+    "localContainers": "shared/storage/layout.py LOCAL",
+    "regionalContainers": "shared/storage/layout.py REGIONAL",
     "appQueues": "shared/storage/layout.py QUEUES",
     "appTables": "shared/index/tables.py TABLES",
 }
+#: region.bicep parameter -> the main.bicep variable every region module must pass to it.
+REGION_PARAMS = {"localContainers": "localContainers", "regionalContainers": "regionalContainers",
+                 "queues": "appQueues", "tables": "appTables"}
 
 
 def storage_names(main: BicepFile) -> dict[str, set[str]]:
@@ -699,14 +703,16 @@ def check_storage_names(main: BicepFile, expected: Mapping[str, set[str]]) -> li
         out.append(f"{main.name}: no module deploys modules/region.bicep")
     for sym, body in regions:
         params = body.get("params") or {}
-        for param, var in (("containers", "appContainers"), ("queues", "appQueues"), ("tables", "appTables")):
+        for param, var in REGION_PARAMS.items():
             if params.get(param) != var:
                 out.append(f"{main.name}: module {sym!r} must pass {param}: {var}, got {params.get(param)!r}")
     return out
 
 
 def check_bindings(functions: Mapping[str, list[dict]], names: Mapping[str, set[str]]) -> list[str]:
-    """Every queue and blob container a function binds to is one that infra creates."""
+    """Every queue and blob container a function binds to is one that infra creates. A binding names a
+    container as the code does: local containers by their name (regional ones have a per-region name, which
+    a binding cannot know, so none may be bound)."""
     out = []
     for fn, bindings in sorted(functions.items()):
         for b in bindings:
@@ -716,7 +722,10 @@ def check_bindings(functions: Mapping[str, list[dict]], names: Mapping[str, set[
             path = b.get("path")
             if path and str(b.get("type", "")).startswith("blob"):
                 container = str(path).split("/", 1)[0]
-                if container not in names["appContainers"]:
+                if container in names["regionalContainers"]:
+                    out.append(f"function {fn!r} binds regional container {container!r}: its name differs per "
+                               "region (<name>-<region key>); bind a local container or use the blob store")
+                elif container not in names["localContainers"]:
                     out.append(f"function {fn!r} binds container {container!r}, which infra does not create")
             table = b.get("tableName")
             if table and table not in names["appTables"]:
@@ -729,10 +738,11 @@ SERVICE_URI_BY_BINDING = {"blob": "blobServiceUri", "queue": "queueServiceUri", 
 
 def check_app_settings(names: set[str], functions: Mapping[str, list[dict]], config_source: str) -> list[str]:
     """The function app's settings are the ones the app reads (shared/config.py) and its bindings need."""
-    from shared.config import EVENTS_CONNECTION, STORAGE_CONNECTION, Settings
+    from shared.config import EVENTS_CONNECTION, PEER_STORAGE_CONNECTION, STORAGE_CONNECTION, Settings
 
     out = []
-    env = {n: ("60" if n.startswith("DICOMFLOW_") else f"https://{n.lower()}.example") for n in names}
+    samples = {"DICOMFLOW_REGION": "primary", "DICOMFLOW_PEER_REGION": "secondary"}
+    env = {n: samples.get(n, "60" if n.startswith("DICOMFLOW_") else f"https://{n.lower()}.example") for n in names}
     try:
         settings = Settings.from_env(env)
         settings.require_storage()
@@ -751,6 +761,11 @@ def check_app_settings(names: set[str], functions: Mapping[str, list[dict]], con
         out.append("app settings leave sign-in unconfigured: set DICOMFLOW_AUTH_ISSUER and DICOMFLOW_AUTH_AUDIENCE")
     if settings.events_client_id is None:
         out.append(f"app settings lack {EVENTS_CONNECTION}__clientId")
+    if settings.region.paired and not settings.region.follows_peer:
+        out.append(f"app settings pair two regions but give no {PEER_STORAGE_CONNECTION}__tableServiceUri: the peer's "
+                   "change feed would never be read")
+    if settings.region.paired and settings.region.peer_storage.client_id is None:
+        out.append(f"app settings lack {PEER_STORAGE_CONNECTION}__clientId (the identity that reads the peer's feed)")
     for n in sorted(names):
         if n.startswith("DICOMFLOW_") and f'"{n}"' not in config_source:
             out.append(f"app setting {n!r} is not read by shared/config.py (typo?)")

@@ -11,7 +11,7 @@ import pytest
 
 from shared.events.types import EventType
 from shared.index.tables import TABLES
-from shared.storage.layout import CONTAINERS, QUEUES
+from shared.storage.layout import CONTAINERS, LOCAL, QUEUES, REGIONAL
 from tests.infra.bicepcheck import (
     INFRA,
     ROOT,
@@ -24,7 +24,8 @@ from tests.infra.bicepcheck import (
     storage_names,
 )
 
-CODE_NAMES = {"appContainers": set(CONTAINERS), "appQueues": set(QUEUES), "appTables": set(TABLES)}
+CODE_NAMES = {"localContainers": set(LOCAL), "regionalContainers": set(REGIONAL), "appQueues": set(QUEUES),
+              "appTables": set(TABLES)}
 EVENT_TYPES = {str(t) for t in EventType}
 CONFIG_SOURCE = (ROOT / "shared" / "config.py").read_text(encoding="utf-8")
 
@@ -133,20 +134,23 @@ def test_events_rule_trips_on_topic_schema_and_duplicates() -> None:
 
 def test_storage_names_rule_trips() -> None:
     main = BicepFile.from_text(
-        "var appContainers = [\n  'dicom-inbox'\n  'dicom-extra'\n]\nvar appQueues = [\n  'dicom-settle'\n]\n"
-        "module r 'modules/region.bicep' = {\n  name: 'r'\n  params: {\n    containers: [\n      'dicom-inbox'\n"
+        "var localContainers = [\n  'dicom-inbox'\n  'dicom-extra'\n]\nvar appQueues = [\n  'dicom-settle'\n]\n"
+        "module r 'modules/region.bicep' = {\n  name: 'r'\n  params: {\n    localContainers: [\n      'dicom-inbox'\n"
         "    ]\n  }\n}\n", INFRA / "main.bicep")
     problems = "\n".join(check_storage_names(main, CODE_NAMES))
-    assert "missing ['dicom-archive'" in problems and "extra ['dicom-extra']" in problems
+    assert "missing ['dicom-metadata'" in problems and "extra ['dicom-extra']" in problems
+    assert "var regionalContainers must equal shared/storage/layout.py REGIONAL" in problems
     assert "var appTables must equal shared/index/tables.py TABLES" in problems
-    assert "must pass containers: appContainers" in problems
+    assert "must pass localContainers: localContainers" in problems
 
 
 def test_bindings_rule_trips() -> None:
     fns = {"settle": [{"type": "queueTrigger", "queueName": "dicom-settle-v2", "connection": "DicomStorage"}],
-           "ingest": [{"type": "blobTrigger", "path": "uploads/{name}", "connection": "DicomStorage"}]}
+           "ingest": [{"type": "blobTrigger", "path": "uploads/{name}", "connection": "DicomStorage"}],
+           "archived": [{"type": "blobTrigger", "path": "dicom-archive/{name}", "connection": "DicomStorage"}]}
     problems = "\n".join(check_bindings(fns, {k: set(v) for k, v in CODE_NAMES.items()}))
     assert "queue 'dicom-settle-v2'" in problems and "container 'uploads'" in problems
+    assert "binds regional container 'dicom-archive'" in problems
 
 
 def test_app_settings_rule_trips(bicep_files: dict[str, BicepFile]) -> None:
@@ -162,19 +166,27 @@ def test_app_settings_rule_trips(bicep_files: dict[str, BicepFile]) -> None:
     assert "(queue binding) lacks DicomStorage__queueServiceUri" in problems
 
 
-def _container_refs(main: BicepFile, value: object) -> set[str]:
-    """Container names behind '${var}/' prefixes and variable lists in main.bicep."""
-    text = str(value)
-    names = set()
-    for var in re.findall(r"\$\{(\w+)\}/", text):
-        names.add(main.resolve(var))
-    return names
+def _container_refs(main: BicepFile, value: object) -> dict[str, str]:
+    """Container names behind '${var}/' (a local container) and '${var}-' (every region's copy of a regional
+    one) prefixes in main.bicep: name -> the separator."""
+    return {main.resolve(var): sep for var, sep in re.findall(r"\$\{(\w+)\}([/-])", str(value))}
 
 
-def test_lifecycle_and_replication_name_app_containers(bicep_files: dict[str, BicepFile]) -> None:
+def test_lifecycle_rules_name_app_containers(bicep_files: dict[str, BicepFile]) -> None:
     main = bicep_files["main.bicep"]
-    rules = main.variable("lifecycleRules")
-    prefixed = _container_refs(main, rules)
-    assert {"dicom-archive", "dicom-inbox", "eventgrid-deadletter"} <= prefixed
-    assert prefixed <= set(CONTAINERS)
-    assert set(main.resolve(main.variable("replicatedContainers"))) == {"dicom-archive", "dicom-metadata"}
+    prefixed = _container_refs(main, main.variable("lifecycleRules"))
+    assert prefixed == {"dicom-archive": "-", "dicom-inbox": "/", "eventgrid-deadletter": "/"}
+    assert set(prefixed) <= set(CONTAINERS)
+    assert all((sep == "-") == (name in REGIONAL) for name, sep in prefixed.items())
+
+
+def test_each_region_replicates_exactly_its_own_regional_containers(bicep_files: dict[str, BicepFile]) -> None:
+    main = bicep_files["main.bicep"]
+    mods = {sym: body["params"] for sym, path, body in main.modules() if path.endswith("objectReplication.bicep")}
+    for sym, params in mods.items():
+        writer = "primaryWrites" if "Secondary" in sym else "secondaryWrites"
+        assert params["containers"] == writer, f"{sym} replicates {params['containers']}"
+    for key, var in (("primary", "primaryWrites"), ("secondary", "secondaryWrites")):
+        loop = main.variable(var)
+        assert loop["loop_type"]["detail"]["array_name"] == "regionalContainers"
+        assert loop["config"] == "${c}-${" + key + "Key}" and main.variable(key + "Key") == key

@@ -40,8 +40,71 @@ def _declaring(bicep_files: dict[str, BicepFile], rtype: str) -> set[str]:
     return {name for name, f in bicep_files.items() if any(True for _ in f.resources(rtype))}
 
 
-def test_role_assignments_live_in_one_module(bicep_files: dict[str, BicepFile]) -> None:
-    assert _declaring(bicep_files, "Microsoft.Authorization/roleAssignments") == {"modules/roleAssignments.bicep"}
+def test_role_assignments_live_in_the_role_modules(bicep_files: dict[str, BicepFile]) -> None:
+    """Each region's own roles in one module; the one cross-region grant (the peer's table reader) in another."""
+    assert _declaring(bicep_files, "Microsoft.Authorization/roleAssignments") == {"modules/roleAssignments.bicep",
+                                                                                 "modules/peerRoles.bicep"}
+
+
+def _role_of(body: dict) -> str:
+    return str(body["properties"]["roleDefinitionId"]).split("'operand_2': '")[1].split("'")[0]
+
+
+def test_event_grid_has_its_own_identity_holding_only_the_dead_letter_container(
+        bicep_files: dict[str, BicepFile]) -> None:
+    roles = bicep_files["modules/roleAssignments.bicep"]
+    held = [(sym, body) for sym, body in roles.resources("Microsoft.Authorization/roleAssignments")
+            if body["properties"]["principalId"] == "eventGridPrincipalId"]
+    assert [(_role_of(b), b["scope"]) for _s, b in held] == [("storageBlobDataContributor", "deadLetters")]
+    (_, container), = roles.resources("Microsoft.Storage/storageAccounts/blobServices/containers",
+                                      include_existing=True)
+    assert container["name"] == "deadLetterContainer"
+    region = bicep_files["modules/region.bicep"]
+    (_, grid), = [(s, b) for s, p, b in region.modules() if p == "eventGrid.bicep"]
+    assert "'operand_1': 'eventGridIdentity', 'operand_2': 'id'" in str(grid["params"]["identityId"])  # not the app's
+    names = bicep_files["main.bicep"].variable("primaryNames")
+    assert "evg-" in str(names["eventGridIdentity"])
+
+
+def test_the_deployer_holds_no_data_role_unless_asked(bicep_files: dict[str, BicepFile]) -> None:
+    main = bicep_files["main.bicep"]
+    assert main.doc["parameters"]["grantDeployerDataAccess"]["default"] is False
+    for _sym, path, body in main.modules():
+        if path.endswith("region.bicep"):
+            assert "grantDeployerDataAccess" in str(body["params"]["userPrincipalId"])
+
+
+def test_the_peer_may_read_tables_and_nothing_else(bicep_files: dict[str, BicepFile]) -> None:
+    peer = bicep_files["modules/peerRoles.bicep"]
+    assert [_role_of(b) for _s, b in peer.resources("Microsoft.Authorization/roleAssignments")] == [
+        "storageTableDataReader"]
+
+
+def test_clients_reach_the_apps_only_through_front_door(bicep_files: dict[str, BicepFile]) -> None:
+    fa = bicep_files["modules/functionApp.bicep"]
+    (_, site), = fa.resources("Microsoft.Web/sites")
+    config = site["properties"]["siteConfig"]
+    assert config["ipSecurityRestrictionsDefaultAction"] == "Deny"
+    rules = {r["name"]: r for r in config["ipSecurityRestrictions"]}
+    assert set(rules) == {"front-door", "event-grid"}
+    assert rules["front-door"]["ipAddress"] == "AzureFrontDoor.Backend"
+    assert rules["front-door"]["headers"] == {"'x-azure-fdid'": ["frontDoorId"]}  # pycep keeps the quotes
+    assert rules["event-grid"]["ipAddress"] == "AzureEventGrid" and "headers" not in rules["event-grid"]
+    profile = bicep_files["modules/frontDoorProfile.bicep"]
+    assert "profile.properties.frontDoorId" in profile.text
+
+
+def test_private_networking_closes_the_public_endpoints(bicep_files: dict[str, BicepFile]) -> None:
+    main = bicep_files["main.bicep"]
+    assert main.doc["parameters"]["privateNetworking"]["default"] is False
+    for file, rtype in (("modules/storage.bicep", "Microsoft.Storage/storageAccounts"),
+                        ("modules/keyVault.bicep", "Microsoft.KeyVault/vaults"),
+                        ("modules/eventGrid.bicep", "Microsoft.EventGrid/topics")):
+        (_, body), = bicep_files[file].resources(rtype)
+        assert "publicNetworkAccess" in str(body["properties"]["publicNetworkAccess"]), file
+    region = bicep_files["modules/region.bicep"].text
+    for group in ("'blob'", "'queue'", "'table'", "'vault'", "'topic'"):
+        assert f"group: {group}" in region
 
 
 def test_every_storage_account_comes_from_the_storage_module(bicep_files: dict[str, BicepFile]) -> None:
@@ -56,27 +119,46 @@ def test_resources_under_test_exist(bicep_files: dict[str, BicepFile]) -> None:
                   "Microsoft.EventGrid/systemTopics", "Microsoft.EventGrid/systemTopics/eventSubscriptions",
                   "Microsoft.EventGrid/topics/eventSubscriptions", "Microsoft.KeyVault/vaults", "Microsoft.Web/sites",
                   "Microsoft.Web/serverfarms", "Microsoft.Storage/storageAccounts/objectReplicationPolicies",
-                  "Microsoft.Cdn/profiles/originGroups"):
+                  "Microsoft.Cdn/profiles/originGroups", "Microsoft.Network/privateEndpoints",
+                  "Microsoft.Network/privateDnsZones", "Microsoft.Cdn/profiles/ruleSets/rules"):
         assert _declaring(bicep_files, rtype), f"no file declares {rtype}"
 
 
-def test_object_replication_destination_first(bicep_files: dict[str, BicepFile]) -> None:
+def test_object_replication_both_ways_destination_first_with_ids_as_parameters(
+        bicep_files: dict[str, BicepFile]) -> None:
     main = bicep_files["main.bicep"]
-    mods = {sym: body for sym, path, body in main.modules() if path.endswith("objectReplication.bicep")}
-    assert set(mods) == {"replicationDestination", "replicationSource"}
-    assert mods["replicationDestination"]["params"]["policyId"] == "default"
-    src = str(mods["replicationSource"]["params"])
-    assert "replicationDestination" in src and "policyId" in src and "ruleIds" in src
+    mods = {sym: body["params"] for sym, path, body in main.modules() if path.endswith("objectReplication.bicep")}
+    assert set(mods) == {"toSecondaryDestination", "toSecondarySource", "toPrimaryDestination", "toPrimarySource"}
+    for direction, param in (("toSecondary", "replicationPolicyToSecondary"),
+                             ("toPrimary", "replicationPolicyToPrimary")):
+        # The destination side: 'default' on the first deployment only, the assigned ID afterwards.
+        assert "'default'" in str(mods[direction + "Destination"]["policyId"]) and param in str(
+            mods[direction + "Destination"]["policyId"])
+        source = str(mods[direction + "Source"])
+        assert f"{direction}Destination" in source and "policyId" in source and "ruleIds" in source
+        assert main.doc["parameters"][param]["default"] == ""
+    outputs = set(main.doc["outputs"])
+    assert {"REPLICATION_POLICY_TO_SECONDARY", "REPLICATION_RULES_TO_SECONDARY", "REPLICATION_POLICY_TO_PRIMARY",
+            "REPLICATION_RULES_TO_PRIMARY"} <= outputs
+    given = (INFRA / "main.parameters.json").read_text()
+    for output, param in (("REPLICATION_POLICY_TO_SECONDARY", "replicationPolicyToSecondary"),
+                          ("REPLICATION_RULES_TO_PRIMARY", "replicationRulesToPrimary")):
+        assert f'"{param}": {{ "value": "${{{output}=}}" }}' in given
 
 
-def test_front_door_priority_routing(bicep_files: dict[str, BicepFile]) -> None:
-    fd = bicep_files["modules/frontDoor.bicep"]
-    (_, profile), = fd.resources("Microsoft.Cdn/profiles")
+def test_front_door_is_active_passive_by_default_and_writes_go_primary_first(
+        bicep_files: dict[str, BicepFile]) -> None:
+    (_, profile), = bicep_files["modules/frontDoorProfile.bicep"].resources("Microsoft.Cdn/profiles")
     assert profile["sku"]["name"] == "Standard_AzureFrontDoor"
-    priorities = {body["name"]: body["properties"]["priority"]
-                  for _s, body in fd.resources("Microsoft.Cdn/profiles/originGroups/origins")}
-    assert priorities["primary"] == 1
-    assert fd.doc["parameters"][priorities["secondary"]]["default"] == 2, "active/passive by default"
+    fd = bicep_files["modules/frontDoor.bicep"]
+    assert fd.doc["parameters"]["activeActiveReads"]["default"] is False
+    assert "secondaryPriority: activeActiveReads ? 1 : 2" in fd.text  # reads
+    groups = fd.variable("groups")
+    assert groups[1] == {"name": "functions-writes", "secondaryPriority": 2}  # writes: always primary first
+    (_, rule), = fd.resources("Microsoft.Cdn/profiles/ruleSets/rules")
+    methods = rule["properties"]["conditions"][0]["parameters"]["matchValues"]
+    assert set(methods) == {"POST", "PUT", "DELETE", "PATCH"}
+    assert "'operand_1': 'originGroups', 'operand_2': 1" in str(rule["properties"]["actions"][0])
 
 
 # --- negative tests ----------------------------------------------------------------------------------------

@@ -1,0 +1,443 @@
+"""``python -m tools drill``: the disaster-recovery drill, locally (``make dr-drill``).
+
+Two regions on this machine, each a complete stack: its own Azurite (the data account), its own
+devhost running the same app (``function_app:app``) with its own event fabric, told apart only by
+settings (``DICOMFLOW_REGION``, ``DICOMFLOW_PEER_REGION``, ``DicomPeerStorage``). Between them Azure
+object replication, emulated as Azure does it (:mod:`tools.replication`: asynchronous, destination
+containers read-only behind a proxy that answers writes with 409, no events for replicated blobs). One
+identity for both: tokens of one issuer (the primary's development issuer; the secondary serves the
+same signing key from its own issuer, so it validates tokens without the primary, as both regions
+validate Entra ID tokens in Azure), no per-region secret.
+
+The scenario, as issue 13 describes it:
+
+1. ingest ``--primary`` instances (default 300) in the primary region (blob upload to its inbox);
+2. wait until object replication has copied them and the secondary's follower has indexed them;
+3. the secondary answers QIDO (study, series and instance level), WADO-RS (instance, metadata,
+   frames) for every one of them;
+4. stop the primary region (its host and its storage);
+5. STOW-RS ``--outage`` more instances (default 50) to the secondary: archived and queryable there;
+6. start the primary again: replication catches up, the primary's follower indexes what the
+   secondary wrote; both regions hold everything.
+
+It ends with one line::
+
+    DR drill: primary ingested 300; secondary served 300/300 QIDO, 300/300 WADO, 300/300 frames;
+    outage writes 50/50; after recovery primary 350/350, secondary 350/350
+
+Exit 0 when every fraction is whole. Everything runs in a temporary folder (``--workdir`` keeps it)
+on free ports; nothing of the developer's own stack (``make up``) is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.storage import layout
+from tools import stack
+from tools.replication import Policy, ReadOnlyProxy, Replicator
+
+HELP = "the disaster-recovery drill: two local regions, object replication, the primary lost and brought back"
+PRIMARY, SECONDARY = "primary", "secondary"
+AUDIENCE = "api://devhost"
+#: Azurite's development account (public; it opens only the local emulator).
+_ACCOUNT = "devstoreaccount1"
+_DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def connection_string(blob: int, queue: int, table: int) -> str:
+    return (f"DefaultEndpointsProtocol=http;AccountName={_ACCOUNT};AccountKey={_DEV_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{blob}/{_ACCOUNT};QueueEndpoint=http://127.0.0.1:{queue}/{_ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{table}/{_ACCOUNT};")
+
+
+class DrillError(RuntimeError):
+    """A step could not be carried out (not a failed check: those are counted)."""
+
+
+@dataclass
+class Instance:
+    path: Path
+    study: str
+    series: str
+    sop: str
+    pixels: bytes
+
+
+def make_corpus(out: Path, *, studies: int, slices: int, seed: int) -> list[Instance]:
+    """``studies`` small CT studies of ``slices`` instances (32x32, explicit VR little endian)."""
+    import pydicom
+
+    from tools.corpus import UidFactory, make_ct_series, make_patients, make_study
+
+    uids = UidFactory(seed)
+    out_list: list[Instance] = []
+    for p in make_patients(studies, seed=seed):
+        study = make_study(p, uids, f"dr{seed}", description="CT DR DRILL")
+        for path in make_ct_series(out / f"s{p.index:03d}", study, uids, slices=slices, rows=32, cols=32):
+            ds = pydicom.dcmread(path)
+            out_list.append(Instance(path, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                     str(ds.SOPInstanceUID), bytes(ds.PixelData)))
+    return out_list
+
+
+def split(total: int, per_study: int) -> tuple[int, int]:
+    """(studies, slices) that give ``total`` instances in studies of about ``per_study``."""
+    per_study = max(1, min(per_study, total))
+    if total % per_study:
+        per_study = next(n for n in range(per_study, 0, -1) if total % n == 0)
+    return total // per_study, per_study
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports, bound together while chosen (so none is handed out twice)."""
+    import socket
+
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@dataclass
+class Region:
+    key: str
+    peer: str
+    root: Path
+    ports: tuple[int, int, int] = (0, 0, 0)
+    http_port: int = 0
+    fabric_port: int = 0
+    proxy_port: int = 0
+    proxy: ReadOnlyProxy | None = None
+
+    def take_ports(self, ports: list[int]) -> None:
+        """Six ports: Azurite (blob, queue, table), the host, its fabric, the read-only proxy."""
+        blob, queue, table, self.http_port, self.fabric_port, self.proxy_port = ports
+        self.ports = (blob, queue, table)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "devhost"
+
+    @property
+    def azurite_dir(self) -> Path:
+        return self.root / "azurite"
+
+    @property
+    def storage(self) -> str:
+        """The account itself (what object replication and the peer's follower use)."""
+        return connection_string(*self.ports)
+
+    @property
+    def app_storage(self) -> str:
+        """What the app is given: blobs through the read-only proxy, queues and tables direct."""
+        assert self.proxy is not None
+        return connection_string(self.proxy.port, self.ports[1], self.ports[2])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api"
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.fabric_port}/issuer"
+
+    def containers(self) -> tuple[str, ...]:
+        return layout.region_containers(self.key, [self.peer])
+
+    def replica_containers(self) -> list[str]:
+        return [layout.regional(c, self.peer) for c in layout.REGIONAL]
+
+
+class Drill:
+    def __init__(self, workdir: Path, *, primary: int = 300, outage: int = 50, per_study: int = 10,
+                 timeout: float = 600.0, log: Callable[[str], None] = print) -> None:
+        self.workdir = workdir
+        self.n_primary, self.n_outage = primary, outage
+        self.per_study = per_study
+        self.timeout = timeout
+        self.log = log
+        self.a = Region(PRIMARY, SECONDARY, workdir / PRIMARY)
+        self.b = Region(SECONDARY, PRIMARY, workdir / SECONDARY)
+        self.replicator: Replicator | None = None
+        self.token = ""
+        self.results: dict[str, Any] = {}
+
+    # -- regions --------------------------------------------------------------------------------------
+    def _devhost(self, *argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "devhost", *argv], cwd=stack.ROOT, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def up(self, r: Region) -> None:
+        peer = self.b if r is self.a else self.a
+        env = {
+            "DicomStorage": r.app_storage,
+            "DICOMFLOW_REGION": r.key,
+            "DICOMFLOW_PEER_REGION": r.peer,
+            "DicomPeerStorage": peer.storage,
+            # One identity for both regions: the primary's issuer, whose signing key each region serves itself.
+            "DICOMFLOW_AUTH_ISSUER": self.a.issuer,
+            "DICOMFLOW_AUTH_AUDIENCE": AUDIENCE,
+            "DICOMFLOW_AUTH_JWKS_URI": "{devhost:issuer}/jwks",
+            "DICOMFLOW_STABLE_AGE_SECONDS": "2",
+            "DICOMFLOW_SETTLE_DELAY_SECONDS": "1",
+            "DICOMFLOW_STOW_WAIT_SECONDS": "60",
+        }
+        argv = ["up", "--detach", "--settings", str(stack.ROOT / "local.settings.example.json"),
+                "--events", str(stack.ROOT / "infra" / "events.json"),
+                "--http-port", str(r.http_port), "--fabric-port", str(r.fabric_port),
+                "--azurite-ports", ",".join(map(str, r.ports)), "--azurite-dir", str(r.azurite_dir),
+                "--state-dir", str(r.state_dir), "--ready-path", "/api/health", "--timeout", "150"]
+        for k, v in env.items():
+            argv += ["--env", f"{k}={v}"]
+        done = self._devhost(*argv)
+        if done.returncode != 0:
+            log_tail = (r.state_dir / "devhost.log").read_text(errors="replace")[-1500:] if (
+                r.state_dir / "devhost.log").exists() else ""
+            raise DrillError(f"region {r.key} did not start: {done.stderr.strip()[-800:]} {log_tail}")
+        self._create_containers(r)
+
+    def start(self, r: Region) -> None:
+        r.proxy = ReadOnlyProxy(r.ports[0], r.replica_containers(), port=r.proxy_port).start()
+        self.up(r)
+
+    def down(self, r: Region) -> None:
+        self._devhost("down", "--state-dir", str(r.state_dir), timeout=120)
+
+    def _create_containers(self, r: Region) -> None:
+        """What infra creates: the region's containers and its peer's replication destinations."""
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(r.storage)
+        for name in r.containers():
+            try:
+                service.create_container(name)
+            except ResourceExistsError:
+                pass
+
+    def _mint(self) -> str:
+        done = self._devhost("token", "--state-dir", str(self.a.state_dir), "--issuer", self.a.issuer,
+                             "--role", "reader", "--role", "writer", "--minutes", "240", "--user", "dr-drill")
+        if done.returncode != 0 or not done.stdout.strip():
+            raise DrillError(f"no token from the primary's issuer: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def client(self, r: Region) -> Any:
+        from dicomweb_client.api import DICOMwebClient
+
+        return DICOMwebClient(url=f"{r.base_url}/dicomweb", headers={"Authorization": f"Bearer {self.token}"})
+
+    # -- checks -----------------------------------------------------------------------------------------
+    def found(self, r: Region, instances: Sequence[Instance]) -> set[str]:
+        """SOP Instance UIDs found by QIDO in ``r`` at every level: the study (by UID), its series, its instance."""
+        from requests import HTTPError, RequestException
+
+        by_study: dict[str, list[Instance]] = {}
+        for i in instances:
+            by_study.setdefault(i.study, []).append(i)
+        client = self.client(r)
+
+        def study_found(study: str) -> set[str]:
+            try:
+                if not client.search_for_studies(search_filters={"StudyInstanceUID": study}):
+                    return set()
+                series = {s["0020000E"]["Value"][0] for s in client.search_for_series(study_instance_uid=study)}
+                sops = {o["00080018"]["Value"][0] for o in client.search_for_instances(study_instance_uid=study)}
+            except (HTTPError, RequestException):
+                return set()
+            return {i.sop for i in by_study[study] if i.series in series and i.sop in sops}
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return set().union(*pool.map(study_found, by_study)) if by_study else set()
+
+    def wait_found(self, r: Region, instances: Sequence[Instance], what: str, timeout: float) -> set[str]:
+        deadline = time.monotonic() + timeout
+        want = {i.sop for i in instances}
+        got: set[str] = set()
+        while time.monotonic() < deadline:
+            got = self.found(r, instances)
+            if got >= want:
+                return got
+            time.sleep(2.0)
+        self.log(f"  {what}: {len(got & want)} of {len(want)} after {timeout:.0f} s")
+        return got
+
+    def wado(self, r: Region, instances: Sequence[Instance]) -> tuple[int, int]:
+        """(instances served whole with their metadata, instances whose frame 1 is their pixel data)."""
+        client = self.client(r)
+
+        def one(i: Instance) -> tuple[bool, bool]:
+            try:
+                ds = client.retrieve_instance(i.study, i.series, i.sop)
+                meta = client.retrieve_instance_metadata(i.study, i.series, i.sop)
+                whole = (str(ds.SOPInstanceUID) == i.sop and bytes(ds.PixelData) == i.pixels
+                         and meta.get("00080018", {}).get("Value") == [i.sop])
+                frames = client.retrieve_instance_frames(i.study, i.series, i.sop, frame_numbers=[1])
+                return whole, len(frames) == 1 and bytes(frames[0]) == i.pixels
+            except Exception:  # noqa: BLE001 - a failed retrieve is a failed check, counted
+                return False, False
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(one, instances))
+        return sum(w for w, _ in got), sum(f for _, f in got)
+
+    def stow(self, r: Region, instances: Sequence[Instance], batch: int = 10) -> int:
+        """STOW-RS in batches; the number of instances the region answered as stored."""
+        import pydicom
+        from requests import HTTPError
+
+        client = self.client(r)
+        stored = 0
+        for start in range(0, len(instances), batch):
+            part = instances[start:start + batch]
+            try:
+                answer = client.store_instances([pydicom.dcmread(i.path) for i in part])
+            except HTTPError as exc:
+                self.log(f"  STOW-RS answered {exc.response.status_code if exc.response is not None else '?'}")
+                continue
+            # dicomweb-client returns the STOW-RS response as a dataset: the Referenced SOP Sequence lists
+            # what was stored, the Failed SOP Sequence what was not.
+            refs = answer.get("ReferencedSOPSequence") or []
+            stored += sum(1 for ref in refs if str(ref.ReferencedSOPInstanceUID) in {i.sop for i in part})
+        return stored
+
+    # -- the scenario -------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from tools.upload import upload_and_wait
+
+        t0 = time.monotonic()
+        self.log(f"== Corpus: {self.n_primary} + {self.n_outage} instances in {self.workdir}")
+        first = make_corpus(self.workdir / "corpus" / "primary", studies=split(self.n_primary, self.per_study)[0],
+                            slices=split(self.n_primary, self.per_study)[1], seed=1301)
+        later = make_corpus(self.workdir / "corpus" / "outage", studies=split(self.n_outage, self.per_study)[0],
+                            slices=split(self.n_outage, self.per_study)[1], seed=1302)
+        everything = first + later
+        a, b = self.a, self.b
+        # Every port of both regions at once, so none is handed out twice (each region's settings name the
+        # other's storage, so all are fixed before either starts; a restart keeps them).
+        ports = free_ports(12)
+        a.take_ports(ports[:6])
+        b.take_ports(ports[6:])
+        self.log("== Two regions: Azurite + devhost + event fabric each (free ports)")
+        self.start(a)
+        self.b.state_dir.mkdir(parents=True, exist_ok=True)  # one signing key: the secondary's issuer serves it too
+        shutil.copyfile(a.state_dir / "issuer-keys.json", b.state_dir / "issuer-keys.json")
+        self.start(b)
+        self.token = self._mint()
+        self.replicator = Replicator([
+            Policy("primary->secondary", a.storage, b.storage, tuple(layout.regional(c, PRIMARY)
+                                                                     for c in layout.REGIONAL)),
+            Policy("secondary->primary", b.storage, a.storage, tuple(layout.regional(c, SECONDARY)
+                                                                     for c in layout.REGIONAL)),
+        ], interval=0.5).start()
+
+        self.log(f"== 1. Ingest {len(first)} instances in the primary (upload to its inbox)")
+        outcomes = upload_and_wait([self.workdir / "corpus" / "primary"], connection_string=a.storage,
+                                   base_url=a.base_url, key=self.token, timeout=self.timeout)
+        ingested = sum(1 for o in outcomes if (o.status or {}).get("state") in ("archived", "updated"))
+        self.results["ingested"] = ingested
+        self.log(f"  {ingested} archived")
+
+        self.log("== 2. Replication to the secondary; its follower indexes what arrives")
+        self.replicator.wait_caught_up("primary->secondary", self.timeout)
+        self.wait_found(b, first, "secondary index", self.timeout)
+        self.log("== 3. The secondary serves them: QIDO (all levels), WADO-RS (instance, metadata, frames)")
+        self.results["qido"] = len(self.found(b, first))
+        self.results["wado"], self.results["frames"] = self.wado(b, first)
+        self.log(f"  QIDO {self.results['qido']}, WADO {self.results['wado']}, frames {self.results['frames']}")
+
+        self.log("== 4. The primary region is lost (host and storage stopped)")
+        self.down(a)
+        self.log(f"== 5. STOW-RS {len(later)} instances to the secondary during the outage")
+        stored = self.stow(b, later)
+        queryable = self.found(b, later)
+        self.results["outage"] = min(stored, len(queryable))
+        self.log(f"  {stored} stored, {len(queryable)} queryable in the secondary")
+
+        self.log("== 6. The primary comes back: replication catches up, it follows the secondary's feed")
+        self.up(a)
+        self.replicator.wait_caught_up("secondary->primary", self.timeout)
+        self.results["primary_after"] = len(self.wait_found(a, everything, "primary after recovery", self.timeout))
+        self.results["secondary_after"] = len(self.found(b, everything))
+        self.results["refused_writes"] = (a.proxy.refused if a.proxy else 0) + (b.proxy.refused if b.proxy else 0)
+        self.results["seconds"] = round(time.monotonic() - t0, 1)
+        return self.results
+
+    def summary(self) -> str:
+        r, n, m = self.results, self.n_primary, self.n_outage
+        return (f"DR drill: primary ingested {r.get('ingested', 0)}; secondary served {r.get('qido', 0)}/{n} QIDO, "
+                f"{r.get('wado', 0)}/{n} WADO, {r.get('frames', 0)}/{n} frames; "
+                f"outage writes {r.get('outage', 0)}/{m}; "
+                f"after recovery primary {r.get('primary_after', 0)}/{n + m}, "
+                f"secondary {r.get('secondary_after', 0)}/{n + m}")
+
+    def passed(self) -> bool:
+        r, n, m = self.results, self.n_primary, self.n_outage
+        return (r.get("ingested") == n and r.get("qido") == r.get("wado") == r.get("frames") == n
+                and r.get("outage") == m and r.get("primary_after") == r.get("secondary_after") == n + m)
+
+    def close(self) -> None:
+        if self.replicator is not None:
+            self.replicator.stop()
+        for r in (self.a, self.b):
+            if (r.state_dir / "state.json").exists():
+                self.down(r)
+            if r.proxy is not None:
+                r.proxy.stop()
+
+    def __enter__(self) -> Drill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--primary", type=int, default=300, help="instances ingested in the primary (default 300)")
+    parser.add_argument("--outage", type=int, default=50, help="instances written during the outage (default 50)")
+    parser.add_argument("--per-study", type=int, default=10, help="instances per study (default 10)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="most seconds any one step waits")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep everything here (default: a temp folder)")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.primary < 1 or args.outage < 1:
+        print("drill: --primary and --outage must be at least 1", file=sys.stderr)
+        return 2
+    tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="dr-drill-")
+    workdir = Path(args.workdir) if args.workdir else Path(tmp.name)  # type: ignore[union-attr]
+    drill = Drill(workdir, primary=args.primary, outage=args.outage, per_study=args.per_study,
+                  timeout=args.timeout)
+    try:
+        with drill:
+            drill.run()
+    except DrillError as exc:
+        print(f"drill: {exc}", file=sys.stderr)
+        print(drill.summary())
+        return 1
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if args.json:
+        print(json.dumps(drill.results))
+    print(drill.summary())
+    return 0 if drill.passed() else 1
