@@ -228,6 +228,8 @@ def _large(d: dict[str, Any] | None, label: str) -> str:
             br = v.get("bytes_read") or {}
             read = (f"{br['median'] / 1024:.0f} KiB" + (f" in {v['requests']['median']:.0f} requests"
                                                          if v.get("requests", {}).get("n") else "")
+                    + (f"; {v['storage_requests']['median']:.0f} storage requests in all (SDK count)"
+                       if v.get("storage_requests", {}).get("n") else "")
                     if br.get("n") else ("whole file (POST body)" if peer == "orthanc" else "n/a"))
             rss = (f"{fmt(v['peak_rss_mib'], 0)} (+{fmt(v['rss_growth_mib'], 0)})"
                    if v.get("peak_rss_mib", {}).get("n") else "n/a")
