@@ -247,8 +247,12 @@ def _op(service: str, method: str, path: list[str], query: dict[str, list[str]],
     entity = "(" in (path[0] if path else "") and not path[0].endswith("()")
     if method == "GET":
         return "point get" if entity and "PartitionKey=" in path[0] else "query"
-    return {"POST": "insert", "PUT": "upsert", "MERGE": "merge", "PATCH": "merge", "DELETE": "delete"}.get(method,
-                                                                                                       method)
+    conditional = "if-match" in {k.lower() for k in headers}
+    if method == "PUT":
+        return "replace (conditional)" if conditional else "upsert"
+    if method == "DELETE":
+        return "delete (conditional)" if conditional and headers.get("if-match") != "*" else "delete"
+    return {"POST": "insert", "MERGE": "merge", "PATCH": "merge"}.get(method, method)
 
 
 def parse_debug_log(path: Path, *, start: int = 0) -> tuple[list[Request], int]:
@@ -305,18 +309,17 @@ def classify(req: Request) -> str:
     * local runtime only: the devhost's blob watcher listing the inbox (Event Grid's system topic
       does this in Azure, for no storage request).
     * setup: creating containers, tables, queues (once per process).
-    * bench observation: the bench's own reads of the ingest log.
-    * pipeline: everything else, what the app does in Azure too.
+    * bench observation: the bench's own reads (settle queue depth).
+    * pipeline: everything else, what the app does in Azure too (ingest, settle, inference, routing,
+      and the Functions host polling the settle queue).
     """
     if req.service == "blob" and req.target == layout.INBOX and req.op in ("put blob", "put block",
-                                                                          "put blocklist", "put blocklist"):
+                                                                          "put blocklist"):
         return UPLOAD
     if req.service == "blob" and req.target == layout.INBOX and req.op == "list blobs":
         return LOCAL_ONLY
     if req.op.startswith(("container", "tables", "queue PUT", "account")):
         return SETUP
-    if req.service == "table" and req.target == tables.INGEST_LOG and req.op == "query":
-        return OBSERVER
     if req.service == "queue" and req.op == "queue GET metadata":
         return OBSERVER
     return PIPELINE
@@ -325,29 +328,44 @@ def classify(req: Request) -> str:
 #: Which step of the design makes each kind of request (read from the code, confirmed by the counts).
 STEPS: dict[tuple[str, str, str], str] = {
     ("blob", layout.INBOX, "ranged get"): "ingest: header read (ranged)",
-    ("blob", layout.INBOX, "delete blob"): "ingest: inbox cleanup",
     ("blob", layout.INBOX, "put blob (derived objects)"): "inference: SEG/SR results into the inbox",
-    ("blob", layout.ARCHIVE, "copy blob"): "ingest: server-side copy to the archive",
-    ("blob", layout.ARCHIVE, "ranged get"): "inference: reads each instance of a stable series",
+    ("blob", layout.ARCHIVE, "copy blob"): "ingest: server-side copy to the archive (if absent)",
+    ("blob", layout.ARCHIVE, "get properties"): "ingest: copy still pending (Azure copies large blobs async)",
+    ("blob", layout.ARCHIVE, "ranged get"): "inference/routing: reads an archived instance",
     ("blob", layout.ARCHIVE, "get blob"): "inference/routing: reads an archived instance",
     ("blob", layout.ARCHIVE, "list blobs"): "inference: lists the series",
-    ("blob", layout.METADATA, "put blob"): "ingest: DICOM JSON sidecar; settle: series bundle",
-    ("blob", layout.METADATA, "ranged get"): "settle: reads every sidecar to rebuild the series bundle",
+    ("blob", layout.METADATA, "put blob"): "settle: series metadata bundle (ingest: sidecar of oversized metadata)",
+    ("blob", layout.METADATA, "ranged get"): "settle: oversized metadata sidecar",
+    ("blob", layout.METADATA, "get blob"): "settle: oversized metadata sidecar",
     ("blob", layout.CONFIG, "ranged get"): "routing rules / model registry",
-    ("table", tables.INSTANCES, "point get"): "ingest: is the instance known?; settle: marker check per message",
-    ("table", tables.INSTANCES, "batch"): "ingest: instance row + settle marker",
-    ("table", tables.INSTANCES, "query"): "settle: whole study partition, once per settle run",
-    ("table", tables.INSTANCES, "merge"): "settle: re-schedule token",
-    ("table", tables.INGEST_LOG, "upsert"): "ingest: outcome log row",
-    ("table", tables.LOOKUP, "batch"): "settle: lookup rows (one batch per lookup partition)",
-    ("table", tables.SERIES, "query"): "settle: previous series rows",
+    ("blob", layout.CONFIG, "get blob"): "routing rules / model registry",
+    ("table", tables.INSTANCES, "batch"): "ingest: instance row + change entry; settle: changes marked published",
+    ("table", tables.INSTANCES, "point get"): "ingest: known instance (retry, duplicate, update)",
+    ("table", tables.INSTANCES, "query"): "settle: the study partition, once per run",
+    ("table", tables.PENDING, "upsert"): "ingest: pending row, once per series and quiet period",
+    ("table", tables.PENDING, "query"): "settle: the study's pending rows (when stable)",
+    ("table", tables.PENDING, "delete (conditional)"): "settle: pending rows go when the study is stable",
+    ("table", tables.STUDIES, "insert"): "settle: lease row taken",
+    ("table", tables.STUDIES, "delete (conditional)"): "settle: lease row given back",
+    ("table", tables.STUDIES, "point get"): "settle: previous study row (and a held lease)",
+    ("table", tables.STUDIES, "replace (conditional)"): "settle: study aggregate (or an expired lease taken over)",
+    ("table", tables.STUDIES, "batch"): "settle: first study aggregate",
+    ("table", tables.LOOKUP, "batch"): "settle: study lookup rows, when new or the study changed (one batch per "
+                                       "partition)",
+    ("table", tables.LOOKUP, "delete"): "settle: stale lookup rows",
+    ("table", tables.UID_LOOKUP, "batch"): "settle: series and SOP UID lookups of changed series",
+    ("table", tables.UID_LOOKUP, "delete"): "settle: UID lookups of removed instances",
     ("table", tables.SERIES, "batch"): "settle: series aggregates",
-    ("table", tables.STUDIES, "point get"): "settle: previous study row",
-    ("table", tables.STUDIES, "upsert"): "settle: study aggregate",
+    ("table", tables.CHANGEFEED, "batch"): "settle: change feed entries (one batch per hour shard)",
+    ("table", tables.CHANGEFEED, "insert"): "settle: the feed's head row (once per process)",
+    ("table", tables.CHANGEFEED, "merge"): "settle: earlier feed entries marked replaced/deleted",
     ("table", tables.DELIVERIES, "point get"): "routing: delivery ledger",
+    ("table", tables.DELIVERIES, "query"): "routing: delivery ledger",
     ("table", tables.DELIVERIES, "insert"): "routing: delivery ledger",
     ("table", tables.DELIVERIES, "upsert"): "routing: delivery ledger",
-    ("queue", layout.SETTLE_QUEUE, "put message"): "ingest: settle message (settle: re-schedule)",
+    ("table", tables.DELIVERIES, "replace (conditional)"): "routing: delivery ledger",
+    ("queue", layout.SETTLE_QUEUE, "put message"): "ingest: settle message, once per study and window "
+                                                   "(settle: next run)",
     ("queue", layout.SETTLE_QUEUE, "receive messages"): "settle trigger: queue polling",
     ("queue", layout.SETTLE_QUEUE, "delete message"): "settle trigger: message done",
     ("queue", layout.SETTLE_QUEUE, "update message"): "settle trigger: lease renewal of a long run",

@@ -10,10 +10,12 @@ Data element (32-bit length, max 0xFFFFFFFE bytes), so the largest size is 511 f
 
 Per size, against one Azurite with data on disk (the file uploaded once to the inbox, kept there):
 
-* ours: ``IngestService(ctx).ingest(blob_client)`` in a fresh child process (ranged header read,
-  server-side copy to the archive, sidecar, index, settle message, event to a local sink); time,
-  bytes fetched and requests (the service's own count), peak RSS of the child (``ru_maxrss``).
-  Between repetitions the instance row is deleted so every repetition does the full work.
+* ours: ``IngestService(services).ingest(blob)`` in a fresh child process (ranged header read,
+  server-side copy to the archive, the instance row with its DICOM JSON, the series' pending row
+  and the study's settle message); time, bytes fetched and requests (the reader's own count),
+  storage requests of the whole ingest (the SDK-level counter, ``Services.requests``), peak RSS
+  of the child (``ru_maxrss``). Between repetitions the instance row and the archive copy are
+  deleted so every repetition does the full work.
 * naive: what the Functions samples do, ``download_blob().readall()`` then ``pydicom.dcmread`` of
   the bytes, in a fresh child under an address-space cap (``--naive-cap-gib``, default 8) so a
   failure is a MemoryError, not the machine swapping. Never done in ``shared/``.
@@ -96,24 +98,22 @@ def _event_sink() -> str:
 
 
 def child_ours(conn: str, blob_name: str) -> dict[str, Any]:
-    from azure.storage.blob import BlobClient
-
     from shared.config import Settings
-    from shared.ingest.context import Context
     from shared.ingest.service import IngestService
+    from shared.services import Services
     from shared.storage.layout import INBOX
 
-    settings = Settings.from_env({"DicomStorage": conn, "DICOMFLOW_INBOX_POLICY": "keep",
-                                  "DicomEvents__topicEndpointUri": _event_sink(),
+    settings = Settings.from_env({"DicomStorage": conn, "DicomEvents__topicEndpointUri": _event_sink(),
                                   "DICOMFLOW_EVENTS_LOCAL_KEY": "bench"})
-    ctx = Context.from_settings(settings)
-    ctx.ensure_ready()
-    blob = BlobClient.from_connection_string(conn, INBOX, blob_name)
+    services = Services.from_settings(settings)
+    services.ensure_ready()
+    before = services.requests.total()
     baseline = _peak_rss_bytes()
     t = time.monotonic()
-    out = IngestService(ctx).ingest(blob)
+    out = IngestService(services).ingest(services.blobs.open(INBOX, blob_name))
     seconds = time.monotonic() - t
     return {"seconds": seconds, "state": out.state, "bytes_read": out.bytes_read, "requests": out.requests,
+            "storage_requests": services.requests.total() - before,
             "peak_rss": _peak_rss_bytes(), "baseline_rss": baseline,
             "uids": [out.study, out.series, out.sop]}
 
@@ -207,17 +207,17 @@ def _upload(conn: str, path: Path, name: str) -> float:
 
 
 def _forget(conn: str, uids: list[str]) -> None:
-    """Delete the instance row so the next repetition ingests from scratch (not as a retry)."""
-    from azure.core.exceptions import ResourceNotFoundError
-    from azure.data.tables import TableServiceClient
+    """Delete the instance row and its archive copy so the next repetition ingests from scratch
+    (not as a retry, not as a duplicate)."""
+    from shared.config import Settings
+    from shared.index import keys, tables
+    from shared.services import Services
+    from shared.storage import layout
 
-    from shared.index.store import IndexStore
-
-    store = IndexStore(TableServiceClient.from_connection_string(conn))
-    try:
-        store.delete_instance(*uids)
-    except ResourceNotFoundError:
-        pass
+    services = Services.from_settings(Settings.from_env({"DicomStorage": conn}))
+    study, series, sop = uids
+    services.tables.delete(tables.INSTANCES, *keys.instance_keys(study, series, sop))
+    services.blobs.delete(layout.ARCHIVE, layout.instance_path(study, series, sop))
 
 
 def run(sizes: dict[str, tuple[int, int, int, int]], cap_gib: float, timeout: float) -> dict[str, Any]:
@@ -257,6 +257,7 @@ def run(sizes: dict[str, tuple[int, int, int, int]], cap_gib: float, timeout: fl
                                               if r.get("peak_rss")]),
                     "bytes_read": spread([r["bytes_read"] for r in ok if r.get("bytes_read") is not None]),
                     "requests": spread([r["requests"] for r in ok if r.get("requests") is not None]),
+                    "storage_requests": spread([r["storage_requests"] for r in ok if r.get("storage_requests")]),
                     "failed": sorted({r["failed"] for r in runs if r.get("failed")}),
                     "runs": runs,
                 }

@@ -96,52 +96,48 @@ def dataset_iter(studies: int, per_series: int) -> Any:
 
 
 def populate_ours(conn: str, studies: int, per_series: int, workers: int = 8) -> dict[str, Any]:
-    from azure.data.tables import TableServiceClient
+    """Index rows as ingest and settle write them, without running them for 100k files (hours here):
+    instance rows (their DICOM JSON left out: study-level QIDO never reads it), then for each study
+    what a settle run derives, with settle's own functions (aggregates, study lookup rows with the
+    study's fields, UID lookups), lookups batched per partition."""
     from tqdm import tqdm
 
+    from shared.config import Settings
+    from shared.dicom.dicomjson import to_dicom_json
     from shared.dicom.header import read_header_bytes
-    from shared.index import keys
-    from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord, from_header, series_part, study_part
-    from shared.index.records import to_entity as entity_of
-    from shared.index.store import IndexStore, utcnow
-    from shared.ingest.settle import lookup_rows
+    from shared.index import keys, tables
+    from shared.index.records import InstanceRecord, from_dicom_json, to_entity
+    from shared.index.store import utcnow
+    from shared.ingest.settle import aggregate, study_lookups, uid_lookups
+    from shared.ports import TableOp
+    from shared.services import Services
 
-    store = IndexStore(TableServiceClient.from_connection_string(conn))
-    store.ensure_tables()
+    svc = Services.from_settings(Settings.from_env({"DicomStorage": conn}))
+    svc.ensure_ready()
+    store = svc.index
     lookups: list[tuple[str, str, dict[str, Any]]] = []
-    requests = 0
     lock = threading.Lock()
     now = utcnow()
 
     def write_study(rows: list[InstanceRecord]) -> None:
-        nonlocal requests
         study = rows[0].study_instance_uid
-        ops: list[Any] = [("create", entity_of(r, *keys.instance_keys(study, r.series_instance_uid,
-                                                                        r.sop_instance_uid))) for r in rows]
+        ops = [TableOp("insert", to_entity(r, *keys.instance_keys(study, r.series_instance_uid, r.sop_instance_uid)))
+               for r in rows]
         for i in range(0, len(ops), 100):
-            store.instances.submit_transaction(ops[i:i + 100])
-        st = StudyRecord(**study_part(rows[0]))
-        st.modalities_in_study = sorted({r.modality for r in rows if r.modality})
-        st.sop_classes_in_study = sorted({r.sop_class_uid for r in rows})
-        st.number_of_study_related_instances = len(rows)
-        by_series: dict[str, list[InstanceRecord]] = {}
-        for r in rows:
-            by_series.setdefault(r.series_instance_uid, []).append(r)
-        st.number_of_study_related_series = len(by_series)
-        st.updated_at = now
-        series = []
-        for members in by_series.values():
-            se = SeriesRecord(**study_part(st), **series_part(members[0]))
-            se.number_of_series_related_instances = len(members)
-            se.updated_at = se.stable_at = now
-            series.append(se)
-        store.put_series(study, [(se, {"version": "bench"}) for se in series])
-        store.put_study(st, {"version": "bench"})
+            svc.tables.transact(tables.INSTANCES, ops[i:i + 100])
+        study_rec, by_series, series_recs = aggregate(rows, now)
+        for se in series_recs:
+            se.stable_at = now
+        store.put_series(study, series_recs)
+        store.put_study(study_rec, {"version": "bench"}, etag=None)
+        rows_of_study = study_lookups(study_rec, series_recs)
+        for uid, members in by_series.items():
+            rows_of_study += uid_lookups(study, uid, members)
         with lock:
-            lookups.extend(lookup_rows(st, series, rows))
-            requests += 2 + (len(ops) + 99) // 100
+            lookups.extend(rows_of_study)
 
     start = time.monotonic()
+    before = svc.requests.total()
     bar = tqdm(total=studies, desc="index (ours)", unit="study", leave=False)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = []
@@ -149,9 +145,9 @@ def populate_ours(conn: str, studies: int, per_series: int, workers: int = 8) ->
             rows = []
             for data in blobs:
                 h = read_header_bytes(data)
-                rec = from_header(h.dataset, transfer_syntax_uid=h.transfer_syntax_uid, size_bytes=h.size_bytes,
-                                  digest=h.digest, source="bench", ingested_at=now)
-                rows.append(rec)
+                doc = to_dicom_json(h, h.study_uid or "", h.series_uid or "", h.sop_uid or "")
+                rows.append(from_dicom_json(doc, transfer_syntax_uid=h.transfer_syntax_uid, size_bytes=h.size_bytes,
+                                            digest=h.digest, source="bench", ingested_at=now))
             futures.append(pool.submit(write_study, rows))
             if len(futures) > 4 * workers:
                 futures.pop(0).result()
@@ -166,16 +162,12 @@ def populate_ours(conn: str, studies: int, per_series: int, workers: int = 8) ->
         by_pk.setdefault(row[0], []).append(row)
     groups = list(by_pk.values())
     bar = tqdm(total=len(groups), desc="lookups (ours)", unit="pk", leave=False)
-
-    def put(group: list[tuple[str, str, dict[str, Any]]]) -> int:
-        return store.put_lookups(group)
-
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for n in pool.map(put, groups):
-            requests += n
+        for _ in pool.map(store.put_lookups, groups):
             bar.update(1)
     bar.close()
-    return {"seconds": time.monotonic() - start, "requests": requests, "lookup_rows": len(lookups)}
+    return {"seconds": time.monotonic() - start, "requests": svc.requests.total() - before,
+            "lookup_rows": len(lookups)}
 
 
 # --- Orthanc ---------------------------------------------------------------------------------------------

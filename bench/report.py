@@ -39,10 +39,25 @@ make bench                              # everything (installs Orthanc if missin
 ```
 
 Raw numbers (every repetition, every request kind) are in `bench/results/*.json`. Tables show
-`median (min-max)` over the repetitions stated. The machine has 2 cores shared with other work, so
-absolute times are noisy; the ratios measured in the same run are the figures to read. The capacity model
-that uses the counted requests is [docs/capacity.md](../docs/capacity.md).
+`median (min-max)` over the repetitions stated. The machine has 2 cores shared with other agents' work
+while these ran (load average 2-6), so absolute times are noisy; the ratios measured in the same run are
+the figures to read. "Before" columns are the previous measurement (`bench/results/before/*.json`, the
+commit named there), before the ingest-cost work (issue 11). The capacity model that uses the counted
+requests is [docs/capacity.md](../docs/capacity.md).
 """
+
+
+def _before(name: str) -> dict[str, Any] | None:
+    """The previous measurement of a benchmark (kept for the before/after columns)."""
+    return load_result(f"before/{name}")
+
+
+def _med(s: dict[str, Any] | None, digits: int = 1, unit: str = "") -> str:
+    return f"{s['median']:.{digits}f}{unit}" if s and s.get("n") else "n/a"
+
+
+def _budget(ok: bool) -> str:
+    return "met" if ok else "**not met**"
 
 
 def _pick(name: str) -> tuple[dict[str, Any] | None, str]:
@@ -76,39 +91,55 @@ def _ingest(d: dict[str, Any] | None, label: str) -> str:
     if not d:
         return "## Ingest (`bench/ingest.py`)\n\nNot run yet: `python -m bench.ingest`.\n"
     c, h, o, p = d["corpus"], d["header_cpu"], d["ours"], d["orthanc"]
+    b = _before("ingest") or {}
+    bo, bh = b.get("ours") or {}, b.get("header_cpu") or {}
+    bc = (b.get("machine") or {}).get("commit") or "before"
     lines = [
         f"## Ingest (`bench/ingest.py`){label}\n",
         f"{c['instances']} instances in {c['studies']} studies (CT and MR slices in explicit/implicit little, big "
         f"endian and deflated syntaxes, SR, DX, {c.get('extra_mf', 0) + 1} multi-frame tomosynthesis), mean "
         f"{c['mean_file_bytes'] / 1024:.0f} KiB per file; {d['workers']} concurrent upload clients for both; "
         f"{d['reps']} timed repetitions" + (f" (run {d['timed_at']})" if d.get("timed_at") else "")
-        + ", each on a fresh Azurite + devhost and a fresh Orthanc"
+        + ", each on a fresh Azurite + devhost and a fresh Orthanc, production settle timings (settle delay 5 s, "
+        "stable age 60 s)"
         + (" (3 repetitions for the 2,000-instance run, as allowed)." if not d.get("quick") else ".") + "\n",
-        "| metric | ours (devhost on Azurite) | Orthanc (REST `POST /instances`) | ours / Orthanc |",
-        "| --- | --- | --- | --- |",
-        f"| instances/s until every outcome is recorded | {fmt(o['inst_per_s'])} | {fmt(p['inst_per_s'])} | "
-        f"{fmt(d['ratio_throughput'], 3)} |",
-        f"| CPU per instance, host process (psutil) | {fmt(o['host_cpu_ms'])} ms | {fmt(p['cpu_ms'])} ms | "
-        f"{fmt(d['ratio_cpu'])} |",
-        f"| CPU per instance, storage emulator (Azurite) | {fmt(o['azurite_cpu_ms'])} ms | (inside Orthanc) | |",
-        f"| header path CPU per instance | {fmt(h['ours_ms'], 2)} ms | bare `dcmread(stop_before_pixels)` "
-        f"{fmt(h['bare_ms'], 2)} ms | {fmt(h['ratio'])} |",
+        f"| metric | ours (devhost on Azurite) | before (`{bc}`) | Orthanc (REST `POST /instances`) | "
+        "ours / Orthanc | before / Orthanc |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| instances/s until every outcome is recorded | {fmt(o['inst_per_s'])} | {_med(bo.get('inst_per_s'))} | "
+        f"{fmt(p['inst_per_s'])} | {fmt(d['ratio_throughput'], 3)} | {_med(b.get('ratio_throughput'), 3)} |",
+        f"| CPU per instance, host process (psutil) | {fmt(o['host_cpu_ms'])} ms | {_med(bo.get('host_cpu_ms'))} ms | "
+        f"{fmt(p['cpu_ms'])} ms | {fmt(d['ratio_cpu'])} | {_med(b.get('ratio_cpu'))} |",
+        f"| CPU per instance, storage emulator (Azurite) | {fmt(o['azurite_cpu_ms'])} ms | "
+        f"{_med(bo.get('azurite_cpu_ms'))} ms | (inside Orthanc) | | |",
+        f"| header path CPU per instance | {fmt(h['ours_ms'], 2)} ms | {_med(bh.get('ours_ms'), 2)} ms | bare "
+        f"`dcmread(stop_before_pixels)` {fmt(h['bare_ms'], 2)} ms | {fmt(h['ratio'])} | {_med(bh.get('ratio'))} |",
         f"| bytes read from storage per instance | {fmt(o['bytes_read_per_instance'], 0, 1 / 1024)} KiB "
-        f"({fmt(o['reads_per_instance'], 2)} ranged reads) | whole file (POST body) | |",
+        f"({fmt(o['reads_per_instance'], 2)} ranged reads) | {_med(bo.get('bytes_read_per_instance'), 0)} B | "
+        "whole file (POST body) | | |",
     ]
     lines.append("")
+    confirmed = (d.get("runs", {}).get("ours") or [{}])[0].get("confirmed")
+    if confirmed:
+        lines.append("Every outcome confirmed afterwards with `GET /api/ingest/status?blob=` (reader token): "
+                     + ", ".join(f"{n} {s}" for s, n in sorted(confirmed.items())) + " in the first repetition.\n")
     lines.append(
-        f"Header path = `read_header_bytes` + `validate` + `from_header` + `to_dicom_json` over the corpus in memory "
-        f"(`time.process_time`, 5 repetitions). Of it, `read_header_bytes` alone is {fmt(h.get('read_header_ms'), 2)} "
-        f"ms and `to_dicom_json` alone {fmt(h.get('to_dicom_json_ms'), 2)} ms per instance.\n")
+        "Header path = what ingest does per file before it writes: `read_header_bytes` + `validate` + "
+        "`to_dicom_json` + `from_dicom_json` + `pack_meta` (zlib), over the corpus in memory (`time.process_time`, "
+        f"5 repetitions). Of it, `read_header_bytes` is {fmt(h.get('read_header_ms'), 2)} ms "
+        f"({_ratio(h, 'read_header_ms')}x bare; it also hashes the 64 KiB read for duplicate detection), "
+        f"the DICOM JSON {fmt(h.get('to_dicom_json_ms'), 2)} ms and the record + zlib pack "
+        f"{fmt(h.get('record_pack_ms'), 2)} ms per instance. Before: {_med(bh.get('ratio'))}x, of which "
+        f"`read_header_bytes` {_ratio(bh, 'read_header_ms') if bh else 'n/a'}x.\n")
+    cpu_ok = (d["ratio_cpu"].get("median") or 1e9) <= 2
+    hdr_ok = (h["ratio"].get("median") or 1e9) <= 2
     lines.append(
         f"Budgets (DESIGN.md section 7): host CPU per instance within 2x of Orthanc's: measured "
-        f"{fmt(d['ratio_cpu'])}x, not met; header parse within 2x of bare `dcmread`: measured {fmt(h['ratio'])}x, "
-        f"not met (`read_header_bytes` alone is {_ratio(h, 'read_header_ms')}x; `validate` + `from_header` + "
-        "`to_dicom_json` add the rest); requests per instance: see below.\n")
+        f"{fmt(d['ratio_cpu'])}x, {_budget(cpu_ok)}; header parse within 2x of bare `dcmread`: measured "
+        f"{fmt(h['ratio'])}x, {_budget(hdr_ok)}; requests per instance: see below.\n")
     inst = d.get("instrumented")
     if inst:
-        lines.append(_requests(inst))
+        lines.append(_requests(inst, b.get("instrumented")))
     return "\n".join(lines)
 
 
@@ -119,7 +150,7 @@ def _ratio(h: dict[str, Any], key: str) -> str:
     return f"{part['median'] / bare['median']:.1f}"
 
 
-def _requests(inst: dict[str, Any]) -> str:
+def _requests(inst: dict[str, Any], before: dict[str, Any] | None = None) -> str:
     r, e = inst["requests"], inst["events"]
     n = r["instances"]
     # Re-bucket with the current classifier (results may predate a refinement of it).
@@ -129,26 +160,37 @@ def _requests(inst: dict[str, Any]) -> str:
     for row in detail:
         buckets[row["bucket"]] += row["count"]
     pipe = buckets[PIPELINE] / max(1, n)
+    polls = sum(row["count"] for row in detail if row["bucket"] == PIPELINE and row["op"] == "receive messages")
     lines = [
         "### Storage and event requests per instance (counted from the emulator's side)\n",
         f"One instrumented run of the same {n} uploads: Azurite started with `--debug`, every request it served "
         "parsed from its log (`bench/common.py`), events from the devhost fabric's journal; production settle timings "
-        f"(60 s), waiting until all {inst.get('studies')} studies were stable, so settle, inference and routing are "
-        f"counted{' (run ' + inst['counted_at'] + ')' if inst.get('counted_at') else ''}. "
+        f"(settle delay 5 s, stable age 60 s), waiting until all {inst.get('studies')} studies were stable and the "
+        "settle queue empty, so settle, inference and routing are counted"
+        f"{' (run ' + inst['counted_at'] + ')' if inst.get('counted_at') else ''}. "
         f"Ingest throughput of this slower run: {inst['inst_per_s']:.1f} instances/s; host CPU per instance "
         f"including settle, inference and routing: {inst.get('host_cpu_ms_with_settle', float('nan')):.1f} ms.\n",
         "| bucket | requests | per instance |", "| --- | --- | --- |",
     ]
-    for b, c in buckets.most_common():
-        lines.append(f"| {b} | {c} | {c / max(1, n):.2f} |")
+    for bucket, c in buckets.most_common():
+        lines.append(f"| {bucket} | {c} | {c / max(1, n):.2f} |")
     lines.append(f"| event publish calls (custom topic) | {e['publish_calls']} | "
-                 f"{e['publish_calls_per_instance']:.2f} |")
-    total = pipe + e["publish_calls_per_instance"]
+                 f"{e['publish_calls_per_instance']:.3f} |")
+    was = ""
+    if before:
+        bb = before["requests"]["buckets"].get(PIPELINE, {}).get("per_instance", 0.0)
+        was = (f" Before: {bb:.2f} storage + {before['events']['publish_calls_per_instance']:.2f} publish calls = "
+               f"{bb + before['events']['publish_calls_per_instance']:.1f} per instance.")
     lines += [
         "",
-        f"**Pipeline storage + event requests per instance: {total:.1f}** (design target: at most 3 on average). "
-        "Not charged to the pipeline: the upload itself, the devhost's blob watcher (Event Grid's system topic in "
-        "Azure), one-off setup and the bench's own reads.\n",
+        f"**Pipeline storage requests per instance: {pipe:.2f}** (budget ≤ 4.5 now: {_budget(pipe <= 4.5)}; "
+        f"≤ 3 the long-run goal: {_budget(pipe <= 3)}); **event publish calls per instance: "
+        f"{e['publish_calls_per_instance']:.3f}** (budget ≤ 0.1: {_budget(e['publish_calls_per_instance'] <= 0.1)})."
+        f"{was} Of the storage requests, {polls / max(1, n):.2f} per instance are the settle trigger's queue polls "
+        "(`maxPollingInterval` 2 s: they follow the run's duration, not the instance count). Not charged to the "
+        "pipeline: the upload itself, the devhost's blob watcher (Event Grid's system topic in Azure), one-off "
+        "setup and the bench's own reads. `tests/integration/test_request_budget.py` pins the same budget "
+        "request by request.\n",
         "Pipeline requests by kind (what to cut first is at the top):\n",
         "| service | container / table / queue | request | step | count | per instance |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -186,6 +228,8 @@ def _large(d: dict[str, Any] | None, label: str) -> str:
             br = v.get("bytes_read") or {}
             read = (f"{br['median'] / 1024:.0f} KiB" + (f" in {v['requests']['median']:.0f} requests"
                                                          if v.get("requests", {}).get("n") else "")
+                    + (f"; {v['storage_requests']['median']:.0f} storage requests in all (SDK count)"
+                       if v.get("storage_requests", {}).get("n") else "")
                     if br.get("n") else ("whole file (POST body)" if peer == "orthanc" else "n/a"))
             rss = (f"{fmt(v['peak_rss_mib'], 0)} (+{fmt(v['rss_growth_mib'], 0)})"
                    if v.get("peak_rss_mib", {}).get("n") else "n/a")
@@ -222,12 +266,18 @@ def _query(d: dict[str, Any] | None, label: str) -> str:
         return ("## Queries (`bench/query.py`)\n\nNot run yet: `python -m bench.query` (needs the DICOMweb "
                 "endpoints).\n")
     lines = [f"## Queries (`bench/query.py`){label}\n", d.get("note", ""), ""]
-    lines += ["| QIDO query class | ours p50 / p95 ms | Orthanc p50 / p95 ms | results (ours / Orthanc) |",
-              "| --- | --- | --- | --- |"]
+    before = {q["name"]: q for q in (_before("query") or {}).get("queries", [])}
+    bc = ((_before("query") or {}).get("machine") or {}).get("commit") or "before"
+    lines += [f"| QIDO query class | ours p50 / p95 ms | before (`{bc}`) p50 / p95 ms | Orthanc p50 / p95 ms | "
+              "ours / Orthanc p95 | results (ours / Orthanc) |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for q in d.get("queries", []):
         o, p = q["ours"], q.get("orthanc") or {}
         orth = f"{p['p50']:.1f} / {p['p95']:.1f}" if p.get("p50") is not None else p.get("failed", "n/a")
-        lines.append(f"| {q['name']} | {o['p50']:.1f} / {o['p95']:.1f} | {orth} | "
+        bq = (before.get(q["name"]) or {}).get("ours") or {}
+        was = f"{bq['p50']:.1f} / {bq['p95']:.1f}" if bq.get("p50") is not None else "n/a"
+        ratio = f"{o['p95'] / p['p95']:.2f}" if p.get("p95") else "n/a"
+        lines.append(f"| {q['name']} | {o['p50']:.1f} / {o['p95']:.1f} | {was} | {orth} | {ratio} | "
                      f"{o.get('results', '?')} / {p.get('results', '?')} |")
     keyed = [q for q in d.get("queries", []) if q["name"] in ("StudyInstanceUID", "PatientID", "AccessionNumber")]
     slow = [q["name"] for q in keyed if q["ours"].get("p95", 1e9) >= 50]

@@ -230,6 +230,7 @@ var appTables = [
   'dicomseries'
   'dicomstudies'
   'dicomlookup'
+  'dicomuidlookup'
   'dicompending'
   'dicomchangefeed'
   'dicomdeliveries'

@@ -153,9 +153,10 @@ class TableStore(Protocol):
 
     def query(self, table: str, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,
               rk_range: tuple[str, str] | None = None, equals: Mapping[str, Any] | None = None,
-              select: Sequence[str] | None = None) -> Iterator[Row]:
+              select: Sequence[str] | None = None, page_size: int | None = None) -> Iterator[Row]:
         """Rows of one partition (``pk``) or a partition range [lo, hi), optionally a RowKey range
-        [lo, hi) and property equalities; with neither ``pk`` nor ``pk_range``, a scan."""
+        [lo, hi) and property equalities; with neither ``pk`` nor ``pk_range``, a scan. Rows come
+        lazily, ``page_size`` per request (None: the service's 1,000)."""
         ...
 
     def transact(self, table: str, ops: Sequence[TableOp]) -> None:

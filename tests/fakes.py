@@ -205,7 +205,7 @@ class MemoryTableStore:
 
     def query(self, table: str, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,
               rk_range: tuple[str, str] | None = None, equals: Mapping[str, Any] | None = None,
-              select: Sequence[str] | None = None) -> Iterator[Row]:
+              select: Sequence[str] | None = None, page_size: int | None = None) -> Iterator[Row]:
         with self._lock:
             rows = []
             for (p, r), (values, etag) in sorted(self._t(table).items()):
@@ -219,9 +219,12 @@ class MemoryTableStore:
                     continue
                 shown = {k: v for k, v in values.items() if k in select} if select else dict(values)
                 rows.append(Row.of(shown, etag))
-            for _ in range(max(1, -(-len(rows) // 1000))):
+        page = page_size or 1000
+        self.count(f"table GET query {table}")  # a page is a request, counted when it is reached
+        for i, row in enumerate(rows):
+            if i and i % page == 0:
                 self.count(f"table GET query {table}")
-        yield from rows
+            yield row
 
     def transact(self, table: str, ops: Sequence[TableOp]) -> None:
         assert 0 < len(ops) <= 100, "a transaction holds 1 to 100 operations"

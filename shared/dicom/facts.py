@@ -11,6 +11,7 @@ not derived in this sense (rules that want to tell reformats apart match on Imag
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from pydicom.uid import UID
@@ -42,6 +43,7 @@ def is_derived(sop_class_uid: str | None, modality: str | None = None) -> bool:
     return (modality or "").strip().upper() in DERIVED_MODALITIES
 
 
+@functools.lru_cache(maxsize=256)  # asked per instance; pydicom's UID properties cost microseconds each
 def _known(transfer_syntax_uid: str) -> UID | None:
     """The UID if pydicom knows it as a transfer syntax. Syntaxes newer than pydicom (e.g.
     Deflated Image Frame Compression, 1.2.840.10008.1.2.8.1) are encapsulated, explicit VR
@@ -50,12 +52,14 @@ def _known(transfer_syntax_uid: str) -> UID | None:
     return uid if uid.is_transfer_syntax else None
 
 
+@functools.lru_cache(maxsize=256)
 def is_deflated(transfer_syntax_uid: str) -> bool:
     """The data set after the file meta is deflated (zlib): its bytes are not at fixed offsets."""
     uid = _known(transfer_syntax_uid)
     return bool(uid and uid.is_deflated)
 
 
+@functools.lru_cache(maxsize=256)
 def has_native_pixels(transfer_syntax_uid: str) -> bool:
     """Pixel data is stored uncompressed (native), so frames are fixed-size byte ranges of the
     (inflated) data set. True for the three uncompressed syntaxes and deflated explicit LE."""

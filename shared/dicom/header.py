@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 
 from shared.dicom import facts
 from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader
@@ -28,6 +30,7 @@ from shared.errors import ADVICE, BadInput, Reason
 DEFER_SIZE = 64 * 1024
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+_DIRECTORY_RECORDS = BaseTag(0x00041220)
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 
 
@@ -69,6 +72,25 @@ def _text(ds: Dataset, keyword: str) -> str | None:
         return None
     text = str(value).strip("\0 ")
     return text or None
+
+
+#: Tags of the UIDs read from every header.
+_UID_TAGS = {k: BaseTag(v) for k, v in {
+    "StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E, "SOPInstanceUID": 0x00080018,
+    "SOPClassUID": 0x00080016, "TransferSyntaxUID": 0x00020010, "MediaStorageSOPClassUID": 0x00020002}.items()}
+
+
+def _uid(ds: Dataset, keyword: str) -> str | None:
+    """A UID as :func:`_text` reads it, straight from the raw bytes when they are a UI value (the
+    common case: no pydicom conversion); anything else the way :func:`_text` does."""
+    raw = ds._dict.get(_UID_TAGS[keyword])
+    if raw is None:
+        return None
+    if type(raw) is RawDataElement and raw.VR in (None, "UI") and raw.value is not None:
+        text = raw.value.decode("latin-1").strip("\0 ")
+        if "\\" not in text:  # a multi-valued UID is shown as pydicom shows it (then refused)
+            return text or None
+    return _text(ds, keyword)
 
 
 def _looks_like_dataset(head: bytes) -> bool:
@@ -168,7 +190,7 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
         raise BadInput(Reason.UNDECODABLE, f"{ADVICE[Reason.UNDECODABLE]} ({type(exc).__name__})") from None
 
     meta = getattr(ds, "file_meta", None)
-    ts = _text(meta, "TransferSyntaxUID") if meta is not None else None
+    ts = _uid(meta, "TransferSyntaxUID") if meta is not None else None
     implicit, little = _encoding(ds, ts)
     if ts is None:
         ts = str(facts.syntax_for(implicit, little))
@@ -176,9 +198,9 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
     # The identity of an instance is what its data set says (PS3.3: Type 1 in every IOD). The file
     # meta's Media Storage UIDs only classify the file (a DICOMDIR): a data set without its own
     # SOP Class/Instance UID is refused (missing-*), never archived under the file meta's UID.
-    sop_class = _text(ds, "SOPClassUID")
-    meta_class = _text(meta, "MediaStorageSOPClassUID") if meta is not None else None
-    if MEDIA_STORAGE_DIRECTORY in (sop_class, meta_class) or "DirectoryRecordSequence" in ds:
+    sop_class = _uid(ds, "SOPClassUID")
+    meta_class = _uid(meta, "MediaStorageSOPClassUID") if meta is not None else None
+    if MEDIA_STORAGE_DIRECTORY in (sop_class, meta_class) or _DIRECTORY_RECORDS in ds._dict:
         raise BadInput(Reason.UNSUPPORTED)
 
     header_end = reader.tell()
@@ -195,9 +217,9 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
     return Header(
         dataset=ds,
         transfer_syntax_uid=ts,
-        study_uid=_text(ds, "StudyInstanceUID"),
-        series_uid=_text(ds, "SeriesInstanceUID"),
-        sop_uid=_text(ds, "SOPInstanceUID"),
+        study_uid=_uid(ds, "StudyInstanceUID"),
+        series_uid=_uid(ds, "SeriesInstanceUID"),
+        sop_uid=_uid(ds, "SOPInstanceUID"),
         sop_class_uid=sop_class,
         size_bytes=reader.size,
         header_end=header_end,
@@ -216,7 +238,9 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
 def _complete(ds: Dataset, size: int, pixel_offset: int | None, prefix: bytes) -> bool:
     """pydicom stops quietly at a short read: a data set that ends inside an element (or
     declares a length past the end of the file) leaves a value shorter than declared.
-    Nested items lie inside their parent's extent, so the top level is enough.
+    Nested items lie inside their parent's extent, so the top level is enough, and since the
+    parse stops at the first short element, only the last one read can be short: each level
+    (file meta, data set) is looked at from its end, up to its last raw element of defined length.
     A file cut inside an element's tag or length leaves 1-7 stray bytes at the end; one cut
     inside its file meta leaves the meta shorter than its group length says."""
     meta = getattr(ds, "file_meta", None)
@@ -225,14 +249,17 @@ def _complete(ds: Dataset, size: int, pixel_offset: int | None, prefix: bytes) -
         if group_length is not None and prefix[128:132] == b"DICM" and size < 132 + 12 + int(group_length):
             return False
     data_end = 0
-    for elem in [*(meta._dict.values() if meta is not None else ()), *ds._dict.values()]:
-        tell = getattr(elem, "value_tell", None)
-        length = getattr(elem, "length", None)
-        if tell is None or length is None or length == 0xFFFFFFFF:
-            continue
-        if tell + length > size:
-            return False
-        data_end = max(data_end, tell + length)
+    levels: list[list[Any]] = [list(meta._dict.values()) if meta is not None else [], list(ds._dict.values())]
+    for elements in levels:
+        for elem in reversed(elements):
+            tell = getattr(elem, "value_tell", None)
+            length = getattr(elem, "length", None)
+            if tell is None or length is None or length == 0xFFFFFFFF:
+                continue
+            if tell + length > size:
+                return False
+            data_end = max(data_end, tell + length)
+            break
     return not (pixel_offset is None and data_end and 0 < size - data_end < 8)
 
 

@@ -66,7 +66,8 @@ class RangedReader(io.RawIOBase):
         self._size = size
         self._pos = 0
         self._win_start = 0
-        self._win = bytearray()
+        self._win: bytes | bytearray = b""
+        self._first: bytes | None = None  # the first range as fetched (prefix() hands it out uncopied)
         self._next_chunk = first_chunk
         self.bytes_fetched = 0
         self.requests = 0
@@ -91,10 +92,11 @@ class RangedReader(io.RawIOBase):
         return self._size
 
     def prefix(self) -> bytes:
-        """The bytes fetched so far from offset 0 (the first range), without a new request."""
+        """The first range fetched from offset 0, without a new request (b"" if the reader's
+        first read started elsewhere)."""
         if self._size is None:
             self._fill(0, 1)
-        return bytes(self._win) if self._win_start == 0 else b""
+        return self._first or b""
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
@@ -143,6 +145,8 @@ class RangedReader(io.RawIOBase):
             chunk = max(need, self._next_chunk)
             self._next_chunk = min(self._next_chunk * 2, self.max_chunk)
             data = self._fetch(win_end, chunk)
+            if not isinstance(self._win, bytearray):
+                self._win = bytearray(self._win)
             self._win += data
             # Drop what lies well behind the reader to bound memory.
             drop = start - self._win_start - self.max_chunk
@@ -154,7 +158,10 @@ class RangedReader(io.RawIOBase):
             self._next_chunk = self.first_chunk
             chunk = max(end - start, self._next_chunk)
             self._next_chunk = min(self._next_chunk * 2, self.max_chunk)
-            self._win = bytearray(self._fetch(start, chunk))
+            data = self._fetch(start, chunk)
+            if start == 0 and self._first is None:
+                self._first = data
+            self._win = data  # bytes until the window is extended (no copy for the common single read)
             self._win_start = start
 
     def _fetch(self, offset: int, length: int) -> bytes:

@@ -12,6 +12,7 @@ query, PS3.4 C.4.1.2.3): ``/instances?PatientID=X`` is allowed.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -45,6 +46,7 @@ class Attribute:
         return snake(self.keyword)
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every attribute of every QIDO result
 def snake(keyword: str) -> str:
     s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", keyword)
     s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", s)

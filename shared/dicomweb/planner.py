@@ -17,7 +17,7 @@ from shared.index.store import IndexStore
 
 
 def criteria_of(query: QidoQuery) -> Criteria:
-    c = Criteria()
+    c = Criteria(wanted=query.offset + query.limit + 1)
     for m in query.matches:
         kw = m.attribute.keyword
         if kw == "StudyInstanceUID" and m.kind in (MatchKind.SINGLE, MatchKind.LIST):

@@ -13,6 +13,7 @@ server. Additional results can be requested."``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, is_dataclass
@@ -37,14 +38,19 @@ def view_of(record: Any) -> dict[str, Any]:
         return record
     view: dict[str, Any] = {}
     if is_dataclass(record):
-        names = {f.name for f in fields(record)}
-        for a in ATTRIBUTES:
-            if a.field in names:
-                view[a.keyword] = getattr(record, a.field)
+        for keyword, name in _pairs_of(record.__class__):
+            view[keyword] = getattr(record, name)
         ts = getattr(record, "transfer_syntax_uid", None)
         if ts:
             view["AvailableTransferSyntaxUID"] = ts
     return view
+
+
+@functools.lru_cache(maxsize=16)
+def _pairs_of(cls: Any) -> tuple[tuple[str, str], ...]:
+    """(keyword, field) of every attribute a record class holds."""
+    names = {f.name for f in fields(cls)}
+    return tuple((a.keyword, a.field) for a in ATTRIBUTES if a.field in names)
 
 
 @dataclass(frozen=True, slots=True)

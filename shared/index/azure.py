@@ -106,7 +106,7 @@ class AzureTableStore:
 
     def query(self, table: str, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,
               rk_range: tuple[str, str] | None = None, equals: Mapping[str, Any] | None = None,
-              select: Sequence[str] | None = None) -> Iterator[Row]:
+              select: Sequence[str] | None = None, page_size: int | None = None) -> Iterator[Row]:
         clauses: list[str] = []
         params: dict[str, Any] = {}
         if pk is not None:
@@ -123,8 +123,9 @@ class AzureTableStore:
             params[f"v{i}"] = value
         cols = list(select) if select else None
         client = self._t(table)
-        pages = (client.query_entities(" and ".join(clauses), parameters=params, select=cols) if clauses
-                 else client.list_entities(select=cols))
+        pages = (client.query_entities(" and ".join(clauses), parameters=params, select=cols,
+                                       results_per_page=page_size) if clauses
+                 else client.list_entities(select=cols, results_per_page=page_size))
         for entity in pages:
             yield _in(entity)
 

@@ -14,8 +14,10 @@ The key schema, table by table (:mod:`shared.index.tables` owns the names):
 * series: PK = StudyInstanceUID, RK = SeriesInstanceUID. studies: PK = StudyInstanceUID, RK
   ``study``.
 * lookup: PK ``<kind>:<value>`` (see :class:`Lookup`); the RowKey says where the match lives.
-  UID lookups (series, SOP) are sharded by their *study* (one batch per study when it settles;
-  a query by UID alone asks every shard).
+  Study lookup rows carry the study's fields, so a QIDO study query needs no second read.
+* uid lookup: the series and SOP UID lookups, same key shape, in their own table (QIDO reads
+  them by point reads only); sharded by their *study* (one batch per study when it settles; a
+  query by UID alone asks every shard).
 * pending: PK = StudyInstanceUID, RK = SeriesInstanceUID: series that arrived and are not
   yet stable (QIDO reads them so what ingest archived is found at once).
 * changefeed: PK ``<yyyymmddHH>-<shard>`` (hour buckets, :data:`FEED_SHARDS` shards per hour so
@@ -147,6 +149,11 @@ def uid_lookup_pk(kind: str, study: str) -> str:
 
 def uid_lookup_partitions(kind: str) -> list[str]:
     return [f"{kind}:{n}" for n in range(UID_SHARDS)]
+
+
+def is_uid_lookup(pk: str) -> bool:
+    """A series or SOP UID lookup partition (kept in their own table: point reads only)."""
+    return pk.startswith((f"{Lookup.SERIES}:", f"{Lookup.SOP}:"))
 
 
 def modality_row_key(study_date: str | None, study: str, series: str) -> str:

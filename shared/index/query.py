@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 from shared.index import keys
-from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord, study_part
+from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord, from_entity, study_part
 from shared.index.store import IndexStore
+from shared.ports import Row
 
 LevelName = Literal["study", "series", "instance"]
+#: Reads the pending rows beside each query's own lookup (shared by every query of the process).
+_PREFETCH = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qido-pending")
 _WILD = re.compile(r"[*?]")
 Record = StudyRecord  # every record class derives from StudyRecord
 
@@ -40,6 +44,9 @@ class Criteria:
     modality: str | None = None
     #: Inclusive YYYYMMDD bounds; either may be None (open range).
     study_date: tuple[str | None, str | None] | None = None
+    #: How many matches the caller takes at most (offset + limit + 1): a scan reads pages of that
+    #: size, so a first page of a plain listing costs ~limit rows, not the service's 1,000.
+    wanted: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,33 +108,38 @@ def plan_and_fetch(store: IndexStore, level: LevelName, c: Criteria) -> tuple[Pl
 
 
 Pair = tuple[str, str | None]  # (study, series or None)
+#: A lookup hit: (study, series or None, the lookup row). Study lookup rows carry the study's
+#: fields (settle writes them), so a study-level hit needs no second read.
+Hit = tuple[str, str | None, Row | None]
 
 
 def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Record]:
     if plan.key == "StudyInstanceUID":
         yield from _by_study(store, level, list(_dedupe(c.study_uids or [])))
         return
+    # What arrived and is not settled yet: the pending series that the plan's key selects, read
+    # while the plan's own query runs (the answer waits for the slower of the two, not both).
+    pending = _PREFETCH.submit(store.list_pending, _pending_filter(c, plan))
     if plan.kind == "scan":
-        yield from _scan(store, level)
+        yield from _scan(store, level, c.wanted)
     elif plan.key == "SOPInstanceUID":
         yield from _sop_candidates(store, c.sop_uids or [])
     else:
-        yield from _expand(store, level, _dedupe_pairs(_pairs(store, level, c, plan)))
-    # What arrived and is not settled yet: the pending series that the plan's key selects.
-    yield from _pending(store, level, c, plan)
+        yield from _expand(store, level, _dedupe_hits(_hits(store, level, c, plan)))
+    yield from _pending(store, level, c, plan, pending.result())
 
 
-def _pairs(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Pair]:
-    def studies(kind: str, value: str) -> Iterator[Pair]:
+def _hits(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Hit]:
+    def studies(kind: str, value: str) -> Iterator[Hit]:
         prefix, wild = _literal_prefix(value)
         rows = (store.lookup(pk_range=keys.prefix_range(kind, prefix)) if wild
                 else store.lookup(pk=keys.lookup_pk(kind, value)))
-        return ((str(r["RowKey"]), None) for r in rows)
+        return ((str(r["RowKey"]), None, r) for r in rows)
 
     if plan.key == "SeriesInstanceUID":
         for uid in _dedupe(c.series_uids or []):
             for r in store.find_by_uid(keys.Lookup.SERIES, uid):
-                yield str(r["study"]), uid
+                yield str(r["study"]), uid, None
     elif plan.key == "PatientID":
         yield from studies(keys.Lookup.PATIENT_ID, c.patient_id or "")
     elif plan.key == "AccessionNumber":
@@ -137,22 +149,22 @@ def _pairs(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iter
         dates = c.study_date
         rk = keys.modality_date_range(*dates) if dates and (dates[0] or dates[1]) else None
         for r in store.lookup(pk=pk, rk_range=rk):
-            yield str(r["study"]), (str(r["series"]) if level != "study" else None)
+            yield str(r["study"]), (str(r["series"]) if level != "study" else None), r
     elif plan.key == "StudyDate":
         lo, hi = c.study_date or (None, None)
-        yield from ((str(r["RowKey"]), None) for r in store.lookup(pk_range=keys.date_range(lo, hi)))
+        yield from ((str(r["RowKey"]), None, r) for r in store.lookup(pk_range=keys.date_range(lo, hi)))
     else:  # PatientName
         token = sorted(keys.name_tokens(_literal_prefix(c.patient_name or "")[0].split("^")[0]))[0]
         rows = store.lookup(pk_range=keys.prefix_range(keys.Lookup.NAME, token))
-        yield from ((str(r["RowKey"]), None) for r in rows)
+        yield from ((str(r["RowKey"]), None, r) for r in rows)
 
 
-def _dedupe_pairs(pairs: Iterable[Pair]) -> Iterator[Pair]:
+def _dedupe_hits(hits: Iterable[Hit]) -> Iterator[Hit]:
     seen: set[Pair] = set()
-    for p in pairs:
-        if p not in seen:
-            seen.add(p)
-            yield p
+    for study, series, row in hits:
+        if (study, series) not in seen:
+            seen.add((study, series))
+            yield study, series, row
 
 
 def _sop_candidates(store: IndexStore, uids: list[str]) -> Iterator[InstanceRecord]:
@@ -194,10 +206,17 @@ def _by_study(store: IndexStore, level: LevelName, studies: list[str]) -> Iterat
             yield from store.list_study_instances(study)
 
 
-def _expand(store: IndexStore, level: LevelName, pairs: Iterable[Pair]) -> Iterator[Record]:
-    for study, series in pairs:
+def _from_lookup(row: Row | None) -> StudyRecord | None:
+    """The study record a study lookup row carries (None for a row written without it)."""
+    if row is None or not row.get("study_instance_uid"):
+        return None
+    return from_entity(StudyRecord, row)
+
+
+def _expand(store: IndexStore, level: LevelName, hits: Iterable[Hit]) -> Iterator[Record]:
+    for study, series, row in hits:
         if level == "study":
-            rec = _study_record(store, study)
+            rec = _from_lookup(row) or _study_record(store, study)
             if rec is not None:
                 yield rec
         elif level == "series":
@@ -255,8 +274,9 @@ def _pending_filter(c: Criteria, plan: Plan) -> dict[str, str] | None:
     return None
 
 
-def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Record]:
-    pending = [p for p in store.list_pending(_pending_filter(c, plan)) if _selected(p, c, plan)]
+def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan,
+             unsettled: list[SeriesRecord]) -> Iterator[Record]:
+    pending = [p for p in unsettled if _selected(p, c, plan)]
     if level == "study":
         seen: set[str] = set()
         for p in pending:
@@ -273,11 +293,12 @@ def _pending(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> It
                     yield inst
 
 
-def _scan(store: IndexStore, level: LevelName) -> Iterator[Record]:
+def _scan(store: IndexStore, level: LevelName, wanted: int | None) -> Iterator[Record]:
+    page = min(1000, max(wanted, 100)) if wanted else None
     if level == "study":
-        yield from store.scan_studies()
+        yield from store.scan_studies(page)
     elif level == "series":
-        yield from store.scan_series()
+        yield from store.scan_series(page)
     else:
-        yield from store.scan_instances()
+        yield from store.scan_instances(page)
 

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import orjson
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
+from pydicom.datadict import tag_for_keyword
 
 from shared.dicom.facts import is_derived
 from shared.index import keys
@@ -121,39 +119,48 @@ _KEYWORD = {
     "content_date": "ContentDate", "content_time": "ContentTime", "image_type": "ImageType",
     "specific_character_set": "SpecificCharacterSet",
 }
+#: The DICOM JSON key (tag in hex) of each field read from a header.
+_JSON_KEY = {name: f"{tag_for_keyword(keyword):08X}" for name, keyword in _KEYWORD.items()}
 _INT_FIELDS = {"series_number", "instance_number", "rows", "columns", "bits_allocated", "number_of_frames"}
 
-def _plain(value: Any) -> Any:
-    """pydicom values → plain types azure-data-tables can serialise."""
-    if value is None:
-        return None
-    if isinstance(value, PersonName):
-        return str(value).strip() or None
-    if isinstance(value, (MultiValue, list, tuple)):
-        return [str(v) for v in value]
-    if isinstance(value, bytes):
-        return None
-    text = str(value).strip("\0 ")
-    return text or None
+
+def _text_of(value: Any) -> str:
+    """One DICOM JSON value as the text the index keeps (a person name as ``Alpha=Ideo=Phon``)."""
+    if isinstance(value, dict):
+        return "=".join(str(value[k]) for k in ("Alphabetic", "Ideographic", "Phonetic") if k in value)
+    return str(value)
 
 
-def from_header(ds: Dataset, **operational: Any) -> InstanceRecord:
-    """Build an instance row from a parsed header (only the tags the index needs)."""
+#: (field, JSON key, kind) of every field read from a header; kind 0 text, 1 int, 2 list.
+_FROM_JSON = tuple((name, key, 1 if name in _INT_FIELDS else 2 if name in _LIST_FIELDS else 0)
+                   for name, key in _JSON_KEY.items())
+
+
+def from_dicom_json(doc: Mapping[str, Any], **operational: Any) -> InstanceRecord:
+    """Build an instance row from the instance's DICOM JSON (only the attributes the index needs):
+    the values QIDO answers with are then exactly those of the metadata WADO-RS serves."""
     values: dict[str, Any] = {}
-    for name, keyword in _KEYWORD.items():
-        try:
-            raw = ds.get(keyword)
-        except Exception:  # noqa: BLE001 - tolerant reading: an undecodable value is left out
+    for name, key, kind in _FROM_JSON:
+        attr = doc.get(key)
+        if attr is None:
             continue
-        value = _plain(raw)
-        if value is None:
+        items = attr.get("Value")
+        if not items:
             continue
-        if name in _INT_FIELDS:
+        value: Any
+        if len(items) == 1:
+            first = items[0]
+            value = _text_of(first).strip() if isinstance(first, dict) else str(first).strip("\0 ")
+            if not value:
+                continue
+        else:
+            value = [_text_of(v) for v in items]
+        if kind == 1:
             try:
                 value = int(float(value[0] if isinstance(value, list) else value))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 continue
-        elif name in _LIST_FIELDS:
+        elif kind == 2:
             value = value if isinstance(value, list) else [value]
         elif isinstance(value, list):
             value = _LIST_SEP.join(value)

@@ -99,6 +99,11 @@ def feed_keys(seq: int, study: str) -> tuple[str, str]:
     return keys.feed_keys(dt.datetime.fromtimestamp(time_of_seq(seq), dt.UTC), seq, study)
 
 
+def _lookup_table(pk: str) -> str:
+    """UID lookups (point reads only) live apart from the lookups QIDO queries by range."""
+    return tables.UID_LOOKUP if keys.is_uid_lookup(pk) else tables.LOOKUP
+
+
 def _batches(ops: list[TableOp]) -> Iterator[list[TableOp]]:
     for i in range(0, len(ops), BATCH):
         yield ops[i:i + BATCH]
@@ -185,8 +190,8 @@ class IndexStore:
         for batch in _batches(ops):
             self.t.transact(tables.INSTANCES, batch)
 
-    def scan_instances(self) -> Iterator[InstanceRecord]:
-        for r in self.t.query(tables.INSTANCES, select=INDEX_COLUMNS):
+    def scan_instances(self, page_size: int | None = None) -> Iterator[InstanceRecord]:
+        for r in self.t.query(tables.INSTANCES, select=INDEX_COLUMNS, page_size=page_size):
             if not r["RowKey"].startswith(keys.CHANGE_PREFIX):
                 yield from_entity(InstanceRecord, r)
 
@@ -232,8 +237,8 @@ class IndexStore:
                 for op in batch:
                     self.t.delete(tables.SERIES, op.entity["PartitionKey"], op.entity["RowKey"])
 
-    def scan_studies(self) -> Iterator[StudyRecord]:
-        for r in self.t.query(tables.STUDIES, equals={"RowKey": keys.study_keys("")[1]}):
+    def scan_studies(self, page_size: int | None = None) -> Iterator[StudyRecord]:
+        for r in self.t.query(tables.STUDIES, equals={"RowKey": keys.study_keys("")[1]}, page_size=page_size):
             yield from_entity(StudyRecord, r)
 
     # -- settle leases -----------------------------------------------------------------
@@ -265,23 +270,24 @@ class IndexStore:
         except RowChanged:
             pass  # it ran out and someone else holds it now
 
-    def scan_series(self) -> Iterator[SeriesRecord]:
-        for r in self.t.query(tables.SERIES):
+    def scan_series(self, page_size: int | None = None) -> Iterator[SeriesRecord]:
+        for r in self.t.query(tables.SERIES, page_size=page_size):
             yield from_entity(SeriesRecord, r)
 
     # -- lookup rows -------------------------------------------------------------
     def put_lookups(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
-        """Upsert lookup rows, one transaction per partition (and per 100)."""
+        """Upsert lookup rows, one transaction per partition (and per 100). UID lookups go to
+        their own table (:func:`_lookup_table`)."""
         by_pk: dict[str, list[TableOp]] = {}
         for pk, rk, props in rows:
             by_pk.setdefault(pk, []).append(TableOp("upsert", {"PartitionKey": pk, "RowKey": rk, **props}))
-        for ops in by_pk.values():
+        for pk, ops in by_pk.items():
             for batch in _batches(ops):
-                self.t.transact(tables.LOOKUP, batch)
+                self.t.transact(_lookup_table(pk), batch)
 
     def delete_lookups(self, rows: Iterable[tuple[str, str]]) -> None:
         for pk, rk in rows:
-            self.t.delete(tables.LOOKUP, pk, rk)
+            self.t.delete(_lookup_table(pk), pk, rk)
 
     def lookup(self, *, pk: str | None = None, pk_range: tuple[str, str] | None = None,
                rk_range: tuple[str, str] | None = None) -> Iterator[Row]:
@@ -291,7 +297,7 @@ class IndexStore:
         """Series or SOP lookups of one UID: a point read in every shard, concurrently."""
         parts = keys.uid_lookup_partitions(kind)
         with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            found = pool.map(lambda pk: self.t.get(tables.LOOKUP, pk, uid), parts)
+            found = pool.map(lambda pk: self.t.get(tables.UID_LOOKUP, pk, uid), parts)
             return [r for r in found if r is not None]
 
     # -- pending series ------------------------------------------------------------

@@ -8,6 +8,9 @@ INSTANCES: Final = "dicominstances"
 SERIES: Final = "dicomseries"
 STUDIES: Final = "dicomstudies"
 LOOKUP: Final = "dicomlookup"
+#: Series and SOP Instance UID lookups: point reads only, kept out of LOOKUP (which QIDO queries
+#: by partition ranges) so LOOKUP stays a few rows per study.
+UID_LOOKUP: Final = "dicomuidlookup"
 PENDING: Final = "dicompending"
 CHANGEFEED: Final = "dicomchangefeed"
 DELIVERIES: Final = "dicomdeliveries"
@@ -16,4 +19,4 @@ DELIVERIES: Final = "dicomdeliveries"
 SYNC: Final = "dicomsync"
 
 #: Every table the app uses (infra creates exactly these).
-TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, PENDING, CHANGEFEED, DELIVERIES, SYNC)
+TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, UID_LOOKUP, PENDING, CHANGEFEED, DELIVERIES, SYNC)

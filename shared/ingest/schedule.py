@@ -15,8 +15,16 @@ wrote the series' pending row:
   one this process sent has not run yet (it will see this instance: the row is already written).
 * ``reschedule`` (settle, not yet stable): a message for when the study will be quiet.
 
+A queue may hand a delayed message over up to :data:`EARLY_DELIVERY` before its due time, so a
+message due that soon is not counted on by a settle run asking to be followed up (it may be that
+run's own), nor by a write just before a quiet-period run (that run may have read the partition
+already, and would call the study stable without it).
+
 Across processes (several function instances) each sends its own: settle runs are idempotent,
 and their writes are conditional on the study row they read.
+
+``SettleScheduler.clock`` is the process's quiet-period clock: ingest stamps each instance's
+arrival with it and settle measures the quiet period with it (tests drive it by hand).
 """
 
 from __future__ import annotations
@@ -66,6 +74,12 @@ class SettleRequest:
                    rederive=bool(doc.get("rederive", False)))
 
 
+#: How much before its due time a queue may deliver a delayed message: visibility timeouts are whole
+#: seconds on the storage service's clock. A message due within this margin may be the very one
+#: whose run is asking, so it is not counted on to come later.
+EARLY_DELIVERY = 2.0
+
+
 class SettleScheduler:
     def __init__(self, queues: Queues, index: IndexStore, *, settle_delay: float, stable_age: float,
                  clock: Callable[[], float] = time.time) -> None:
@@ -79,6 +93,8 @@ class SettleScheduler:
         self._lock = threading.Lock()
         self._due: dict[str, float] = {}
         self._rederive: dict[str, float] = {}
+        #: Studies whose next message settle sent (its run may find the study stable), by due time.
+        self._quiet: dict[str, float] = {}
         self._pending: dict[tuple[str, str], float] = {}
 
     def before_write(self, series: SeriesRecord) -> None:
@@ -98,23 +114,32 @@ class SettleScheduler:
     def after_write(self, study: str) -> None:
         now = self.clock()
         with self._lock:
-            if self._due.get(study, 0.0) > now:
+            due = self._due.get(study, 0.0)
+            # A message of ours still to come reads this write. Not counted on: one due within
+            # EARLY_DELIVERY that settle sent for the end of the quiet period: its run may already
+            # be reading the partition, would miss this write and call the study stable. (A run of
+            # the arrival window is never stable, so it reschedules and the write is read then.)
+            if due > now + (EARLY_DELIVERY if self._quiet.get(study) == due else 0.0):
                 return
-            self._due[study] = now + self.settle_delay
+            delay = max(0.0, due - now) + self.settle_delay
+            self._due[study] = now + delay
+            self._quiet.pop(study, None)
             if len(self._due) > 100_000:
                 self._due = {k: v for k, v in self._due.items() if v > now}
-        self._send(SettleRequest(study), self.settle_delay)
+                self._quiet = {k: v for k, v in self._quiet.items() if k in self._due}
+        self._send(SettleRequest(study), delay)
 
     def reschedule(self, study: str, delay: float, *, force: bool = False, rederive: bool = False) -> None:
         """A message in ``delay`` seconds (settle not yet stable; DELETE and reprocess with 0)."""
         now = self.clock()
         with self._lock:
             due = self._due.get(study, 0.0)
-            if not (force or rederive) and now < due and due <= now + delay + 1.0:
-                return  # a message of ours already runs by then
+            if not (force or rederive) and now + EARLY_DELIVERY < due <= now + delay + 1.0:
+                return  # a message of ours already runs by then (and it is not this run's own)
             if rederive and self._rederive.get(study, 0.0) > now:
                 return  # one rederive run per study and window is enough
             self._due[study] = max(due, now + delay)
+            self._quiet[study] = self._due[study]
             if rederive:
                 self._rederive[study] = now + delay
         self._send(SettleRequest(study, force=force, rederive=rederive), delay)

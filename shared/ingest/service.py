@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from typing import Any
 
 from shared.dicom.dicomjson import to_dicom_json
@@ -39,7 +38,7 @@ from shared.index.records import (
     ChangeEntry,
     InstanceRecord,
     SeriesRecord,
-    from_header,
+    from_dicom_json,
     pack_meta,
     series_part,
     study_part,
@@ -84,9 +83,13 @@ class IngestService:
             return self._quarantine(blob, bad, reader)
         except BlobGone:
             return self._gone(blob.name)
-        rec = _record(header, (study, series, sop, sop_class), blob, source_of(blob.name, blob.etag))
         try:
-            state = self._store(blob, header, rec)
+            doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged)
+        except BlobGone:
+            return self._gone(blob.name)
+        rec = _record(doc, header, (study, series, sop, sop_class), blob, source_of(blob.name, blob.etag))
+        try:
+            state = self._store(blob, doc, rec)
         except BlobGone:
             return self._gone(blob.name)
         log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.name, state, sop,
@@ -121,9 +124,9 @@ class IngestService:
         if path != blob.name:
             message = f"The archived file {blob.name} holds instance {i} of series {se}; it belongs at {path}."
             return Outcome(blob.name, IngestState.REFUSED, s, se, i, reason=Reason.UID_CONFLICT, message=message)
-        rec = _record(header, uids, blob, f"{blob.container}/{blob.name}@{blob.etag or ''}")
-        rec.stamp = stamp_of(blob.metadata, blob.last_modified, svc.topology.writer_of(blob.container))
         doc = to_dicom_json(header, s, se, i)
+        rec = _record(doc, header, uids, blob, f"{blob.container}/{blob.name}@{blob.etag or ''}")
+        rec.stamp = stamp_of(blob.metadata, blob.last_modified, svc.topology.writer_of(blob.container))
         meta = self._meta(rec, doc)
         origin = stamp_region(rec.stamp)
         # Optimistic, as ingest: an instance new to this region is the common case (the peer's replica).
@@ -175,11 +178,12 @@ class IngestService:
             if existing is None:
                 return self.index_archived(blob)
             old = existing.record
-            rec = _record(header, uids, blob, old.source)
+            doc = to_dicom_json(header, s, se, i)
+            rec = _record(doc, header, uids, blob, old.source)
             rec.stamp, rec.seq, rec.arrival, rec.digest = old.stamp, old.seq, old.arrival, old.digest
             rec.ingested_at, rec.updated_at = old.ingested_at, old.updated_at
             try:
-                svc.index.rewrite_instance(rec, self._meta(rec, to_dicom_json(header, s, se, i)), etag=existing.etag)
+                svc.index.rewrite_instance(rec, self._meta(rec, doc), etag=existing.etag)
             except RowChanged:
                 continue
             svc.scheduler.reschedule(s, svc.settings.settle_delay_seconds, rederive=True)
@@ -196,10 +200,10 @@ class IngestService:
             blobs.put_json(self.svc.blobs, layout.METADATA, layout.instance_metadata_path(s, se, i), doc)
         return meta
 
-    def _store(self, blob: Blob, header: Header, rec: InstanceRecord) -> IngestState:
+    def _store(self, blob: Blob, doc: dict[str, Any], rec: InstanceRecord) -> IngestState:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
         path = layout.instance_path(s, se, i)
-        meta = self._meta(rec, to_dicom_json(header, s, se, i))
+        meta = self._meta(rec, doc)
         rec.stamp = self.svc.topology.new_stamp()
         stamped = {STAMP: rec.stamp}
         # Optimistic: a new instance is the common case, so copy only if the archive lacks it and
@@ -233,7 +237,7 @@ class IngestService:
                origin: str | None = None) -> None:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
         self.svc.scheduler.before_write(SeriesRecord(**study_part(rec), **series_part(rec)))
-        rec.arrival = time.time()
+        rec.arrival = self.svc.scheduler.clock()  # the quiet-period clock (settle compares with it)
         rec.seq = self.svc.sequencer.next()
         change = ChangeEntry(s, se, i, Action.UPDATE if expect is not None else Action.CREATE, rec.seq, utcnow(),
                              source=rec.source, digest=rec.digest,
@@ -265,10 +269,12 @@ class IngestService:
         return Outcome(name, IngestState.GONE)
 
 
-def _record(header: Header, uids: tuple[str, str, str, str], blob: Blob, source: str) -> InstanceRecord:
-    """The instance row's record from a parsed, validated header."""
-    rec = from_header(
-        header.dataset, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
+def _record(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], blob: Blob,
+            source: str) -> InstanceRecord:
+    """The instance row's record: its index fields from the instance's DICOM JSON ``doc`` (so QIDO
+    answers with what WADO-RS metadata says), the rest from the parsed, validated header."""
+    rec = from_dicom_json(
+        doc, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
         digest=content_digest(header, blob.content_md5), source=source,
         pixel_data_offset=header.pixel_data_offset, pixel_data_length=header.pixel_data_length,
         warnings=[str(w) for w in header.warnings], ingested_at=utcnow(),

@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from shared.index.records import (
     StudyRecord,
     series_part,
     study_part,
+    to_entity,
 )
 from shared.index.store import FeedEntry, StudyPartition, utcnow
 from shared.ingest.schedule import SettleRequest
@@ -77,23 +77,62 @@ def _version(rows: Sequence[InstanceRecord]) -> str:
     return hashlib.sha256("|".join(stamps).encode()).hexdigest()[:24]
 
 
+def study_fields(study: StudyRecord) -> dict[str, Any]:
+    """The study-level fields every study lookup row carries, so a QIDO study query answers from
+    the lookup rows alone (no read of the study row per candidate). ``updated_at`` is left out: it
+    changes every run, the fields themselves only when the study does."""
+    entity = to_entity(study, "", "")
+    for name in ("PartitionKey", "RowKey", "updated_at"):
+        entity.pop(name, None)
+    return entity
+
+
+def fields_version(fields: Mapping[str, Any]) -> str:
+    """Changes whenever a study lookup row's fields do (then settle rewrites the rows)."""
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+
+
 def study_lookups(study: StudyRecord, series: Sequence[SeriesRecord]) -> list[tuple[str, str, dict[str, Any]]]:
-    """The study's lookup rows keyed by study attributes and modality (never UID lookups)."""
+    """The study's lookup rows keyed by study attributes and modality (never UID lookups), each
+    with the study's fields (:func:`study_fields`)."""
     s = study.study_instance_uid
+    fields = study_fields(study)
     rows: list[tuple[str, str, dict[str, Any]]] = []
     if study.patient_id:
-        rows.append((keys.lookup_pk(keys.Lookup.PATIENT_ID, study.patient_id), s, {}))
+        rows.append((keys.lookup_pk(keys.Lookup.PATIENT_ID, study.patient_id), s, fields))
     if study.accession_number:
-        rows.append((keys.lookup_pk(keys.Lookup.ACCESSION, study.accession_number), s, {}))
-    rows.append((keys.lookup_pk(keys.Lookup.STUDY_DATE, keys.study_date_value(study.study_date)), s, {}))
+        rows.append((keys.lookup_pk(keys.Lookup.ACCESSION, study.accession_number), s, fields))
+    rows.append((keys.lookup_pk(keys.Lookup.STUDY_DATE, keys.study_date_value(study.study_date)), s, fields))
     for token in sorted(keys.name_tokens(study.patient_name or "")):
-        rows.append((keys.lookup_pk(keys.Lookup.NAME, token), s, {}))
+        rows.append((keys.lookup_pk(keys.Lookup.NAME, token), s, fields))
     for se in series:
         if se.modality:
             rows.append((keys.lookup_pk(keys.Lookup.MODALITY, se.modality.upper()),
                          keys.modality_row_key(study.study_date, s, se.series_instance_uid),
-                         {"study": s, "series": se.series_instance_uid}))
+                         {**fields, "study": s, "series": se.series_instance_uid}))
     return rows
+
+
+def aggregate(instances: Sequence[InstanceRecord], now_iso: str
+              ) -> tuple[StudyRecord, dict[str, list[InstanceRecord]], list[SeriesRecord]]:
+    """The study and series records (exact aggregates) of a study's instance rows."""
+    by_series: dict[str, list[InstanceRecord]] = defaultdict(list)
+    for r in instances:
+        by_series[r.series_instance_uid].append(r)
+    study_rec = StudyRecord(**study_part(_newest(instances)))
+    study_rec.modalities_in_study = sorted({r.modality for r in instances if r.modality})
+    study_rec.sop_classes_in_study = sorted({r.sop_class_uid for r in instances if r.sop_class_uid})
+    study_rec.number_of_study_related_series = len(by_series)
+    study_rec.number_of_study_related_instances = len(instances)
+    study_rec.updated_at = now_iso
+    series_recs = []
+    for members in by_series.values():
+        se = SeriesRecord(**study_part(study_rec), **series_part(_newest(members)))
+        se.number_of_series_related_instances = len(members)
+        se.derived = all(m.derived for m in members)
+        se.updated_at = now_iso
+        series_recs.append(se)
+    return study_rec, by_series, series_recs
 
 
 def uid_lookups(study: str, series: str, members: Sequence[InstanceRecord]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -137,29 +176,14 @@ class SettleService:
         if not part.instances:
             return self._emptied(study, part, prev, study_row.etag if study_row is not None else None)
 
-        by_series: dict[str, list[InstanceRecord]] = defaultdict(list)
-        for r in part.instances:
-            by_series[r.series_instance_uid].append(r)
         now_iso = utcnow()
         last_arrival = _newest(part.instances).arrival
-        stable = time.time() - last_arrival >= svc.settings.stable_age_seconds
-        study_rec = StudyRecord(**study_part(_newest(part.instances)))
-        study_rec.modalities_in_study = sorted({r.modality for r in part.instances if r.modality})
-        study_rec.sop_classes_in_study = sorted({r.sop_class_uid for r in part.instances if r.sop_class_uid})
-        study_rec.number_of_study_related_series = len(by_series)
-        study_rec.number_of_study_related_instances = len(part.instances)
-        study_rec.updated_at = now_iso
+        stable = svc.scheduler.clock() - last_arrival >= svc.settings.stable_age_seconds
+        study_rec, by_series, series_recs = aggregate(part.instances, now_iso)
 
         old_versions: dict[str, str] = orjson.loads(prev.get("series_versions") or "{}")
         versions = {uid: _version(m) for uid, m in by_series.items()}
         changed = sorted(uid for uid in by_series if old_versions.get(uid) != versions[uid])
-        series_recs = []
-        for members in by_series.values():
-            se = SeriesRecord(**study_part(study_rec), **series_part(_newest(members)))
-            se.number_of_series_related_instances = len(members)
-            se.derived = all(m.derived for m in members)
-            se.updated_at = now_iso
-            series_recs.append(se)
         study_version = _version(part.instances)
         unpublished = [c for c in part.changes if not c.published]
         rewrite = request.force or request.rederive  # every derived row and bundle, changed or not
@@ -171,11 +195,14 @@ class SettleService:
                 svc.scheduler.reschedule(study, _wait(svc, last_arrival))
             return SettleResult(study, "unchanged", len(by_series), len(part.instances))
 
-        # Lookups: the study's (written when they change) and the UID lookups of changed series.
+        # Lookups: the study's (new keys, or all of them when the study's fields changed) and the
+        # UID lookups of changed series.
         lookups = study_lookups(study_rec, series_recs)
         old_keys = {tuple(k) for k in orjson.loads(prev.get("lookup_keys") or "[]")}
         new_keys = {(pk, rk) for pk, rk, _ in lookups}
-        write = [row for row in lookups if (row[0], row[1]) not in old_keys or rewrite]
+        lookup_fields = fields_version(study_fields(study_rec))
+        fields_changed = rewrite or prev.get("lookup_fields") != lookup_fields
+        write = [row for row in lookups if fields_changed or (row[0], row[1]) not in old_keys]
         for uid in (sorted(by_series) if rewrite else changed):
             write += uid_lookups(study, uid, by_series[uid])
         svc.index.put_lookups(write)
@@ -223,6 +250,7 @@ class SettleService:
             "stable_version": stable_version,
             "series_versions": orjson.dumps(versions).decode(),
             "lookup_keys": orjson.dumps(sorted(new_keys)).decode(),
+            "lookup_fields": lookup_fields,
             "last_arrival": last_arrival,
         }
         try:
@@ -332,4 +360,4 @@ class SettleService:
 
 
 def _wait(svc: Services, last_arrival: float) -> float:
-    return max(1.0, svc.settings.stable_age_seconds - (time.time() - last_arrival))
+    return max(1.0, svc.settings.stable_age_seconds - (svc.scheduler.clock() - last_arrival))

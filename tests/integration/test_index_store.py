@@ -96,6 +96,8 @@ def test_queries_by_partition_ranges_and_columns(tables: TableStore) -> None:
     assert [set(r) - {"y"} for r in narrow] == [set(narrow[0])] and "y" not in narrow[0]
     lo, hi = p[:4], p[:4] + "\U0010ffff"
     assert p in {r["PartitionKey"] for r in tables.query(TABLE, pk_range=(lo, hi))}
+    # Small pages give the same rows, in order, across continuations.
+    assert [r["RowKey"] for r in tables.query(TABLE, pk=p, page_size=1)] == ["a1", "a2", "b1", "~c"]
 
 
 def test_instance_rows_keep_sizes_over_2_gib_and_their_metadata(tables: TableStore) -> None:

@@ -102,3 +102,20 @@ def test_injection_attempt_matches_literally(pipeline: Context, indexed: list[di
     plan, found = plan_and_fetch(pipeline.index, "study", Criteria(patient_id="x' or PartitionKey ne 'y"))
     assert str(plan) == "lookup:PatientID"
     assert list(found) == []
+
+
+def test_a_study_query_answers_from_the_lookup_rows_alone(pipeline: Context, indexed: list[dict]) -> None:
+    """Study lookup rows carry the study's fields: a keyed study query is the lookup query and the
+    pending rows, never a read of each candidate's study row, and gives the study row's values."""
+    study = indexed[0]["study_uid"]
+    stored = pipeline.index.get_study(study)
+    assert stored is not None and stored.patient_id
+    before = pipeline.requests.snapshot()
+    plan, found = plan_and_fetch(pipeline.index, "study", Criteria(patient_id=stored.patient_id))
+    records = {r.study_instance_uid: r for r in found}
+    spent = pipeline.requests.snapshot() - before
+    assert str(plan) == "lookup:PatientID"
+    assert spent == {"table GET": 2}, spent  # the lookup partition, the pending table
+    got = records[study]
+    stored.updated_at = got.updated_at = None  # the lookup rows do not follow every run's timestamp
+    assert got == stored

@@ -1,0 +1,70 @@
+"""The settle scheduler on a hand-moved clock: one message per study and window, and a chain of
+settle runs that never breaks when the queue hands a delayed message over a little early (queue
+visibility is whole seconds on the storage service's clock)."""
+
+from __future__ import annotations
+
+from shared.index.store import IndexStore
+from shared.ingest.schedule import EARLY_DELIVERY, SettleScheduler
+from shared.storage import layout
+from tests.fakes import MemoryQueues, MemoryTableStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scheduler() -> tuple[SettleScheduler, MemoryQueues, Clock]:
+    queues, clock = MemoryQueues(), Clock()
+    return SettleScheduler(queues, IndexStore(MemoryTableStore()), settle_delay=5.0, stable_age=60.0,
+                           clock=clock), queues, clock
+
+
+def test_a_burst_sends_one_message_per_window() -> None:
+    s, queues, clock = scheduler()
+    for _ in range(20):  # 20 writes over 4 s
+        s.after_write("1.2.3")
+        clock.now += 0.2
+    assert [d for _, d in queues.drain(layout.SETTLE_QUEUE)] == [5.0]
+
+
+def test_a_run_handed_its_message_early_still_schedules_the_next() -> None:
+    s, queues, clock = scheduler()
+    s.after_write("1.2.3")  # the message is due in 5 s
+    queues.drain(layout.SETTLE_QUEUE)
+    clock.now += 5.0 - EARLY_DELIVERY / 2  # ...and its run starts a little before that
+    s.reschedule("1.2.3", 55.0)  # not yet stable
+    assert [d for _, d in queues.drain(layout.SETTLE_QUEUE)] == [55.0]
+
+
+def test_a_run_does_not_duplicate_a_message_due_later() -> None:
+    s, queues, clock = scheduler()
+    s.after_write("1.2.3")
+    queues.drain(layout.SETTLE_QUEUE)
+    clock.now += 1.0  # another message's run, well before ours is due: ours will follow up
+    s.reschedule("1.2.3", 55.0)
+    assert queues.drain(layout.SETTLE_QUEUE) == []
+
+
+def test_a_write_just_before_a_quiet_period_run_gets_a_run_of_its_own() -> None:
+    s, queues, clock = scheduler()
+    s.after_write("1.2.3")
+    clock.now += 5.0
+    s.reschedule("1.2.3", 55.0)  # not yet stable: settle asks for a run at the end of the quiet period
+    queues.drain(layout.SETTLE_QUEUE)
+    clock.now += 55.0 - EARLY_DELIVERY / 2  # that run may already have read the partition (and be stable)
+    s.after_write("1.2.3")
+    assert [round(d, 3) for _, d in queues.drain(layout.SETTLE_QUEUE)] == [round(EARLY_DELIVERY / 2 + 5.0, 3)]
+
+
+def test_a_write_just_before_an_arrival_run_waits_for_it() -> None:
+    s, queues, clock = scheduler()
+    s.after_write("1.2.3")
+    queues.drain(layout.SETTLE_QUEUE)
+    clock.now += 5.0 - EARLY_DELIVERY / 2  # that run is never stable: it reschedules and reads this later
+    s.after_write("1.2.3")
+    assert queues.drain(layout.SETTLE_QUEUE) == []
