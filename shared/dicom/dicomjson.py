@@ -308,18 +308,7 @@ def _w_pn(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Han
     items = [names] if isinstance(names, PersonName) else list(names)
     if len(items) == 1 and not items[0]:
         return {"vr": "PN"}
-    out = []
-    for name in items:
-        groups = name.components
-        if not groups:
-            return None
-        entry = {"Alphabetic": groups[0]}
-        if len(groups) > 1:
-            entry["Ideographic"] = groups[1]
-        if len(groups) > 2:
-            entry["Phonetic"] = groups[2]
-        out.append(entry)
-    return {"vr": "PN", "Value": out}
+    return _pn_value([list(name.components) for name in items])
 
 
 _WRITERS: dict[str, Writer] = {
@@ -363,15 +352,19 @@ def _person_names(text: str) -> dict[str, Any] | None:
         groups = item.split("=")
         while groups and not groups[-1]:
             groups.pop()
-        if not groups:
-            return None  # pydicom fails on these; let it (the element is then left out)
-        name = {"Alphabetic": groups[0]}
-        if len(groups) > 1:
-            name["Ideographic"] = groups[1]
-        if len(groups) > 2:
-            name["Phonetic"] = groups[2]
-        names.append(name)
-    return {"vr": "PN", "Value": names}
+        names.append(groups)
+    return _pn_value(names)
+
+
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _pn_value(names: list[list[str]]) -> dict[str, Any] | None:
+    """PN in DICOM JSON (PS3.18 F.2.2): one object per name, its component groups by name. A name with
+    no group at all is what pydicom fails on; None lets it (the element is then left out)."""
+    if any(not groups for groups in names):
+        return None
+    return {"vr": "PN", "Value": [dict(zip(_PN_GROUPS, groups, strict=False)) for groups in names]}
 
 
 def _dataset_json(ds: Dataset, handler: Handler) -> dict[str, Any]:
