@@ -161,20 +161,8 @@ class TokenValidator:
                 token, key, algorithms=list(ALGORITHMS), audience=self.audiences, issuer=self.issuer,
                 leeway=self.leeway, options={"require": list(REQUIRED_CLAIMS)},
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenRejected(Reason.EXPIRED) from None
-        except jwt.ImmatureSignatureError:
-            raise TokenRejected(Reason.NOT_YET_VALID) from None
-        except jwt.InvalidAudienceError:
-            raise TokenRejected(Reason.AUDIENCE) from None
-        except jwt.InvalidIssuerError:
-            raise TokenRejected(Reason.ISSUER) from None
-        except jwt.MissingRequiredClaimError:
-            raise TokenRejected(Reason.CLAIMS) from None
-        except jwt.InvalidSignatureError:
-            raise TokenRejected(Reason.SIGNATURE) from None
-        except jwt.InvalidTokenError:
-            raise TokenRejected(Reason.MALFORMED) from None
+        except jwt.InvalidTokenError as exc:
+            raise TokenRejected(_rejection(exc)) from None
         subject = str(claims.get("oid") or claims.get("sub") or "")
         if not subject:
             raise TokenRejected(Reason.CLAIMS)
@@ -187,3 +175,19 @@ class TokenValidator:
 def validator_for(settings: AuthSettings) -> TokenValidator:
     """One validator (and so one key cache) per distinct settings, for the life of the process."""
     return TokenValidator(settings)
+
+
+#: PyJWT's errors, most specific first (they share :class:`jwt.InvalidTokenError` as their base).
+_REJECTIONS: Final = (
+    (jwt.ExpiredSignatureError, Reason.EXPIRED),
+    (jwt.ImmatureSignatureError, Reason.NOT_YET_VALID),
+    (jwt.InvalidAudienceError, Reason.AUDIENCE),
+    (jwt.InvalidIssuerError, Reason.ISSUER),
+    (jwt.MissingRequiredClaimError, Reason.CLAIMS),
+    (jwt.InvalidSignatureError, Reason.SIGNATURE),
+)
+
+
+def _rejection(exc: jwt.InvalidTokenError) -> Reason:
+    """Why PyJWT refused a token, as our reason code (anything else: malformed)."""
+    return next((reason for kind, reason in _REJECTIONS if isinstance(exc, kind)), Reason.MALFORMED)
