@@ -1,12 +1,14 @@
 """Every Bicep resource body checked against Azure's resource type definitions (tests/infra/bicep_types.py).
 
 The definitions live outside the repository: ``../shared/bicep-types`` (CI always has them), or wherever
-``BICEP_TYPES_DIR`` points. Without them these tests are skipped, saying how to get them; with them, a
-planted typo in a property name fails.
+``BICEP_TYPES_DIR`` points. Without them these tests are skipped on a developer's machine, saying how to get
+them, and fail in CI (``CI=true``), where a skip would pass unchecked infra; with them, a planted typo in a
+property name fails.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,11 @@ IDS = [str(p.relative_to(INFRA)) for p in FILES]
 def checker() -> Checker:
     root = types_dir()
     if root is None:
-        pytest.skip(f"No Azure resource type definitions: put a copy of Azure/bicep-types-az's generated/ folder at "
-                    f"../shared/bicep-types (next to the repository) or set {TYPES_ENV} to the folder that holds "
-                    "generated/")
+        why = (f"No Azure resource type definitions: put a copy of Azure/bicep-types-az's generated/ folder at "
+               f"../shared/bicep-types (next to the repository) or set {TYPES_ENV} to the folder that holds generated/")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(why)
+        pytest.skip(why)
     return Checker(TypeIndex(root))
 
 
