@@ -17,24 +17,21 @@ from pydicom.dataset import Dataset
 
 from gateway.app import Gateway
 from gateway.query import IdentifierError, parse_identifier, patients, response, response_charset, with_limit
+from gateway.status import (
+    CANCEL,
+    IDENTIFIER_DOES_NOT_MATCH,
+    OUT_OF_RESOURCES,
+    PENDING,
+    PENDING_WARNING,
+    SUCCESS,
+    status,
+)
 from shared.dicomweb.search import find
 
 log = logging.getLogger(__name__)
 
-PENDING: Final = 0xFF00
-PENDING_WARNING: Final = 0xFF01
-CANCEL: Final = 0xFE00
-OUT_OF_RESOURCES: Final = 0xA700
-IDENTIFIER_DOES_NOT_MATCH: Final = 0xA900
 #: A PATIENT query groups study matches: it looks at up to this many studies per patient page.
 PATIENT_STUDY_FACTOR: Final = 20
-
-
-def _failure(code: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment[:64]
-    return ds
 
 
 def handle_find(event: Any, gw: Gateway) -> Iterator[tuple[Any, Dataset | None]]:
@@ -44,7 +41,7 @@ def handle_find(event: Any, gw: Gateway) -> Iterator[tuple[Any, Dataset | None]]
         req = parse_identifier(event.identifier, model, limit=limit)
     except IdentifierError as bad:
         log.info("C-FIND: identifier refused: %s", bad)
-        yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(bad)), None
+        yield status(IDENTIFIER_DOES_NOT_MATCH, str(bad)), None
         return
     query = req.query
     if req.level == "PATIENT":
@@ -54,7 +51,7 @@ def handle_find(event: Any, gw: Gateway) -> Iterator[tuple[Any, Dataset | None]]
     more = found.more or len(views) > limit
     views = views[:limit]
     charset = response_charset(req.charset, views)
-    status = PENDING_WARNING if req.unsupported else PENDING
+    match = PENDING_WARNING if req.unsupported else PENDING
     log.info("C-FIND %s (%s): plan %s, %d candidates examined, %d returned%s%s", req.level,
              "patient root" if model.startswith("1.2.840.10008.5.1.4.1.2.1") else "study root", found.plan,
              found.examined, len(views), " (more: refused past the limit)" if more else "",
@@ -63,9 +60,9 @@ def handle_find(event: Any, gw: Gateway) -> Iterator[tuple[Any, Dataset | None]]
         if event.is_cancelled:
             yield CANCEL, None
             return
-        yield status, response(req, view, retrieve_ae=gw.config.ae_title, charset=charset)
+        yield match, response(req, view, retrieve_ae=gw.config.ae_title, charset=charset)
     if more:
-        yield _failure(OUT_OF_RESOURCES, f"Over {limit} matches; narrow the query"), None
+        yield status(OUT_OF_RESOURCES, f"Over {limit} matches; narrow the query"), None
         return
-    yield 0x0000, None
+    yield SUCCESS, None
 

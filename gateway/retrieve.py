@@ -32,6 +32,7 @@ from pynetdicom.presentation import build_context
 
 from gateway.app import Gateway
 from gateway.query import IdentifierError, parse_identifier, with_limit
+from gateway.status import CANCEL, IDENTIFIER_DOES_NOT_MATCH, PENDING, status
 from gateway.tls import client_context
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.qido import QidoQuery
@@ -41,23 +42,12 @@ from shared.storage import layout
 
 log = logging.getLogger(__name__)
 
-CANCEL: Final = 0xFE00
-PENDING: Final = 0xFF00
-IDENTIFIER_DOES_NOT_MATCH: Final = 0xA900
-UNABLE_TO_PROCESS: Final = 0xC000
 MAX_SUBOPERATIONS: Final = 65535
 UNCOMPRESSED: Final[list[str | UID]] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 #: Values larger than this stay in the spool file until pynetdicom encodes the data set.
 DEFER_SIZE: Final = 1024 * 1024
 #: RETRIEVE keys: the unique keys of each level (and PatientID for PATIENT level).
 RETRIEVE_KEYS: Final = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-
-
-def _failure(code: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment[:64]
-    return ds
 
 
 def matching_instances(gw: Gateway, identifier: Dataset, model: str) -> list[dict[str, Any]]:
@@ -162,7 +152,7 @@ def handle_get(event: Any, gw: Gateway) -> Iterator[Any]:
     except IdentifierError as bad:
         log.warning("C-GET refused: %s", bad)
         yield 1  # a count of 0 would end the C-GET with success before our failure status is seen
-        yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(bad)), None
+        yield status(IDENTIFIER_DOES_NOT_MATCH, str(bad)), None
         return
     log.info("C-GET assoc=%s: %d instance(s)", getattr(event.assoc, "_dicomflow_id", "-"), len(views))
     yield len(views)

@@ -21,22 +21,19 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import Any, Final
+from typing import Any
 
 from azure.core.exceptions import AzureError
 from pydicom.dataset import Dataset
 
 from gateway.app import Gateway
+from gateway.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, status
 from shared.dicom.header import read_header_file
 from shared.dicom.validate import is_valid_uid, validate
 from shared.errors import BadInput
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
-
-SUCCESS: Final = 0x0000
-OUT_OF_RESOURCES: Final = 0xA700
-CANNOT_UNDERSTAND: Final = 0xC000
 
 
 def association_id(assoc: Any) -> str:
@@ -46,14 +43,6 @@ def association_id(assoc: Any) -> str:
         aid = uuid.uuid4().hex[:12]
         assoc._dicomflow_id = aid
     return str(aid)
-
-
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    return ds
 
 
 def handle_store(event: Any, gw: Gateway) -> Dataset:
@@ -77,10 +66,10 @@ def handle_store(event: Any, gw: Gateway) -> Dataset:
     except (AzureError, OSError) as exc:
         log.warning("C-STORE assoc=%s sop=%s: inbox upload failed (%s); answered 0xA700", aid,
                     name_sop, type(exc).__name__)
-        return _status(OUT_OF_RESOURCES, "Archive inbox unavailable; retry later")
+        return status(OUT_OF_RESOURCES, "Archive inbox unavailable; retry later")
     if refused is not None:
         log.warning("C-STORE assoc=%s from %s: refused (%s), %d bytes -> %s/%s for quarantine", aid, calling,
                     refused.reason, size, layout.INBOX, blob_name)
-        return _status(CANNOT_UNDERSTAND, str(refused.reason))
+        return status(CANNOT_UNDERSTAND, str(refused.reason))
     log.info("C-STORE assoc=%s from %s: sop=%s %d bytes -> %s/%s", aid, calling, sop, size, layout.INBOX, blob_name)
-    return _status(SUCCESS)
+    return status(SUCCESS)
