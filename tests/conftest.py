@@ -19,12 +19,8 @@ from shared.services import Services  # noqa: E402
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    emulator = ephemeral(tmp_path_factory.mktemp("azurite"))
-    emulator.start()
-    try:
+    with ephemeral(tmp_path_factory.mktemp("azurite")) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture(scope="session")

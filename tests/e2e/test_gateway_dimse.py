@@ -36,12 +36,8 @@ pytestmark = pytest.mark.peers
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """This module's own storage: its C-FIND answers are compared with exact sets (a patient level query
     names one patient), so no other module's studies may be in the index."""
-    emulator = ephemeral(tmp_path_factory.mktemp("azurite-gateway"))
-    emulator.start()
-    try:
+    with ephemeral(tmp_path_factory.mktemp("azurite-gateway")) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture(scope="module")
