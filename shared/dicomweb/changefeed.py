@@ -18,7 +18,6 @@ study settles (a few seconds after ingest) and its order never changes afterward
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -26,7 +25,7 @@ import orjson
 from shared.dicomweb.errors import BadRequest
 from shared.dicomweb.reply import Reply
 from shared.index import changefeed
-from shared.index.store import FeedEntry, IndexStore
+from shared.index.store import READS, FeedEntry, IndexStore
 
 if TYPE_CHECKING:
     from shared.dicomweb.service import Call
@@ -82,8 +81,7 @@ def entry_json(index: IndexStore, entries: list[FeedEntry], *, metadata: bool) -
             got = index.get_instance(e.study, e.series, e.sop)
             return orjson.loads(got.meta) if got is not None and got.meta else None
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            metas = list(pool.map(meta, entries))
+        metas = list(READS.map(meta, entries))
     out = []
     for e, m in zip(entries, metas, strict=True):
         item: dict[str, Any] = {"Sequence": e.seq, "StudyInstanceUID": e.study, "SeriesInstanceUID": e.series,

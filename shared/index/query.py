@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 from shared.index import keys
 from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord, from_entity, study_part
-from shared.index.store import IndexStore
+from shared.index.store import READS, IndexStore
 from shared.ports import Row
 
 LevelName = Literal["study", "series", "instance"]
-#: Reads the pending rows beside each query's own lookup (shared by every query of the process).
-_PREFETCH = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qido-pending")
 _WILD = re.compile(r"[*?]")
 Record = StudyRecord  # every record class derives from StudyRecord
 
@@ -119,7 +116,7 @@ def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iter
         return
     # What arrived and is not settled yet: the pending series that the plan's key selects, read
     # while the plan's own query runs (the answer waits for the slower of the two, not both).
-    pending = _PREFETCH.submit(store.list_pending, _pending_filter(c, plan))
+    pending = READS.submit(store.list_pending, _pending_filter(c, plan))
     if plan.kind == "scan":
         yield from _scan(store, level, c.wanted)
     elif plan.key == "SOPInstanceUID":

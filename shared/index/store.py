@@ -40,6 +40,10 @@ from shared.ports import Row, RowChanged, RowExists, TableOp, TableStore
 BATCH = 100  # Table transactions: at most 100 operations, one partition
 #: The columns QIDO needs of an instance row (never the metadata chunks).
 INDEX_COLUMNS = ["PartitionKey", "RowKey", *INSTANCE_FIELDS, "patient_name_tokens"]
+#: The one pool for the reads the index makes side by side (a UID's lookup shards, an hour's feed shards,
+#: QIDO's pending read beside its lookup, change-feed metadata): its threads are made once per process,
+#: not per request. A task on it never waits on it in turn, so it cannot starve itself.
+READS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="index-reads")
 
 
 def utcnow() -> str:
@@ -296,9 +300,8 @@ class IndexStore:
     def find_by_uid(self, kind: str, uid: str) -> list[Row]:
         """Series or SOP lookups of one UID: a point read in every shard, concurrently."""
         parts = keys.uid_lookup_partitions(kind)
-        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            found = pool.map(lambda pk: self.t.get(tables.UID_LOOKUP, pk, uid), parts)
-            return [r for r in found if r is not None]
+        found = READS.map(lambda pk: self.t.get(tables.UID_LOOKUP, pk, uid), parts)
+        return [r for r in found if r is not None]
 
     # -- pending series ------------------------------------------------------------
     def put_pending(self, rec: SeriesRecord, arrival: float) -> None:
@@ -372,7 +375,6 @@ class IndexStore:
         """Feed entries of one hour bucket with low <= seq < high, in sequence order."""
         rng = keys.feed_row_range(low_seq, high_seq)
         parts = keys.feed_partitions(bucket)
-        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            rows = pool.map(lambda pk: list(self.t.query(tables.CHANGEFEED, pk=pk, rk_range=rng)), parts)
-            entries = [FeedEntry.from_entity(r) for part in rows for r in part]
+        rows = READS.map(lambda pk: list(self.t.query(tables.CHANGEFEED, pk=pk, rk_range=rng)), parts)
+        entries = [FeedEntry.from_entity(r) for part in rows for r in part]
         return sorted(entries, key=lambda e: e.seq)
