@@ -2,11 +2,21 @@
 subscriptions refer to and announce changes as ``Microsoft.Storage.BlobCreated`` /
 ``BlobDeleted`` in Event Grid schema, with the shape Azure's storage system topic uses.
 
-Only the watched containers are listed (``list_blobs``, comparing name + eTag): every 0.3 s while blobs
-arrive, backing off to every 1.2 s while nothing changes (a listing costs time in the number of blobs, and
-an app that keeps its uploads, as an inbox with a lifecycle rule does, makes the container grow).
-What was announced is kept in ``<state-dir>/watcher.json``, so a restart announces only what
-changed while the host was down (a blob created meanwhile is announced on start).
+Only the watched containers are listed, comparing name + eTag: every 0.3 s while blobs arrive, backing
+off to every 1.2 s while nothing changes. A listing costs time in the number of blobs, and an app that keeps
+its uploads (as an inbox with a lifecycle rule does) makes the container grow, so two things keep the
+watcher from stealing the app's time, which in Azure it would not (Event Grid's system topic runs
+elsewhere):
+
+* the listing reads the four fields it needs straight from the list response's XML
+  (``list_blob_names().by_page()`` keeps each page's parsed XML) instead of building a
+  ``BlobProperties`` per blob: 2,000 blobs cost 22 ms of host CPU instead of 380 ms (measured
+  against Azurite); if a future SDK stops keeping the page, :meth:`BlobWatcher._list` falls back to
+  ``list_blobs``;
+* the listing goes in pages of ``PAGE`` blobs with a pause after each page of ``PACE`` times what the
+  page took, so Azurite, which serves nothing else while it builds a page (about 50 ms for 1,000
+  blobs), is never held for long and listing stays about a tenth of its time; a request that arrives
+  meanwhile waits for one page at most.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +36,9 @@ from devhost.state import read_json, write_json
 log = logging.getLogger("devhost.watcher")
 #: While nothing changes, the pace slows to this many times the interval.
 IDLE_FACTOR = 4
+#: Blobs per listing page, and the pause after a page in multiples of the time the page took.
+PAGE = 200
+PACE = 9
 
 LOCAL_TOPIC = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/devhost/providers/"
                "Microsoft.Storage/storageAccounts/{account}")
@@ -91,11 +105,19 @@ class BlobWatcher:
             write_json(self.state_file, self.known)
 
     def _list(self, container: str) -> dict[str, dict[str, Any]]:
+        """Name -> the properties a storage event carries, for every blob in ``container``."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        client = self.service.get_container_client(container)
+        try:
+            return _list_from_xml(client)
+        except ResourceNotFoundError:
+            return {}
+        except _NoPageXml:
+            pass
         out: dict[str, dict[str, Any]] = {}
         try:
-            for b in self.service.get_container_client(container).list_blobs():
+            for b in client.list_blobs():
                 out[b.name] = {
                     "eTag": str(b.etag or "").strip('"'),
                     "contentLength": int(b.size or 0),
@@ -143,3 +165,40 @@ class BlobWatcher:
         self.announced += len(events)
         self.known.update(listing)
         write_json(self.state_file, self.known)
+
+
+class _NoPageXml(Exception):
+    """The SDK's name-only pager no longer keeps the page's XML (``list_blobs`` is used instead)."""
+
+
+def _list_from_xml(client: Any) -> dict[str, dict[str, Any]]:
+    """Every blob's name, eTag, length, content type and blob type, read from the List Blobs XML.
+
+    ``list_blob_names`` asks the service for the same listing as ``list_blobs`` but skips building
+    model objects; its page iterator keeps each page's parsed XML element (``_response``), from which
+    the four properties an event needs are read directly.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    pages = client.list_blob_names(results_per_page=PAGE).by_page()
+    while True:
+        started = time.monotonic()
+        if next(pages, None) is None:
+            break
+        took = time.monotonic() - started
+        root = getattr(pages, "_response", None)
+        if root is None or not hasattr(root, "iter"):
+            raise _NoPageXml
+        for blob in root.iter("Blob"):
+            props = blob.find("Properties")
+            name = blob.findtext("Name")
+            if name is None or props is None:
+                raise _NoPageXml
+            out[name] = {
+                "eTag": (props.findtext("Etag") or "").strip('"'),
+                "contentLength": int(props.findtext("Content-Length") or 0),
+                "contentType": props.findtext("Content-Type") or None,
+                "blobType": props.findtext("BlobType") or "BlockBlob",
+            }
+        if getattr(pages, "continuation_token", None):
+            time.sleep(PACE * took)  # more pages follow: let the emulator serve others first
+    return out
