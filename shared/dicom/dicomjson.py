@@ -75,9 +75,9 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
     ordered = True
     last = ""
     for tag, raw in ds._dict.items():
-        key = keys.get(tag)
+        key = keys.get(tag.real)  # a plain int: BaseTag compares in Python, a lookup with it costs 3x
         if key is None:
-            key = _key(tag)
+            key = _key(tag.real)
         if not key:
             continue  # file meta and group lengths are not part of DICOM JSON metadata
         if key < last:
@@ -194,8 +194,9 @@ _ESC = 0x1B
 def _implicit_vr(tag: BaseTag) -> str | None:
     """The dictionary VR of an implicit VR element, None where pydicom decides more (private,
     unknown or ambiguous tags)."""
-    if tag in _DICT_VR:
-        return _DICT_VR[tag]
+    number = tag.real  # the cache is keyed by plain int (see to_dicom_json)
+    if number in _DICT_VR:
+        return _DICT_VR[number]
     found: str | None = None
     if not tag.is_private:
         try:
@@ -204,7 +205,7 @@ def _implicit_vr(tag: BaseTag) -> str | None:
             found = None
         if found is not None and " " in found:  # e.g. "US or SS": pydicom corrects it from context
             found = None
-    _DICT_VR[tag] = found
+    _DICT_VR[number] = found
     return found
 
 
