@@ -21,6 +21,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from shared.dicom import facts
 from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader
@@ -108,6 +109,11 @@ def _parse(reader: RangedReader, defer_size: int) -> Dataset:
     ranged reads), else through the ranged reader itself (headers over one chunk)."""
     prefix = reader.prefix()
     whole = len(prefix) >= reader.size
+    if not whole and _DEFLATED in prefix[:_META_SPAN]:
+        # pydicom inflates everything after a deflated file's meta at once, so a prefix fails
+        # after inflating itself (the cost of a second parse). A guess from the bytes only
+        # chooses the path: a wrong one costs time, never a different result.
+        return _dcmread(reader, defer_size)
     fast = io.BytesIO(prefix)
     try:
         ds = _dcmread(fast, defer_size)
@@ -133,6 +139,9 @@ def _is_pixel_tag(head: bytes) -> bool:
 
 
 _PIXEL_PAIRS = {(t >> 16, t & 0xFFFF) for t in PIXEL_TAGS}
+_DEFLATED = str(DeflatedExplicitVRLittleEndian).encode()
+#: Where a file meta's Transfer Syntax UID is (preamble, DICM, the first meta elements).
+_META_SPAN = 1024
 
 
 def _dcmread(fp: Any, defer_size: int) -> Dataset:

@@ -6,13 +6,14 @@ Real files by name (pydicom's test data), bytes in memory; no storage.
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 from shared.dicom import facts
 from shared.dicom.header import DEFER_SIZE, read_header, read_header_bytes
@@ -138,6 +139,27 @@ def test_values_above_defer_size_are_skipped_not_downloaded() -> None:
     h = read_header(RangedReader(src))
     assert sum(n for _, n in src.calls) < DEFER_SIZE * 4
     assert h.sop_uid == ds.SOPInstanceUID and h.pixel_data_length == 16000
+
+
+def test_a_deflated_file_over_one_range_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydicom inflates all of a deflated data set at once: a first range alone cannot hold it, so the
+    header is parsed through the reader straight away, not tried on the range first."""
+    ds = minimal()
+    ds.add_new(0x00091010, "OB", random.Random(0).randbytes(100_000))  # incompressible: the file is over one range
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    raw = buf.getvalue()
+    assert len(raw) > 64 * 1024
+    parses = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: parses.append(1) or real(*a, **k))
+    h = read_header_bytes(raw)
+    assert parses == [1]
+    assert (h.transfer_syntax_uid, h.sop_uid, h.study_uid) == (DeflatedExplicitVRLittleEndian, ds.SOPInstanceUID,
+                                                               ds.StudyInstanceUID)
+    assert h.bytes_read == len(raw)
 
 
 @pytest.mark.parametrize("name", ["ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm", "MR_small_bigendian.dcm",
