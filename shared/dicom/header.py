@@ -24,7 +24,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from shared.dicom import facts
-from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader
+from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader, ReadDigest
 from shared.errors import ADVICE, BadInput, Reason
 
 #: Values longer than this are skipped while parsing (their offset is kept).
@@ -56,12 +56,18 @@ class Header:
     is_implicit_vr: bool
     bytes_read: int
     requests: int
-    digest: str
+    #: SHA-256 of the ranges the parse fetched, computed when first asked for (:attr:`digest`).
+    read_digest: ReadDigest
     #: Tolerated defects (pydicom reads such files too), as reason codes: Reason.TRUNCATED,
     #: Reason.TRUNCATED_PIXEL_DATA.
     warnings: list[Reason] = field(default_factory=list)
     content_md5: bytes | None = None
     etag: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over the bytes the parse fetched (with their offsets): equal for identical files."""
+        return self.read_digest.hexdigest()
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -239,7 +245,7 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
         is_implicit_vr=implicit,
         bytes_read=reader.bytes_fetched,
         requests=reader.requests,
-        digest=reader.digest(),
+        read_digest=reader.digest_so_far(),
         warnings=warnings_,
     )
 

@@ -100,6 +100,16 @@ def test_ranged_reader_digest_is_equal_for_equal_content_and_differs_otherwise()
     assert digest(b"a" * 64) != digest(b"a" * 20 + b"b" + b"a" * 43)
 
 
+def test_a_digest_so_far_covers_the_ranges_fetched_until_then_and_is_computed_when_asked() -> None:
+    payload = bytes(range(256)) * 4
+    r = RangedReader(BytesRangeSource(payload), first_chunk=16)
+    r.read(40)
+    so_far = r.digest_so_far()
+    expected = r.digest()
+    r.read(400)  # later reads (a deferred sequence read for the JSON) do not change it
+    assert so_far.hexdigest() == expected != r.digest()
+
+
 def test_ranged_reader_refuses_bad_seeks() -> None:
     reader = RangedReader(BytesRangeSource(b"abc"))
     with pytest.raises(OSError):
