@@ -12,11 +12,12 @@ layer prefixes its base URL when it serves them.
 Speed: ingest writes this JSON for every instance, and pydicom's way (convert every raw
 element to a ``DataElement``, then ``to_json_dict``) costs several times the parse itself.
 So the common cases are written straight from the raw element bytes (:func:`_fast`): text
-and string VRs decoded without escape sequences, IS/DS that are plain numbers, binary
-numbers, inline binary. Everything else (sequences' own conversion, PN or text in ISO 2022
-character sets, ambiguous or unknown VRs, values pydicom would repair or refuse) goes
-through pydicom's ``to_json_dict`` as before. The result is the same dict either way:
-``tests/unit/test_dicom_json.py`` compares both on every pydicom test and charset file.
+and string VRs (text with ISO 2022 escape sequences decoded by pydicom's ``decode_bytes``, as
+its conversion does), IS/DS that are plain numbers, binary numbers, inline binary. Everything
+else (sequences' own conversion, text the first encoding cannot decode, ambiguous or unknown
+VRs, values pydicom would repair or refuse) goes through pydicom's ``to_json_dict`` as before.
+The result is the same dict either way: ``tests/unit/test_dicom_json.py`` compares both on every
+pydicom test and charset file.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydicom import config, hooks
+from pydicom.charset import decode_bytes
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import TEXT_VR_DELIMS, PersonName
 from pydicom.values import convert_PN
 
 from shared.dicom.facts import has_native_pixels_in_place
@@ -274,10 +276,11 @@ def _w_binary(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h:
 
 
 def _decoded(value: bytes, enc: Sequence[str]) -> str | None:
-    """Text as pydicom's ``decode_bytes`` gives it when that is simple: no escape sequence,
-    so the first encoding alone, strictly (else pydicom warns and replaces: its business)."""
+    """Text as pydicom's conversion decodes it (``decode_bytes``, text delimiters): with escape
+    sequences (ISO 2022 code extensions: Japanese, Korean, ...) by ``decode_bytes`` itself; without,
+    the first encoding alone, strictly (else pydicom warns and replaces: its business)."""
     if _ESC in value:
-        return None
+        return decode_bytes(value, enc, TEXT_VR_DELIMS)
     try:
         return value.decode(enc[0])
     except (UnicodeError, LookupError):
@@ -300,8 +303,8 @@ def _w_pn(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Han
         text = _decoded(value.rstrip(b"\x00 "), enc)
         if text is not None:
             return _person_names(text)
-    # Code extensions (ISO 2022: Japanese, Korean, ...): pydicom's own PN decoder, not its
-    # element machinery around it.
+    # A first encoding pydicom encodes its own way, or a value the first encoding cannot decode:
+    # pydicom's own PN conversion, not its element machinery around it.
     try:
         names = convert_PN(value, list(enc))
     except Exception:  # noqa: BLE001 - pydicom would try other VRs: let it
