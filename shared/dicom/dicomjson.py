@@ -73,30 +73,41 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
 
     fast = _fast_ok()
     encodings = _encodings(ds) if fast else None
-    keys = _KEYS
+    plans, writers = _PLANS, _WRITERS
     ordered = True
     last = ""
     for tag, raw in ds._dict.items():
-        key = keys.get(tag.real)  # a plain int: BaseTag compares in Python, a lookup with it costs 3x
-        if key is None:
-            key = _key(tag.real)
+        plan = plans.get(tag.real)  # a plain int: BaseTag compares in Python, a lookup with it costs 3x
+        if plan is None:
+            plan = _plan(tag)
+        key = plan[0]
         if not key:
             continue  # file meta and group lengths are not part of DICOM JSON metadata
         if key < last:
             ordered = False
         last = key
         if type(raw) is RawDataElement:
-            if raw.value is None and raw.length not in (0, 0xFFFFFFFF):
+            value = raw.value
+            if value is None and raw.length not in (0, 0xFFFFFFFF):
                 vr = _vr_of(raw)
                 if vr is None or vr in _BINARY_VRS or vr.startswith("O"):
                     out[key] = {"vr": vr or "UN",
                                 "BulkDataURI": bulk_uri(study, series, sop, raw.value_tell, raw.length)}
                     continue
             elif encodings is not None:
-                got = _fast(raw, encodings, handler)
-                if got is not None:
-                    out[key] = got
-                    continue
+                # _fast, written out: this runs for every element of every instance
+                vr = raw.VR if raw.VR is not None else plan[1]
+                writer = writers.get(vr) if vr is not None else None
+                if writer is not None and vr is not None:
+                    if value:
+                        got = writer(vr, raw, value, encodings, handler)
+                    elif value is not None or raw.length == 0:
+                        got = {"vr": vr}
+                    else:
+                        got = None
+                    if got is not None:
+                        out[key] = got
+                        continue
         elif encodings is not None and raw.VR in _CONVERTED_STRINGS and type(raw.value) is str:
             out[key] = {"vr": raw.VR, "Value": [raw.value]} if raw.value else {"vr": raw.VR}
             continue
@@ -118,19 +129,23 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
     return out if ordered else dict(sorted(out.items()))
 
 
-#: DICOM JSON key of each tag seen ("" for tags left out: file meta, group lengths).
-_KEYS: dict[int, str] = {}
 #: Converted elements (e.g. Specific Character Set, which the parse converts) whose single str
 #: value is written as pydicom writes it.
 _CONVERTED_STRINGS = {"AE", "AS", "CS", "DA", "DT", "TM", "UI", "SH", "LO", "UC", "ST", "LT", "UT", "UR"}
 
 
-def _key(tag: int) -> str:
-    key = "" if tag >> 16 == 0x0002 or tag & 0xFFFF == 0 else f"{tag:08X}"
-    if len(_KEYS) > 50_000:  # private tags vary without bound: keep the memory bounded
-        _KEYS.clear()
-    _KEYS[tag] = key
-    return key
+#: Per tag seen (a plain int): its DICOM JSON key ("" for tags left out: file meta, group
+#: lengths) and its VR in an implicit VR data set (:func:`_implicit_vr`).
+_PLANS: dict[int, tuple[str, str | None]] = {}
+
+
+def _plan(tag: BaseTag) -> tuple[str, str | None]:
+    number = tag.real
+    key = "" if number >> 16 == 0x0002 or number & 0xFFFF == 0 else f"{number:08X}"
+    if len(_PLANS) > 50_000:  # private tags vary without bound: keep the memory bounded
+        _PLANS.clear()
+    plan = _PLANS[number] = (key, _implicit_vr(tag) if key else None)
+    return plan
 
 
 # -- the fast path ------------------------------------------------------------------------------
@@ -223,12 +238,19 @@ def _multi(vr: str, items: list[str]) -> dict[str, Any]:
 Writer = Callable[[str, RawDataElement, bytes, Sequence[str], Handler], "dict[str, Any] | None"]
 
 
+def _split(vr: str, text: str) -> dict[str, Any]:
+    """:func:`_multi` of ``text`` split at backslashes (one value, the common case, without splitting)."""
+    if "\\" in text:
+        return _multi(vr, text.split("\\"))
+    return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+
+
 def _w_string(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
-    return _multi(vr, value.decode("latin-1").rstrip(" \x00").split("\\"))
+    return _split(vr, value.decode("latin-1").rstrip(" \x00"))
 
 
 def _w_uid(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
-    return _multi(vr, value.decode("latin-1").rstrip("\0 ").split("\\"))
+    return _split(vr, value.decode("latin-1").rstrip("\0 "))
 
 
 def _w_ae(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
