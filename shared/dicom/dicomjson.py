@@ -284,7 +284,10 @@ def _w_is(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Han
 
 
 def _w_ds(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
-    items = value.decode("latin-1").strip().rstrip(" \x00").split("\\")
+    text = value.decode("latin-1").strip().rstrip(" \x00")
+    if "\\" not in text:  # one value, the common case
+        return {"vr": vr, "Value": [float(text)]} if _FLOAT.fullmatch(text) else None
+    items = text.split("\\")
     for i in items:
         if not _FLOAT.fullmatch(i):
             return None
@@ -311,7 +314,11 @@ def _decoded(value: bytes, enc: Sequence[str]) -> str | None:
 
 def _w_text(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
     text = _decoded(value, enc)
-    return None if text is None else _multi(vr, [s.rstrip("\0 ") for s in text.split("\\")])
+    if text is None:
+        return None
+    if "\\" not in text:  # one value, the common case
+        return _multi(vr, [text.rstrip("\0 ")])
+    return _multi(vr, [s.rstrip("\0 ") for s in text.split("\\")])
 
 
 def _w_single_text(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler
