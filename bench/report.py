@@ -125,9 +125,10 @@ def _ingest(d: dict[str, Any] | None, label: str) -> str:
                      + ", ".join(f"{n} {s}" for s, n in sorted(confirmed.items())) + " in the first repetition.\n")
     lines.append(
         "Header path = what ingest does per file before it writes: `read_header_bytes` + `validate` + "
-        "`to_dicom_json` + `from_dicom_json` + `pack_meta` (zlib), over the corpus in memory (`time.process_time`, "
+        "`to_dicom_json` + `from_dicom_json` (with `content_digest` from the upload's Content-MD5) + `pack_meta` "
+        "(zlib), over the corpus in memory (`time.process_time`, "
         f"5 repetitions). Of it, `read_header_bytes` is {fmt(h.get('read_header_ms'), 2)} ms "
-        f"({_ratio(h, 'read_header_ms')}x bare; it also hashes the 64 KiB read for duplicate detection), "
+        f"({_ratio(h, 'read_header_ms')}x bare; the 64 KiB read is hashed only for uploads without Content-MD5), "
         f"the DICOM JSON {fmt(h.get('to_dicom_json_ms'), 2)} ms and the record + zlib pack "
         f"{fmt(h.get('record_pack_ms'), 2)} ms per instance. Before: {_med(bh.get('ratio'))}x, of which "
         f"`read_header_bytes` {_ratio(bh, 'read_header_ms') if bh else 'n/a'}x.\n")

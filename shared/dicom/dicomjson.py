@@ -12,11 +12,12 @@ layer prefixes its base URL when it serves them.
 Speed: ingest writes this JSON for every instance, and pydicom's way (convert every raw
 element to a ``DataElement``, then ``to_json_dict``) costs several times the parse itself.
 So the common cases are written straight from the raw element bytes (:func:`_fast`): text
-and string VRs decoded without escape sequences, IS/DS that are plain numbers, binary
-numbers, inline binary. Everything else (sequences' own conversion, PN or text in ISO 2022
-character sets, ambiguous or unknown VRs, values pydicom would repair or refuse) goes
-through pydicom's ``to_json_dict`` as before. The result is the same dict either way:
-``tests/unit/test_dicom_json.py`` compares both on every pydicom test and charset file.
+and string VRs (text with ISO 2022 escape sequences decoded by pydicom's ``decode_bytes``, as
+its conversion does), IS/DS that are plain numbers, binary numbers, inline binary. Everything
+else (sequences' own conversion, text the first encoding cannot decode, ambiguous or unknown
+VRs, values pydicom would repair or refuse) goes through pydicom's ``to_json_dict`` as before.
+The result is the same dict either way: ``tests/unit/test_dicom_json.py`` compares both on every
+pydicom test and charset file.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydicom import config, hooks
+from pydicom.charset import decode_bytes
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import TEXT_VR_DELIMS, PersonName
 from pydicom.values import convert_PN
 
 from shared.dicom.facts import has_native_pixels_in_place
@@ -71,30 +73,41 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
 
     fast = _fast_ok()
     encodings = _encodings(ds) if fast else None
-    keys = _KEYS
+    plans, writers = _PLANS, _WRITERS
     ordered = True
     last = ""
     for tag, raw in ds._dict.items():
-        key = keys.get(tag)
-        if key is None:
-            key = _key(tag)
+        plan = plans.get(tag.real)  # a plain int: BaseTag compares in Python, a lookup with it costs 3x
+        if plan is None:
+            plan = _plan(tag)
+        key = plan[0]
         if not key:
             continue  # file meta and group lengths are not part of DICOM JSON metadata
         if key < last:
             ordered = False
         last = key
         if type(raw) is RawDataElement:
-            if raw.value is None and raw.length not in (0, 0xFFFFFFFF):
+            value = raw.value
+            if value is None and raw.length not in (0, 0xFFFFFFFF):
                 vr = _vr_of(raw)
                 if vr is None or vr in _BINARY_VRS or vr.startswith("O"):
                     out[key] = {"vr": vr or "UN",
                                 "BulkDataURI": bulk_uri(study, series, sop, raw.value_tell, raw.length)}
                     continue
             elif encodings is not None:
-                got = _fast(raw, encodings, handler)
-                if got is not None:
-                    out[key] = got
-                    continue
+                # _fast, written out: this runs for every element of every instance
+                vr = raw.VR if raw.VR is not None else plan[1]
+                writer = writers.get(vr) if vr is not None else None
+                if writer is not None and vr is not None:
+                    if value:
+                        got = writer(vr, raw, value, encodings, handler)
+                    elif value is not None or raw.length == 0:
+                        got = {"vr": vr}
+                    else:
+                        got = None
+                    if got is not None:
+                        out[key] = got
+                        continue
         elif encodings is not None and raw.VR in _CONVERTED_STRINGS and type(raw.value) is str:
             out[key] = {"vr": raw.VR, "Value": [raw.value]} if raw.value else {"vr": raw.VR}
             continue
@@ -116,19 +129,23 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
     return out if ordered else dict(sorted(out.items()))
 
 
-#: DICOM JSON key of each tag seen ("" for tags left out: file meta, group lengths).
-_KEYS: dict[int, str] = {}
 #: Converted elements (e.g. Specific Character Set, which the parse converts) whose single str
 #: value is written as pydicom writes it.
 _CONVERTED_STRINGS = {"AE", "AS", "CS", "DA", "DT", "TM", "UI", "SH", "LO", "UC", "ST", "LT", "UT", "UR"}
 
 
-def _key(tag: int) -> str:
-    key = "" if tag >> 16 == 0x0002 or tag & 0xFFFF == 0 else f"{tag:08X}"
-    if len(_KEYS) > 50_000:  # private tags vary without bound: keep the memory bounded
-        _KEYS.clear()
-    _KEYS[tag] = key
-    return key
+#: Per tag seen (a plain int): its DICOM JSON key ("" for tags left out: file meta, group
+#: lengths) and its VR in an implicit VR data set (:func:`_implicit_vr`).
+_PLANS: dict[int, tuple[str, str | None]] = {}
+
+
+def _plan(tag: BaseTag) -> tuple[str, str | None]:
+    number = tag.real
+    key = "" if number >> 16 == 0x0002 or number & 0xFFFF == 0 else f"{number:08X}"
+    if len(_PLANS) > 50_000:  # private tags vary without bound: keep the memory bounded
+        _PLANS.clear()
+    plan = _PLANS[number] = (key, _implicit_vr(tag) if key else None)
+    return plan
 
 
 # -- the fast path ------------------------------------------------------------------------------
@@ -194,8 +211,9 @@ _ESC = 0x1B
 def _implicit_vr(tag: BaseTag) -> str | None:
     """The dictionary VR of an implicit VR element, None where pydicom decides more (private,
     unknown or ambiguous tags)."""
-    if tag in _DICT_VR:
-        return _DICT_VR[tag]
+    number = tag.real  # the cache is keyed by plain int (see to_dicom_json)
+    if number in _DICT_VR:
+        return _DICT_VR[number]
     found: str | None = None
     if not tag.is_private:
         try:
@@ -204,7 +222,7 @@ def _implicit_vr(tag: BaseTag) -> str | None:
             found = None
         if found is not None and " " in found:  # e.g. "US or SS": pydicom corrects it from context
             found = None
-    _DICT_VR[tag] = found
+    _DICT_VR[number] = found
     return found
 
 
@@ -220,12 +238,19 @@ def _multi(vr: str, items: list[str]) -> dict[str, Any]:
 Writer = Callable[[str, RawDataElement, bytes, Sequence[str], Handler], "dict[str, Any] | None"]
 
 
+def _split(vr: str, text: str) -> dict[str, Any]:
+    """:func:`_multi` of ``text`` split at backslashes (one value, the common case, without splitting)."""
+    if "\\" in text:
+        return _multi(vr, text.split("\\"))
+    return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+
+
 def _w_string(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
-    return _multi(vr, value.decode("latin-1").rstrip(" \x00").split("\\"))
+    return _split(vr, value.decode("latin-1").rstrip(" \x00"))
 
 
 def _w_uid(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
-    return _multi(vr, value.decode("latin-1").rstrip("\0 ").split("\\"))
+    return _split(vr, value.decode("latin-1").rstrip("\0 "))
 
 
 def _w_ae(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
@@ -259,7 +284,10 @@ def _w_is(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Han
 
 
 def _w_ds(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
-    items = value.decode("latin-1").strip().rstrip(" \x00").split("\\")
+    text = value.decode("latin-1").strip().rstrip(" \x00")
+    if "\\" not in text:  # one value, the common case
+        return {"vr": vr, "Value": [float(text)]} if _FLOAT.fullmatch(text) else None
+    items = text.split("\\")
     for i in items:
         if not _FLOAT.fullmatch(i):
             return None
@@ -273,10 +301,11 @@ def _w_binary(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h:
 
 
 def _decoded(value: bytes, enc: Sequence[str]) -> str | None:
-    """Text as pydicom's ``decode_bytes`` gives it when that is simple: no escape sequence,
-    so the first encoding alone, strictly (else pydicom warns and replaces: its business)."""
+    """Text as pydicom's conversion decodes it (``decode_bytes``, text delimiters): with escape
+    sequences (ISO 2022 code extensions: Japanese, Korean, ...) by ``decode_bytes`` itself; without,
+    the first encoding alone, strictly (else pydicom warns and replaces: its business)."""
     if _ESC in value:
-        return None
+        return decode_bytes(value, enc, TEXT_VR_DELIMS)
     try:
         return value.decode(enc[0])
     except (UnicodeError, LookupError):
@@ -285,7 +314,11 @@ def _decoded(value: bytes, enc: Sequence[str]) -> str | None:
 
 def _w_text(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler) -> dict[str, Any] | None:
     text = _decoded(value, enc)
-    return None if text is None else _multi(vr, [s.rstrip("\0 ") for s in text.split("\\")])
+    if text is None:
+        return None
+    if "\\" not in text:  # one value, the common case
+        return _multi(vr, [text.rstrip("\0 ")])
+    return _multi(vr, [s.rstrip("\0 ") for s in text.split("\\")])
 
 
 def _w_single_text(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Handler
@@ -299,8 +332,8 @@ def _w_pn(vr: str, raw: RawDataElement, value: bytes, enc: Sequence[str], h: Han
         text = _decoded(value.rstrip(b"\x00 "), enc)
         if text is not None:
             return _person_names(text)
-    # Code extensions (ISO 2022: Japanese, Korean, ...): pydicom's own PN decoder, not its
-    # element machinery around it.
+    # A first encoding pydicom encodes its own way, or a value the first encoding cannot decode:
+    # pydicom's own PN conversion, not its element machinery around it.
     try:
         names = convert_PN(value, list(enc))
     except Exception:  # noqa: BLE001 - pydicom would try other VRs: let it

@@ -21,9 +21,10 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from shared.dicom import facts
-from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader
+from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader, ReadDigest
 from shared.errors import ADVICE, BadInput, Reason
 
 #: Values longer than this are skipped while parsing (their offset is kept).
@@ -55,12 +56,18 @@ class Header:
     is_implicit_vr: bool
     bytes_read: int
     requests: int
-    digest: str
+    #: SHA-256 of the ranges the parse fetched, computed when first asked for (:attr:`digest`).
+    read_digest: ReadDigest
     #: Tolerated defects (pydicom reads such files too), as reason codes: Reason.TRUNCATED,
     #: Reason.TRUNCATED_PIXEL_DATA.
     warnings: list[Reason] = field(default_factory=list)
     content_md5: bytes | None = None
     etag: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over the bytes the parse fetched (with their offsets): equal for identical files."""
+        return self.read_digest.hexdigest()
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -108,6 +115,11 @@ def _parse(reader: RangedReader, defer_size: int) -> Dataset:
     ranged reads), else through the ranged reader itself (headers over one chunk)."""
     prefix = reader.prefix()
     whole = len(prefix) >= reader.size
+    if not whole and _DEFLATED in prefix[:_META_SPAN]:
+        # pydicom inflates everything after a deflated file's meta at once, so a prefix fails
+        # after inflating itself (the cost of a second parse). A guess from the bytes only
+        # chooses the path: a wrong one costs time, never a different result.
+        return _dcmread(reader, defer_size)
     fast = io.BytesIO(prefix)
     try:
         ds = _dcmread(fast, defer_size)
@@ -133,6 +145,9 @@ def _is_pixel_tag(head: bytes) -> bool:
 
 
 _PIXEL_PAIRS = {(t >> 16, t & 0xFFFF) for t in PIXEL_TAGS}
+_DEFLATED = str(DeflatedExplicitVRLittleEndian).encode()
+#: Where a file meta's Transfer Syntax UID is (preamble, DICM, the first meta elements).
+_META_SPAN = 1024
 
 
 def _dcmread(fp: Any, defer_size: int) -> Dataset:
@@ -230,7 +245,7 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
         is_implicit_vr=implicit,
         bytes_read=reader.bytes_fetched,
         requests=reader.requests,
-        digest=reader.digest(),
+        read_digest=reader.digest_so_far(),
         warnings=warnings_,
     )
 

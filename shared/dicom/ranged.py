@@ -73,6 +73,7 @@ class RangedReader(io.RawIOBase):
         self.requests = 0
         self.high_water = 0  # furthest byte offset handed to the caller
         self._digest = hashlib.sha256()
+        self._unhashed: tuple[int, bytes] | None = None  # the last range fetched (see digest_so_far)
 
     # -- io API -------------------------------------------------------------
     def readable(self) -> bool:
@@ -173,10 +174,41 @@ class RangedReader(io.RawIOBase):
         self._size = total
         self.requests += 1
         self.bytes_fetched += len(data)
-        self._digest.update(offset.to_bytes(8, "little"))
-        self._digest.update(data)
+        if self._unhashed is not None:
+            _update(self._digest, self._unhashed)
+        self._unhashed = (offset, data)
         return data
 
     def digest(self) -> str:
         """SHA-256 over every range fetched (with its offset): equal for identical content."""
-        return self._digest.hexdigest()
+        return self.digest_so_far().hexdigest()
+
+    def digest_so_far(self) -> ReadDigest:
+        """The digest of the ranges fetched until now, computed when first asked for."""
+        return ReadDigest(self._digest.copy(), self._unhashed)
+
+
+def _update(h: Any, fetched: tuple[int, bytes]) -> None:
+    h.update(fetched[0].to_bytes(8, "little"))
+    h.update(fetched[1])
+
+
+class ReadDigest:
+    """SHA-256 over the ranges a reader fetched up to one point, each with its offset. The last
+    range is hashed only when the digest is asked for: most headers are one range, and a caller
+    that holds the whole file's Content-MD5 never asks (hashing the 64 KiB first range costs
+    about a fifth of a header parse)."""
+
+    __slots__ = ("_hash", "_last", "_value")
+
+    def __init__(self, hashed: Any, last: tuple[int, bytes] | None) -> None:  # Any: hashlib's HASH
+        self._hash, self._last = hashed, last
+        self._value: str | None = None
+
+    def hexdigest(self) -> str:
+        if self._value is None:
+            if self._last is not None:
+                _update(self._hash, self._last)
+                self._last = None  # the bytes are not kept once hashed
+            self._value = self._hash.hexdigest()
+        return self._value

@@ -55,11 +55,15 @@ ATTEMPTS = 5
 
 
 def content_digest(header: Header, md5: bytes | None) -> str:
-    """Equal for identical files: the header bytes read, the size and the upload's Content-MD5."""
-    h = hashlib.sha256(header.digest.encode())
-    h.update(header.size_bytes.to_bytes(8, "little"))
+    """Equal for identical files, different when any byte differs: the size and the upload's
+    Content-MD5 (of the whole file; Azure Storage keeps one for every single-request upload),
+    else the size and the bytes the header read fetched (its first 64 KiB at least: a change
+    beyond them, in a file of the same size uploaded without Content-MD5, goes unseen)."""
+    size = header.size_bytes.to_bytes(8, "little")
     if md5:
-        h.update(md5)
+        return hashlib.sha256(size + md5).hexdigest()
+    h = hashlib.sha256(header.digest.encode())
+    h.update(size)
     return h.hexdigest()
 
 

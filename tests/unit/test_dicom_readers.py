@@ -6,13 +6,14 @@ Real files by name (pydicom's test data), bytes in memory; no storage.
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 from shared.dicom import facts
 from shared.dicom.header import DEFER_SIZE, read_header, read_header_bytes
@@ -99,6 +100,16 @@ def test_ranged_reader_digest_is_equal_for_equal_content_and_differs_otherwise()
     assert digest(b"a" * 64) != digest(b"a" * 20 + b"b" + b"a" * 43)
 
 
+def test_a_digest_so_far_covers_the_ranges_fetched_until_then_and_is_computed_when_asked() -> None:
+    payload = bytes(range(256)) * 4
+    r = RangedReader(BytesRangeSource(payload), first_chunk=16)
+    r.read(40)
+    so_far = r.digest_so_far()
+    expected = r.digest()
+    r.read(400)  # later reads (a deferred sequence read for the JSON) do not change it
+    assert so_far.hexdigest() == expected != r.digest()
+
+
 def test_ranged_reader_refuses_bad_seeks() -> None:
     reader = RangedReader(BytesRangeSource(b"abc"))
     with pytest.raises(OSError):
@@ -138,6 +149,27 @@ def test_values_above_defer_size_are_skipped_not_downloaded() -> None:
     h = read_header(RangedReader(src))
     assert sum(n for _, n in src.calls) < DEFER_SIZE * 4
     assert h.sop_uid == ds.SOPInstanceUID and h.pixel_data_length == 16000
+
+
+def test_a_deflated_file_over_one_range_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydicom inflates all of a deflated data set at once: a first range alone cannot hold it, so the
+    header is parsed through the reader straight away, not tried on the range first."""
+    ds = minimal()
+    ds.add_new(0x00091010, "OB", random.Random(0).randbytes(100_000))  # incompressible: the file is over one range
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    raw = buf.getvalue()
+    assert len(raw) > 64 * 1024
+    parses = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: parses.append(1) or real(*a, **k))
+    h = read_header_bytes(raw)
+    assert parses == [1]
+    assert (h.transfer_syntax_uid, h.sop_uid, h.study_uid) == (DeflatedExplicitVRLittleEndian, ds.SOPInstanceUID,
+                                                               ds.StudyInstanceUID)
+    assert h.bytes_read == len(raw)
 
 
 @pytest.mark.parametrize("name", ["ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm", "MR_small_bigendian.dcm",

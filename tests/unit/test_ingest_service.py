@@ -6,7 +6,10 @@ ingest is pinned here (and against Azurite in tests/integration/test_request_bud
 
 from __future__ import annotations
 
+import io
+
 import orjson
+import pydicom
 import pytest
 
 from shared.dicomweb.attributes import Level
@@ -97,6 +100,40 @@ def test_new_content_under_a_known_sop_is_an_update_and_replaces_the_archive() -
     assert f.blobs.blobs[(layout.ARCHIVE, layout.instance_path(study, series, sop))].data == \
         f.blobs.blobs[(layout.INBOX, "v2.dcm")].data
     assert [c.action for c in f.services.index.changes(study)] == [Action.CREATE, Action.UPDATE]
+
+
+def _large(study: str, series: str, sop: str, last: int) -> bytes:
+    """An instance with 128 KiB of pixel data (past the header read's first 64 KiB) ending in ``last``."""
+    ds = pydicom.dcmread(io.BytesIO(instance(study, series, sop)))
+    ds.Rows = ds.Columns = 256
+    ds.PixelData = b"\0" * (256 * 256 * 2 - 1) + bytes([last])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_new_pixel_data_past_the_header_read_is_an_update_by_the_uploads_content_md5() -> None:
+    f = memory_services(**PRODUCTION)
+    (study, series, sop, _), = study_of(1, 1)
+    upload(f, "v1.dcm", _large(study, series, sop, 1))
+    upload(f, "v2.dcm", _large(study, series, sop, 2))  # same size, same first 64 KiB
+    upload(f, "v3.dcm", _large(study, series, sop, 2))
+    assert ingest(f, "v1.dcm").state is IngestState.ARCHIVED
+    out = ingest(f, "v2.dcm")
+    assert out.state is IngestState.UPDATED
+    assert out.requests == 1  # the header read never fetched the changed byte: the Content-MD5 tells
+    assert ingest(f, "v3.dcm").state is IngestState.DUPLICATE
+    assert [c.action for c in f.services.index.changes(study)] == [Action.CREATE, Action.UPDATE]
+
+
+def test_without_content_md5_the_bytes_the_header_read_fetched_tell_an_update() -> None:
+    f = memory_services(**PRODUCTION)
+    (study, series, sop, data), = study_of(1, 1)
+    f.blobs.put(layout.INBOX, "v1.dcm", data, md5=False)
+    f.blobs.put(layout.INBOX, "v2.dcm", instance(study, series, sop, pixel=7), md5=False)  # pixels only
+    f.blobs.put(layout.INBOX, "v3.dcm", instance(study, series, sop, pixel=7), md5=False)
+    assert [ingest(f, n).state for n in ("v1.dcm", "v2.dcm", "v3.dcm")] == [
+        IngestState.ARCHIVED, IngestState.UPDATED, IngestState.DUPLICATE]
 
 
 def test_a_retry_of_a_finished_ingest_recognises_its_own_work() -> None:
