@@ -39,7 +39,7 @@ from shared.dicomweb.media import negotiate_json
 from shared.dicomweb.multipart import parse_stow_body
 from shared.dicomweb.reply import Reply
 from shared.errors import BadInput, Reason
-from shared.ingest.service import content_digest
+from shared.ingest.service import ContentDigest
 from shared.ingest.states import STORED, IngestState, Outcome
 from shared.ingest.status import outcome_of
 from shared.services import Services
@@ -66,7 +66,7 @@ class PartResult:
     failure: int | None = None
     state: str = "pending"  # pending | stored | failed
     etag: str = ""
-    digest: str = ""
+    digest: ContentDigest | None = None
 
 
 def store(call: Call) -> Reply:
@@ -98,7 +98,7 @@ def store(call: Call) -> Reply:
             continue
         res.blob = layout.stow_inbox_path(request_id, n + 1, sop)
         content = bytes(part.content)
-        res.digest = content_digest(header, hashlib.md5(content).digest())  # noqa: S324 - Content-MD5, not security
+        res.digest = ContentDigest(header, hashlib.md5(content).digest())  # noqa: S324 - Content-MD5, not security
         try:
             res.etag = svc.blobs.write(layout.INBOX, res.blob, content, content_type="application/dicom")
         except Exception:  # guards one part's inbox write: any storage failure is that part's 0xA700
@@ -114,7 +114,7 @@ def _await_ingest(svc: Services, pending: list[PartResult], budget: float) -> No
     delay = 0.05
     while pending:
         for r in list(pending):
-            assert r.blob is not None and r.study and r.series and r.sop
+            assert r.blob is not None and r.study and r.series and r.sop and r.digest is not None
             entry = outcome_of(svc, r.blob, r.etag, r.study, r.series, r.sop, digest=r.digest)
             if entry.state is IngestState.PENDING:
                 quarantined = svc.blobs.properties(layout.QUARANTINE, layout.quarantine_path(r.blob, r.etag))

@@ -59,12 +59,37 @@ def content_digest(header: Header, md5: bytes | None) -> str:
     Content-MD5 (of the whole file; Azure Storage keeps one for every single-request upload),
     else the size and the bytes the header read fetched (its first 64 KiB at least: a change
     beyond them, in a file of the same size uploaded without Content-MD5, goes unseen)."""
-    size = header.size_bytes.to_bytes(8, "little")
-    if md5:
-        return hashlib.sha256(size + md5).hexdigest()
-    h = hashlib.sha256(header.digest.encode())
-    h.update(size)
-    return h.hexdigest()
+    return ContentDigest(header, md5).value
+
+
+class ContentDigest:
+    """An upload's :func:`content_digest`, and whether a stored row's digest describes the same file.
+
+    Rows written before 2026-11-29 hashed the first range read even when the upload had a Content-MD5
+    (``sha256(read digest, size, md5)``). :meth:`matches` accepts that form too, computed only when the
+    current one differs, so a file re-sent after the upgrade stays a duplicate, not an update."""
+
+    __slots__ = ("_header", "_md5", "value")
+
+    def __init__(self, header: Header, md5: bytes | None) -> None:
+        self._header, self._md5 = header, md5
+        size = header.size_bytes.to_bytes(8, "little")
+        if md5:
+            self.value = hashlib.sha256(size + md5).hexdigest()
+        else:
+            self.value = self._with_read_digest()
+
+    def _with_read_digest(self) -> str:
+        h = hashlib.sha256(self._header.digest.encode())
+        h.update(self._header.size_bytes.to_bytes(8, "little"))
+        if self._md5:
+            h.update(self._md5)
+        return h.hexdigest()
+
+    def matches(self, stored: str) -> bool:
+        if stored == self.value:
+            return True
+        return bool(self._md5) and bool(stored) and stored == self._with_read_digest()
 
 
 def source_of(name: str, etag: str | None) -> str:
@@ -91,9 +116,10 @@ class IngestService:
             doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged)
         except BlobGone:
             return self._gone(blob.name)
-        rec = _record(doc, header, (study, series, sop, sop_class), blob, source_of(blob.name, blob.etag))
+        digest = ContentDigest(header, blob.content_md5)
+        rec = _record(doc, header, (study, series, sop, sop_class), blob, source_of(blob.name, blob.etag), digest)
         try:
-            state = self._store(blob, doc, rec)
+            state = self._store(blob, doc, rec, digest)
         except BlobGone:
             return self._gone(blob.name)
         log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.name, state, sop,
@@ -129,7 +155,8 @@ class IngestService:
             message = f"The archived file {blob.name} holds instance {i} of series {se}; it belongs at {path}."
             return Outcome(blob.name, IngestState.REFUSED, s, se, i, reason=Reason.UID_CONFLICT, message=message)
         doc = to_dicom_json(header, s, se, i)
-        rec = _record(doc, header, uids, blob, f"{blob.container}/{blob.name}@{blob.etag or ''}")
+        digest = ContentDigest(header, blob.content_md5)
+        rec = _record(doc, header, uids, blob, f"{blob.container}/{blob.name}@{blob.etag or ''}", digest)
         rec.stamp = stamp_of(blob.metadata, blob.last_modified, svc.topology.writer_of(blob.container))
         meta = self._meta(rec, doc)
         origin = stamp_region(rec.stamp)
@@ -145,7 +172,7 @@ class IngestService:
             existing = svc.index.get_instance(s, se, i)
             if existing is not None:
                 old = existing.record
-                if old.stamp == rec.stamp or old.digest == rec.digest:
+                if old.stamp == rec.stamp or digest.matches(old.digest):
                     return Outcome(blob.name, IngestState.DUPLICATE, s, se, i)
                 if old.stamp > rec.stamp:
                     return Outcome(blob.name, IngestState.SUPERSEDED, s, se, i)
@@ -183,7 +210,7 @@ class IngestService:
                 return self.index_archived(blob)
             old = existing.record
             doc = to_dicom_json(header, s, se, i)
-            rec = _record(doc, header, uids, blob, old.source)
+            rec = _record(doc, header, uids, blob, old.source, ContentDigest(header, blob.content_md5))
             rec.stamp, rec.seq, rec.arrival, rec.digest = old.stamp, old.seq, old.arrival, old.digest
             rec.ingested_at, rec.updated_at = old.ingested_at, old.updated_at
             try:
@@ -204,7 +231,7 @@ class IngestService:
             blobs.put_json(self.svc.blobs, layout.METADATA, layout.instance_metadata_path(s, se, i), doc)
         return meta
 
-    def _store(self, blob: Blob, doc: dict[str, Any], rec: InstanceRecord) -> IngestState:
+    def _store(self, blob: Blob, doc: dict[str, Any], rec: InstanceRecord, digest: ContentDigest) -> IngestState:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
         path = layout.instance_path(s, se, i)
         meta = self._meta(rec, doc)
@@ -220,7 +247,7 @@ class IngestService:
                 pass  # the row exists though the archive did not: decide below
         for _ in range(ATTEMPTS):
             existing = self.svc.index.get_instance(s, se, i)
-            if existing is not None and existing.record.digest == rec.digest:
+            if existing is not None and digest.matches(existing.record.digest):
                 if existing.record.source == rec.source:  # our own earlier attempt wrote it
                     self.svc.scheduler.after_write(s)
                     return IngestState.UPDATED if existing.record.updated_at else IngestState.ARCHIVED
@@ -274,12 +301,12 @@ class IngestService:
 
 
 def _record(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], blob: Blob,
-            source: str) -> InstanceRecord:
+            source: str, digest: ContentDigest) -> InstanceRecord:
     """The instance row's record: its index fields from the instance's DICOM JSON ``doc`` (so QIDO
     answers with what WADO-RS metadata says), the rest from the parsed, validated header."""
     rec = from_dicom_json(
         doc, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
-        digest=content_digest(header, blob.content_md5), source=source,
+        digest=digest.value, source=source,
         pixel_data_offset=header.pixel_data_offset, pixel_data_length=header.pixel_data_length,
         warnings=[str(w) for w in header.warnings], ingested_at=utcnow(),
     )

@@ -27,7 +27,7 @@ from shared.dicom.validate import validate
 from shared.errors import BadInput
 from shared.index import changefeed
 from shared.index.records import Action
-from shared.ingest.service import content_digest, source_of
+from shared.ingest.service import ContentDigest, source_of
 from shared.ingest.states import IngestState, Outcome
 from shared.ports import BlobGone
 from shared.services import Services
@@ -54,11 +54,11 @@ def blob_status(svc: Services, name: str) -> Outcome:
                        message=quarantined.metadata.get("message"), updated_at=_iso(quarantined.last_modified))
     if uids is None:
         return Outcome(name, IngestState.PENDING)
-    return outcome_of(svc, name, blob.etag or "", *uids, digest=content_digest(header, blob.content_md5))
+    return outcome_of(svc, name, blob.etag or "", *uids, digest=ContentDigest(header, blob.content_md5))
 
 
 def outcome_of(svc: Services, name: str, etag: str, study: str, series: str, sop: str, *,
-               digest: str) -> Outcome:
+               digest: ContentDigest) -> Outcome:
     """The outcome of version ``etag`` of inbox blob ``name``, whose UIDs and digest are known."""
     stored = svc.index.get_instance(study, series, sop)
     source = source_of(name, etag)
@@ -68,7 +68,7 @@ def outcome_of(svc: Services, name: str, etag: str, study: str, series: str, sop
             state = IngestState.UPDATED if rec.updated_at else IngestState.ARCHIVED
             return Outcome(name, state, study=study, series=series, sop=sop,
                               updated_at=rec.updated_at or rec.ingested_at)
-        if rec.digest == digest:
+        if digest.matches(rec.digest):
             return Outcome(name, IngestState.DUPLICATE, study=study, series=series, sop=sop,
                               updated_at=rec.ingested_at)
     history = [c for c in svc.index.changes(study) if c.sop == sop]
@@ -77,7 +77,7 @@ def outcome_of(svc: Services, name: str, etag: str, study: str, series: str, sop
             state = IngestState.UPDATED if change.action is Action.UPDATE else IngestState.ARCHIVED
             return Outcome(name, state, study=study, series=series, sop=sop, updated_at=change.at)
     for change in history:  # identical to a version stored earlier (and replaced since): it was a duplicate
-        if change.digest == digest and change.action is not Action.DELETE:
+        if digest.matches(change.digest) and change.action is not Action.DELETE:
             return Outcome(name, IngestState.DUPLICATE, study=study, series=series, sop=sop, updated_at=change.at)
     return Outcome(name, IngestState.PENDING)
 

@@ -6,12 +6,14 @@ ingest is pinned here (and against Azurite in tests/integration/test_request_bud
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import orjson
 import pydicom
 import pytest
 
+from shared.dicom.header import read_header_bytes
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.planner import fetch_for
 from shared.dicomweb.qido import parse_query
@@ -19,7 +21,7 @@ from shared.dicomweb.search import level_from_path
 from shared.dicomweb.search import search as qido_search
 from shared.errors import Reason
 from shared.events.types import EventType
-from shared.index import changefeed
+from shared.index import changefeed, keys, tables
 from shared.index.records import Action, ChangeEntry
 from shared.index.store import utcnow
 from shared.ingest import status
@@ -134,6 +136,28 @@ def test_without_content_md5_the_bytes_the_header_read_fetched_tell_an_update() 
     f.blobs.put(layout.INBOX, "v3.dcm", instance(study, series, sop, pixel=7), md5=False)
     assert [ingest(f, n).state for n in ("v1.dcm", "v2.dcm", "v3.dcm")] == [
         IngestState.ARCHIVED, IngestState.UPDATED, IngestState.DUPLICATE]
+
+
+def test_a_row_digested_the_old_way_still_recognises_a_re_sent_file() -> None:
+    """Rows written before the Content-MD5-only digest hashed the first range read as well; the same
+    file sent again after the upgrade is a duplicate (and its status says so), not an update."""
+    f = memory_services(**PRODUCTION)
+    (study, series, sop, data), = study_of(1, 1)
+    upload(f, "old.dcm", data)
+    assert ingest(f, "old.dcm").state is IngestState.ARCHIVED
+    header = read_header_bytes(data)
+    size, md5 = len(data).to_bytes(8, "little"), hashlib.md5(data).digest()
+    old_way = hashlib.sha256(header.digest.encode() + size + md5).hexdigest()
+    pk, rk = keys.instance_keys(study, series, sop)
+    assert f.tables.merge(tables.INSTANCES, {"PartitionKey": pk, "RowKey": rk, "digest": old_way})
+    assert f.services.index.get_instance(study, series, sop).record.digest == old_way  # type: ignore[union-attr]
+
+    upload(f, "again.dcm", data)
+    assert status.blob_status(f.services, "again.dcm").state is IngestState.DUPLICATE
+    assert ingest(f, "again.dcm").state is IngestState.DUPLICATE
+    assert [c.action for c in f.services.index.changes(study)] == [Action.CREATE]
+    upload(f, "changed.dcm", instance(study, series, sop, pixel=9))  # and a real change is still an update
+    assert ingest(f, "changed.dcm").state is IngestState.UPDATED
 
 
 def test_a_retry_of_a_finished_ingest_recognises_its_own_work() -> None:
