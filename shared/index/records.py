@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+import lz4.frame
 import orjson
 from pydicom.datadict import tag_for_keyword
 
@@ -150,22 +151,33 @@ def from_dicom_json(doc: Mapping[str, Any], **operational: Any) -> InstanceRecor
         value: Any
         if len(items) == 1:
             first = items[0]
-            value = _text_of(first).strip() if isinstance(first, dict) else str(first).strip("\0 ")
+            t = type(first)
+            # A str (most fields) as it is, less padding; a person name as its groups; a number as text.
+            if t is str:
+                value = first.strip("\0 ")
+            else:
+                value = _text_of(first).strip() if t is dict else str(first).strip("\0 ")
             if not value:
                 continue
+            if kind == 1:
+                try:
+                    value = int(float(value))
+                except (TypeError, ValueError, OverflowError):
+                    continue
+            elif kind == 2:
+                value = [value]
         else:
-            value = [_text_of(v) for v in items]
-        if kind == 1:
-            try:
-                value = int(float(value[0] if isinstance(value, list) else value))
-            except (TypeError, ValueError, OverflowError):
-                continue
-        elif kind == 2:
-            value = value if isinstance(value, list) else [value]
-        elif isinstance(value, list):
-            value = _LIST_SEP.join(value)
+            if kind == 1:
+                try:
+                    value = int(float(_text_of(items[0])))
+                except (TypeError, ValueError, OverflowError):
+                    continue
+            else:
+                texts = [_text_of(v) for v in items]
+                value = texts if kind == 2 else _LIST_SEP.join(texts)
         values[name] = value
-    rec = InstanceRecord(**{**values, **operational})
+    values.update(operational)
+    rec = InstanceRecord(**values)
     rec.derived = rec.derived or is_derived(rec.sop_class_uid, rec.modality)
     return rec
 
@@ -222,8 +234,13 @@ META_IN_BLOB = "meta_in_blob"
 
 
 def pack_meta(obj: Any) -> dict[str, bytes] | None:
-    """The instance's DICOM JSON as row properties (zlib), or None if it must go to a sidecar."""
-    packed = zlib.compress(orjson.dumps(obj), 1)
+    """The instance's DICOM JSON as row properties (an LZ4 frame), or None if it must go to a sidecar.
+
+    LZ4 rather than zlib: 3 us against 21 us per instance for the bench corpus's 2.8 KB of JSON (a
+    tenth of what a bare header parse costs; the ingest header path's budget is 2x that parse), and
+    it decompresses several times faster for QIDO and WADO-RS, at 1.2 KB per row instead of 0.9 KB
+    (ratio 2.3 against 3.1). Rows written with zlib before are still read (:func:`unpack_meta`)."""
+    packed = lz4.frame.compress(orjson.dumps(obj))
     chunks = [packed[i:i + META_CHUNK] for i in range(0, len(packed), META_CHUNK)]
     if len(chunks) > META_MAX_CHUNKS:
         return None
@@ -237,7 +254,14 @@ def unpack_meta(row: Mapping[str, Any]) -> bytes | None:
     while (chunk := row.get(f"{META_PREFIX}{i}")) is not None:
         parts.append(bytes(chunk))
         i += 1
-    return zlib.decompress(b"".join(parts)) if parts else None
+    if not parts:
+        return None
+    packed = b"".join(parts)
+    return lz4.frame.decompress(packed) if packed.startswith(_LZ4_MAGIC) else zlib.decompress(packed)
+
+
+#: An LZ4 frame's first four bytes (a zlib stream starts with 0x78, so the two cannot be confused).
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
 
 
 def meta_columns(count: int = META_MAX_CHUNKS) -> list[str]:
