@@ -8,7 +8,7 @@ plus extra multi-frame tomosynthesis instances), cached under ``$DICOMFLOW_BENCH
 
 1. Header path CPU (``time.process_time`` over every file, bytes already in memory): what ingest
    does per file before it writes (``read_header_bytes`` + ``validate`` + ``to_dicom_json`` +
-   ``from_dicom_json`` with ``content_digest`` + ``pack_meta``) vs a bare
+   ``from_dicom_json`` with ``ContentDigest`` + ``pack_meta``) vs a bare
    ``pydicom.dcmread(stop_before_pixels=True)``.
 2. Timed runs, each on a fresh Azurite + devhost and a fresh Orthanc: upload every file with
    ``--workers`` concurrent clients and time until every outcome is recorded (the ingest function
@@ -90,7 +90,7 @@ def header_cpu(files: list[Path], reps: int) -> dict[str, Any]:
     from shared.dicom.header import read_header_bytes
     from shared.dicom.validate import validate
     from shared.index.records import from_dicom_json, pack_meta
-    from shared.ingest.service import content_digest
+    from shared.ingest.service import ContentDigest
 
     blobs = [p.read_bytes() for p in files]
     # The Content-MD5 each inbox blob arrives with (Azure Storage computes it for every single-request
@@ -103,7 +103,7 @@ def header_cpu(files: list[Path], reps: int) -> dict[str, Any]:
             s, se, i, _ = validate(h)
             doc = to_dicom_json(h, s, se, i)
             from_dicom_json(doc, transfer_syntax_uid=h.transfer_syntax_uid, size_bytes=h.size_bytes,
-                            digest=content_digest(h, md5))
+                            digest=ContentDigest(h, md5).value)
             pack_meta(doc)
 
     def bare() -> None:

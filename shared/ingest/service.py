@@ -54,16 +54,13 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 5
 
 
-def content_digest(header: Header, md5: bytes | None) -> str:
-    """Equal for identical files, different when any byte differs: the size and the upload's
-    Content-MD5 (of the whole file; Azure Storage keeps one for every single-request upload),
-    else the size and the bytes the header read fetched (its first 64 KiB at least: a change
-    beyond them, in a file of the same size uploaded without Content-MD5, goes unseen)."""
-    return ContentDigest(header, md5).value
-
-
 class ContentDigest:
-    """An upload's :func:`content_digest`, and whether a stored row's digest describes the same file.
+    """An upload's content digest (``value``), and whether a stored row's digest describes the same file.
+
+    Equal for identical files, different when any byte differs: the size and the upload's Content-MD5
+    (of the whole file; Azure Storage keeps one for every single-request upload), else the size and
+    the bytes the header read fetched (its first 64 KiB at least: a change beyond them, in a file of
+    the same size uploaded without Content-MD5, goes unseen).
 
     Rows written before 2026-11-29 hashed the first range read even when the upload had a Content-MD5
     (``sha256(read digest, size, md5)``). :meth:`matches` accepts that form too, computed only when the
@@ -117,7 +114,7 @@ class IngestService:
         except BlobGone:
             return self._gone(blob.name)
         digest = ContentDigest(header, blob.content_md5)
-        rec = _record(doc, header, (study, series, sop, sop_class), blob, source_of(blob.name, blob.etag), digest)
+        rec = _record(doc, header, (study, series, sop, sop_class), source_of(blob.name, blob.etag), digest.value)
         try:
             state = self._store(blob, doc, rec, digest)
         except BlobGone:
@@ -156,7 +153,7 @@ class IngestService:
             return Outcome(blob.name, IngestState.REFUSED, s, se, i, reason=Reason.UID_CONFLICT, message=message)
         doc = to_dicom_json(header, s, se, i)
         digest = ContentDigest(header, blob.content_md5)
-        rec = _record(doc, header, uids, blob, f"{blob.container}/{blob.name}@{blob.etag or ''}", digest)
+        rec = _record(doc, header, uids, f"{blob.container}/{blob.name}@{blob.etag or ''}", digest.value)
         rec.stamp = stamp_of(blob.metadata, blob.last_modified, svc.topology.writer_of(blob.container))
         meta = self._meta(rec, doc)
         origin = stamp_region(rec.stamp)
@@ -210,8 +207,8 @@ class IngestService:
                 return self.index_archived(blob)
             old = existing.record
             doc = to_dicom_json(header, s, se, i)
-            rec = _record(doc, header, uids, blob, old.source, ContentDigest(header, blob.content_md5))
-            rec.stamp, rec.seq, rec.arrival, rec.digest = old.stamp, old.seq, old.arrival, old.digest
+            rec = _record(doc, header, uids, old.source, old.digest)
+            rec.stamp, rec.seq, rec.arrival = old.stamp, old.seq, old.arrival
             rec.ingested_at, rec.updated_at = old.ingested_at, old.updated_at
             try:
                 svc.index.rewrite_instance(rec, self._meta(rec, doc), etag=existing.etag)
@@ -300,13 +297,13 @@ class IngestService:
         return Outcome(name, IngestState.GONE)
 
 
-def _record(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], blob: Blob,
-            source: str, digest: ContentDigest) -> InstanceRecord:
+def _record(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], source: str,
+            digest: str) -> InstanceRecord:
     """The instance row's record: its index fields from the instance's DICOM JSON ``doc`` (so QIDO
     answers with what WADO-RS metadata says), the rest from the parsed, validated header."""
     rec = from_dicom_json(
         doc, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes,
-        digest=digest.value, source=source,
+        digest=digest, source=source,
         pixel_data_offset=header.pixel_data_offset, pixel_data_length=header.pixel_data_length,
         warnings=[str(w) for w in header.warnings], ingested_at=utcnow(),
     )
