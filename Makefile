@@ -61,8 +61,11 @@ $(INFRA_STAMP): tests/infra/requirements-infra.txt
 	$(INFRA_VENV)/bin/python -m pip install --quiet -r tests/infra/requirements-infra.txt
 	@touch $@
 
+# Two workers, one test module per worker at a time (module-scoped stacks stay whole): most e2e time is
+# waiting on servers, so two modules side by side fit the 2-core machines this runs on.
+TEST_WORKERS ?= 2
 test: setup peers infra-tools
-	$(PYTHON) -m pytest -q --durations=15
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-unit: setup
 	$(PYTHON) -m pytest -q tests/unit
