@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from shared.dicom.header import read_header
@@ -97,6 +98,30 @@ def summary(svc: Services, *, hours: int = SUMMARY_HOURS) -> dict[str, Any]:
                              "message": item.metadata.get("message"), "at": _iso(item.last_modified)})
     failures.sort(key=lambda f: f["at"] or "", reverse=True)
     return {"hours": hours, "counts": dict(sorted(counts.items())), "recentFailures": failures[:RECENT_FAILURES]}
+
+
+def quarantined(svc: Services, sops: Collection[str], *, since: dt.datetime | None = None) -> dict[str, Outcome]:
+    """The quarantine outcome (reason code and sentence) of each of ``sops`` that has one, found by name:
+    the DIMSE gateway, STOW-RS and ``tools migrate`` name an inbox blob after its SOP Instance UID
+    (``.../<sop>.dcm``, ``.../<part>-<sop>.dcm``), and its quarantine copy keeps that name. One listing
+    of the quarantine (a request per 5,000 copies), optionally only copies made ``since``. A file whose SOP
+    Instance UID is unusable is named ``unnamed-...`` and cannot be found this way."""
+    wanted = set(sops)
+    found: dict[str, Outcome] = {}
+    if not wanted:
+        return found
+    for item in svc.blobs.list(layout.QUARANTINE, metadata=True):
+        if since is not None and item.last_modified is not None and item.last_modified < since:
+            continue
+        last = item.name.rsplit("/", 1)[-1]
+        if not last.endswith(".dcm"):
+            continue
+        sop = last[:-4].rsplit("-", 1)[-1]
+        if sop in wanted:
+            found[sop] = Outcome(item.name.split("/", 1)[-1], IngestState.QUARANTINED, sop=sop,
+                                 reason=item.metadata.get("reason"), message=item.metadata.get("message"),
+                                 updated_at=_iso(item.last_modified))
+    return found
 
 
 def _iso(when: dt.datetime | None) -> str | None:

@@ -105,6 +105,11 @@ def gateway_inbox_path(calling_ae: str, association: str, sop: str) -> str:
     return f"dimse/{_safe_segment(calling_ae.strip())}/{association}/{sop}.dcm"
 
 
+def migrate_inbox_path(source_ae: str, run: str, sop: str) -> str:
+    """Where ``tools migrate`` drops an instance it retrieved from a legacy PACS by C-GET, in :data:`INBOX`."""
+    return f"migrate/{_safe_segment(source_ae.strip())}/{run}/{sop}.dcm"
+
+
 def stow_inbox_path(request_id: str, part: int, sop: str) -> str:
     """Where STOW-RS drops part ``part`` (1-based) of request ``request_id`` in :data:`INBOX`."""
     return f"stow/{request_id}/{part:04d}-{sop}.dcm"

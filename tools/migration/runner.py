@@ -1,0 +1,347 @@
+"""One migration run: plan the window, move each study, verify it, record it, report.
+
+For each study of the window (at most ``associations`` at a time, each worker with its own
+association to the source):
+
+1. **Skip** it if the state file has it verified and the source still counts the same instances.
+2. **List** its instances at the source (IMAGE-level C-FIND). A source that refuses that query is
+   verified by counts alone (NumberOfStudyRelatedInstances against our index).
+3. **Move** what our index does not hold yet: C-MOVE to the gateway's AE title (the source sends the
+   instances to the gateway itself), or C-GET (the instances come back to us and go into the inbox).
+   The study first takes its instance count from the instances/s throttle.
+4. **Verify**: wait until our index holds every instance the source listed (ingest runs after the
+   gateway has stored each instance durably in the inbox; the wait ends when the index stops growing
+   for ``verify_timeout``), then ask the gateway for Storage Commitment of them. If the source's count
+   changed meanwhile, the missing instances are moved once more.
+5. **Record** the outcome in the state file. A study that fails says why: the source's status (and
+   Error Comment), no answer within the timeout, or the ingest outcome of the instances that did not
+   arrive (their quarantine reason). The run goes on with the next study.
+
+Everything the run needs from outside is passed in (:class:`Ports`), so the control flow is
+unit-tested with fakes; the real peers are exercised end to end (tests/e2e/test_migrate_e2e.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from tools.migration.dimse import (
+    Commitment,
+    DimseError,
+    Peer,
+    Retrieved,
+    Sink,
+    SourceInstance,
+    SourceStudy,
+    Window,
+    status_text,
+)
+from tools.migration.state import VERIFIED, MigrationState
+from tools.migration.throttle import Throttle
+
+#: C-MOVE status: the source does not know the destination AE. Nothing can move: the run stops.
+MOVE_DESTINATION_UNKNOWN = 0xA801
+
+
+class Session(Protocol):
+    """What a worker asks the source (:class:`tools.migration.dimse.SourceSession`)."""
+
+    def find_instances(self, study: str) -> list[SourceInstance]: ...
+    def study_count(self, study: str) -> int | None: ...
+    def move(self, study: str, destination: str, progress: Callable[[int], None] | None = None) -> Retrieved: ...
+    def get(self, study: str, sink: Sink, progress: Callable[[int], None] | None = None) -> Retrieved: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Ports:
+    """The run's outside world."""
+
+    #: A new association with the source (``storage_classes``: for C-GET, the SOP classes to accept).
+    session: Callable[[Sequence[str] | None], Session]
+    #: Our index: SOP Instance UID -> SOP Class UID of every instance of a study.
+    archived: Callable[[str], dict[str, str]]
+    #: Storage Commitment of (SOP class, SOP instance) pairs by the gateway.
+    commit: Callable[[Sequence[tuple[str, str]]], Commitment]
+    #: Quarantine outcomes (reason code, sentence) of SOP Instance UIDs since a time.
+    quarantined: Callable[[Sequence[str], dt.datetime], dict[str, tuple[str, str]]]
+    #: Where a C-GET's instance goes (the inbox); answers a DIMSE status and comment.
+    sink: Sink | None = None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class Options:
+    source: Peer
+    gateway: Peer
+    retrieve: Literal["move", "get"] = "move"
+    associations: int = 2
+    rate: float | None = None
+    #: Seconds our index may stay without a new instance before the wait for a study ends.
+    verify_timeout: float = 120.0
+    commitment: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StudyResult:
+    study: str
+    outcome: Literal["migrated", "skipped", "failed"]
+    instances: int = 0
+    reason: str = ""
+
+
+@dataclass
+class Report:
+    planned: int = 0
+    results: list[StudyResult] = field(default_factory=list)
+    #: Set when the run stopped early (nothing could move); the sentence says what to do.
+    stopped: str = ""
+
+    def of(self, outcome: str) -> list[StudyResult]:
+        return [r for r in self.results if r.outcome == outcome]
+
+    @property
+    def verified(self) -> int:
+        return len(self.of("migrated")) + len(self.of("skipped"))
+
+    def last_line(self) -> str:
+        migrated = self.of("migrated")
+        return (f"migrated {len(migrated)} studies, {sum(r.instances for r in migrated)} instances; "
+                f"verified {self.verified}/{self.planned}")
+
+
+class Stop(Exception):
+    """Nothing can be moved (e.g. the source does not know our gateway): the run ends."""
+
+
+class Progress(Protocol):
+    def study_done(self, result: StudyResult) -> None: ...
+    def instances(self, n: int) -> None: ...
+
+
+class _Quiet:
+    def study_done(self, result: StudyResult) -> None:
+        pass
+
+    def instances(self, n: int) -> None:
+        pass
+
+
+class Migration:
+    def __init__(self, options: Options, state: MigrationState, ports: Ports, *,
+                 progress: Progress | None = None) -> None:
+        self.o = options
+        self.state = state
+        self.ports = ports
+        self.progress = progress or _Quiet()
+        self.throttle = Throttle(options.rate, sleep=ports.sleep, clock=ports.clock)
+        self._stop = threading.Event()
+        self._stopped = ""
+        self._local = threading.local()
+        self._sessions: list[Session] = []
+        self._lock = threading.Lock()
+        self.started = dt.datetime.now(dt.UTC)
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, studies: Sequence[SourceStudy]) -> Report:
+        report = Report(planned=len(studies))
+        for s in studies:
+            self.state.planned(s.uid)
+
+        def work(s: SourceStudy) -> StudyResult | None:
+            if self._stop.is_set():
+                return None
+            try:
+                result = self.migrate(s)
+            except Stop as stop:
+                with self._lock:
+                    self._stopped = self._stopped or str(stop)
+                self._stop.set()
+                return None
+            self.progress.study_done(result)
+            return result
+
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, self.o.associations),
+                                    thread_name_prefix="migrate") as pool:
+                for result in pool.map(work, studies):
+                    if result is not None:
+                        report.results.append(result)
+        finally:
+            for session in self._sessions:
+                session.close()
+        report.stopped = self._stopped
+        return report
+
+    def _session(self) -> Session:
+        """This worker's association with the source (C-GET: one per study, for its SOP classes)."""
+        session: Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self.ports.session(None)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    # -- one study ---------------------------------------------------------------------------------
+    def migrate(self, s: SourceStudy) -> StudyResult:
+        prev = self.state.get(s.uid)
+        if prev is not None and prev.state == VERIFIED and (s.count is None or prev.source_count == s.count):
+            return StudyResult(s.uid, "skipped", prev.verified_instances)
+        self.state.moving(s.uid)
+        try:
+            result = self._migrate(s)
+        except DimseError as exc:
+            result = StudyResult(s.uid, "failed", reason=str(exc))
+        if result.outcome == "migrated":
+            self.state.verified(s.uid, result.instances, result.instances)
+        else:
+            self.state.failed(s.uid, result.reason, result.instances)
+        return result
+
+    def _migrate(self, s: SourceStudy) -> StudyResult:
+        session = self._session()
+        notes: list[str] = []
+        listed: list[SourceInstance] | None
+        try:
+            listed = session.find_instances(s.uid)
+        except DimseError as exc:
+            listed = None  # verified by counts alone
+            notes.append(f"instances not listed by the source ({exc}): verified by count")
+        count = len(listed) if listed is not None else s.count
+        if listed is not None and not listed:
+            return StudyResult(s.uid, "failed", reason="the source lists no instances of this study (removed "
+                                                       "since the window was listed?)")
+        if count is None:
+            return StudyResult(s.uid, "failed", reason="the source gives neither the study's instances nor its "
+                                                       "instance count: nothing to verify against")
+        moved: Retrieved | None = None
+        for attempt in (1, 2):
+            have = self.ports.archived(s.uid)
+            missing = self._missing(listed, count, have)
+            sent: int | None = None
+            if missing:
+                moved = self._retrieve(session, s.uid, listed, missing)
+                if not moved.ok:  # what the source did send is all that can still arrive
+                    sent = len(have) + moved.completed + moved.warning
+                have = self.ports.archived(s.uid)
+            have = self._wait_for_index(s.uid, listed, count, have, sent)
+            now = session.study_count(s.uid)
+            if now is None or now == count or attempt == 2:
+                if now is not None and now != count:
+                    notes.append(f"the source's instance count changed during the move ({count} -> {now}): "
+                                 "it is still receiving this study; run again later")
+                break
+            notes.append(f"the source's instance count changed during the move ({count} -> {now}); moved again")
+            listed = session.find_instances(s.uid) if listed is not None else None
+            count = len(listed) if listed is not None else now
+        return self._verdict(s.uid, listed, count, self.ports.archived(s.uid), moved, notes)
+
+    @staticmethod
+    def _missing(listed: list[SourceInstance] | None, count: int, have: dict[str, str]) -> int:
+        if listed is None:
+            return max(0, count - len(have))
+        return sum(1 for i in listed if i.sop not in have)
+
+    def _retrieve(self, session: Session, study: str, listed: list[SourceInstance] | None,
+                  missing: int) -> Retrieved:
+        if self.o.retrieve == "move":
+            self.throttle.take(missing)  # the source sends the study at its pace: paid for up front
+            moved = session.move(study, self.o.gateway.ae, self.progress.instances)
+        else:
+            sink = self.ports.sink
+            if sink is None:
+                raise ValueError("C-GET needs a sink for the retrieved instances")
+            classes = sorted({i.sop_class for i in listed or [] if i.sop_class}) or None
+            get_session = self.ports.session(classes or [])
+
+            def paced(data: bytes, sop: str) -> tuple[int, str]:
+                self.throttle.take(1)  # the source asks for the next instance only once this one is answered
+                return sink(data, sop)
+
+            try:
+                moved = get_session.get(study, paced, self.progress.instances)
+            finally:
+                get_session.close()
+        if moved.status == MOVE_DESTINATION_UNKNOWN:
+            raise Stop(f"{self.o.source} answered the C-MOVE with "
+                       f"{status_text(moved.status, moved.comment, dest=self.o.gateway.ae)}; nothing was moved")
+        return moved
+
+    def _wait_for_index(self, study: str, listed: list[SourceInstance] | None, count: int,
+                        have: dict[str, str], sent: int | None = None) -> dict[str, str]:
+        """Until our index holds the study's instances (or, after a failed move, as many as the source
+        sent), or it has not grown for ``verify_timeout``."""
+        wanted = {i.sop for i in listed} if listed is not None else None
+        delay, last_growth, seen = 0.2, self.ports.clock(), len(have)
+        while True:
+            complete = wanted <= have.keys() if wanted is not None else len(have) >= count
+            if sent is not None and len(have) >= sent:
+                complete = True
+            if complete or self.ports.clock() - last_growth >= self.o.verify_timeout:
+                return have
+            self.ports.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+            have = self.ports.archived(study)
+            if len(have) > seen:
+                seen, last_growth = len(have), self.ports.clock()
+
+    def _quarantined(self, missing: list[str], moved: Retrieved | None) -> dict[str, tuple[str, str]]:
+        """Quarantine outcomes of missing instances. After a failed move, ingest may still be quarantining
+        what the gateway refused: asked again for a few seconds until one shows."""
+        since = self.started - dt.timedelta(minutes=1)
+        deadline = self.ports.clock() + (min(15.0, self.o.verify_timeout) if moved is not None and not moved.ok
+                                         else 0.0)
+        while True:
+            found = self.ports.quarantined(missing, since)
+            if found or self.ports.clock() >= deadline:
+                return found
+            self.ports.sleep(1.0)
+
+    def _verdict(self, study: str, listed: list[SourceInstance] | None, count: int, have: dict[str, str],
+                 moved: Retrieved | None, notes: list[str]) -> StudyResult:
+        if listed is not None:
+            missing = [i.sop for i in listed if i.sop not in have]
+            refs = [(i.sop_class or have.get(i.sop, ""), i.sop) for i in listed if i.sop in have]
+            total = len(listed)
+        else:
+            missing = []
+            refs = [(cls, sop) for sop, cls in have.items()]
+            total = count
+        reasons: list[str] = []
+        if missing or len(have) < total:
+            n = len(missing) if listed is not None else total - len(have)
+            reasons.append(f"{n} of {total} instance(s) not in the archive")
+            found = self._quarantined(missing, moved) if missing else {}
+            if found:
+                by = Counter(reason for reason, _ in found.values())
+                example = next(iter(found.values()))[1].rstrip(". ")
+                reasons.append(f"{len(found)} quarantined by ingest: " +
+                               ", ".join(f"{r} ({c})" for r, c in sorted(by.items())) +
+                               (f" ({example})" if example else ""))
+            if moved is not None and not moved.ok:
+                word = "C-MOVE" if self.o.retrieve == "move" else "C-GET"
+                reasons.append(f"the source's {word} ended with {status_text(moved.status, moved.comment)}, "
+                               f"{moved.completed} sent, {moved.failed} failed")
+        elif self.o.commitment and refs:
+            commitment = self.ports.commit(refs)
+            if commitment.failed:
+                codes = Counter(f"0x{reason:04X}" for _, reason in commitment.failed)
+                reasons.append(f"Storage Commitment failed for {len(commitment.failed)} of {len(refs)} instance(s) "
+                               f"({', '.join(f'{c} x{n}' for c, n in sorted(codes.items()))})")
+        if reasons:
+            return StudyResult(study, "failed", len(have), "; ".join(reasons + notes))
+        return StudyResult(study, "migrated", total, "; ".join(notes))
+
+
+def plan(session: Any, window: Window) -> list[SourceStudy]:
+    """The studies of the window at the source (a C-FIND at STUDY level)."""
+    return list(session.find_studies(window))
