@@ -67,6 +67,8 @@ UID_PREFIX: Final = "1.2.826.0.1.3680043.8.498.7."
 CT_IMAGE: Final = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE: Final = "1.2.840.10008.5.1.4.1.1.4"
 DX_IMAGE: Final = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+MG_IMAGE: Final = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
+CR_IMAGE: Final = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
 BREAST_TOMO_IMAGE: Final = "1.2.840.10008.5.1.4.1.1.13.1.3"
 COMPREHENSIVE_SR: Final = "1.2.840.10008.5.1.4.1.1.88.33"
 
@@ -954,6 +956,65 @@ def write_corpus(out_dir: Path, options: CorpusOptions | None = None, *, progres
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     return written
+
+
+#: The projection studies of :func:`write_small_mix`: (modality, SOP class, body part, views).
+SMALL_KINDS: Final = (
+    ("MG", MG_IMAGE, "BREAST", ("L CC", "L MLO", "R CC", "R MLO")),
+    ("DX", DX_IMAGE, "CHEST", ("PA", "LAT")),
+    ("CR", CR_IMAGE, "EXTREMITY", ("AP", "LAT", "OBL")),
+)
+
+
+def make_projection(path: Path, study: Study, uids: UidFactory, *, modality: str, sop_class: str, body_part: str,
+                    series_number: int, instance: int, view: str, rows: int = 64, cols: int = 64) -> CorpusEntry:
+    """One single-frame projection image (DX, MG or CR For Presentation) of a small study."""
+    series_uid = uids("series", study.study_uid, modality, series_number)
+    rng = np.random.default_rng([uids.seed, study.patient.index, series_number, instance])
+    ds = _base_dataset(study, sop_class=sop_class, sop_uid=uids("sop", series_uid, instance), modality=modality,
+                       series_uid=series_uid, series_number=series_number, instance_number=instance,
+                       series_description=f"{modality} {view}", station=f"{modality}-SYNTH-01", body_part=body_part)
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ViewPosition = view.split()[-1]
+    ds.ImageLaterality = view.split()[0] if view[:2] in ("L ", "R ") else "U"
+    ds.PatientOrientation = ["L", "F"]
+    ds.BurnedInAnnotation = "NO"
+    ds.PixelIntensityRelationship = "LOG"
+    _set_image_pixels(ds, rng.integers(0, 4095, size=(rows, cols)).astype(np.uint16), bits_stored=12, signed=False,
+                      big_endian=False)
+    _save(ds, path, ExplicitVRLittleEndian)
+    return CorpusEntry(path=str(path), kind="good", expect="archived", modality=modality, sop_class_uid=sop_class,
+                       transfer_syntax_uid=ExplicitVRLittleEndian, study_uid=study.study_uid, series_uid=series_uid,
+                       sop_uid=ds.SOPInstanceUID, patient_index=study.patient.index, size_bytes=path.stat().st_size)
+
+
+def write_small_mix(out_dir: Path, *, studies: int = 40, seed: int = 0, date: str = "20260315") -> list[Path]:
+    """A day of small projection studies (an X-ray and mammography day): ``studies`` studies of 1-10
+    single-frame DX, MG or CR images each (one or two series), one patient each, all on ``date``. The
+    manifest is written as :func:`write_corpus` writes it (``good`` entries only), so the same loaders read
+    it. The per-study share of the pipeline's cost is largest on such a day (bench/, request budget test)."""
+    out_dir = Path(out_dir)
+    uids = UidFactory(seed)
+    rng = np.random.default_rng([seed, 23])
+    patients = make_patients(studies, seed=seed)
+    entries: list[CorpusEntry] = []
+    for p in patients:
+        modality, sop_class, body_part, views = SMALL_KINDS[p.index % len(SMALL_KINDS)]
+        study = replace(make_study(p, uids, "small", description=f"{modality} {body_part}"), date=date)
+        n = int(rng.integers(1, 11))
+        series = 2 if n > len(views) else 1  # extra views and repeats go in a second series
+        for k in range(n):
+            number = 1 + (k >= len(views)) if series == 2 else 1
+            path = out_dir / "good" / f"s{p.index + 1:03d}" / f"IM{k + 1:04d}.dcm"
+            e = make_projection(path, study, uids, modality=modality, sop_class=sop_class, body_part=body_part,
+                                series_number=number, instance=k + 1, view=views[k % len(views)])
+            e.path = str(path.relative_to(out_dir))
+            entries.append(e)
+    manifest = {"generator": "dicomflow tools.corpus small mix", "options": {"studies": studies, "seed": seed},
+                "uid_prefix": UID_PREFIX, "patients": [], "files": [vars(e) for e in entries]}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    return [out_dir / e.path for e in entries]
 
 
 def load_manifest(out_dir: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,15 +48,17 @@ class SettleRequest:
     """The settle queue message: the one format its producers (ingest, DELETE, settle's own
     re-schedule, reprocess) and its consumer (the ``settle`` function) share."""
 
-    study: str
+    study: str = ""
     #: Run even if nothing changed (DELETE, reprocess, tests): re-derive and re-announce.
     force: bool = False
     #: Re-derive every derived row and bundle even if nothing changed, announcing nothing new
     #: (``reindex --rebuild`` after a change of the row schema).
     rederive: bool = False
+    #: A group of studies settled in one run (the backfill path: :mod:`shared.ingest.batch`), instead of ``study``.
+    studies: tuple[str, ...] = ()
 
     def to_message(self) -> str:
-        body: dict[str, Any] = {"study": self.study}
+        body: dict[str, Any] = {"studies": list(self.studies)} if self.studies else {"study": self.study}
         if self.force:
             body["force"] = True
         if self.rederive:
@@ -68,8 +70,11 @@ class SettleRequest:
         """Parse a queue message; a message that is not ours raises ``ValueError`` (the trigger's
         poison handling parks it after its retries)."""
         doc = orjson.loads(body)
+        group = doc.get("studies") if isinstance(doc, dict) else None
+        if isinstance(group, list) and group and all(isinstance(s, str) for s in group):
+            return cls(studies=tuple(group), force=bool(doc.get("force", False)))
         if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
-            raise ValueError("A settle message is a JSON object with a 'study' UID.")
+            raise ValueError("A settle message is a JSON object with a 'study' UID (or a 'studies' list).")
         return cls(study=doc["study"], force=bool(doc.get("force", False)),
                    rederive=bool(doc.get("rederive", False)))
 
@@ -143,6 +148,12 @@ class SettleScheduler:
             if rederive:
                 self._rederive[study] = now + delay
         self._send(SettleRequest(study, force=force, rederive=rederive), delay)
+
+    def schedule_group(self, studies: Sequence[str], delay: float) -> None:
+        """One message for several studies, settled together in ``delay`` seconds (the backfill path:
+        one run per study that announces images and stability together when ``delay`` is the stable age)."""
+        if studies:
+            self._send(SettleRequest(studies=tuple(dict.fromkeys(studies))), delay)
 
     def _send(self, request: SettleRequest, delay: float) -> None:
         self.queues.send(layout.SETTLE_QUEUE, request.to_message(), delay_seconds=max(0.0, delay))

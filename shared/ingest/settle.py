@@ -28,9 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -48,9 +48,9 @@ from shared.index.records import (
     study_part,
     to_entity,
 )
-from shared.index.store import FeedEntry, StudyPartition, utcnow
+from shared.index.store import READS, FeedEntry, StudyPartition, utcnow
 from shared.ingest.schedule import SettleRequest
-from shared.ports import RowChanged, RowExists
+from shared.ports import Row, RowChanged, RowExists
 from shared.services import Services
 from shared.storage import blobs, layout
 from shared.storage.regions import stamp_region
@@ -64,7 +64,7 @@ BUSY_RETRY_SECONDS = 2.0
 @dataclass(frozen=True, slots=True)
 class SettleResult:
     study: str
-    state: str  # busy | raced | settled | stable | deleted | unchanged
+    state: str  # busy | raced | settled | stable | deleted | unchanged | group
     series: int = 0
     instances: int = 0
     bundles: int = 0
@@ -148,6 +148,32 @@ def _newest(rows: Sequence[InstanceRecord]) -> InstanceRecord:
     return max(rows, key=lambda r: (r.arrival, r.updated_at or r.ingested_at or ""))
 
 
+@dataclass(slots=True)
+class _Plan:
+    """What one settle run of one study writes, announces and answers (computed before any write, so
+    the runs of a group share their batches: :meth:`SettleService.settle_group`)."""
+
+    study: str
+    part: StudyPartition
+    result: SettleResult
+    stable: bool = False
+    last_arrival: float = 0.0
+    #: Nothing to write: only the pending rows (stable) or the next run (not yet stable).
+    unchanged: bool = False
+    lookups: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    stale: list[tuple[str, str]] = field(default_factory=list)
+    bundles: list[tuple[str, list[InstanceRecord]]] = field(default_factory=list)
+    gone_series: list[str] = field(default_factory=list)
+    series: list[SeriesRecord] | None = None
+    feed: list[FeedEntry] = field(default_factory=list)
+    feed_states: list[tuple[int, str]] = field(default_factory=list)
+    events: list[DicomEvent] = field(default_factory=list)
+    unpublished: list[ChangeEntry] = field(default_factory=list)
+    study_rec: StudyRecord | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    etag: str | None = None
+
+
 class SettleService:
     def __init__(self, services: Services) -> None:
         self.svc = services
@@ -155,6 +181,10 @@ class SettleService:
     def settle(self, request: SettleRequest) -> SettleResult:
         svc = self.svc
         svc.ensure_ready()
+        if request.studies:
+            results = self.settle_group(request.studies, force=request.force)
+            return SettleResult("", "group", sum(r.series for r in results), sum(r.instances for r in results),
+                                sum(r.bundles for r in results), sum(r.events for r in results))
         study = request.study
         lease, wait = svc.index.acquire_settle_lease(study, LEASE_SECONDS)
         if lease is None:  # another run works on this study: look again shortly (it is usually done by then)
@@ -167,19 +197,46 @@ class SettleService:
         finally:
             svc.index.release_settle_lease(study, lease)
 
+    def settle_group(self, studies: Sequence[str], *, force: bool = False) -> list[SettleResult]:
+        """Settle several studies in one run (the backfill path's message names a chunk's studies): the
+        partitions are read side by side, and what the runs write to shared partitions (lookup rows of the
+        same date, modality or UID shard, change-feed shards) and the events go in shared batches and one
+        publish call. Without the per-study lease: a run that raced another (its conditional study row
+        write fails) runs that study again later, and its events may have gone out twice (at least once)."""
+        svc = self.svc
+        uids = list(dict.fromkeys(studies))
+        request = SettleRequest(force=force)
+        reads = list(READS.map(lambda s: (s, svc.index.study_partition(s), svc.index.get_study_row(s)), uids))
+        plans: list[_Plan] = []
+        results: list[SettleResult] = []
+        for study, part, row in reads:
+            if not part.instances:
+                results.append(self._emptied(study, part, row or {}, row.etag if row is not None else None))
+                continue
+            plans.append(self._plan(study, part, row, request))
+        results += self._apply(plans)
+        states = Counter(r.state for r in results)
+        log.info("Settle group of %d studies: %s", len(uids), ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+        return results
+
     def _settle(self, request: SettleRequest) -> SettleResult:
         svc = self.svc
         study = request.study
         part = svc.index.study_partition(study)
         study_row = svc.index.get_study_row(study)
-        prev: Mapping[str, Any] = study_row or {}
         if not part.instances:
-            return self._emptied(study, part, prev, study_row.etag if study_row is not None else None)
+            return self._emptied(study, part, study_row or {}, study_row.etag if study_row is not None else None)
+        return self._apply([self._plan(study, part, study_row, request)])[0]
 
+    def _plan(self, study: str, part: StudyPartition, study_row: Row | None, request: SettleRequest) -> _Plan:
+        svc = self.svc
+        prev: Mapping[str, Any] = study_row or {}
         now_iso = utcnow()
         last_arrival = _newest(part.instances).arrival
         stable = svc.scheduler.clock() - last_arrival >= svc.settings.stable_age_seconds
         study_rec, by_series, series_recs = aggregate(part.instances, now_iso)
+        plan = _Plan(study, part, SettleResult(study, "unchanged", len(by_series), len(part.instances)), stable,
+                     last_arrival)
 
         old_versions: dict[str, str] = orjson.loads(prev.get("series_versions") or "{}")
         versions = {uid: _version(m) for uid, m in by_series.items()}
@@ -189,11 +246,8 @@ class SettleService:
         rewrite = request.force or request.rederive  # every derived row and bundle, changed or not
         if (not changed and not unpublished and prev.get("version") == study_version and not rewrite
                 and (not stable or prev.get("stable_version") == study_version)):
-            if stable:
-                svc.index.delete_pending(study, svc.index.pending_of(study))
-            else:
-                svc.scheduler.reschedule(study, _wait(svc, last_arrival))
-            return SettleResult(study, "unchanged", len(by_series), len(part.instances))
+            plan.unchanged = True
+            return plan
 
         # Lookups: the study's (new keys, or all of them when the study's fields changed) and the
         # UID lookups of changed series.
@@ -202,29 +256,23 @@ class SettleService:
         new_keys = {(pk, rk) for pk, rk, _ in lookups}
         lookup_fields = fields_version(study_fields(study_rec))
         fields_changed = rewrite or prev.get("lookup_fields") != lookup_fields
-        write = [row for row in lookups if fields_changed or (row[0], row[1]) not in old_keys]
+        plan.lookups = [row for row in lookups if fields_changed or (row[0], row[1]) not in old_keys]
         for uid in (sorted(by_series) if rewrite else changed):
-            write += uid_lookups(study, uid, by_series[uid])
-        svc.index.put_lookups(write)
+            plan.lookups += uid_lookups(study, uid, by_series[uid])
         removed_sops = {c.sop for c in unpublished if c.action is Action.DELETE}
         removed_sops -= {r.sop_instance_uid for r in part.instances}
         gone_series = set(old_versions) - set(by_series)
         stale = sorted(old_keys - new_keys)
         stale += [(keys.uid_lookup_pk(keys.Lookup.SOP, study), sop) for sop in sorted(removed_sops)]
         stale += [(keys.uid_lookup_pk(keys.Lookup.SERIES, study), uid) for uid in sorted(gone_series)]
-        svc.index.delete_lookups(stale)
-
-        bundles = 0
-        for uid in (sorted(by_series) if rewrite else changed):
-            self._write_bundle(study, uid, by_series[uid], part)
-            bundles += 1
-        for uid in gone_series:
-            svc.blobs.delete(layout.METADATA, layout.series_metadata_path(study, uid))
+        plan.stale = stale
+        plan.bundles = [(uid, by_series[uid]) for uid in (sorted(by_series) if rewrite else changed)]
+        plan.gone_series = sorted(gone_series)
         if changed or gone_series or rewrite or prev.get("version") != study_version:
-            svc.index.put_series(study, series_recs)
-            svc.index.delete_series_rows(study, sorted(gone_series))
+            plan.series = series_recs
 
-        events = self._announce(study, part, unpublished)
+        plan.unpublished = unpublished
+        plan.feed, plan.feed_states, plan.events = self._announce(study, part, unpublished)
         stable_version = str(prev.get("stable_version") or "")
         if stable and (stable_version != study_version or request.force):
             ours = {uid for uid, members in by_series.items() if any(self._local(stamp_region(m.stamp))
@@ -233,19 +281,17 @@ class SettleService:
                 if se.series_instance_uid not in ours:
                     continue  # indexed from the peer's archive: its region announced it
                 if se.series_instance_uid in changed or request.force or stable_version != study_version:
-                    events.append(series_event(EventType.SERIES_STABLE, se, service_host=svc.settings.service_host_name,
-                                               partition=svc.settings.partition_name, sequence=versions[
-                                                   se.series_instance_uid]))
+                    plan.events.append(series_event(EventType.SERIES_STABLE, se,
+                                                    service_host=svc.settings.service_host_name,
+                                                    partition=svc.settings.partition_name,
+                                                    sequence=versions[se.series_instance_uid]))
             if ours:
-                events.append(study_event(EventType.STUDY_STABLE, study_rec,
-                                          service_host=svc.settings.service_host_name,
-                                          partition=svc.settings.partition_name, sequence=study_version))
+                plan.events.append(study_event(EventType.STUDY_STABLE, study_rec,
+                                               service_host=svc.settings.service_host_name,
+                                               partition=svc.settings.partition_name, sequence=study_version))
             stable_version = study_version
-        if events:
-            svc.publisher.publish(events)
-        if unpublished:
-            svc.index.mark_published(study, unpublished)
-        extra = {
+        plan.study_rec = study_rec
+        plan.extra = {
             "version": study_version,
             "stable_version": stable_version,
             "series_versions": orjson.dumps(versions).decode(),
@@ -253,33 +299,72 @@ class SettleService:
             "lookup_fields": lookup_fields,
             "last_arrival": last_arrival,
         }
-        try:
-            svc.index.put_study(study_rec, extra, etag=study_row.etag if study_row is not None else None)
-        except (RowChanged, RowExists):
-            # Another run of this study wrote meanwhile (from a newer read or an older one):
-            # run once more, later, from a fresh read.
-            svc.scheduler.reschedule(study, max(1.0, svc.settings.settle_delay_seconds), force=True)
-            log.info("Settle %s: another run wrote the study row meanwhile; settling again", study)
-            return SettleResult(study, "raced", len(by_series), len(part.instances), bundles, len(events))
-        if stable:
-            svc.index.delete_pending(study, svc.index.pending_of(study))
-        else:
-            svc.scheduler.reschedule(study, _wait(svc, last_arrival))
-        log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", study, len(by_series),
-                 len(part.instances), bundles, len(events), "" if stable else " (not yet stable)")
-        return SettleResult(study, "stable" if stable else "settled", len(by_series), len(part.instances), bundles,
-                            len(events))
+        plan.etag = study_row.etag if study_row is not None else None
+        plan.result = SettleResult(study, "stable" if stable else "settled", len(by_series), len(part.instances),
+                                   len(plan.bundles), len(plan.events))
+        return plan
+
+    def _apply(self, plans: Sequence[_Plan]) -> list[SettleResult]:
+        """Write what the plans say, each study in the order a single run writes it (lookups, bundles,
+        aggregates, feed, events, changes marked published, the study row, pending rows), what several
+        plans write to one partition in shared batches."""
+        svc = self.svc
+        work = [p for p in plans if not p.unchanged]
+        svc.index.put_lookups([row for p in work for row in p.lookups])
+        svc.index.delete_lookups([key for p in work for key in p.stale])
+        for p in work:
+            for uid, members in p.bundles:
+                self._write_bundle(p.study, uid, members, p.part)
+            for uid in p.gone_series:
+                svc.blobs.delete(layout.METADATA, layout.series_metadata_path(p.study, uid))
+            if p.series is not None:
+                svc.index.put_series(p.study, p.series)
+                svc.index.delete_series_rows(p.study, p.gone_series)
+        svc.index.append_feed([e for p in work for e in p.feed])
+        for p in work:
+            if p.feed_states:  # earlier published entries of the instances changed now are no longer current
+                svc.index.set_feed_states(p.study, p.feed_states)
+        events = [e for p in work for e in p.events]
+        if events:
+            svc.publisher.publish(events)
+        results = []
+        for p in plans:
+            if not p.unchanged:
+                if p.unpublished:
+                    svc.index.mark_published(p.study, p.unpublished)
+                assert p.study_rec is not None
+                try:
+                    svc.index.put_study(p.study_rec, p.extra, etag=p.etag)
+                except (RowChanged, RowExists):
+                    # Another run of this study wrote meanwhile (from a newer read or an older one):
+                    # run once more, later, from a fresh read.
+                    svc.scheduler.reschedule(p.study, max(1.0, svc.settings.settle_delay_seconds), force=True)
+                    log.info("Settle %s: another run wrote the study row meanwhile; settling again", p.study)
+                    r = p.result
+                    results.append(SettleResult(p.study, "raced", r.series, r.instances, r.bundles, r.events))
+                    continue
+            if p.stable:
+                svc.index.delete_pending(p.study, svc.index.pending_of(p.study))
+            else:
+                svc.scheduler.reschedule(p.study, _wait(svc, p.last_arrival))
+            if not p.unchanged:
+                r = p.result
+                log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", p.study, r.series,
+                         r.instances, r.bundles, r.events, "" if p.stable else " (not yet stable)")
+            results.append(p.result)
+        return results
 
     # -- steps -------------------------------------------------------------------------------------
     def _local(self, origin: str) -> bool:
         """A change of this region's own ingest (not one indexed from the peer's replicated archive)."""
         return not origin or origin == self.svc.topology.region
 
-    def _announce(self, study: str, part: StudyPartition, unpublished: Sequence[ChangeEntry]) -> list[DicomEvent]:
-        """The unpublished changes: to the region's change feed, and as image events (returned,
-        published with the run's other events)."""
+    def _announce(self, study: str, part: StudyPartition, unpublished: Sequence[ChangeEntry]
+                  ) -> tuple[list[FeedEntry], list[tuple[int, str]], list[DicomEvent]]:
+        """The unpublished changes: the region's change-feed entries, the new states of earlier entries of
+        the same instances, and the image events (published with the run's other events)."""
         if not unpublished:
-            return []
+            return [], [], []
         svc = self.svc
         rows = {r.sop_instance_uid: r for r in part.instances}
         latest: dict[str, int] = {}
@@ -308,14 +393,10 @@ class SettleService:
             events.append(image_event(kind, rec, service_host=svc.settings.service_host_name,
                                       partition=svc.settings.partition_name, sequence=c.seq,
                                       archive_path=f"{archived}/{layout.instance_path(study, c.series, c.sop)}"))
-        svc.index.append_feed(feed)
-        # Earlier published entries of the instances changed now are no longer current.
         changed_now = {c.sop for c in unpublished}
         older = [c for c in part.changes if c.published and c.feed_seq and c.sop in changed_now]
-        if older:
-            svc.index.set_feed_states(study, [(c.feed_seq, "deleted" if c.sop not in rows else "replaced")
-                                              for c in older])
-        return events
+        states = [(c.feed_seq, "deleted" if c.sop not in rows else "replaced") for c in older]
+        return feed, states, events
 
     def _write_bundle(self, study: str, series: str, members: Sequence[InstanceRecord], part: StudyPartition) -> None:
         """The series metadata bundle: every instance's DICOM JSON in one blob (WADO-RS series
@@ -338,7 +419,10 @@ class SettleService:
         """No instance left (DELETE): announce the deletions, remove aggregates, lookups, bundles."""
         svc = self.svc
         unpublished = [c for c in part.changes if not c.published]
-        events = self._announce(study, part, unpublished)
+        feed, states, events = self._announce(study, part, unpublished)
+        svc.index.append_feed(feed)
+        if states:
+            svc.index.set_feed_states(study, states)
         if events:
             svc.publisher.publish(events)
         if unpublished:
