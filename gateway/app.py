@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import GatewaySettings, Settings
 from shared.dicomweb.planner import fetch_for
 from shared.gateway.destinations import DestinationsStore
 from shared.index.store import IndexStore
+from shared.ingest.batch import BatchWriter
 from shared.ports import BlobStore
 from shared.services import Services
 
@@ -18,6 +20,8 @@ from shared.services import Services
 class Gateway:
     settings: Settings
     services: Services
+    _writers: dict[str, BatchWriter] = field(default_factory=dict)
+    _writers_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -48,3 +52,20 @@ class Gateway:
     def fetch(self) -> Any:
         """The QIDO planner's fetch over our index (``shared.dicomweb.search.Fetch``)."""
         return fetch_for(self.index)
+
+    def batch_writer(self, source: str) -> BatchWriter:
+        """The batch area's writer for one sending AE (shared by its associations: a chunk can hold
+        several small studies moved side by side)."""
+        with self._writers_lock:
+            writer = self._writers.get(source)
+            if writer is None:
+                writer = self._writers[source] = BatchWriter(self.services, source,
+                                                             window=self.settings.batch_window_seconds)
+            return writer
+
+    def close(self) -> None:
+        """Write what the batch writers hold (their open chunks' manifests)."""
+        with self._writers_lock:
+            writers = list(self._writers.values())
+        for writer in writers:
+            writer.close()

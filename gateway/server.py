@@ -136,6 +136,8 @@ class Service:
 
         def ended(event: Any, how: str) -> None:
             log.info("Association assoc=%s %s", store.association_id(event.assoc), how)
+            if getattr(event.assoc, "_dicomflow_batched", False):  # a move's instances: ingest them now
+                gw.batch_writer(str(event.assoc.requestor.ae_title).strip()).close()
 
         return [
             (evt.EVT_ACCEPTED, opened), (evt.EVT_REJECTED, rejected),
@@ -167,6 +169,7 @@ class Service:
     def stop(self) -> None:
         self.ae.shutdown()
         self.commitment.close()
+        self.gw.close()
         log.info("DICOM gateway stopped")
 
 
@@ -189,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    # Wake up now and then: a signal delivered to another thread (pynetdicom's) does not interrupt a
+    # main thread blocked without a timeout, so its handler would never run (and the stop took a SIGKILL).
+    while not stop.wait(0.5):
+        pass
     service.stop()
     return 0

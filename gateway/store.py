@@ -4,7 +4,10 @@ pynetdicom writes the data set, as it arrives, to a temporary DICOM file
 (``STORE_RECV_CHUNKED_DATASET``): a large instance never sits in memory whole. The
 handler reads its header with ingest's own code (ranged reads of the file, never
 the pixel data), uploads the file to ``dicom-inbox/dimse/<calling AE>/<association>/<sop>.dcm``
-and answers only when the upload is committed: success means durable. Ingest then
+and answers only when the upload is committed: success means durable. A sub-operation of a
+C-MOVE that ``tools migrate`` asked for (the Move Originator is one of
+``DICOMFLOW_GATEWAY_BATCH_ORIGINATORS``, by default our own AE title) takes the batched ingest
+path instead (:mod:`shared.ingest.batch`): straight to the archive, its index row prepared here. Ingest then
 archives, indexes and announces it like any upload; its outcome is in
 ``GET /api/ingest/status?blob=<that name>`` and the events.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -51,6 +55,11 @@ def handle_store(event: Any, gw: Gateway) -> Dataset:
     calling = str(assoc.requestor.ae_title).strip()
     path = event.dataset_path
     affected = str(event.request.AffectedSOPInstanceUID or "")
+    size = os.path.getsize(path)
+    originator = str(event.request.MoveOriginatorApplicationEntityTitle or "").strip()
+    if originator and originator in gw.config.batch_originators:
+        assoc._dicomflow_batched = True  # its end closes the writer's chunk (server.py): ingested at once
+        return _store_batched(gw, aid, calling, Path(path), affected, size)
     refused: BadInput | None = None
     try:
         _study, _series, sop, _ = validate(read_header_file(path))
@@ -59,7 +68,6 @@ def handle_store(event: Any, gw: Gateway) -> Dataset:
         sop = affected
     name_sop = sop if is_valid_uid(sop) else f"unnamed-{uuid.uuid4().hex[:8]}"
     blob_name = layout.gateway_inbox_path(calling, aid, name_sop)
-    size = os.path.getsize(path)
     try:
         with open(path, "rb") as f:
             gw.blobs.write(layout.INBOX, blob_name, f, content_type="application/dicom")
@@ -72,4 +80,21 @@ def handle_store(event: Any, gw: Gateway) -> Dataset:
                     refused.reason, size, layout.INBOX, blob_name)
         return status(CANNOT_UNDERSTAND, str(refused.reason))
     log.info("C-STORE assoc=%s from %s: sop=%s %d bytes -> %s/%s", aid, calling, sop, size, layout.INBOX, blob_name)
+    return status(SUCCESS)
+
+
+def _store_batched(gw: Gateway, aid: str, calling: str, path: Path, affected: str, size: int) -> Dataset:
+    """A sub-operation of a C-MOVE ``tools migrate`` asked for: the batched ingest path (the instance goes to
+    the archive, its row to the chunk's manifest; or, when ingest must judge it, to the chunk's inbox folder)."""
+    try:
+        name, refused = gw.batch_writer(calling).write(path, sop_hint=affected)
+    except (AzureError, OSError) as exc:
+        log.warning("C-STORE assoc=%s sop=%s: batch write failed (%s); answered 0xA700", aid, affected,
+                    type(exc).__name__)
+        return status(OUT_OF_RESOURCES, "Archive unavailable; retry later")
+    if refused is not None:
+        log.warning("C-STORE assoc=%s from %s: refused (%s), %d bytes -> %s/%s for quarantine", aid, calling,
+                    refused.reason, size, layout.INBOX, name)
+        return status(CANNOT_UNDERSTAND, str(refused.reason))
+    log.info("C-STORE assoc=%s from %s (moved): sop=%s %d bytes -> %s", aid, calling, affected, size, name)
     return status(SUCCESS)

@@ -224,6 +224,7 @@ var regionalContainers = [
 ]
 var appQueues = [
   'dicom-settle'
+  'dicom-ingest-batch'
 ]
 var appTables = [
   'dicominstances'

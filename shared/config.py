@@ -154,6 +154,9 @@ class GatewaySettings:
     max_find_results: int = 1000
     #: Storage Commitment: how long to wait for instances still being ingested before reporting them failed.
     commitment_wait_seconds: float = 30.0
+    #: C-STORE sub-operations of a C-MOVE issued by one of these AE titles (``tools migrate`` calls a PACS as
+    #: the gateway's own AE title by default) take the batched ingest path (shared/ingest/batch.py).
+    batch_originators: tuple[str, ...] = ("DICOMFLOW",)
 
     @property
     def tls(self) -> bool:
@@ -215,6 +218,8 @@ class GatewaySettings:
             timeout_seconds=timeout_s,
             max_find_results=whole("MAX_FIND_RESULTS", 1000, 1, 100_000),
             commitment_wait_seconds=wait_s,
+            batch_originators=(() if (env.get(p + "BATCH_ORIGINATORS") or "").strip().lower() == "none"
+                               else tuple(dict.fromkeys((ae, *words("BATCH_ORIGINATORS"))))),
         )
 
 
@@ -240,6 +245,9 @@ class Settings:
     routing_rules_ttl_seconds: float = 15.0
     gateway: GatewaySettings = GatewaySettings()
     region: RegionSettings = RegionSettings()
+    #: The batched ingest path (backfill): how long a chunk of the inbox's batch area takes new files; its
+    #: ingest runs a few seconds after it closes (shared/ingest/batch.py).
+    batch_window_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -290,6 +298,7 @@ class Settings:
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
                                   follow_batch=max(1, int(batch))),
+            batch_window_seconds=num("DICOMFLOW_BATCH_WINDOW_SECONDS", 5.0),
         )
 
     def require_storage(self) -> StorageSettings:

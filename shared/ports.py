@@ -84,6 +84,12 @@ class BlobStore(Protocol):
         """Create or replace; returns the new ETag. ``bytes`` are stored with their Content-MD5."""
         ...
 
+    def create(self, container: str, path: str, data: bytes | IO[bytes], *, content_md5: bytes,
+               content_type: str | None = None, metadata: Mapping[str, str] | None = None) -> str | None:
+        """Create only if absent (If-None-Match: *), stored with ``content_md5``; the new ETag, or None when a
+        blob exists there (nothing written)."""
+        ...
+
     def copy(self, source: Blob, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
              if_absent: bool = False) -> bool:
         """Server-side copy of ``source`` (the version it was read at, else :class:`BlobGone`),
@@ -159,8 +165,9 @@ class TableStore(Protocol):
         lazily, ``page_size`` per request (None: the service's 1,000)."""
         ...
 
-    def transact(self, table: str, ops: Sequence[TableOp]) -> None:
-        """Up to 100 operations on ONE partition, all or nothing (raises RowExists/RowChanged)."""
+    def transact(self, table: str, ops: Sequence[TableOp]) -> list[str]:
+        """Up to 100 operations on ONE partition, all or nothing (raises RowExists/RowChanged); the new
+        ETag of each operation's row ("" for a delete)."""
         ...
 
     def ensure_tables(self, names: Sequence[str]) -> None: ...

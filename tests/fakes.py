@@ -98,6 +98,18 @@ class MemoryBlobStore:
         self.blobs[(container, path)] = _Stored(raw, etag, dt.datetime.now(dt.UTC), md5, dict(metadata or {}))
         return etag
 
+    def create(self, container: str, path: str, data: bytes | IO[bytes], *, content_md5: bytes,
+               content_type: str | None = None, metadata: Mapping[str, str] | None = None) -> str | None:
+        self.count("blob PUT")
+        raw = data if isinstance(data, bytes) else data.read()
+        with self._lock:
+            if (container, path) in self.blobs:
+                return None
+            etag = _etag()
+            self.blobs[(container, path)] = _Stored(raw, etag, dt.datetime.now(dt.UTC), content_md5,
+                                                    dict(metadata or {}))
+        return etag
+
     def copy(self, source: Any, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
              if_absent: bool = False) -> bool:
         self.count("blob PUT copy")
@@ -226,15 +238,14 @@ class MemoryTableStore:
                 self.count(f"table GET query {table}")
             yield row
 
-    def transact(self, table: str, ops: Sequence[TableOp]) -> None:
+    def transact(self, table: str, ops: Sequence[TableOp]) -> list[str]:
         assert 0 < len(ops) <= 100, "a transaction holds 1 to 100 operations"
         assert len({op.entity["PartitionKey"] for op in ops}) == 1, "a transaction is on one partition"
         with self._lock:
             self.count(f"table POST batch {table}")
             saved = dict(self._t(table))
             try:
-                for op in ops:
-                    self._apply(table, op)
+                return [self._apply(table, op) for op in ops]
             except (RowExists, RowChanged):
                 self.tables[table] = saved
                 raise

@@ -177,9 +177,12 @@ class UidFactory:
 
     seed: int = 0
     prefix: str = UID_PREFIX
+    #: Another set of UIDs for the same seed (the same files otherwise), e.g. to ingest a mix twice.
+    variant: str = ""
 
     def __call__(self, *parts: object) -> str:
-        return str(generate_uid(self.prefix, entropy_srcs=[f"dicomflow-synth:{self.seed}", *map(str, parts)]))
+        base = f"dicomflow-synth:{self.seed}" + (f":{self.variant}" if self.variant else "")
+        return str(generate_uid(self.prefix, entropy_srcs=[base, *map(str, parts)]))
 
 
 @dataclass(frozen=True)
@@ -989,13 +992,14 @@ def make_projection(path: Path, study: Study, uids: UidFactory, *, modality: str
                        sop_uid=ds.SOPInstanceUID, patient_index=study.patient.index, size_bytes=path.stat().st_size)
 
 
-def write_small_mix(out_dir: Path, *, studies: int = 40, seed: int = 0, date: str = "20260315") -> list[Path]:
+def write_small_mix(out_dir: Path, *, studies: int = 40, seed: int = 0, date: str = "20260315",
+                    variant: str = "") -> list[Path]:
     """A day of small projection studies (an X-ray and mammography day): ``studies`` studies of 1-10
     single-frame DX, MG or CR images each (one or two series), one patient each, all on ``date``. The
     manifest is written as :func:`write_corpus` writes it (``good`` entries only), so the same loaders read
     it. The per-study share of the pipeline's cost is largest on such a day (bench/, request budget test)."""
     out_dir = Path(out_dir)
-    uids = UidFactory(seed)
+    uids = UidFactory(seed, variant=variant)
     rng = np.random.default_rng([seed, 23])
     patients = make_patients(studies, seed=seed)
     entries: list[CorpusEntry] = []
@@ -1015,6 +1019,29 @@ def write_small_mix(out_dir: Path, *, studies: int = 40, seed: int = 0, date: st
                 "uid_prefix": UID_PREFIX, "patients": [], "files": [vars(e) for e in entries]}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     return [out_dir / e.path for e in entries]
+
+
+def write_large_mix(out_dir: Path, *, studies: int = 4, slices: int = 60, seed: int = 0, rows: int = 16,
+                    cols: int = 16, variant: str = "") -> list[Path]:
+    """CT and MR studies of ``slices`` instances each (alternating, one series each), a manifest as
+    :func:`write_corpus` writes it: the mix where the per-instance path dominates the cost."""
+    out_dir = Path(out_dir)
+    uids = UidFactory(seed, variant=variant)
+    entries: list[CorpusEntry] = []
+    written: list[Path] = []
+    for p in make_patients(studies, seed=seed):
+        ct = p.index % 2 == 0
+        study = make_study(p, uids, "large", description="CT CHEST" if ct else "MR BRAIN", day=p.index)
+        folder = out_dir / "good" / f"p{p.index + 1:02d}"
+        make = make_ct_series if ct else make_mr_series
+        for path in make(folder, study, uids, slices=slices, rows=rows, cols=cols, series_number=2):
+            written.append(path)
+            entries.append(_entry_for(path, out_dir, "good", p.index))
+    manifest = {"generator": "dicomflow tools.corpus large mix", "options": {"studies": studies, "slices": slices,
+                                                                              "seed": seed},
+                "uid_prefix": UID_PREFIX, "patients": [], "files": [vars(e) for e in entries]}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    return written
 
 
 def load_manifest(out_dir: Path) -> dict[str, Any]:

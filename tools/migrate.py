@@ -6,21 +6,22 @@
     python -m tools migrate --source PACS@10.1.2.3:104 --studies-file uids.txt --retrieve get
     python -m tools migrate --source PACS@10.1.2.3:104 --associations 2 --rate 50   # spare the clinical PACS
 
-Before anything moves it checks both peers with C-ECHO (a wrong ``--source`` ends here, with what to fix)
-and lists the window's studies by C-FIND. Then, study by study (tools/migration/runner.py): the source's
-instances by C-FIND, a C-MOVE to our DIMSE gateway's AE title (the source must know it: for Orthanc an entry
-in ``DicomModalities``) or a C-GET (``--retrieve get``: the instances come to this command, which puts them
-in the inbox), then verification: our index holds every instance the source listed, and the gateway commits
-them (Storage Commitment; ``--no-commitment`` skips it). Progress bars show studies and instances with their
-rate and time left; the report lists what was migrated, skipped (verified by an earlier run) and failed, with
-the reason (the source's status, a timeout, or the ingest outcome of what was quarantined). Its last line is
-``migrated S studies, I instances; verified V/T``.
+Before anything moves it checks both peers with C-ECHO (a wrong ``--source`` ends here, with what to fix) and
+lists the window's studies by C-FIND. Then, study by study (tools/migration/runner.py): the source's instances
+by C-FIND, a C-MOVE to our DIMSE gateway's AE title (the source must know it: for Orthanc an entry in
+``DicomModalities``) or a C-GET (``--retrieve get``: the instances come to this command, which puts them in
+the inbox's batch area, as the gateway does with a C-MOVE's), then verification: our index holds every
+instance the source listed, and the gateway commits them (Storage Commitment; ``--no-commitment`` skips it).
+Progress bars show studies and instances with their rate and time left; the report lists what was migrated,
+skipped (verified by an earlier run) and failed, with the reason (the source's status, a timeout, or the
+ingest outcome of what was quarantined). Its last line is ``migrated S studies, I instances; verified V/T``.
 
 State: ``.migrate/<source>_to_<gateway>.sqlite`` (``--state``). An interrupted run resumes: a verified study
 is not moved again unless the source's instance count has changed; every other study is tried again.
 
 Where our archive is: the running devhost (``make up``), or Azure with ``--account-url`` (Storage Table Data
-Reader for verification; Storage Blob Data Contributor too with ``--retrieve get``). The gateway is
+Reader for verification; with ``--retrieve get`` also Storage Blob Data Contributor and Storage Queue Data
+Message Sender). The gateway is
 ``--gateway`` (default: the ``DICOMFLOW_GATEWAY_*`` settings, ``DICOMFLOW@127.0.0.1:11112``).
 
 Exit code 0 when every study of the window is verified, 1 when some failed or a peer could not be reached
@@ -33,7 +34,6 @@ import argparse
 import datetime as dt
 import re
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -174,9 +174,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     from azure.core.exceptions import AzureError
 
+    from shared.ingest.batch import BatchWriter
     from shared.ingest.status import quarantined
     from shared.services import Services
-    from shared.storage import layout
 
     svc = Services.from_settings(settings)
     # Before anything moves: both peers answer, the archive's index can be read, the window is listed.
@@ -209,15 +209,15 @@ def run(args: argparse.Namespace) -> int:
     state_path = args.state or default_path(Path.cwd(), str(source), str(gateway))
     state = MigrationState(state_path)
     run_id = state.start_run(str(source), str(gateway), window.describe())
-    tag = f"{run_id:05d}-{uuid.uuid4().hex[:6]}"
+
+    writer = BatchWriter(svc, source.ae, window=settings.batch_window_seconds)
 
     def sink(data: bytes, sop: str) -> tuple[int, str]:
         try:
-            svc.blobs.write(layout.INBOX, layout.migrate_inbox_path(source.ae, tag, sop), data,
-                            content_type="application/dicom")
+            _, refused = writer.write(data, sop_hint=sop)  # the batched path, as the gateway's C-MOVE sub-operations
         except AzureError as exc:
-            return 0xA700, f"archive inbox unavailable ({type(exc).__name__})"
-        return 0x0000, ""
+            return 0xA700, f"archive unavailable ({type(exc).__name__})"
+        return (0xC000, str(refused.reason)) if refused is not None else (0x0000, "")
 
     def archived(study: str) -> dict[str, str]:
         return {r.sop_instance_uid: r.sop_class_uid or "" for r in svc.index.list_study_instances(study)}
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         session=lambda classes: SourceSession(source, calling, timeout=args.timeout, storage_classes=classes),
         archived=archived,
         commit=lambda refs: commit(gateway, calling, refs, timeout=max(args.timeout, 60)),
-        quarantined=in_quarantine, sink=sink)
+        quarantined=in_quarantine, sink=sink, got=writer.close)
     options = Options(source, gateway, retrieve=args.retrieve, associations=args.associations,
                       rate=args.rate or None, verify_timeout=args.verify_timeout,
                       commitment=not args.no_commitment)
@@ -243,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         report = Migration(options, state, ports, progress=bars).run(studies)
     finally:
         bars.close()
+        writer.close()
     summary = report.last_line()
     state.finish_run(run_id, summary)
     state.close()

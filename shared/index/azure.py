@@ -129,7 +129,7 @@ class AzureTableStore:
         for entity in pages:
             yield _in(entity)
 
-    def transact(self, table: str, ops: Sequence[TableOp]) -> None:
+    def transact(self, table: str, ops: Sequence[TableOp]) -> list[str]:
         batch: list[Any] = []
         for op in ops:
             entity = _out(op.entity)
@@ -147,7 +147,7 @@ class AzureTableStore:
                 kw = {"etag": op.etag, "match_condition": MatchConditions.IfNotModified} if op.etag else {}
                 batch.append(("delete", entity, kw))
         try:
-            self._t(table).submit_transaction(batch)
+            results = self._t(table).submit_transaction(batch)
         except TableTransactionError as exc:
             code = str(getattr(exc, "error_code", "") or "")
             if code == "EntityAlreadyExists":
@@ -155,6 +155,7 @@ class AzureTableStore:
             if code in _LOST_RACE:
                 raise RowChanged(code) from None
             raise
+        return [_etag(r) if r else "" for r in results]
 
     def ensure_tables(self, names: Sequence[str]) -> None:
         for name in names:

@@ -10,7 +10,7 @@ The key schema, table by table (:mod:`shared.index.tables` owns the names):
 
 * instances: PK = StudyInstanceUID. Instance rows ``<series>_<sop>``; the study's change
   entries (its outbox, see :class:`shared.index.records.ChangeEntry`) ``~c~<seq>``, after
-  every instance row (``~`` sorts after digits).
+  every instance row (``~`` sorts after digits); the settle state ``~settle``, last.
 * series: PK = StudyInstanceUID, RK = SeriesInstanceUID. studies: PK = StudyInstanceUID, RK
   ``study``.
 * lookup: PK ``<kind>:<value>`` (see :class:`Lookup`); the RowKey says where the match lives.
@@ -111,9 +111,14 @@ def study_keys(study: str) -> tuple[str, str]:
     return study, "study"
 
 
-def settle_lease_keys(study: str) -> tuple[str, str]:
-    """The row a settle run holds while it works on a study (beside the study row)."""
-    return study, "~lease"
+#: RowKey of a study's settle state in its instances partition (after its change entries: ``s`` > ``c``).
+SETTLE_STATE = "~settle"
+
+
+def settle_state_keys(study: str) -> tuple[str, str]:
+    """The study's settle state (what the last run derived, and the run holding the study), read with the
+    study's partition and written in one transaction with its changes marked published."""
+    return study, SETTLE_STATE
 
 
 def pending_keys(study: str, series: str) -> tuple[str, str]:

@@ -68,6 +68,8 @@ class StudyPartition:
     meta: dict[str, bytes | None] = field(default_factory=dict)  # by SOP Instance UID
     meta_in_blob: set[str] = field(default_factory=set)
     changes: list[ChangeEntry] = field(default_factory=list)
+    #: The settle state row (None before the study's first run since 2026-12).
+    state: Row | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,22 @@ class IndexStore:
         cpk, crk = keys.change_keys(change.study, change.seq)
         self.t.transact(tables.INSTANCES, [row_op, TableOp("insert", change.to_entity(cpk, crk))])
 
+    def write_instances(self, items: Sequence[tuple[InstanceRecord, Mapping[str, Any] | None, ChangeEntry]]) -> None:
+        """New instance rows of ONE study with their change entries, created in one transaction (at most 50
+        instances: two operations each). Raises :class:`~shared.ports.RowExists` if any row exists (then
+        nothing was written)."""
+        ops: list[TableOp] = []
+        studies = set()
+        for rec, meta, change in items:
+            pk, rk = keys.instance_keys(rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid)
+            studies.add(pk)
+            ops.append(TableOp("insert", to_entity(rec, pk, rk, dict(meta) if meta else {META_IN_BLOB: True})))
+            ops.append(TableOp("insert", change.to_entity(*keys.change_keys(change.study, change.seq))))
+        if len(studies) > 1 or len(ops) > BATCH:
+            raise ValueError("write_instances takes at most 50 instances of one study")
+        if ops:
+            self.t.transact(tables.INSTANCES, ops)
+
     def rewrite_instance(self, rec: InstanceRecord, meta: Mapping[str, Any] | None, *, etag: str) -> None:
         """Replace an instance row as read (conditional on ``etag``), without a change entry: the
         same version rewritten (``reindex --rebuild``), nothing to announce."""
@@ -161,8 +179,11 @@ class IndexStore:
         """Every instance row (with metadata) and change entry of a study: one partition query."""
         out = StudyPartition()
         for row in self.t.query(tables.INSTANCES, pk=study):
-            if row["RowKey"].startswith(keys.CHANGE_PREFIX):
-                out.changes.append(ChangeEntry.from_entity(row))
+            if row["RowKey"].startswith("~"):
+                if row["RowKey"].startswith(keys.CHANGE_PREFIX):
+                    out.changes.append(ChangeEntry.from_entity(row))
+                elif row["RowKey"] == keys.SETTLE_STATE:
+                    out.state = row
                 continue
             rec = from_entity(InstanceRecord, row)
             out.instances.append(rec)
@@ -196,7 +217,7 @@ class IndexStore:
 
     def scan_instances(self, page_size: int | None = None) -> Iterator[InstanceRecord]:
         for r in self.t.query(tables.INSTANCES, select=INDEX_COLUMNS, page_size=page_size):
-            if not r["RowKey"].startswith(keys.CHANGE_PREFIX):
+            if not r["RowKey"].startswith("~"):  # change entries and the settle state sort after instance rows
                 yield from_entity(InstanceRecord, r)
 
     # -- aggregates ------------------------------------------------------------
@@ -245,34 +266,61 @@ class IndexStore:
         for r in self.t.query(tables.STUDIES, equals={"RowKey": keys.study_keys("")[1]}, page_size=page_size):
             yield from_entity(StudyRecord, r)
 
-    # -- settle leases -----------------------------------------------------------------
-    def acquire_settle_lease(self, study: str, seconds: float) -> tuple[str | None, float]:
-        """Take the study's settle lease for ``seconds``: (its ETag, 0) when taken, else (None,
-        seconds until the holder's lease runs out). One run at a time per study, so events and
-        feed entries are announced once; a crashed holder's lease simply expires."""
-        pk, rk = keys.settle_lease_keys(study)
+    def upsert_study(self, rec: StudyRecord) -> None:
+        """The study's aggregate row (what QIDO's study key and scans read), as settle derived it."""
+        self.t.upsert(tables.STUDIES, to_entity(rec, *keys.study_keys(rec.study_instance_uid)))
+
+    # -- settle state (and the run that holds the study) -------------------------------------------------
+    def get_settle_state(self, study: str) -> Row | None:
+        return self.t.get(tables.INSTANCES, *keys.settle_state_keys(study))
+
+    def hold_settle_state(self, study: str, state: Row | None, seconds: float) -> tuple[str | None, float]:
+        """Hold the study for one settle run, given its state row as the partition read returned it: (the
+        ETag to commit with, 0), or (None, seconds until the holder's hold runs out). One run at a time per
+        study, so what a run announces is announced once; a crashed holder's hold simply expires."""
         now = time.time()
-        entity = {"PartitionKey": pk, "RowKey": rk, "until": now + seconds}
-        try:
-            return self.t.insert(tables.STUDIES, entity), 0.0
-        except RowExists:
-            pass
-        row = self.t.get(tables.STUDIES, pk, rk)
-        if row is None:
-            return self.acquire_settle_lease(study, seconds)
-        until = float(row.get("until", 0))
+        pk, rk = keys.settle_state_keys(study)
+        if state is None:
+            try:
+                entity = {"PartitionKey": pk, "RowKey": rk, "held_until": now + seconds}
+                return self.t.insert(tables.INSTANCES, entity), 0.0
+            except RowExists:
+                return None, min(seconds, 2.0)  # another run just made it: look again shortly
+        until = float(state.get("held_until") or 0)
         if until > now:
             return None, until - now
         try:
-            return self.t.replace(tables.STUDIES, entity, etag=row.etag), 0.0
+            return self.t.replace(tables.INSTANCES, {**state, "PartitionKey": pk, "RowKey": rk,
+                                                     "held_until": now + seconds}, etag=state.etag), 0.0
         except RowChanged:
-            return None, seconds
+            return None, min(seconds, 2.0)
 
-    def release_settle_lease(self, study: str, etag: str) -> None:
+    def release_settle_state(self, study: str, state: Mapping[str, Any], etag: str) -> None:
+        """Give the study back without a result (a run that failed): the next run need not wait."""
+        pk, rk = keys.settle_state_keys(study)
         try:
-            self.t.delete(tables.STUDIES, *keys.settle_lease_keys(study), etag=etag)
+            self.t.replace(tables.INSTANCES, {**state, "PartitionKey": pk, "RowKey": rk, "held_until": 0.0}, etag=etag)
         except RowChanged:
             pass  # it ran out and someone else holds it now
+
+    def commit_settle_state(self, study: str, state: Mapping[str, Any], *, etag: str | None,
+                            published: Sequence[ChangeEntry] = ()) -> None:
+        """A run's result: the new state (the hold given back) and the changes it announced marked published,
+        in one transaction (the marks of more than 99 changes go first, in their own batches). Conditional on
+        ``etag`` (the state as held or read; None: there was none): raises RowChanged/RowExists when another
+        run wrote it meanwhile."""
+        pk, rk = keys.settle_state_keys(study)
+        entity = {**state, "PartitionKey": pk, "RowKey": rk, "held_until": 0.0}
+        marks = [TableOp("merge", {"PartitionKey": study, "RowKey": keys.change_keys(study, c.seq)[1],
+                                   "published": True, "feed_seq": c.feed_seq}) for c in published]
+        head, last = marks[:-(BATCH - 1)] if len(marks) > BATCH - 1 else [], marks[-(BATCH - 1):]
+        for batch in _batches(head):
+            self.t.transact(tables.INSTANCES, batch)
+        op = TableOp("replace", entity, etag) if etag else TableOp("insert", entity)
+        self.t.transact(tables.INSTANCES, [*last, op])
+
+    def delete_settle_state(self, study: str) -> None:
+        self.t.delete(tables.INSTANCES, *keys.settle_state_keys(study))
 
     def scan_series(self, page_size: int | None = None) -> Iterator[SeriesRecord]:
         for r in self.t.query(tables.SERIES, page_size=page_size):
@@ -308,6 +356,28 @@ class IndexStore:
         pk, rk = keys.pending_keys(rec.study_instance_uid, rec.series_instance_uid)
         self.t.upsert(tables.PENDING, to_entity(rec, pk, rk, {"arrival": arrival}))
 
+    def put_pending_many(self, records: Sequence[SeriesRecord], arrival: float) -> dict[str, str]:
+        """Pending rows of several series of ONE study, in one batch (the batched ingest path); their ETags
+        by series (so the settle run that ends them needs not read them first)."""
+        ops = [TableOp("upsert", to_entity(r, *keys.pending_keys(r.study_instance_uid, r.series_instance_uid),
+                                           {"arrival": arrival})) for r in records]
+        etags: dict[str, str] = {}
+        for batch in _batches(ops):
+            for op, etag in zip(batch, self.t.transact(tables.PENDING, batch), strict=True):
+                etags[str(op.entity["RowKey"])] = etag
+        return etags
+
+    def delete_pending_known(self, study: str, etags: Mapping[str, str]) -> None:
+        """Remove pending rows as they were written (their ETags known): one batch. A row rewritten or gone
+        since fails the batch; then the study's rows are read and removed one by one, as written."""
+        ops = [TableOp("delete", {"PartitionKey": pk, "RowKey": rk}, etag)
+               for pk, rk, etag in ((*keys.pending_keys(study, series), e) for series, e in sorted(etags.items()))]
+        try:
+            for batch in _batches(ops):
+                self.t.transact(tables.PENDING, batch)
+        except (RowChanged, RowExists):
+            self.delete_pending(study, self.pending_of(study))
+
     def list_pending(self, equals: Mapping[str, Any] | None = None) -> list[SeriesRecord]:
         """Series not yet stable (a small table: what arrived in the last quiet period), optionally only
         those with these field values (filtered by the service, so only matches travel)."""
@@ -320,7 +390,15 @@ class IndexStore:
         return [from_entity(SeriesRecord, r) for r in self.pending_of(study)]
 
     def delete_pending(self, study: str, rows: Sequence[Row]) -> None:
-        """Remove pending rows as they were read (a row rewritten since stays)."""
+        """Remove pending rows as they were read (a row rewritten since stays): one batch, or one by one
+        when a row changed meanwhile."""
+        if len(rows) > 1:
+            try:
+                self.t.transact(tables.PENDING, [TableOp("delete", {"PartitionKey": study, "RowKey": row["RowKey"]},
+                                                         row.etag or None) for row in rows[:BATCH]])
+                rows = rows[BATCH:]
+            except (RowChanged, RowExists):
+                pass
         for row in rows:
             try:
                 self.t.delete(tables.PENDING, study, row["RowKey"], etag=row.etag or None)

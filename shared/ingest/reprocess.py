@@ -105,16 +105,18 @@ def plan_study(index: IndexStore, study_uid: str, *,
                series_uids: Iterable[str] | None = None) -> tuple[StudyPlan, dict[str, str]]:
     """What settle announced as stable for this study (and the versions it announced them at)."""
     plan = StudyPlan(study_uid)
-    row = index.get_study_row(study_uid)
-    if row is None:
+    study_row = index.get_study_row(study_uid)
+    if study_row is None:
         plan.skipped = "not-found"
         return plan, {}
+    # The settle state (before 2026-12 its fields were kept on the study row).
+    row = index.get_settle_state(study_uid) or study_row
     stable = str(row.get("stable_version") or "")
     if not stable or stable != str(row.get("version") or ""):
         plan.skipped = "not-stable"
         return plan, {}
     versions: dict[str, str] = {study_uid: stable, **orjson.loads(row.get("series_versions") or "{}")}
-    plan.study = from_entity(StudyRecord, row)
+    plan.study = from_entity(StudyRecord, study_row)
     wanted = set(series_uids) if series_uids is not None else None
     plan.series = [se for se in index.list_series(study_uid)
                    if wanted is None or se.series_instance_uid in wanted]

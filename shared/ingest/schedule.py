@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -56,9 +56,13 @@ class SettleRequest:
     rederive: bool = False
     #: A group of studies settled in one run (the backfill path: :mod:`shared.ingest.batch`), instead of ``study``.
     studies: tuple[str, ...] = ()
+    #: The group's pending rows as the batched path wrote them (study -> series -> ETag): removed without a read.
+    pending: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def to_message(self) -> str:
         body: dict[str, Any] = {"studies": list(self.studies)} if self.studies else {"study": self.study}
+        if self.pending:
+            body["pending"] = {s: dict(p) for s, p in self.pending.items()}
         if self.force:
             body["force"] = True
         if self.rederive:
@@ -72,7 +76,10 @@ class SettleRequest:
         doc = orjson.loads(body)
         group = doc.get("studies") if isinstance(doc, dict) else None
         if isinstance(group, list) and group and all(isinstance(s, str) for s in group):
-            return cls(studies=tuple(group), force=bool(doc.get("force", False)))
+            raw = doc.get("pending")
+            pending = {str(s): {str(k): str(v) for k, v in p.items()} for s, p in raw.items()
+                       if isinstance(p, dict)} if isinstance(raw, dict) else {}
+            return cls(studies=tuple(group), force=bool(doc.get("force", False)), pending=pending)
         if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
             raise ValueError("A settle message is a JSON object with a 'study' UID (or a 'studies' list).")
         return cls(study=doc["study"], force=bool(doc.get("force", False)),
@@ -116,6 +123,17 @@ class SettleScheduler:
                 cutoff = now - max(self.pending_window, 0.0)
                 self._pending = {k: v for k, v in self._pending.items() if v >= cutoff}
 
+    def pending_needed(self, records: Sequence[SeriesRecord]) -> list[SeriesRecord]:
+        """The series whose pending row this process has not written within the pending window (the
+        batched path writes those in one batch; see :meth:`before_write`), marked as written now."""
+        now = self.clock()
+        with self._lock:
+            out = [r for r in records if now - self._pending.get((r.study_instance_uid, r.series_instance_uid),
+                                                                 -1e18) >= self.pending_window]
+            for r in out:
+                self._pending[(r.study_instance_uid, r.series_instance_uid)] = now
+        return out
+
     def after_write(self, study: str) -> None:
         now = self.clock()
         with self._lock:
@@ -149,11 +167,21 @@ class SettleScheduler:
                 self._rederive[study] = now + delay
         self._send(SettleRequest(study, force=force, rederive=rederive), delay)
 
-    def schedule_group(self, studies: Sequence[str], delay: float) -> None:
+    def schedule_group(self, studies: Sequence[str], delay: float, *,
+                       pending: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """One message for several studies, settled together in ``delay`` seconds (the backfill path:
-        one run per study that announces images and stability together when ``delay`` is the stable age)."""
-        if studies:
-            self._send(SettleRequest(studies=tuple(dict.fromkeys(studies))), delay)
+        one run per study that announces images and stability together when ``delay`` is the stable age),
+        with the ETags of the pending rows written for them."""
+        now = self.clock()
+        with self._lock:
+            # A study a message of ours already covers (due no earlier than this one, give or take the margin
+            # a chunk's message carries: the next chunk of the same study, moments later) is left out.
+            wanted = [s for s in dict.fromkeys(studies) if self._due.get(s, 0.0) < now + delay - EARLY_DELIVERY - 1.0]
+            for s in wanted:
+                self._due[s] = now + delay
+        if wanted:
+            self._send(SettleRequest(studies=tuple(wanted), pending={s: (pending or {})[s] for s in wanted
+                                                                     if s in (pending or {})}), delay)
 
     def _send(self, request: SettleRequest, delay: float) -> None:
         self.queues.send(layout.SETTLE_QUEUE, request.to_message(), delay_seconds=max(0.0, delay))

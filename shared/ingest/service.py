@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from shared.dicom.dicomjson import to_dicom_json
@@ -89,6 +90,17 @@ class ContentDigest:
         return bool(self._md5) and bool(stored) and stored == self._with_read_digest()
 
 
+@dataclass(slots=True)
+class Prepared:
+    """An inbox blob read and checked: the row it will have, its DICOM JSON and digest."""
+
+    blob: Blob
+    rec: InstanceRecord
+    doc: dict[str, Any]
+    digest: ContentDigest
+    reader: RangedReader
+
+
 def source_of(name: str, etag: str | None) -> str:
     """The inbox blob version an instance row (and a change entry) remembers."""
     return f"{name}@{etag or ''}"
@@ -101,6 +113,13 @@ class IngestService:
     def ingest(self, blob: Blob) -> Outcome:
         """Ingest the inbox blob ``blob`` (the trigger's blob, behind the blob port)."""
         self.svc.ensure_ready()
+        prepared = self.prepare(blob)
+        if isinstance(prepared, Outcome):
+            return prepared
+        return self.store(prepared)
+
+    def prepare(self, blob: Blob) -> Prepared | Outcome:
+        """Read and check an inbox blob: what its row will be, or its final outcome (quarantined, gone)."""
         reader = RangedReader(blob)
         try:
             header = read_header(reader)
@@ -115,14 +134,23 @@ class IngestService:
             return self._gone(blob.name)
         digest = ContentDigest(header, blob.content_md5)
         rec = _record(doc, header, (study, series, sop, sop_class), source_of(blob.name, blob.etag), digest.value)
+        return Prepared(blob, rec, doc, digest, reader)
+
+    def store(self, p: Prepared) -> Outcome:
+        """Archive and index a prepared blob, one instance at a time (the careful path)."""
         try:
-            state = self._store(blob, doc, rec, digest)
+            state = self._store(p.blob, p.doc, p.rec, p.digest)
         except BlobGone:
-            return self._gone(blob.name)
-        log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.name, state, sop,
+            return self._gone(p.blob.name)
+        return self.stored(p, state)
+
+    def stored(self, p: Prepared, state: IngestState) -> Outcome:
+        """The outcome of a prepared blob that ingest stored (its one log line)."""
+        rec, reader = p.rec, p.reader
+        log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", p.blob.name, state, rec.sop_instance_uid,
                  reader.bytes_fetched, reader.requests)
-        return Outcome(blob.name, state, study, series, sop, bytes_read=reader.bytes_fetched,
-                       requests=reader.requests)
+        return Outcome(p.blob.name, state, rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid,
+                       bytes_read=reader.bytes_fetched, requests=reader.requests)
 
     def index_archived(self, blob: Blob) -> Outcome:
         """Index an instance that is already archived: ``blob`` is in an archive container (this

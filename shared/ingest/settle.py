@@ -50,12 +50,14 @@ from shared.index.records import (
 )
 from shared.index.store import READS, FeedEntry, StudyPartition, utcnow
 from shared.ingest.schedule import SettleRequest
-from shared.ports import Row, RowChanged, RowExists
+from shared.ports import RowChanged, RowExists
 from shared.services import Services
 from shared.storage import blobs, layout
 from shared.storage.regions import stamp_region
 
 log = logging.getLogger(__name__)
+#: What a run keeps for the next (the settle state row; before 2026-12, fields of the study row).
+STATE_FIELDS = ("version", "stable_version", "series_versions", "lookup_keys", "lookup_fields", "last_arrival")
 #: How long a settle run holds its study (a crashed run's hold simply expires).
 LEASE_SECONDS = 300.0
 BUSY_RETRY_SECONDS = 2.0
@@ -170,8 +172,14 @@ class _Plan:
     events: list[DicomEvent] = field(default_factory=list)
     unpublished: list[ChangeEntry] = field(default_factory=list)
     study_rec: StudyRecord | None = None
+    #: The state the run commits (what it derived), and the state row's ETag it commits against.
     extra: dict[str, Any] = field(default_factory=dict)
     etag: str | None = None
+    prev: Mapping[str, Any] = field(default_factory=dict)
+    #: This run holds the study (a single run): even an unchanged run gives it back.
+    held: bool = False
+    #: The study's pending rows as the batched path wrote them (series -> ETag): removed without a read.
+    pending: Mapping[str, str] | None = None
 
 
 class SettleService:
@@ -182,61 +190,76 @@ class SettleService:
         svc = self.svc
         svc.ensure_ready()
         if request.studies:
-            results = self.settle_group(request.studies, force=request.force)
+            results = self.settle_group(request.studies, force=request.force, pending=request.pending)
             return SettleResult("", "group", sum(r.series for r in results), sum(r.instances for r in results),
                                 sum(r.bundles for r in results), sum(r.events for r in results))
         study = request.study
-        lease, wait = svc.index.acquire_settle_lease(study, LEASE_SECONDS)
-        if lease is None:  # another run works on this study: look again shortly (it is usually done by then)
+        part = svc.index.study_partition(study)
+        prev = self._previous(study, part)
+        held, wait = svc.index.hold_settle_state(study, part.state, LEASE_SECONDS)
+        if held is None:  # another run works on this study: look again shortly (it is usually done by then)
             delay = min(wait, max(BUSY_RETRY_SECONDS, svc.settings.settle_delay_seconds))
             svc.scheduler.reschedule(study, delay, force=request.force, rederive=request.rederive)
             log.info("Settle %s: another run holds the study; settling again in %.0f s", study, delay)
             return SettleResult(study, "busy")
         try:
-            return self._settle(request)
-        finally:
-            svc.index.release_settle_lease(study, lease)
+            if not part.instances:
+                return self._emptied(study, part, prev)
+            plan = self._plan(study, part, prev, request, held)
+            plan.held = True
+            return self._apply([plan])[0]
+        except BaseException:
+            svc.index.release_settle_state(study, prev, held)  # a failed run: the retry need not wait
+            raise
 
-    def settle_group(self, studies: Sequence[str], *, force: bool = False) -> list[SettleResult]:
+    def settle_group(self, studies: Sequence[str], *, force: bool = False,
+                     pending: Mapping[str, Mapping[str, str]] | None = None) -> list[SettleResult]:
         """Settle several studies in one run (the backfill path's message names a chunk's studies): the
         partitions are read side by side, and what the runs write to shared partitions (lookup rows of the
         same date, modality or UID shard, change-feed shards) and the events go in shared batches and one
-        publish call. Without the per-study lease: a run that raced another (its conditional study row
-        write fails) runs that study again later, and its events may have gone out twice (at least once)."""
+        publish call. Without holding each study: a run that raced another (its conditional state write
+        fails) runs that study again later, and its events may have gone out twice (at least once)."""
         svc = self.svc
         uids = list(dict.fromkeys(studies))
         request = SettleRequest(force=force)
-        reads = list(READS.map(lambda s: (s, svc.index.study_partition(s), svc.index.get_study_row(s)), uids))
+        reads = list(READS.map(lambda s: (s, svc.index.study_partition(s)), uids))
         plans: list[_Plan] = []
         results: list[SettleResult] = []
-        for study, part, row in reads:
+        for study, part in reads:
+            prev = self._previous(study, part)
             if not part.instances:
-                results.append(self._emptied(study, part, row or {}, row.etag if row is not None else None))
+                results.append(self._emptied(study, part, prev))
                 continue
-            plans.append(self._plan(study, part, row, request))
+            plan = self._plan(study, part, prev, request, part.state.etag if part.state is not None else None)
+            plan.pending = (pending or {}).get(study)
+            plans.append(plan)
         results += self._apply(plans)
         states = Counter(r.state for r in results)
         log.info("Settle group of %d studies: %s", len(uids), ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         return results
 
-    def _settle(self, request: SettleRequest) -> SettleResult:
-        svc = self.svc
-        study = request.study
-        part = svc.index.study_partition(study)
-        study_row = svc.index.get_study_row(study)
-        if not part.instances:
-            return self._emptied(study, part, study_row or {}, study_row.etag if study_row is not None else None)
-        return self._apply([self._plan(study, part, study_row, request)])[0]
+    def _previous(self, study: str, part: StudyPartition) -> dict[str, Any]:
+        """What the study's last run derived: its state row; for a study last settled before the state row
+        existed (published changes, no state row), the study row's fields, where that state was kept."""
+        if part.state is not None:
+            return {k: v for k, v in part.state.items() if k not in ("PartitionKey", "RowKey", "held_until")}
+        if any(c.published for c in part.changes):
+            row = self.svc.index.get_study_row(study)
+            if row is not None:
+                return {k: row.get(k) for k in STATE_FIELDS if row.get(k) is not None}
+        return {}
 
-    def _plan(self, study: str, part: StudyPartition, study_row: Row | None, request: SettleRequest) -> _Plan:
+    def _plan(self, study: str, part: StudyPartition, prev: Mapping[str, Any], request: SettleRequest,
+              etag: str | None) -> _Plan:
+        """What one run of ``study`` writes, from its partition and its previous state ``prev``; ``etag``: the
+        state row's as held (one run) or read (a group), which the result is committed against."""
         svc = self.svc
-        prev: Mapping[str, Any] = study_row or {}
         now_iso = utcnow()
         last_arrival = _newest(part.instances).arrival
         stable = svc.scheduler.clock() - last_arrival >= svc.settings.stable_age_seconds
         study_rec, by_series, series_recs = aggregate(part.instances, now_iso)
         plan = _Plan(study, part, SettleResult(study, "unchanged", len(by_series), len(part.instances)), stable,
-                     last_arrival)
+                     last_arrival, etag=etag, prev=prev)
 
         old_versions: dict[str, str] = orjson.loads(prev.get("series_versions") or "{}")
         versions = {uid: _version(m) for uid, m in by_series.items()}
@@ -299,7 +322,6 @@ class SettleService:
             "lookup_fields": lookup_fields,
             "last_arrival": last_arrival,
         }
-        plan.etag = study_row.etag if study_row is not None else None
         plan.result = SettleResult(study, "stable" if stable else "settled", len(by_series), len(part.instances),
                                    len(plan.bundles), len(plan.events))
         return plan
@@ -329,21 +351,26 @@ class SettleService:
             svc.publisher.publish(events)
         results = []
         for p in plans:
-            if not p.unchanged:
-                if p.unpublished:
-                    svc.index.mark_published(p.study, p.unpublished)
-                assert p.study_rec is not None
+            if not p.unchanged or p.held:
                 try:
-                    svc.index.put_study(p.study_rec, p.extra, etag=p.etag)
+                    if p.unchanged:  # give back the study this run held, state as it was
+                        svc.index.commit_settle_state(p.study, p.prev, etag=p.etag)
+                    else:
+                        assert p.study_rec is not None
+                        if p.series is not None:  # the aggregates changed
+                            svc.index.upsert_study(p.study_rec)
+                        svc.index.commit_settle_state(p.study, p.extra, etag=p.etag, published=p.unpublished)
                 except (RowChanged, RowExists):
                     # Another run of this study wrote meanwhile (from a newer read or an older one):
-                    # run once more, later, from a fresh read.
+                    # run once more, later, from a fresh read (and rewrite the aggregates).
                     svc.scheduler.reschedule(p.study, max(1.0, svc.settings.settle_delay_seconds), force=True)
-                    log.info("Settle %s: another run wrote the study row meanwhile; settling again", p.study)
+                    log.info("Settle %s: another run wrote the settle state meanwhile; settling again", p.study)
                     r = p.result
                     results.append(SettleResult(p.study, "raced", r.series, r.instances, r.bundles, r.events))
                     continue
-            if p.stable:
+            if p.stable and p.pending:
+                svc.index.delete_pending_known(p.study, p.pending)
+            elif p.stable:
                 svc.index.delete_pending(p.study, svc.index.pending_of(p.study))
             else:
                 svc.scheduler.reschedule(p.study, _wait(svc, p.last_arrival))
@@ -415,7 +442,7 @@ class SettleService:
         self.svc.blobs.write(layout.METADATA, layout.series_metadata_path(study, series),
                              b"[" + b",".join(docs) + b"]", content_type=blobs.DICOM_JSON)
 
-    def _emptied(self, study: str, part: StudyPartition, prev: Mapping[str, Any], etag: str | None) -> SettleResult:
+    def _emptied(self, study: str, part: StudyPartition, prev: Mapping[str, Any]) -> SettleResult:
         """No instance left (DELETE): announce the deletions, remove aggregates, lookups, bundles."""
         svc = self.svc
         unpublished = [c for c in part.changes if not c.published]
@@ -437,8 +464,10 @@ class SettleService:
             svc.blobs.delete(layout.METADATA, layout.series_metadata_path(study, uid))
         svc.index.delete_series_rows(study, sorted(set(old_versions)))
         svc.index.delete_pending(study, svc.index.pending_of(study))
-        if etag is not None:
+        if prev:
             svc.index.delete_study_row(study)
+        if part.state is not None or prev:
+            svc.index.delete_settle_state(study)
         log.info("Settle %s: no instances left; aggregates and lookups removed", study)
         return SettleResult(study, "deleted", events=len(events))
 

@@ -145,6 +145,20 @@ class AzureBlobStore:
             **streamed)
         return str(result.get("etag", ""))
 
+    def create(self, container: str, path: str, data: bytes | IO[bytes], *, content_md5: bytes,
+               content_type: str | None = None, metadata: Mapping[str, str] | None = None) -> str | None:
+        settings = ContentSettings(content_type=content_type, content_md5=bytearray(content_md5))
+        streamed: dict[str, Any] = {}
+        if not isinstance(data, bytes) and hasattr(data, "fileno"):
+            streamed = {"length": os.fstat(data.fileno()).st_size - data.tell(), "max_concurrency": 4}
+        try:
+            result = self.service.get_blob_client(container, path).upload_blob(
+                data, overwrite=False, content_settings=settings, metadata=dict(metadata) if metadata else None,
+                **streamed)
+        except ResourceExistsError:
+            return None
+        return str(result.get("etag", ""))
+
     def copy(self, source: Blob, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
              if_absent: bool = False) -> bool:
         """Copy within the account and wait (bounded) until it is done. ``source`` is a blob of this

@@ -43,8 +43,10 @@ def region_containers(region: str, peers: Sequence[str] = ()) -> tuple[str, ...]
     return (*LOCAL, *(regional(c, r) for r in (region, *peers) for c in REGIONAL))
 
 SETTLE_QUEUE: Final = "dicom-settle"
+#: The batched ingest path (backfill): one message per chunk of the inbox's batch area (shared/ingest/batch.py).
+BATCH_QUEUE: Final = "dicom-ingest-batch"
 #: Every queue the app uses (poison queues are created by the host on demand).
-QUEUES: Final = (SETTLE_QUEUE,)
+QUEUES: Final = (SETTLE_QUEUE, BATCH_QUEUE)
 
 
 def instance_path(study: str, series: str, sop: str) -> str:
@@ -105,9 +107,14 @@ def gateway_inbox_path(calling_ae: str, association: str, sop: str) -> str:
     return f"dimse/{_safe_segment(calling_ae.strip())}/{association}/{sop}.dcm"
 
 
-def migrate_inbox_path(source_ae: str, run: str, sop: str) -> str:
-    """Where ``tools migrate`` drops an instance it retrieved from a legacy PACS by C-GET, in :data:`INBOX`."""
-    return f"migrate/{_safe_segment(source_ae.strip())}/{run}/{sop}.dcm"
+#: The inbox's batch area: files here are ingested in chunks by the ``ingest_batch`` function, not one by one
+#: (the per-file Event Grid subscription leaves this prefix out: infra/events.json).
+BATCH_PREFIX: Final = "batch/"
+
+
+def batch_chunk_prefix(source: str, chunk: str) -> str:
+    """The folder of one chunk of the batch area in :data:`INBOX` (``batch/<source>/<chunk>/``)."""
+    return f"{BATCH_PREFIX}{_safe_segment(source.strip())}/{chunk}/"
 
 
 def stow_inbox_path(request_id: str, part: int, sop: str) -> str:

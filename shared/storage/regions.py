@@ -265,6 +265,14 @@ class RegionalBlobStore:
         return self.inner.write(self.topology.own(container), path, data, content_type=content_type,
                                 metadata=self._stamped(container, metadata))
 
+    def create(self, container: str, path: str, data: bytes | IO[bytes], *, content_md5: bytes,
+               content_type: str | None = None, metadata: Mapping[str, str] | None = None) -> str | None:
+        etag = self.inner.create(self.topology.own(container), path, data, content_md5=content_md5,
+                                 content_type=content_type, metadata=self._stamped(container, metadata))
+        if etag is not None:
+            self._remember(container, path, self.topology.own(container))
+        return etag
+
     def copy(self, source: Blob, container: str, path: str, *, metadata: Mapping[str, str] | None = None,
              if_absent: bool = False) -> bool:
         done = self.inner.copy(source, self.topology.own(container), path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from typing import Any
 
 import orjson
 import pydicom
@@ -275,7 +276,7 @@ def test_settle_announces_in_one_call_and_a_second_run_changes_nothing() -> None
     writes = f.requests()
     assert settle(f, study) == "unchanged"
     assert f.publisher.calls == 1
-    assert f.requests() - writes == 5  # lease taken and given back, partition, study row, pending check
+    assert f.requests() - writes == 4  # partition (with the settle state), the study held and given back, pending
 
 
 def test_updates_and_deletes_reach_events_and_the_feed_with_states() -> None:
@@ -307,7 +308,7 @@ def test_updates_and_deletes_reach_events_and_the_feed_with_states() -> None:
     assert qido(f, Level.STUDY, [("PatientID", "PID-1")]) == []
 
 
-def test_a_settle_run_that_loses_the_race_for_the_study_row_settles_again() -> None:
+def test_a_settle_run_that_loses_the_race_for_the_settle_state_settles_again() -> None:
     f = memory_services()
     items = study_of(1, 2, tag="race")
     for _, _, sop, data in items:
@@ -316,16 +317,16 @@ def test_a_settle_run_that_loses_the_race_for_the_study_row_settles_again() -> N
     study = items[0][0]
     settle(f, study)
     f.queues.drain(layout.SETTLE_QUEUE)
-    row = f.services.index.get_study_row(study)
-    assert row is not None
-    real_get = f.services.index.get_study_row
+    idx = f.services.index
+    assert idx.get_settle_state(study) is not None
+    real_hold = idx.hold_settle_state
 
-    def stale(s: str):  # another run writes the study row right after this run read it
-        got = real_get(s)
-        f.services.index.t.upsert("dicomstudies", {**dict(got or {}), "touched": True})
+    def overtaken(s: str, state: Any, seconds: float) -> Any:  # another run writes the state right after
+        got = real_hold(s, state, seconds)
+        idx.t.upsert("dicominstances", {**dict(idx.get_settle_state(s) or {}), "touched": True})
         return got
 
-    f.services.index.get_study_row = stale  # type: ignore[method-assign]
+    idx.hold_settle_state = overtaken  # type: ignore[method-assign]
     assert SettleService(f.services).settle(SettleRequest(study, force=True)).state == "raced"
     assert [orjson.loads(m) for m, _ in f.queues.drain(layout.SETTLE_QUEUE)] == [{"study": study, "force": True}]
 
@@ -338,11 +339,12 @@ def test_one_settle_run_at_a_time_per_study() -> None:
         ingest(f, f"{sop}.dcm")
     study = items[0][0]
     f.queues.drain(layout.SETTLE_QUEUE)
-    held, _ = f.services.index.acquire_settle_lease(study, 30)
+    idx = f.services.index
+    held, _ = idx.hold_settle_state(study, idx.get_settle_state(study), 30)
     assert held is not None
     assert settle(f, study) == "busy"  # another run holds it: nothing announced twice
     assert f.publisher.calls == 0 and len(f.queues.drain(layout.SETTLE_QUEUE)) == 1  # it tries again later
-    f.services.index.release_settle_lease(study, held)
+    idx.release_settle_state(study, {}, held)
     assert settle(f, study) == "stable" and f.publisher.calls == 1
 
 

@@ -73,6 +73,18 @@ class Session:
         lost = sum(1 for i in self.pacs.studies[study] if i.sop in self.pacs.lose)
         return Retrieved(0xB000 if lost else 0, sent, lost)
 
+    def move_many(self, studies: Sequence[str], destination: str,
+                  progress: Callable[[int], None] | None = None) -> Retrieved:
+        """One C-MOVE of several studies; the source stops at the first study that fails (as Orthanc does)."""
+        self.pacs.moves.append(tuple(studies))
+        sent = 0
+        for study in studies:
+            if study in self.pacs.move_error or study in self.pacs.move_status or any(
+                    i.sop in self.pacs.lose for i in self.pacs.studies[study]):
+                return Retrieved(self.pacs.move_status.get(study, 0xC000), sent, 1)
+            sent += self.pacs.deliver(study)
+        return Retrieved(0, sent)
+
     def get(self, study: str, sink: Sink, progress: Callable[[int], None] | None = None) -> Retrieved:
         raise AssertionError("not used")
 
@@ -116,7 +128,7 @@ def test_every_study_is_moved_verified_and_recorded(state: MigrationState) -> No
     pacs = Pacs({"1.1": 3, "1.2": 1})
     _, report = run(pacs, state)
     assert report.last_line() == "migrated 2 studies, 4 instances; verified 2/2"  # type: ignore[attr-defined]
-    assert pacs.moves == ["1.1", "1.2"]
+    assert pacs.moves == [("1.1", "1.2")]  # small studies go together: one C-MOVE, one chunk
     assert {s: (v.state, v.source_count) for s, v in state.all().items()} == {"1.1": (VERIFIED, 3),
                                                                               "1.2": (VERIFIED, 1)}
 
@@ -191,10 +203,11 @@ def test_an_unknown_move_destination_stops_the_run_before_more_studies_are_tried
     pacs = Pacs({"1.1": 2, "1.2": 1})
     pacs.move_status["1.1"] = 0xA801
     _, report = run(pacs, state)
-    assert pacs.moves == ["1.1"]
+    assert pacs.moves == [("1.1", "1.2")]  # the group's one C-MOVE, refused: nothing more is tried
     assert "does not know the move destination DICOMFLOW" in report.stopped  # type: ignore[attr-defined]
     assert report.results == []  # type: ignore[attr-defined]
     assert state.get("1.1").state == MOVING  # type: ignore[union-attr]  # tried again by the next run
+    assert state.get("1.2").state == MOVING  # type: ignore[union-attr]
 
 
 def test_a_commitment_failure_fails_the_study(state: MigrationState) -> None:
@@ -227,3 +240,20 @@ def test_the_state_file_survives_and_resumes(tmp_path: Path) -> None:
     assert again.get("1.1") is not None and again.get("1.1").state == VERIFIED  # type: ignore[union-attr]
     again.planned("1.1")  # planning again keeps what is known
     assert again.get("1.1").state == VERIFIED  # type: ignore[union-attr]
+
+
+def test_a_study_that_fails_its_groups_move_fails_alone_and_the_rest_is_moved_again(state: MigrationState) -> None:
+    pacs = Pacs({"1.1": 2, "1.2": 3, "1.3": 1})
+    pacs.lose = {"1.2.2"}  # the source stops the group's move at this study (Orthanc does)
+    _, report = run(pacs, state, quarantined={"1.2.2": ("invalid-uid", "")})
+    assert pacs.moves == [("1.1", "1.2", "1.3"), "1.2", "1.3"]  # then each study that is not complete, alone
+    assert [(r.study, r.outcome) for r in report.results] == [  # type: ignore[attr-defined]
+        ("1.1", "migrated"), ("1.2", "failed"), ("1.3", "migrated")]
+    assert "1 quarantined by ingest: invalid-uid (1)" in report.results[1].reason  # type: ignore[attr-defined]
+
+
+def test_groups_hold_small_studies_up_to_a_chunk_and_large_ones_alone(state: MigrationState) -> None:
+    migration, _ = run(Pacs({}), state)
+    studies = [SourceStudy(f"1.{k}", n) for k, n in enumerate([10, 30, 20, 60, 5, None, 1])]  # type: ignore[attr-defined]
+    assert [[s.uid for s in g] for g in migration.groups(studies)] == [  # type: ignore[attr-defined]
+        ["1.0", "1.1"], ["1.2"], ["1.3"], ["1.4"], ["1.5"], ["1.6"]]

@@ -32,6 +32,7 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "health": http("health", ["GET"], "ANONYMOUS"),
     "ingest": ("blobTrigger", {"path": "dicom-inbox/{name}", "connection": "DicomStorage", "source": "EventGrid"}),
     "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
+    "ingest_batch": ("queueTrigger", {"queueName": "dicom-ingest-batch", "connection": "DicomStorage"}),
     "follow_peer": ("timerTrigger", {"schedule": "*/10 * * * * *", "runOnStartup": False}),
     "ingest_status": http("ingest/status", ["GET"], A),
     "cors_preflight": http("{*path}", ["OPTIONS"], A),

@@ -338,9 +338,14 @@ class SourceSession:
 
     def move(self, study: str, destination: str, progress: Callable[[int], None] | None = None) -> Retrieved:
         """C-MOVE one study to ``destination`` (an AE title the source knows)."""
+        return self.move_many([study], destination, progress)
+
+    def move_many(self, studies: Sequence[str], destination: str,
+                  progress: Callable[[int], None] | None = None) -> Retrieved:
+        """C-MOVE studies to ``destination`` in one request (a list of Study Instance UIDs, PS3.4 C.4.2.2.1)."""
         q = Dataset()
         q.QueryRetrieveLevel = "STUDY"
-        q.StudyInstanceUID = study
+        q.StudyInstanceUID = "\\".join(studies)
         with self._lock:
             return self._retrieve("C-MOVE", self._open().send_c_move(q, destination, MOVE), progress)
 

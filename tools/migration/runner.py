@@ -48,6 +48,10 @@ from tools.migration.throttle import Throttle
 
 #: C-MOVE status: the source does not know the destination AE. Nothing can move: the run stops.
 MOVE_DESTINATION_UNKNOWN = 0xA801
+#: After a group's C-MOVE failed, how long the index may stay without progress (at most a quarter of the verify
+#: timeout) before what it lacks is moved again study by study (what was sent is ingested within seconds: the
+#: gateway closes its chunk at the move's end).
+GROUP_PATIENCE = 5.0
 
 
 class Session(Protocol):
@@ -56,6 +60,8 @@ class Session(Protocol):
     def find_instances(self, study: str) -> list[SourceInstance]: ...
     def study_count(self, study: str) -> int | None: ...
     def move(self, study: str, destination: str, progress: Callable[[int], None] | None = None) -> Retrieved: ...
+    def move_many(self, studies: Sequence[str], destination: str,
+                  progress: Callable[[int], None] | None = None) -> Retrieved: ...
     def get(self, study: str, sink: Sink, progress: Callable[[int], None] | None = None) -> Retrieved: ...
     def close(self) -> None: ...
 
@@ -72,8 +78,10 @@ class Ports:
     commit: Callable[[Sequence[tuple[str, str]]], Commitment]
     #: Quarantine outcomes (reason code, sentence) of SOP Instance UIDs since a time.
     quarantined: Callable[[Sequence[str], dt.datetime], dict[str, tuple[str, str]]]
-    #: Where a C-GET's instance goes (the inbox); answers a DIMSE status and comment.
+    #: Where a C-GET's instance goes (the batched ingest path); answers a DIMSE status and comment.
     sink: Sink | None = None
+    #: Called after each C-GET: what it brought can be ingested now.
+    got: Callable[[], None] | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
@@ -88,6 +96,18 @@ class Options:
     #: Seconds our index may stay without a new instance before the wait for a study ends.
     verify_timeout: float = 120.0
     commitment: bool = True
+    #: Small studies are moved together by one C-MOVE, up to this many instances (one chunk of the
+    #: batched ingest path: shared/ingest/batch.py CHUNK_SIZE).
+    group_instances: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A study's instances as the source listed them (None: it would not), their count, and a note."""
+
+    listed: list[SourceInstance] | None
+    count: int | None
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,30 +176,46 @@ class Migration:
         for s in studies:
             self.state.planned(s.uid)
 
-        def work(s: SourceStudy) -> StudyResult | None:
+        def work(group: list[SourceStudy]) -> list[StudyResult]:
             if self._stop.is_set():
-                return None
+                return []
             try:
-                result = self.migrate(s)
+                results = self.migrate_group(group)
             except Stop as stop:
                 with self._lock:
                     self._stopped = self._stopped or str(stop)
                 self._stop.set()
-                return None
-            self.progress.study_done(result)
-            return result
+                return []
+            for result in results:
+                self.progress.study_done(result)
+            return results
 
         try:
             with ThreadPoolExecutor(max_workers=max(1, self.o.associations),
                                     thread_name_prefix="migrate") as pool:
-                for result in pool.map(work, studies):
-                    if result is not None:
-                        report.results.append(result)
+                for results in pool.map(work, self.groups(studies)):
+                    report.results += results
         finally:
             for session in self._sessions:
                 session.close()
         report.stopped = self._stopped
         return report
+
+    def groups(self, studies: Sequence[SourceStudy]) -> list[list[SourceStudy]]:
+        """Consecutive small studies moved by one C-MOVE (a list of Study Instance UIDs), up to
+        ``group_instances`` instances together: one association at the source and one chunk of our batched
+        ingest for a handful of X-ray studies, instead of one each. A study of unknown size goes alone."""
+        out: list[list[SourceStudy]] = []
+        size = 0
+        for s in studies:
+            n = s.count if s.count is not None else self.o.group_instances
+            if out and self.o.retrieve == "move" and size + n <= self.o.group_instances and out[-1][-1].count:
+                out[-1].append(s)
+                size += n
+            else:
+                out.append([s])
+                size = n
+        return out
 
     def _session(self) -> Session:
         """This worker's association with the source (C-GET: one per study, for its SOP classes)."""
@@ -191,14 +227,48 @@ class Migration:
                 self._sessions.append(session)
         return session
 
-    # -- one study ---------------------------------------------------------------------------------
-    def migrate(self, s: SourceStudy) -> StudyResult:
-        prev = self.state.get(s.uid)
-        if prev is not None and prev.state == VERIFIED and (s.count is None or prev.source_count == s.count):
-            return StudyResult(s.uid, "skipped", prev.verified_instances)
-        self.state.moving(s.uid)
+    # -- a group of studies, one study -------------------------------------------------------------
+    def migrate_group(self, group: Sequence[SourceStudy]) -> list[StudyResult]:
+        """Skip what is verified; move the rest of the group in one C-MOVE (when more than one study needs
+        it), then take each study through its own steps, which wait for what the group move brought and move
+        again, alone, what it did not (a study that fails a group's move fails only itself)."""
+        results: dict[str, StudyResult] = {}
+        todo: list[SourceStudy] = []
+        for s in group:
+            prev = self.state.get(s.uid)
+            if prev is not None and prev.state == VERIFIED and (s.count is None or prev.source_count == s.count):
+                results[s.uid] = StudyResult(s.uid, "skipped", prev.verified_instances)
+            else:
+                self.state.moving(s.uid)
+                todo.append(s)
+        listings: dict[str, Listing] = {}
+        premoved: Retrieved | None = None
+        if len(todo) > 1:
+            session = self._session()
+            for s in todo:
+                listings[s.uid] = self._list(session, s)
+            wanted = [s for s in todo if self._missing(listings[s.uid].listed, listings[s.uid].count or 0,
+                                                       self.ports.archived(s.uid))]
+            if len(wanted) > 1:
+                try:
+                    self.throttle.take(sum(listings[s.uid].count or 0 for s in wanted))
+                    premoved = session.move_many([s.uid for s in wanted], self.o.gateway.ae, self.progress.instances)
+                except DimseError:
+                    premoved = Retrieved(-1)  # each study tries alone
+                if premoved.status == MOVE_DESTINATION_UNKNOWN:
+                    raise Stop(f"{self.o.source} answered the C-MOVE with "
+                               f"{status_text(premoved.status, premoved.comment, dest=self.o.gateway.ae)}; nothing "
+                               "was moved")
+                if not premoved.ok:  # what the source did send before it stopped: wait until it is in
+                    self._wait_for_group(wanted)
+        for s in todo:
+            results[s.uid] = self.migrate(s, listing=listings.get(s.uid), premoved=premoved)
+        return [results[s.uid] for s in group]
+
+    def migrate(self, s: SourceStudy, *, listing: Listing | None = None,
+                premoved: Retrieved | None = None) -> StudyResult:
         try:
-            result = self._migrate(s)
+            result = self._migrate(s, listing or self._list(self._session(), s), premoved)
         except DimseError as exc:
             result = StudyResult(s.uid, "failed", reason=str(exc))
         if result.outcome == "migrated":
@@ -207,16 +277,19 @@ class Migration:
             self.state.failed(s.uid, result.reason, result.instances)
         return result
 
-    def _migrate(self, s: SourceStudy) -> StudyResult:
-        session = self._session()
-        notes: list[str] = []
-        listed: list[SourceInstance] | None
+    def _list(self, session: Session, s: SourceStudy) -> Listing:
         try:
-            listed = session.find_instances(s.uid)
+            listed: list[SourceInstance] | None = session.find_instances(s.uid)
+            note = ""
         except DimseError as exc:
             listed = None  # verified by counts alone
-            notes.append(f"instances not listed by the source ({exc}): verified by count")
-        count = len(listed) if listed is not None else s.count
+            note = f"instances not listed by the source ({exc}): verified by count"
+        return Listing(listed, len(listed) if listed is not None else s.count, note)
+
+    def _migrate(self, s: SourceStudy, listing: Listing, premoved: Retrieved | None) -> StudyResult:
+        session = self._session()
+        listed, count = listing.listed, listing.count
+        notes = [listing.note] if listing.note else []
         if listed is not None and not listed:
             return StudyResult(s.uid, "failed", reason="the source lists no instances of this study (removed "
                                                        "since the window was listed?)")
@@ -224,18 +297,27 @@ class Migration:
             return StudyResult(s.uid, "failed", reason="the source gives neither the study's instances nor its "
                                                        "instance count: nothing to verify against")
         moved: Retrieved | None = None
-        for attempt in (1, 2):
+        attempts = 3 if premoved is not None else 2
+        for attempt in range(1, attempts + 1):
             have = self.ports.archived(s.uid)
             missing = self._missing(listed, count, have)
             sent: int | None = None
-            if missing:
+            patience = self.o.verify_timeout
+            if attempt == 1 and premoved is not None:  # the group's move brought it, or some of it
+                if not premoved.ok:
+                    patience = 0.0  # the group's wait is over (_wait_for_group): move alone what is missing
+            elif missing:
                 moved = self._retrieve(session, s.uid, listed, missing)
                 if not moved.ok:  # what the source did send is all that can still arrive
                     sent = len(have) + moved.completed + moved.warning
                 have = self.ports.archived(s.uid)
-            have = self._wait_for_index(s.uid, listed, count, have, sent)
+            have = self._wait_for_index(s.uid, listed, count, have, sent, patience)
+            if attempt == 1 and premoved is not None:
+                if self._missing(listed, count, have):
+                    continue
+                moved = premoved
             now = session.study_count(s.uid)
-            if now is None or now == count or attempt == 2:
+            if now is None or now == count or attempt == attempts:
                 if now is not None and now != count:
                     notes.append(f"the source's instance count changed during the move ({count} -> {now}): "
                                  "it is still receiving this study; run again later")
@@ -271,22 +353,42 @@ class Migration:
                 moved = get_session.get(study, paced, self.progress.instances)
             finally:
                 get_session.close()
+                if self.ports.got is not None:
+                    self.ports.got()  # what the C-GET brought is ingested now, not when its chunk times out
         if moved.status == MOVE_DESTINATION_UNKNOWN:
             raise Stop(f"{self.o.source} answered the C-MOVE with "
                        f"{status_text(moved.status, moved.comment, dest=self.o.gateway.ae)}; nothing was moved")
         return moved
 
+    def _wait_for_group(self, group: Sequence[SourceStudy]) -> None:
+        """After a group's C-MOVE that failed: until our index has not grown for :data:`GROUP_PATIENCE` (a
+        source that stops a move at a failure does not say how much it sent before: Orthanc answers 0)."""
+        def total() -> int:
+            return sum(len(self.ports.archived(s.uid)) for s in group)
+
+        patience = min(GROUP_PATIENCE, self.o.verify_timeout / 4)
+        seen = total()
+        delay, last_growth = 0.5, self.ports.clock()
+        while self.ports.clock() - last_growth < patience:
+            self.ports.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+            now = total()
+            if now > seen:
+                seen, last_growth = now, self.ports.clock()
+
     def _wait_for_index(self, study: str, listed: list[SourceInstance] | None, count: int,
-                        have: dict[str, str], sent: int | None = None) -> dict[str, str]:
+                        have: dict[str, str], sent: int | None = None, patience: float | None = None
+                        ) -> dict[str, str]:
         """Until our index holds the study's instances (or, after a failed move, as many as the source
-        sent), or it has not grown for ``verify_timeout``."""
+        sent), or it has not grown for ``patience`` (``verify_timeout``)."""
+        patience = self.o.verify_timeout if patience is None else patience
         wanted = {i.sop for i in listed} if listed is not None else None
         delay, last_growth, seen = 0.2, self.ports.clock(), len(have)
         while True:
             complete = wanted <= have.keys() if wanted is not None else len(have) >= count
             if sent is not None and len(have) >= sent:
                 complete = True
-            if complete or self.ports.clock() - last_growth >= self.o.verify_timeout:
+            if complete or self.ports.clock() - last_growth >= patience:
                 return have
             self.ports.sleep(delay)
             delay = min(delay * 1.5, 2.0)
