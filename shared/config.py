@@ -218,6 +218,84 @@ class GatewaySettings:
         )
 
 
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderLimits:
+    """What one DICOM header read may cost, whatever the file declares (``shared.dicom.bounds``).
+
+    Every entry point parses headers through :func:`shared.dicom.header.read_header` (inbox ingest,
+    STOW-RS parts, the gateway's C-STORE, the peer follower and reindex, WADO-RS frame indexes), so these
+    hold for all of them. A header over a limit is refused as ``header-too-large``.
+    """
+
+    #: ``DICOMFLOW_HEADER_MAX_BYTES``: value bytes a parse reads into memory (values over 64 KiB are
+    #: skipped while parsing and read later only if the DICOM JSON needs them: sequences, text).
+    max_bytes: int = 32 * MIB
+    #: ``DICOMFLOW_HEADER_MAX_ELEMENTS``: data elements and sequence items (counted as the 8-byte headers
+    #: read, delimiters included) the parse and the DICOM JSON may turn into objects (~1 KiB each).
+    max_elements: int = 100_000
+    #: ``DICOMFLOW_HEADER_MAX_INFLATED_BYTES``: a deflated data set may inflate this far before its pixel
+    #: data (skipping a deflated value means inflating it: this bounds the time, memory stays ~1 MiB).
+    max_inflated_bytes: int = 64 * MIB
+    #: ``DICOMFLOW_HEADER_MAX_DEPTH``: sequences nested deeper than this are refused.
+    max_depth: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Budgets for untrusted input (README "Limits"): files, STOW-RS requests, queries, status and health."""
+
+    header: HeaderLimits = HeaderLimits()
+    #: ``DICOMFLOW_MAX_FRAMES``: most frames (and encapsulated fragments) a frame index holds.
+    max_frames: int = 200_000
+    #: ``DICOMFLOW_STOW_MAX_PARTS``: most parts in one STOW-RS request (more: 413).
+    stow_max_parts: int = 1000
+    #: ``DICOMFLOW_QUERY_MAX_WILDCARDS``: most ``*``/``?`` in one QIDO/C-FIND value (more: 400).
+    query_max_wildcards: int = 10
+    #: ``DICOMFLOW_QUERY_MAX_ROWS``: most index rows one QIDO request or C-FIND examines (more: 413 / A700).
+    query_max_rows: int = 20_000
+    #: ``DICOMFLOW_STATUS_MAX_ITEMS``: most change-feed entries and quarantined files the ingest status
+    #: summary looks at (the counts say when they stopped short).
+    status_max_items: int = 10_000
+    #: ``DICOMFLOW_HEALTH_CACHE_SECONDS``: the anonymous health probe answers from one storage call
+    #: made at most this often per worker.
+    health_cache_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LimitSettings:
+        def whole(name: str, default: int, low: int = 1, high: int = 2**40) -> int:
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                return default
+            if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+                raise SettingsError(f"Setting {name} must be a whole number from {low} to {high}, got {raw!r}")
+            return int(raw)
+
+        cache = (env.get("DICOMFLOW_HEALTH_CACHE_SECONDS") or "").strip()
+        try:
+            cache_s = float(cache) if cache else 10.0
+        except ValueError:
+            raise SettingsError(
+                f"Setting DICOMFLOW_HEALTH_CACHE_SECONDS must be a number of seconds, got {cache!r}") from None
+        d, base = HeaderLimits(), cls()
+        return cls(
+            header=HeaderLimits(
+                max_bytes=whole("DICOMFLOW_HEADER_MAX_BYTES", d.max_bytes, 1 * MIB),
+                max_elements=whole("DICOMFLOW_HEADER_MAX_ELEMENTS", d.max_elements, 1000),
+                max_inflated_bytes=whole("DICOMFLOW_HEADER_MAX_INFLATED_BYTES", d.max_inflated_bytes, 1 * MIB),
+                max_depth=whole("DICOMFLOW_HEADER_MAX_DEPTH", d.max_depth, 2, 200),
+            ),
+            max_frames=whole("DICOMFLOW_MAX_FRAMES", base.max_frames, 1),
+            stow_max_parts=whole("DICOMFLOW_STOW_MAX_PARTS", base.stow_max_parts, 1),
+            query_max_wildcards=whole("DICOMFLOW_QUERY_MAX_WILDCARDS", base.query_max_wildcards, 1, 256),
+            query_max_rows=whole("DICOMFLOW_QUERY_MAX_ROWS", base.query_max_rows, 100),
+            status_max_items=whole("DICOMFLOW_STATUS_MAX_ITEMS", base.status_max_items, 10),
+            health_cache_seconds=max(0.0, cache_s),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
@@ -240,6 +318,8 @@ class Settings:
     routing_rules_ttl_seconds: float = 15.0
     gateway: GatewaySettings = GatewaySettings()
     region: RegionSettings = RegionSettings()
+    #: Budgets for untrusted input (``DICOMFLOW_HEADER_*``, ``DICOMFLOW_STOW_MAX_PARTS``, ``DICOMFLOW_QUERY_*`` ...).
+    limits: LimitSettings = LimitSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -290,6 +370,7 @@ class Settings:
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
                                   follow_batch=max(1, int(batch))),
+            limits=LimitSettings.from_env(env),
         )
 
     def require_storage(self) -> StorageSettings:

@@ -28,7 +28,7 @@ class Call:
     accept: str | None = None
     content_type: str | None = None
     params: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
+    body: bytes | bytearray = b""
     path: dict[str, str] = field(default_factory=dict)
     study: str | None = None
     series: str | None = None
@@ -60,9 +60,10 @@ def search(call: Call, level: Level) -> Reply:
 
     media_type = negotiate_json(call.accept)
     _, scope = qido.level_from_path(call.study, call.series, level)
-    query = parse_query(call.params, level, scope=scope)
+    limits = call.settings.limits
+    query = parse_query(call.params, level, scope=scope, max_wildcards=limits.query_max_wildcards)
     return qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
-                       media_type=media_type)
+                       media_type=media_type, max_rows=limits.query_max_rows)
 
 
 def _index_fetch(call: Call) -> Fetch:

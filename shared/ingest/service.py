@@ -66,10 +66,11 @@ class ContentDigest:
     (``sha256(read digest, size, md5)``). :meth:`matches` accepts that form too, computed only when the
     current one differs, so a file re-sent after the upgrade stays a duplicate, not an update."""
 
-    __slots__ = ("_header", "_md5", "value")
+    __slots__ = ("_md5", "_read", "_size", "value")
 
     def __init__(self, header: Header, md5: bytes | None) -> None:
-        self._header, self._md5 = header, md5
+        # Only the read digest and the size are kept, not the header (a STOW-RS request holds one per part).
+        self._read, self._size, self._md5 = header.read_digest, header.size_bytes, md5
         size = header.size_bytes.to_bytes(8, "little")
         if md5:
             self.value = hashlib.sha256(size + md5).hexdigest()
@@ -77,8 +78,8 @@ class ContentDigest:
             self.value = self._with_read_digest()
 
     def _with_read_digest(self) -> str:
-        h = hashlib.sha256(self._header.digest.encode())
-        h.update(self._header.size_bytes.to_bytes(8, "little"))
+        h = hashlib.sha256(self._read.hexdigest().encode())
+        h.update(self._size.to_bytes(8, "little"))
         if self._md5:
             h.update(self._md5)
         return h.hexdigest()
@@ -105,12 +106,9 @@ class IngestService:
         try:
             header = read_header(reader)
             study, series, sop, sop_class = validate(header)
+            doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged, metered)
         except BadInput as bad:
             return self._quarantine(blob, bad, reader)
-        except BlobGone:
-            return self._gone(blob.name)
-        try:
-            doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged)
         except BlobGone:
             return self._gone(blob.name)
         digest = ContentDigest(header, blob.content_md5)
@@ -140,18 +138,18 @@ class IngestService:
         try:
             header = read_header(reader)
             uids = validate(header)
+            s, se, i, _ = uids
+            path = layout.instance_path(s, se, i)
+            if path != blob.name:
+                message = f"The archived file {blob.name} holds instance {i} of series {se}; it belongs at {path}."
+                return Outcome(blob.name, IngestState.REFUSED, s, se, i, reason=Reason.UID_CONFLICT, message=message)
+            doc = to_dicom_json(header, s, se, i)
         except BadInput as bad:
             log.warning("Index %s/%s: cannot be indexed (%s)", blob.container, blob.name, bad.reason)
             return Outcome(blob.name, IngestState.REFUSED, reason=bad.reason, message=bad.message,
                            bytes_read=reader.bytes_fetched, requests=reader.requests)
         except BlobGone:
             return self._gone(blob.name)
-        s, se, i, _ = uids
-        path = layout.instance_path(s, se, i)
-        if path != blob.name:
-            message = f"The archived file {blob.name} holds instance {i} of series {se}; it belongs at {path}."
-            return Outcome(blob.name, IngestState.REFUSED, s, se, i, reason=Reason.UID_CONFLICT, message=message)
-        doc = to_dicom_json(header, s, se, i)
         digest = ContentDigest(header, blob.content_md5)
         rec = _record(doc, header, uids, f"{blob.container}/{blob.name}@{blob.etag or ''}", digest.value)
         rec.stamp = stamp_of(blob.metadata, blob.last_modified, svc.topology.writer_of(blob.container))
@@ -196,17 +194,17 @@ class IngestService:
         try:
             header = read_header(reader)
             uids = validate(header)
+            s, se, i, _ = uids
+            doc = to_dicom_json(header, s, se, i)
         except BadInput as bad:
             return Outcome(blob.name, IngestState.REFUSED, reason=bad.reason, message=bad.message)
         except BlobGone:
             return self._gone(blob.name)
-        s, se, i, _ = uids
         for _ in range(ATTEMPTS):
             existing = svc.index.get_instance(s, se, i)
             if existing is None:
                 return self.index_archived(blob)
             old = existing.record
-            doc = to_dicom_json(header, s, se, i)
             rec = _record(doc, header, uids, old.source, old.digest)
             rec.stamp, rec.seq, rec.arrival = old.stamp, old.seq, old.arrival
             rec.ingested_at, rec.updated_at = old.ingested_at, old.updated_at

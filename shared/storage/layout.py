@@ -115,6 +115,22 @@ def routing_deadletter_path(study: str, rule: str, destination: str, unit: str) 
     return f"routing/{study}/{_safe_segment(rule)}/{_safe_segment(destination)}/{unit}.json"
 
 
+#: Azure's limit on a blob name (characters).
+MAX_BLOB_NAME: Final = 1024
+
+
+def is_safe_blob_name(name: str) -> bool:
+    """A blob name a caller hands in (``/api/ingest/status?blob=``) that can only name a blob of the
+    container it is used with: 1-1024 characters, no control characters or backslashes, and no empty,
+    ``.`` or ``..`` path segment (clients and the service resolve those in the URL path:
+    ``../dicom-archive/x`` in the inbox would read the archive)."""
+    if not 0 < len(name) <= MAX_BLOB_NAME or "\\" in name:
+        return False
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+        return False
+    return all(segment not in ("", ".", "..") for segment in name.split("/"))
+
+
 def quarantine_path(inbox_name: str, etag: str) -> str:
     """Quarantine copies keep the inbox name, under a folder per content version."""
     tag = "".join(c for c in etag if c.isalnum())[:32] or "noetag"
