@@ -252,11 +252,15 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE, limits: H
         ds, metered = _parse(reader, defer_size, meter)
         if metered:
             charge_dataset(ds, meter)  # what its sequences will cost as objects, before they exist
+        return _header(ds, reader, meter)
     except BadInput:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure parsing untrusted bytes is bad input (storage's own excepted)
         raise _classify(exc, reader, meter) from None
 
+
+def _header(ds: Dataset, reader: RangedReader, meter: Meter) -> Header:
+    """What ingest needs from the parsed data set (values are read here too: inside the same guard)."""
     meta = getattr(ds, "file_meta", None)
     ts = _uid(meta, "TransferSyntaxUID") if meta is not None else None
     implicit, little = _encoding(ds, ts)
@@ -334,7 +338,7 @@ def _complete(ds: Dataset, size: int, pixel_offset: int | None, prefix: bytes) -
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         group_length = meta.get("FileMetaInformationGroupLength")
-        if group_length is not None and prefix[128:132] == b"DICM" and size < 132 + 12 + int(group_length):
+        if isinstance(group_length, int) and prefix[128:132] == b"DICM" and size < 132 + 12 + group_length:
             return False
     data_end = 0
     levels: list[list[Any]] = [list(meta._dict.values()) if meta is not None else [], list(ds._dict.values())]
@@ -362,11 +366,13 @@ def _is_storage_error(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("azure.")
 
 
-def read_header_bytes(data: bytes | bytearray | memoryview, *, defer_size: int = DEFER_SIZE) -> Header:
+def read_header_bytes(data: bytes | bytearray | memoryview, *, defer_size: int = DEFER_SIZE,
+                      limits: HeaderLimits | None = None) -> Header:
     """Parse a header held in memory (STOW-RS parts, tests)."""
-    return read_header(RangedReader(BytesRangeSource(data)), defer_size=defer_size)
+    return read_header(RangedReader(BytesRangeSource(data)), defer_size=defer_size, limits=limits)
 
 
-def read_header_file(path: str | os.PathLike[str], *, defer_size: int = DEFER_SIZE) -> Header:
+def read_header_file(path: str | os.PathLike[str], *, defer_size: int = DEFER_SIZE,
+                     limits: HeaderLimits | None = None) -> Header:
     """Parse the header of a local file (DIMSE C-STORE data sets) without reading its pixel data."""
-    return read_header(RangedReader(FileRangeSource(os.fspath(path))), defer_size=defer_size)
+    return read_header(RangedReader(FileRangeSource(os.fspath(path))), defer_size=defer_size, limits=limits)
