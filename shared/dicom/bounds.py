@@ -131,7 +131,7 @@ def count_sequence(value: bytes | bytearray | memoryview, *, implicit: bool, lit
     ends at the sequence delimiter. Where the bytes stop making sense the rest is charged as if it
     were all 8-byte headers (an upper bound on what pydicom can make of them). Returns the count.
     """
-    buf = memoryview(value).cast("B") if not isinstance(value, bytes) else value
+    buf = value if isinstance(value, bytes) else bytes(value)  # one copy at most: searched in place below
     size = len(buf)
     limits = meter.limits
     counted = 0
@@ -172,7 +172,7 @@ def count_sequence(value: bytes | bytearray | memoryview, *, implicit: bool, lit
             stack.pop()
             continue
         tag = (group << 16) | elem
-        vr = bytes(buf[pos + 4:pos + 6])
+        vr = buf[pos + 4:pos + 6]
         elem_implicit = imp
         if not imp and vr in LONG_VRS:
             if pos + 12 > limit:
@@ -203,8 +203,8 @@ def count_sequence(value: bytes | bytearray | memoryview, *, implicit: bool, lit
             stack.append((True, None if length == UNDEFINED else start + length, inner_implicit, inner_little))
             continue
         if length == UNDEFINED:  # a value read up to its sequence delimiter
-            found = bytes(buf[start:]).find(_SEQUENCE_DELIMITER_LE if le else _SEQUENCE_DELIMITER_BE)
-            pos = size if found < 0 else start + found + 8
+            found = buf.find(_SEQUENCE_DELIMITER_LE if le else _SEQUENCE_DELIMITER_BE, start)
+            pos = size if found < 0 else found + 8
             continue
         pos = start + length
     return counted
