@@ -1,9 +1,9 @@
 """Reading the region's change feed (written by settle, see :mod:`shared.ingest.settle`).
 
 Entries live in hour buckets, each split into :data:`shared.index.keys.FEED_SHARDS` partitions;
-a window is read bucket by bucket (the shards of a bucket concurrently, merged by sequence), so
-a page costs a few queries whatever the feed's size. Entries newer than ``horizon`` seconds are
-not served yet: a sequence is taken just before its entry is written, so an entry with a lower
+a window is read bucket by bucket (the shards of a bucket concurrently, merged by sequence; empty
+hours skipped in one partition-range query), so a page costs a few queries whatever the feed's
+size. Entries newer than ``horizon`` seconds are not served yet: a sequence is taken just before its entry is written, so an entry with a lower
 sequence may still be in flight for a moment; holding the newest ones back keeps the order a
 reader sees from ever changing under it.
 """
@@ -42,29 +42,40 @@ def entries(index: IndexStore, start: dt.datetime | None, end: dt.datetime | Non
         begin = max(begin, dt.datetime.fromtimestamp(time_of_seq(after), dt.UTC))
     if begin >= stop:
         return
-    bucket = begin.replace(minute=0, second=0, microsecond=0)
-    while bucket < stop:
+    last = keys.feed_bucket(stop)
+    bucket = index.first_feed_bucket(keys.feed_bucket(begin), last)
+    while bucket is not None:
         lo = low
         while True:
-            got = index.feed_bucket(keys.feed_bucket(bucket), lo, high, limit=page)
+            got = index.feed_bucket(bucket, lo, high, limit=page)
             yield from got
             if len(got) < page:
                 break
             lo = got[-1].seq + 1
-        bucket += _HOUR
+        following = _bucket_time(bucket) + _HOUR
+        bucket = index.first_feed_bucket(keys.feed_bucket(following), last) if following < stop else None
+
+
+def _bucket_time(bucket: str) -> dt.datetime:
+    return dt.datetime.strptime(bucket, "%Y%m%d%H").replace(tzinfo=dt.UTC)
 
 
 def latest(index: IndexStore, *, horizon: float) -> FeedEntry | None:
-    """The newest entry (servable now), searching back bucket by bucket; inside a bucket, the last second,
-    then the last minute, then the rest (a busy hour is never read whole to find its last entry)."""
+    """The newest entry (servable now). The last hour bucket holding entries is found by bisection over
+    partition ranges (one row each: about log2 of the feed's age in hours, never a read per empty hour);
+    inside it, the last second, then the last minute, then the rest (a busy hour is never read whole to
+    find its last entry). A bucket whose entries are all within the horizon sends the search earlier."""
     now = dt.datetime.now(dt.UTC)
     stop = now - dt.timedelta(seconds=horizon)
     head = index.feed_head()
     if head is None:
         return None
-    bucket = stop.replace(minute=0, second=0, microsecond=0)
     high = seq_of_time(stop.timestamp() + 0.001)
-    while bucket >= head:
+    hi = stop.replace(minute=0, second=0, microsecond=0)
+    while hi >= head:
+        bucket = _last_bucket(index, head, hi)
+        if bucket is None:
+            return None
         floor = seq_of_time(bucket.timestamp())
         top = min(high, seq_of_time((bucket + _HOUR).timestamp()))
         for window in _LATEST_WINDOWS:
@@ -73,8 +84,25 @@ def latest(index: IndexStore, *, horizon: float) -> FeedEntry | None:
                 return found[-1]
             if top - window <= floor:
                 break
-        bucket -= _HOUR
+        hi = bucket - _HOUR
     return None
+
+
+def _last_bucket(index: IndexStore, lo: dt.datetime, hi: dt.datetime) -> dt.datetime | None:
+    """The latest hour bucket from ``lo`` to ``hi`` holding an entry (bisection on "is there one at or
+    after this hour")."""
+    last = keys.feed_bucket(hi)
+    if index.first_feed_bucket(keys.feed_bucket(lo), last) is None:
+        return None
+    hours = int((hi - lo) / _HOUR)
+    low, up = 0, hours  # invariant: an entry lies in hour lo + low or later
+    while low < up:
+        mid = (low + up + 1) // 2
+        if index.first_feed_bucket(keys.feed_bucket(lo + mid * _HOUR), last) is not None:
+            low = mid
+        else:
+            up = mid - 1
+    return lo + low * _HOUR
 
 
 #: Sequence spans :func:`latest` looks back through inside a bucket: a second, a minute, the hour.

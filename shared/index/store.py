@@ -372,6 +372,14 @@ class IndexStore:
             return None
         return dt.datetime.strptime(str(row["bucket"]), "%Y%m%d%H").replace(tzinfo=dt.UTC)
 
+    def first_feed_bucket(self, first: str, last: str) -> str | None:
+        """The earliest hour bucket from ``first`` to ``last`` (inclusive) that holds an entry, in one query
+        (a partition range read for one row), so empty hours are skipped, not read one by one."""
+        rows = self.t.query(tables.CHANGEFEED, pk_range=keys.feed_buckets_range(first, last),
+                            select=["PartitionKey"], page_size=1)
+        row = next(iter(rows), None)
+        return keys.bucket_of_partition(str(row["PartitionKey"])) if row is not None else None
+
     def feed_bucket(self, bucket: str, low_seq: int, high_seq: int, *, limit: int | None = None) -> list[FeedEntry]:
         """Feed entries of one hour bucket with low <= seq < high, in sequence order; with ``limit``, the
         first ``limit`` of them (each shard is read only that far: its rows come in sequence order)."""
