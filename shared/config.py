@@ -290,7 +290,7 @@ class LimitSettings:
             max_frames=whole("DICOMFLOW_MAX_FRAMES", base.max_frames, 1),
             stow_max_parts=whole("DICOMFLOW_STOW_MAX_PARTS", base.stow_max_parts, 1),
             query_max_wildcards=whole("DICOMFLOW_QUERY_MAX_WILDCARDS", base.query_max_wildcards, 1, 256),
-            query_max_rows=whole("DICOMFLOW_QUERY_MAX_ROWS", base.query_max_rows, 100),
+            query_max_rows=whole("DICOMFLOW_QUERY_MAX_ROWS", base.query_max_rows, 10),
             status_max_items=whole("DICOMFLOW_STATUS_MAX_ITEMS", base.status_max_items, 10),
             health_cache_seconds=max(0.0, cache_s),
         )
