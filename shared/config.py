@@ -134,8 +134,9 @@ class AuthSettings:
 class GatewaySettings:
     """The DIMSE gateway (``python -m gateway``): who may talk to it and its limits.
 
-    Empty allow-lists mean "anyone who reaches the port" (keep the port internal then).
-    TLS is on when a certificate is given; then plain TCP is refused. With a CA file,
+    Empty allow-lists mean "anyone who reaches the port", so the gateway listens beyond loopback
+    only with a calling AE allow-list or mutual TLS (:meth:`exposure_problem`; it refuses to start
+    otherwise). TLS is on when a certificate is given; then plain TCP is refused. With a CA file,
     clients must also present a certificate signed by it (mutual TLS).
     """
 
@@ -154,10 +155,43 @@ class GatewaySettings:
     max_find_results: int = 1000
     #: Storage Commitment: how long to wait for instances still being ingested before reporting them failed.
     commitment_wait_seconds: float = 30.0
+    #: C-STORE: the largest data set received; a larger one aborts its association (gateway/spool.py).
+    max_store_bytes: int = 2 * 1024**3
+    #: C-STORE: the folder received data sets wait in (the gateway's own; emptied at start and stop).
+    #: Empty: ``<system temp>/dicomflow-gateway-<port>``.
+    spool_dir: str | None = None
 
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert_file)
+
+    @property
+    def mutual_tls(self) -> bool:
+        return bool(self.tls_cert_file and self.tls_ca_file)
+
+    @property
+    def loopback(self) -> bool:
+        """Listening on this machine only (127.0.0.0/8, ::1 or ``localhost``)."""
+        import ipaddress
+
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to any interface
+
+    def exposure_problem(self) -> str | None:
+        """Why the gateway must not listen as configured, or None. Beyond loopback it needs a calling
+        AE allow-list or mutual TLS: with neither, anyone who reaches the port could store, find and
+        retrieve."""
+        if self.loopback or self.allowed_ae_titles or self.mutual_tls:
+            return None
+        p = "DICOMFLOW_GATEWAY_"
+        return (f"Refusing to listen on {self.host}:{self.port} open to anyone: beyond loopback the gateway needs "
+                f"{p}ALLOWED_AE_TITLES (the calling AE titles of your modalities and PACS) or mutual TLS "
+                f"({p}TLS_CERT_FILE + {p}TLS_KEY_FILE + {p}TLS_CA_FILE, the CA that signs client certificates); "
+                f"add {p}ALLOWED_NETWORKS too. To listen on this machine only, set {p}HOST=127.0.0.1.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -215,6 +249,8 @@ class GatewaySettings:
             timeout_seconds=timeout_s,
             max_find_results=whole("MAX_FIND_RESULTS", 1000, 1, 100_000),
             commitment_wait_seconds=wait_s,
+            max_store_bytes=whole("MAX_STORE_BYTES", 2 * 1024**3, 4096, 1024**4),
+            spool_dir=(env.get(p + "SPOOL_DIR") or "").strip() or None,
         )
 
 
