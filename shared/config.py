@@ -276,6 +276,11 @@ class Settings:
     routing_rules_ttl_seconds: float = 15.0
     gateway: GatewaySettings = GatewaySettings()
     region: RegionSettings = RegionSettings()
+    #: ``DICOMFLOW_INFERENCE_FACTORIES``: the ``module:callable`` model factories a ``python`` entry of the
+    #: model registry may name (comma-separated), besides those installed packages publish as entry points
+    #: (group ``dicomflow.models``). Whoever writes the config container chooses among them; nothing else
+    #: is imported (shared/inference/registry.py).
+    inference_factories: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -326,6 +331,7 @@ class Settings:
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
                                   follow_batch=max(1, int(batch))),
+            inference_factories=_factories(env.get("DICOMFLOW_INFERENCE_FACTORIES")),
         )
 
     def require_storage(self) -> StorageSettings:
@@ -336,6 +342,17 @@ class Settings:
                 f"{STORAGE_CONNECTION}__blobServiceUri/__queueServiceUri/__tableServiceUri (managed identity)."
             )
         return s
+
+
+def _factories(raw: str | None) -> tuple[str, ...]:
+    import re
+
+    names = _csv(raw)
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
+            raise SettingsError(f"Setting DICOMFLOW_INFERENCE_FACTORIES: {name!r} is not a factory; list "
+                                "module:callable names, comma-separated (e.g. hospital_models.lung:create).")
+    return names
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:
