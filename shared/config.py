@@ -281,6 +281,12 @@ class Settings:
     #: (group ``dicomflow.models``). Whoever writes the config container chooses among them; nothing else
     #: is imported (shared/inference/registry.py).
     inference_factories: tuple[str, ...] = ()
+    #: ``DICOMFLOW_ROUTING_TLS_CA``: CA certificates (PEM text, e.g. a Key Vault reference, or a file's path)
+    #: trusted for routing destinations besides the system's: C-STORE with ``"tls": true`` and STOW-RS.
+    routing_tls_ca: str | None = None
+    #: ``DICOMFLOW_ROUTING_TLS_CLIENT_CERT``: the app's client certificate and private key (one PEM, text or
+    #: path) for destinations that ask for one. Destination credentials live here, never in rules.json.
+    routing_tls_client_cert: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -332,6 +338,8 @@ class Settings:
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
                                   follow_batch=max(1, int(batch))),
             inference_factories=_factories(env.get("DICOMFLOW_INFERENCE_FACTORIES")),
+            routing_tls_ca=(env.get("DICOMFLOW_ROUTING_TLS_CA") or "").strip() or None,
+            routing_tls_client_cert=(env.get("DICOMFLOW_ROUTING_TLS_CLIENT_CERT") or "").strip() or None,
         )
 
     def require_storage(self) -> StorageSettings:

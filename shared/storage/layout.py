@@ -29,6 +29,12 @@ REGIONAL: Final = (ARCHIVE, QUARANTINE, CONFIG)
 LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER)
 
 
+def is_app_container(name: str) -> bool:
+    """One of the app's containers, in any region (``dicom-archive``, ``dicom-archive-secondary``, ...):
+    routing may never export into one (it would write the archive, feed the inbox or the config)."""
+    return any(name == c or name.startswith(c + "-") for c in CONTAINERS)
+
+
 def regional(container: str, region: str) -> str:
     """The physical name of regional container ``container`` as region ``region`` writes it
     (``dicom-archive-primary``); with no region key (one region on its own), the name itself."""
