@@ -124,6 +124,9 @@ class AuthSettings:
     #: ``DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS``: at most one refetch per this many seconds when a
     #: token names an unknown key (rotation), so forged ``kid`` values cannot hammer the issuer.
     jwks_cooldown_seconds: float = 30.0
+    #: ``DICOMFLOW_AUTH_JWKS_MAX_STALE_SECONDS``: while the issuer is unreachable, the last good signing keys
+    #: keep validating for this long past their cache lifetime (then 503 until the issuer answers).
+    jwks_max_stale_seconds: float = 86400.0
 
     @property
     def configured(self) -> bool:
@@ -331,6 +334,7 @@ class Settings:
                 leeway_seconds=num("DICOMFLOW_AUTH_LEEWAY_SECONDS", 60.0),
                 jwks_cache_seconds=num("DICOMFLOW_AUTH_JWKS_CACHE_SECONDS", 3600.0) or 3600.0,
                 jwks_cooldown_seconds=num("DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS", 30.0),
+                jwks_max_stale_seconds=num("DICOMFLOW_AUTH_JWKS_MAX_STALE_SECONDS", 86400.0),
             ),
             changefeed_horizon_seconds=num("DICOMFLOW_CHANGEFEED_HORIZON_SECONDS", 2.0),
             routing_rules_ttl_seconds=num("DICOMFLOW_ROUTING_RULES_TTL_SECONDS", 15.0),

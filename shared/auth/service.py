@@ -14,7 +14,15 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from shared.auth.roles import FUNCTION_KEY_ROLES, Role, describe
-from shared.auth.tokens import ADVICE, IssuerUnavailable, Principal, Reason, TokenRejected, validator_for
+from shared.auth.tokens import (
+    ADVICE,
+    IssuerMisconfigured,
+    IssuerUnavailable,
+    Principal,
+    Reason,
+    TokenRejected,
+    validator_for,
+)
 from shared.config import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -78,10 +86,12 @@ def authenticate(settings: AuthSettings, headers: Mapping[str, str], query: Mapp
         return validator_for(settings).validate(token)
     except TokenRejected as exc:
         raise _unauthorized(exc.reason) from None
-    except IssuerUnavailable as exc:
-        log.warning("Token issuer unavailable: %s", exc)
+    except IssuerUnavailable:  # logged where it was found, once per fetch
         raise AccessDenied(503, "The sign-in service's keys cannot be fetched right now; try again shortly.",
                            "issuer-unavailable", {"Retry-After": "5"}) from None
+    except IssuerMisconfigured as exc:
+        log.error("Bearer tokens refused: %s", exc)
+        raise AccessDenied(503, f"Sign-in is misconfigured on this service: {exc}", "auth-misconfigured") from None
 
 
 def authorize(settings: AuthSettings, headers: Mapping[str, str], any_of: Iterable[Role],
