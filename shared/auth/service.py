@@ -111,7 +111,12 @@ def audit(principal: Principal | None, method: str, route: str, study: str | Non
     """One line per request: who (object id), what (method, route template, study UID), outcome.
 
     Only identifiers go here: an object id is a GUID, a route is a template, UIDs are not patient data.
+    The study is the raw path value, so it is written only if it is a valid UID (``invalid`` otherwise:
+    a caller could put anything in the path, a patient's name included); the query string never is.
     """
+    from shared.dicom.validate import is_valid_uid
+
+    study = study if study is None or is_valid_uid(study) else "invalid"
     who = principal.subject if principal else "-"
     kind = principal.kind if principal else "anonymous"
     audit_log.info("audit who=%s kind=%s method=%s route=%s study=%s status=%d outcome=%s",

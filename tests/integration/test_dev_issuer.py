@@ -91,6 +91,7 @@ def test_the_sign_ins_id_token_is_refused_even_when_the_viewer_is_the_api(issuer
     loop, client, url = issuer
     verifier = secrets.token_urlsafe(32)
     status, query = sign_in(loop, client, ["reader"], verifier, client_id=DEFAULT_AUDIENCE)
+    assert status == 302
 
     async def exchange() -> dict:
         r = await client.post(f"{PATH}/token", data={"grant_type": "authorization_code", "code": query["code"][0],
