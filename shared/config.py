@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 STORAGE_CONNECTION = "DicomStorage"
+#: The Functions host's own account: where the blob trigger's poison queue lives (read by the redrive timer).
+HOST_STORAGE_CONNECTION = "AzureWebJobsStorage"
 EVENTS_CONNECTION = "DicomEvents"
 #: The peer region's data account: only its change feed table is read (Storage Table Data Reader).
 PEER_STORAGE_CONNECTION = "DicomPeerStorage"
@@ -290,6 +292,12 @@ class Settings:
     #: ``DICOMFLOW_ROUTING_TLS_CLIENT_CERT``: the app's client certificate and private key (one PEM, text or
     #: path) for destinations that ask for one. Destination credentials live here, never in rules.json.
     routing_tls_client_cert: str | None = None
+    #: ``AzureWebJobsStorage`` (connection string, Azurite) or ``AzureWebJobsStorage__queueServiceUri`` (+
+    #: ``__clientId``): the host's account, whose ``webjobs-blobtrigger-poison`` queue the redrive timer reads.
+    host_storage: StorageSettings = StorageSettings()
+    #: ``DICOMFLOW_INBOX_RETENTION_DAYS``: an inbox blob whose outcome is recorded is removed after this many
+    #: days (shared/ingest/retention.py); one without an outcome is never removed (it is ingested again).
+    inbox_retention_days: float = 7.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -344,6 +352,8 @@ class Settings:
             inference_factories=_factories(env.get("DICOMFLOW_INFERENCE_FACTORIES")),
             routing_tls_ca=(env.get("DICOMFLOW_ROUTING_TLS_CA") or "").strip() or None,
             routing_tls_client_cert=(env.get("DICOMFLOW_ROUTING_TLS_CLIENT_CERT") or "").strip() or None,
+            host_storage=_storage(env, HOST_STORAGE_CONNECTION),
+            inbox_retention_days=num("DICOMFLOW_INBOX_RETENTION_DAYS", 7.0),
         )
 
     def require_storage(self) -> StorageSettings:
