@@ -148,14 +148,15 @@ def test_broken_file_gets_a_failure_status_and_a_quarantine_outcome(devhost: Dev
     assert out.count("Received Store Response (Error: CannotUnderstand)") == 1, out[-2000:]
     assert out.count("Received Store Response (Success)") == len(stored["good"]), out[-2000:]
 
-    def quarantined() -> bool:
+    def quarantined() -> str | None:
         summary = _get(devhost, "/ingest/status")
-        return any(f["blob"].startswith("dimse/STORESCU/") and f["reason"] == "missing-study-uid"
-                   for f in summary["recentFailures"])
+        return next((f["blob"] for f in summary["recentFailures"]
+                     if f["blob"].startswith("dimse/STORESCU/") and f["reason"] == "missing-study-uid"), None)
 
-    wait_until(quarantined, timeout=60, what="the broken file's quarantine outcome")
+    blob = wait_until(quarantined, timeout=60, what="the broken file's quarantine outcome")
+    # The event names the upload by digest (docs/security.md), as the status API's summary does by name.
     failed = devhost.wait_for_event(lambda e: e.get("type") == "Dicom.IngestFailed"
-                                    and "dimse/STORESCU/" in json.dumps(e["data"]), timeout=30)
+                                    and e["data"].get("blobDigest") == layout.log_name(blob), timeout=30)
     assert failed["data"]["reason"] == "missing-study-uid"
 
 
