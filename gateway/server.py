@@ -47,7 +47,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from gateway import find, retrieve, store
 from gateway.app import Gateway
 from gateway.commitment import STORAGE_COMMITMENT, Commitment
-from gateway.spool import Spool
+from gateway.spool import Spool, SpoolError
 from gateway.tls import server_context
 from shared.config import GatewaySettings, Settings, get_settings
 
@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(settings)
     try:
         service.start()
+    except SpoolError as exc:
+        log.error("%s", exc)
+        return 2
     except OSError as exc:
         log.error("Cannot listen on %s:%d (%s): is another gateway running? Set DICOMFLOW_GATEWAY_PORT.",
                   settings.gateway.host, settings.gateway.port, exc.strerror or exc)

@@ -34,6 +34,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+class SpoolError(RuntimeError):
+    """The spool folder cannot be used; the message names the setting to change."""
+
+
 class CappedFile:
     """The file object pynetdicom writes one data set into (the subset of a NamedTemporaryFile it uses)."""
 
@@ -86,7 +90,12 @@ class Spool:
         dimse_messages.NamedTemporaryFile = self.open  # type: ignore[assignment]
 
     def prepare(self) -> None:
-        """Create the folder, emptied of what an earlier process left (a crash ends no handler)."""
+        """Create the folder, emptied of what an earlier process left (a crash ends no handler). A folder
+        that is a symbolic link or belongs to another user (the default is under the shared temporary
+        folder) is refused: received data sets must not land where someone else can read or swap them."""
+        if self.folder.is_symlink() or (self.folder.exists() and self.folder.stat().st_uid != os.getuid()):
+            raise SpoolError(f"Spool folder {self.folder} is a link or not ours; set DICOMFLOW_GATEWAY_SPOOL_DIR to a "
+                          "folder of the gateway's user.")
         if self.folder.exists():
             stale = [p for p in self.folder.iterdir() if p.is_file()]
             for p in stale:

@@ -170,3 +170,12 @@ def test_gateway_exposure_needs_an_allow_list_or_mutual_tls_beyond_loopback() ->
     assert problem(HOST="0.0.0.0", ALLOWED_AE_TITLES="CT1") is None
     assert problem(HOST="0.0.0.0", TLS_CERT_FILE="c", TLS_KEY_FILE="k") is not None  # TLS without client certs
     assert problem(HOST="0.0.0.0", TLS_CERT_FILE="c", TLS_KEY_FILE="k", TLS_CA_FILE="ca") is None
+
+
+def test_a_spool_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    from gateway.spool import Spool, SpoolError
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "spool").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SpoolError, match="DICOMFLOW_GATEWAY_SPOOL_DIR"):
+        Spool(tmp_path / "spool", max_bytes=4096).prepare()
