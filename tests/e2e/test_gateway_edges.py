@@ -53,8 +53,12 @@ def _spooled(folder: Path) -> list[Path]:
 
 def test_beyond_loopback_it_needs_an_ae_allow_list_or_mutual_tls(azurite: Azurite, tmp_path: Path) -> None:
     env = {"DicomStorage": azurite.connection_string, "DICOMFLOW_GATEWAY_HOST": "0.0.0.0"}
-    with pytest.raises(GatewayError) as refused:
-        GatewayProcess(free_port(), env=env, log_path=tmp_path / "open.log", timeout=20).start()
+    open_gateway = GatewayProcess(free_port(), env=env, log_path=tmp_path / "open.log", timeout=20)
+    try:
+        with pytest.raises(GatewayError) as refused:
+            open_gateway.start()
+    finally:
+        open_gateway.stop()  # had it started (the check regressed), it must not outlive the test
     message = str(refused.value)
     assert "exited with code 2" in message
     assert "DICOMFLOW_GATEWAY_ALLOWED_AE_TITLES" in message and "DICOMFLOW_GATEWAY_TLS_CA_FILE" in message
