@@ -3,9 +3,9 @@
 Entries live in hour buckets, each split into :data:`shared.index.keys.FEED_SHARDS` partitions;
 a window is read bucket by bucket (the shards of a bucket concurrently, merged by sequence; empty
 hours skipped in one partition-range query), so a page costs a few queries whatever the feed's
-size. Entries newer than ``horizon`` seconds are not served yet: a sequence is taken just before its entry is written, so an entry with a lower
-sequence may still be in flight for a moment; holding the newest ones back keeps the order a
-reader sees from ever changing under it.
+size. Entries newer than ``horizon`` seconds are not served yet: a sequence is taken just before
+its entry is written, so an entry with a lower sequence may still be in flight for a moment;
+holding the newest ones back keeps the order a reader sees from ever changing under it.
 """
 
 from __future__ import annotations
