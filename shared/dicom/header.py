@@ -129,7 +129,7 @@ def _parse(reader: RangedReader, defer_size: int, meter: Meter) -> tuple[Dataset
     which bounds it: 64 KiB hold at most 8,192 headers)."""
     prefix = reader.prefix()
     whole = len(prefix) >= reader.size
-    if _DEFLATED in prefix:
+    if _DEFLATED in prefix[:_meta_span(prefix)]:
         # Maybe deflated (a guess from the bytes chooses the path; the file meta decides): pydicom
         # would inflate the whole data set at once, so it never sees a deflated one.
         deflated = _parse_deflated(reader, defer_size, meter)
@@ -202,8 +202,25 @@ def _is_pixel_tag(head: bytes) -> bool:
 
 _PIXEL_PAIRS = {(t >> 16, t & 0xFFFF) for t in PIXEL_TAGS}
 _DEFLATED = str(DeflatedExplicitVRLittleEndian).encode()
-#: Where a file meta's Transfer Syntax UID is (preamble, DICM, the first meta elements).
-_META_SPAN = 1024
+
+
+def _meta_span(prefix: bytes) -> int:
+    """Where the file meta ends in ``prefix`` (its Transfer Syntax UID lies before): group 0002 elements
+    walked as the standard writes them (explicit VR little endian). Anything else (an implicit VR meta,
+    a VR that is not two letters) gives the whole prefix: the deflate guess then looks everywhere."""
+    pos = 132 if prefix[128:132] == b"DICM" else 0
+    size = len(prefix)
+    while pos + 8 <= size and prefix[pos:pos + 2] == b"\x02\x00":
+        vr = prefix[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > size:
+                return size
+            pos += 12 + int.from_bytes(prefix[pos + 8:pos + 12], "little")
+        elif b"AA" <= vr <= b"ZZ":
+            pos += 8 + int.from_bytes(prefix[pos + 6:pos + 8], "little")
+        else:
+            return size
+    return min(pos, size)
 
 
 def _dcmread(fp: Any, defer_size: int) -> Dataset:
