@@ -39,6 +39,7 @@ from shared.dicomweb.multipart import parse_stow_body
 from shared.dicomweb.qido import check_path_uid, parse_query
 from shared.dicomweb.wado import parse_frame_list
 from shared.errors import BadInput
+from shared.index.records import from_dicom_json, pack_meta
 from shared.ingest.status import check_params
 from shared.storage import layout
 from tests import hostile
@@ -93,12 +94,16 @@ def mutated_files(draw: st.DrawFn) -> bytes:
 
 
 def must_parse_or_refuse(data: bytes, limits: HeaderLimits | None = None) -> None:
+    """What ingest does with a file before it writes: parse, validate, DICOM JSON, index record, packed row."""
     try:
         header = read_header_bytes(data, limits=limits)
         study, series, sop, _ = validate(header)
-        to_dicom_json(header, study, series, sop)
+        doc = to_dicom_json(header, study, series, sop)
     except BadInput as bad:
         assert bad.reason and bad.message  # a reason code and a sentence, never a crash
+        return
+    from_dicom_json(doc, transfer_syntax_uid=header.transfer_syntax_uid, size_bytes=header.size_bytes, digest="d")
+    pack_meta(doc)
 
 
 @fuzz(250)
