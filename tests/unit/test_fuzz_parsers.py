@@ -246,3 +246,30 @@ def test_wildcard_matching_agrees_with_the_regular_expression_it_replaces(patter
 @pytest.mark.parametrize("name", ["../dicom-archive/1.2/3.4/5.6.dcm", "/x", "a/./b", "a\\b", "a\x00b", "", "a//b"])
 def test_names_that_leave_their_container_are_refused(name: str) -> None:
     assert check_params([("blob", name)]) is not None
+
+
+HEADER_TEXT = st.text(st.characters(codec="latin-1"), max_size=60) | st.sampled_from(
+    ['multipart/related; type="application/dicom"; transfer-syntax=*', "application/dicom+json;q=abc",
+     'multipart/related; type="', "*/*;q=0", ";;;,,,", 'a/b; c="d\\"e"'])
+
+
+@fuzz(200)
+@given(HEADER_TEXT, st.sampled_from(["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5"]))
+def test_any_accept_header_is_negotiated_or_refused_with_an_http_status(accept: str, syntax: str) -> None:
+    from shared.dicomweb import media
+
+    for negotiate in (media.negotiate_json, media.negotiate_instances, media.negotiate_bulk,
+                      lambda a: media.negotiate_frames(a, syntax)):
+        try:
+            negotiate(accept)
+        except HttpProblem as problem:
+            assert problem.status in (400, 406)
+
+
+@fuzz(100)
+@given(HEADER_TEXT)
+def test_any_stow_content_type_is_read_or_refused_with_an_http_status(ctype: str) -> None:
+    try:
+        parse_stow_body(b"--XyZ\r\n\r\nx\r\n--XyZ--\r\n", ctype)
+    except HttpProblem as problem:
+        assert problem.status in (400, 413, 415)
