@@ -90,7 +90,7 @@ def store(call: Call) -> Reply:
             res.failure, res.state = CANNOT_UNDERSTAND, "failed"
             continue
         try:
-            header = read_header_bytes(part.content)
+            header = read_header_bytes(part.content, limits=call.settings.limits.header)
             res.sop_class, res.sop = header.sop_class_uid, header.sop_uid
             study, series, sop, sop_class = validate(header)
             res.study, res.series, res.sop, res.sop_class = study, series, sop, sop_class

@@ -104,7 +104,7 @@ class IngestService:
         self.svc.ensure_ready()
         reader = RangedReader(blob)
         try:
-            header = read_header(reader)
+            header = read_header(reader, limits=self.svc.settings.limits.header)
             study, series, sop, sop_class = validate(header)
             doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged, metered)
         except BadInput as bad:
@@ -136,7 +136,7 @@ class IngestService:
         svc.ensure_ready()
         reader = RangedReader(blob)
         try:
-            header = read_header(reader)
+            header = read_header(reader, limits=svc.settings.limits.header)
             uids = validate(header)
             s, se, i, _ = uids
             path = layout.instance_path(s, se, i)
@@ -192,7 +192,7 @@ class IngestService:
         svc = self.svc
         reader = RangedReader(blob)
         try:
-            header = read_header(reader)
+            header = read_header(reader, limits=svc.settings.limits.header)
             uids = validate(header)
             s, se, i, _ = uids
             doc = to_dicom_json(header, s, se, i)

@@ -55,7 +55,7 @@ def blob_status(svc: Services, name: str) -> Outcome:
     blob = svc.blobs.open(layout.INBOX, name)
     reader = RangedReader(blob)
     try:
-        header = read_header(reader)
+        header = read_header(reader, limits=svc.settings.limits.header)
         uids: tuple[str, str, str] | None = validate(header)[:3]
     except BlobGone:
         return Outcome(name, IngestState.UNKNOWN, message="No such blob in the inbox (never uploaded, or "

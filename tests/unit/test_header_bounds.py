@@ -214,8 +214,8 @@ def test_the_walk_counts_at_least_what_pydicom_makes(name: str) -> None:
 # -- every entry point: ingest quarantines, reads beyond the limits never reach the index --------------
 
 def test_ingest_quarantines_a_bomb_with_its_own_reason_and_indexes_nothing() -> None:
-    f = memory_services()
-    f.blobs.put(layout.INBOX, "bomb.dcm", hostile.deflate_bomb("bounds-ingest", inflated=80 * MIB))  # default limit 64
+    f = memory_services(DICOMFLOW_HEADER_MAX_INFLATED_BYTES=str(4 * MIB))  # the setting reaches ingest
+    f.blobs.put(layout.INBOX, "bomb.dcm", hostile.deflate_bomb("bounds-ingest", inflated=8 * MIB))
     f.blobs.put(layout.INBOX, "flood.dcm", hostile.item_flood("bounds-ingest-2", 200_000))
     svc = IngestService(f.services)
     for name in ("bomb.dcm", "flood.dcm"):
@@ -249,8 +249,8 @@ def test_a_storage_failure_mid_parse_is_the_storage_failure_not_bad_input() -> N
                 raise TimeoutError("storage timed out")
             return self.data[offset:offset + length], len(self.data)
 
-    with pytest.raises(TimeoutError):
-        read_header(RangedReader(Flaky(hostile.item_flood("bounds-flaky", 9000, defined=False))))
+    with pytest.raises(TimeoutError):  # the second range fails, inside pydicom's parse of a sequence
+        read_header(RangedReader(Flaky(hostile.item_flood("bounds-flaky", 1000, defined=False)), first_chunk=4096))
 
 
 # -- frame indexes -----------------------------------------------------------------------------------
