@@ -43,7 +43,14 @@ def view_of(record: Any) -> dict[str, Any]:
         ts = getattr(record, "transfer_syntax_uid", None)
         if ts:
             view["AvailableTransferSyntaxUID"] = ts
+        ext = getattr(record, "extended", None)
+        if ext:
+            view[_EXTENDED] = ext
     return view
+
+
+#: Where a view keeps its record's extended query tag values (not a DICOM keyword: never matched or returned).
+_EXTENDED = "~extended"
 
 
 @functools.lru_cache(maxsize=16)
@@ -76,8 +83,13 @@ def find(query: QidoQuery, fetch: Fetch) -> Found:
     matched = 0
     examined = 0
     more = False
+    extended = query.extended
     for view in _views(candidates):
         examined += 1
+        if extended:  # extended query tags: their values, by keyword, from the record's extended field
+            held = view.get(_EXTENDED) or {}
+            for a in extended:
+                view[a.keyword] = held.get(a.key)
         if not matches(query, view):
             continue
         uid = view.get(uid_key)

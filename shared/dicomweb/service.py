@@ -60,9 +60,20 @@ def search(call: Call, level: Level) -> Reply:
 
     media_type = negotiate_json(call.accept)
     _, scope = qido.level_from_path(call.study, call.series, level)
-    query = parse_query(call.params, level, scope=scope)
-    return qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
-                       media_type=media_type)
+    tags = services(call).extended_tags.queryable()
+    query = parse_query(call.params, level, scope=scope, extended=[t.attribute() for t in tags])
+    reply = qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
+                        media_type=media_type)
+    # Azure DICOM service: a query on an extended tag whose indexing found bad values says which.
+    used = {m.attribute.tag for m in query.matches if m.attribute.key}
+    erroneous = sorted(t.keyword for t in tags if t.has_errors and t.path in used)
+    if erroneous:
+        reply.headers[ERRONEOUS_HEADER] = ",".join(erroneous)
+    return reply
+
+
+#: Response header naming the extended query tags of a query whose indexing found values that fail their VR.
+ERRONEOUS_HEADER = "erroneous-dicom-attributes"
 
 
 def _index_fetch(call: Call) -> Fetch:
