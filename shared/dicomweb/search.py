@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
+from shared.audit import scope as audit_scope
 from shared.dicomweb.attributes import ATTRIBUTES, UID_KEYWORD, Level
 from shared.dicomweb.matching import matches
 from shared.dicomweb.qido import QidoQuery
@@ -110,6 +111,8 @@ def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomf
            media_type: str = DICOM_JSON) -> Reply:
     found = find(query, fetch)
     page, more = found.views, found.more
+    audit_scope.note_query(m.attribute.keyword for m in query.matches)
+    audit_scope.note_views(page)
     log.info("QIDO %s: plan %s, %d candidates examined, %d returned%s", query.level, found.plan, found.examined,
              len(page), " (more available)" if more else "")
     headers = {"Content-Type": media_type, PLAN_HEADER: found.plan}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.audit import scope as audit_scope
 from shared.config import Settings
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.errors import HttpProblem
@@ -44,6 +45,7 @@ def services(call: Call) -> Services:
 
 def _wado(call: Call) -> Wado:
     svc = services(call)
+    audit_scope.note(call.study, call.series, call.sop)  # path UIDs, validated by the adapter (check_path_uid)
     return Wado(svc.blobs, svc.index)
 
 

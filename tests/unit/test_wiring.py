@@ -60,6 +60,7 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "extended_tag_errors": http("dicomweb/extendedquerytags/{tag}/errors", ["GET"], A),
     "operations": ("queueTrigger", {"queueName": "dicom-operations", "connection": "DicomStorage"}),
     "operation_status": http("dicomweb/operations/{operation}", ["GET"], A),
+    "audit": http("audit", ["GET"], A),
 }
 
 
