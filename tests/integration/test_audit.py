@@ -8,18 +8,24 @@ spool the child left).
 
 from __future__ import annotations
 
+import getpass
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+import pytest
 
 from shared import audit
 from shared.audit.query import AuditQuery, search
 from shared.config import Settings
 from shared.services import Services
 from tests.waiting import wait_until
+from tools import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT = 300
@@ -61,3 +67,23 @@ def test_after_a_hard_kill_the_next_process_appends_what_the_killed_one_spooled(
     finally:
         audit.close_all()
     assert not list(tmp_path.rglob("*.jsonl"))
+
+
+def test_a_configuration_change_is_audited_and_tools_audit_prints_it(
+        storage_env: dict[str, str], storage: Services, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = ["--connection-string", storage_env["DicomStorage"], "--state-dir", str(tmp_path / "no-stack")]
+    doc = tmp_path / "models.json"
+    doc.write_text(json.dumps({"models": [{"kind": "builtin", "modalities": ["CT"]}]}))
+    assert cli.main(["config", "set", "models", str(doc), *target]) == 0
+    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    capsys.readouterr()
+    assert cli.main(["audit", "--actor", me, "--json", *target]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    changes = [r for r in records if r["EventIdentification"]["EventID"]["csd-code"] == "110113"]
+    assert changes and changes[-1]["ParticipantObjectIdentification"][0]["ParticipantObjectID"] == \
+        "dicomflow-config/inference/models.json"
+    assert changes[-1]["EventIdentification"]["EventTypeCode"][0]["originalText"] == "Software Configuration"
+    assert cli.main(["audit", "--actor", me, *target]) == 0
+    table = capsys.readouterr().out
+    assert "Security Alert" in table and "Audit Log Used" in table  # the first audit read is itself recorded
+    assert cli.main(["audit", "--from", "yesterday", *target]) == 2
