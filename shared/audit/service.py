@@ -7,10 +7,11 @@ any study the index holds for that patient (retrievals name studies, not patient
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.audit import scope
+from shared.audit import scope, writer
 from shared.audit.query import AuditQuery, AuditQueryError, Found, search
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.planner import fetch_for
@@ -18,6 +19,7 @@ from shared.dicomweb.qido import parse_query
 from shared.dicomweb.search import find
 from shared.services import Services
 
+log = logging.getLogger(__name__)
 #: Studies of one patient looked up for ``patient=`` (a patient with more is asked by study).
 PATIENT_STUDIES = 1000
 
@@ -35,6 +37,10 @@ def run(svc: Services, params: Mapping[str, str]) -> tuple[AuditQuery, Found]:
     scope.note_resource(f"audit?{'study' if query.study else 'window'}")
     if query.study:
         scope.note(query.study)
+    try:  # what this process has not appended yet is part of the answer too (the caller's own requests)
+        writer(svc.settings).flush()
+    except Exception:
+        log.warning("Audit: pending records could not be appended before the query", exc_info=True)
     return query, search(svc.blobs, query)
 
 

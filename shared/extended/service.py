@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from shared.audit import scope as audit_scope
 from shared.dicomweb.errors import BadRequest, Conflict, NotFoundProblem
 from shared.dicomweb.reply import Reply
 from shared.extended.registry import TagStore, reindex_delay
@@ -86,6 +87,8 @@ def add(call: Call) -> Reply:
         raise Conflict("One of these tags was added meanwhile by another request; GET extendedquerytags shows "
                        "them.") from None
     svc.extended_tags.invalidate()
+    for t in wanted:
+        audit_scope.note_resource(f"extendedquerytags/{t.path}")
     log.info("Extended query tags %s added; reindex operation %s starts in %.0f s",
              ",".join(t.path for t in wanted), op.id, delay)
     return Reply.json(op.reference(call.base_url), status=202, media_type=JSON)
@@ -116,6 +119,7 @@ def delete_tag(call: Call) -> Reply:
     tag, _ = _tag(svc, call)
     TagStore(svc.tables).delete(tag.path)
     svc.extended_tags.invalidate()
+    audit_scope.note_resource(f"extendedquerytags/{tag.path}")
     log.info("Extended query tag %s deleted", tag.path)
     return Reply(204)
 
@@ -141,6 +145,7 @@ def patch_tag(call: Call) -> Reply:
         except RowChanged:
             continue
         svc.extended_tags.invalidate()
+        audit_scope.note_resource(f"extendedquerytags/{tag.path}")
         count = store.error_count(tag.path) if tag.has_errors else 0
         return Reply.json(changed.to_json(call.base_url, error_count=count), media_type=JSON)
     raise Conflict("The tag kept changing while it was updated; try again.")
