@@ -7,7 +7,8 @@ unless the operation is finished, queues the next message before it returns. So:
 * a crash before the step is recorded repeats the step (the message comes back: steps are idempotent);
 * a crash after it is recorded and before the next message is sent also brings the message back,
   which then runs the next step;
-* a duplicate message finds the lease taken (or its write loses the race) and ends without working.
+* a message that finds the lease taken comes back when it runs out (the holder may have crashed); one whose
+  lease write loses the race ends (the winner works); a duplicate finds the operation done in the end.
 
 A step that raises is retried by the queue; after :data:`MAX_FAILURES` failed steps the operation is
 ``failed`` with the error's type in its results (never its message: it may hold values).
@@ -72,7 +73,10 @@ def run_step(svc: Services, body: bytes | str) -> str:
         svc.queues.send(layout.OPERATIONS_QUEUE, message(op.id), delay_seconds=op.not_before - now)
         return "early"
     if op.lease_until > now:
-        return "busy"  # another runner holds it; its own message comes back if it crashes
+        # Another runner holds it, or a crashed one did (whose message may be this very one, back after the
+        # crash): look again when the hold runs out. A duplicate that comes back finds the operation done.
+        svc.queues.send(layout.OPERATIONS_QUEUE, message(op.id), delay_seconds=op.lease_until - now + 1.0)
+        return "busy"
     op.status, op.lease_until = Status.RUNNING, now + LEASE_SECONDS
     try:
         op = store.save(op)

@@ -305,3 +305,28 @@ def test_the_ingest_request_count_does_not_grow_with_tags(monkeypatch: pytest.Mo
         row = next(r for r in f.tables.query("dicominstances") if not r["RowKey"].startswith("~"))
         assert ("extended" in row) is with_tags
     assert counts[0] == counts[1]
+
+
+def test_a_held_operation_is_looked_at_again_when_its_lease_runs_out(fakes: Fakes) -> None:
+    """A runner that crashed mid-step left its lease: the message that comes back must not be dropped."""
+    import time
+
+    from shared.ops.store import OperationStore
+
+    f = fakes
+    op = runner.start(f.services, "reindex", params={"tags": []})
+    (text, _), = f.queues.drain(layout.OPERATIONS_QUEUE)
+    store = OperationStore(f.services.tables)
+    held = store.get(op.id)
+    assert held is not None
+    held.lease_until = time.time() + 30  # a crashed runner's hold
+    store.save(held)
+    assert runner.run_step(f.services, text) == "busy"
+    (again, delay), = f.queues.drain(layout.OPERATIONS_QUEUE)
+    assert again == text and 29 < delay <= 31
+    held = store.get(op.id)
+    assert held is not None
+    held.lease_until = 0.0
+    store.save(held)
+    assert runner.run_step(f.services, again) == "done"  # no tags of its own: finished at once
+    assert runner.run_step(f.services, again) == "finished"  # a duplicate finds it done
