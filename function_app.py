@@ -13,6 +13,7 @@ from functions import (
     inference,
     ingest,
     ingest_status,
+    maintenance,
     operations,
     ops,
     replication,
@@ -25,6 +26,7 @@ app.register_functions(ops.bp)
 app.register_functions(ingest.bp)
 app.register_functions(settle.bp)
 app.register_functions(replication.bp)
+app.register_functions(maintenance.bp)
 app.register_functions(ingest_status.bp)
 app.register_functions(inference.bp)
 app.register_functions(routing.bp)
