@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
+import os
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -36,7 +38,8 @@ from shared.audit.writer import AuditWriter, Sink, writer_name
 from shared.config import Settings
 
 __all__ = ["Actor", "AuditRecord", "AuditWriter", "Code", "Subjects", "close_all", "emit", "new_record",
-           "service_actor", "writer"]
+           "service_actor", "spool_folder", "writer"]
+log = logging.getLogger(__name__)
 _writers: dict[str, AuditWriter] = {}
 _lock = threading.Lock()
 
@@ -68,13 +71,27 @@ def writer(settings: Settings) -> AuditWriter:
     with _lock:
         got = _writers.get(key)
         if got is None:
-            base = Path(settings.audit.spool_dir or Path(tempfile.gettempdir()) / "dicomflow-audit")
-            spool = base / hashlib.sha256(key.encode()).hexdigest()[:12]  # one folder per account: never mixed
+            base = Path(settings.audit.spool_dir or Path(tempfile.gettempdir()) / f"dicomflow-audit-{os.getuid()}")
+            spool = spool_folder(base, key)
             got = AuditWriter(_sink(settings), name=writer_name(settings.service_host_name), spool_dir=spool,
                               flush_seconds=settings.audit.flush_seconds, batch=settings.audit.batch)
             atexit.register(got.close)
             _writers[key] = got
     return got
+
+
+def spool_folder(base: Path, account: str) -> Path | None:
+    """The spool folder of one storage account under ``base`` (records of two accounts never mix), created for
+    this user only. A folder that is a symbolic link or another user's (the default is under the shared
+    temporary folder) is refused: records then wait in memory only (a hard kill loses what was not appended)."""
+    folder = base / hashlib.sha256(account.encode()).hexdigest()[:12]
+    for path in (base, folder):
+        if path.is_symlink() or (path.exists() and path.stat().st_uid != os.getuid()):
+            log.error("Audit spool folder %s is a link or belongs to another user: records are kept in memory "
+                      "until appended. Set DICOMFLOW_AUDIT_SPOOL_DIR to a folder of this user.", path)
+            return None
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
 
 
 def emit(settings: Settings, record: AuditRecord) -> None:

@@ -213,3 +213,18 @@ def test_new_record_names_requestor_service_and_others() -> None:
                      subjects=Subjects(), others=(Actor("PACS", requestor=False),))
     assert [p["UserID"] for p in rec.to_json()["ActiveParticipant"]] == ["MOVESCU", "dicomflow.test", "PACS"]
     assert STUDY_DELETED.code == "110105" and QUERY.system == "DCM"
+
+
+def test_a_spool_folder_that_is_a_link_is_refused_and_records_wait_in_memory(tmp_path: Path) -> None:
+    from shared.audit import spool_folder
+
+    mine = spool_folder(tmp_path / "spool", "account-a")
+    assert mine is not None and mine.parent == tmp_path / "spool" and oct(mine.stat().st_mode)[-3:] == "700"
+    assert spool_folder(tmp_path / "spool", "account-b") != mine  # one folder per storage account
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    assert spool_folder(tmp_path / "link", "account-a") is None
+    sink = MemorySink()
+    w = writer(sink, None)  # what the app does then: no spool, records in memory until appended
+    w.emit(qido_record())
+    assert w.flush() == 1 and not list((tmp_path / "elsewhere").iterdir())
