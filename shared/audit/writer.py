@@ -41,6 +41,8 @@ records_log = logging.getLogger("dicomflow.audit")
 #: Azure allows up to 4 MiB per append block (100 MiB with newer service versions; 4 MiB is safe everywhere).
 MAX_BLOCK: Final = 4 * 1024 * 1024
 CLOSE_ATTEMPTS: Final = 3
+#: A spool file's name while it is created and locked (recovery looks only for ``*.jsonl``).
+OPENING: Final = ".opening"
 
 
 class Sink(Protocol):
@@ -57,17 +59,20 @@ def hour_of(at: str) -> str:
 
 @dataclass
 class _Segment:
-    """A spool file this writer owns (locked) and the lines written to it."""
+    """A spool file this writer owns (locked) and the lines written to it; ``path`` None and ``fd`` -1 when
+    there is no spool file (records in memory only)."""
 
-    path: Path
+    path: Path | None
     fd: int
     lines: list[tuple[str, bytes]]
 
     def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 class AuditWriter:
@@ -118,15 +123,22 @@ class AuditWriter:
     def _open_segment(self) -> _Segment:
         if self._segment is None:
             self._count += 1
-            fd, path = -1, Path(os.devnull)
+            fd, path = -1, None
             if self.spool_dir is not None:
                 path = self.spool_dir / f"{self.name}-{self._count:06d}.jsonl"
+                opening = path.with_suffix(OPENING)
                 try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    # Locked before it has the name recovery looks for: no other writer can take a live file.
+                    fd = os.open(opening, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.rename(opening, path)
                 except OSError as exc:
                     log.warning("Audit spool file cannot be opened (%s); records kept in memory only", exc.strerror)
-                    fd = -1
+                    with contextlib.suppress(OSError):
+                        if fd >= 0:
+                            os.close(fd)
+                        opening.unlink()
+                    fd, path = -1, None
             self._segment = _Segment(path, fd, [])
         return self._segment
 
@@ -193,11 +205,18 @@ class AuditWriter:
         """Append the spool files of writers that are gone (their lock is free), then remove them."""
         if self.spool_dir is None:
             return 0
-        mine = {s.path for s in (self._segment, *self._sealed) if s is not None}
         recovered = 0
+        for stale in self.spool_dir.glob(f"*{OPENING}"):  # a writer killed between creating and naming one
+            with contextlib.suppress(OSError):
+                fd = os.open(stale, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    stale.unlink()  # nothing was written to it before it was named
+                finally:
+                    os.close(fd)
         for path in sorted(self.spool_dir.glob("*.jsonl")):
-            if path in mine:
-                continue
+            if path.name.startswith(f"{self.name}-"):
+                continue  # this writer's own
             try:
                 fd = os.open(path, os.O_RDWR)
             except OSError:

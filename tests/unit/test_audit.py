@@ -142,8 +142,8 @@ def test_the_query_checks_its_parameters() -> None:
             AuditQuery.parse(bad, now=now)
 
 
-def writer(sink: MemorySink, spool: Path | None, **kw: object) -> AuditWriter:
-    return AuditWriter(sink, name="unit-writer", spool_dir=spool, flush_seconds=3600, start=False, **kw)  # type: ignore[arg-type]
+def writer(sink: MemorySink, spool: Path | None, name: str = "unit-writer", **kw: object) -> AuditWriter:
+    return AuditWriter(sink, name=name, spool_dir=spool, flush_seconds=3600, start=False, **kw)  # type: ignore[arg-type]
 
 
 def test_emit_writes_nothing_to_storage_and_a_flush_appends_one_block_per_hour(tmp_path: Path) -> None:
@@ -196,10 +196,14 @@ def test_a_batch_wakes_the_flusher_before_its_interval(tmp_path: Path) -> None:
 
 def test_another_writers_live_spool_is_left_alone_and_a_dead_ones_is_recovered(tmp_path: Path) -> None:
     sink = MemorySink()
-    alive = writer(MemorySink(), tmp_path)
+    alive = writer(MemorySink(), tmp_path, "alive-host-1-aaaaaaaa")
     alive.emit(qido_record())  # holds the lock of its spool file
-    other = writer(sink, tmp_path)
+    other = writer(sink, tmp_path, "other-host-2-bbbbbbbb")
     assert other.recover() == 0 and sink.appends == []
+    assert alive.recover() == 0 and len(list(tmp_path.glob("*.jsonl"))) == 1  # nor does a writer take its own
+    (tmp_path / "killed-while-opening.opening").write_bytes(b"")  # created, never named: nothing in it
+    other.recover()
+    assert not list(tmp_path.glob("*.opening"))
     # A writer whose process died leaves an unlocked file (here: one whose lock was let go).
     dead = tmp_path / "dead-host-1-abcdef12-000001.jsonl"
     lines = [qido_record().line() for _ in range(3)]
@@ -215,7 +219,8 @@ def test_new_record_names_requestor_service_and_others() -> None:
     assert STUDY_DELETED.code == "110105" and QUERY.system == "DCM"
 
 
-def test_a_spool_folder_that_is_a_link_is_refused_and_records_wait_in_memory(tmp_path: Path) -> None:
+def test_a_spool_folder_that_is_a_link_is_refused_and_records_wait_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.audit import spool_folder
 
     mine = spool_folder(tmp_path / "spool", "account-a")
@@ -226,5 +231,11 @@ def test_a_spool_folder_that_is_a_link_is_refused_and_records_wait_in_memory(tmp
     assert spool_folder(tmp_path / "link", "account-a") is None
     sink = MemorySink()
     w = writer(sink, None)  # what the app does then: no spool, records in memory until appended
+
+    def no_unlink(self: Path, missing_ok: bool = False) -> None:
+        raise AssertionError(f"a writer without a spool removed {self}")  # (it once removed os.devnull)
+
+    monkeypatch.setattr(Path, "unlink", no_unlink)
     w.emit(qido_record())
     assert w.flush() == 1 and not list((tmp_path / "elsewhere").iterdir())
+    w.close()
