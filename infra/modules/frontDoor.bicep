@@ -1,7 +1,7 @@
 // Front Door Standard in front of both regions' HTTP API (DICOMweb, ingest status, health), on the profile that
 // frontDoorProfile.bicep created. Priority routing: the primary region takes all traffic while its /api/health
 // answers 200; the secondary (priority 2) takes over when it does not. With activeActiveReads, reads go to both
-// regions and a rule sends writes (POST, PUT, DELETE, PATCH) to the primary-first origin group.
+// regions and a rule sends writes (every method but GET, HEAD and OPTIONS) to the primary-first origin group.
 
 @description('Tags for every resource.')
 param tags object = {}
@@ -117,11 +117,13 @@ resource writesToPrimary 'Microsoft.Cdn/profiles/ruleSets/rules@2024-02-01' = {
         parameters: {
           typeName: 'DeliveryRuleRequestMethodConditionParameters'
           operator: 'Equal'
+          // Every method that is not a read: Front Door's RequestMethod condition documents GET, HEAD, POST, PUT,
+          // DELETE, OPTIONS and TRACE only (PATCH is refused at deployment), so writes are "not a read".
+          negateCondition: true
           matchValues: [
-            'POST'
-            'PUT'
-            'DELETE'
-            'PATCH'
+            'GET'
+            'HEAD'
+            'OPTIONS'
           ]
         }
       }

@@ -156,8 +156,10 @@ def test_front_door_is_active_passive_by_default_and_writes_go_primary_first(
     groups = fd.variable("groups")
     assert groups[1] == {"name": "functions-writes", "secondaryPriority": 2}  # writes: always primary first
     (_, rule), = fd.resources("Microsoft.Cdn/profiles/ruleSets/rules")
-    methods = rule["properties"]["conditions"][0]["parameters"]["matchValues"]
-    assert set(methods) == {"POST", "PUT", "DELETE", "PATCH"}
+    condition = rule["properties"]["conditions"][0]["parameters"]
+    # "Not a read" (negated GET/HEAD/OPTIONS) covers every write method, PATCH included, without naming a method
+    # the RequestMethod condition does not document.
+    assert condition["negateCondition"] is True and set(condition["matchValues"]) == {"GET", "HEAD", "OPTIONS"}
     assert "'operand_1': 'originGroups', 'operand_2': 1" in str(rule["properties"]["actions"][0])
 
 
