@@ -33,6 +33,8 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "ingest": ("blobTrigger", {"path": "dicom-inbox/{name}", "connection": "DicomStorage", "source": "EventGrid"}),
     "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
     "follow_peer": ("timerTrigger", {"schedule": "*/10 * * * * *", "runOnStartup": False}),
+    "redrive": ("timerTrigger", {"schedule": "0 */5 * * * *", "runOnStartup": False}),
+    "inbox_retention": ("timerTrigger", {"schedule": "0 17 * * * *", "runOnStartup": False}),
     "ingest_status": http("ingest/status", ["GET"], A),
     "cors_preflight": http("{*path}", ["OPTIONS"], A),
     "inference": ("eventGridTrigger", {}),
