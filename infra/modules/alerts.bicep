@@ -8,7 +8,8 @@
 // | replication pending > 15 min  | PendingOperationsForReplication in a time bucket past 15 min > 0    | 1        |
 // | follower lag > 5 min          | log line "follower lag_seconds=<n>" with n > 300 (scheduled query)  | 2        |
 // | dead letters                  | DeadLetteredCount > 0 over 15 min, per topic                        | 2        |
-// | poison queue                  | a message put on a *-poison queue over 15 min (StorageQueueLogs)    | 2        |
+// | poison queue                  | a message put on a *-poison queue over 15 min (StorageQueueLogs)    | 3        |
+// | poison given up               | log line "poison-exhausted": a re-drive gave up (nothing-lost)       | 1        |
 // | HTTP 5xx rate                 | Percentage5XX > 5 % over 5 min at Front Door                         | 2        |
 // | quarantine spike              | "quarantined (" log lines over 15 min > quarantineSpikeThreshold    | 3        |
 // | gateway unreachable           | Replicas < 1 over 5 min, per region's DIMSE gateway                 | 1        |
@@ -352,8 +353,8 @@ resource poisoned 'Microsoft.Insights/scheduledQueryRules@2026-03-01' = [for (wo
   kind: 'LogAlert'
   properties: {
     displayName: 'Messages on a poison queue (${regionKeys[i]})'
-    description: 'The Functions host moved a message to a poison queue (e.g. dicom-settle-poison) after its last retry: that work waits for a re-drive.'
-    severity: 2
+    description: 'The Functions host moved a message to a poison queue (e.g. dicom-settle-poison) after its last retry: the redrive timer puts it back with backoff; a burst says storage or a dependency is failing.'
+    severity: 3
     enabled: true
     scopes: [
       workspace
@@ -375,6 +376,44 @@ resource poisoned 'Microsoft.Insights/scheduledQueryRules@2026-03-01' = [for (wo
       ]
     }
     autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}]
+
+resource poisonExhausted 'Microsoft.Insights/scheduledQueryRules@2026-03-01' = [for (workspace, i) in workspaceIds: {
+  name: 'poison-exhausted-${regionKeys[i]}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Re-drive gave up (${regionKeys[i]})'
+    description: 'A poisoned message ran out of re-drives, or an expired inbox upload still cannot be ingested (log line poison-exhausted): the work is recorded in eventgrid-deadletter/poison/<queue>/ and needs a person (docs/security.md, nothing lost).'
+    severity: 1
+    enabled: true
+    scopes: [
+      workspace
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'FunctionAppLogs | where Message contains "poison-exhausted"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
     actions: {
       actionGroups: [
         actionGroup.id

@@ -14,6 +14,7 @@ from tests.infra.bicepcheck import ROOT, BicepFile, dig
 #: Log lines the log alerts match, and the code that writes them (an alert on a line nobody writes never fires).
 ALERT_LOG_LINES = {
     ": quarantined (": "shared/ingest/service.py",
+    "poison-exhausted": "shared/ingest/redrive.py",
 }
 
 
@@ -50,7 +51,7 @@ def test_every_alert_the_runbook_relies_on_exists(bicep_files: dict[str, BicepFi
         "gatewayDown": "Replicas",  # the gateway unreachable
     }
     queries = {sym: c["query"] for sym, c in _queries(f).items()}
-    assert set(queries) == {"followerLag", "quarantineSpike", "poisoned"}
+    assert set(queries) == {"followerLag", "quarantineSpike", "poisoned", "poisonExhausted"}
     assert 'contains "follower lag_seconds="' in queries["followerLag"]  # the follower's lag line (h22's shape)
     assert queries["poisoned"].startswith("StorageQueueLogs") and '"-poison"' in queries["poisoned"]
     assert queries["quarantineSpike"].startswith("FunctionAppLogs")
@@ -81,7 +82,7 @@ def test_every_rule_notifies_the_action_group(bicep_files: dict[str, BicepFile])
     f = _alerts(bicep_files)
     rules = list(f.resources("Microsoft.Insights/metricAlerts")) + list(
         f.resources("Microsoft.Insights/scheduledQueryRules"))
-    assert len(rules) == 8
+    assert len(rules) == 9
     for sym, body in rules:
         assert "'operand_1': 'actionGroup', 'operand_2': 'id'" in json.dumps(body["properties"]["actions"]).replace(
             '"', "'"), sym
