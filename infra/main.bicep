@@ -159,7 +159,7 @@ param failbackMaxLagSeconds int = 300
 ])
 param wafMode string = 'Prevention'
 
-@description('Rate limit: most requests to /api/* per client address per minute at each Front Door edge; more are refused with 429 until the minute ends. Mind a hospital\'s NAT: one address may be many users.')
+@description('Rate limit: most requests to /api/* per client address per minute at each Front Door edge; more are blocked (the WAF\'s block response) until the minute ends. Mind a hospital\'s NAT: one address may be many users.')
 @minValue(100)
 param wafRateLimitPerMinute int = 6000
 

@@ -78,7 +78,7 @@ param probeIntervalInSeconds int = 30
 ])
 param wafMode string = 'Prevention'
 
-@description('Most requests to /api/* per client address per minute; more get 429.')
+@description('Most requests to /api/* per client address per minute; more are blocked until the minute ends.')
 @minValue(100)
 param rateLimitPerMinute int = 6000
 
