@@ -7,11 +7,14 @@ import azure.functions as func
 
 from functions import (
     access,
+    audit,
     dicomweb,
+    extended_tags,
     inference,
     ingest,
     ingest_status,
     maintenance,
+    operations,
     ops,
     replication,
     routing,
@@ -28,6 +31,9 @@ app.register_functions(ingest_status.bp)
 app.register_functions(inference.bp)
 app.register_functions(routing.bp)
 app.register_functions(dicomweb.bp)
+app.register_functions(extended_tags.bp)
+app.register_functions(operations.bp)
+app.register_functions(audit.bp)
 app.register_functions(access.bp)
 
 # What the app imported (about 200k objects: pydicom's dictionaries, the SDKs) lives as long as the worker.

@@ -250,6 +250,8 @@ class MemoryTableStore:
         elif op.kind == "upsert":
             values = _plain(op.entity)
         elif op.kind == "merge":
+            if op.etag and (got is None or (op.etag != "*" and got[1] != op.etag)):
+                raise RowChanged(str(key))
             values = {**(got[0] if got else {}), **_plain(op.entity)}
         elif op.kind == "replace":
             if got is None or (op.etag and op.etag != "*" and got[1] != op.etag):

@@ -51,6 +51,13 @@ param tieringByAccess bool = false
 @minValue(0)
 param immutabilityDays int = 0
 
+@description('The audit container (shared/storage/layout.py AUDIT): append blobs under an append-only retention policy.')
+param auditContainer string
+
+@description('Days each audit record stays unchangeable (time-based retention, appends allowed).')
+@minValue(1)
+param auditRetentionDays int = 2190
+
 @description('Days deleted blobs, versions and containers stay recoverable.')
 @minValue(1)
 @maxValue(365)
@@ -192,6 +199,8 @@ module dataStorage 'storage.bicep' = {
     // Support alone locks nothing; the time-based policy (immutabilityDays > 0) does.
     immutableContainer: '${archiveContainer}-${regionKey}'
     immutabilityDays: immutabilityDays
+    appendOnlyContainer: auditContainer
+    appendOnlyDays: auditRetentionDays
     privateOnly: privateNetworking
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
@@ -291,8 +300,10 @@ module roles 'roleAssignments.bicep' = {
     deadLetterContainer: deadLetterContainer
     userPrincipalId: userPrincipalId
     gatewayPrincipalId: deployGateway ? gatewayIdentity!.properties.principalId : ''
+    // C-STORE into the inbox; its audit records (gateway/audit.py: append blobs) into the audit container.
     gatewayWrites: [
       inboxContainer
+      auditContainer
     ]
     gatewayReads: concat(gatewayOwnReads, gatewayPeerReads)
     gatewaySecretName: gatewayTlsCertificateSecretName

@@ -77,7 +77,7 @@ def test_gateway_identity_holds_exactly_its_containers_and_its_one_secret(bicep_
     # What the region passes: the inbox to write; archive and config, own and the peer's, to read; the secret name.
     region = bicep_files["modules/region.bicep"]
     (_, given), = [(s, b) for s, p, b in region.modules() if p == "roleAssignments.bicep"]
-    assert given["params"]["gatewayWrites"] == ["inboxContainer"]
+    assert given["params"]["gatewayWrites"] == ["inboxContainer", "auditContainer"]
     assert "gatewayOwnReads" in str(given["params"]["gatewayReads"]) and "gatewayPeerReads" in str(
         given["params"]["gatewayReads"])
     assert region.variable("gatewayOwnReads")["config"] == "${c}-${regionKey}"

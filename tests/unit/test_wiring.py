@@ -57,6 +57,12 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "dicomweb_frames": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", ["GET"], A),
     "dicomweb_bulkdata": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/bulkdata/{*locator}",
                               ["GET"], A),
+    "extended_tags": http("dicomweb/extendedquerytags", ["GET", "POST"], A),
+    "extended_tag": http("dicomweb/extendedquerytags/{tag}", ["GET", "PATCH", "DELETE"], A),
+    "extended_tag_errors": http("dicomweb/extendedquerytags/{tag}/errors", ["GET"], A),
+    "operations": ("queueTrigger", {"queueName": "dicom-operations", "connection": "DicomStorage"}),
+    "operation_status": http("dicomweb/operations/{operation}", ["GET"], A),
+    "audit": http("audit", ["GET"], A),
 }
 
 
