@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.storage.layout import QUEUES
-from tests.infra.bicepcheck import ROOT, BicepFile, dig
+from tests.infra.bicepcheck import ROOT, BicepFile, app_settings, dig
 
 #: Log lines the log alerts match, and the code that writes them (an alert on a line nobody writes never fires).
 ALERT_LOG_LINES = {
@@ -185,3 +185,15 @@ def test_uploads_follow_the_ingest_region(bicep_files: dict[str, BicepFile]) -> 
     assert route["properties"]["patternsToMatch"] == ["/${inboxContainer}/*"]
     main = bicep_files["main.bicep"]
     assert "INBOX_URL" in main.doc["outputs"] and "GATEWAY_NAME" in main.doc["outputs"]
+
+
+def test_the_failback_gate_reaches_the_app_once_the_app_reads_it(bicep_files: dict[str, BicepFile]) -> None:
+    """The gate's setting is the application's (shared/config.py, the one reader of settings); the function app
+    must pass it as soon as the app reads it, and not before (test_names checks every setting is read). Until
+    then functionApp.bicep holds it ready in var failbackGate; when this fails, pass it:
+    `appSettings: concat(appSettings, failbackGate)` in functionApp.bicep."""
+    reads = '"DICOMFLOW_FAILBACK_MAX_LAG_SECONDS"' in (ROOT / "shared" / "config.py").read_text(encoding="utf-8")
+    passed = "DICOMFLOW_FAILBACK_MAX_LAG_SECONDS" in app_settings(bicep_files["modules/functionApp.bicep"])
+    assert passed == reads, ("shared/config.py reads DICOMFLOW_FAILBACK_MAX_LAG_SECONDS: pass it to the app with "
+                             "`appSettings: concat(appSettings, failbackGate)` in infra/modules/functionApp.bicep"
+                             if reads else "the app does not read DICOMFLOW_FAILBACK_MAX_LAG_SECONDS yet")
