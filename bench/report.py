@@ -333,12 +333,39 @@ def _dimse(d: dict[str, Any] | None, label: str) -> str:
         "The gateway's CPU per instance includes the Azure SDK upload (one request per small instance).", ""])
 
 
+def _hostile(d: dict[str, Any] | None, label: str) -> str:
+    head = f"## Hostile headers (`bench/hostile.py`){label}"
+    if not d:
+        return head + "\n\nNot measured yet: `python -m bench.hostile`.\n"
+    lines = [
+        head, "",
+        f"Each file built in memory (`tests/hostile.py`) and read in a fresh child process, {d['reps']} time(s) each: "
+        "ours is what ingest does before it writes (`read_header_bytes` + `validate` + `to_dicom_json`, bounded by the "
+        "default `DICOMFLOW_HEADER_*` limits, see the README's Limits); pydicom is the same file through its own "
+        "unbounded path (`dcmread(stop_before_pixels=True, defer_size=64 KiB)` + `to_json_dict()`, what the header "
+        f"parse amounted to before issue 19) under a {d['cap_gib']:g} GiB address-space cap. Memory is the child's "
+        "peak resident size above what it held before the parse. The function host's own peak through the inbox and "
+        "STOW-RS is asserted by `tests/e2e/test_hostile_e2e.py` (< 256 MiB).", "",
+        "| file | on the wire | ours: outcome | time | + memory | pydicom: outcome | time | + memory |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in d["rows"]:
+        o, p = r["ours"], r["pydicom"]
+        wire = r.get("wire_kib") or 0
+        size = f"{wire / 1024:.1f} MiB" if wire >= 1024 else f"{wire:.0f} KiB"
+        lines.append(f"| {r['label']} | {size} | {o['outcome']} | {fmt(o['seconds'], 2)} s | "
+                     f"{fmt(o['growth_mib'], 0)} MiB | {p['outcome']} | {fmt(p['seconds'], 2)} s | "
+                     f"{fmt(p['growth_mib'], 0)} MiB |")
+    return "\n".join(lines) + "\n"
+
+
 def render() -> str:
     ingest, li = _pick("ingest")
     large, ll = _pick("large")
     query, lq = _pick("query")
     dimse, ld = _pick("dimse")
+    hostile, lh = _pick("hostile")
     text = "\n".join([INTRO, _machine([ingest or {}, large or {}, query or {}]), _ingest(ingest, li),
-                      _large(large, ll), _query(query, lq), _dimse(dimse, ld)])
+                      _large(large, ll), _query(query, lq), _dimse(dimse, ld), _hostile(hostile, lh)])
     (BENCH / "README.md").write_text(text.rstrip() + "\n")
     return text

@@ -4,7 +4,8 @@ Statuses: ``0xFF00`` per match (``0xFF01`` when the identifier had matching keys
 not support: they are ignored, as PS3.4 C.4.1.3.1 allows), ``0x0000`` at the end,
 ``0xFE00`` when the SCU cancels, ``0xA900`` for an identifier we cannot answer (Error
 Comment says why), and ``0xA700`` with "narrow the query" once more than
-``DICOMFLOW_GATEWAY_MAX_FIND_RESULTS`` matches were sent.
+``DICOMFLOW_GATEWAY_MAX_FIND_RESULTS`` matches were sent, or when the search looked at
+``DICOMFLOW_QUERY_MAX_ROWS`` index rows without completing (as QIDO-RS answers 413).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final
 
 from pydicom.dataset import Dataset
 
+from gateway import audit
 from gateway.app import Gateway
 from gateway.query import IdentifierError, parse_identifier, patients, response, response_charset, with_limit
 from gateway.status import (
@@ -26,6 +28,8 @@ from gateway.status import (
     SUCCESS,
     status,
 )
+from shared.audit import record as atna
+from shared.audit.record import Subjects
 from shared.dicomweb.search import find
 
 log = logging.getLogger(__name__)
@@ -41,15 +45,26 @@ def handle_find(event: Any, gw: Gateway) -> Iterator[tuple[Any, Dataset | None]]
         req = parse_identifier(event.identifier, model, limit=limit)
     except IdentifierError as bad:
         log.info("C-FIND: identifier refused: %s", bad)
+        audit.record(gw, event.assoc, atna.QUERY, atna.EXECUTE, outcome=atna.MINOR_FAILURE,
+                     subjects=Subjects(query_class=model), description="C-FIND: 0xA900 identifier refused")
         yield status(IDENTIFIER_DOES_NOT_MATCH, str(bad)), None
         return
     query = req.query
     if req.level == "PATIENT":
         query = with_limit(query, min(limit * PATIENT_STUDY_FACTOR, 100_000))
-    found = find(query, gw.fetch)
+    found = find(query, gw.fetch, max_rows=gw.settings.limits.query_max_rows)
+    if found.exhausted:
+        log.info("C-FIND %s: refused after %d candidates examined (rows budget)", req.level, found.examined)
+        yield status(OUT_OF_RESOURCES, f"Over {found.examined} index rows examined; narrow the query"), None
+        return
     views = list(patients(found.views)) if req.level == "PATIENT" else found.views
     more = found.more or len(views) > limit
     views = views[:limit]
+    subjects = Subjects(query_keys=sorted({m.attribute.keyword for m in req.query.matches}), query_class=model)
+    subjects.add_views(views, gw.settings.audit.patient_salt)
+    audit.record(gw, event.assoc, atna.QUERY, atna.EXECUTE, outcome=atna.MINOR_FAILURE if more else atna.SUCCESS,
+                 subjects=subjects,
+                 description=f"C-FIND {req.level}: {len(views)} match(es){'; more refused' if more else ''}")
     charset = response_charset(req.charset, views)
     match = PENDING_WARNING if req.unsupported else PENDING
     log.info("C-FIND %s (%s): plan %s, %d candidates examined, %d returned%s%s", req.level,

@@ -17,6 +17,9 @@ Comment, so the sender knows at once and keeps its copy; it is still written to 
 inbox, so ingest quarantines it with the same reason (``dicom-quarantine``, the ingest
 log, ``Dicom.IngestFailed``): nothing is silently dropped. A failed upload answers
 ``0xA700`` (Out of resources): the sender retries later.
+
+The temporary file is the spool's (:mod:`gateway.spool`: capped in size, in the gateway's own
+folder); this handler removes it on every way out, including an exception.
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ from typing import Any
 from azure.core.exceptions import AzureError
 from pydicom.dataset import Dataset
 
+from gateway import audit
 from gateway.app import Gateway
+from gateway.spool import Spool
 from gateway.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, status
+from shared.audit import record as atna
+from shared.audit.record import Subjects
 from shared.dicom.header import read_header_file
 from shared.dicom.validate import is_valid_uid, validate
 from shared.errors import BadInput
@@ -49,20 +56,34 @@ def association_id(assoc: Any) -> str:
     return str(aid)
 
 
-def handle_store(event: Any, gw: Gateway) -> Dataset:
+def handle_store(event: Any, gw: Gateway, spool: Spool | None = None) -> Dataset:
+    path = event.dataset_path
+    try:
+        if spool is not None and spool.overflowed(path):
+            return status(OUT_OF_RESOURCES, "Data set larger than the gateway accepts")
+        return _store(event, gw, path)
+    finally:
+        if spool is not None:
+            spool.discard(path)
+
+
+def _store(event: Any, gw: Gateway, path: Any) -> Dataset:
     assoc = event.assoc
     aid = association_id(assoc)
     calling = str(assoc.requestor.ae_title).strip()
-    path = event.dataset_path
     affected = str(event.request.AffectedSOPInstanceUID or "")
     size = os.path.getsize(path)
-    originator = str(event.request.MoveOriginatorApplicationEntityTitle or "").strip()
+    originator = str(getattr(event.request, "MoveOriginatorApplicationEntityTitle", None) or "").strip()
     if originator and originator in gw.config.batch_originators:
         assoc._dicomflow_batched = True  # its end closes the writer's chunk (server.py): ingested at once
-        return _store_batched(gw, aid, calling, Path(path), affected, size)
+        return _store_batched(gw, assoc, aid, calling, Path(path), affected, size)
     refused: BadInput | None = None
+    subjects = Subjects()
     try:
-        _study, _series, sop, _ = validate(read_header_file(path))
+        header = read_header_file(path)
+        study, series, sop, sop_class = validate(header)
+        subjects.add(study, series, sop, sop_class)
+        subjects.add_patient(_patient_id(header.dataset), gw.settings.audit.patient_salt)
     except BadInput as bad:
         refused = bad
         sop = affected
@@ -74,27 +95,52 @@ def handle_store(event: Any, gw: Gateway) -> Dataset:
     except (AzureError, OSError) as exc:
         log.warning("C-STORE assoc=%s sop=%s: inbox upload failed (%s); answered 0xA700", aid,
                     name_sop, type(exc).__name__)
+        _audit(gw, assoc, subjects, atna.SERIOUS_FAILURE, "C-STORE: 0xA700 inbox unavailable")
         return status(OUT_OF_RESOURCES, "Archive inbox unavailable; retry later")
     if refused is not None:
         log.warning("C-STORE assoc=%s from %s: refused (%s), %d bytes -> %s/%s for quarantine", aid, calling,
                     refused.reason, size, layout.INBOX, blob_name)
+        _audit(gw, assoc, subjects, atna.MINOR_FAILURE, f"C-STORE: 0xC000 {refused.reason}")
         return status(CANNOT_UNDERSTAND, str(refused.reason))
     log.info("C-STORE assoc=%s from %s: sop=%s %d bytes -> %s/%s", aid, calling, sop, size, layout.INBOX, blob_name)
+    _audit(gw, assoc, subjects, atna.SUCCESS, "C-STORE: 0x0000")
     return status(SUCCESS)
 
 
-def _store_batched(gw: Gateway, aid: str, calling: str, path: Path, affected: str, size: int) -> Dataset:
+def _store_batched(gw: Gateway, assoc: Any, aid: str, calling: str, path: Path, affected: str,
+                   size: int) -> Dataset:
     """A sub-operation of a C-MOVE ``tools migrate`` asked for: the batched ingest path (the instance goes to
     the archive, its row to the chunk's manifest; or, when ingest must judge it, to the chunk's inbox folder)."""
+    subjects = Subjects()
     try:
-        name, refused = gw.batch_writer(calling).write(path, sop_hint=affected)
+        written = gw.batch_writer(calling).write(path, sop_hint=affected)
     except (AzureError, OSError) as exc:
         log.warning("C-STORE assoc=%s sop=%s: batch write failed (%s); answered 0xA700", aid, affected,
                     type(exc).__name__)
+        _audit(gw, assoc, subjects, atna.SERIOUS_FAILURE, "C-STORE: 0xA700 archive unavailable")
         return status(OUT_OF_RESOURCES, "Archive unavailable; retry later")
-    if refused is not None:
+    if written.header is not None and written.uids is not None:
+        subjects.add(*written.uids)
+        subjects.add_patient(_patient_id(written.header.dataset), gw.settings.audit.patient_salt)
+    if written.refused is not None:
         log.warning("C-STORE assoc=%s from %s: refused (%s), %d bytes -> %s/%s for quarantine", aid, calling,
-                    refused.reason, size, layout.INBOX, name)
-        return status(CANNOT_UNDERSTAND, str(refused.reason))
-    log.info("C-STORE assoc=%s from %s (moved): sop=%s %d bytes -> %s", aid, calling, affected, size, name)
+                    written.refused.reason, size, layout.INBOX, written.name)
+        _audit(gw, assoc, subjects, atna.MINOR_FAILURE, f"C-STORE: 0xC000 {written.refused.reason}")
+        return status(CANNOT_UNDERSTAND, str(written.refused.reason))
+    log.info("C-STORE assoc=%s from %s (moved): sop=%s %d bytes -> %s", aid, calling, affected, size, written.name)
+    _audit(gw, assoc, subjects, atna.SUCCESS, "C-STORE: 0x0000")
     return status(SUCCESS)
+
+
+def _patient_id(ds: Dataset) -> str | None:
+    """For the audit record's digest only (never logged or sent anywhere)."""
+    try:
+        value = ds.get("PatientID")
+    except Exception:  # noqa: BLE001 - an undecodable value is absent for the audit's purpose
+        return None
+    return str(value) if value else None
+
+
+def _audit(gw: Gateway, assoc: Any, subjects: Subjects, outcome: int, description: str) -> None:
+    audit.record(gw, assoc, atna.INSTANCES_TRANSFERRED, atna.CREATE, outcome=outcome, subjects=subjects,
+                 role=atna.SOURCE, ours=atna.DESTINATION, description=description)

@@ -28,6 +28,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("reindex", "tools.reindex"),
     ("drill", "tools.drill"),
     ("migrate", "tools.migrate"),
+    ("audit", "tools.audit"),
 ]
 
 

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
 
     def sink(data: bytes, sop: str) -> tuple[int, str]:
         try:
-            _, refused = writer.write(data, sop_hint=sop)  # the batched path, as the gateway's C-MOVE sub-operations
+            refused = writer.write(data, sop_hint=sop).refused  # the batched path, as the gateway's C-MOVEs
         except AzureError as exc:
             return 0xA700, f"archive unavailable ({type(exc).__name__})"
         return (0xC000, str(refused.reason)) if refused is not None else (0x0000, "")

@@ -5,6 +5,11 @@ Each ``application/dicom`` part is parsed with the same header code as ingest
 and, if valid, uploaded to ``dicom-inbox/stow/<request id>/<sop>.dcm``: from there
 ingestion, indexing and events take the one path every upload takes.
 
+Memory (bounded by construction): the body is read once into one buffer (at most
+``DICOMFLOW_STOW_MAX_BYTES``), parts are views of it (at most ``DICOMFLOW_STOW_MAX_PARTS``), a part is
+copied only to be uploaded, one at a time, and each header parse is bounded by ``DICOMFLOW_HEADER_*``
+like every other; what is kept per part until the answer is its UIDs and digest, not its header.
+
 Waiting (decision): STOW waits, bounded by ``DICOMFLOW_STOW_WAIT_SECONDS`` (10 s by
 default), for each part's ingest outcome (:func:`shared.ingest.status.outcome_of`: its
 instance row written by this upload, a duplicate of what is stored, or a quarantine copy). DICOMweb clients,
@@ -33,6 +38,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from shared.audit import scope as audit_scope
 from shared.dicom.header import read_header_bytes
 from shared.dicom.validate import validate
 from shared.dicomweb.media import negotiate_json
@@ -73,7 +79,7 @@ def store(call: Call) -> Reply:
     from shared.dicomweb.service import services
 
     negotiate_json(call.accept)
-    parts = parse_stow_body(call.body, call.content_type)
+    parts = parse_stow_body(call.body, call.content_type, max_parts=call.settings.limits.stow_max_parts)
     svc = services(call)
     svc.ensure_ready()
     request_id = uuid.uuid4().hex
@@ -85,19 +91,20 @@ def store(call: Call) -> Reply:
             res.failure, res.state = CANNOT_UNDERSTAND, "failed"
             continue
         try:
-            header = read_header_bytes(part.content)
+            header = read_header_bytes(part.content, limits=call.settings.limits.header)
             res.sop_class, res.sop = header.sop_class_uid, header.sop_uid
             study, series, sop, sop_class = validate(header)
             res.study, res.series, res.sop, res.sop_class = study, series, sop, sop_class
             if call.study and study != call.study:
                 raise BadInput(Reason.STUDY_MISMATCH)
+            audit_scope.note(study, series, sop, sop_class=sop_class, patient_id=_patient_id(header))
         except BadInput as bad:
             res.failure = DOES_NOT_MATCH if bad.reason == Reason.STUDY_MISMATCH else CANNOT_UNDERSTAND
             res.state = "failed"
             log.info("STOW %s part %d refused: %s", request_id, n + 1, bad.reason)
             continue
         res.blob = layout.stow_inbox_path(request_id, n + 1, sop)
-        content = bytes(part.content)
+        content = bytes(part.content)  # one part at a time: the body is a view until here
         res.digest = ContentDigest(header, hashlib.md5(content).digest())  # noqa: S324 - Content-MD5, not security
         try:
             res.etag = svc.blobs.write(layout.INBOX, res.blob, content, content_type="application/dicom")
@@ -106,6 +113,15 @@ def store(call: Call) -> Reply:
             res.failure, res.state = OUT_OF_RESOURCES, "failed"
     _await_ingest(svc, [r for r in results if r.state == "pending"], call.settings.stow_wait_seconds)
     return _response(call, results, request_id)
+
+
+def _patient_id(header: Any) -> str | None:
+    """The part's Patient ID, for the audit record's digest only (never logged or answered)."""
+    try:
+        value = header.dataset.get("PatientID")
+    except Exception:  # noqa: BLE001 - an undecodable value is absent for the audit's purpose
+        return None
+    return str(value) if value else None
 
 
 def _await_ingest(svc: Services, pending: list[PartResult], budget: float) -> None:

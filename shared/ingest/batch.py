@@ -75,6 +75,7 @@ from shared.index.records import (
     series_part,
     study_part,
     to_entity,
+    unpack_meta,
 )
 from shared.index.store import utcnow
 from shared.ingest.schedule import EARLY_DELIVERY
@@ -130,6 +131,16 @@ class _Chunk:
     closed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Where :meth:`BatchWriter.write` put an instance, what it read of it, and why ingest will refuse it."""
+
+    name: str
+    header: Header | None
+    uids: tuple[str, str, str, str] | None
+    refused: BadInput | None = None
+
+
 def _md5(data: bytes | Path) -> bytes:
     if isinstance(data, bytes):
         return hashlib.md5(data).digest()  # noqa: S324 - Content-MD5, what the storage service checks
@@ -155,16 +166,20 @@ class BatchWriter:
         self._chunk: _Chunk | None = None
         self._lock = threading.Lock()
 
-    def write(self, data: bytes | Path, *, sop_hint: str = "") -> tuple[str, BadInput | None]:
+    def write(self, data: bytes | Path, *, sop_hint: str = "") -> Written:
         """Store one instance durably, in the archive (its row in the chunk's manifest) or, when ingest must
-        judge it, in the chunk's inbox folder. Returns where it went and, for a file ingest will quarantine,
-        why (the gateway answers the C-STORE with it)."""
+        judge it, in the chunk's inbox folder: where it went, its header and UIDs when it has them, and for a
+        file ingest will quarantine, why (the gateway answers the C-STORE with it)."""
+        header: Header | None = None
         try:
-            header = read_header_file(data) if isinstance(data, Path) else read_header_bytes(data)
+            limits = self.svc.settings.limits.header
+            header = (read_header_file(data, limits=limits) if isinstance(data, Path)
+                      else read_header_bytes(data, limits=limits))
             uids = validate(header)
         except BadInput as bad:
-            return self._inbox(data, sop_hint if is_valid_uid(sop_hint) else f"unnamed-{secrets.token_hex(4)}"), bad
-        return self._archive(data, header, uids), None
+            name = self._inbox(data, sop_hint if is_valid_uid(sop_hint) else f"unnamed-{secrets.token_hex(4)}")
+            return Written(name, header, None, bad)
+        return Written(self._archive(data, header, uids), header, uids)
 
     def _archive(self, data: bytes | Path, header: Header, uids: tuple[str, str, str, str]) -> str:
         svc = self.svc
@@ -275,6 +290,8 @@ class _Row:
     #: The ingest log line's read cost (0 for a manifest row: nothing was read).
     bytes_read: int = 0
     reads: int = 0
+    #: Its DICOM JSON when at hand (else read from ``meta`` for the extended query tags).
+    doc: dict[str, Any] | None = None
 
 
 class BatchIngest:
@@ -335,7 +352,7 @@ class BatchIngest:
         for p, (state, meta) in zip(todo, POOL.map(self._copy, todo), strict=True):
             if state == "new":
                 rows.append(_Row(p.blob.name, p.rec, meta, lambda p=p: ing.store(p),  # type: ignore[misc]
-                                 p.reader.bytes_fetched, p.reader.requests))
+                                 p.reader.bytes_fetched, p.reader.requests, p.doc))
             elif state == "gone":
                 done.append(ing._gone(p.blob.name))
             else:  # the archive holds this instance already: the careful path decides
@@ -374,6 +391,19 @@ class BatchIngest:
                             lambda blob=archived: self.ingest.index_archived(blob)))  # type: ignore[misc]
         return out
 
+    def _extended(self, r: _Row) -> None:
+        """The row's extended query tag values, as ingest takes them (in the row: no request; its VR errors
+        recorded). From the DICOM JSON at hand, or the one packed in the row (or its sidecar)."""
+        if not self.svc.extended_tags.indexed():
+            r.rec.extended = {}
+            return
+        doc = r.doc
+        if doc is None:
+            raw = unpack_meta(r.meta) if r.meta else self.svc.blobs.read(layout.METADATA, layout.instance_metadata_path(
+                r.rec.study_instance_uid, r.rec.series_instance_uid, r.rec.sop_instance_uid))
+            doc = orjson.loads(raw) if raw else {}
+        self.ingest._record_errors(self.ingest._extended(r.rec, doc))
+
     def _write(self, rows: Iterable[_Row]) -> tuple[list[Outcome], dict[str, dict[str, str]]]:
         """Rows, study by study; their outcomes and the ETags of the pending rows written (study -> series)."""
         by_study: dict[str, list[_Row]] = {}
@@ -403,6 +433,7 @@ class BatchIngest:
             writes = []
             for r in part:
                 rec = r.rec
+                self._extended(r)
                 rec.arrival = now
                 rec.seq = svc.sequencer.next()
                 writes.append((rec, r.meta, ChangeEntry(study, rec.series_instance_uid, rec.sop_instance_uid,
@@ -414,7 +445,9 @@ class BatchIngest:
                 done += [r.fallback() for r in part]
                 continue
             for r in part:
-                log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", r.name, IngestState.ARCHIVED,
+                # An inbox name as logs show inbox names (a digest); a manifest row's archive path is UIDs only.
+                shown = layout.log_name(r.name) if r.name.startswith(layout.BATCH_PREFIX) else r.name
+                log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", shown, IngestState.ARCHIVED,
                          r.rec.sop_instance_uid, r.bytes_read, r.reads)
                 done.append(Outcome(r.name, IngestState.ARCHIVED, study, r.rec.series_instance_uid,
                                     r.rec.sop_instance_uid, bytes_read=r.bytes_read, requests=r.reads))

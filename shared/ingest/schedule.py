@@ -58,6 +58,10 @@ class SettleRequest:
     studies: tuple[str, ...] = ()
     #: The group's pending rows as the batched path wrote them (study -> series -> ETag): removed without a read.
     pending: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: How many times settle put this request back for later because storage failed (backoff, settle.py).
+    attempt: int = 0
+    #: How many times the redrive timer took it back from the poison queue (shared/ingest/redrive.py).
+    redrives: int = 0
 
     def to_message(self) -> str:
         body: dict[str, Any] = {"studies": list(self.studies)} if self.studies else {"study": self.study}
@@ -67,6 +71,10 @@ class SettleRequest:
             body["force"] = True
         if self.rederive:
             body["rederive"] = True
+        if self.attempt:
+            body["attempt"] = self.attempt
+        if self.redrives:
+            body["redrives"] = self.redrives
         return orjson.dumps(body).decode()
 
     @classmethod
@@ -79,11 +87,17 @@ class SettleRequest:
             raw = doc.get("pending")
             pending = {str(s): {str(k): str(v) for k, v in p.items()} for s, p in raw.items()
                        if isinstance(p, dict)} if isinstance(raw, dict) else {}
-            return cls(studies=tuple(group), force=bool(doc.get("force", False)), pending=pending)
+            return cls(studies=tuple(group), force=bool(doc.get("force", False)), pending=pending,
+                       attempt=_count(doc.get("attempt")), redrives=_count(doc.get("redrives")))
         if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
             raise ValueError("A settle message is a JSON object with a 'study' UID (or a 'studies' list).")
         return cls(study=doc["study"], force=bool(doc.get("force", False)),
-                   rederive=bool(doc.get("rederive", False)))
+                   rederive=bool(doc.get("rederive", False)), attempt=_count(doc.get("attempt")),
+                   redrives=_count(doc.get("redrives")))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 #: How much before its due time a queue may deliver a delayed message: visibility timeouts are whole

@@ -150,12 +150,12 @@ def run_backfill(env: dict[str, str], sink: EventSink, files: list[dict[str, Any
         members = [e for e in files if e["study_uid"] == study]
         if group and len(group) + len(members) > GROUP:
             for e in group:
-                assert writer.write(e["file"])[1] is None
+                assert writer.write(e["file"]).refused is None
             writer.close()
             group = []
         group += members
     for e in group:
-        assert writer.write(e["file"])[1] is None
+        assert writer.write(e["file"]).refused is None
     writer.close()
     written = writer_side.requests.snapshot() - writer_start
     assert written["blob PUT"] == len(files) + sum(1 for q, _, d in writer_messages if d == 0)  # files, manifests
