@@ -23,8 +23,8 @@ that filled it ended) its manifest is written and a second message has it ingest
 **Ingest** (:class:`BatchIngest`, the ``ingest_batch`` function): list the chunk (one request), take the
 inbox files through the per-file steps side by side (header read, validation or quarantine, conditional
 copy), and write the manifest's rows: per study, the pending rows in one batch and the instance rows with
-their change entries 50 to a transaction; the manifest is then removed (so the chunk's other message finds
-nothing to redo). Every study of the chunk gets ONE settle message, due when it
+their change entries 50 to a transaction; then a ``done`` marker goes in the chunk's folder (the chunk's
+other message finds nothing to redo). Every study of the chunk gets ONE settle message, due when it
 will have been quiet for the stable age: one settle run per study
 (:meth:`~shared.ingest.settle.SettleService.settle_group`) announces images and stability together and
 shares its writes with the chunk's other studies. A row that exists already takes the careful path
@@ -91,6 +91,8 @@ log = logging.getLogger(__name__)
 #: Instances per chunk, and per table transaction (two operations each, 100 at most).
 CHUNK_SIZE: Final = 50
 MANIFEST: Final = "manifest.json"
+#: Written in a chunk's folder once ingest has handled it.
+DONE: Final = "done"
 DICOM: Final = "application/dicom"
 #: Header reads and copies of a chunk's inbox files side by side (each one storage request, mostly waiting).
 POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="batch-ingest")
@@ -305,6 +307,9 @@ class BatchIngest:
         svc.ensure_ready()
         names = ([item.name for item in svc.blobs.list(layout.INBOX, request.prefix)] if request.prefix
                  else list(request.blobs))
+        if request.prefix and request.prefix + DONE in names:  # its other message ran already
+            log.info("Ingest batch %s: done already", request.prefix)
+            return []
         files = [n for n in names if n.endswith(".dcm")]
         manifests = [n for n in names if n.endswith("/" + MANIFEST)]
         outcomes, rows = self._files(files)
@@ -314,9 +319,9 @@ class BatchIngest:
                 rows += self._manifest_rows(name, orjson.loads(raw))
         written, pending = self._write(rows)
         outcomes += written
-        for name in manifests:  # done: a second message for this chunk (its safety net) finds nothing to redo
-            svc.blobs.delete(layout.INBOX, name)
         self._settle_later(written, pending)
+        if request.prefix:  # the chunk's other message (its safety net, or a redelivery) finds nothing to redo
+            svc.blobs.write(layout.INBOX, request.prefix + DONE, b"", content_type="text/plain")
         states: dict[str, int] = {}
         for o in outcomes:
             states[str(o.state)] = states.get(str(o.state), 0) + 1
