@@ -210,6 +210,8 @@ class Request:
     target: str  # container, queue or table name
     op: str  # what kind of request (see _op)
     range_bytes: int = 0
+    #: The blob path within its container ("" for queues and tables).
+    name: str = ""
 
 
 def _range_len(value: str | None) -> int:
@@ -277,7 +279,8 @@ def parse_debug_log(path: Path, *, start: int = 0) -> tuple[list[Request], int]:
                 target = path_parts[0] if path_parts else ""
                 if svc == "table":
                     target = target.split("(", 1)[0]
-                req = Request(svc, method, target, op, _range_len(headers.get("x-ms-range") or headers.get("range")))
+                req = Request(svc, method, target, op, _range_len(headers.get("x-ms-range") or headers.get("range")),
+                              "/".join(path_parts[1:]) if svc == "blob" else "")
                 reqs.append(req)
                 if op == "batch":
                     batches[rid] = req
@@ -315,7 +318,13 @@ def classify(req: Request) -> str:
     """
     if req.service == "blob" and req.target == layout.INBOX and req.op in ("put blob", "put block",
                                                                           "put blocklist"):
+        # The batched path's own writes into its chunk folders (manifests, done markers) are the pipeline's.
+        if req.name.startswith(layout.BATCH_PREFIX) and req.name.endswith(("/manifest.json", "/done")):
+            return PIPELINE
         return UPLOAD
+    if req.service == "blob" and req.target == layout.ARCHIVE and req.op in ("put blob", "put block",
+                                                                            "put blocklist"):
+        return UPLOAD  # the batched path's writer puts the file there instead of in the inbox
     if req.service == "blob" and req.target == layout.INBOX and req.op == "list blobs":
         return LOCAL_ONLY
     if req.op.startswith(("container", "tables", "queue PUT", "account")):
@@ -339,15 +348,14 @@ STEPS: dict[tuple[str, str, str], str] = {
     ("blob", layout.METADATA, "get blob"): "settle: oversized metadata sidecar",
     ("blob", layout.CONFIG, "ranged get"): "routing rules / model registry",
     ("blob", layout.CONFIG, "get blob"): "routing rules / model registry",
-    ("table", tables.INSTANCES, "batch"): "ingest: instance row + change entry; settle: changes marked published",
+    ("table", tables.INSTANCES, "batch"): "ingest: instance row + change entry (batched path: 50 a transaction); "
+                                          "settle: its state committed with the changes marked published",
     ("table", tables.INSTANCES, "point get"): "ingest: known instance (retry, duplicate, update)",
     ("table", tables.INSTANCES, "query"): "settle: the study partition, once per run",
     ("table", tables.PENDING, "upsert"): "ingest: pending row, once per series and quiet period",
     ("table", tables.PENDING, "query"): "settle: the study's pending rows (when stable)",
     ("table", tables.PENDING, "delete (conditional)"): "settle: pending rows go when the study is stable",
-    ("table", tables.STUDIES, "insert"): "settle: lease row taken",
-    ("table", tables.STUDIES, "delete (conditional)"): "settle: lease row given back",
-    ("table", tables.STUDIES, "point get"): "settle: previous study row (and a held lease)",
+    ("table", tables.STUDIES, "point get"): "settle: a study last settled before its state row existed (once)",
     ("table", tables.STUDIES, "replace (conditional)"): "settle: study aggregate (or an expired lease taken over)",
     ("table", tables.STUDIES, "batch"): "settle: first study aggregate",
     ("table", tables.LOOKUP, "batch"): "settle: study lookup rows, when new or the study changed (one batch per "
@@ -369,6 +377,16 @@ STEPS: dict[tuple[str, str, str], str] = {
     ("queue", layout.SETTLE_QUEUE, "receive messages"): "settle trigger: queue polling",
     ("queue", layout.SETTLE_QUEUE, "delete message"): "settle trigger: message done",
     ("queue", layout.SETTLE_QUEUE, "update message"): "settle trigger: lease renewal of a long run",
+    ("blob", layout.INBOX, "put blob"): "batched path: a chunk's manifest (writer) and done marker (ingest_batch)",
+    ("blob", layout.INBOX, "list blobs"): "batched path: a chunk listed (ingest_batch)",
+    ("blob", layout.INBOX, "get blob"): "batched path: a chunk's manifest read (ingest_batch)",
+    ("table", tables.INSTANCES, "insert"): "settle: the study held (its settle state row, first run)",
+    ("table", tables.INSTANCES, "replace (conditional)"): "settle: the study held (settle state row)",
+    ("table", tables.STUDIES, "upsert"): "settle: study aggregate, when it changed",
+    ("table", tables.PENDING, "batch"): "ingest: pending rows of a study (batched path); settle: removed",
+    ("queue", layout.BATCH_QUEUE, "put message"): "batched path: a chunk's messages (writer: safety net + ready)",
+    ("queue", layout.BATCH_QUEUE, "receive messages"): "ingest_batch trigger: queue polling",
+    ("queue", layout.BATCH_QUEUE, "delete message"): "ingest_batch trigger: message done",
 }
 
 

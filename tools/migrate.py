@@ -11,7 +11,8 @@ lists the window's studies by C-FIND. Then, study by study (tools/migration/runn
 by C-FIND, a C-MOVE to our DIMSE gateway's AE title (the source must know it: for Orthanc an entry in
 ``DicomModalities``) or a C-GET (``--retrieve get``: the instances come to this command, which puts them in
 the inbox's batch area, as the gateway does with a C-MOVE's), then verification: our index holds every
-instance the source listed, and the gateway commits them (Storage Commitment; ``--no-commitment`` skips it).
+instance the source listed (rows are written only once the archive holds the file), and with ``--commitment``
+the gateway commits them too (Storage Commitment).
 Progress bars show studies and instances with their rate and time left; the report lists what was migrated,
 skipped (verified by an earlier run) and failed, with the reason (the source's status, a timeout, or the
 ingest outcome of what was quarantined). Its last line is ``migrated S studies, I instances; verified V/T``.
@@ -72,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify-timeout", type=float, default=120, metavar="S",
                         help="seconds our index may stay without a new instance of a study before it is "
                              "judged (default 120)")
-    parser.add_argument("--no-commitment", action="store_true", help="verify by our index only")
+    parser.add_argument("--commitment", action="store_true",
+                        help="also ask the gateway for Storage Commitment of every instance (about 11 index reads "
+                             "per instance; our index is checked either way)")
     parser.add_argument("--state", type=Path, metavar="FILE", help="the state file (default .migrate/<source>_to_"
                                                                     "<gateway>.sqlite)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -232,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         quarantined=in_quarantine, sink=sink, got=writer.close)
     options = Options(source, gateway, retrieve=args.retrieve, associations=args.associations,
                       rate=args.rate or None, verify_timeout=args.verify_timeout,
-                      commitment=not args.no_commitment)
+                      commitment=args.commitment)
     known = [s.count for s in studies]
     total = sum(c for c in known if c is not None) if all(c is not None for c in known) else None
     verb = "C-MOVE" if args.retrieve == "move" else "C-GET into the inbox"

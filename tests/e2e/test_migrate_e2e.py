@@ -193,7 +193,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
-def test_c_get_brings_a_study_in_where_no_move_is_wanted(devhost: DevHostProcess, gateway: GatewayProcess,
+def test_c_get_brings_a_study_in_where_no_move_is_wanted_and_the_gateway_commits_it(devhost: DevHostProcess, gateway: GatewayProcess,
                                                          legacy: LegacyPacs, holdings: dict[str, Any],
                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,10 +207,11 @@ def test_c_get_brings_a_study_in_where_no_move_is_wanted(devhost: DevHostProcess
     code, stdout, stderr = run_cli(
         capsys, "--source", f"{LEGACY_AE}@127.0.0.1:{legacy.dicom_port}", "--gateway",
         f"DICOMFLOW@127.0.0.1:{gateway.port}", "--connection-string", devhost.azurite.connection_string,
-        "--state", str(tmp_path / "get.sqlite"), "--quiet", "--retrieve", "get", "--study", study)
+        "--state", str(tmp_path / "get.sqlite"), "--quiet", "--retrieve", "get", "--commitment", "--study", study)
     assert code == 0, stdout + stderr
     assert stdout.splitlines()[-1] == f"migrated 1 studies, {len(files)} instances; verified 1/1"
     assert qido_instances(devhost, study) == {e["sop_uid"] for e in files}
+    assert re.search(rf"Storage commitment \S+: {len(files)} committed, 0 failed", gateway.logs())
 
 
 def test_a_wrong_source_is_refused_before_anything_moves(devhost: DevHostProcess, gateway: GatewayProcess,

@@ -108,13 +108,14 @@ class Clock:
 def run(pacs: Pacs, state: MigrationState, *, commit: Callable[..., Commitment] | None = None,
         quarantined: dict[str, tuple[str, str]] | None = None, rate: float | None = None,
         clock: Clock | None = None) -> tuple[Migration, object]:
+    """One run; Storage Commitment asked for when the test gives a gateway's answer."""
     clock = clock or Clock()
     ports = Ports(session=pacs.session, archived=pacs.archived,
                   commit=commit or (lambda refs: Commitment(len(refs), [])),
                   quarantined=lambda sops, since: {s: r for s, r in (quarantined or {}).items() if s in sops},
                   sleep=clock.sleep, clock=clock)
     migration = Migration(Options(Peer("LEGACY", "h", 1), Peer("DICOMFLOW", "g", 2), associations=1, rate=rate,
-                                  verify_timeout=10), state, ports)
+                                  verify_timeout=10, commitment=commit is not None), state, ports)
     studies = [SourceStudy(s, len(i)) for s, i in pacs.studies.items()]
     return migration, migration.run(studies)
 

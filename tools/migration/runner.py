@@ -95,7 +95,9 @@ class Options:
     rate: float | None = None
     #: Seconds our index may stay without a new instance before the wait for a study ends.
     verify_timeout: float = 120.0
-    commitment: bool = True
+    #: Ask the gateway for Storage Commitment of each verified study's instances (about 11 index reads per
+    #: instance on the gateway's side: it finds each SOP Instance UID without its study).
+    commitment: bool = False
     #: Small studies are moved together by one C-MOVE, up to this many instances (one chunk of the
     #: batched ingest path: shared/ingest/batch.py CHUNK_SIZE).
     group_instances: int = 50
@@ -261,6 +263,10 @@ class Migration:
                                "was moved")
                 if not premoved.ok:  # what the source did send before it stopped: wait until it is in
                     self._wait_for_group(wanted)
+                else:  # the group's instances are ingested together (one chunk): wait on one study, then check each
+                    last = wanted[-1]
+                    self._wait_for_index(last.uid, listings[last.uid].listed, listings[last.uid].count or 0,
+                                         self.ports.archived(last.uid))
         for s in todo:
             results[s.uid] = self.migrate(s, listing=listings.get(s.uid), premoved=premoved)
         return [results[s.uid] for s in group]
@@ -368,10 +374,10 @@ class Migration:
 
         patience = min(GROUP_PATIENCE, self.o.verify_timeout / 4)
         seen = total()
-        delay, last_growth = 0.5, self.ports.clock()
+        delay, last_growth = 1.0, self.ports.clock()
         while self.ports.clock() - last_growth < patience:
             self.ports.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            delay = min(delay * 1.5, 3.0)
             now = total()
             if now > seen:
                 seen, last_growth = now, self.ports.clock()
@@ -383,7 +389,8 @@ class Migration:
         sent), or it has not grown for ``patience`` (``verify_timeout``)."""
         patience = self.o.verify_timeout if patience is None else patience
         wanted = {i.sop for i in listed} if listed is not None else None
-        delay, last_growth, seen = 0.2, self.ports.clock(), len(have)
+        # Each look is a query of the study's partition: start at half a second, then less and less often.
+        delay, last_growth, seen = 0.5, self.ports.clock(), len(have)
         while True:
             complete = wanted <= have.keys() if wanted is not None else len(have) >= count
             if sent is not None and len(have) >= sent:
@@ -391,7 +398,7 @@ class Migration:
             if complete or self.ports.clock() - last_growth >= patience:
                 return have
             self.ports.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            delay = min(delay * 1.5, 3.0)
             have = self.ports.archived(study)
             if len(have) > seen:
                 seen, last_growth = len(have), self.ports.clock()
