@@ -51,6 +51,9 @@ param dataBlobEndpoint string
 @description('Data account table endpoint (the index).')
 param dataTableEndpoint string
 
+@description('Data account queue endpoint (the batched ingest path\'s chunk messages: shared/ingest/batch.py).')
+param dataQueueEndpoint string
+
 @description('Log Analytics workspace for the environment\'s logs.')
 param logAnalyticsWorkspaceId string
 
@@ -246,6 +249,10 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
             {
               name: 'DicomStorage__tableServiceUri'
               value: dataTableEndpoint
+            }
+            {
+              name: 'DicomStorage__queueServiceUri'
+              value: dataQueueEndpoint
             }
             {
               name: 'DicomStorage__clientId'

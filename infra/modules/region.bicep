@@ -300,10 +300,17 @@ module roles 'roleAssignments.bicep' = {
     deadLetterContainer: deadLetterContainer
     userPrincipalId: userPrincipalId
     gatewayPrincipalId: deployGateway ? gatewayIdentity!.properties.principalId : ''
-    // C-STORE into the inbox; its audit records (gateway/audit.py: append blobs) into the audit container.
+    // C-STORE into the inbox; its audit records (gateway/audit.py: append blobs) into the audit container; a C-MOVE
+    // that tools migrate asked for straight into this region's archive (and an oversized metadata sidecar), its
+    // rows to ingest_batch by a message on the batch queue (shared/ingest/batch.py).
     gatewayWrites: [
       inboxContainer
       auditContainer
+      '${archiveContainer}-${regionKey}'
+      'dicom-metadata'
+    ]
+    gatewaySendsTo: [
+      'dicom-ingest-batch'
     ]
     gatewayReads: concat(gatewayOwnReads, gatewayPeerReads)
     gatewaySecretName: gatewayTlsCertificateSecretName
@@ -327,6 +334,7 @@ module gateway 'gateway.bicep' = if (deployGateway) {
     image: gatewayImage
     dataBlobEndpoint: dataStorage.outputs.blobEndpoint
     dataTableEndpoint: dataStorage.outputs.tableEndpoint
+    dataQueueEndpoint: dataStorage.outputs.queueEndpoint
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
     allowedAeTitles: gatewayAllowedAeTitles
     admission: gatewayAdmission

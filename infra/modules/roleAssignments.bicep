@@ -40,6 +40,9 @@ param gatewayWrites array = []
 @description('Containers the DIMSE gateway reads (archive and configuration, its region\'s and the peer\'s replica): Storage Blob Data Reader on each.')
 param gatewayReads array = []
 
+@description('Queues the DIMSE gateway sends messages to (the batched ingest path): Storage Queue Data Message Sender on each.')
+param gatewaySendsTo array = []
+
 @description('The one Key Vault secret the DIMSE gateway reads (its TLS certificate); empty: none.')
 param gatewaySecretName string = ''
 
@@ -53,6 +56,7 @@ var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
   storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6' // Storage Table Data Reader
+  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a' // Storage Queue Data Message Sender
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1' // Storage Blob Data Reader
 }
 var gateway = !empty(gatewayPrincipalId)
@@ -95,6 +99,10 @@ resource gatewayWriteScopes 'Microsoft.Storage/storageAccounts/blobServices/cont
 resource gatewayReadScopes 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for c in gatewayReads: {
   parent: dataBlobService
   name: c
+}]
+
+resource gatewayQueueScopes 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = [for q in gatewaySendsTo: {
+  name: '${dataStorageAccountName}/default/${q}'
 }]
 
 resource gatewaySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
@@ -226,9 +234,10 @@ resource userBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// The DIMSE gateway: exactly its containers and its one secret. It writes the inbox (C-STORE), reads the archive
-// and its configuration (C-FIND/C-MOVE/C-GET, destinations.json; this region's copy and the peer's replica), reads
-// the index (tables) and its TLS certificate. No other container, no queue, no event topic, no other secret.
+// The DIMSE gateway: exactly its containers, its queue and its one secret. It writes the inbox (C-STORE) and, for
+// the batched ingest path, this region's archive and metadata; reads the archive and its configuration
+// (C-FIND/C-MOVE/C-GET, destinations.json; this region's copy and the peer's replica), reads the index (tables) and
+// its TLS certificate, sends the batch queue's messages. No other container or queue, no event topic, no other secret.
 resource gatewayBlobWrites 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (c, i) in (gateway ? gatewayWrites : []): {
   name: guid(gatewayWriteScopes[i].id, gatewayPrincipalId, roles.storageBlobDataContributor)
   scope: gatewayWriteScopes[i]
@@ -246,6 +255,16 @@ resource gatewayBlobReads 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     principalId: gatewayPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+  }
+}]
+
+resource gatewayQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in (gateway ? gatewaySendsTo : []): {
+  name: guid(gatewayQueueScopes[i].id, gatewayPrincipalId, roles.storageQueueDataMessageSender)
+  scope: gatewayQueueScopes[i]
+  properties: {
+    principalId: gatewayPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
   }
 }]
 

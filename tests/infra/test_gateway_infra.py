@@ -68,16 +68,23 @@ def test_gateway_identity_holds_exactly_its_containers_and_its_one_secret(bicep_
     assert "'gatewayReadScopes'" in held["gatewayBlobReads"][1]
     assert held["gatewayTables"] == ("storageTableDataReader", "dataAccount")
     assert held["gatewaySecrets"] == ("keyVaultSecretsUser", "gatewaySecret")
-    assert set(held) == {"gatewayBlobWrites", "gatewayBlobReads", "gatewayTables", "gatewaySecrets"}
+    assert held["gatewayQueues"][0] == "storageQueueDataMessageSender"  # the batched path's chunk messages
+    assert "'gatewayQueueScopes'" in held["gatewayQueues"][1]
+    assert set(held) == {"gatewayBlobWrites", "gatewayBlobReads", "gatewayTables", "gatewaySecrets", "gatewayQueues"}
     scopes = {sym: body for sym, body in roles.resources(include_existing=True)}
     assert roles.doc["resources"]["gatewaySecret"]["type"] == "Microsoft.KeyVault/vaults/secrets"
     assert scopes["gatewaySecret"]["parent"] == "vault"
     for sym in ("gatewayWriteScopes", "gatewayReadScopes"):
         assert roles.doc["resources"][sym]["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers"
-    # What the region passes: the inbox to write; archive and config, own and the peer's, to read; the secret name.
+    # What the region passes: the inbox and audit to write, and for the batched path its own archive and metadata
+    # and the batch queue; archive and config, own and the peer's, to read; the secret name.
     region = bicep_files["modules/region.bicep"]
     (_, given), = [(s, b) for s, p, b in region.modules() if p == "roleAssignments.bicep"]
-    assert given["params"]["gatewayWrites"] == ["inboxContainer", "auditContainer"]
+    assert given["params"]["gatewayWrites"] == ["inboxContainer", "auditContainer", "${archiveContainer}-${regionKey}",
+                                                "dicom-metadata"]
+    assert given["params"]["gatewaySendsTo"] == ["dicom-ingest-batch"]
+    queues = roles.doc["resources"]["gatewayQueueScopes"]
+    assert queues["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues"
     assert "gatewayOwnReads" in str(given["params"]["gatewayReads"]) and "gatewayPeerReads" in str(
         given["params"]["gatewayReads"])
     assert region.variable("gatewayOwnReads")["config"] == "${c}-${regionKey}"
