@@ -195,8 +195,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 def test_c_get_brings_a_study_in_where_no_move_is_wanted_and_the_gateway_commits_it(
         devhost: DevHostProcess, gateway: GatewayProcess, legacy: LegacyPacs, holdings: dict[str, Any],
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DICOMFLOW_BATCH_WINDOW_SECONDS", "1")
     out = tmp_path / "getcorpus"
     write_corpus(out, CorpusOptions(patients=1, slices=3, rows=16, cols=16, seed=2324, broken=False))
