@@ -224,6 +224,7 @@ var regionalContainers = [
 ]
 var appQueues = [
   'dicom-settle'
+  'dicom-operations'
 ]
 var appTables = [
   'dicominstances'
@@ -235,6 +236,7 @@ var appTables = [
   'dicomchangefeed'
   'dicomdeliveries'
   'dicomsync'
+  'dicomoperations'
 ]
 // The region keys (DICOMFLOW_REGION): part of container names, so fixed at deployment, not roles.
 var primaryKey = 'primary'

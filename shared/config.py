@@ -24,6 +24,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.rejection.codes import DEFAULT_RETENTION_DAYS, RejectionCode
+
 STORAGE_CONNECTION = "DicomStorage"
 EVENTS_CONNECTION = "DicomEvents"
 #: The peer region's data account: only its change feed table is read (Storage Table Data Reader).
@@ -240,6 +242,14 @@ class Settings:
     routing_rules_ttl_seconds: float = 15.0
     gateway: GatewaySettings = GatewaySettings()
     region: RegionSettings = RegionSettings()
+    #: ``DICOMFLOW_REJECTION_RETENTION_DAYS`` (``113001=30,113037=30,113038=30``): how many days the files an
+    #: IOCM rejection note withdrew are kept, per rejection code; 113039 is always 0 (removed at once).
+    rejection_retention_days: tuple[tuple[str, float], ...] = tuple(
+        (str(c), d) for c, d in DEFAULT_RETENTION_DAYS.items())
+
+    def retention_days(self, code: str) -> float:
+        """Days a file rejected with ``code`` is kept (0: removed at once)."""
+        return dict(self.rejection_retention_days).get(code, DEFAULT_RETENTION_DAYS[RejectionCode.QUALITY])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -290,6 +300,7 @@ class Settings:
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
                                   follow_batch=max(1, int(batch))),
+            rejection_retention_days=_retention(env.get("DICOMFLOW_REJECTION_RETENTION_DAYS")),
         )
 
     def require_storage(self) -> StorageSettings:
@@ -300,6 +311,29 @@ class Settings:
                 f"{STORAGE_CONNECTION}__blobServiceUri/__queueServiceUri/__tableServiceUri (managed identity)."
             )
         return s
+
+
+def _retention(raw: str | None) -> tuple[tuple[str, float], ...]:
+    """``code=days`` pairs over the defaults; 113039 stays 0 whatever is given."""
+    name = "DICOMFLOW_REJECTION_RETENTION_DAYS"
+    days = {str(c): d for c, d in DEFAULT_RETENTION_DAYS.items()}
+    for item in _csv(raw):
+        code, sep, value = item.partition("=")
+        code = code.strip()
+        if not sep or code not in days:
+            raise SettingsError(f"Setting {name} is a list of code=days pairs with codes from "
+                                f"{', '.join(days)} (e.g. 113001=30,113037=90), got {item!r}")
+        try:
+            n = float(value)
+        except ValueError:
+            raise SettingsError(f"Setting {name}: days for {code} must be a number, got {value!r}") from None
+        if n < 0:
+            raise SettingsError(f"Setting {name}: days for {code} must not be negative, got {value!r}")
+        if code == RejectionCode.RETENTION_EXPIRED and n != 0:
+            raise SettingsError(f"Setting {name}: 113039 (Data Retention Policy Expired) is removed at once; "
+                                "leave it out or give 0.")
+        days[code] = n
+    return tuple(days.items())
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:

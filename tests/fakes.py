@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from shared.config import Settings
 from shared.events.payloads import DicomEvent
-from shared.ports import BlobGone, BlobItem, Row, RowChanged, RowExists, TableOp
+from shared.ports import BlobGone, BlobItem, BlobRange, Row, RowChanged, RowExists, TableOp
 from shared.services import Services
 
 _etags = itertools.count(1)
@@ -110,6 +110,28 @@ class MemoryBlobStore:
         self.blobs[(container, path)] = _Stored(got.data, _etag(), dt.datetime.now(dt.UTC), got.md5,
                                                 dict(got.metadata if metadata is None else metadata))
         return True
+
+    def compose(self, container: str, path: str, parts: Sequence[bytes | BlobRange], *,
+                content_type: str | None = None, metadata: Mapping[str, str] | None = None,
+                if_match: str | None = None) -> str:
+        """As the Azure adapter: one request per staged part (ranges copied by the service), one commit."""
+        out = bytearray()
+        for part in parts:
+            self.count("blob PUT block")
+            if isinstance(part, bytes | bytearray):
+                out += part
+                continue
+            got = self.blobs.get((part.source.container, part.source.name))
+            if got is None or (part.source.etag is not None and got.etag != part.source.etag):
+                raise BlobGone(part.source.name)
+            out += got.data[part.offset:part.offset + part.length]
+        self.count("blob PUT blocklist")
+        current = self.blobs.get((container, path))
+        if if_match is not None and (current is None or current.etag != if_match):
+            raise BlobGone(path)
+        etag = _etag()
+        self.blobs[(container, path)] = _Stored(bytes(out), etag, dt.datetime.now(dt.UTC), None, dict(metadata or {}))
+        return etag
 
     def delete(self, container: str, path: str, *, etag: str | None = None) -> bool:
         self.count("blob DELETE")

@@ -23,6 +23,8 @@ The key schema, table by table (:mod:`shared.index.tables` owns the names):
 * changefeed: PK ``<yyyymmddHH>-<shard>`` (hour buckets, :data:`FEED_SHARDS` shards per hour so
   no partition runs hot), RK = the zero-padded sequence.
 * deliveries: PK = StudyInstanceUID, RK ``<rule>~<destination>~<unit>``.
+* operations: PK ``op`` (RK = the operation id: a bulk update or patient merge and its progress), PK
+  ``lock`` (RK = StudyInstanceUID: the operation that holds the study, one at a time).
 * sync: PK ``follow`` (RK = the peer region: the follower's cursor), ``wait-<peer>`` (RK = the zero-padded
   sequence of a peer change-feed entry whose file has not arrived yet), ``reindex`` (RK = the container:
   where an interrupted reindex resumes).
@@ -255,3 +257,18 @@ def follow_wait_keys(peer: str, seq: int) -> tuple[str, str]:
 def reindex_keys(container: str) -> tuple[str, str]:
     """Where an interrupted ``reindex`` of ``container`` resumes."""
     return "reindex", container
+
+
+# -- long-running operations (bulk update, patient merge) --------------------------------------------
+
+def operation_keys(operation_id: str) -> tuple[str, str]:
+    """An operation's record (ids are 32 hex digits, :func:`shared.operations.store.new_id`)."""
+    return "op", operation_id
+
+
+OPERATION_PARTITION = "op"
+
+
+def study_lock_keys(study: str) -> tuple[str, str]:
+    """The row naming the operation that holds a study (one operation per study at a time)."""
+    return "lock", study

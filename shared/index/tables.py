@@ -17,6 +17,9 @@ DELIVERIES: Final = "dicomdeliveries"
 #: Progress of work that walks another source: the peer change-feed follower's cursor and the
 #: entries whose file has not been replicated yet, ``reindex``'s position per container.
 SYNC: Final = "dicomsync"
+#: Long-running operations (bulk update, patient merge: ``GET /operations/{id}``) and the per-study
+#: locks that keep two operations off one study.
+OPERATIONS: Final = "dicomoperations"
 
 #: Every table the app uses (infra creates exactly these).
-TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, UID_LOOKUP, PENDING, CHANGEFEED, DELIVERIES, SYNC)
+TABLES: Final = (INSTANCES, SERIES, STUDIES, LOOKUP, UID_LOOKUP, PENDING, CHANGEFEED, DELIVERIES, SYNC, OPERATIONS)

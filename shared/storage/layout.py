@@ -43,13 +43,54 @@ def region_containers(region: str, peers: Sequence[str] = ()) -> tuple[str, ...]
     return (*LOCAL, *(regional(c, r) for r in (region, *peers) for c in REGIONAL))
 
 SETTLE_QUEUE: Final = "dicom-settle"
+#: Long-running operations (bulk update, patient merge): one message per operation to run or resume.
+OPERATIONS_QUEUE: Final = "dicom-operations"
 #: Every queue the app uses (poison queues are created by the host on demand).
-QUEUES: Final = (SETTLE_QUEUE,)
+QUEUES: Final = (SETTLE_QUEUE, OPERATIONS_QUEUE)
 
 
 def instance_path(study: str, series: str, sop: str) -> str:
     """``<study>/<series>/<sop>.dcm`` in :data:`ARCHIVE`."""
     return f"{study}/{series}/{sop}.dcm"
+
+
+#: Folders of :data:`ARCHIVE` beside the study folders (UIDs are digits and dots, so no study folder is
+#: named like these; listings of a study, ``reindex`` and routing never see them).
+ORIGINALS: Final = "original"
+REJECTED: Final = "rejected"
+
+
+def original_path(study: str, series: str, sop: str) -> str:
+    """The first version of an instance that a bulk update changed, kept in :data:`ARCHIVE` (retrieved
+    with ``msdicom-request-original: true``)."""
+    return f"{ORIGINALS}/{study}/{series}/{sop}.dcm"
+
+
+def originals_prefix(study: str, series: str | None = None) -> str:
+    return f"{ORIGINALS}/{study}/{series}/" if series else f"{ORIGINALS}/{study}/"
+
+
+def rejected_path(study: str, series: str, sop: str) -> str:
+    """An instance an IOCM rejection note withdrew, kept in :data:`ARCHIVE` until its retention ends."""
+    return f"{REJECTED}/{study}/{series}/{sop}.dcm"
+
+
+def rejected_original_path(study: str, series: str, sop: str) -> str:
+    """The kept original (:func:`original_path`) of a rejected instance."""
+    return f"{REJECTED}/{ORIGINALS}/{study}/{series}/{sop}.dcm"
+
+
+def rejected_prefix(study: str | None = None) -> str:
+    return f"{REJECTED}/{study}/" if study else f"{REJECTED}/"
+
+
+def rejection_report_path(study: str, note_sop: str) -> str:
+    """What processing a rejection note found (rejected, already rejected, unknown references), in
+    :data:`METADATA` (derived: the note itself is archived)."""
+    return f"rejection-notes/{study}/{note_sop}.json"
+
+
+REJECTION_REPORTS: Final = "rejection-notes/"
 
 
 def instance_metadata_path(study: str, series: str, sop: str) -> str:

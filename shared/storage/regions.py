@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Final
 
-from shared.ports import Blob, BlobGone, BlobItem, BlobStore
+from shared.ports import Blob, BlobGone, BlobItem, BlobRange, BlobStore
 from shared.storage import layout
 
 #: Blob metadata key of the version stamp (metadata names are C# identifiers: letters, digits, ``_``).
@@ -272,6 +272,14 @@ class RegionalBlobStore:
         if done:
             self._remember(container, path, self.topology.own(container))
         return done
+
+    def compose(self, container: str, path: str, parts: Sequence[bytes | BlobRange], *,
+                content_type: str | None = None, metadata: Mapping[str, str] | None = None,
+                if_match: str | None = None) -> str:
+        etag = self.inner.compose(self.topology.own(container), path, parts, content_type=content_type,
+                                  metadata=self._stamped(container, metadata), if_match=if_match)
+        self._remember(container, path, self.topology.own(container))
+        return etag
 
     def delete(self, container: str, path: str, *, etag: str | None = None) -> bool:
         """Every copy this account holds (a replica too: deletes are allowed on replication destinations)."""

@@ -1,0 +1,1 @@
+"""Long-running operations (bulk update, patient merge): their records, status and study locks."""
