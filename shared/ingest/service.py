@@ -218,6 +218,12 @@ class IngestService:
             return Outcome(blob.name, IngestState.DUPLICATE, s, se, i)
         raise Transient(f"Instance {i} kept changing under concurrent writes; will retry.")
 
+    def store_version(self, rec: InstanceRecord, doc: dict[str, Any], *, expect: Stored) -> None:
+        """Write the row of a new version of an archived instance (bulk update: the file is already in the
+        archive), with its ``update`` change entry, as ingest writes an updated instance: conditional on
+        the row ``expect`` (:class:`RowChanged` if it changed), settle scheduled."""
+        self._write(rec, self._meta(rec, doc), expect=expect)
+
     # -- steps ----------------------------------------------------------------
     def _meta(self, rec: InstanceRecord, doc: dict[str, Any]) -> dict[str, bytes] | None:
         """The DICOM JSON as row properties, or (too large for the row, e.g. long per-frame functional
@@ -295,6 +301,12 @@ class IngestService:
         own event comes) or it was removed. Nothing of it was recorded."""
         log.info("Ingest %s: inbox blob gone or replaced while it was read", name)
         return Outcome(name, IngestState.GONE)
+
+
+def record_of(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], source: str,
+              digest: str) -> InstanceRecord:
+    """The instance row of a parsed, validated file (ingest's own rule, for other writers of versions)."""
+    return _record(doc, header, uids, source, digest)
 
 
 def _record(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], source: str,

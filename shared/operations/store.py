@@ -81,6 +81,10 @@ class Operation:
     instance_total: int = 0
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    #: The study being worked on, and how many of its instances are done (progress within it).
+    current: str = ""
+    current_done: int = 0
+    current_total: int = 0
     #: Epoch seconds of the last saved progress (stale locks are judged by it).
     heartbeat: float = field(default_factory=time.time)
     etag: str = ""
@@ -91,7 +95,8 @@ class Operation:
             return 100
         if not self.studies:
             return 100 if self.status.ended else 0
-        return min(99 if not self.status.ended else 100, (100 * len(self.done)) // len(self.studies))
+        part = self.current_done / self.current_total if self.current and self.current_total else 0.0
+        return min(99 if not self.status.ended else 100, int(100 * (len(self.done) + part) / len(self.studies)))
 
     def error(self, message: str) -> None:
         self.error_count += 1
@@ -102,7 +107,7 @@ class Operation:
         """The Azure DICOM service's operation status shape (``base_url``: the DICOMweb root)."""
         results: dict[str, Any] = {
             "studyProcessed": len(self.done), "studyUpdated": self.study_updated, "studyFailed": self.study_failed,
-            "instanceUpdated": self.instance_updated,
+            "instanceUpdated": self.instance_updated + (self.current_done if self.current else 0),
         }
         if self.errors:
             results["errors"] = list(self.errors)
@@ -125,7 +130,8 @@ class Operation:
             "done": orjson.dumps(self.done).decode(), "study_updated": self.study_updated,
             "study_failed": self.study_failed, "instance_updated": self.instance_updated,
             "instance_total": self.instance_total, "errors": orjson.dumps(self.errors).decode(),
-            "error_count": self.error_count, "heartbeat": self.heartbeat,
+            "error_count": self.error_count, "heartbeat": self.heartbeat, "current": self.current,
+            "current_done": self.current_done, "current_total": self.current_total,
         }
 
     @classmethod
@@ -139,8 +145,29 @@ class Operation:
             study_updated=int(row.get("study_updated", 0)), study_failed=int(row.get("study_failed", 0)),
             instance_updated=int(row.get("instance_updated", 0)), instance_total=int(row.get("instance_total", 0)),
             errors=list(orjson.loads(str(row.get("errors") or "[]"))), error_count=int(row.get("error_count", 0)),
-            heartbeat=float(row.get("heartbeat", 0.0)), etag=row.etag,
+            heartbeat=float(row.get("heartbeat", 0.0)), current=str(row.get("current", "")),
+            current_done=int(row.get("current_done", 0)), current_total=int(row.get("current_total", 0)),
+            etag=row.etag,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class OperationMessage:
+    """The queue message that runs (or resumes) an operation."""
+
+    operation: str
+
+    def to_message(self) -> str:
+        return orjson.dumps({"operation": self.operation}).decode()
+
+    @classmethod
+    def from_message(cls, body: bytes | str) -> OperationMessage:
+        """Parse a queue message; one that is not ours raises ``ValueError`` (the trigger's poison handling
+        parks it after its retries)."""
+        doc = orjson.loads(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("operation"), str) or not doc["operation"]:
+            raise ValueError("An operations message is a JSON object with an 'operation' id.")
+        return cls(str(doc["operation"]))
 
 
 @dataclass(frozen=True, slots=True)

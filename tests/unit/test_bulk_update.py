@@ -1,0 +1,184 @@
+"""Bulk update on in-memory fakes: the new version's bytes, the original kept, rows, feed, events, resume.
+
+The fakes behave as the storage service does (conditional writes, pinned reads); the same flows run
+against Azurite in tests/integration/test_bulk_update.py and through the HTTP API in the e2e tests.
+"""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import pydicom
+import pytest
+
+from shared.dicom.header import read_header_bytes
+from shared.dicomweb.attributes import Level
+from shared.dicomweb.planner import fetch_for
+from shared.dicomweb.qido import parse_query
+from shared.dicomweb.search import search as qido_search
+from shared.events.types import EventType
+from shared.index import changefeed
+from shared.index.records import Action
+from shared.ingest.schedule import SettleRequest
+from shared.ingest.service import IngestService
+from shared.ingest.settle import SettleService
+from shared.operations.store import OperationStatus, OperationStore
+from shared.storage import layout
+from shared.update import service as update
+from shared.update.changes import parse_changes
+from tests.fakes import Fakes, memory_services
+from tests.instances import study_of
+
+NEW_NAME = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Roe^Richard"}]},
+            "00100020": {"vr": "LO", "Value": ["PID-NEW"]}}
+
+
+def loaded(n_series: int = 2, n_instances: int = 3, tag: str = "bu", **kw: object) -> tuple[Fakes, list[tuple]]:
+    f = memory_services()
+    items = study_of(n_series, n_instances, tag, **kw)
+    for n, (_, _, _, data) in enumerate(items):
+        f.blobs.put(layout.INBOX, f"up/{n}.dcm", data)
+        IngestService(f.services).ingest(f.services.blobs.open(layout.INBOX, f"up/{n}.dcm"))
+    SettleService(f.services).settle(SettleRequest(items[0][0]))
+    return f, items
+
+
+def run_update(f: Fakes, studies: list[str], change: dict) -> str:
+    op = update.submit(f.services, studies, parse_changes(change), actor="tester")
+    (message, _), = f.queues.drain(layout.OPERATIONS_QUEUE)
+    assert orjson.loads(message) == {"operation": op.id}
+    update.BulkUpdate(f.services).run(op.id)
+    return op.id
+
+
+def archived(f: Fakes, path: str) -> bytes:
+    return f.blobs.blobs[(layout.ARCHIVE, path)].data
+
+
+def test_every_instance_gets_a_new_version_with_the_pixel_data_unchanged_and_the_original_kept() -> None:
+    f, items = loaded(pixel=7)
+    study = items[0][0]
+    before = {sop: data for _, _, sop, data in items}
+    op_id = run_update(f, [study], NEW_NAME)
+    op = OperationStore(f.tables).get(op_id)
+    assert op is not None and op.status is OperationStatus.COMPLETED
+    assert op.status_json()["results"] == {"studyProcessed": 1, "studyUpdated": 1, "studyFailed": 0,
+                                           "instanceUpdated": 6}
+    for s, se, sop, _ in items:
+        new = pydicom.dcmread(io.BytesIO(archived(f, layout.instance_path(s, se, sop))))
+        old = pydicom.dcmread(io.BytesIO(before[sop]))
+        assert str(new.PatientName) == "Roe^Richard" and new.PatientID == "PID-NEW"
+        assert new.PixelData == old.PixelData and new.StudyDate == old.StudyDate
+        assert new.SOPInstanceUID == sop
+        # The original is the very file that was uploaded.
+        assert archived(f, layout.original_path(s, se, sop)) == before[sop]
+        row = f.services.index.get_instance(s, se, sop)
+        assert row is not None and row.record.patient_id == "PID-NEW" and row.record.patient_name == "Roe^Richard"
+        assert orjson.loads(row.meta or b"{}")["00100020"]["Value"] == ["PID-NEW"]
+        # The row describes the new file exactly where it matters for WADO-RS frames.
+        header = read_header_bytes(archived(f, layout.instance_path(s, se, sop)))
+        assert row.record.pixel_data_offset == header.pixel_data_offset
+        assert row.record.size_bytes == header.size_bytes
+
+
+def test_settle_announces_updates_and_queries_find_the_new_values_only() -> None:
+    f, items = loaded()
+    study = items[0][0]
+    f.publisher.events.clear()
+    run_update(f, [study], NEW_NAME)
+    SettleService(f.services).settle(SettleRequest(study))
+    updated = f.publisher.of_type(str(EventType.IMAGE_UPDATED))
+    assert sorted(e.data["imageSopInstanceUid"] for e in updated) == sorted(sop for _, _, sop, _ in items)
+    feed = list(changefeed.entries(f.services.index, None, None, horizon=0))
+    updates = [e for e in feed if e.action == str(Action.UPDATE)]
+    assert len(updates) == len(items) and all(e.state == "current" for e in updates)
+    assert all(e.state == "replaced" for e in feed if e.action == str(Action.CREATE))
+
+    def studies(params: list[tuple[str, str]]) -> list[dict]:
+        reply = qido_search(parse_query(params, Level.STUDY), fetch_for(f.services.index), "http://x")
+        return orjson.loads(reply.body)
+
+    assert len(studies([("PatientID", "PID-NEW")])) == 1
+    assert studies([("PatientID", "PID-1")]) == []
+    assert len(studies([("PatientName", "roe*")])) == 1
+
+
+def test_a_second_update_keeps_the_first_original() -> None:
+    f, items = loaded(n_series=1, n_instances=2)
+    s, se, sop, data = items[0]
+    run_update(f, [s], NEW_NAME)
+    run_update(f, [s], {"00081030": {"vr": "LO", "Value": ["Second"]}})
+    assert archived(f, layout.original_path(s, se, sop)) == data
+    latest = pydicom.dcmread(io.BytesIO(archived(f, layout.instance_path(s, se, sop))))
+    assert latest.PatientID == "PID-NEW" and latest.StudyDescription == "Second"
+
+
+def test_a_crash_mid_operation_resumes_without_redoing_or_missing_an_instance() -> None:
+    f, items = loaded(n_series=2, n_instances=4)
+    study = items[0][0]
+    op = update.submit(f.services, [study], parse_changes(NEW_NAME), actor="tester")
+    runner = update.BulkUpdate(f.services)
+    real, calls = runner.instance, []
+
+    def crash_on_fifth(*args: object) -> str:
+        calls.append(args)
+        if len(calls) == 5:
+            raise ConnectionError("worker lost")
+        return real(*args)  # type: ignore[arg-type]
+
+    runner.instance = crash_on_fifth  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        runner.run(op.id)
+    midway = OperationStore(f.tables).get(op.id)
+    assert midway is not None and midway.status is OperationStatus.RUNNING
+    writes_before = f.blobs.requests["blob PUT blocklist"]
+    update.BulkUpdate(f.services).run(op.id)  # the message, delivered again
+    done = OperationStore(f.tables).get(op.id)
+    assert done is not None and done.status is OperationStatus.COMPLETED and done.instance_updated == 8
+    # Only the four instances the first run did not finish got a new version in the second.
+    assert f.blobs.requests["blob PUT blocklist"] - writes_before == 4
+    changes = f.services.index.changes(study)
+    assert sum(c.action is Action.UPDATE for c in changes) == 8
+    # A third delivery finds the operation ended and changes nothing.
+    update.BulkUpdate(f.services).run(op.id)
+    assert sum(c.action is Action.UPDATE for c in f.services.index.changes(study)) == 8
+
+
+def test_one_operation_per_study_at_a_time() -> None:
+    f, items = loaded(n_series=1, n_instances=1)
+    study = items[0][0]
+    first = update.submit(f.services, [study], parse_changes(NEW_NAME), actor="a")
+    with pytest.raises(update.UpdateRefused) as refused:
+        update.submit(f.services, [study], parse_changes(NEW_NAME), actor="b")
+    assert refused.value.status == 409 and first.id in refused.value.message
+    update.BulkUpdate(f.services).run(first.id)
+    update.submit(f.services, [study], parse_changes(NEW_NAME), actor="b")  # free again once it ended
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"studyInstanceUids": [f"1.2.{n}" for n in range(51)], "changeDataset": NEW_NAME}, "at most 50"),
+    ({"studyInstanceUids": [], "changeDataset": NEW_NAME}, "non-empty list"),
+    ({"studyInstanceUids": ["1.2.x"], "changeDataset": NEW_NAME}, "is not a UID"),
+    ({"studyInstanceUids": ["1.2.3"], "changeDataset": {"0020000D": {"vr": "UI", "Value": ["1.2"]}}},
+     "StudyInstanceUID (0020000D) is a UID"),
+    ({"studyInstanceUids": ["1.2.3"], "changeDataset": {"00080060": {"vr": "CS", "Value": ["MR"]}}},
+     "Modality (00080060) is not an updatable attribute"),
+    ({"studyInstanceUids": ["1.2.3"], "changeDataset": {"00100040": {"vr": "CS"}}}, "needs a Value"),
+    ({"studyInstanceUids": ["1.2.3"], "changeDataset": {"00100010": {"vr": "LO", "Value": ["x"]}}}, "has VR PN"),
+    ({"studyInstanceUids": ["1.2.3"]}, "changeDataset must be"),
+])
+def test_bad_requests_are_refused_naming_what_is_wrong(body: dict, needle: str) -> None:
+    with pytest.raises(update.UpdateRefused) as refused:
+        update.parse_request(body)
+    assert refused.value.status == 400 and needle in refused.value.message
+
+
+def test_an_unknown_study_fails_the_operation_with_the_azure_error_shape() -> None:
+    f, items = loaded(n_series=1, n_instances=1)
+    op_id = run_update(f, ["1.2.826.0.1.3680043.10.1234.9.404", items[0][0]], NEW_NAME)
+    status = OperationStore(f.tables).get(op_id).status_json("http://h/api/dicomweb")  # type: ignore[union-attr]
+    assert status["status"] == "failed" and status["percentComplete"] == 100
+    assert status["results"]["studyUpdated"] == 1 and status["results"]["studyFailed"] == 1
+    assert "1.2.826.0.1.3680043.10.1234.9.404" in status["results"]["errors"][0]
+    assert status["resources"][1] == f"http://h/api/dicomweb/studies/{items[0][0]}"
