@@ -47,6 +47,7 @@ def guarded(route: str, need: Callable[[str], Iterable[Role]]) -> Callable[[Hand
                 return _with_cors(Response(orjson.dumps({"error": denied.message}), status_code=denied.status,
                                            headers=denied.headers, media_type="application/json"),
                                   headers.get("origin"))
+            req.state.principal = principal  # for handlers that record who asked (bulk update, merge)
             resp = await fn(req)
             access.audit(principal, req.method, route, study, resp.status_code, "allowed")
             return _with_cors(resp, headers.get("origin"))

@@ -32,6 +32,8 @@ from shared.dicomweb.reply import Reply
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
 BASE = "dicomweb"
+#: The Azure DICOM service's header for retrieving the first version of an updated instance.
+ORIGINAL_HEADER = "msdicom-request-original"
 S, SE, IN = "{study}", "{series}", "{sop}"
 
 
@@ -48,10 +50,13 @@ async def _run(req: Request, call: Callable[[service.Call], Reply]) -> Response:
         base = _base_url(req)
         settings = get_settings()
         body = await _read_body(req, settings.stow_max_bytes) if req.method == "POST" else b""
+        principal = getattr(req.state, "principal", None)
         ctx = service.Call(
             settings=settings, method=req.method, base_url=base, accept=req.headers.get("accept"),
             content_type=req.headers.get("content-type"), params=list(req.query_params.multi_items()),
             body=body, path=dict(req.path_params), **uids,
+            original=(req.headers.get(ORIGINAL_HEADER) or "").strip().lower() == "true",
+            actor=principal.subject if principal is not None else "",
         )
         reply = await asyncio.to_thread(call, ctx)
     except HttpProblem as problem:
@@ -95,11 +100,15 @@ def _need(method: str) -> set[roles.Role]:
     return {roles.for_dicomweb(method)}
 
 
-def _route(name: str, route: str, methods: list[str]) -> Any:
+def _admin(method: str) -> set[roles.Role]:
+    return {roles.Role.ADMIN}
+
+
+def _route(name: str, route: str, methods: list[str], need: Callable[[str], set[roles.Role]] = _need) -> Any:
     def wrap(fn: Any) -> Any:
         path = f"{BASE}/{route}"
         return bp.function_name(name)(bp.route(route=path, methods=methods, auth_level=func.AuthLevel.ANONYMOUS)(
-            guarded(path, _need)(fn)))
+            guarded(path, need)(fn)))
     return wrap
 
 
@@ -149,6 +158,17 @@ async def changefeed_latest(req: Request) -> Response:
 @_route("dicomweb_store", "studies", ["POST"])
 async def store(req: Request) -> Response:
     return await _run(req, service.store)
+
+
+# -- bulk update and operations (Azure DICOM service shapes; admin: it changes patient data) ---------
+@_route("dicomweb_bulk_update", "studies/$bulkUpdate", ["POST"], need=_admin)
+async def bulk_update(req: Request) -> Response:
+    return await _run(req, service.bulk_update)
+
+
+@_route("dicomweb_operation", "operations/{operation}", ["GET"])
+async def operation(req: Request) -> Response:
+    return await _run(req, service.operation)
 
 
 # -- WADO-RS (and DELETE on the same resources) -----------------------------------------------

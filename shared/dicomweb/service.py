@@ -8,11 +8,12 @@ propagate (the host answers 500 and logs them once).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from shared.config import Settings
 from shared.dicomweb.attributes import Level
-from shared.dicomweb.errors import HttpProblem
+from shared.dicomweb.errors import HttpProblem, NotFoundProblem
 from shared.dicomweb.qido import parse_query
 from shared.dicomweb.reply import Reply
 from shared.dicomweb.search import Fetch
@@ -33,6 +34,10 @@ class Call:
     study: str | None = None
     series: str | None = None
     sop: str | None = None
+    #: ``msdicom-request-original: true``: retrieve the first version of instances a bulk update changed.
+    original: bool = False
+    #: Who is asking (the token's subject): recorded by the actions that change data.
+    actor: str = ""
 
 
 def services(call: Call) -> Services:
@@ -79,7 +84,7 @@ def study_resource(call: Call) -> Reply:
     if call.method == "DELETE":
         return delete(call)
     _no_params(call)
-    return _wado(call).retrieve(call.accept, call.study)
+    return _wado(call).retrieve(call.accept, call.study, original=call.original)
 
 
 def series_resource(call: Call) -> Reply:
@@ -87,7 +92,7 @@ def series_resource(call: Call) -> Reply:
     if call.method == "DELETE":
         return delete(call)
     _no_params(call)
-    return _wado(call).retrieve(call.accept, call.study, call.series)
+    return _wado(call).retrieve(call.accept, call.study, call.series, original=call.original)
 
 
 def instance_resource(call: Call) -> Reply:
@@ -95,22 +100,23 @@ def instance_resource(call: Call) -> Reply:
     if call.method == "DELETE":
         return delete(call)
     _no_params(call)
-    return _wado(call).retrieve(call.accept, call.study, call.series, call.sop)
+    return _wado(call).retrieve(call.accept, call.study, call.series, call.sop, original=call.original)
 
 
 def study_metadata(call: Call) -> Reply:
     assert call.study
-    return _wado(call).study_metadata(call.accept, call.base_url, call.study)
+    return _wado(call).study_metadata(call.accept, call.base_url, call.study, original=call.original)
 
 
 def series_metadata(call: Call) -> Reply:
     assert call.study and call.series
-    return _wado(call).series_metadata(call.accept, call.base_url, call.study, call.series)
+    return _wado(call).series_metadata(call.accept, call.base_url, call.study, call.series, original=call.original)
 
 
 def instance_metadata(call: Call) -> Reply:
     assert call.study and call.series and call.sop
-    return _wado(call).instance_metadata(call.accept, call.base_url, call.study, call.series, call.sop)
+    return _wado(call).instance_metadata(call.accept, call.base_url, call.study, call.series, call.sop,
+                                         original=call.original)
 
 
 def frames(call: Call) -> Reply:
@@ -134,6 +140,44 @@ def changefeed_latest(call: Call) -> Reply:
     from shared.dicomweb import changefeed as feed
 
     return feed.latest(call)
+
+
+# -- bulk update and operations (the Azure DICOM service's shapes) -----------------------------------
+def bulk_update(call: Call) -> Reply:
+    """``POST /studies/$bulkUpdate``: 202 with the operation's reference."""
+    import orjson
+
+    from shared.update import service as update
+
+    try:
+        body = orjson.loads(call.body or b"null")
+    except orjson.JSONDecodeError:
+        raise HttpProblem('The body must be JSON: {"studyInstanceUids": [...], "changeDataset": {...}}.',
+                          status=400) from None
+    try:
+        studies, changes = update.parse_request(body)
+        op = update.submit(services(call), studies, changes, actor=call.actor)
+    except update.UpdateRefused as refused:
+        raise HttpProblem(refused.message, status=refused.status) from None
+    href = f"{call.base_url}/operations/{op.id}"
+    return Reply.json({"id": op.id, "href": href}, status=202, media_type="application/json",
+                      headers={"Location": href})
+
+
+def operation(call: Call) -> Reply:
+    """``GET /operations/{id}``: 202 while it runs, 200 once it has ended, 404 if unknown."""
+    from shared.operations.store import OperationStore
+
+    _no_params(call)
+    op_id = call.path.get("operation", "")
+    op = OperationStore(services(call).tables).get(op_id) if _OPERATION_ID.fullmatch(op_id) else None
+    if op is None:
+        raise NotFoundProblem(f"There is no operation {op_id[:40]!r}.")
+    return Reply.json(op.status_json(call.base_url), status=200 if op.status.ended else 202,
+                      media_type="application/json")
+
+
+_OPERATION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def too_large_message(size: int, limit: int) -> str:

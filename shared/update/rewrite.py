@@ -63,9 +63,16 @@ class NewVersion:
     size: int
     recoded: bool  # the character set changed to UTF-8
 
-    def parts(self, source: Blob) -> list[bytes | BlobRange]:
+    def parts(self, source: Blob, cached: bytes = b"") -> list[bytes | BlobRange]:
+        """What the new file is made of: the head, then the source's tail, which is sent from ``cached``
+        (the source's bytes from offset 0 already read, e.g. by the header parse) when it holds it all,
+        else copied from the source."""
         tail = self.size - self.split
-        return [self.head, BlobRange(source, self.split, tail)] if tail else [self.head]
+        if not tail:
+            return [self.head]
+        if self.size <= len(cached):
+            return [self.head + cached[self.split:self.size]]
+        return [self.head, BlobRange(source, self.split, tail)]
 
     @property
     def new_size(self) -> int:

@@ -55,6 +55,9 @@ from shared.update.rewrite import CannotRewrite, SpliceSource, new_version
 log = logging.getLogger(__name__)
 
 MAX_STUDIES: Final = 50
+#: One run works this long at most, then queues the rest of the operation (a function invocation is
+#: bounded: ``functionTimeout`` is 10 minutes), so a large operation is many short runs, never a timeout.
+RUN_BUDGET_SECONDS: Final = 480.0
 SAVE_EVERY: Final = 25
 ATTEMPTS: Final = 5
 #: Archive blob metadata: the operation that wrote this version (routing's ``resendUpdates`` keys on it).
@@ -144,15 +147,31 @@ class _Study:
     gone: int = 0
 
 
+class _OutOfTime(Exception):
+    """This run's budget is used up: the operation continues in a new message."""
+
+
 class BulkUpdate:
     """Runs one operation (the ``operations`` function's body: :meth:`run`)."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, budget_seconds: float = RUN_BUDGET_SECONDS) -> None:
         self.svc = services
         self.store = OperationStore(services.tables)
         self.ingest = IngestService(services)
+        self.budget = budget_seconds
+        self._deadline = 0.0
 
     def run(self, operation_id: str) -> Operation | None:
+        """Run (or resume) the operation; returns its record (None if there is no such operation)."""
+        self._deadline = time.monotonic() + self.budget
+        try:
+            return self._run(operation_id)
+        except _OutOfTime:
+            self.svc.queues.send(layout.OPERATIONS_QUEUE, OperationMessage(operation_id).to_message())
+            log.info("Bulk update %s: this run's time is up; continuing in a new run", operation_id)
+            return self.store.get(operation_id)
+
+    def _run(self, operation_id: str) -> Operation | None:
         svc = self.svc
         svc.ensure_ready()
         op = self.store.get(operation_id)
@@ -202,6 +221,9 @@ class BulkUpdate:
         pending: set[str] = set()
         last_save = time.monotonic()
         for n, rec in enumerate(rows, 1):
+            if time.monotonic() > self._deadline:
+                self.store.save(op)
+                raise _OutOfTime
             if rec.source == source:
                 result.updated += 1  # done by an earlier run of this operation
             else:
@@ -269,8 +291,9 @@ class BulkUpdate:
                 svc.blobs.copy(blob, layout.ARCHIVE, layout.original_path(s, se, i),
                                metadata=dict(blob.metadata) or None, if_absent=True)
                 stamp = svc.topology.new_stamp()
-                svc.blobs.compose(layout.ARCHIVE, path, version.parts(blob), content_type="application/dicom",
-                                  metadata={STAMP: stamp, OPERATION_META: operation_id},
+                marks = {STAMP: stamp, OPERATION_META: operation_id}
+                svc.blobs.compose(layout.ARCHIVE, path, version.parts(blob, reader.prefix()),
+                                  content_type="application/dicom", metadata=marks,
                                   if_match=blob.etag if blob.container == own else None)
             except BlobGone:
                 continue  # the file changed since it was read (an upload of a new version): start over

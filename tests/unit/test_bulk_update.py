@@ -132,12 +132,12 @@ def test_a_crash_mid_operation_resumes_without_redoing_or_missing_an_instance() 
         runner.run(op.id)
     midway = OperationStore(f.tables).get(op.id)
     assert midway is not None and midway.status is OperationStatus.RUNNING
-    writes_before = f.blobs.requests["blob PUT blocklist"]
+    writes_before = f.blobs.requests["blob PUT"]
     update.BulkUpdate(f.services).run(op.id)  # the message, delivered again
     done = OperationStore(f.tables).get(op.id)
     assert done is not None and done.status is OperationStatus.COMPLETED and done.instance_updated == 8
     # Only the four instances the first run did not finish got a new version in the second.
-    assert f.blobs.requests["blob PUT blocklist"] - writes_before == 4
+    assert f.blobs.requests["blob PUT"] - writes_before == 4
     changes = f.services.index.changes(study)
     assert sum(c.action is Action.UPDATE for c in changes) == 8
     # A third delivery finds the operation ended and changes nothing.
@@ -182,3 +182,15 @@ def test_an_unknown_study_fails_the_operation_with_the_azure_error_shape() -> No
     assert status["results"]["studyUpdated"] == 1 and status["results"]["studyFailed"] == 1
     assert "1.2.826.0.1.3680043.10.1234.9.404" in status["results"]["errors"][0]
     assert status["resources"][1] == f"http://h/api/dicomweb/studies/{items[0][0]}"
+
+
+def test_a_run_out_of_time_queues_the_rest_and_the_next_run_finishes() -> None:
+    f, items = loaded(n_series=1, n_instances=3)
+    op = update.submit(f.services, [items[0][0]], parse_changes(NEW_NAME), actor="tester")
+    f.queues.drain(layout.OPERATIONS_QUEUE)
+    partial = update.BulkUpdate(f.services, budget_seconds=0).run(op.id)
+    assert partial is not None and partial.status is OperationStatus.RUNNING
+    (message, _), = f.queues.drain(layout.OPERATIONS_QUEUE)
+    assert orjson.loads(message) == {"operation": op.id}
+    done = update.BulkUpdate(f.services).run(op.id)
+    assert done is not None and done.status is OperationStatus.COMPLETED and done.instance_updated == 3
