@@ -226,8 +226,9 @@ class AzureBlobStore:
         if if_match:
             conditions = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
         settings = ContentSettings(content_type=content_type) if content_type else None
-        if all(isinstance(p, bytes | bytearray) for p in parts) and sum(len(p) for p in parts) <= SINGLE_PUT:
-            data = b"".join(bytes(p) for p in parts)  # small: one Put Blob (with its Content-MD5)
+        inline = [bytes(p) for p in parts if isinstance(p, bytes | bytearray)]
+        if len(inline) == len(parts) and sum(len(p) for p in inline) <= SINGLE_PUT:
+            data = b"".join(inline)  # small: one Put Blob (with its Content-MD5)
             settings = ContentSettings(content_type=content_type, content_md5=bytearray(
                 hashlib.md5(data).digest()))  # noqa: S324 - Content-MD5, not security
             try:
