@@ -11,6 +11,10 @@ also the record of what was uploaded), the series' pending row and the settle me
 written once per series / study per quiet period (:mod:`shared.ingest.schedule`), and events
 go out in batches when the study settles.
 
+An IOCM rejection note (a Key Object Selection titled with a rejection code) is stored like any
+instance, then applied (:mod:`shared.rejection.service`): whatever path it arrived by, it withdraws
+the instances it names. Recognising one costs nothing for other files (a SOP Class comparison).
+
 Idempotent: the instance row records which inbox blob version wrote it (``source``), so a
 retry after a crash recognises its own earlier work; an identical re-send is a ``duplicate``
 (nothing written); new content under a known SOP Instance UID is an ``updated`` instance.
@@ -44,8 +48,10 @@ from shared.index.records import (
     study_part,
 )
 from shared.index.store import Stored, utcnow
-from shared.ingest.states import IngestState, Outcome
+from shared.ingest.states import STORED, IngestState, Outcome
 from shared.ports import Blob, BlobGone, RowChanged, RowExists
+from shared.rejection.notes import rejection_note
+from shared.rejection.service import Rejections
 from shared.services import Services
 from shared.storage import blobs, layout
 from shared.storage.regions import STAMP, stamp_of, stamp_region
@@ -119,6 +125,9 @@ class IngestService:
             state = self._store(blob, doc, rec, digest)
         except BlobGone:
             return self._gone(blob.name)
+        note = rejection_note(header, study, series, sop)  # None at once unless it is a Key Object Selection
+        if note is not None and state in STORED:
+            Rejections(self.svc).apply(note)  # again after a retry or a re-send: idempotent
         log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.name, state, sop,
                  reader.bytes_fetched, reader.requests)
         return Outcome(blob.name, state, study, series, sop, bytes_read=reader.bytes_fetched,

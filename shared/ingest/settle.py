@@ -51,6 +51,7 @@ from shared.index.records import (
 from shared.index.store import FeedEntry, StudyPartition, utcnow
 from shared.ingest.schedule import SettleRequest
 from shared.ports import RowChanged, RowExists
+from shared.rejection.service import rejection_of
 from shared.services import Services
 from shared.storage import blobs, layout
 from shared.storage.regions import stamp_region
@@ -305,9 +306,13 @@ class SettleService:
             if not self._local(origin):
                 continue  # indexed from the peer's replicated archive: the peer announced it
             archived = svc.topology.own(layout.ARCHIVE)
-            events.append(image_event(kind, rec, service_host=svc.settings.service_host_name,
-                                      partition=svc.settings.partition_name, sequence=c.seq,
-                                      archive_path=f"{archived}/{layout.instance_path(study, c.series, c.sop)}"))
+            event = image_event(kind, rec, service_host=svc.settings.service_host_name,
+                                partition=svc.settings.partition_name, sequence=c.seq,
+                                archive_path=f"{archived}/{layout.instance_path(study, c.series, c.sop)}")
+            rejection = rejection_of(c.source) if c.action is Action.DELETE else None
+            if rejection is not None:  # withdrawn by an IOCM rejection note: say so (code, note's SOP UID)
+                event.data.update({"rejectionCode": rejection[0], "rejectionNote": rejection[1]})
+            events.append(event)
         svc.index.append_feed(feed)
         # Earlier published entries of the instances changed now are no longer current.
         changed_now = {c.sop for c in unpublished}
