@@ -13,6 +13,7 @@ from functions import (
     ingest_status,
     operations,
     ops,
+    rejections,
     replication,
     routing,
     settle,
@@ -25,6 +26,7 @@ app.register_functions(settle.bp)
 app.register_functions(operations.bp)
 app.register_functions(replication.bp)
 app.register_functions(ingest_status.bp)
+app.register_functions(rejections.bp)
 app.register_functions(inference.bp)
 app.register_functions(routing.bp)
 app.register_functions(dicomweb.bp)

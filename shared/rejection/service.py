@@ -241,3 +241,23 @@ def purge(svc: Services, now: dt.datetime | None = None, *, actor: str = "system
     if gone:
         log.info("Rejected files past their retention deleted: %d", gone)
     return gone
+
+
+MAX_LISTED: Final = 5000
+
+
+def listing(svc: Services, study: str | None = None, limit: int = 1000) -> dict[str, Any]:
+    """``GET /api/rejected`` and ``python -m tools rejected list``: the rejected instances still kept and
+    what each note's application found (its unknown references), at most ``limit`` of each."""
+    svc.ensure_ready()
+    instances: list[dict[str, Any]] = []
+    for entry in rejected(svc, study):
+        if len(instances) == limit:
+            break
+        instances.append(entry.to_json())
+    notes: list[dict[str, Any]] = []
+    for doc in reports(svc, study):
+        if len(notes) == limit:
+            break
+        notes.append(doc)
+    return {"instances": instances, "notes": notes}

@@ -35,6 +35,8 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "operations": ("queueTrigger", {"queueName": "dicom-operations", "connection": "DicomStorage"}),
     "follow_peer": ("timerTrigger", {"schedule": "*/10 * * * * *", "runOnStartup": False}),
     "ingest_status": http("ingest/status", ["GET"], A),
+    "rejected": http("rejected", ["GET"], A),
+    "rejection_retention": ("timerTrigger", {"schedule": "0 17 * * * *", "runOnStartup": False}),
     "cors_preflight": http("{*path}", ["OPTIONS"], A),
     "inference": ("eventGridTrigger", {}),
     "routing": ("eventGridTrigger", {}),
