@@ -166,6 +166,11 @@ async def bulk_update(req: Request) -> Response:
     return await _run(req, service.bulk_update)
 
 
+@_route("dicomweb_patient_merge", "patients/$merge", ["POST"], need=_admin)
+async def patient_merge(req: Request) -> Response:
+    return await _run(req, service.patient_merge)
+
+
 @_route("dicomweb_operation", "operations/{operation}", ["GET"])
 async def operation(req: Request) -> Response:
     return await _run(req, service.operation)

@@ -164,6 +164,35 @@ def bulk_update(call: Call) -> Reply:
                       headers={"Location": href})
 
 
+def patient_merge(call: Call) -> Reply:
+    """``POST /patients/$merge`` ``{"sourcePatientId", "targetPatientId"[, "demographics"]}``: every study of
+    the source patient under the target, as bulk update operations (202 with their references)."""
+    import orjson
+
+    from shared.update import merge
+    from shared.update import service as update
+
+    try:
+        body = orjson.loads(call.body or b"null")
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or set(body) - {"sourcePatientId", "targetPatientId", "demographics"}:
+        raise HttpProblem('The body must be {"sourcePatientId": "...", "targetPatientId": "..."} (and optionally '
+                          '"demographics": {"PatientName": ..., "PatientBirthDate": ..., "PatientSex": ...}).',
+                          status=400)
+    demographics = body.get("demographics") or {}
+    if not isinstance(demographics, dict):
+        raise HttpProblem("demographics must be an object keyed by PatientName, PatientBirthDate, PatientSex.",
+                          status=400)
+    try:
+        plan, ops = merge.merge(services(call), body.get("sourcePatientId"), body.get("targetPatientId"),
+                                actor=call.actor, demographics=demographics)
+    except update.UpdateRefused as refused:
+        raise HttpProblem(refused.message, status=refused.status) from None
+    refs = [{"id": op.id, "href": f"{call.base_url}/operations/{op.id}"} for op in ops]
+    return Reply.json({"studies": len(plan.studies), "operations": refs}, status=202, media_type="application/json")
+
+
 def operation(call: Call) -> Reply:
     """``GET /operations/{id}``: 202 while it runs, 200 once it has ended, 404 if unknown."""
     from shared.operations.store import OperationStore

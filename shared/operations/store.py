@@ -237,7 +237,7 @@ class OperationStore:
             holder = str(row.get("operation", ""))
             if holder == operation_id:
                 return None
-            if self._live(holder):
+            if self.live(holder):
                 return holder
             try:
                 self.t.replace(tables.OPERATIONS, entity, etag=row.etag)
@@ -247,7 +247,8 @@ class OperationStore:
         row = self.t.get(tables.OPERATIONS, pk, rk)
         return str(row.get("operation", "?")) if row is not None else "?"
 
-    def _live(self, operation_id: str) -> bool:
+    def live(self, operation_id: str) -> bool:
+        """Whether the operation still holds its studies (not ended, not stale)."""
         op = self.get(operation_id)
         if op is None or op.status.ended:
             return False

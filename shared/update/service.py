@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
+
 from shared.actions import ActionRecord, completed
 from shared.dicom.dicomjson import to_dicom_json
 from shared.dicom.header import read_header
@@ -147,6 +149,14 @@ class _Study:
     gone: int = 0
 
 
+def _carries(meta: bytes | None, changes: ChangeSet) -> bool:
+    """Whether an instance's DICOM JSON already holds every value of the change."""
+    if not meta:
+        return False
+    doc = orjson.loads(meta)
+    return all(doc.get(tag, {}).get("Value") == element["Value"] for tag, element in changes.json.items())
+
+
 class _OutOfTime(Exception):
     """This run's budget is used up: the operation continues in a new message."""
 
@@ -237,7 +247,7 @@ class BulkUpdate:
                     op.error(f"Failed to update instance - StudyInstanceUID: {study}, SeriesInstanceUID: "
                              f"{rec.series_instance_uid}, SOPInstanceUID: {rec.sop_instance_uid}: {failed}")
                     outcome = "failed"
-                if outcome == "updated":
+                if outcome in ("updated", "already"):
                     result.updated += 1
                 elif outcome == "gone":
                     result.gone += 1
@@ -273,6 +283,8 @@ class BulkUpdate:
                 return "gone"
             if existing.record.source == source:
                 return "already"
+            if _carries(existing.meta, changes):
+                return "already"  # it has these values already (e.g. a merge sent twice): no new version
             blob = svc.blobs.open(layout.ARCHIVE, path)
             reader = RangedReader(blob)
             try:

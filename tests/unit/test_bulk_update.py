@@ -194,3 +194,41 @@ def test_a_run_out_of_time_queues_the_rest_and_the_next_run_finishes() -> None:
     assert orjson.loads(message) == {"operation": op.id}
     done = update.BulkUpdate(f.services).run(op.id)
     assert done is not None and done.status is OperationStatus.COMPLETED and done.instance_updated == 3
+
+
+def test_merge_moves_every_study_of_a_patient_under_the_target_with_its_demographics() -> None:
+    from shared.update import merge
+
+    f = memory_services()
+    olds = [study_of(1, 2, f"mg-old{n}", patient_id="OLD-7", name="Smith^Jon") for n in range(3)]
+    target = study_of(1, 1, "mg-target", patient_id="KEEP-1", name="Smith^John=スミス^ジョン", study_date="20250101")
+    bystander = study_of(1, 1, "mg-other", patient_id="OLD-70", name="Other^One")
+    for n, (*_, data) in enumerate(i for items in (*olds, target, bystander) for i in items):
+        f.blobs.put(layout.INBOX, f"mg/{n}.dcm", data)
+        IngestService(f.services).ingest(f.services.blobs.open(layout.INBOX, f"mg/{n}.dcm"))
+    for items in (*olds, target, bystander):
+        SettleService(f.services).settle(SettleRequest(items[0][0]))
+    plan, ops = merge.merge(f.services, "OLD-7", "KEEP-1", actor="tester")
+    assert sorted(plan.studies) == sorted(items[0][0] for items in olds) and len(ops) == 1
+    assert plan.change["00100010"]["Value"] == [{"Alphabetic": "Smith^John", "Ideographic": "スミス^ジョン"}]
+    update.BulkUpdate(f.services).run(ops[0].id)
+    for items in olds:
+        for s, se, sop, _ in items:
+            row = f.services.index.get_instance(s, se, sop)
+            assert row is not None and row.record.patient_id == "KEEP-1"
+            assert row.record.patient_name == "Smith^John=スミス^ジョン"
+    other = f.services.index.get_instance(*bystander[0][:3])
+    assert other is not None and other.record.patient_id == "OLD-70"  # a prefix of the ID is another patient
+    # Sent again before settle rewrote the lookup rows: nothing gets a second version.
+    writes = f.blobs.requests["blob PUT"]
+    _, again = merge.merge(f.services, "OLD-7", "KEEP-1", actor="tester")
+    update.BulkUpdate(f.services).run(again[0].id)
+    assert f.blobs.requests["blob PUT"] == writes
+    for items in olds:
+        SettleService(f.services).settle(SettleRequest(items[0][0]))
+    with pytest.raises(update.UpdateRefused) as nothing:
+        merge.merge(f.services, "OLD-7", "KEEP-1", actor="tester")  # all moved already
+    assert nothing.value.status == 404
+    with pytest.raises(update.UpdateRefused) as same:
+        merge.plan(f.services, "KEEP-1", "KEEP-1")
+    assert same.value.status == 400

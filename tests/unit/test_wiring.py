@@ -51,6 +51,7 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "dicomweb_store": http("dicomweb/studies", ["POST"], A),
     "dicomweb_bulk_update": http("dicomweb/studies/$bulkUpdate", ["POST"], A),
     "dicomweb_operation": http("dicomweb/operations/{operation}", ["GET"], A),
+    "dicomweb_patient_merge": http("dicomweb/patients/$merge", ["POST"], A),
     "dicomweb_study": http("dicomweb/studies/{study}", ["GET", "POST", "DELETE"], A),
     "dicomweb_series": http("dicomweb/studies/{study}/series/{series}", ["GET", "DELETE"], A),
     "dicomweb_instance": http("dicomweb/studies/{study}/series/{series}/instances/{sop}", ["GET", "DELETE"], A),
