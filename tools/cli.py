@@ -26,6 +26,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("config", "tools.config"),
     ("reprocess", "tools.reprocess"),
     ("reindex", "tools.reindex"),
+    ("update", "tools.update"),
+    ("merge", "tools.merge"),
+    ("rejected", "tools.rejected"),
     ("drill", "tools.drill"),
 ]
 
