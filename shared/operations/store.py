@@ -35,6 +35,9 @@ from shared.index import keys, tables
 from shared.index.store import utcnow
 from shared.ports import Row, RowChanged, RowExists, TableStore
 
+#: Archive blob metadata: the operation that wrote this version of an instance (routing's ``resendUpdates``
+#: sends such a version again).
+OPERATION_META: Final = "dicomflow_operation"
 #: An operation that made no progress for this long no longer holds its studies.
 STALE_SECONDS: Final = 1800.0
 #: Errors kept on a record (a table property holds 64 KiB): the count says how many there were.

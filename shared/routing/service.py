@@ -6,6 +6,10 @@ the one instance. Instances are listed from the archive and their headers read
 with ranged reads (:func:`shared.dicom.header.read_header`): the full file is only
 downloaded when a destination sends it.
 
+Updates: the ledger keys deliveries by instance, so a destination gets each instance once; a rule with
+``resendUpdates`` keys a version written by a bulk update (or patient merge) by instance and operation,
+so the new version is sent again (on ``Dicom.ImageUpdated``, or with the study when it is stable again).
+
 Retries: a failed delivery is recorded in the ledger with a next-attempt time
 (exponential backoff from the rule's ``retry``) and the run ends with
 :class:`shared.errors.Transient`, so the event is delivered again (Event Grid's
@@ -32,6 +36,7 @@ from shared.dicom.ranged import RangedReader
 from shared.errors import BadInput, Reason, Transient
 from shared.events.payloads import DicomEvent, base_data, subject_for
 from shared.events.types import EventType
+from shared.operations.store import OPERATION_META
 from shared.ports import BlobGone, BlobStore, Publisher
 from shared.routing.destinations import DeliveryError, Item, StudySummary, open_session
 from shared.routing.ledger import STUDY_UNIT, Claim, DeliveryRow, DeliveryState, Ledger
@@ -133,8 +138,9 @@ def candidates(blobs: BlobStore, event_type: str, data: Mapping[str, Any]) -> tu
     names = [b.name for b in blobs.list(layout.ARCHIVE, prefix or "") if b.name.endswith(".dcm")]
     out = []
     for name in sorted(names):
+        blob = blobs.open(layout.ARCHIVE, name)
         try:
-            header = read_header(RangedReader(blobs.open(layout.ARCHIVE, name)))
+            header = read_header(RangedReader(blob))
         except BadInput as exc:
             log.warning("Routing skips archived blob %s: %s", name, exc.reason)
             continue
@@ -153,6 +159,7 @@ def candidates(blobs: BlobStore, event_type: str, data: Mapping[str, Any]) -> tu
             sop_class_uid=header.sop_class_uid,
             transfer_syntax_uid=header.transfer_syntax_uid,
             download=download,
+            updated_by=blob.metadata.get(OPERATION_META, ""),
         )
         out.append(Candidate(item, facts_of(header.dataset, header.sop_class_uid, data)))
     return study, out
@@ -190,7 +197,9 @@ def _deliver(
             )
             units: list[tuple[str, str, Callable[[], None]]] = [(STUDY_UNIT, "", lambda: session.send_study(summary))]
         else:
-            units = [(i.sop, i.series, lambda i=i: session.send(i)) for i in items]  # type: ignore[misc]
+            # A new version made by a bulk update is a unit of its own when the rule sends updates again.
+            units = [(f"{i.sop}~{i.updated_by}" if rule.resend_updates and i.updated_by else i.sop, i.series,
+                      lambda i=i: session.send(i)) for i in items]  # type: ignore[misc]
         for unit, series, send in units:
             claim, row = ledger.claim(study, series, rule.name, destination.id, unit)
             if claim == Claim.DONE:

@@ -40,6 +40,7 @@ from shared.index.records import InstanceRecord, SeriesRecord, series_part, stud
 from shared.index.store import utcnow
 from shared.ingest.service import ContentDigest, IngestService, record_of
 from shared.operations.store import (
+    OPERATION_META,
     Operation,
     OperationMessage,
     OperationStatus,
@@ -60,10 +61,8 @@ MAX_STUDIES: Final = 50
 #: One run works this long at most, then queues the rest of the operation (a function invocation is
 #: bounded: ``functionTimeout`` is 10 minutes), so a large operation is many short runs, never a timeout.
 RUN_BUDGET_SECONDS: Final = 480.0
-SAVE_EVERY: Final = 25
+SAVE_EVERY: Final = 10
 ATTEMPTS: Final = 5
-#: Archive blob metadata: the operation that wrote this version (routing's ``resendUpdates`` keys on it).
-OPERATION_META: Final = "dicomflow_operation"
 
 
 class UpdateRefused(Exception):

@@ -232,3 +232,30 @@ def test_merge_moves_every_study_of_a_patient_under_the_target_with_its_demograp
     with pytest.raises(update.UpdateRefused) as same:
         merge.plan(f.services, "KEEP-1", "KEEP-1")
     assert same.value.status == 400
+
+
+def test_routing_sends_an_updated_instance_again_only_where_a_rule_asks_for_it() -> None:
+    from shared.routing.ledger import Ledger
+    from shared.routing.rules import RuleSet, parse
+    from shared.routing.service import route_event
+
+    f, items = loaded(n_series=1, n_instances=1)
+    s, se, sop, _ = items[0]
+    triggers = ["Dicom.ImageCreated", "Dicom.ImageUpdated"]
+    rules = RuleSet(parse(orjson.dumps({"rules": [
+        {"name": "once", "trigger": triggers, "destinations": [{"type": "export", "container": "exp-once"}]},
+        {"name": "again", "trigger": triggers, "resendUpdates": True,
+         "destinations": [{"type": "export", "container": "exp-again"}]}]})), "current")
+    data = {"imageStudyInstanceUid": s, "imageSeriesInstanceUid": se, "imageSopInstanceUid": sop}
+    route_event("Dicom.ImageCreated", data, svc=f.services, rules=rules)
+    run_update(f, [s], NEW_NAME)
+    route_event("Dicom.ImageUpdated", data, svc=f.services, rules=rules)
+    route_event("Dicom.ImageUpdated", data, svc=f.services, rules=rules)  # delivered at least once: sent once
+
+    def exported(container: str) -> pydicom.Dataset:
+        return pydicom.dcmread(io.BytesIO(f.blobs.blobs[(container, layout.instance_path(s, se, sop))].data))
+
+    assert exported("exp-once").PatientID == "PID-1"  # this destination got the instance once, as created
+    assert exported("exp-again").PatientID == "PID-NEW"
+    units = sorted((r.rule, r.unit.split("~")[0], "~" in r.unit) for r in Ledger(f.tables).rows(s))
+    assert units == [("again", sop, False), ("again", sop, True), ("once", sop, False)]
