@@ -137,7 +137,9 @@ def build_note(code: RejectionCode, references: list[Reference], *, series: str,
     ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID, ds.SOPInstanceUID = KEY_OBJECT_SELECTION, sop
-    for keyword, value in {**(patient or {}), **(study_fields or {})}.items():
+    type2 = dict.fromkeys(("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                           "ReferringPhysicianName", "StudyID", "AccessionNumber"), "")
+    for keyword, value in {**type2, **(patient or {}), **(study_fields or {})}.items():
         setattr(ds, keyword, value)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "KO", 1, 1

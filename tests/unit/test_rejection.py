@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from pathlib import Path
 
 import orjson
 import pytest
@@ -179,3 +180,18 @@ def test_a_key_object_selection_that_is_not_a_rejection_changes_nothing() -> Non
     assert ingest(f, "rj6/ko.dcm", buf.getvalue()) is IngestState.ARCHIVED
     assert items[0][2] in instances_found(f, items[0][0])
     assert list(rejection.reports(f.services)) == []
+
+
+@pytest.mark.peers
+def test_the_note_the_tool_writes_is_a_valid_key_object_selection_document(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.integration.routing_peers import need
+
+    ds = build_note(RejectionCode.PATIENT_SAFETY, [Reference(uid("v", "s"), uid("v", "se"), uid("v", "i"), CT)],
+                    series=uid("v", "ko"), sop=uid("v", "note"), patient={"PatientID": "PID-1"})
+    path = tmp_path / "note.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    out = subprocess.run([need("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
+    assert "Error" not in out.stdout + out.stderr, out.stdout + out.stderr
+    assert "KeyObjectSelectionDocument" in out.stdout + out.stderr

@@ -4,6 +4,7 @@ Group Length elements of changed groups) survives unchanged, pixel data bytes in
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -107,3 +108,22 @@ def test_deflated_files_are_refused_with_advice() -> None:
     data = read("image_dfl.dcm")
     with pytest.raises(CannotRewrite, match="STOW-RS"):
         rewritten(data, ASCII)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("name", ["CT_small.dcm", "chrRuss.dcm"])
+def test_dciodvfy_finds_nothing_new_in_a_rewritten_file(name: str, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.integration.routing_peers import need
+
+    def problems(data: bytes, label: str) -> set[str]:
+        path = tmp_path / label
+        path.write_bytes(data)
+        out = subprocess.run([need("dciodvfy"), str(path)], capture_output=True, timeout=60)
+        text = (out.stdout + out.stderr).decode("utf-8", "replace")  # it echoes values in their character set
+        return {line for line in text.splitlines() if line.startswith(("Error", "Warning"))}
+
+    data = read(name)
+    new, _ = rewritten(data, CYRILLIC)
+    assert problems(new, "new.dcm") <= problems(data, "old.dcm")
