@@ -333,12 +333,37 @@ def _dimse(d: dict[str, Any] | None, label: str) -> str:
         "The gateway's CPU per instance includes the Azure SDK upload (one request per small instance).", ""])
 
 
+def _update(d: dict[str, Any] | None, label: str) -> str:
+    head = f"## Bulk update of a large instance (`bench/update.py`){label}"
+    if not d:
+        return head + "\n\nNot measured yet: `python -m bench.update`.\n"
+    lines = [head, "",
+             "PatientName changed on one multi-frame instance, each repetition a new value. Ours: the head rewritten, "
+             "the rest copied (streamed through the process in 8 MiB blocks on Azurite, which has no Put Block From "
+             "URL; copied by the service in Azure, inferred). Naive: `readall()` + `dcmread` + `save_as` + upload. "
+             "Orthanc: `POST /instances/{id}/modify` (a new instance). RSS growth is the process's peak over its "
+             "baseline (Orthanc's VmHWM).", "",
+             "| size | ours s | ours RSS growth | ours storage requests | naive s | naive RSS growth | Orthanc s | "
+             "Orthanc RSS growth |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    def failed(peer: dict[str, Any]) -> str:
+        return f" ({', '.join(peer['failed'])})" if peer["failed"] else ""
+
+    for name, s in d["sizes"].items():
+        o, n, t = s["ours"], s["naive"], s["orthanc"]
+        lines.append(f"| {name} ({s['reps']} reps) | {fmt(o['seconds'], 2)}{failed(o)} | {fmt(o['rss_growth_mib'], 0)} "
+                     f"MiB | {fmt(o['storage_requests'], 0)} | {fmt(n['seconds'], 2)}{failed(n)} | "
+                     f"{fmt(n['rss_growth_mib'], 0)} MiB | {fmt(t['seconds'], 2)}{failed(t)} | "
+                     f"{fmt(t['rss_growth_mib'], 0)} MiB |")
+    return "\n".join([*lines, ""])
+
+
 def render() -> str:
     ingest, li = _pick("ingest")
     large, ll = _pick("large")
     query, lq = _pick("query")
     dimse, ld = _pick("dimse")
+    update, lu = _pick("update")
     text = "\n".join([INTRO, _machine([ingest or {}, large or {}, query or {}]), _ingest(ingest, li),
-                      _large(large, ll), _query(query, lq), _dimse(dimse, ld)])
+                      _large(large, ll), _query(query, lq), _dimse(dimse, ld), _update(update, lu)])
     (BENCH / "README.md").write_text(text.rstrip() + "\n")
     return text

@@ -78,6 +78,11 @@ class NewVersion:
     def new_size(self) -> int:
         return len(self.head) + self.size - self.split
 
+    def known(self, cached: bytes) -> bytes:
+        """The new file's first bytes that are in hand: the head, then what of the source's tail ``cached``
+        (the source's bytes from offset 0) holds."""
+        return self.head + cached[self.split:]
+
 
 def _element_start(raw: Any, implicit: bool) -> int:
     tell = int(raw.value_tell)
@@ -178,30 +183,18 @@ def _rewrite(head: bytes, changes: ChangeSet, *, recode: bool, keep_groups_from:
 
 
 @dataclass
-class SpliceSource:
-    """A :class:`~shared.dicom.ranged.RangeSource` over a new version before (or after) it is written:
-    ``head`` then the source's bytes from ``split`` on, served from ``cached`` (source bytes already
-    fetched, starting at offset 0) where they cover the range. Parsing the new header costs no request
-    when the header lay within the source's first read."""
+class KnownPrefix:
+    """A :class:`~shared.dicom.ranged.RangeSource` over a file whose first bytes are known (``prefix``): reads
+    inside them cost nothing, others go to ``blob`` (the same file, stored). Parsing the header of a new
+    version just written costs no request when it lies within the bytes already in hand."""
 
-    head: bytes
-    source: Blob
-    split: int
+    prefix: bytes
+    blob: Blob
     size: int
-    cached: bytes = b""
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
-        total = len(self.head) + self.size - self.split
-        out = bytearray()
-        if offset < len(self.head):
-            out += self.head[offset:offset + length]
-        at = max(offset, len(self.head)) - len(self.head) + self.split  # position in the source
-        want = min(offset + length, total) - max(offset, len(self.head))
-        if want > 0:
-            if at + want <= len(self.cached):
-                out += self.cached[at:at + want]
-            else:
-                data, _ = self.source.read_range(at, want)
-                out += data
-        return bytes(out), total
-
+        end = min(offset + length, self.size)
+        if end <= len(self.prefix):
+            return self.prefix[offset:end], self.size
+        data, _ = self.blob.read_range(offset, length)
+        return data, self.size

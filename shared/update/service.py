@@ -53,7 +53,7 @@ from shared.services import Services
 from shared.storage import layout
 from shared.storage.regions import STAMP
 from shared.update.changes import ChangeRefused, ChangeSet, from_json, parse_changes
-from shared.update.rewrite import CannotRewrite, SpliceSource, new_version
+from shared.update.rewrite import CannotRewrite, KnownPrefix, new_version
 
 log = logging.getLogger(__name__)
 
@@ -303,13 +303,15 @@ class BulkUpdate:
                                metadata=dict(blob.metadata) or None, if_absent=True)
                 stamp = svc.topology.new_stamp()
                 marks = {STAMP: stamp, OPERATION_META: operation_id}
-                svc.blobs.compose(layout.ARCHIVE, path, version.parts(blob, reader.prefix()),
-                                  content_type="application/dicom", metadata=marks,
-                                  if_match=blob.etag if blob.container == own else None)
+                etag = svc.blobs.compose(layout.ARCHIVE, path, version.parts(blob, reader.prefix()),
+                                         content_type="application/dicom", metadata=marks,
+                                         if_match=blob.etag if blob.container == own else None)
+                # The new version's header: from the bytes in hand, the rest (a long header) read from it.
+                stored = svc.blobs.open_version(layout.ARCHIVE, path, etag)
+                written = KnownPrefix(version.known(reader.prefix()), stored, version.new_size)
+                new_header = read_header(RangedReader(written))
             except BlobGone:
                 continue  # the file changed since it was read (an upload of a new version): start over
-            splice = SpliceSource(version.head, blob, version.split, version.size, cached=reader.prefix())
-            new_header = read_header(RangedReader(splice))
             uids = validate(new_header)
             doc = to_dicom_json(new_header, uids[0], uids[1], uids[2])
             new = record_of(doc, new_header, uids, source, ContentDigest(new_header, None).value)

@@ -27,11 +27,14 @@ CHANGE = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Roe^Richard"}]},
 
 
 def big_instance(study: str, series: str, sop: str, frames: int) -> bytes:
-    """A multi-frame instance whose pixel data spans several streamed blocks."""
+    """A multi-frame instance whose pixel data spans several streamed blocks, with a long header."""
     ds = pydicom.dcmread(io.BytesIO(instance(study, series, sop)))
     ds.Rows = ds.Columns = 512
     ds.NumberOfFrames = frames
     ds.PixelData = np.random.default_rng(3).integers(0, 4000, (frames, 512, 512), dtype=np.uint16).tobytes()
+    # A header longer than the first ranged read: the new version's header is read past the bytes in hand.
+    ds.add_new(0x00290010, "LO", "DICOMFLOW TEST")
+    ds.add_new(0x00291010, "OB", bytes(200_000))
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -77,6 +80,8 @@ def test_bulk_update_on_azurite_keeps_pixel_bytes_and_costs_a_fixed_number_of_re
     small -= 1
     from_url_probe = 1 if spent["blob PUT"] == 2 * small + 6 + 1 else 0  # the refused Put Block From URL
     assert spent["blob PUT"] == 2 * small + 6 + from_url_probe, spent
-    assert spent["blob GET"] == n + 3, spent
+    # Header reads: one per small instance; the long one's header, old and new, takes more ranged reads (the
+    # reader's window grows, then jumps past the deferred 200 KB value): 6 between them here, counted.
+    assert spent["blob GET"] == (n - 1) + 6 + 3, spent  # + its three streamed tail blocks
     assert spent["table POST"] == n, spent
     assert sum(spent.values()) <= 8 * n + 14, spent

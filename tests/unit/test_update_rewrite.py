@@ -14,7 +14,7 @@ from pydicom.data import get_charset_files, get_testdata_file
 from shared.dicom.header import read_header_bytes
 from shared.dicom.ranged import BytesRangeSource, RangedReader
 from shared.update.changes import parse_changes
-from shared.update.rewrite import CannotRewrite, SpliceSource, needs_recode, new_version
+from shared.update.rewrite import CannotRewrite, KnownPrefix, needs_recode, new_version
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "ExplVR_BigEnd.dcm", "rtstruct.dcm",
          "ExplVR_LitEndNoMeta.dcm", "MR_small_RLE.dcm", "SC_rgb_small_odd.dcm", "chrGerm.dcm",
@@ -87,21 +87,25 @@ def test_a_change_the_character_set_holds_keeps_it() -> None:
     assert after.SpecificCharacterSet == "ISO_IR 100" and str(after.PatientName) == "Größer^Jürgen"
 
 
-def test_the_splice_source_reads_the_new_version_as_written() -> None:
+def test_the_new_header_is_read_from_the_bytes_in_hand_and_the_stored_file_beyond_them() -> None:
     data = read("CT_small.dcm")
     new, version = rewritten(data, ASCII)
 
-    class Source:
+    class Stored:
         calls = 0
+        container, name, url, etag, content_md5, last_modified, metadata = "c", "n", "u", None, None, None, {}
 
         def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
-            Source.calls += 1
-            return data[offset:offset + length], len(data)
+            Stored.calls += 1
+            return new[offset:offset + length], len(new)
 
-    splice = SpliceSource(version.head, Source(), version.split, len(data), cached=data[:1000])  # type: ignore[arg-type]
+    in_hand = version.known(data[:version.split + 1000])
+    known = KnownPrefix(in_hand, Stored(), version.new_size)  # type: ignore[arg-type]
+    assert version.new_size == len(new) and new.startswith(in_hand) and len(in_hand) == len(version.head) + 1000
     for offset, length in [(0, 64), (len(version.head) - 5, 20), (100, 5000), (len(new) - 10, 100)]:
-        got, total = splice.read_range(offset, length)
+        got, total = known.read_range(offset, length)
         assert got == new[offset:offset + length] and total == len(new)
+    assert Stored.calls == 2  # only the two reads past the bytes in hand
 
 
 def test_deflated_files_are_refused_with_advice() -> None:
