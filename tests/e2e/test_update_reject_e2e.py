@@ -101,6 +101,8 @@ def test_bulk_update_through_the_api(dh: DevHostProcess, client: DICOMwebClient,
     assert status["status"] == "completed" and status["percentComplete"] == 100 and status["type"] == "update"
     assert status["operationId"] == ref["id"]
     assert status["results"] == {"studyProcessed": 1, "studyUpdated": 1, "studyFailed": 0, "instanceUpdated": 3}
+    record = OperationStore(storage.tables).get(ref["id"])
+    assert record is not None and record.actor and not record.actor.startswith("cli:")  # who asked: the token's
 
     # QIDO: found by the new values only (once settle rewrote the lookup rows).
     wait_until(lambda: found(client, PatientID="PID-NEW") >= {study} and not found(client, PatientID=f"OLD-{run}"),
