@@ -11,6 +11,7 @@ from functions import (
     inference,
     ingest,
     ingest_status,
+    maintenance,
     operations,
     ops,
     rejections,
@@ -25,6 +26,7 @@ app.register_functions(ingest.bp)
 app.register_functions(settle.bp)
 app.register_functions(operations.bp)
 app.register_functions(replication.bp)
+app.register_functions(maintenance.bp)
 app.register_functions(ingest_status.bp)
 app.register_functions(rejections.bp)
 app.register_functions(inference.bp)

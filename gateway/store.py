@@ -14,6 +14,9 @@ Comment, so the sender knows at once and keeps its copy; it is still written to 
 inbox, so ingest quarantines it with the same reason (``dicom-quarantine``, the ingest
 log, ``Dicom.IngestFailed``): nothing is silently dropped. A failed upload answers
 ``0xA700`` (Out of resources): the sender retries later.
+
+The temporary file is the spool's (:mod:`gateway.spool`: capped in size, in the gateway's own
+folder); this handler removes it on every way out, including an exception.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from azure.core.exceptions import AzureError
 from pydicom.dataset import Dataset
 
 from gateway.app import Gateway
+from gateway.spool import Spool
 from gateway.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, status
 from shared.dicom.header import read_header_file
 from shared.dicom.validate import is_valid_uid, validate
@@ -45,11 +49,21 @@ def association_id(assoc: Any) -> str:
     return str(aid)
 
 
-def handle_store(event: Any, gw: Gateway) -> Dataset:
+def handle_store(event: Any, gw: Gateway, spool: Spool | None = None) -> Dataset:
+    path = event.dataset_path
+    try:
+        if spool is not None and spool.overflowed(path):
+            return status(OUT_OF_RESOURCES, "Data set larger than the gateway accepts")
+        return _store(event, gw, path)
+    finally:
+        if spool is not None:
+            spool.discard(path)
+
+
+def _store(event: Any, gw: Gateway, path: Any) -> Dataset:
     assoc = event.assoc
     aid = association_id(assoc)
     calling = str(assoc.requestor.ae_title).strip()
-    path = event.dataset_path
     affected = str(event.request.AffectedSOPInstanceUID or "")
     refused: BadInput | None = None
     try:

@@ -60,7 +60,7 @@ param tieringBasis string = 'creation'
 @minValue(0)
 param versionArchiveAfterDays int = 0
 
-@description('Days a blob may stay in the inbox (ingest removes it on success; leftovers are cleaned up).')
+@description('Days an inbox blob is kept once its outcome is recorded: the app\'s inbox_retention timer deletes it then (a blob without an outcome is ingested again, never deleted); the lifecycle rule only removes older versions of inbox blobs after this many days.')
 @minValue(1)
 param inboxRetentionDays int = 7
 
@@ -304,12 +304,9 @@ var lifecycleRules = [
           '${inboxContainer}/'
         ]
       }
+      // No baseBlob delete: the current inbox blob may be the only copy of an upload whose ingest never
+      // completed; the app removes it once its outcome is recorded (shared/ingest/retention.py).
       actions: {
-        baseBlob: {
-          delete: {
-            daysAfterModificationGreaterThan: inboxRetentionDays
-          }
-        }
         version: {
           delete: {
             daysAfterCreationGreaterThan: inboxRetentionDays
@@ -506,6 +503,7 @@ module primary 'modules/region.bicep' = {
     softDeleteDays: softDeleteDays
     deploymentContainer: deploymentContainer
     stableAgeSeconds: stableAgeSeconds
+    inboxRetentionDays: inboxRetentionDays
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: primaryZoneRedundant
@@ -552,6 +550,7 @@ module secondary 'modules/region.bicep' = {
     softDeleteDays: softDeleteDays
     deploymentContainer: deploymentContainer
     stableAgeSeconds: stableAgeSeconds
+    inboxRetentionDays: inboxRetentionDays
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: secondaryZoneRedundant

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from shared.config import Settings
 from shared.events.payloads import DicomEvent
-from shared.ports import BlobGone, BlobItem, BlobRange, Row, RowChanged, RowExists, TableOp
+from shared.ports import BlobGone, BlobItem, BlobRange, QueueMessage, Row, RowChanged, RowExists, TableOp
 from shared.services import Services
 
 _etags = itertools.count(1)
@@ -311,6 +311,19 @@ class MemoryQueues:
         out = self.messages.get(queue, [])
         self.messages[queue] = []
         return out
+
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[QueueMessage]:
+        """Visible messages (those sent without delay), oldest first; receiving hides none (tests delete)."""
+        visible = [(n, text) for n, (text, delay) in enumerate(self.messages.get(queue, [])) if delay <= 0]
+        return [QueueMessage(f"{queue}:{n}:{text}", "receipt", text) for n, text in visible[:max_messages]]
+
+    def delete(self, queue: str, message: QueueMessage) -> None:
+        text = message.id.split(":", 2)[2]
+        box = self.messages.get(queue, [])
+        for i, (t, delay) in enumerate(box):
+            if t == text and delay <= 0:
+                del box[i]
+                return
 
 
 class MemoryPublisher:

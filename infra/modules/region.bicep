@@ -84,6 +84,10 @@ param privateDnsZoneIds object = {}
 @minValue(0)
 param stableAgeSeconds int = 60
 
+@description('DICOMFLOW_INBOX_RETENTION_DAYS for the app: days an inbox blob with a recorded outcome is kept.')
+@minValue(1)
+param inboxRetentionDays int = 7
+
 @description('Most instances the function app scales out to.')
 @minValue(40)
 @maxValue(1000)
@@ -316,6 +320,7 @@ module functionApp 'functionApp.bicep' = {
     topicEndpoint: eventGrid.outputs.customTopicEndpoint
     applicationInsightsConnectionString: applicationInsightsConnectionString
     stableAgeSeconds: stableAgeSeconds
+    inboxRetentionDays: inboxRetentionDays
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant

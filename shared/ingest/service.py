@@ -128,7 +128,7 @@ class IngestService:
         note = rejection_note(header, study, series, sop)  # None at once unless it is a Key Object Selection
         if note is not None and state in STORED:
             Rejections(self.svc).apply(note)  # again after a retry or a re-send: idempotent
-        log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.name, state, sop,
+        log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", layout.log_name(blob.name), state, sop,
                  reader.bytes_fetched, reader.requests)
         return Outcome(blob.name, state, study, series, sop, bytes_read=reader.bytes_fetched,
                        requests=reader.requests)
@@ -298,17 +298,18 @@ class IngestService:
             return self._gone(blob.name)
         svc.publisher.publish([ingest_failed_event(
             blob=blob.name, reason=bad.reason, message=bad.message, service_host=svc.settings.service_host_name,
-            partition=svc.settings.partition_name, quarantine_path=f"{layout.QUARANTINE}/{path}",
+            partition=svc.settings.partition_name,
+            quarantine_folder=f"{layout.QUARANTINE}/{layout.quarantine_folder(blob.etag or '')}/",
             sequence=blob.etag or "",
         )])
-        log.warning("Ingest %s: quarantined (%s)", blob.name, bad.reason)
+        log.warning("Ingest %s: quarantined (%s)", layout.log_name(blob.name), bad.reason)
         return Outcome(blob.name, IngestState.QUARANTINED, reason=bad.reason, message=bad.message,
                        bytes_read=reader.bytes_fetched, requests=reader.requests)
 
     def _gone(self, name: str) -> Outcome:
         """The inbox blob vanished or changed while we read it: a newer upload replaced it (its
         own event comes) or it was removed. Nothing of it was recorded."""
-        log.info("Ingest %s: inbox blob gone or replaced while it was read", name)
+        log.info("Ingest %s: inbox blob gone or replaced while it was read", layout.log_name(name))
         return Outcome(name, IngestState.GONE)
 
 

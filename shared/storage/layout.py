@@ -7,6 +7,7 @@ its folder.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -27,6 +28,12 @@ REGIONAL: Final = (ARCHIVE, QUARANTINE, CONFIG)
 #: inbox), everything derived per region (frame indexes, series bundles, large-metadata sidecars: a
 #: region derives its own from the archive it holds) and dead letters.
 LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER)
+
+
+def is_app_container(name: str) -> bool:
+    """One of the app's containers, in any region (``dicom-archive``, ``dicom-archive-secondary``, ...):
+    routing may never export into one (it would write the archive, feed the inbox or the config)."""
+    return any(name == c or name.startswith(c + "-") for c in CONTAINERS)
 
 
 def regional(container: str, region: str) -> str:
@@ -156,7 +163,22 @@ def routing_deadletter_path(study: str, rule: str, destination: str, unit: str) 
     return f"routing/{study}/{_safe_segment(rule)}/{_safe_segment(destination)}/{unit}.json"
 
 
+def log_name(inbox_name: str) -> str:
+    """How an inbox blob is named in logs and events: ``blob#<12 hex of its SHA-256>``.
+
+    Uploaders choose inbox names, and modalities and scripts often put the patient's name or ID in
+    them, so the name itself never goes to a log line or an event. The digest lets an operator follow
+    one upload through the logs (``python -m tools`` and the devhost print the same form; the devhost
+    computes it itself, ``devhost/host.py`` ``log_name``, pinned equal by a test). It hides names from
+    whoever reads logs, not from someone testing guesses: it is a digest, not a secret."""
+    return "blob#" + hashlib.sha256(inbox_name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def quarantine_folder(etag: str) -> str:
+    """The folder of :data:`QUARANTINE` that holds the quarantine copy of one inbox blob version."""
+    return "".join(c for c in etag if c.isalnum())[:32] or "noetag"
+
+
 def quarantine_path(inbox_name: str, etag: str) -> str:
     """Quarantine copies keep the inbox name, under a folder per content version."""
-    tag = "".join(c for c in etag if c.isalnum())[:32] or "noetag"
-    return f"{tag}/{inbox_name}"
+    return f"{quarantine_folder(etag)}/{inbox_name}"

@@ -189,6 +189,10 @@ def test_bad_input_is_quarantined_with_its_reason_and_announced(payload: bytes, 
     assert f.blobs.blobs[(layout.QUARANTINE, layout.quarantine_path("bad.dcm", etag))].metadata["reason"] == reason
     (event,) = f.publisher.of_type(EventType.INGEST_FAILED)
     assert event.data["reason"] == reason
+    # The upload by digest, never by name; the folder holds its quarantine copy.
+    assert event.data["blobDigest"] == layout.log_name("bad.dcm") and "bad.dcm" not in str(event.to_cloud_event())
+    folder = event.data["quarantineFolder"].removeprefix(f"{layout.QUARANTINE}/")
+    assert (layout.QUARANTINE, f"{folder}bad.dcm") in f.blobs.blobs
     got = status.blob_status(f.services, "bad.dcm")
     assert got.state is IngestState.QUARANTINED and got.reason == reason
 

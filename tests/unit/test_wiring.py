@@ -34,6 +34,8 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
     "operations": ("queueTrigger", {"queueName": "dicom-operations", "connection": "DicomStorage"}),
     "follow_peer": ("timerTrigger", {"schedule": "*/10 * * * * *", "runOnStartup": False}),
+    "redrive": ("timerTrigger", {"schedule": "0 */5 * * * *", "runOnStartup": False}),
+    "inbox_retention": ("timerTrigger", {"schedule": "0 17 * * * *", "runOnStartup": False}),
     "ingest_status": http("ingest/status", ["GET"], A),
     "rejected": http("rejected", ["GET"], A),
     "rejection_retention": ("timerTrigger", {"schedule": "0 17 * * * *", "runOnStartup": False}),
