@@ -137,7 +137,7 @@ def test_bulk_update_through_the_api(dh: DevHostProcess, client: DICOMwebClient,
 def test_bulk_update_refuses_bad_input_and_a_study_already_being_updated(dh: DevHostProcess,
                                                                            client: DICOMwebClient) -> None:
     run = uuid.uuid4().hex[:8]
-    study, _, files = study_files(f"bad-{run}", 6)
+    study, _, files = study_files(f"bad-{run}", 2)
     stow(client, [f for _, f in files])
     r = post(dh, "studies/$bulkUpdate", {"studyInstanceUids": [study],
                                          "changeDataset": {"0020000D": {"vr": "UI", "Value": ["1.2.3"]},
