@@ -6,9 +6,10 @@
 The file is ``bench.large``'s multi-frame tomosynthesis instance (``make_file``), uploaded once and
 ingested. Each repetition changes PatientName to a new value:
 
-* ours: ``BulkUpdate.run`` of a one-study operation in a fresh child process (the ``operations`` function's
-  body): time, peak RSS growth (VmHWM over VmRSS at the start, the peak reset first: a child's ``ru_maxrss``
-  starts at its parent's), storage requests by kind (the SDK-level counter). On
+* ours: the steps of a one-study ``update`` operation (``shared.ops.runner.run_step``, the ``operations``
+  function's body) in a fresh child process: time, peak RSS growth (VmHWM over VmRSS at the start, the
+  peak reset first: a child's ``ru_maxrss`` starts at its parent's), storage requests by kind (the
+  SDK-level counter). On
   Azurite the tail of the file is streamed through the process in 8 MiB blocks (Azurite implements no
   Put Block From URL); in Azure the service copies it (``stage_block_from_url``) and only the head passes
   through the process: that figure is inferred from the request shape, not measured here.
@@ -81,13 +82,19 @@ def child_ours(conn: str, study: str, name: str) -> dict[str, Any]:
 
     svc = _services(conn)
     change = parse_changes({"00100010": {"vr": "PN", "Value": [{"Alphabetic": name}]}})
+    from shared.ops import runner
+    from shared.ops.store import OperationStore
+
     op = update.submit(svc, [study], change, actor="bench")
     before = svc.requests.snapshot()
     baseline = _start_peak()
     t = time.monotonic()
-    done = update.BulkUpdate(svc).run(op.id)
+    while True:  # the operations function's work: one step per queue message, until the operation ends
+        if runner.run_step(svc, runner.message(op.id)) in ("done", "finished"):
+            break
     seconds = time.monotonic() - t
     spent = svc.requests.snapshot() - before
+    done = OperationStore(svc.tables).get(op.id)
     return {"seconds": seconds, "status": str(done.status) if done else "missing", "peak_rss": _peak(),
             "baseline_rss": baseline, "requests": dict(spent), "storage_requests": sum(spent.values())}
 

@@ -81,6 +81,11 @@ param softDeleteDays int = 14
 @minValue(0)
 param archiveImmutabilityDays int = 0
 
+@description('Days each audit record is kept unchangeable: the audit container has a time-based retention policy that allows appends only (container-level WORM). 2190 days = 6 years.')
+@minValue(1)
+@maxValue(146000)
+param auditRetentionDays int = 2190
+
 @description('Seconds without new instances before a series counts as stable (DICOMFLOW_STABLE_AGE_SECONDS).')
 @minValue(0)
 param stableAgeSeconds int = 60
@@ -210,11 +215,14 @@ var metadataContainer = 'dicom-metadata'
 var quarantineContainer = 'dicom-quarantine'
 var configContainer = 'dicomflow-config'
 var deadLetterContainer = 'eventgrid-deadletter'
-// In each region, never replicated: uploads, what each region derives itself (frame indexes, bundles), dead letters.
+var auditContainer = 'dicom-audit'
+// In each region, never replicated: uploads, what each region derives itself (frame indexes, bundles), dead letters,
+// the audit trail (append blobs, which object replication does not copy).
 var localContainers = [
   inboxContainer
   metadataContainer
   deadLetterContainer
+  auditContainer
 ]
 // Written by each region as '<name>-<region key>' and replicated to the other region (read-only there).
 var regionalContainers = [
@@ -236,6 +244,7 @@ var appTables = [
   'dicomchangefeed'
   'dicomdeliveries'
   'dicomsync'
+  'dicomextendedtags'
   'dicomoperations'
 ]
 // The region keys (DICOMFLOW_REGION): part of container names, so fixed at deployment, not roles.
@@ -500,6 +509,8 @@ module primary 'modules/region.bicep' = {
     lifecycleRules: lifecycleRules
     tieringByAccess: tieringBasis == 'lastAccess'
     immutabilityDays: archiveImmutabilityDays
+    auditContainer: auditContainer
+    auditRetentionDays: auditRetentionDays
     softDeleteDays: softDeleteDays
     deploymentContainer: deploymentContainer
     stableAgeSeconds: stableAgeSeconds
@@ -547,6 +558,8 @@ module secondary 'modules/region.bicep' = {
     lifecycleRules: lifecycleRules
     tieringByAccess: tieringBasis == 'lastAccess'
     immutabilityDays: archiveImmutabilityDays
+    auditContainer: auditContainer
+    auditRetentionDays: auditRetentionDays
     softDeleteDays: softDeleteDays
     deploymentContainer: deploymentContainer
     stableAgeSeconds: stableAgeSeconds

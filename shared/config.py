@@ -262,6 +262,22 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """The audit trail (:mod:`shared.audit`): where records are spooled and how often they are flushed."""
+
+    #: ``DICOMFLOW_AUDIT_FLUSH_SECONDS``: a record reaches the audit container within this time (background).
+    flush_seconds: float = 1.0
+    #: ``DICOMFLOW_AUDIT_BATCH``: a flush starts early once this many records wait.
+    batch: int = 500
+    #: ``DICOMFLOW_AUDIT_SPOOL_DIR``: local folder where each record is written before it is flushed (what a
+    #: killed process did not flush, the next process on the machine sends). Default: the temp folder.
+    spool_dir: str | None = None
+    #: ``DICOMFLOW_AUDIT_PATIENT_SALT``: mixed into the patient ID digests (a Key Vault reference in Azure), so a
+    #: digest cannot be matched to an ID by someone who only guesses IDs. Unset: unsalted SHA-256.
+    patient_salt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     storage: StorageSettings
     events_endpoint: str | None
@@ -300,6 +316,15 @@ class Settings:
     #: ``DICOMFLOW_INBOX_RETENTION_DAYS``: an inbox blob whose outcome is recorded is removed after this many
     #: days (shared/ingest/retention.py); one without an outcome is never removed (it is ingested again).
     inbox_retention_days: float = 7.0
+    #: Extended query tags: how old the tag list a process indexes and matches with may be.
+    extended_tags_ttl_seconds: float = 60.0
+    #: Extended query tags: the longest time from reading the tag list to the instance row it is used for
+    #: (the reindex of a new tag waits ``ttl + grace`` so no write made with an older list comes later).
+    extended_tags_grace_seconds: float = 60.0
+    audit: AuditSettings = AuditSettings()
+    #: ``DICOMFLOW_OPERATIONS_LEASE_SECONDS``: how long a runner holds a long-running operation (a step works at
+    #: most half of it); after a crash the operation resumes once the hold has run out.
+    operations_lease_seconds: float = 120.0
     #: ``DICOMFLOW_REJECTION_RETENTION_DAYS`` (``113001=30,113037=30,113038=30``): how many days the files an
     #: IOCM rejection note withdrew are kept, per rejection code; 113039 is always 0 (removed at once).
     rejection_retention_days: tuple[tuple[str, float], ...] = tuple(
@@ -364,6 +389,15 @@ class Settings:
             routing_tls_client_cert=(env.get("DICOMFLOW_ROUTING_TLS_CLIENT_CERT") or "").strip() or None,
             host_storage=_storage(env, HOST_STORAGE_CONNECTION),
             inbox_retention_days=num("DICOMFLOW_INBOX_RETENTION_DAYS", 7.0),
+            operations_lease_seconds=num("DICOMFLOW_OPERATIONS_LEASE_SECONDS", 120.0) or 120.0,
+            extended_tags_ttl_seconds=num("DICOMFLOW_EXTENDED_TAGS_TTL_SECONDS", 60.0),
+            extended_tags_grace_seconds=num("DICOMFLOW_EXTENDED_TAGS_WRITE_GRACE_SECONDS", 60.0),
+            audit=AuditSettings(
+                flush_seconds=num("DICOMFLOW_AUDIT_FLUSH_SECONDS", 1.0) or 1.0,
+                batch=max(1, int(num("DICOMFLOW_AUDIT_BATCH", 500))),
+                spool_dir=(env.get("DICOMFLOW_AUDIT_SPOOL_DIR") or "").strip() or None,
+                patient_salt=env.get("DICOMFLOW_AUDIT_PATIENT_SALT") or "",
+            ),
             rejection_retention_days=_retention(env.get("DICOMFLOW_REJECTION_RETENTION_DAYS")),
         )
 

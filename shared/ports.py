@@ -141,7 +141,8 @@ OpKind = Literal["insert", "upsert", "merge", "replace", "delete"]
 
 @dataclass(frozen=True, slots=True)
 class TableOp:
-    """One operation of a transaction. ``replace``/``delete`` with an etag are conditional."""
+    """One operation of a transaction. ``replace``/``delete`` with an etag are conditional; so is
+    ``merge`` with an etag (then it merges into the row as read, and never creates one)."""
 
     kind: OpKind
     entity: Mapping[str, Any]

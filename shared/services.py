@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings, SettingsError, get_settings
+from shared.extended.registry import TagCache, TagStore
 from shared.index.sequence import Sequencer
 from shared.index.store import IndexStore
 from shared.ingest.schedule import SettleScheduler
@@ -46,6 +47,8 @@ class Services:
     index: IndexStore = field(init=False)
     sequencer: Sequencer = field(default_factory=Sequencer)
     scheduler: SettleScheduler = field(init=False)
+    #: The extended query tags as this process sees them (read at most once per TTL; filled at ensure_ready).
+    extended_tags: TagCache = field(init=False)
     topology: Topology = field(init=False)
     _publisher: Publisher | None = None
     _peer_index: IndexStore | None = None
@@ -61,6 +64,7 @@ class Services:
         self.index = IndexStore(self.tables)
         self.scheduler = SettleScheduler(self.queues, self.index, settle_delay=self.settings.settle_delay_seconds,
                                          stable_age=self.settings.stable_age_seconds)
+        self.extended_tags = TagCache(TagStore(self.tables), self.settings.extended_tags_ttl_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -152,6 +156,7 @@ class Services:
             self.blobs.ensure_containers(layout.CONTAINERS)
             self.index.ensure_tables()
             self.queues.ensure_queues(layout.QUEUES)
+            self.extended_tags.current()  # read now, so ingest and QIDO find it cached
             self._ready = True
 
 

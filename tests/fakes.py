@@ -275,6 +275,8 @@ class MemoryTableStore:
         elif op.kind == "upsert":
             values = _plain(op.entity)
         elif op.kind == "merge":
+            if op.etag and (got is None or (op.etag != "*" and got[1] != op.etag)):
+                raise RowChanged(str(key))
             values = {**(got[0] if got else {}), **_plain(op.entity)}
         elif op.kind == "replace":
             if got is None or (op.etag and op.etag != "*" and got[1] != op.etag):
@@ -355,8 +357,47 @@ class Fakes:
                 + sum(self.queues.requests.values()))
 
 
+class MemoryAuditSink:
+    """Where the fakes' audit writer appends (:mod:`shared.audit`): the records, in memory."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def append(self, path: str, data: bytes) -> None:
+        import orjson
+
+        with self._lock:
+            self.lines.extend(orjson.loads(line) for line in data.splitlines() if line.strip())
+
+
+AUDIT_SINK = MemoryAuditSink()
+
+
+def audit_records() -> list[dict[str, Any]]:
+    """Every audit record services over the fakes have written so far (all tests of the process)."""
+    from shared import audit
+
+    writer = audit._writers.get("memory")
+    if writer is not None:
+        writer.flush()
+    return list(AUDIT_SINK.lines)
+
+
+def _memory_audit() -> None:
+    """The audit writer of the fakes' account (connection "memory"): appends to :data:`AUDIT_SINK`, flushed
+    when a test asks (:func:`audit_records`)."""
+    from shared import audit
+    from shared.audit.writer import AuditWriter
+
+    if "memory" not in audit._writers:
+        audit._writers["memory"] = AuditWriter(AUDIT_SINK, name="fakes", spool_dir=None, flush_seconds=3600,
+                                               start=False)
+
+
 def memory_services(**env: str) -> Fakes:
     """Services over in-memory fakes; ``env`` holds settings (defaults: stable at once, no delay)."""
+    _memory_audit()
     values = {"DicomStorage": "memory", "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
               "DICOMFLOW_CHANGEFEED_HORIZON_SECONDS": "0", **env}
     blobs, tables, queues, publisher = MemoryBlobStore(), MemoryTableStore(), MemoryQueues(), MemoryPublisher()

@@ -30,6 +30,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("merge", "tools.merge"),
     ("rejected", "tools.rejected"),
     ("drill", "tools.drill"),
+    ("audit", "tools.audit"),
 ]
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from shared.operations.store import Operation, OperationStore
+from shared.ops.store import Operation, OperationStore
 from shared.services import Services
 
 
@@ -20,11 +20,11 @@ def actor() -> str:
 
 
 def line(op: Operation) -> str:
-    st = op.status_json()
-    r = st["results"]
-    return (f"{op.id}  {st['status']:<10} {st['percentComplete']:>3}%  studies {r['studyUpdated']} updated, "
-            f"{r['studyFailed']} failed of {len(op.studies)}; instances {r['instanceUpdated']}  "
-            f"(created {op.created}, by {op.actor or '-'})")
+    r = op.results
+    studies = len(op.params.get("studyInstanceUids", []))
+    return (f"{op.id}  {op.type:<8} {op.status:<10} {op.percent:>3}%  studies {r.get('studyUpdated', 0)} updated, "
+            f"{r.get('studyFailed', 0)} failed of {studies}; instances {r.get('instanceUpdated', 0)}  "
+            f"(created {op.created}, by {op.params.get('actor') or '-'})")
 
 
 def wait(svc: Services, ids: Sequence[str], *, timeout: float, quiet: bool = False) -> list[Operation]:
@@ -44,7 +44,7 @@ def wait(svc: Services, ids: Sequence[str], *, timeout: float, quiet: bool = Fal
                     last[op_id] = op
             bar.n = sum(op.percent for op in last.values())
             bar.refresh()
-            if len(last) == len(ids) and all(op.status.ended for op in last.values()):
+            if len(last) == len(ids) and all(op.done for op in last.values()):
                 break
             if time.monotonic() > deadline:
                 break

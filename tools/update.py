@@ -18,7 +18,8 @@ import sys
 
 import orjson
 
-from shared.operations.store import OperationStatus, OperationStore
+from shared.ops import kinds
+from shared.ops.store import OperationStore, Status
 from shared.services import Services
 from shared.update import service as update
 from tools import stack
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         svc.ensure_ready()
         if args.action == "list":
-            ops = store.recent()
+            ops = store.recent(type_=kinds.UPDATE)
             print(f"Operations on {where}: {len(ops)}")
             for op in ops:
                 print("  " + line(op))
@@ -64,22 +65,22 @@ def run(args: argparse.Namespace) -> int:
             for op_id in args.ids:
                 shown = store.get(op_id)
                 assert shown is not None
-                print(orjson.dumps(shown.status_json(), option=orjson.OPT_INDENT_2).decode())
+                print(orjson.dumps(shown.to_json(""), option=orjson.OPT_INDENT_2).decode())
             return 0
         if args.action == "resume":
             for op_id in args.ids:
                 again = update.resume(svc, op_id)
                 assert again is not None
-                print(f"{op_id}: " + ("queued again" if not again.status.ended else f"already ended ({again.status})"))
+                print(f"{op_id}: " + ("queued again" if not again.done else f"already ended ({again.status})"))
             return 0
         done = wait(svc, args.ids, timeout=args.timeout, quiet=args.quiet)
         for op in done:
             print(line(op))
-        if any(not op.status.ended for op in done):
+        if any(not op.done for op in done):
             print(f"update: still running after {args.timeout:.0f} s; wait again or check the app's log",
                   file=sys.stderr)
             return 1
-        return 0 if all(op.status is OperationStatus.COMPLETED for op in done) else 1
+        return 0 if all(op.status is Status.COMPLETED for op in done) else 1
     except AzureError as exc:
         print(f"update: {where} failed ({type(exc).__name__}). {stack.STACK_HINT}", file=sys.stderr)
         return 1

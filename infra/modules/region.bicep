@@ -45,6 +45,13 @@ param tieringByAccess bool = false
 @minValue(0)
 param immutabilityDays int = 0
 
+@description('The audit container (shared/storage/layout.py AUDIT): append blobs under an append-only retention policy.')
+param auditContainer string
+
+@description('Days each audit record stays unchangeable (time-based retention, appends allowed).')
+@minValue(1)
+param auditRetentionDays int = 2190
+
 @description('Days deleted blobs, versions and containers stay recoverable.')
 @minValue(1)
 @maxValue(365)
@@ -172,6 +179,8 @@ module dataStorage 'storage.bicep' = {
     softDeleteDays: softDeleteDays
     immutableContainer: immutabilityDays > 0 ? '${archiveContainer}-${regionKey}' : ''
     immutabilityDays: immutabilityDays
+    appendOnlyContainer: auditContainer
+    appendOnlyDays: auditRetentionDays
     publicNetworkAccess: !privateNetworking
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }

@@ -35,12 +35,15 @@ FUNCTION_KEY_HEADER: Final = "x-functions-key"
 class AccessDenied(Exception):
     """The request may not proceed: ``status``, a sentence saying what to do, and response headers."""
 
-    def __init__(self, status: int, message: str, reason: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, reason: str, headers: dict[str, str] | None = None, *,
+                 principal: Principal | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason
         self.headers = headers or {}
+        #: Who was refused, when they were authenticated (a missing role): the audit record names them.
+        self.principal = principal
 
 
 def _unauthorized(reason: Reason) -> AccessDenied:
@@ -102,7 +105,7 @@ def authorize(settings: AuthSettings, headers: Mapping[str, str], any_of: Iterab
     if need and not (principal.roles & need):
         raise AccessDenied(403, f"This request needs the {describe(need)} role; the caller's token does not "
                                 "grant it. Ask an administrator to assign the app role.", f"missing-role:"
-                           f"{describe(need).replace(' or ', '|')}")
+                           f"{describe(need).replace(' or ', '|')}", principal=principal)
     return principal
 
 

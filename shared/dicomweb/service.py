@@ -8,12 +8,12 @@ propagate (the host answers 500 and logs them once).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from shared.audit import scope as audit_scope
 from shared.config import Settings
 from shared.dicomweb.attributes import Level
-from shared.dicomweb.errors import HttpProblem, NotFoundProblem
+from shared.dicomweb.errors import HttpProblem
 from shared.dicomweb.qido import parse_query
 from shared.dicomweb.reply import Reply
 from shared.dicomweb.search import Fetch
@@ -49,6 +49,7 @@ def services(call: Call) -> Services:
 
 def _wado(call: Call) -> Wado:
     svc = services(call)
+    audit_scope.note(call.study, call.series, call.sop)  # path UIDs, validated by the adapter (check_path_uid)
     return Wado(svc.blobs, svc.index)
 
 
@@ -65,9 +66,20 @@ def search(call: Call, level: Level) -> Reply:
 
     media_type = negotiate_json(call.accept)
     _, scope = qido.level_from_path(call.study, call.series, level)
-    query = parse_query(call.params, level, scope=scope)
-    return qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
-                       media_type=media_type)
+    tags = services(call).extended_tags.queryable()
+    query = parse_query(call.params, level, scope=scope, extended=[t.attribute() for t in tags])
+    reply = qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
+                        media_type=media_type)
+    # Azure DICOM service: a query on an extended tag whose indexing found bad values says which.
+    used = {m.attribute.tag for m in query.matches if m.attribute.key}
+    erroneous = sorted(t.keyword for t in tags if t.has_errors and t.path in used)
+    if erroneous:
+        reply.headers[ERRONEOUS_HEADER] = ",".join(erroneous)
+    return reply
+
+
+#: Response header naming the extended query tags of a query whose indexing found values that fail their VR.
+ERRONEOUS_HEADER = "erroneous-dicom-attributes"
 
 
 def _index_fetch(call: Call) -> Fetch:
@@ -159,9 +171,8 @@ def bulk_update(call: Call) -> Reply:
         op = update.submit(services(call), studies, changes, actor=call.actor)
     except update.UpdateRefused as refused:
         raise HttpProblem(refused.message, status=refused.status) from None
-    href = f"{call.base_url}/operations/{op.id}"
-    return Reply.json({"id": op.id, "href": href}, status=202, media_type="application/json",
-                      headers={"Location": href})
+    ref = op.reference(call.base_url)
+    return Reply.json(ref, status=202, media_type="application/json", headers={"Location": ref["href"]})
 
 
 def patient_merge(call: Call) -> Reply:
@@ -189,24 +200,8 @@ def patient_merge(call: Call) -> Reply:
                                 actor=call.actor, demographics=demographics)
     except update.UpdateRefused as refused:
         raise HttpProblem(refused.message, status=refused.status) from None
-    refs = [{"id": op.id, "href": f"{call.base_url}/operations/{op.id}"} for op in ops]
+    refs = [op.reference(call.base_url) for op in ops]
     return Reply.json({"studies": len(plan.studies), "operations": refs}, status=202, media_type="application/json")
-
-
-def operation(call: Call) -> Reply:
-    """``GET /operations/{id}``: 202 while it runs, 200 once it has ended, 404 if unknown."""
-    from shared.operations.store import OperationStore
-
-    _no_params(call)
-    op_id = call.path.get("operation", "")
-    op = OperationStore(services(call).tables).get(op_id) if _OPERATION_ID.fullmatch(op_id) else None
-    if op is None:
-        raise NotFoundProblem(f"There is no operation {op_id[:40]!r}.")
-    return Reply.json(op.status_json(call.base_url), status=200 if op.status.ended else 202,
-                      media_type="application/json")
-
-
-_OPERATION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def too_large_message(size: int, limit: int) -> str:

@@ -137,7 +137,9 @@ def aggregate(instances: Sequence[InstanceRecord], now_iso: str
     study_rec.updated_at = now_iso
     series_recs = []
     for members in by_series.values():
-        se = SeriesRecord(**study_part(study_rec), **series_part(_newest(members)))
+        newest = _newest(members)
+        se = SeriesRecord(**study_part(study_rec), **series_part(newest))
+        se.extended = dict(newest.extended)  # series-level extended tags: the series' own newest instance
         se.number_of_series_related_instances = len(members)
         se.derived = all(m.derived for m in members)
         se.updated_at = now_iso

@@ -130,9 +130,10 @@ class Rejections:
         blobs.put_json(svc.blobs, layout.METADATA, layout.rejection_report_path(note.study, note.sop), report.to_json(),
                        content_type="application/json")
         n = len(report.rejected) + len(report.deleted)
-        completed(ActionRecord("reject", "success" if not report.unknown and not report.problems else "partial",
+        completed(svc.settings, ActionRecord(
+                               "reject", "success" if not report.unknown and not report.problems else "partial",
                                f"note:{note.sop}", study=note.study, count=n,
-                               sops=[r["sop"] for r in report.rejected + report.deleted],
+                               instances=[(r["series"], r["sop"]) for r in report.rejected + report.deleted],
                                detail=f"code={note.code} unknown={len(report.unknown)} already={len(report.already)}"))
         log.info("Rejection note %s (%s): %d withdrawn%s, %d already, %d unknown reference(s)", note.sop, note.code,
                  n, "" if keep else " and deleted", len(report.already), len(report.unknown))
@@ -236,8 +237,9 @@ def purge(svc: Services, now: dt.datetime | None = None, *, actor: str = "system
         if due and svc.blobs.delete(layout.ARCHIVE, item.name):
             gone += 1
             if not entry.original:
-                completed(ActionRecord("purge", "success", actor, study=entry.study, series=[entry.series],
-                                       sops=[entry.sop], count=1, detail=f"code={entry.code}"))
+                completed(svc.settings, ActionRecord("purge", "success", actor, study=entry.study,
+                                                     instances=[(entry.series, entry.sop)], count=1,
+                                                     detail=f"code={entry.code}"))
     if gone:
         log.info("Rejected files past their retention deleted: %d", gone)
     return gone
@@ -249,12 +251,15 @@ MAX_LISTED: Final = 5000
 def listing(svc: Services, study: str | None = None, limit: int = 1000) -> dict[str, Any]:
     """``GET /api/rejected`` and ``python -m tools rejected list``: the rejected instances still kept and
     what each note's application found (its unknown references), at most ``limit`` of each."""
+    from shared.audit import scope as audit_scope
+
     svc.ensure_ready()
     instances: list[dict[str, Any]] = []
     for entry in rejected(svc, study):
         if len(instances) == limit:
             break
         instances.append(entry.to_json())
+        audit_scope.note(entry.study, entry.series, entry.sop)  # what the admin saw, for the request's record
     notes: list[dict[str, Any]] = []
     for doc in reports(svc, study):
         if len(notes) == limit:

@@ -36,7 +36,6 @@ from shared.dicom.ranged import RangedReader
 from shared.errors import BadInput, Reason, Transient
 from shared.events.payloads import DicomEvent, base_data, subject_for
 from shared.events.types import EventType
-from shared.operations.store import OPERATION_META
 from shared.ports import BlobGone, BlobStore, Publisher
 from shared.routing.destinations import DeliveryError, Item, StudySummary, open_session
 from shared.routing.ledger import STUDY_UNIT, Claim, DeliveryRow, DeliveryState, Ledger
@@ -44,6 +43,7 @@ from shared.routing.rules import Destination, Rule, RuleSet, RulesStore
 from shared.routing.tls import routing_tls
 from shared.services import Services
 from shared.storage import layout
+from shared.storage.regions import OPERATION_META
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,21 @@ METADATA: Final = "dicom-metadata"
 QUARANTINE: Final = "dicom-quarantine"
 CONFIG: Final = "dicomflow-config"
 EVENTS_DEADLETTER: Final = "eventgrid-deadletter"
+#: The audit trail: append blobs of audit records (JSON lines), never modified or deleted by the app; in
+#: Azure the container has a time-based retention policy that allows appends only (immutable storage).
+AUDIT: Final = "dicom-audit"
 
 #: Every container the app reads or writes, by its logical name (one region on its own uses exactly these).
-CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER)
+CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER, AUDIT)
 
 #: Containers each region of a pair writes under its own name, ``<name>-<region key>``, and object
 #: replication copies to the other region (read-only there): what must survive the loss of a region.
 REGIONAL: Final = (ARCHIVE, QUARANTINE, CONFIG)
 #: Containers that stay in their region and are never replicated: uploads (each region has its own
 #: inbox), everything derived per region (frame indexes, series bundles, large-metadata sidecars: a
-#: region derives its own from the archive it holds) and dead letters.
-LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER)
+#: region derives its own from the archive it holds), dead letters and the audit trail (append blobs, which
+#: object replication does not copy: each region keeps the record of what was asked of it).
+LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER, AUDIT)
 
 
 def is_app_container(name: str) -> bool:
@@ -50,7 +54,8 @@ def region_containers(region: str, peers: Sequence[str] = ()) -> tuple[str, ...]
     return (*LOCAL, *(regional(c, r) for r in (region, *peers) for c in REGIONAL))
 
 SETTLE_QUEUE: Final = "dicom-settle"
-#: Long-running operations (bulk update, patient merge): one message per operation to run or resume.
+#: Steps of long-running operations (:mod:`shared.ops`: extended query tag reindexing, bulk update and
+#: patient merge): one message per step to run.
 OPERATIONS_QUEUE: Final = "dicom-operations"
 #: Every queue the app uses (poison queues are created by the host on demand).
 QUEUES: Final = (SETTLE_QUEUE, OPERATIONS_QUEUE)
@@ -182,3 +187,8 @@ def quarantine_folder(etag: str) -> str:
 def quarantine_path(inbox_name: str, etag: str) -> str:
     """Quarantine copies keep the inbox name, under a folder per content version."""
     return f"{quarantine_folder(etag)}/{inbox_name}"
+
+
+def audit_path(hour: str, writer: str) -> str:
+    """One writer's audit blob of one hour (``hour`` is ``YYYY/MM/DD/HH``) in :data:`AUDIT`."""
+    return f"{hour}/{_safe_segment(writer)}.jsonl"

@@ -40,6 +40,9 @@ from shared.storage import layout
 
 #: Blob metadata key of the version stamp (metadata names are C# identifiers: letters, digits, ``_``).
 STAMP: Final = "dicomflow_stamp"
+#: Blob metadata key naming the bulk update operation that wrote an archived version (routing's
+#: ``resendUpdates`` sends such a version again).
+OPERATION_META: Final = "dicomflow_operation"
 _REMEMBER: Final = 10_000
 
 

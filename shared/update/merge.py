@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared.actions import ActionRecord, completed, patient_digest
+from shared.actions import ActionRecord, completed
 from shared.index.query import Criteria, plan_and_fetch
 from shared.index.records import StudyRecord
-from shared.operations.store import Operation, OperationStore
+from shared.ops.store import Operation
 from shared.services import Services
 from shared.update.changes import ChangeRefused, ChangeSet, parse_changes
+from shared.update.locks import StudyLocks
 from shared.update.service import MAX_STUDIES, UpdateRefused, submit
 
 log = logging.getLogger(__name__)
@@ -109,15 +110,14 @@ def merge(svc: Services, source: Any, target: Any, *, actor: str,
     """Plan the merge, then submit its operations (409 before any is submitted if a study is held)."""
     merged = plan(svc, source, target, demographics)
     changes = changes_of(merged)
-    store = OperationStore(svc.tables)
-    held = [(s, h) for s in merged.studies if (h := store.holder(s)) is not None and store.live(h)]
+    held = StudyLocks(svc.tables).held(merged.studies)
     if held:
-        study, holder = held[0]
+        study, holder = held[0].study, held[0].operation
         raise UpdateRefused(409, f"Study {study} is already being updated by operation {holder}; merge again once "
                                  f"GET operations/{holder} says it has ended.")
     ops = [submit(svc, batch, changes, actor=actor) for batch in merged.batches]
-    completed(ActionRecord("merge", "success", actor, count=len(merged.studies), operation=",".join(o.id for o in ops),
-                           patient_digest=patient_digest(merged.source),
-                           detail=f"into={patient_digest(merged.target)} studies={len(merged.studies)}"))
+    completed(svc.settings, ActionRecord("merge", "success", actor, count=len(merged.studies),
+                                         operation=",".join(o.id for o in ops), patients=(merged.source, merged.target),
+                                         detail=f"{len(merged.studies)} studies, source patient into target patient"))
     log.info("Merge: %d studies in %d operation(s): %s", len(merged.studies), len(ops), ", ".join(o.id for o in ops))
     return merged, ops

@@ -1,8 +1,9 @@
-"""Bulk update (``POST /studies/$bulkUpdate``, the Azure DICOM service's shape): submit, then run.
+"""Bulk update (``POST /studies/$bulkUpdate``, the Azure DICOM service's shape): submit, then run in steps.
 
-:func:`submit` checks the request, records an operation, locks its studies (one operation per study at
-a time: 409 otherwise) and queues it; the ``operations`` function calls :func:`run`, which gives every
-instance of each study a new version:
+:func:`submit` checks the request, locks its studies (one operation per study at a time: 409 otherwise)
+and starts an operation of type ``update`` (:mod:`shared.ops`: the one store and runner of long-running
+operations, ``GET /operations/{id}``); the ``operations`` function runs its steps (:func:`step`, at most
+20 s each), which give every instance of each study a new version:
 
 1. the instance's row and its archived file's header (one ranged read) are read;
 2. the first version is kept, once, at ``dicom-archive/original/<study>/<series>/<sop>.dcm`` (a
@@ -14,10 +15,10 @@ instance of each study a new version:
    the change feed and rewrites aggregates, lookup rows and series metadata, so QIDO, WADO-RS metadata,
    C-FIND and the Part 10 file all carry the new values.
 
-Resumable and idempotent: a row written by this operation (its ``source`` is ``update:<id>``) is done,
-so a re-delivered message (after a crash, or ``python -m tools update resume``) skips it and continues;
-each step is safe to repeat (the original is copied only if absent, the new version replaces only the
-version read, the row only the row read). Progress is saved every :data:`SAVE_EVERY` instances.
+Resumable and idempotent: the runner records each step's cursor (the studies done) and results; a step
+that crashed runs again, and a row written by this operation (its ``source`` is ``update:<id>``) is done,
+so it is skipped; each write is safe to repeat (the original is copied only if absent, the new version
+replaces only the version read, the row only the row read).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -39,30 +40,23 @@ from shared.errors import BadInput
 from shared.index.records import InstanceRecord, SeriesRecord, series_part, study_part
 from shared.index.store import utcnow
 from shared.ingest.service import ContentDigest, IngestService, record_of
-from shared.operations.store import (
-    OPERATION_META,
-    Operation,
-    OperationMessage,
-    OperationStatus,
-    OperationStore,
-    OperationType,
-    new_id,
-)
+from shared.ops import kinds, runner
+from shared.ops.kinds import Step
+from shared.ops.store import Operation, OperationStore, new_id
 from shared.ports import BlobGone, RowChanged, RowExists
 from shared.services import Services
 from shared.storage import layout
-from shared.storage.regions import STAMP
+from shared.storage.regions import OPERATION_META, STAMP
 from shared.update.changes import ChangeRefused, ChangeSet, from_json, parse_changes
+from shared.update.locks import StudyLocks
 from shared.update.rewrite import CannotRewrite, KnownPrefix, new_version
 
 log = logging.getLogger(__name__)
 
 MAX_STUDIES: Final = 50
-#: One run works this long at most, then queues the rest of the operation (a function invocation is
-#: bounded: ``functionTimeout`` is 10 minutes), so a large operation is many short runs, never a timeout.
-RUN_BUDGET_SECONDS: Final = 480.0
-SAVE_EVERY: Final = 10
 ATTEMPTS: Final = 5
+#: Errors listed in an operation's results (a table property holds 64 KiB); more are counted.
+MAX_ERRORS: Final = 100
 
 
 class UpdateRefused(Exception):
@@ -112,23 +106,23 @@ def parse_request(body: Any) -> tuple[list[str], ChangeSet]:
 
 
 def submit(svc: Services, studies: list[str], changes: ChangeSet, *, actor: str) -> Operation:
-    """Record the operation, lock its studies (409 naming the study and the operation that holds it)
-    and queue it. Returns the operation (not started yet)."""
+    """Lock the studies (409 naming the study and the operation that holds it), then start the operation.
+    Returns it (not started yet)."""
     svc.ensure_ready()
-    store = OperationStore(svc.tables)
-    op = store.create(Operation(new_id(), OperationType.UPDATE, studies, {"changeDataset": changes.json},
-                                actor=actor))
-    conflicts = store.lock(op.id, studies)
+    locks = StudyLocks(svc.tables)
+    op_id = new_id()
+    conflicts = locks.lock(op_id, studies)
     if conflicts:
-        op.status = OperationStatus.FAILED
-        for c in conflicts:
-            op.error(f"Study {c.study} is being updated by operation {c.operation}")
-        store.save(op)
         first = conflicts[0]
         raise UpdateRefused(409, f"Study {first.study} is already being updated by operation {first.operation} "
                                  f"(one operation per study at a time); wait until GET operations/{first.operation} "
                                  "says it has ended, then send the request again.")
-    svc.queues.send(layout.OPERATIONS_QUEUE, OperationMessage(op.id).to_message())
+    try:
+        op = runner.start(svc, kinds.UPDATE, operation_id=op_id, resources=[f"studies/{s}" for s in studies],
+                          params={"studyInstanceUids": studies, "changeDataset": changes.json, "actor": actor})
+    except BaseException:
+        locks.unlock(op_id, studies)
+        raise
     log.info("Bulk update %s: %d studies, attributes %s", op.id, len(studies), ",".join(changes.keywords))
     return op
 
@@ -136,16 +130,14 @@ def submit(svc: Services, studies: list[str], changes: ChangeSet, *, actor: str)
 def resume(svc: Services, operation_id: str) -> Operation | None:
     """Queue an operation that has not ended again (its messages were used up, or lost)."""
     op = OperationStore(svc.tables).get(operation_id)
-    if op is not None and not op.status.ended:
-        svc.queues.send(layout.OPERATIONS_QUEUE, OperationMessage(op.id).to_message())
+    if op is not None and not op.done:
+        svc.queues.send(layout.OPERATIONS_QUEUE, runner.message(op.id))
     return op
 
 
-@dataclass(slots=True)
-class _Study:
-    updated: int = 0
-    failed: int = 0
-    gone: int = 0
+def step(svc: Services, op: Operation, deadline: float) -> Step:
+    """The ``update`` operations' step (:data:`shared.ops.kinds.HANDLERS`)."""
+    return BulkUpdate(svc).step(op, deadline)
 
 
 def _carries(meta: bytes | None, changes: ChangeSet) -> bool:
@@ -156,104 +148,114 @@ def _carries(meta: bytes | None, changes: ChangeSet) -> bool:
     return all(doc.get(tag, {}).get("Value") == element["Value"] for tag, element in changes.json.items())
 
 
-class _OutOfTime(Exception):
-    """This run's budget is used up: the operation continues in a new message."""
+@dataclass(slots=True)
+class _Study:
+    updated: int = 0
+    failed: int = 0
+    gone: int = 0
+    total: int = 0
+    finished: bool = True
+    errors: list[str] = field(default_factory=list)
+    instances: list[tuple[str, str]] = field(default_factory=list)
+    #: The Patient IDs the study had, and the one it gets (the audit record keeps them as digests).
+    patients: set[str] = field(default_factory=set)
+
+
+def _results(previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The Azure service's update results, as recorded so far."""
+    out = {"studyProcessed": 0, "studyUpdated": 0, "studyFailed": 0, "instanceUpdated": 0}
+    out.update({k: v for k, v in previous.items() if k in out or k == "errors"})
+    return out
 
 
 class BulkUpdate:
-    """Runs one operation (the ``operations`` function's body: :meth:`run`)."""
+    """Runs the steps of ``update`` operations."""
 
-    def __init__(self, services: Services, *, budget_seconds: float = RUN_BUDGET_SECONDS) -> None:
+    def __init__(self, services: Services) -> None:
         self.svc = services
-        self.store = OperationStore(services.tables)
         self.ingest = IngestService(services)
-        self.budget = budget_seconds
-        self._deadline = 0.0
 
-    def run(self, operation_id: str) -> Operation | None:
-        """Run (or resume) the operation; returns its record (None if there is no such operation)."""
-        self._deadline = time.monotonic() + self.budget
-        try:
-            return self._run(operation_id)
-        except _OutOfTime:
-            self.svc.queues.send(layout.OPERATIONS_QUEUE, OperationMessage(operation_id).to_message())
-            log.info("Bulk update %s: this run's time is up; continuing in a new run", operation_id)
-            return self.store.get(operation_id)
-
-    def _run(self, operation_id: str) -> Operation | None:
-        svc = self.svc
-        svc.ensure_ready()
-        op = self.store.get(operation_id)
-        if op is None:
-            log.warning("Operation %s: no such operation; message dropped", operation_id)
-            return None
-        if op.status.ended:
-            self.store.unlock(op.id, op.studies)  # a crash may have come between the end and the unlock
-            return op
-        op.status = OperationStatus.RUNNING
-        self.store.save(op)
-        changes = from_json(op.spec["changeDataset"])
-        for study in op.studies:
-            if study in op.done:
+    def step(self, op: Operation, deadline: float) -> Step:
+        """Work on the operation's studies until they are all done or ``deadline`` (``time.monotonic()``)."""
+        studies = [str(s) for s in op.params["studyInstanceUids"]]
+        changes = from_json(op.params["changeDataset"])
+        actor = str(op.params.get("actor", ""))
+        done = [str(s) for s in op.cursor.get("done", [])]
+        results = _results(op.results)
+        # Instances of finished studies (the results of a step that ran out of time also show the unfinished
+        # study's count so far: it is counted again from its start, where that study resumes).
+        results["instanceUpdated"] = int(op.cursor.get("counted", 0))
+        for study in studies:
+            if study in done:
                 continue
-            result = self._study(op, study, changes)
-            op.done.append(study)
-            op.instance_updated += result.updated
-            op.current, op.current_done, op.current_total = "", 0, 0
+            result = self._study(study, changes, op.id, deadline) if time.monotonic() < deadline else _Study(
+                finished=False)
+            if not result.finished:  # out of time: the next step goes on with this study
+                part = result.updated / result.total if result.total else 0.0
+                return Step(done=False, percent=int(99 * (len(done) + part) / len(studies)),
+                            cursor={"done": done, "current": study, "counted": results["instanceUpdated"]},
+                            results={**results, "instanceUpdated": results["instanceUpdated"] + result.updated})
+            done.append(study)
+            results["studyProcessed"] += 1
+            results["instanceUpdated"] += result.updated
             if result.failed or not (result.updated or result.gone):
-                op.study_failed += 1
+                results["studyFailed"] += 1
                 outcome = "partial" if result.updated else "failure"
             else:
-                op.study_updated += 1
+                results["studyUpdated"] += 1
                 outcome = "success"
-            self.store.save(op)
-            completed(ActionRecord("update", outcome, op.actor, study=study, count=result.updated,
-                                   operation=op.id, detail=f"{result.failed} failed" if result.failed else "",
-                                   extra={"attributes": ",".join(changes.keywords)}))
-        op.status = OperationStatus.FAILED if op.study_failed else OperationStatus.COMPLETED
-        self.store.save(op)
-        self.store.unlock(op.id, op.studies)
-        log.info("Bulk update %s %s: %d studies updated, %d failed, %d instances", op.id, op.status,
-                 op.study_updated, op.study_failed, op.instance_updated)
-        return op
+            if result.errors:
+                errors = [*results.get("errors", []), *result.errors]
+                results["errors"] = errors[:MAX_ERRORS] + ([f"... and {len(errors) - MAX_ERRORS} more"]
+                                                           if len(errors) > MAX_ERRORS else [])
+            completed(self.svc.settings, ActionRecord(
+                "update", outcome, actor, study=study, count=result.updated, operation=op.id,
+                instances=result.instances, patients=sorted(result.patients),
+                detail=f"{result.failed} failed" if result.failed else "",
+                extra={"attributes": ",".join(changes.keywords)}))
+        StudyLocks(self.svc.tables).unlock(op.id, studies)
+        log.info("Bulk update %s: %d studies updated, %d failed, %d instances", op.id, results["studyUpdated"],
+                 results["studyFailed"], results["instanceUpdated"])
+        return Step(done=True, percent=100, cursor={"done": done, "counted": results["instanceUpdated"]},
+                    results=results,
+                    failed=results["studyFailed"] > 0)
 
-    def _study(self, op: Operation, study: str, changes: ChangeSet) -> _Study:
+    def _study(self, study: str, changes: ChangeSet, operation_id: str, deadline: float) -> _Study:
         svc = self.svc
         rows = sorted(svc.index.list_study_instances(study), key=lambda r: (r.series_instance_uid,
                                                                            r.sop_instance_uid))
-        result = _Study()
+        result = _Study(total=len(rows), patients={r.patient_id for r in rows if r.patient_id})
+        new_patient = changes.dataset.get("PatientID")
+        if new_patient:
+            result.patients.add(str(new_patient))
         if not rows:
-            op.error(f"Failed to update instances for study {study}: the study is not in the archive")
+            result.errors.append(f"Failed to update instances for study {study}: the study is not in the archive")
             return result
-        op.current, op.current_done, op.current_total = study, 0, len(rows)
-        source = source_of(op.id)
+        source = source_of(operation_id)
         pending: set[str] = set()
-        last_save = time.monotonic()
-        for n, rec in enumerate(rows, 1):
-            if time.monotonic() > self._deadline:
-                self.store.save(op)
-                raise _OutOfTime
+        for rec in rows:
+            if time.monotonic() > deadline:
+                result.finished = False
+                return result
             if rec.source == source:
-                result.updated += 1  # done by an earlier run of this operation
-            else:
-                if rec.series_instance_uid not in pending:
-                    self._pending(rec, changes)
-                    pending.add(rec.series_instance_uid)
-                try:
-                    outcome = self.instance(rec, changes, op.id)
-                except InstanceFailed as failed:
-                    result.failed += 1
-                    op.error(f"Failed to update instance - StudyInstanceUID: {study}, SeriesInstanceUID: "
-                             f"{rec.series_instance_uid}, SOPInstanceUID: {rec.sop_instance_uid}: {failed}")
-                    outcome = "failed"
-                if outcome in ("updated", "already"):
-                    result.updated += 1
-                elif outcome == "gone":
-                    result.gone += 1
-            op.current_done = result.updated
-            if n % SAVE_EVERY == 0 or time.monotonic() - last_save > 5.0:
-                self.store.save(op)
-                last_save = time.monotonic()
+                result.updated += 1  # done by an earlier step of this operation
+                result.instances.append((rec.series_instance_uid, rec.sop_instance_uid))
+                continue
+            if rec.series_instance_uid not in pending:
+                self._pending(rec, changes)
+                pending.add(rec.series_instance_uid)
+            try:
+                outcome = self.instance(rec, changes, operation_id)
+            except InstanceFailed as failed:
+                result.failed += 1
+                result.errors.append(f"Failed to update instance - StudyInstanceUID: {study}, SeriesInstanceUID: "
+                                     f"{rec.series_instance_uid}, SOPInstanceUID: {rec.sop_instance_uid}: {failed}")
+                continue
+            if outcome in ("updated", "already"):
+                result.updated += 1
+                result.instances.append((rec.series_instance_uid, rec.sop_instance_uid))
+            elif outcome == "gone":
+                result.gone += 1
         return result
 
     def _pending(self, rec: InstanceRecord, changes: ChangeSet) -> None:

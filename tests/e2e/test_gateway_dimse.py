@@ -20,6 +20,8 @@ from azure.storage.blob import BlobServiceClient
 from devhost.azurite import Azurite, ephemeral, free_port
 from devhost.testing import DevHostProcess
 from gateway.process import GatewayProcess
+from shared.audit.query import AuditQuery, search
+from shared.audit.record import studies_of
 from shared.gateway.destinations import DestinationsStore
 from shared.storage import layout
 from shared.storage.azure import AzureBlobStore
@@ -267,6 +269,36 @@ def test_movescu_to_storescp_delivers_the_archived_files(gateway: GatewayProcess
     res = dcmtk("movescu", "-S", "-v", "-aet", "MOVESCU", "-aec", "DICOMFLOW", "-aem", "NOWHERE",
                 "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(gateway.port))
     assert "Received Final Move Response (Refused: MoveDestinationUnknown)" in res.stderr, res.stderr[-1500:]
+
+
+def test_dimse_store_find_and_move_are_audited(gateway: GatewayProcess, stored: dict[str, Any],
+                                                blob_service: BlobServiceClient) -> None:
+    """The gateway writes one audit record per C-STORE, C-FIND and C-MOVE (after the moves above), naming the
+    calling AE and its address, the Move Destination, and the study, series and instance UIDs."""
+    trail = AzureBlobStore(blob_service)
+    study = next(iter(stored["studies"]))
+    expected = {e["sop_uid"] for e in stored["good"] if e["study_uid"] == study}
+
+    def moves() -> list[dict[str, Any]]:
+        found = search(trail, AuditQuery.parse({"actor": "MOVESCU", "limit": "1000"})).records
+        return [r for r in found if r["EventIdentification"]["EventID"]["csd-code"] == "110104"]
+
+    records = wait_until(lambda: len(moves()) >= 2 and moves(), timeout=30, what="the C-MOVE audit records")
+    done = next(r for r in records if r["EventIdentification"]["EventOutcomeIndicator"] == 0)
+    assert done["EventIdentification"]["EventActionCode"] == "R"
+    parts = {p["UserID"]: p for p in done["ActiveParticipant"]}
+    assert parts["MOVESCU"]["UserIsRequestor"] and parts["MOVESCU"]["NetworkAccessPointID"] == "127.0.0.1"
+    assert parts["STORESCP"]["RoleIDCode"][0]["originalText"] == "Destination Role ID"
+    assert parts["DICOMFLOW"]["UserIsRequestor"] is False
+    (obj,) = [o for o in done["ParticipantObjectIdentification"] if o["ParticipantObjectID"] == study]
+    listed = {i for c in obj["ParticipantObjectDescription"]["SOPClass"] for i in c["Instance"]}
+    assert listed == expected
+    assert any(r["EventIdentification"]["EventOutcomeIndicator"] == 4 for r in records)  # to NOWHERE: refused
+    stores = search(trail, AuditQuery.parse({"actor": "STORESCU", "limit": "1000"})).records
+    assert {r["EventIdentification"]["EventActionCode"] for r in stores} == {"C"}
+    assert {s for r in stores for s in studies_of(r)} == stored["studies"]
+    finds = search(trail, AuditQuery.parse({"actor": "FINDSCU", "limit": "1000"})).records
+    assert finds and {r["EventIdentification"]["EventID"]["csd-code"] for r in finds} == {"110112"}
 
 
 def test_getscu_series_receives_the_archived_files(gateway: GatewayProcess, stored: dict[str, Any],

@@ -14,12 +14,14 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from shared.ingest.service import IngestService
 from shared.ingest.states import IngestState
-from shared.operations.store import OperationStatus, OperationStore
+from shared.ops import runner
+from shared.ops.store import OperationStore, Status
 from shared.services import Services
 from shared.storage import layout
 from shared.storage.azure import STREAM_BLOCK
 from shared.update import service as update
 from shared.update.changes import parse_changes
+from shared.update.locks import StudyLocks
 from tests.instances import instance, uid
 
 CHANGE = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Roe^Richard"}]},
@@ -56,9 +58,10 @@ def test_bulk_update_on_azurite_keeps_pixel_bytes_and_costs_a_fixed_number_of_re
 
     op = update.submit(pipeline, [study], parse_changes(CHANGE), actor="integration")
     before = pipeline.requests.snapshot() if pipeline.requests else Counter()
-    done = update.BulkUpdate(pipeline).run(op.id)
+    assert runner.run_step(pipeline, runner.message(op.id)) == "done"  # one step: the operations function's body
     spent = (pipeline.requests.snapshot() if pipeline.requests else Counter()) - before
-    assert done is not None and done.status is OperationStatus.COMPLETED and done.instance_updated == 4
+    done = OperationStore(pipeline.tables).get(op.id)
+    assert done is not None and done.status is Status.COMPLETED and done.results["instanceUpdated"] == 4
 
     for sop, data in files.items():
         path = layout.instance_path(study, series, sop)
@@ -70,12 +73,12 @@ def test_bulk_update_on_azurite_keeps_pixel_bytes_and_costs_a_fixed_number_of_re
         assert pipeline.blobs.read(layout.ARCHIVE, layout.original_path(study, series, sop)) == data
         row = pipeline.index.get_instance(study, series, sop)
         assert row is not None and row.record.patient_id == "PID-AZ" and row.record.size_bytes == len(new)
-    assert OperationStore(pipeline.tables).holder(study) is None  # the study is free again
+    assert StudyLocks(pipeline.tables).holder(study) is None  # the study is free again
 
     # Per small instance: the original's copy and the new version in one Put Blob (its tail came with the
     # header read); the 20 MiB one: the copy, the head block, three streamed tail blocks (each a ranged read),
     # the commit. Per instance also its row read twice (the listing, then the conditional check) and one table
-    # transaction; per series a pending row; per study a few operation-record writes.
+    # transaction; per series a pending row; per operation its record read and written twice by the runner.
     small = n = len(files)
     small -= 1
     from_url_probe = 1 if spent["blob PUT"] == 2 * small + 6 + 1 else 0  # the refused Put Block From URL

@@ -23,11 +23,12 @@ from shared.index.records import Action
 from shared.ingest.schedule import SettleRequest
 from shared.ingest.service import IngestService
 from shared.ingest.settle import SettleService
-from shared.operations.store import OperationStatus, OperationStore
+from shared.ops import runner
+from shared.ops.store import OperationStore, Status
 from shared.storage import layout
 from shared.update import service as update
 from shared.update.changes import parse_changes
-from tests.fakes import Fakes, memory_services
+from tests.fakes import Fakes, audit_records, memory_services
 from tests.instances import study_of
 
 NEW_NAME = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Roe^Richard"}]},
@@ -44,11 +45,17 @@ def loaded(n_series: int = 2, n_instances: int = 3, tag: str = "bu", **kw: objec
     return f, items
 
 
+def run_steps(f: Fakes) -> None:
+    """What the operations function does: one step per queue message, until no message is left."""
+    while messages := f.queues.drain(layout.OPERATIONS_QUEUE):
+        for message, _ in messages:
+            runner.run_step(f.services, message)
+
+
 def run_update(f: Fakes, studies: list[str], change: dict) -> str:
     op = update.submit(f.services, studies, parse_changes(change), actor="tester")
-    (message, _), = f.queues.drain(layout.OPERATIONS_QUEUE)
-    assert orjson.loads(message) == {"operation": op.id}
-    update.BulkUpdate(f.services).run(op.id)
+    assert [orjson.loads(m) for m, _ in f.queues.messages[layout.OPERATIONS_QUEUE]] == [{"id": op.id}]
+    run_steps(f)
     return op.id
 
 
@@ -62,9 +69,21 @@ def test_every_instance_gets_a_new_version_with_the_pixel_data_unchanged_and_the
     before = {sop: data for _, _, sop, data in items}
     op_id = run_update(f, [study], NEW_NAME)
     op = OperationStore(f.tables).get(op_id)
-    assert op is not None and op.status is OperationStatus.COMPLETED
-    assert op.status_json()["results"] == {"studyProcessed": 1, "studyUpdated": 1, "studyFailed": 0,
-                                           "instanceUpdated": 6}
+    assert op is not None and op.status is Status.COMPLETED and op.type == "update"
+    assert op.to_json("")["results"] == {"studyProcessed": 1, "studyUpdated": 1, "studyFailed": 0,
+                                         "instanceUpdated": 6}
+    assert op.params["actor"] == "tester"
+    # One audit record for the study's update: who asked, action U, every instance, the patient as digests only.
+    (record,) = [r for r in audit_records() if r["EventIdentification"]["EventActionCode"] == "U"
+                 and any(o.get("ParticipantObjectID") == study for o in r["ParticipantObjectIdentification"])]
+    assert record["ActiveParticipant"][0]["UserID"] == "tester"
+    assert record["EventIdentification"]["EventOutcomeIndicator"] == 0
+    (study_object,) = [o for o in record["ParticipantObjectIdentification"] if o.get("ParticipantObjectID") == study]
+    assert sorted(study_object["ParticipantObjectDescription"]["SOPClass"][0]["Instance"]) == sorted(before)
+    patients = [o["ParticipantObjectID"] for o in record["ParticipantObjectIdentification"]
+                if o["ParticipantObjectTypeCode"] == 1]
+    assert len(patients) == 2 and all(p.startswith("sha256:") for p in patients)  # PID-1 and PID-NEW
+    assert "PID-NEW" not in orjson.dumps(record).decode() and "Roe" not in orjson.dumps(record).decode()
     for s, se, sop, _ in items:
         new = pydicom.dcmread(io.BytesIO(archived(f, layout.instance_path(s, se, sop))))
         old = pydicom.dcmread(io.BytesIO(before[sop]))
@@ -114,34 +133,36 @@ def test_a_second_update_keeps_the_first_original() -> None:
     assert latest.PatientID == "PID-NEW" and latest.StudyDescription == "Second"
 
 
-def test_a_crash_mid_operation_resumes_without_redoing_or_missing_an_instance() -> None:
+def test_a_crash_mid_operation_resumes_without_redoing_or_missing_an_instance(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     f, items = loaded(n_series=2, n_instances=4)
     study = items[0][0]
     op = update.submit(f.services, [study], parse_changes(NEW_NAME), actor="tester")
-    runner = update.BulkUpdate(f.services)
-    real, calls = runner.instance, []
+    (message, _), = f.queues.drain(layout.OPERATIONS_QUEUE)
+    real, calls = update.BulkUpdate.instance, []
 
-    def crash_on_fifth(*args: object) -> str:
+    def crash_on_fifth(self: update.BulkUpdate, *args: object) -> str:
         calls.append(args)
         if len(calls) == 5:
             raise ConnectionError("worker lost")
-        return real(*args)  # type: ignore[arg-type]
+        return real(self, *args)  # type: ignore[arg-type]
 
-    runner.instance = crash_on_fifth  # type: ignore[method-assign]
+    monkeypatch.setattr(update.BulkUpdate, "instance", crash_on_fifth)
     with pytest.raises(ConnectionError):
-        runner.run(op.id)
+        runner.run_step(f.services, message)
     midway = OperationStore(f.tables).get(op.id)
-    assert midway is not None and midway.status is OperationStatus.RUNNING
+    assert midway is not None and midway.status is Status.RUNNING and midway.failures == 1
+    monkeypatch.setattr(update.BulkUpdate, "instance", real)
     writes_before = f.blobs.requests["blob PUT"]
-    update.BulkUpdate(f.services).run(op.id)  # the message, delivered again
+    assert runner.run_step(f.services, message) == "done"  # the message, delivered again
     done = OperationStore(f.tables).get(op.id)
-    assert done is not None and done.status is OperationStatus.COMPLETED and done.instance_updated == 8
+    assert done is not None and done.status is Status.COMPLETED and done.results["instanceUpdated"] == 8
     # Only the four instances the first run did not finish got a new version in the second.
     assert f.blobs.requests["blob PUT"] - writes_before == 4
     changes = f.services.index.changes(study)
     assert sum(c.action is Action.UPDATE for c in changes) == 8
     # A third delivery finds the operation ended and changes nothing.
-    update.BulkUpdate(f.services).run(op.id)
+    assert runner.run_step(f.services, message) == "finished"
     assert sum(c.action is Action.UPDATE for c in f.services.index.changes(study)) == 8
 
 
@@ -152,7 +173,7 @@ def test_one_operation_per_study_at_a_time() -> None:
     with pytest.raises(update.UpdateRefused) as refused:
         update.submit(f.services, [study], parse_changes(NEW_NAME), actor="b")
     assert refused.value.status == 409 and first.id in refused.value.message
-    update.BulkUpdate(f.services).run(first.id)
+    run_steps(f)
     update.submit(f.services, [study], parse_changes(NEW_NAME), actor="b")  # free again once it ended
 
 
@@ -177,23 +198,38 @@ def test_bad_requests_are_refused_naming_what_is_wrong(body: dict, needle: str) 
 def test_an_unknown_study_fails_the_operation_with_the_azure_error_shape() -> None:
     f, items = loaded(n_series=1, n_instances=1)
     op_id = run_update(f, ["1.2.826.0.1.3680043.10.1234.9.404", items[0][0]], NEW_NAME)
-    status = OperationStore(f.tables).get(op_id).status_json("http://h/api/dicomweb")  # type: ignore[union-attr]
+    status = OperationStore(f.tables).get(op_id).to_json("http://h/api/dicomweb")  # type: ignore[union-attr]
     assert status["status"] == "failed" and status["percentComplete"] == 100
     assert status["results"]["studyUpdated"] == 1 and status["results"]["studyFailed"] == 1
     assert "1.2.826.0.1.3680043.10.1234.9.404" in status["results"]["errors"][0]
     assert status["resources"][1] == f"http://h/api/dicomweb/studies/{items[0][0]}"
 
 
-def test_a_run_out_of_time_queues_the_rest_and_the_next_run_finishes() -> None:
+def test_steps_that_run_out_of_time_resume_the_study_and_count_each_instance_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
     f, items = loaded(n_series=1, n_instances=3)
     op = update.submit(f.services, [items[0][0]], parse_changes(NEW_NAME), actor="tester")
-    f.queues.drain(layout.OPERATIONS_QUEUE)
-    partial = update.BulkUpdate(f.services, budget_seconds=0).run(op.id)
-    assert partial is not None and partial.status is OperationStatus.RUNNING
-    (message, _), = f.queues.drain(layout.OPERATIONS_QUEUE)
-    assert orjson.loads(message) == {"operation": op.id}
-    done = update.BulkUpdate(f.services).run(op.id)
-    assert done is not None and done.status is OperationStatus.COMPLETED and done.instance_updated == 3
+    partial = update.step(f.services, op, time.monotonic() - 1)  # its time is up before it starts
+    assert not partial.done and partial.cursor == {"done": [], "current": items[0][0], "counted": 0}
+    # Steps of two instances each: the study resumes three times, its updated instances counted once each.
+    real, calls = update.BulkUpdate.instance, []
+
+    def slow(self: update.BulkUpdate, *args: object) -> str:
+        calls.append(args)
+        if len(calls) % 2 == 0:
+            monkeypatch.setattr(update.time, "monotonic", lambda: float("inf"))  # this step's time is up
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(update.BulkUpdate, "instance", slow)
+    clock = time.monotonic
+    while messages := f.queues.drain(layout.OPERATIONS_QUEUE):
+        for message, _ in messages:
+            monkeypatch.setattr(update.time, "monotonic", clock)
+            runner.run_step(f.services, message)
+    done = OperationStore(f.tables).get(op.id)
+    assert done is not None and done.status is Status.COMPLETED and done.results["instanceUpdated"] == 3
 
 
 def test_merge_moves_every_study_of_a_patient_under_the_target_with_its_demographics() -> None:
@@ -211,7 +247,7 @@ def test_merge_moves_every_study_of_a_patient_under_the_target_with_its_demograp
     plan, ops = merge.merge(f.services, "OLD-7", "KEEP-1", actor="tester")
     assert sorted(plan.studies) == sorted(items[0][0] for items in olds) and len(ops) == 1
     assert plan.change["00100010"]["Value"] == [{"Alphabetic": "Smith^John", "Ideographic": "スミス^ジョン"}]
-    update.BulkUpdate(f.services).run(ops[0].id)
+    run_steps(f)
     for items in olds:
         for s, se, sop, _ in items:
             row = f.services.index.get_instance(s, se, sop)
@@ -221,8 +257,8 @@ def test_merge_moves_every_study_of_a_patient_under_the_target_with_its_demograp
     assert other is not None and other.record.patient_id == "OLD-70"  # a prefix of the ID is another patient
     # Sent again before settle rewrote the lookup rows: nothing gets a second version.
     writes = f.blobs.requests["blob PUT"]
-    _, again = merge.merge(f.services, "OLD-7", "KEEP-1", actor="tester")
-    update.BulkUpdate(f.services).run(again[0].id)
+    merge.merge(f.services, "OLD-7", "KEEP-1", actor="tester")
+    run_steps(f)
     assert f.blobs.requests["blob PUT"] == writes
     for items in olds:
         SettleService(f.services).settle(SettleRequest(items[0][0]))

@@ -65,6 +65,9 @@ def test_a_new_instance_costs_three_requests_and_its_series_and_study_one_each_p
     items = study_of(2, 5)
     for _, _, sop, data in items:
         upload(f, f"up/{sop}.dcm", data)
+    # Once per process, not per instance: containers and tables made, the extended query tag list read
+    # (re-read once per DICOMFLOW_EXTENDED_TAGS_TTL_SECONDS, on use).
+    f.services.ensure_ready()
     before = f.requests()
     outcomes = [ingest(f, f"up/{sop}.dcm") for _, _, sop, _ in items]
     assert {o.state for o in outcomes} == {IngestState.ARCHIVED}

@@ -27,7 +27,7 @@ from shared.rejection import service as rejection
 from shared.rejection.codes import RejectionCode
 from shared.rejection.notes import Reference, build_note, code_of
 from shared.storage import layout
-from tests.fakes import Fakes, memory_services
+from tests.fakes import Fakes, audit_records, memory_services
 from tests.instances import study_of, uid
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -93,6 +93,12 @@ def test_a_note_hides_what_it_names_keeps_the_files_and_announces_it() -> None:
     listed = [r.to_json() for r in rejection.rejected(f.services, study)]
     assert sorted(r["sop"] for r in listed) == sorted(r.sop for r in rejected)
     assert all(r["code"] == "113001" and r["meaning"] == "Rejected for Quality Reasons" for r in listed)
+    # One audit record: action D, type rejection, the note as requestor, the withdrawn instances.
+    (record,) = [r for r in audit_records() if r["ActiveParticipant"][0]["UserID"] == f"note:{note_sop}"]
+    assert record["EventIdentification"]["EventActionCode"] == "D"
+    assert record["EventIdentification"]["EventTypeCode"][0]["csd-code"] == "rejection"
+    (obj,) = [o for o in record["ParticipantObjectIdentification"] if o.get("ParticipantObjectID") == study]
+    assert sorted(obj["ParticipantObjectDescription"]["SOPClass"][0]["Instance"]) == sorted(r.sop for r in rejected)
 
 
 def test_unknown_references_are_reported_and_nothing_else_is_hidden() -> None:
@@ -195,3 +201,14 @@ def test_the_note_the_tool_writes_is_a_valid_key_object_selection_document(tmp_p
     out = subprocess.run([need("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
     assert "Error" not in out.stdout + out.stderr, out.stdout + out.stderr
     assert "KeyObjectSelectionDocument" in out.stdout + out.stderr
+
+
+def test_the_admin_routes_of_this_feature_are_audited() -> None:
+    from shared.audit.http import event_for
+
+    merge = event_for("dicomweb/patients/$merge", "POST")
+    assert merge is not None and (merge.event.code, merge.action) == ("110103", "U")
+    bulk = event_for("dicomweb/studies/$bulkUpdate", "POST")
+    assert bulk is not None and (bulk.event.code, bulk.action) == ("110103", "U")
+    listed = event_for("rejected", "GET")
+    assert listed is not None and listed.event.code == "110112"

@@ -32,7 +32,6 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "health": http("health", ["GET"], "ANONYMOUS"),
     "ingest": ("blobTrigger", {"path": "dicom-inbox/{name}", "connection": "DicomStorage", "source": "EventGrid"}),
     "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
-    "operations": ("queueTrigger", {"queueName": "dicom-operations", "connection": "DicomStorage"}),
     "follow_peer": ("timerTrigger", {"schedule": "*/10 * * * * *", "runOnStartup": False}),
     "redrive": ("timerTrigger", {"schedule": "0 */5 * * * *", "runOnStartup": False}),
     "inbox_retention": ("timerTrigger", {"schedule": "0 17 * * * *", "runOnStartup": False}),
@@ -52,7 +51,6 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "dicomweb_changefeed_latest": http("dicomweb/changefeed/latest", ["GET"], A),
     "dicomweb_store": http("dicomweb/studies", ["POST"], A),
     "dicomweb_bulk_update": http("dicomweb/studies/$bulkUpdate", ["POST"], A),
-    "dicomweb_operation": http("dicomweb/operations/{operation}", ["GET"], A),
     "dicomweb_patient_merge": http("dicomweb/patients/$merge", ["POST"], A),
     "dicomweb_study": http("dicomweb/studies/{study}", ["GET", "POST", "DELETE"], A),
     "dicomweb_series": http("dicomweb/studies/{study}/series/{series}", ["GET", "DELETE"], A),
@@ -63,6 +61,12 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "dicomweb_frames": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", ["GET"], A),
     "dicomweb_bulkdata": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/bulkdata/{*locator}",
                               ["GET"], A),
+    "extended_tags": http("dicomweb/extendedquerytags", ["GET", "POST"], A),
+    "extended_tag": http("dicomweb/extendedquerytags/{tag}", ["GET", "PATCH", "DELETE"], A),
+    "extended_tag_errors": http("dicomweb/extendedquerytags/{tag}/errors", ["GET"], A),
+    "operations": ("queueTrigger", {"queueName": "dicom-operations", "connection": "DicomStorage"}),
+    "operation_status": http("dicomweb/operations/{operation}", ["GET"], A),
+    "audit": http("audit", ["GET"], A),
 }
 
 

@@ -1,1 +1,0 @@
-"""Long-running operations (bulk update, patient merge): their records, status and study locks."""
