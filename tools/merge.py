@@ -62,13 +62,17 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {uid}")
             print("  change (DICOM JSON): " + orjson.dumps(sorted(plan.change)).decode())
             return 0
-        plan, ops = merge.merge(svc, args.source, args.target, actor=actor(), demographics=demographics)
+        plan, ops = merge.merge(svc, args.source, args.target, actor=actor(settings), demographics=demographics)
     except update.UpdateRefused as refused:
         print(f"merge: {refused.message}", file=sys.stderr)
         return 2 if refused.status == 400 else 1
     except AzureError as exc:
         print(f"merge: {where} failed ({type(exc).__name__}). {stack.STACK_HINT}", file=sys.stderr)
         return 1
+    finally:
+        from shared import audit
+
+        audit.close_all()  # the merge's audit record is appended before the command returns
     print(f"Merge on {where}: {len(plan.studies)} study(ies) submitted in {len(ops)} operation(s):")
     for op in ops:
         print(f"  {op.id}  (python -m tools update status {op.id})")

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from shared.ops.store import Operation, OperationStore
 from shared.services import Services
 
 
-def actor() -> str:
-    """Who runs the command, as operation records and the audit name them."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
+def actor(settings: Any) -> str:
+    """Who runs the command, as the operation records and the audit trail name them (``tools audit``'s rule:
+    the signed-in Azure identity's object id with --account-url, else ``user@host``)."""
+    from tools.audit import operator
+
+    return str(operator(settings).user_id)
 
 
 def line(op: Operation) -> str:

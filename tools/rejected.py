@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 from pydicom.uid import generate_uid
@@ -61,15 +62,20 @@ def run(args: argparse.Namespace) -> int:
     svc = Services.from_settings(settings)
     try:
         if args.action == "purge":
-            n = rejection.purge(svc, actor=actor())
+            n = rejection.purge(svc, actor=actor(settings))
             print(f"Rejected files past their retention deleted on {where}: {n}")
             return 0
         if args.action == "note":
             return _note(svc, args)
         body = rejection.listing(svc, args.study)
+        _audit_listing(settings, body)
     except AzureError as exc:
         print(f"rejected: {where} failed ({type(exc).__name__}). {stack.STACK_HINT}", file=sys.stderr)
         return 1
+    finally:
+        from shared import audit
+
+        audit.close_all()  # this command's records are appended before it returns
     if args.json:
         print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -84,6 +90,19 @@ def run(args: argparse.Namespace) -> int:
         for u in unknown:
             print(f"  unknown: {u['sop']} ({u.get('reason', '')})")
     return 0
+
+
+def _audit_listing(settings: Any, body: dict[str, Any]) -> None:
+    """The list's audit record (a Query, as GET /api/rejected's): who looked, at which instances."""
+    from shared import audit
+    from shared.audit.record import EXECUTE, QUERY, SUCCESS, Subjects
+    from tools.audit import operator
+
+    subjects = Subjects()
+    for r in body["instances"]:
+        subjects.add(r["study"], r["series"], r["sop"])
+    audit.emit(settings, audit.new_record(settings, QUERY, EXECUTE, outcome=SUCCESS, requestor=operator(settings),
+                                          subjects=subjects, description="python -m tools rejected list"))
 
 
 def _note(svc: Services, args: argparse.Namespace) -> int:
