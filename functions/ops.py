@@ -1,4 +1,4 @@
-"""Operations endpoints: health.
+"""Operations endpoints: health (and the failback gate, :mod:`shared.ingest.failback`).
 
 Uses the http-fastapi request/response types like every HTTP function in the app:
 with HTTP streams enabled (DICOMweb retrieve needs them) the Python worker serves
@@ -15,6 +15,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared import health
 from shared.config import get_settings
+from shared.ingest import failback
 
 bp = func.Blueprint()
 
@@ -22,6 +23,10 @@ bp = func.Blueprint()
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health_check(req: Request) -> Response:
+    # The failback gate (off unless DICOMFLOW_FAILBACK_MAX_LAG_SECONDS is set): one cached read at most.
+    behind = await asyncio.to_thread(failback.catching_up, get_settings())
+    if behind is not None:
+        return Response(orjson.dumps(behind), status_code=503, media_type="application/json")
     checks = await asyncio.to_thread(health.check_all, get_settings())
     ok = all(c.up for c in checks)
     body = {

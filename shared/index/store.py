@@ -16,6 +16,7 @@ What lives where (the key schema is in :mod:`shared.index.keys`):
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -371,10 +372,15 @@ class IndexStore:
             return None
         return dt.datetime.strptime(str(row["bucket"]), "%Y%m%d%H").replace(tzinfo=dt.UTC)
 
-    def feed_bucket(self, bucket: str, low_seq: int, high_seq: int) -> list[FeedEntry]:
-        """Feed entries of one hour bucket with low <= seq < high, in sequence order."""
+    def feed_bucket(self, bucket: str, low_seq: int, high_seq: int, *, limit: int | None = None) -> list[FeedEntry]:
+        """Feed entries of one hour bucket with low <= seq < high, in sequence order; with ``limit``, at
+        most that many per shard (the first ones: one request each)."""
         rng = keys.feed_row_range(low_seq, high_seq)
         parts = keys.feed_partitions(bucket)
-        rows = READS.map(lambda pk: list(self.t.query(tables.CHANGEFEED, pk=pk, rk_range=rng)), parts)
-        entries = [FeedEntry.from_entity(r) for part in rows for r in part]
+
+        def shard(pk: str) -> list[Row]:
+            rows = self.t.query(tables.CHANGEFEED, pk=pk, rk_range=rng, page_size=limit)
+            return list(itertools.islice(rows, limit)) if limit is not None else list(rows)
+
+        entries = [FeedEntry.from_entity(r) for part in READS.map(shard, parts) for r in part]
         return sorted(entries, key=lambda e: e.seq)

@@ -16,13 +16,27 @@ of the rows (``rebuild=True`` rewrites every row from its file).
   transaction, as ingest.
 * Safe while ingest runs: every write is conditional, and an older archived version never replaces
   a newer row (the newer version stamp wins); the studies it touched are settled as after ingest.
+* Parallel: ``workers`` files at a time (threads waiting on storage), results taken in listing order so
+  the saved position is always one below which everything is done.
+
+**Since a time** (``since``): only the files written into a container at or after that time, by the
+container's own Last-Modified. In a replica that is when object replication brought the file here (it
+is never earlier than the write in the peer region), so ``reindex --since T`` indexes exactly what
+replicated since ``T``, whether or not the peer's change feed, or the peer itself, is still there: the
+catch-up of a secondary whose primary is lost (:func:`shared.ingest.follow.since_for_reindex` gives the
+``T`` that covers everything the follower had not indexed). The containers are still listed whole (one
+request per 5,000 names); only the files changed since ``T`` cost a table read and, when new, a header
+read and a transaction. Such a run is short and is not resumed: run it again (what it did is ``current``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -38,6 +52,8 @@ from shared.storage.regions import physical_store, stamp_of
 log = logging.getLogger(__name__)
 
 SAVE_EVERY: Final = 100
+#: Files indexed at once (each waits on a blob read and a table write, not on this process's CPU).
+WORKERS: Final = 16
 #: The outcome of a file whose row already describes it (no header read, nothing written).
 CURRENT: Final = "current"
 #: Not an archived instance (a name that is not ``<study>/<series>/<sop>.dcm``).
@@ -81,38 +97,86 @@ def _position(svc: Services, physical: str) -> str:
     return str(row["after"]) if row is not None else ""
 
 
-def reindex(svc: Services, containers: Iterable[str] | None = None, *, restart: bool = False,
-            rebuild: bool = False, progress: Progress | None = None) -> ReindexResult:
-    """Index every archived instance of ``containers`` (default: :func:`archive_containers`).
+def changed_since(svc: Services, containers: Iterable[str], since: dt.datetime,
+                  listed: Callable[[int], None] | None = None) -> dict[str, list[BlobItem]]:
+    """The files of each container written there at or after ``since`` (Last-Modified), in name order;
+    ``listed(n)`` is told how many names each listing page brought (for a progress display)."""
+    store = physical_store(svc.blobs)
+    out: dict[str, list[BlobItem]] = {}
+    for physical in containers:
+        found = out[physical] = []
+        n = 0
+        for item in store.list(physical, metadata=True):
+            n += 1
+            if item.last_modified is None or item.last_modified >= since:
+                found.append(item)
+            if listed is not None and n % 1000 == 0:
+                listed(1000)
+        if listed is not None and n % 1000:
+            listed(n % 1000)
+    return out
 
-    ``rebuild``: rewrite rows even where they describe the archived version already (after a change
-    of the row schema); the instances keep their version, nothing is announced as changed."""
+
+def reindex(svc: Services, containers: Iterable[str] | None = None, *, restart: bool = False,
+            rebuild: bool = False, since: dt.datetime | None = None,
+            items: Mapping[str, Sequence[BlobItem]] | None = None, workers: int = WORKERS,
+            progress: Progress | None = None) -> ReindexResult:
+    """Index every archived instance of ``containers`` (default: :func:`archive_containers`), ``workers``
+    at a time.
+
+    ``since``: only files written into their container since then (:func:`changed_since`; or give the
+    listing as ``items``), without saving or using positions. ``rebuild``: rewrite rows even where they
+    describe the archived version already (after a change of the row schema); the instances keep their
+    version, nothing is announced as changed."""
     svc.ensure_ready()
+    names = list(containers if containers is not None else archive_containers(svc))
+    if since is not None and items is None:
+        items = changed_since(svc, names, since)
     store = physical_store(svc.blobs)
     ingest = IngestService(svc)
     result = ReindexResult()
-    for physical in containers if containers is not None else archive_containers(svc):
-        counts: Counter[str] = Counter()
-        result.counts[physical] = counts
-        pos = keys.reindex_keys(physical)
-        after = "" if restart else _position(svc, physical)
-        if after:
-            result.resumed[physical] = after
-            log.info("Reindex %s: resuming after %s", physical, after)
-        done = 0
-        for item in store.list(physical, metadata=True):
-            if item.name <= after:
-                continue
-            outcome = _one(svc, ingest, physical, item, rebuild=rebuild)
-            counts[outcome] += 1
-            if progress is not None:
-                progress(physical, outcome)
-            done += 1
-            if done % SAVE_EVERY == 0:
-                svc.index.put_sync(pos, {"after": item.name, "at": utcnow()})
-        svc.index.delete_sync(pos)
-        log.info("Reindex %s: %s", physical, ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "empty")
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="reindex") as pool:
+        for physical in names:
+            counts: Counter[str] = Counter()
+            result.counts[physical] = counts
+            pos = keys.reindex_keys(physical)
+            if items is not None:
+                listing: Iterable[BlobItem] = items.get(physical, ())
+                after = ""
+            else:
+                after = "" if restart else _position(svc, physical)
+                if after:
+                    result.resumed[physical] = after
+                    log.info("Reindex %s: resuming after %s", physical, after)
+                listing = (item for item in store.list(physical, metadata=True) if item.name > after)
+            index_one = functools.partial(_one, svc, ingest, physical, rebuild=rebuild)
+            done = _in_order(pool, listing, index_one, window=max(1, workers) * 4)
+            for n, (item, outcome) in enumerate(done, start=1):
+                counts[outcome] += 1
+                if progress is not None:
+                    progress(physical, outcome)
+                if items is None and n % SAVE_EVERY == 0:
+                    svc.index.put_sync(pos, {"after": item.name, "at": utcnow()})
+            if items is None:
+                svc.index.delete_sync(pos)
+            log.info("Reindex %s%s: %s", physical, f" since {since.isoformat()}" if since else "",
+                     ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "empty")
     return result
+
+
+def _in_order(pool: ThreadPoolExecutor, items: Iterable[BlobItem], fn: Callable[[BlobItem], str], *,
+              window: int) -> Iterator[tuple[BlobItem, str]]:
+    """``fn`` over ``items`` on ``pool``, at most ``window`` in flight; results in the order of ``items``
+    (so whatever is yielded has everything before it done). A failure propagates when its turn comes."""
+    pending: deque[tuple[BlobItem, Future[str]]] = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        while len(pending) >= window:
+            first, fut = pending.popleft()
+            yield first, fut.result()
+    while pending:
+        first, fut = pending.popleft()
+        yield first, fut.result()
 
 
 def _one(svc: Services, ingest: IngestService, physical: str, item: BlobItem, *, rebuild: bool) -> str:

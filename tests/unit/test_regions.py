@@ -5,67 +5,19 @@ table endpoint in Azure."""
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from shared.config import Settings, SettingsError
-from shared.dicomweb.attributes import Level
-from shared.dicomweb.planner import fetch_for
-from shared.dicomweb.qido import parse_query
-from shared.dicomweb.search import search as qido_search
 from shared.events.types import EventType
 from shared.index import changefeed, keys
-from shared.index.store import IndexStore
-from shared.ingest.follow import Follower
+from shared.ingest import follow
 from shared.ingest.reindex import reindex
-from shared.ingest.schedule import SettleRequest
 from shared.ingest.service import IngestService
-from shared.ingest.settle import SettleService
 from shared.ingest.states import IngestState
 from shared.storage import layout
 from shared.storage.regions import STAMP, Topology, stamp, stamp_region
-from tests.fakes import Fakes, memory_services, replicate
 from tests.instances import instance, study_of
-
-A_ARCHIVE, B_ARCHIVE = "dicom-archive-a", "dicom-archive-b"
-
-
-class Pair:
-    """Regions ``a`` and ``b``; ``b`` follows ``a``'s change feed and ``a`` follows ``b``'s."""
-
-    def __init__(self, **env: str) -> None:
-        self.a = memory_services(DICOMFLOW_REGION="a", DICOMFLOW_PEER_REGION="b", **env)
-        self.b = memory_services(DICOMFLOW_REGION="b", DICOMFLOW_PEER_REGION="a", **env)
-
-    def region(self, name: str) -> Fakes:
-        return self.a if name == "a" else self.b
-
-    def ingest(self, name: str, data: bytes, blob: str) -> IngestState:
-        f = self.region(name)
-        f.blobs.put(layout.INBOX, blob, data)
-        return IngestService(f.services).ingest(f.services.blobs.open(layout.INBOX, blob)).state
-
-    def replicate(self, src: str) -> int:
-        """Object replication of region ``src``'s regional containers to the other region."""
-        other = "b" if src == "a" else "a"
-        names = [layout.regional(c, src) for c in layout.REGIONAL]
-        return replicate(self.region(src).blobs, self.region(other).blobs, names)
-
-    def follow(self, name: str) -> dict[str, int]:
-        f, peer = self.region(name), self.region("b" if name == "a" else "a")
-        result = Follower(f.services, IndexStore(peer.tables)).run()
-        assert result is not None and result.error is None
-        return dict(result.counts)
-
-    def settle(self, name: str, study: str) -> None:
-        SettleService(self.region(name).services).settle(SettleRequest(study))
-
-
-def sops_found(f: Fakes, study: str) -> set[str]:
-    query = parse_query([], Level.INSTANCE, scope={"StudyInstanceUID": study})
-    found = orjson.loads(qido_search(query, fetch_for(f.services.index), "http://x").body)
-    return {o["00080018"]["Value"][0] for o in found}
-
+from tests.pair import A_ARCHIVE, B_ARCHIVE, Pair, sops_found
 
 # -- names and settings ------------------------------------------------------------------------------
 
@@ -158,6 +110,8 @@ def test_the_follower_indexes_what_replication_brought_and_waits_for_the_rest() 
     assert pair.follow("b") == {"waiting": 6}  # replication has not run yet
     assert sops_found(pair.b, study) == set()
     pair.replicate("a")
+    assert pair.follow("b") == {}  # each waits its turn: a file that has not come is not read on every run
+    pair.later(follow.BACKOFF_FIRST_SECONDS)
     assert pair.follow("b") == {"archived": 6}
     assert sops_found(pair.b, study) == {sop for _, _, sop, _ in items}  # at once, before b settles
     assert pair.follow("b") == {}  # the cursor moved on; nothing is left waiting
