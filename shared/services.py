@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from shared.config import Settings, SettingsError, get_settings
 from shared.index.sequence import Sequencer
 from shared.index.store import IndexStore
+from shared.ingest.arrivals import Arrivals
 from shared.ingest.schedule import SettleScheduler
 from shared.ports import BlobStore, Publisher, Queues, TableStore
 from shared.storage import layout
@@ -45,6 +46,8 @@ class Services:
     sequencer: Sequencer = field(default_factory=Sequencer)
     scheduler: SettleScheduler = field(init=False)
     topology: Topology = field(init=False)
+    #: Arrival marks (a region of a pair files what it archives by hour, for the peer's catch-up).
+    arrivals: Arrivals = field(init=False)
     _publisher: Publisher | None = None
     _peer_index: IndexStore | None = None
     _ready: bool = False
@@ -58,6 +61,7 @@ class Services:
         self.index = IndexStore(self.tables)
         self.scheduler = SettleScheduler(self.queues, self.index, settle_delay=self.settings.settle_delay_seconds,
                                          stable_age=self.settings.stable_age_seconds)
+        self.arrivals = Arrivals(self.blobs, enabled=self.topology.paired)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

@@ -19,14 +19,15 @@ of the rows (``rebuild=True`` rewrites every row from its file).
 * Parallel: ``workers`` files at a time (threads waiting on storage), results taken in listing order so
   the saved position is always one below which everything is done.
 
-**Since a time** (``since``): only the files written into a container at or after that time, by the
-container's own Last-Modified. In a replica that is when object replication brought the file here (it
-is never earlier than the write in the peer region), so ``reindex --since T`` indexes exactly what
-replicated since ``T``, whether or not the peer's change feed, or the peer itself, is still there: the
-catch-up of a secondary whose primary is lost (:func:`shared.ingest.follow.since_for_reindex` gives the
-``T`` that covers everything the follower had not indexed). The containers are still listed whole (one
-request per 5,000 names); only the files changed since ``T`` cost a table read and, when new, a header
-read and a transaction. Such a run is short and is not resumed: run it again (what it did is ``current``).
+**Since a time** (``since``): only the instances written (in the region that wrote them, by their
+version stamp) at or after that time, found through the arrival marks of the hours since then
+(:mod:`shared.ingest.arrivals`): the marked studies are listed, not the whole containers, so the work is
+in proportion to the window, not to the archive. The marks replicate with the files, so ``reindex
+--since T`` on a secondary indexes what replicated from a primary that is lost, without it: the
+catch-up of the failover runbook (:func:`shared.ingest.follow.since_for_reindex` gives the ``T`` that
+covers everything the follower had not indexed). Such a run is short and is not resumed: run it again
+(what it did is ``current``). A file whose mark did not replicate (see :mod:`shared.ingest.arrivals`)
+is found only by a run without ``since``.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ from typing import Final
 
 from shared.index import keys
 from shared.index.store import utcnow
+from shared.ingest import arrivals, follow
 from shared.ingest.service import IngestService
 from shared.ingest.states import IngestState
 from shared.ports import BlobItem
 from shared.services import Services
 from shared.storage import layout
-from shared.storage.regions import physical_store, stamp_of
+from shared.storage.regions import STAMP, physical_store, stamp_of, stamp_time
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,8 @@ def pending_files(svc: Services, containers: Iterable[str], *, restart: bool = F
     n = 0
     for physical in containers:
         after = "" if restart else _position(svc, physical)
-        n += sum(1 for item in store.list(physical) if item.name > after)
+        n += sum(1 for item in store.list(physical)
+                 if item.name > after and not item.name.startswith(layout.ARRIVALS_PREFIX))
     return n
 
 
@@ -99,21 +102,30 @@ def _position(svc: Services, physical: str) -> str:
 
 def changed_since(svc: Services, containers: Iterable[str], since: dt.datetime,
                   listed: Callable[[int], None] | None = None) -> dict[str, list[BlobItem]]:
-    """The files of each container written there at or after ``since`` (Last-Modified), in name order;
-    ``listed(n)`` is told how many names each listing page brought (for a progress display)."""
+    """The files of each container written (in the region that wrote them) at or after ``since``, found
+    through the arrival marks of the hours since then (:mod:`shared.ingest.arrivals`): the marked studies
+    are listed, and of their files those stamped since ``since`` (or, without a stamp, modified here since)
+    are kept. ``listed(n)`` is told how many names each listing brought (for a progress display)."""
     store = physical_store(svc.blobs)
+    t = since.timestamp()
     out: dict[str, list[BlobItem]] = {}
     for physical in containers:
         found = out[physical] = []
-        n = 0
-        for item in store.list(physical, metadata=True):
-            n += 1
-            if item.last_modified is None or item.last_modified >= since:
-                found.append(item)
-            if listed is not None and n % 1000 == 0:
-                listed(1000)
-        if listed is not None and n % 1000:
-            listed(n % 1000)
+        studies = arrivals.studies_since(store, physical, t)
+        if listed is not None and studies:
+            listed(len(studies))
+        for study in studies:
+            n = 0
+            for item in store.list(physical, layout.study_prefix(study), metadata=True):
+                n += 1
+                written = stamp_time(item.metadata.get(STAMP, ""))
+                if written is not None:
+                    if written >= t - follow.CLOCK_SKEW_SECONDS:
+                        found.append(item)
+                elif item.last_modified is None or item.last_modified >= since:
+                    found.append(item)
+            if listed is not None:
+                listed(n)
     return out
 
 
@@ -148,7 +160,8 @@ def reindex(svc: Services, containers: Iterable[str] | None = None, *, restart: 
                 if after:
                     result.resumed[physical] = after
                     log.info("Reindex %s: resuming after %s", physical, after)
-                listing = (item for item in store.list(physical, metadata=True) if item.name > after)
+                listing = (item for item in store.list(physical, metadata=True)
+                           if item.name > after and not item.name.startswith(layout.ARRIVALS_PREFIX))
             index_one = functools.partial(_one, svc, ingest, physical, rebuild=rebuild)
             done = _in_order(pool, listing, index_one, window=max(1, workers) * 4)
             for n, (item, outcome) in enumerate(done, start=1):

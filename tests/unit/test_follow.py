@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import types
 from typing import Any
 
 import pytest
@@ -247,23 +248,38 @@ def test_the_failback_gate_closes_while_the_region_is_behind_a_reachable_peer_an
     assert FailbackGate().status(Pair().b.services) is None
 
 
-def test_reindex_since_indexes_only_what_was_written_into_the_containers_since_then() -> None:
+def test_reindex_since_finds_what_replicated_through_the_arrival_marks_of_the_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.storage import regions
+
     pair = Pair()
+    now = time.time()
     items = study_of(1, 4, tag="since")
-    for _, _, sop, data in items:
+    other = study_of(1, 2, tag="since-other")
+    # Three hours ago: the first two instances of the study, and another study; now: the study's last two.
+    monkeypatch.setattr(regions, "time", types.SimpleNamespace(time=lambda: now - 3 * 3600))
+    pair.a.services.arrivals.clock = lambda: now - 3 * 3600
+    for _, _, sop, data in [*items[:2], *other]:
         pair.ingest("a", data, f"{sop}.dcm")
+    monkeypatch.undo()
+    pair.a.services.arrivals.clock = time.time
+    for _, _, sop, data in items[2:]:
+        pair.ingest("a", data, f"{sop}.dcm")
+    marks = [n for n in pair.a.blobs.names(A_ARCHIVE) if n.startswith(layout.ARRIVALS_PREFIX)]
+    assert len(marks) == 3  # the study in two hours, the other study in one: once per study and hour
     pair.replicate("a")  # replicated; b's follower never read a's feed (a was lost first)
-    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
-    replica = sorted(n for c, n in pair.b.blobs.blobs if c == A_ARCHIVE)
-    for name in replica[:2]:  # two arrived long ago (indexed then, say); two within the window
-        pair.b.blobs.blobs[(A_ARCHIVE, name)].modified = old
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+
+    since = dt.datetime.fromtimestamp(now - 3600, dt.UTC)
+    items_listed = reindex.changed_since(pair.b.services, reindex.archive_containers(pair.b.services), since)
+    assert {i.name.rsplit("/", 1)[1] for i in items_listed[A_ARCHIVE]} == {f"{sop}.dcm" for _, _, sop, _ in items[2:]}
     result = reindex.reindex(pair.b.services, since=since, workers=4)
     assert result.total() == {"archived": 2}
-    found = sops_found(pair.b, items[0][0])
-    assert found == {n.rsplit("/", 1)[1].removesuffix(".dcm") for n in replica[2:]}
+    assert sops_found(pair.b, items[0][0]) == {sop for _, _, sop, _ in items[2:]}
+    assert sops_found(pair.b, other[0][0]) == set()  # its hour is before the window: not even listed
     assert pair.b.services.index.sync_rows("reindex") == []  # a --since run keeps no position
     assert reindex.reindex(pair.b.services, since=since).total() == {"current": 2}
+    # A run without --since lists everything (marks aside) and finds the rest.
+    assert reindex.reindex(pair.b.services).total() == {"archived": 4, "current": 2}
 
 
 def test_the_follower_says_from_when_reindex_must_look() -> None:

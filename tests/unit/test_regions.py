@@ -62,8 +62,11 @@ def test_ingest_in_a_region_archives_into_its_own_container_stamped_at_three_req
     for _, _, sop, _ in items:
         svc = pair.a.services
         assert IngestService(svc).ingest(svc.blobs.open(layout.INBOX, f"{sop}.dcm")).state is IngestState.ARCHIVED
-    # The budget of one region on its own: header read, archive copy, row + change (+ per series/study).
-    assert pair.a.requests() - before == 4 * 3 + 1 + 1
+    # Per instance as one region on its own: header read, archive copy, row + change; per series a pending row,
+    # per study a settle message, and (a region of a pair) the study's arrival mark for this hour.
+    assert pair.a.requests() - before == 4 * 3 + 1 + 1 + 1
+    marks = [n for n in pair.a.blobs.names(A_ARCHIVE) if n.startswith(layout.ARRIVALS_PREFIX)]
+    assert len(marks) == 1 and marks[0].endswith(f"/{items[0][0]}")
     study, series, sop, _ = items[0]
     archived = pair.a.blobs.blobs[(A_ARCHIVE, layout.instance_path(study, series, sop))]
     row = pair.a.services.index.get_instance(study, series, sop)
@@ -209,7 +212,7 @@ def test_reindex_builds_a_regions_index_from_its_archive_and_resumes() -> None:
     assert reindex(pair.b.services).total() == {"current": 8}  # idempotent: a row read per file, no writes
     assert pair.b.requests() - before == 8 + 2 + 2 + 2  # rows; listings of own and replica; position get/delete
     # An interrupted run resumes after its saved position.
-    names = sorted(n for c, n in pair.b.blobs.blobs if c == A_ARCHIVE)
+    names = sorted(n for c, n in pair.b.blobs.blobs if c == A_ARCHIVE and n.endswith(".dcm"))
     pair.b.services.index.put_sync(keys.reindex_keys(A_ARCHIVE), {"after": names[4]})
     resumed = reindex(pair.b.services)
     assert resumed.resumed == {A_ARCHIVE: names[4]} and resumed.total() == {"current": 3}
