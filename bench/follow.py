@@ -1,6 +1,6 @@
 """The secondary's catch-up: the peer follower and ``reindex --since``, instances/s, before and after.
 
-    .venv/bin/python -m bench.follow            # 2,000 instances, 2 repetitions
+    .venv/bin/python -m bench.follow            # 2,000 instances, 3 repetitions
     .venv/bin/python -m bench.follow --quick    # 400 instances, 1 repetition
 
 Two regions on two Azurites (``a`` the primary, ``b`` the secondary), set up as replication leaves them:
@@ -15,7 +15,8 @@ index each time:
 * the follower now, with 1 worker and with 16 (``DICOMFLOW_FOLLOW_WORKERS``), one run until drained;
 * ``reindex --since`` (the catch-up without the primary) over the same replica, 1 worker and 16.
 
-Reported: instances/s (indexed / wall time), storage requests per instance (counted by the SDK clients),
+A warm-up run comes first, and the order of the variants turns by one each repetition. Reported:
+instances/s (indexed / wall time), storage requests per instance (counted by the SDK clients),
 results in ``bench/results/follow.json``. Everything runs in this process against real Azurite (the
 app's own code, not the devhost: no HTTP in the path being measured).
 """
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.follow", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK} instances, 1 repetition")
     args = parser.parse_args(argv)
-    n, reps = (QUICK, 1) if args.quick else (FULL, 2)
+    n, reps = (QUICK, 1) if args.quick else (FULL, 3)
     run_dir = WORK / "follow"
     shutil.rmtree(run_dir, ignore_errors=True)
     az_a = common.start_azurite(run_dir / "a", in_memory=True)
@@ -163,14 +164,16 @@ def main(argv: list[str] | None = None) -> int:
 
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (
             "follow_before", "follow_1", "follow_16", "reindex_since_1", "reindex_since_16")}
+        plan = [("follow_before", "follower before (one at a time)", lambda: b(), follow_old),
+                ("follow_1", "follower now, 1 worker", lambda: b(DICOMFLOW_FOLLOW_WORKERS="1"), follow_new),
+                ("follow_16", "follower now, 16 workers", lambda: b(DICOMFLOW_FOLLOW_WORKERS="16"), follow_new),
+                ("reindex_since_1", "reindex --since, 1 worker", lambda: b(), reindex_with(1)),
+                ("reindex_since_16", "reindex --since, 16 workers", lambda: b(), reindex_with(16))]
+        _fresh_index(b_conn)
+        _timed("warm-up (not counted)", n, lambda: b(), follow_new)  # first-run costs land on no variant
         for rep in range(reps):
             print(f"== repetition {rep + 1} of {reps}", file=sys.stderr)
-            for key, label, make, run in (
-                    ("follow_before", "follower before (one at a time)", lambda: b(), follow_old),
-                    ("follow_1", "follower now, 1 worker", lambda: b(DICOMFLOW_FOLLOW_WORKERS="1"), follow_new),
-                    ("follow_16", "follower now, 16 workers", lambda: b(DICOMFLOW_FOLLOW_WORKERS="16"), follow_new),
-                    ("reindex_since_1", "reindex --since, 1 worker", lambda: b(), reindex_with(1)),
-                    ("reindex_since_16", "reindex --since, 16 workers", lambda: b(), reindex_with(16))):
+            for key, label, make, run in plan[rep % len(plan):] + plan[:rep % len(plan)]:  # rotated order
                 _fresh_index(b_conn)
                 runs[key].append(_timed(label, n, make, run))
         result = {

@@ -136,7 +136,7 @@ def _ingest(d: dict[str, Any] | None, label: str) -> str:
     cpu_ok = (d["ratio_cpu"].get("median") or 1e9) <= 2
     hdr_ok = (h["ratio"].get("median") or 1e9) <= 2
     lines.append(
-        f"Budgets (DESIGN.md section 7): host CPU per instance within 2x of Orthanc's: measured "
+        f"Budgets (docs/architecture.md#budgets): host CPU per instance within 2x of Orthanc's: measured "
         f"{fmt(d['ratio_cpu'])}x, {_budget(cpu_ok)}; header parse within 2x of bare `dcmread`: measured "
         f"{fmt(h['ratio'], 2)}x, {_budget(hdr_ok)}; requests per instance: see below.\n")
     lines.append(
@@ -250,7 +250,8 @@ def _large(d: dict[str, Any] | None, label: str) -> str:
     gib = d["sizes"].get("1GiB", {}).get("ours", {})
     if gib.get("seconds", {}).get("n"):
         lines.append(
-            f"Budget for a 1 GiB instance (DESIGN.md section 7: < 1 MiB read beyond the header, < 200 MB peak memory, "
+            "Budget for a 1 GiB instance (docs/architecture.md#budgets: < 1 MiB read beyond the header, "
+            "< 200 MB peak memory, "
             f"< 1 s locally): ours read {gib['bytes_read']['median'] / 1024:.0f} KiB in total, peaked at "
             f"{gib['peak_rss_mib']['median']:.0f} MiB RSS (whole process, +{gib['rss_growth_mib']['median']:.0f} "
             f"during the ingest) and took {gib['seconds']['median']:.2f} s: met. Our cost stays flat from 100 MiB to "
@@ -294,7 +295,8 @@ def _query(d: dict[str, Any] | None, label: str) -> str:
     behind = [f"{q['name']} ({q['ours']['p95']:.0f} vs {q['orthanc']['p95']:.0f} ms)"
               for q in d.get("queries", []) if (q.get("orthanc") or {}).get("p95") is not None
               and q["ours"].get("p95", 0) > q["orthanc"]["p95"] and q["orthanc"].get("results") != "0-0"]
-    lines += ["", "Budget (DESIGN.md section 7: keyed queries p95 < 50 ms and no slower than Orthanc): keyed p95 "
+    lines += ["", "Budget (docs/architecture.md#budgets: keyed queries p95 < 50 ms and no slower than Orthanc): "
+              "keyed p95 "
               + ("under 50 ms for every keyed class" if not slow else "at or over 50 ms for " + ", ".join(slow))
               + "; slower than Orthanc at p95 for " + (", ".join(behind) if behind else "no class") + "."]
     lines += ["", "The tail an earlier run showed (about 5% of our requests at 100-230 ms, in clusters every ~1.35 s, "
