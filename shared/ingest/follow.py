@@ -160,6 +160,14 @@ def since_for_reindex(state: FollowState, margin_seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(max(0.0, start), dt.UTC)
 
 
+class _PeerUnreachable(Exception):
+    """The peer's change feed could not be read; carries where the run stood."""
+
+    def __init__(self, kind: str, cursor: int, upto: float) -> None:
+        super().__init__(kind)
+        self.kind, self.cursor, self.upto = kind, cursor, upto
+
+
 class Follower:
     """Follows the peer's feed. Keep one per process (the timer does): it remembers which entries of the
     re-read tail it has handled."""
@@ -183,8 +191,6 @@ class Follower:
         """One pass (the timer's body). None when this region follows no peer."""
         if self.peer_index is None or not self.peer:
             return None
-        from azure.core.exceptions import AzureError  # an unreachable peer region surfaces as this
-
         svc = self.svc
         svc.ensure_ready()
         result = FollowResult(self.peer)
@@ -193,13 +199,13 @@ class Follower:
         cursor = state.cursor if state is not None else 0
         upto = state.upto if state is not None else 0.0
         result.cursor = cursor
-        waits: dict[int, Row] = {}
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="follow") as pool:
+            waits = self._retry_waiting(result, pool)
             try:
-                waits = self._retry_waiting(result, pool)
                 cursor, upto = self._follow(result, pool, cursor, upto, waits)
-            except AzureError as exc:
-                result.error = type(exc).__name__
+            except _PeerUnreachable as exc:
+                result.error = exc.kind
+                cursor, upto = exc.cursor, exc.upto
                 log.warning("Follow %s: the peer region's change feed cannot be read (%s); the next run resumes",
                             self.peer, result.error)
         now = self.clock()
@@ -228,10 +234,15 @@ class Follower:
         pos = cursor
         with self._lock:
             self._handled = {s for s in self._handled if s > cursor}
+        from azure.core.exceptions import AzureError  # an unreachable peer region surfaces as this
+
         while True:
             now = self.clock()
             high = seq_of_time(now + 1.0)
-            page = changefeed.after(self.peer_index, pos, high, self.batch)
+            try:
+                page = changefeed.after(self.peer_index, pos, high, self.batch)
+            except AzureError as exc:  # the peer's tables only: this region's own failures propagate
+                raise _PeerUnreachable(type(exc).__name__, cursor, upto) from exc
             with self._lock:
                 new = [e for e in page if e.seq not in self._handled]
             failed = self._handle_all(new, result, pool, waits)
