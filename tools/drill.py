@@ -24,9 +24,10 @@ The scenario (issues 13 and 22):
 5. the runbook's catch-up: ``python -m tools reindex --since follower`` on the secondary, until every
    replicated instance is found there by QIDO;
 6. STOW-RS ``--outage`` more instances (default 50) to the secondary: archived and queryable there;
-7. start the primary again: its ``/api/health`` answers 503 ``catching up`` (the failback gate) until its
-   follower has indexed the outage writes; replication catches up in both directions; both regions hold
-   everything.
+7. start the primary again (after at least :data:`OUTAGE_SECONDS` of outage): its ``/api/health`` answers 503
+   ``catching up`` (the failback gate) until its follower has indexed the outage writes, and when it first
+   answers 200 the primary serves every one of them; replication catches up in both directions; both
+   regions hold everything.
 
 It ends with two lines::
 
@@ -67,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.ingest import follow
 from shared.storage import layout
 from tools import stack
 from tools.replication import Link, Policy, ReadOnlyProxy, Replicator
@@ -75,9 +77,11 @@ HELP = ("the disaster-recovery drill: two local regions, object replication, the
         "brought back")
 PRIMARY, SECONDARY = "primary", "secondary"
 AUDIENCE = "api://devhost"
-#: The primary's failback gate in the drill (DICOMFLOW_FAILBACK_MAX_LAG_SECONDS): above its follower's timer
-#: period (10 s), far below the outage.
+#: The primary's failback gate in the drill (DICOMFLOW_FAILBACK_MAX_LAG_SECONDS), below the outage.
 GATE_SECONDS = 15
+#: The shortest outage the drill plays: longer than the follower state's freshness window, so the returning
+#: primary's state from before the loss is stale and the gate must wait for its follower to run.
+OUTAGE_SECONDS = follow.STALE_SECONDS + 5
 #: Azurite's development account (public; it opens only the local emulator).
 _ACCOUNT = "devstoreaccount1"
 _DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -409,11 +413,20 @@ class Drill:
         pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stow-in-flight")
         futures = [pool.submit(one, i) for i in instances]
         deadline = time.monotonic() + self.timeout
-        if cut.wait(max(0.0, deadline - time.monotonic())) and r.link is not None:
+
+        def until(event: threading.Event) -> bool:
+            """Wait for ``event``; False if every request ended (or time ran out) before it."""
+            while not event.wait(0.05):
+                if all(f.done() for f in futures) or time.monotonic() > deadline:
+                    return event.is_set()
+            return True
+
+        if until(cut) and r.link is not None:
             r.link.cut()  # the other region's follower reads r's change feed through r's link
             self.log(f"  {len(acked)} acknowledged: the {r.peer}'s link to the {r.key}'s change feed is cut "
                      "(its follower falls behind)")
-        kill.wait(max(0.0, deadline - time.monotonic()))
+        if not until(kill):
+            self.log(f"  only {len(acked)} of {len(instances)} acknowledged before every request ended")
         with lock:
             at_kill = len(acked)
         in_flight = sum(1 for f in futures if f.running())
@@ -456,9 +469,11 @@ class Drill:
             raise DrillError(f"reindex --since follower failed in {r.key}: {' / '.join(lines[-3:])}")
         return lines
 
-    def watch_gate(self, r: Region, timeout: float) -> tuple[dict[str, Any] | None, float]:
-        """Poll ``r``'s /api/health until it answers 200: the first 503 body seen (None if none) and how long
-        the health endpoint kept the region out."""
+    def watch_gate(self, r: Region, timeout: float, *, expect: Sequence[Instance] = ()
+                   ) -> tuple[dict[str, Any] | None, float, int]:
+        """Poll ``r``'s /api/health until it answers 200: the first 503 body seen (None if none), how long the
+        health endpoint kept the region out, and how many of ``expect`` QIDO found there right then (what
+        Front Door would have served on failback)."""
         import requests
 
         t0 = time.monotonic()
@@ -470,7 +485,8 @@ class Drill:
                 time.sleep(0.5)
                 continue
             if got.status_code == 200:
-                return first, time.monotonic() - t0
+                held = time.monotonic() - t0
+                return first, held, len(self.found(r, expect))
             if first is None and got.status_code == 503:
                 first = got.json()
             time.sleep(0.5)
@@ -552,15 +568,19 @@ class Drill:
         self.log(f"  {stored} stored, {len(queryable)} queryable in the secondary")
 
         self.log("== 7. The primary comes back: gated until caught up; replication and both followers catch up")
+        down_for = time.monotonic() - lost_at
+        if down_for < OUTAGE_SECONDS:  # an outage as long as the gate's window at least (see OUTAGE_SECONDS)
+            self.log(f"  (the primary stays lost {OUTAGE_SECONDS - down_for:.0f} s more: outages shorter than "
+                     f"{OUTAGE_SECONDS:.0f} s are caught up by the follower's next run and not gated)")
+            time.sleep(OUTAGE_SECONDS - down_for)
         if a.link is not None:
             a.link.restore()
         self.up(a, ready_path=None)
-        gate, gated = self.watch_gate(a, self.timeout)
-        self.results["gate"] = gate
-        self.results["gate_seconds"] = round(gated, 1)
+        gate, gated, served = self.watch_gate(a, self.timeout, expect=later)
+        self.results.update(gate=gate, gate_seconds=round(gated, 1), served_at_failback=served)
         self.log("  the primary's /api/health answered " + (
             f"503 {gate.get('status')!r} (behind {gate.get('behind_seconds')} s) for {gated:.1f} s, then 200"
-            if gate else "200 at once"))
+            if gate else "200 at once") + f"; it then served {served}/{len(later)} outage writes")
         self.replicator.wait_caught_up("secondary->primary", self.timeout)
         self.replicator.wait_caught_up("primary->secondary", self.timeout)
         arrived = self.inbox_sops(a, abrupt) | acked | replicated
@@ -606,6 +626,7 @@ class Drill:
         return (r.get("ingested") == n and r.get("qido") == r.get("wado") == r.get("frames") == n
                 and r.get("outage") == m and r.get("primary_after") == r.get("secondary_after") == n + m
                 and r.get("visible") == r.get("replicated") and r.get("acknowledged_lost") == 0
+                and r.get("served_at_failback") == m
                 and r.get("total_primary") == r.get("total_secondary") == r.get("total"))
 
     def close(self) -> None:

@@ -15,8 +15,12 @@ Cheap: the follower saves its state after every run; the gate reads that one row
 * no state yet (the follower has never run here): open;
 * the follower's last run could not reach the peer (the peer region is the one that is down): open,
   nothing can be caught up from a lost region, and this one must serve;
-* otherwise closed while ``behind(now)`` exceeds the setting. ``behind`` grows between runs, so a region
-  that was down (its follower stopped with it) is behind by at least the outage when it returns.
+* otherwise closed while ``behind(now)`` exceeds the setting: the lag the follower measured at its last run
+  (0 when it read the peer's feed to its end, whatever the timer's phase, so a small setting does not flap),
+  unless that state is older than :data:`shared.ingest.follow.STALE_SECONDS`: then the region may have been
+  down, and it counts as behind since the feed was last read. So a region back from an outage longer than
+  that stays out until its follower has run again and caught up; one back from a shorter outage is behind
+  by at most that and is caught up by its follower's next run (10 s).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from shared.services import Services, get_services
 log = logging.getLogger(__name__)
 
 #: How long one read of the follower's state serves the health probes of a process.
-CACHE_SECONDS: Final = 10.0
+CACHE_SECONDS: Final = 5.0
 
 
 class FailbackGate:
@@ -77,7 +81,8 @@ class FailbackGate:
         if behind <= limit:
             return None
         return {"status": "catching up", "peer": state.peer, "behind_seconds": round(behind, 1),
-                "max_lag_seconds": limit, "lag_seconds": round(state.lag(now), 1), "waiting": state.waiting}
+                "max_lag_seconds": limit, "last_run_seconds_ago": round(max(0.0, now - state.at), 1),
+                "waiting": state.waiting}
 
 
 _GATE = FailbackGate()

@@ -73,6 +73,9 @@ BACKOFF_CAP_SECONDS: Final = 300.0
 CLOCK_SKEW_SECONDS: Final = 10.0
 #: How much of the feed's tail every run reads again (entries may commit this late, see the module doc).
 LATE_COMMIT_SECONDS: Final = changefeed.COMMIT_WITHIN_SECONDS + CLOCK_SKEW_SECONDS
+#: A saved state older than this says nothing about now (runs come every 10 s and save after every step; a
+#: health probe may look at a copy cached for 5 s): the region may have been down since.
+STALE_SECONDS: Final = 30.0
 
 
 @dataclass(slots=True)
@@ -119,13 +122,17 @@ class FollowState:
     waiting_since: float = 0.0
 
     def lag(self, now: float) -> float:
-        """Seconds this region's index is behind the peer's feed, as of ``now`` (grows between runs)."""
+        """Seconds since the peer's feed was last known read to ``upto`` (grows between runs)."""
         return max(0.0, now - self.upto)
 
     def behind(self, now: float) -> float:
-        """The lag, or the age of the oldest entry still waiting for its file if that is larger: what a
-        region coming back must make up before it serves again."""
-        return max(self.lag(now), now - self.oldest_waiting if self.oldest_waiting else 0.0)
+        """How far behind its peer this region is, as far as the saved state can tell: the lag the last run
+        measured (0 if it read the feed to its end) while the state is fresh, else the time since the feed
+        was last read (the region, and its follower, may have been down since); or the age of the oldest
+        entry still waiting for its file, if that is larger. What a region coming back must make up."""
+        stale = now - self.at > STALE_SECONDS
+        lag = self.lag(now) if stale else max(0.0, self.at - self.upto)
+        return max(lag, now - self.oldest_waiting if self.oldest_waiting else 0.0)
 
     @classmethod
     def of_row(cls, peer: str, row: Mapping[str, Any]) -> FollowState:

@@ -248,6 +248,20 @@ def test_the_failback_gate_closes_while_the_region_is_behind_a_reachable_peer_an
     assert FailbackGate().status(Pair().b.services) is None
 
 
+def test_behind_is_the_lag_of_the_last_run_while_fresh_and_the_time_since_the_feed_was_read_once_stale() -> None:
+    def state(**kw: float) -> follow.FollowState:
+        values = {"upto": 1000.0, "at": 1000.0, "oldest_waiting": 0.0, **kw}
+        return follow.FollowState("a", cursor=0, upto=values["upto"], at=values["at"], reachable=True,
+                                  oldest_waiting=values["oldest_waiting"])
+
+    fresh = 1000.0 + follow.STALE_SECONDS - 1
+    assert state().behind(fresh) == 0.0  # caught up at its last run: no drift between runs (no flapping)
+    assert state(upto=940.0).behind(fresh) == 60.0  # its last run stopped 60 s short of the feed's end
+    stale = 1000.0 + follow.STALE_SECONDS + 100
+    assert state().behind(stale) == stale - 1000.0  # the region may have been down since: behind since then
+    assert state(oldest_waiting=900.0).behind(fresh) == fresh - 900.0  # a file still not here counts
+
+
 def test_reindex_since_finds_what_replicated_through_the_arrival_marks_of_the_window(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.storage import regions
