@@ -40,6 +40,8 @@ def test_each_region_writes_its_own_regional_containers_and_holds_the_peers_repl
     ({"DICOMFLOW_REGION": "West-Europe"}, "lowercase letters and digits"),
     ({"DICOMFLOW_PEER_REGION": "b"}, "DICOMFLOW_REGION is not"),
     ({"DICOMFLOW_REGION": "a", "DICOMFLOW_PEER_REGION": "a"}, "must differ"),
+    ({"DICOMFLOW_FOLLOW_WORKERS": "0"}, "DICOMFLOW_FOLLOW_WORKERS must be from 1 to 64"),
+    ({"DICOMFLOW_FAILBACK_MAX_LAG_SECONDS": "-5"}, "DICOMFLOW_FAILBACK_MAX_LAG_SECONDS must not be negative"),
 ])
 def test_region_settings_say_what_is_wrong(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
