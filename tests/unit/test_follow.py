@@ -291,7 +291,10 @@ def test_reindex_since_finds_what_replicated_through_the_arrival_marks_of_the_wi
     assert sops_found(pair.b, items[0][0]) == {sop for _, _, sop, _ in items[2:]}
     assert sops_found(pair.b, other[0][0]) == set()  # its hour is before the window: not even listed
     assert pair.b.services.index.sync_rows("reindex") == []  # a --since run keeps no position
+    reads = pair.b.tables.requests.copy()
     assert reindex.reindex(pair.b.services, since=since).total() == {"current": 2}
+    spent = pair.b.tables.requests - reads
+    assert spent == {"table GET query dicominstances": 1}  # one query for the study, no row read per file
     # A run without --since lists everything (marks aside) and finds the rest.
     assert reindex.reindex(pair.b.services).total() == {"archived": 4, "current": 2}
 
