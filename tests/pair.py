@@ -31,6 +31,8 @@ class Pair:
     def __init__(self, **env: str) -> None:
         self.a = memory_services(DICOMFLOW_REGION="a", DICOMFLOW_PEER_REGION="b", **env)
         self.b = memory_services(DICOMFLOW_REGION="b", DICOMFLOW_PEER_REGION="a", **env)
+        for f in (self.a, self.b):  # running regions: once-per-process reads (the extended tag list) done
+            f.services.ensure_ready()
         #: One follower per region, as the timer keeps one per process; their clock runs ``offset`` ahead.
         self.followers: dict[str, Follower] = {}
         self.offset = 0.0

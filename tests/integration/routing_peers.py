@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def storescp(out_dir: Path, port: int, *, ae_title: str = "STORESCP", accept_all: bool = False) -> Iterator[Path]:
+def storescp(out_dir: Path, port: int, *, ae_title: str = "STORESCP", accept_all: bool = False,
+             extra: Sequence[str] = ()) -> Iterator[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = [need("storescp"), "-od", str(out_dir), "-aet", ae_title, "+B"]
+    args = [need("storescp"), "-od", str(out_dir), "-aet", ae_title, "+B", *extra]
     if accept_all:
         args.append("+xa")
     proc = subprocess.Popen([*args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
