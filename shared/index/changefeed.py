@@ -10,8 +10,8 @@ reader sees from ever changing under it.
 A reader that must see every entry (the peer region's follower, :mod:`shared.ingest.follow`) cannot rely
 on a short horizon: a write can be slow (throttling, retries). Settle therefore promises
 :data:`COMMIT_WITHIN_SECONDS`: an entry it marks published was committed within that time of its
-sequence (a slower write is listed again under fresh sequences, so an entry may appear twice, never
-never). A reader that re-reads the last :data:`COMMIT_WITHIN_SECONDS` (plus clock skew) on every pass
+sequence (a slower write is listed again under fresh sequences, so an entry may appear twice but is
+never missing). A reader that re-reads the last :data:`COMMIT_WITHIN_SECONDS` (plus clock skew) on every pass
 and skips what it has handled misses nothing; :func:`after` is its bounded read.
 """
 
