@@ -81,7 +81,7 @@ AUDIENCE = "api://devhost"
 GATE_SECONDS = 15
 #: The shortest outage the drill plays: longer than the follower state's freshness window, so the returning
 #: primary's state from before the loss is stale and the gate must wait for its follower to run.
-OUTAGE_SECONDS = follow.STALE_SECONDS + 5
+OUTAGE_SECONDS = follow.STALE_SECONDS + 1
 #: Azurite's development account (public; it opens only the local emulator).
 _ACCOUNT = "devstoreaccount1"
 _DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -222,6 +222,8 @@ class Drill:
         #: primary received (acknowledged, or in flight and archived from its inbox after it returned).
         self.corpus: dict[str, list[Instance]] = {}
         self.arrived: set[str] = set()
+        #: Seconds the primary took to start the first time (its restart is timed by it).
+        self.started = 0.0
 
     # -- regions --------------------------------------------------------------------------------------
     def _devhost(self, *argv: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
@@ -513,7 +515,9 @@ class Drill:
         a.take_ports(ports[:7])
         b.take_ports(ports[7:])
         self.log("== Two regions: Azurite + devhost + event fabric each (free ports)")
+        t_start = time.monotonic()
         self.start(a)
+        self.started = time.monotonic() - t_start
         self.b.state_dir.mkdir(parents=True, exist_ok=True)  # one signing key: the secondary's issuer serves it too
         shutil.copyfile(a.state_dir / "issuer-keys.json", b.state_dir / "issuer-keys.json")
         self.start(b)
@@ -568,14 +572,19 @@ class Drill:
         self.log(f"  {stored} stored, {len(queryable)} queryable in the secondary")
 
         self.log("== 7. The primary comes back: gated until caught up; replication and both followers catch up")
-        down_for = time.monotonic() - lost_at
-        if down_for < OUTAGE_SECONDS:  # an outage as long as the gate's window at least (see OUTAGE_SECONDS)
-            self.log(f"  (the primary stays lost {OUTAGE_SECONDS - down_for:.0f} s more: outages shorter than "
-                     f"{OUTAGE_SECONDS:.0f} s are caught up by the follower's next run and not gated)")
-            time.sleep(OUTAGE_SECONDS - down_for)
+        # The outage lasts at least OUTAGE_SECONDS (shorter ones are caught up by the follower's next run and not
+        # gated): the primary's start is timed to end then (it took `started` seconds the first time), and its
+        # health is not asked before.
+        back_at = lost_at + OUTAGE_SECONDS
+        wait = back_at - self.started - time.monotonic()
+        if wait > 0:
+            self.log(f"  (the primary stays lost {back_at - time.monotonic():.0f} s more: outages shorter than "
+                     f"{OUTAGE_SECONDS:.0f} s are caught up by its follower's next run and not gated)")
+            time.sleep(wait)
         if a.link is not None:
             a.link.restore()
         self.up(a, ready_path=None)
+        time.sleep(max(0.0, back_at - time.monotonic()))
         gate, gated, served = self.watch_gate(a, self.timeout, expect=later)
         self.results.update(gate=gate, gate_seconds=round(gated, 1), served_at_failback=served)
         self.log("  the primary's /api/health answered " + (

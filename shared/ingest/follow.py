@@ -75,7 +75,7 @@ CLOCK_SKEW_SECONDS: Final = 10.0
 LATE_COMMIT_SECONDS: Final = changefeed.COMMIT_WITHIN_SECONDS + CLOCK_SKEW_SECONDS
 #: A saved state older than this says nothing about now (runs come every 10 s and save after every step; a
 #: health probe may look at a copy cached for 5 s): the region may have been down since.
-STALE_SECONDS: Final = 30.0
+STALE_SECONDS: Final = 20.0
 
 
 @dataclass(slots=True)
