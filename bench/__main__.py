@@ -15,7 +15,7 @@ import sys
 
 from bench.common import ROOT
 
-BENCHMARKS = ("bench.ingest", "bench.large", "bench.query", "bench.dimse", "bench.hostile")
+BENCHMARKS = ("bench.ingest", "bench.large", "bench.query", "bench.dimse", "bench.hostile", "bench.follow")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,8 +66,19 @@ class RegionSettings:
     #: ``__clientId``): where the peer's change feed is read. Unset: the peer's feed is not followed
     #: (``python -m tools reindex`` still indexes what replication brought).
     peer_storage: StorageSettings = StorageSettings()
-    #: ``DICOMFLOW_FOLLOW_BATCH``: most peer change-feed entries indexed per follower run.
+    #: ``DICOMFLOW_FOLLOW_BATCH``: most peer change-feed entries read per follower step (one read of the
+    #: feed, then indexed in parallel); a run takes steps until it has caught up or its time is up.
     follow_batch: int = 500
+    #: ``DICOMFLOW_FOLLOW_WORKERS``: instances the follower indexes at once (threads; each waits on storage).
+    follow_workers: int = 16
+    #: ``DICOMFLOW_FOLLOW_RUN_SECONDS``: how long one follower run keeps taking steps before it saves its
+    #: place and ends (the timer starts the next one).
+    follow_run_seconds: float = 30.0
+    #: ``DICOMFLOW_FAILBACK_MAX_LAG_SECONDS``: the failback gate. Above 0, ``GET /api/health`` answers 503
+    #: ``catching up`` while this region's follower is behind its (reachable) peer by more than this, so Front
+    #: Door sends nothing here until the region has indexed what the peer wrote meanwhile. Set it on the
+    #: region Front Door prefers (priority 1); 0 (the default) turns the gate off.
+    failback_max_lag_seconds: float = 0.0
 
     @property
     def paired(self) -> bool:
@@ -422,6 +433,9 @@ class Settings:
         if peer and peer == region:
             raise SettingsError(f"DICOMFLOW_PEER_REGION must differ from DICOMFLOW_REGION (both are {region!r}).")
         batch = num("DICOMFLOW_FOLLOW_BATCH", 500)
+        workers = num("DICOMFLOW_FOLLOW_WORKERS", 16)
+        if not 1 <= workers <= 64:
+            raise SettingsError(f"Setting DICOMFLOW_FOLLOW_WORKERS must be from 1 to 64, got {workers:g}")
         stable_age = num("DICOMFLOW_STABLE_AGE_SECONDS", 60.0)
         return cls(
             storage=storage,
@@ -450,7 +464,9 @@ class Settings:
             routing_rules_ttl_seconds=num("DICOMFLOW_ROUTING_RULES_TTL_SECONDS", 15.0),
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
-                                  follow_batch=max(1, int(batch))),
+                                  follow_batch=max(1, int(batch)), follow_workers=int(workers),
+                                  follow_run_seconds=num("DICOMFLOW_FOLLOW_RUN_SECONDS", 30.0),
+                                  failback_max_lag_seconds=num("DICOMFLOW_FAILBACK_MAX_LAG_SECONDS", 0.0)),
             limits=LimitSettings.from_env(env),
             inference_factories=_factories(env.get("DICOMFLOW_INFERENCE_FACTORIES")),
             routing_tls_ca=(env.get("DICOMFLOW_ROUTING_TLS_CA") or "").strip() or None,

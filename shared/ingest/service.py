@@ -5,8 +5,9 @@ quarantine record. Anything else (storage, network) propagates so the trigger re
 
 Cost, for a new instance: one ranged read (the header; never the pixel data), one server-side
 copy (conditional: only if the archive has no such instance yet), one table transaction (the
-instance row with its DICOM JSON, and the change entry settle will announce). Nothing else is
-written per instance: the inbox blob stays until the inbox lifecycle rule removes it (it is
+instance row with its DICOM JSON, and the change entry settle will announce). In a region of a
+pair, also an arrival mark per study and hour (:mod:`shared.ingest.arrivals`, before the copy).
+Nothing else is written per instance: the inbox blob stays until the inbox lifecycle rule removes it (it is
 also the record of what was uploaded), the series' pending row and the settle message are
 written once per series / study per quiet period (:mod:`shared.ingest.schedule`), and events
 go out in batches when the study settles.
@@ -176,6 +177,7 @@ class IngestService:
                 if blob.container != svc.topology.own(layout.ARCHIVE):
                     # The newer version into this region's own archive, stamp kept, so that reads (own
                     # copy first) serve what the row now describes; the older one stays a version.
+                    svc.arrivals.mark(s)
                     svc.blobs.copy(blob, layout.ARCHIVE, path, metadata={STAMP: rec.stamp})
                 rec.updated_at = utcnow()
             try:
@@ -235,6 +237,7 @@ class IngestService:
         meta = self._meta(rec, doc)
         rec.stamp = self.svc.topology.new_stamp()
         stamped = {STAMP: rec.stamp}
+        self.svc.arrivals.mark(s)  # before the copy: the peer's catch-up finds the study by it (two regions)
         # Optimistic: a new instance is the common case, so copy only if the archive lacks it and
         # create the row without reading it first. Anything else takes the careful path.
         if self.svc.blobs.copy(blob, layout.ARCHIVE, path, if_absent=True, metadata=stamped):

@@ -7,6 +7,7 @@ its folder.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from typing import Final
@@ -82,6 +83,27 @@ def frame_index_path(study: str, series: str, sop: str) -> str:
 
 def study_prefix(study: str) -> str:
     return f"{study}/"
+
+
+#: In each archive container of a region of a pair: one empty blob per study and hour in which the region
+#: archived something of that study, ``.arrivals/<yyyymmddHH>/<study>``, written before the archive copy.
+#: They replicate with the archive, so the peer region can find what reached it since a time by listing a
+#: few hours of them (``reindex --since``) instead of the whole container. The leading dot keeps them apart
+#: from ``<study>/<series>/<sop>.dcm`` (a UID never starts with one) and sorts them first.
+ARRIVALS_PREFIX: Final = ".arrivals/"
+
+
+def arrival_hour(epoch_seconds: float) -> str:
+    """The hour (UTC, ``yyyymmddHH``) an arrival mark is filed under."""
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime("%Y%m%d%H")
+
+
+def arrival_path(hour: str, study: str) -> str:
+    return f"{ARRIVALS_PREFIX}{hour}/{study}"
+
+
+def arrivals_prefix(hour: str) -> str:
+    return f"{ARRIVALS_PREFIX}{hour}/"
 
 
 def series_prefix(study: str, series: str) -> str:
