@@ -4,7 +4,8 @@ Statuses: ``0xFF00`` per match (``0xFF01`` when the identifier had matching keys
 not support: they are ignored, as PS3.4 C.4.1.3.1 allows), ``0x0000`` at the end,
 ``0xFE00`` when the SCU cancels, ``0xA900`` for an identifier we cannot answer (Error
 Comment says why), and ``0xA700`` with "narrow the query" once more than
-``DICOMFLOW_GATEWAY_MAX_FIND_RESULTS`` matches were sent.
+``DICOMFLOW_GATEWAY_MAX_FIND_RESULTS`` matches were sent, or when the search looked at
+``DICOMFLOW_QUERY_MAX_ROWS`` index rows without completing (as QIDO-RS answers 413).
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def handle_find(event: Any, gw: Gateway) -> Iterator[tuple[Any, Dataset | None]]
     query = req.query
     if req.level == "PATIENT":
         query = with_limit(query, min(limit * PATIENT_STUDY_FACTOR, 100_000))
-    found = find(query, gw.fetch)
+    found = find(query, gw.fetch, max_rows=gw.settings.limits.query_max_rows)
+    if found.exhausted:
+        log.info("C-FIND %s: refused after %d candidates examined (rows budget)", req.level, found.examined)
+        yield status(OUT_OF_RESOURCES, f"Over {found.examined} index rows examined; narrow the query"), None
+        return
     views = list(patients(found.views)) if req.level == "PATIENT" else found.views
     more = found.more or len(views) > limit
     views = views[:limit]

@@ -3,7 +3,12 @@
 // the traffic; the secondary holds a replica of the primary's archive, quarantine and configuration, keeps
 // its own index of them (it follows the primary's change feed), and takes over reads and writes when the
 // primary is lost. Each region writes only its own containers (<name>-primary / <name>-secondary); object
-// replication copies each region's to the other, in both directions, so no failover step touches storage.
+// replication (priority replication, with its metrics) copies each region's to the other, in both directions,
+// so no failover step touches storage.
+// Three resource groups: one per region, and a global one (Front Door and its WAF policy, the private DNS zones,
+// the viewer, the alerts) in neither region's hands, so it stays manageable when either region is lost.
+// Private by default: private endpoints, VNet integration, firewalls that deny the public internet; clients reach
+// the apps only through Front Door (Private Link), Event Grid too (webhooks through Front Door, never around it).
 // Names: CAF prefix (abbreviations.json) + a uniqueString token per region, each overridable.
 targetScope = 'subscription'
 
@@ -41,6 +46,13 @@ param secondaryFunctionAppName string = ''
 @description('Override: Front Door profile name (default afd-<token>).')
 param frontDoorProfileName string = ''
 
+@description('Override: the global resource group name (default rg-<env>-global): Front Door, its WAF policy, private DNS, the viewer, the alerts.')
+param globalResourceGroupName string = ''
+
+@minLength(1)
+@description('Region that holds the global resource group\'s metadata (and its Log Analytics workspace and log alert rules). Not the primary: what is managed there (Front Door origins, the gateway name) must stay manageable while the primary region is lost. Default: the secondary; a third region is better still.')
+param globalLocation string = secondaryLocation
+
 @description('Days before archived instances move to the cool tier (counted from tieringBasis). Cool and cold keep WADO-RS reads immediate.')
 @minValue(0)
 param coolAfterDays int = 30
@@ -56,9 +68,9 @@ param coldAfterDays int = 90
 ])
 param tieringBasis string = 'creation'
 
-@description('Days after which PREVIOUS versions of archived instances (a replaced instance, the losing side of a write in both regions) move to the offline archive tier; 0 = never. Current versions never go there: WADO-RS must serve them at once. Rehydration: docs/deploy.md.')
+@description('Days after which PREVIOUS versions of archived instances (a replaced instance, the losing side of a write in both regions) move to the cold tier; 0 = never. Not the archive tier: Standard_RAGZRS accounts do not offer it (and object replication cannot copy an archived blob).')
 @minValue(0)
-param versionArchiveAfterDays int = 0
+param versionColdAfterDays int = 0
 
 @description('Days an inbox blob is kept once its outcome is recorded: the app\'s inbox_retention timer deletes it then (a blob without an outcome is ingested again, never deleted); the lifecycle rule only removes older versions of inbox blobs after this many days.')
 @minValue(1)
@@ -77,7 +89,7 @@ param versionRetentionDays int = 90
 @maxValue(365)
 param softDeleteDays int = 14
 
-@description('Days each archived instance stays immutable (version-level WORM on dicom-archive); 0 = off. Immutable instances cannot be deleted by DICOMweb DELETE.')
+@description('Days each archived instance stays immutable (a time-based policy on each region\'s own archive, which supports version-level WORM from its creation, so this can be turned on at any later deployment); 0 = off. Immutable instances cannot be deleted by DICOMweb DELETE.')
 @minValue(0)
 param archiveImmutabilityDays int = 0
 
@@ -103,23 +115,24 @@ param maximumInstanceCount int = 100
 ])
 param instanceMemoryMB int = 2048
 
-@description('Zone-redundant Flex Consumption plan in the primary region. Only where Flex offers it (Get-AzFunctionAppAvailableLocation -PlanType FlexConsumption -OSType Linux -ZoneRedundancy); it also keeps at least two always-ready instances per function group, billed.')
-param primaryZoneRedundant bool = false
+@description('Zone-redundant Flex Consumption plan (and DIMSE gateway environment) in the primary region: on by default (generally available). Turn off only in a region that does not offer it (Get-AzFunctionAppAvailableLocation -PlanType FlexConsumption -OSType Linux -ZoneRedundancy); it keeps at least two always-ready instances per function group, billed.')
+param primaryZoneRedundant bool = true
 
-@description('Zone-redundant Flex Consumption plan in the secondary region (as primaryZoneRedundant).')
-param secondaryZoneRedundant bool = false
+@description('Zone redundancy in the secondary region (as primaryZoneRedundant).')
+param secondaryZoneRedundant bool = true
 
 @description('Front Door: false (default) = active/passive, the secondary takes traffic only when the primary\'s health probe fails; true = reads (GET, HEAD, OPTIONS) from both regions, writes (STOW-RS, DELETE) still to the primary while it is healthy.')
 param activeActiveReads bool = false
 
-@description('Private networking: the PHI data accounts, Key Vault and the custom Event Grid topic get private endpoints and refuse public traffic; the function apps reach them through VNet integration; the two regions\' networks are peered (the follower reads the peer\'s change feed). Default false: public endpoints, Entra ID only.')
-param privateNetworking bool = false
+@description('Private networking (default true): the PHI data accounts, Key Vault and the custom Event Grid topic get private endpoints and their firewalls deny the public internet (trusted Azure services acting with their own identity excepted: Event Grid dead-lettering); the function apps reach them through VNet integration and are reached only through Front Door Premium over Private Link; the DIMSE gateways run in the regions\' networks; the two networks are peered (the follower reads the peer\'s change feed). false: public endpoints (Entra ID only), the apps\' public endpoints admit Front Door alone (service tag and this profile\'s X-Azure-FDID).')
+param privateNetworking bool = true
 
-@description('The primary region\'s network (privateNetworking): address space, the function app\'s subnet, the private endpoints\' subnet.')
+@description('The primary region\'s network (privateNetworking): address space, the function app\'s subnet, the private endpoints\' subnet, the DIMSE gateway\'s subnet (Container Apps: /27 or larger).')
 param primaryNetworkPrefixes object = {
   addressPrefix: '10.40.0.0/22'
   apps: '10.40.0.0/24'
   endpoints: '10.40.1.0/24'
+  gateway: '10.40.2.0/27'
 }
 
 @description('The secondary region\'s network (privateNetworking), not overlapping the primary\'s.')
@@ -127,7 +140,40 @@ param secondaryNetworkPrefixes object = {
   addressPrefix: '10.41.0.0/22'
   apps: '10.41.0.0/24'
   endpoints: '10.41.1.0/24'
+  gateway: '10.41.2.0/27'
 }
+
+@description('Failback gate held by the operator: false keeps Front Door from sending API traffic to the primary region (its origins Disabled) whatever its health probe says. The runbook sets it live with az afd origin update --enabled-state; azd passes PRIMARY_ORIGIN_ENABLED so a redeployment keeps it (docs/deploy.md, failover runbook).')
+param primaryOriginEnabled bool = true
+
+@description('The region that takes direct uploads (the DIMSE gateway name and the Front Door inbox endpoint point there): primary, or secondary while the primary is lost. azd passes INGEST_REGION so a redeployment keeps the runbook\'s switch.')
+@allowed([
+  'primary'
+  'secondary'
+])
+param ingestRegion string = 'primary'
+
+@description('Failback gate in the app: the primary\'s /api/health answers 503 (catching up) while its follower is this many seconds or more behind the secondary, so Front Door returns traffic to it only once it has caught up; 0 = off. Set on the primary only: the secondary must answer while the primary is lost.')
+@minValue(0)
+param failbackMaxLagSeconds int = 300
+
+@description('Web application firewall: Prevention blocks what the managed rule set and the rate limit match; Detection only logs (to tune false positives before blocking).')
+@allowed([
+  'Prevention'
+  'Detection'
+])
+param wafMode string = 'Prevention'
+
+@description('Rate limit: most requests to /api/* per client address per minute at each Front Door edge; more are blocked (the WAF\'s block response) until the minute ends. Mind a hospital\'s NAT: one address may be many users.')
+@minValue(100)
+param wafRateLimitPerMinute int = 6000
+
+@description('E-mail addresses the action group notifies when an alert fires (Front Door origin health, replication, follower lag, dead letters, poison queues, 5xx, quarantine spike, gateway down).')
+param alertEmails array = []
+
+@description('Quarantined uploads per region in 15 minutes that count as a spike worth an alert.')
+@minValue(1)
+param quarantineSpikeThreshold int = 20
 
 @description('Object replication primary -> secondary: the policy ID Azure assigned on the first deployment (output REPLICATION_POLICY_TO_SECONDARY; azd passes it back). Empty on the first deployment only.')
 param replicationPolicyToSecondary string = ''
@@ -175,20 +221,26 @@ param grantDeployerDataAccess bool = false
 @description('Extra tags for every resource.')
 param tags object = {}
 
-@description('DIMSE gateway image (built from the Dockerfile, e.g. with az acr build); empty: no gateway. Deployed in the primary region.')
+@description('DIMSE gateway image (built from the Dockerfile, e.g. with az acr build); empty: no gateway. Deployed in both regions, behind one name (gatewayDnsZone).')
 param gatewayImage string = ''
 
-@description('DIMSE gateway: calling AE titles allowed (comma-separated; empty: any that reach the port).')
+@description('DIMSE gateway: calling AE titles allowed (comma-separated). The gateway listens beyond loopback in Azure, so the deployment refuses to run it without this list or mutual TLS (gatewayTlsCertificateSecretName and gatewayTlsClientCaCertificate).')
 param gatewayAllowedAeTitles string = ''
 
 @description('DIMSE gateway: source networks allowed (comma-separated CIDRs; empty: any that reach the port).')
 param gatewayAllowedNetworks string = ''
 
-@description('DIMSE gateway: Key Vault secret URI of its TLS certificate (PEM); empty: plain TCP inside the network.')
-param gatewayTlsCertificateSecretUri string = ''
+@description('DIMSE gateway: name of the Key Vault secret (PEM certificate with its key) in each region\'s vault; empty: plain TCP inside the network. The gateway\'s identity may read this one secret and nothing else of the vault.')
+param gatewayTlsCertificateSecretName string = ''
+
+@description('DIMSE gateway: PEM of the CA that signs the modalities\' client certificates (public, not a secret); with a certificate, clients must present one it signed (mutual TLS). Empty: server-side TLS only.')
+param gatewayTlsClientCaCertificate string = ''
 
 @description('DIMSE gateway: expose its TCP port outside its virtual network (default: internal, over VPN/ExpressRoute).')
 param gatewayExternalIngress bool = false
+
+@description('DIMSE gateway: the private DNS zone of the name modalities keep (dimse.<zone>, pointing at the gateway of ingestRegion, TTL 30 s); link it to the hospital\'s DNS (a conditional forwarder to a DNS private resolver).')
+param gatewayDnsZone string = 'dicomflow-${environmentName}.internal'
 
 var abbrs = loadJsonContent('abbreviations.json')
 // Sign-in: the app validates Entra ID v2 access tokens itself (shared/auth); App Service authentication is not
@@ -206,6 +258,8 @@ var allTags = union(tags, {
 })
 var primaryToken = toLower(uniqueString(subscription().id, environmentName, primaryLocation))
 var secondaryToken = toLower(uniqueString(subscription().id, environmentName, secondaryLocation))
+// The global resources' token: the environment alone (they belong to neither region).
+var globalToken = toLower(uniqueString(subscription().id, environmentName, 'global'))
 
 // The app's storage names. They are owned by the code: tests/infra checks these lists against
 // shared/storage/layout.py (LOCAL, REGIONAL, QUEUES) and shared/index/tables.py (TABLES).
@@ -273,11 +327,11 @@ var tierByAccess = {
   }
 }
 var baseTiering = tieringBasis == 'lastAccess' ? tierByAccess : tierByCreation
-var archiveActions = versionArchiveAfterDays > 0 ? {
+var archiveActions = versionColdAfterDays > 0 ? {
   baseBlob: baseTiering
   version: {
-    tierToArchive: {
-      daysAfterCreationGreaterThan: versionArchiveAfterDays
+    tierToCold: {
+      daysAfterCreationGreaterThan: versionColdAfterDays
     }
   }
 } : {
@@ -382,7 +436,6 @@ var primaryNames = {
   gateway: '${abbrs.appContainerApps}gw-${primaryToken}'
   gatewayEnvironment: '${abbrs.appManagedEnvironments}${primaryToken}'
   gatewayVnet: '${abbrs.networkVirtualNetworks}gw-${primaryToken}'
-  eventGridIdentity: '${abbrs.managedIdentityUserAssignedIdentities}evg-${primaryToken}'
   vnet: '${abbrs.networkVirtualNetworks}${primaryToken}'
 }
 var secondaryNames = {
@@ -400,9 +453,26 @@ var secondaryNames = {
   gateway: '${abbrs.appContainerApps}gw-${secondaryToken}'
   gatewayEnvironment: '${abbrs.appManagedEnvironments}${secondaryToken}'
   gatewayVnet: '${abbrs.networkVirtualNetworks}gw-${secondaryToken}'
-  eventGridIdentity: '${abbrs.managedIdentityUserAssignedIdentities}evg-${secondaryToken}'
   vnet: '${abbrs.networkVirtualNetworks}${secondaryToken}'
 }
+var globalNames = {
+  logAnalytics: '${abbrs.operationalInsightsWorkspaces}${globalToken}'
+  applicationInsights: '${abbrs.insightsComponents}${globalToken}'
+  frontDoor: !empty(frontDoorProfileName) ? frontDoorProfileName : '${abbrs.cdnProfiles}${globalToken}'
+  wafPolicy: '${abbrs.networkFrontDoorWebApplicationFirewallPolicies}${globalToken}'
+  apiEndpoint: '${abbrs.cdnProfilesEndpoints}${globalToken}'
+  primaryHooksEndpoint: '${abbrs.cdnProfilesEndpoints}hooks-${primaryToken}'
+  secondaryHooksEndpoint: '${abbrs.cdnProfilesEndpoints}hooks-${secondaryToken}'
+  inboxEndpoint: '${abbrs.cdnProfilesEndpoints}inbox-${globalToken}'
+  viewer: '${abbrs.webStaticSites}${globalToken}'
+  actionGroup: '${abbrs.insightsActionGroups}${globalToken}'
+}
+// The DIMSE gateway's identity reads these containers (the region's own and the peer's replica) and writes the
+// inbox; nothing else of the data account.
+var gatewayReads = [
+  archiveContainer
+  configContainer
+]
 
 resource primaryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(primaryResourceGroupName) ? primaryResourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}-${primaryLocation}'
@@ -416,8 +486,17 @@ resource secondaryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: allTags
 }
 
-// Monitoring per region first: Front Door's profile logs to the primary's workspace, and the profile comes before
-// the regions, whose function apps admit only requests that carry its ID (X-Azure-FDID).
+// Global: Front Door, the private DNS zones, the viewer, the alerts, and a workspace for Front Door's logs. Not in
+// either region's group, whose metadata lives in that region: when the primary is lost, its group cannot be
+// managed, and the origins and the gateway name must still be switched.
+resource globalGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(globalResourceGroupName) ? globalResourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}-global'
+  location: globalLocation
+  tags: allTags
+}
+
+// Monitoring per region (the apps' telemetry stays in its region), and a global workspace for Front Door and WAF
+// logs. The profile comes before the regions: their apps admit only requests that carry its ID (X-Azure-FDID).
 module primaryMonitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
   scope: primaryGroup
@@ -440,18 +519,29 @@ module secondaryMonitoring 'modules/monitoring.bicep' = {
   }
 }
 
-module frontDoorProfile 'modules/frontDoorProfile.bicep' = {
-  name: 'front-door-profile'
-  scope: primaryGroup
+module globalMonitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: globalGroup
   params: {
+    location: globalLocation
     tags: allTags
-    profileName: !empty(frontDoorProfileName) ? frontDoorProfileName : '${abbrs.cdnProfiles}${primaryToken}'
-    logAnalyticsWorkspaceId: primaryMonitoring.outputs.logAnalyticsWorkspaceId
+    logAnalyticsName: globalNames.logAnalytics
+    applicationInsightsName: globalNames.applicationInsights
   }
 }
 
-// Private networking (optional): one network per region, peered; the private DNS zones are global and linked to
-// both, so each region resolves the other's private endpoints (the follower reads the peer's change feed).
+module frontDoorProfile 'modules/frontDoorProfile.bicep' = {
+  name: 'front-door-profile'
+  scope: globalGroup
+  params: {
+    tags: allTags
+    profileName: globalNames.frontDoor
+    logAnalyticsWorkspaceId: globalMonitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+// One network per region (privateNetworking), peered; the private DNS zones are global and linked to both, so each
+// region resolves the other's private endpoints (the follower reads the peer's change feed).
 module primaryNetwork 'modules/network.bicep' = if (privateNetworking) {
   name: 'network'
   scope: primaryGroup
@@ -462,6 +552,7 @@ module primaryNetwork 'modules/network.bicep' = if (privateNetworking) {
     addressPrefix: primaryNetworkPrefixes.addressPrefix
     appPrefix: primaryNetworkPrefixes.apps
     endpointPrefix: primaryNetworkPrefixes.endpoints
+    gatewayPrefix: primaryNetworkPrefixes.gateway
   }
 }
 
@@ -475,12 +566,13 @@ module secondaryNetwork 'modules/network.bicep' = if (privateNetworking) {
     addressPrefix: secondaryNetworkPrefixes.addressPrefix
     appPrefix: secondaryNetworkPrefixes.apps
     endpointPrefix: secondaryNetworkPrefixes.endpoints
+    gatewayPrefix: secondaryNetworkPrefixes.gateway
   }
 }
 
 module privateDns 'modules/privateDns.bicep' = if (privateNetworking) {
   name: 'private-dns'
-  scope: primaryGroup
+  scope: globalGroup
   params: {
     tags: allTags
     primaryVnetId: privateNetworking ? primaryNetwork!.outputs.id : ''
@@ -504,6 +596,8 @@ module primary 'modules/region.bicep' = {
     regionalContainers: regionalContainers
     archiveContainer: archiveContainer
     deadLetterContainer: deadLetterContainer
+    inboxContainer: inboxContainer
+    gatewayReads: gatewayReads
     queues: appQueues
     tables: appTables
     lifecycleRules: lifecycleRules
@@ -522,17 +616,21 @@ module primary 'modules/region.bicep' = {
     authAudience: authAudience
     corsOrigins: corsOrigins
     functionKeysSecretName: functionKeysSecretName
+    // The failback gate on the primary only: the secondary must keep answering while the primary is lost.
+    failbackMaxLagSeconds: failbackMaxLagSeconds
     userPrincipalId: grantDeployerDataAccess ? principalId : ''
     frontDoorId: frontDoorProfile.outputs.frontDoorId
     peerTableEndpoint: 'https://${secondaryNames.dataStorage}.table.${environment().suffixes.storage}/'
     privateNetworking: privateNetworking
     appSubnetId: privateNetworking ? primaryNetwork!.outputs.appSubnetId : ''
     endpointSubnetId: privateNetworking ? primaryNetwork!.outputs.endpointSubnetId : ''
+    gatewaySubnetId: privateNetworking ? primaryNetwork!.outputs.gatewaySubnetId : ''
     privateDnsZoneIds: privateNetworking ? privateDns!.outputs.zoneIds : {}
     gatewayImage: gatewayImage
     gatewayAllowedAeTitles: gatewayAllowedAeTitles
     gatewayAllowedNetworks: gatewayAllowedNetworks
-    gatewayTlsCertificateSecretUri: gatewayTlsCertificateSecretUri
+    gatewayTlsCertificateSecretName: gatewayTlsCertificateSecretName
+    gatewayTlsClientCaCertificate: gatewayTlsClientCaCertificate
     gatewayExternalIngress: gatewayExternalIngress
   }
 }
@@ -553,6 +651,8 @@ module secondary 'modules/region.bicep' = {
     regionalContainers: regionalContainers
     archiveContainer: archiveContainer
     deadLetterContainer: deadLetterContainer
+    inboxContainer: inboxContainer
+    gatewayReads: gatewayReads
     queues: appQueues
     tables: appTables
     lifecycleRules: lifecycleRules
@@ -577,7 +677,14 @@ module secondary 'modules/region.bicep' = {
     privateNetworking: privateNetworking
     appSubnetId: privateNetworking ? secondaryNetwork!.outputs.appSubnetId : ''
     endpointSubnetId: privateNetworking ? secondaryNetwork!.outputs.endpointSubnetId : ''
+    gatewaySubnetId: privateNetworking ? secondaryNetwork!.outputs.gatewaySubnetId : ''
     privateDnsZoneIds: privateNetworking ? privateDns!.outputs.zoneIds : {}
+    gatewayImage: gatewayImage
+    gatewayAllowedAeTitles: gatewayAllowedAeTitles
+    gatewayAllowedNetworks: gatewayAllowedNetworks
+    gatewayTlsCertificateSecretName: gatewayTlsCertificateSecretName
+    gatewayTlsClientCaCertificate: gatewayTlsClientCaCertificate
+    gatewayExternalIngress: gatewayExternalIngress
   }
 }
 
@@ -600,28 +707,40 @@ module secondaryReadsPrimary 'modules/peerRoles.bicep' = {
   }
 }
 
+// The global peering, one direction after the other, after both regions: each direction needs both networks, and
+// a peering started while the region's private endpoints or VNet integration still change the same network (or
+// while the other direction is being created) fails with AnotherOperationInProgress on a first deployment.
 module peering 'modules/peering.bicep' = if (privateNetworking) {
   name: 'peering-primary'
   scope: primaryGroup
   params: {
-    vnetName: primaryNames.vnet
+    vnetName: privateNetworking ? primaryNetwork!.outputs.name : ''
     remoteVnetId: privateNetworking ? secondaryNetwork!.outputs.id : ''
   }
+  dependsOn: [
+    primary
+    secondary
+  ]
 }
 
 module peeringBack 'modules/peering.bicep' = if (privateNetworking) {
   name: 'peering-secondary'
   scope: secondaryGroup
   params: {
-    vnetName: secondaryNames.vnet
+    vnetName: privateNetworking ? secondaryNetwork!.outputs.name : ''
     remoteVnetId: privateNetworking ? primaryNetwork!.outputs.id : ''
   }
+  dependsOn: [
+    peering
+  ]
 }
 
 // Object replication in both directions: each region's own containers to the other region. One policy per
-// direction (one per account pair is all Azure allows); the destination side first (Azure assigns the policy and
-// rule IDs there), then the source side with those IDs. On later deployments the IDs come back as parameters
-// (outputs REPLICATION_*; azd keeps them), so the same policies are updated instead of a second 'default' one.
+// direction (one per account pair is all Azure allows), each with priority replication (99% of objects within 15
+// minutes on one continent, with the pending-replication metrics the alerts read); the destination side first
+// (Azure assigns the policy and rule IDs there), then the source side with those IDs. On later deployments the
+// IDs come back as parameters (outputs REPLICATION_*; azd keeps them), so the same policies are updated instead of
+// a second 'default' one.
 module toSecondaryDestination 'modules/objectReplication.bicep' = {
   name: 'replication-to-secondary-destination'
   scope: secondaryGroup
@@ -677,16 +796,63 @@ module toPrimarySource 'modules/objectReplication.bicep' = {
   }
 }
 
+// Front Door Premium with its WAF policy: the API (priority routing, health-probed), the Event Grid webhooks of
+// each region (so no service tag admits traffic around Front Door) and the inbox that follows ingestRegion.
 module frontDoor 'modules/frontDoor.bicep' = {
   name: 'front-door'
-  scope: primaryGroup
+  scope: globalGroup
   params: {
     tags: allTags
     profileName: frontDoorProfile.outputs.profileName
-    endpointName: '${abbrs.cdnProfilesEndpoints}${primaryToken}'
-    primaryHostName: primary.outputs.functionAppHostName
-    secondaryHostName: secondary.outputs.functionAppHostName
+    wafPolicyName: globalNames.wafPolicy
+    apiEndpointName: globalNames.apiEndpoint
+    primaryHooksEndpointName: globalNames.primaryHooksEndpoint
+    secondaryHooksEndpointName: globalNames.secondaryHooksEndpoint
+    inboxEndpointName: globalNames.inboxEndpoint
+    primaryApp: {
+      hostName: primary.outputs.functionAppHostName
+      id: primary.outputs.functionAppId
+      location: primaryLocation
+    }
+    secondaryApp: {
+      hostName: secondary.outputs.functionAppHostName
+      id: secondary.outputs.functionAppId
+      location: secondaryLocation
+    }
+    primaryInbox: {
+      hostName: primary.outputs.dataBlobHost
+      id: primary.outputs.dataStorageAccountId
+      location: primaryLocation
+    }
+    secondaryInbox: {
+      hostName: secondary.outputs.dataBlobHost
+      id: secondary.outputs.dataStorageAccountId
+      location: secondaryLocation
+    }
+    privateLink: privateNetworking
     activeActiveReads: activeActiveReads
+    primaryOriginEnabled: primaryOriginEnabled
+    ingestRegion: ingestRegion
+    wafMode: wafMode
+    rateLimitPerMinute: wafRateLimitPerMinute
+    inboxContainer: inboxContainer
+  }
+}
+
+// The one name modalities keep for the DIMSE gateway: dimse.<gatewayDnsZone>, pointing at ingestRegion's gateway.
+module gatewayName 'modules/gatewayDns.bicep' = if (!empty(gatewayImage)) {
+  name: 'gateway-dns'
+  scope: globalGroup
+  params: {
+    tags: allTags
+    zoneName: gatewayDnsZone
+    primaryAddress: primary.outputs.gatewayAddress
+    secondaryAddress: secondary.outputs.gatewayAddress
+    ingestRegion: ingestRegion
+    vnetIds: [
+      primary.outputs.gatewayVnetId
+      secondary.outputs.gatewayVnetId
+    ]
   }
 }
 
@@ -694,11 +860,47 @@ module frontDoor 'modules/frontDoor.bicep' = {
 // by its prepackage hook from the outputs below).
 module viewer 'modules/staticSite.bicep' = {
   name: 'viewer'
-  scope: primaryGroup
+  scope: globalGroup
   params: {
     location: viewerLocation
     tags: allTags
-    name: '${abbrs.webStaticSites}${primaryToken}'
+    name: globalNames.viewer
+  }
+}
+
+// One place to look: an action group and the alert rules over both regions (docs/deploy.md, "Alerts").
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: globalGroup
+  params: {
+    tags: allTags
+    location: globalLocation
+    actionGroupName: globalNames.actionGroup
+    emails: alertEmails
+    frontDoorProfileId: frontDoorProfile.outputs.id
+    replicationPolicyIds: [
+      '${primary.outputs.dataStorageAccountId}/objectReplicationPolicies/${toSecondarySource.outputs.policyId}'
+      '${secondary.outputs.dataStorageAccountId}/objectReplicationPolicies/${toPrimarySource.outputs.policyId}'
+    ]
+    workspaceIds: [
+      primaryMonitoring.outputs.logAnalyticsWorkspaceId
+      secondaryMonitoring.outputs.logAnalyticsWorkspaceId
+    ]
+    regionKeys: [
+      primaryKey
+      secondaryKey
+    ]
+    topicIds: [
+      primary.outputs.systemTopicId
+      primary.outputs.customTopicId
+      secondary.outputs.systemTopicId
+      secondary.outputs.customTopicId
+    ]
+    gatewayIds: empty(gatewayImage) ? [] : [
+      primary.outputs.gatewayId
+      secondary.outputs.gatewayId
+    ]
+    quarantineSpikeThreshold: quarantineSpikeThreshold
   }
 }
 
@@ -706,21 +908,28 @@ module viewer 'modules/staticSite.bicep' = {
 output AZURE_LOCATION string = primaryLocation
 output PRIMARY_RESOURCE_GROUP string = primaryGroup.name
 output SECONDARY_RESOURCE_GROUP string = secondaryGroup.name
+output GLOBAL_RESOURCE_GROUP string = globalGroup.name
 output PRIMARY_FUNCTION_APP_NAME string = primary.outputs.functionAppName
 output SECONDARY_FUNCTION_APP_NAME string = secondary.outputs.functionAppName
 output PRIMARY_DATA_STORAGE_ACCOUNT string = primary.outputs.dataStorageAccountName
 output SECONDARY_DATA_STORAGE_ACCOUNT string = secondary.outputs.dataStorageAccountName
 output PRIMARY_IDENTITY_NAME string = primary.outputs.identityName
 output SECONDARY_IDENTITY_NAME string = secondary.outputs.identityName
-output PRIMARY_EVENTGRID_IDENTITY_NAME string = primary.outputs.eventGridIdentityName
-output SECONDARY_EVENTGRID_IDENTITY_NAME string = secondary.outputs.eventGridIdentityName
 output PRIMARY_SYSTEM_TOPIC string = primary.outputs.systemTopicName
 output SECONDARY_SYSTEM_TOPIC string = secondary.outputs.systemTopicName
 output PRIMARY_CUSTOM_TOPIC string = primary.outputs.customTopicName
 output SECONDARY_CUSTOM_TOPIC string = secondary.outputs.customTopicName
 output PRIMARY_KEY_VAULT string = primary.outputs.keyVaultName
-output FRONT_DOOR_ENDPOINT string = 'https://${frontDoor.outputs.endpointHostName}'
-output DICOMWEB_ROOT string = 'https://${frontDoor.outputs.endpointHostName}/api/dicomweb'
+output SECONDARY_KEY_VAULT string = secondary.outputs.keyVaultName
+output FRONT_DOOR_PROFILE string = frontDoorProfile.outputs.profileName
+output FRONT_DOOR_ENDPOINT string = 'https://${frontDoor.outputs.apiHostName}'
+output DICOMWEB_ROOT string = 'https://${frontDoor.outputs.apiHostName}/api/dicomweb'
+// Event Grid delivers to each region's app through these (stage 2), never to the apps directly.
+output PRIMARY_HOOKS_HOST string = frontDoor.outputs.primaryHooksHostName
+output SECONDARY_HOOKS_HOST string = frontDoor.outputs.secondaryHooksHostName
+// Blob uploaders' endpoint that follows ingestRegion: https://<INBOX_URL>/<blob name> with an Entra ID token.
+output INBOX_URL string = 'https://${frontDoor.outputs.inboxHostName}/${inboxContainer}'
+output GATEWAY_NAME string = empty(gatewayImage) ? '' : 'dimse.${gatewayDnsZone}'
 output AUTH_ISSUER string = authIssuer
 output API_CLIENT_ID string = apiClientId
 output VIEWER_CLIENT_ID string = viewerSignInClientId

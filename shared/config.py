@@ -68,8 +68,19 @@ class RegionSettings:
     #: ``__clientId``): where the peer's change feed is read. Unset: the peer's feed is not followed
     #: (``python -m tools reindex`` still indexes what replication brought).
     peer_storage: StorageSettings = StorageSettings()
-    #: ``DICOMFLOW_FOLLOW_BATCH``: most peer change-feed entries indexed per follower run.
+    #: ``DICOMFLOW_FOLLOW_BATCH``: most peer change-feed entries read per follower step (one read of the
+    #: feed, then indexed in parallel); a run takes steps until it has caught up or its time is up.
     follow_batch: int = 500
+    #: ``DICOMFLOW_FOLLOW_WORKERS``: instances the follower indexes at once (threads; each waits on storage).
+    follow_workers: int = 16
+    #: ``DICOMFLOW_FOLLOW_RUN_SECONDS``: how long one follower run keeps taking steps before it saves its
+    #: place and ends (the timer starts the next one).
+    follow_run_seconds: float = 30.0
+    #: ``DICOMFLOW_FAILBACK_MAX_LAG_SECONDS``: the failback gate. Above 0, ``GET /api/health`` answers 503
+    #: ``catching up`` while this region's follower is behind its (reachable) peer by more than this, so Front
+    #: Door sends nothing here until the region has indexed what the peer wrote meanwhile. Set it on the
+    #: region Front Door prefers (priority 1); 0 (the default) turns the gate off.
+    failback_max_lag_seconds: float = 0.0
 
     @property
     def paired(self) -> bool:
@@ -261,6 +272,84 @@ class GatewaySettings:
         )
 
 
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderLimits:
+    """What one DICOM header read may cost, whatever the file declares (``shared.dicom.bounds``).
+
+    Every entry point parses headers through :func:`shared.dicom.header.read_header` (inbox ingest,
+    STOW-RS parts, the gateway's C-STORE, the peer follower and reindex, WADO-RS frame indexes), so these
+    hold for all of them. A header over a limit is refused as ``header-too-large``.
+    """
+
+    #: ``DICOMFLOW_HEADER_MAX_BYTES``: value bytes a parse reads into memory (values over 64 KiB are
+    #: skipped while parsing and read later only if the DICOM JSON needs them: sequences, text).
+    max_bytes: int = 32 * MIB
+    #: ``DICOMFLOW_HEADER_MAX_ELEMENTS``: data elements and sequence items (counted as the 8-byte headers
+    #: read, delimiters included) the parse and the DICOM JSON may turn into objects (~1 KiB each).
+    max_elements: int = 100_000
+    #: ``DICOMFLOW_HEADER_MAX_INFLATED_BYTES``: a deflated data set may inflate this far before its pixel
+    #: data (skipping a deflated value means inflating it: this bounds the time, memory stays ~1 MiB).
+    max_inflated_bytes: int = 64 * MIB
+    #: ``DICOMFLOW_HEADER_MAX_DEPTH``: sequences nested deeper than this are refused.
+    max_depth: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Budgets for untrusted input (README "Limits"): files, STOW-RS requests, queries, status and health."""
+
+    header: HeaderLimits = HeaderLimits()
+    #: ``DICOMFLOW_MAX_FRAMES``: most frames (and encapsulated fragments) a frame index holds.
+    max_frames: int = 200_000
+    #: ``DICOMFLOW_STOW_MAX_PARTS``: most parts in one STOW-RS request (more: 413).
+    stow_max_parts: int = 1000
+    #: ``DICOMFLOW_QUERY_MAX_WILDCARDS``: most ``*``/``?`` in one QIDO/C-FIND value (more: 400).
+    query_max_wildcards: int = 10
+    #: ``DICOMFLOW_QUERY_MAX_ROWS``: most index rows one QIDO request or C-FIND examines (more: 413 / A700).
+    query_max_rows: int = 20_000
+    #: ``DICOMFLOW_STATUS_MAX_ITEMS``: most change-feed entries and quarantined files the ingest status
+    #: summary looks at (the counts say when they stopped short).
+    status_max_items: int = 10_000
+    #: ``DICOMFLOW_HEALTH_CACHE_SECONDS``: the anonymous health probe answers from one storage call
+    #: made at most this often per worker.
+    health_cache_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LimitSettings:
+        def whole(name: str, default: int, low: int = 1, high: int = 2**40) -> int:
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                return default
+            if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+                raise SettingsError(f"Setting {name} must be a whole number from {low} to {high}, got {raw!r}")
+            return int(raw)
+
+        cache = (env.get("DICOMFLOW_HEALTH_CACHE_SECONDS") or "").strip()
+        try:
+            cache_s = float(cache) if cache else 10.0
+        except ValueError:
+            raise SettingsError(
+                f"Setting DICOMFLOW_HEALTH_CACHE_SECONDS must be a number of seconds, got {cache!r}") from None
+        d, base = HeaderLimits(), cls()
+        return cls(
+            header=HeaderLimits(
+                max_bytes=whole("DICOMFLOW_HEADER_MAX_BYTES", d.max_bytes, 1 * MIB),
+                max_elements=whole("DICOMFLOW_HEADER_MAX_ELEMENTS", d.max_elements, 1000),
+                max_inflated_bytes=whole("DICOMFLOW_HEADER_MAX_INFLATED_BYTES", d.max_inflated_bytes, 1 * MIB),
+                max_depth=whole("DICOMFLOW_HEADER_MAX_DEPTH", d.max_depth, 2, 200),
+            ),
+            max_frames=whole("DICOMFLOW_MAX_FRAMES", base.max_frames, 1),
+            stow_max_parts=whole("DICOMFLOW_STOW_MAX_PARTS", base.stow_max_parts, 1),
+            query_max_wildcards=whole("DICOMFLOW_QUERY_MAX_WILDCARDS", base.query_max_wildcards, 1, 256),
+            query_max_rows=whole("DICOMFLOW_QUERY_MAX_ROWS", base.query_max_rows, 10),
+            status_max_items=whole("DICOMFLOW_STATUS_MAX_ITEMS", base.status_max_items, 10),
+            health_cache_seconds=max(0.0, cache_s),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
     """The audit trail (:mod:`shared.audit`): where records are spooled and how often they are flushed."""
@@ -299,6 +388,8 @@ class Settings:
     routing_rules_ttl_seconds: float = 15.0
     gateway: GatewaySettings = GatewaySettings()
     region: RegionSettings = RegionSettings()
+    #: Budgets for untrusted input (``DICOMFLOW_HEADER_*``, ``DICOMFLOW_STOW_MAX_PARTS``, ``DICOMFLOW_QUERY_*`` ...).
+    limits: LimitSettings = LimitSettings()
     #: ``DICOMFLOW_INFERENCE_FACTORIES``: the ``module:callable`` model factories a ``python`` entry of the
     #: model registry may name (comma-separated), besides those installed packages publish as entry points
     #: (group ``dicomflow.models``). Whoever writes the config container chooses among them; nothing else
@@ -355,6 +446,9 @@ class Settings:
         if peer and peer == region:
             raise SettingsError(f"DICOMFLOW_PEER_REGION must differ from DICOMFLOW_REGION (both are {region!r}).")
         batch = num("DICOMFLOW_FOLLOW_BATCH", 500)
+        workers = num("DICOMFLOW_FOLLOW_WORKERS", 16)
+        if not 1 <= workers <= 64:
+            raise SettingsError(f"Setting DICOMFLOW_FOLLOW_WORKERS must be from 1 to 64, got {workers:g}")
         stable_age = num("DICOMFLOW_STABLE_AGE_SECONDS", 60.0)
         return cls(
             storage=storage,
@@ -383,7 +477,10 @@ class Settings:
             routing_rules_ttl_seconds=num("DICOMFLOW_ROUTING_RULES_TTL_SECONDS", 15.0),
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
-                                  follow_batch=max(1, int(batch))),
+                                  follow_batch=max(1, int(batch)), follow_workers=int(workers),
+                                  follow_run_seconds=num("DICOMFLOW_FOLLOW_RUN_SECONDS", 30.0),
+                                  failback_max_lag_seconds=num("DICOMFLOW_FAILBACK_MAX_LAG_SECONDS", 0.0)),
+            limits=LimitSettings.from_env(env),
             inference_factories=_factories(env.get("DICOMFLOW_INFERENCE_FACTORIES")),
             routing_tls_ca=(env.get("DICOMFLOW_ROUTING_TLS_CA") or "").strip() or None,
             routing_tls_client_cert=(env.get("DICOMFLOW_ROUTING_TLS_CLIENT_CERT") or "").strip() or None,

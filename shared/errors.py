@@ -28,6 +28,8 @@ class Reason(enum.StrEnum):
     #: Tolerated defect (kept as a warning on the index row): the pixel data is shorter than declared.
     TRUNCATED_PIXEL_DATA = "truncated-pixel-data"
     UNDECODABLE = "undecodable-header"
+    #: The header needs more than one parse may spend (bytes, elements and items, inflation, nesting).
+    HEADER_TOO_LARGE = "header-too-large"
     UNSUPPORTED = "unsupported-object"
     MISSING_STUDY_UID = "missing-study-uid"
     MISSING_SERIES_UID = "missing-series-uid"
@@ -67,6 +69,9 @@ ADVICE: dict[Reason, str] = {
     Reason.TRUNCATED_PIXEL_DATA: "The pixel data is shorter than its declared length; the file was probably cut "
                                  "short. It was archived as received; upload the complete file to replace it.",
     Reason.UNDECODABLE: "The DICOM header could not be decoded. Check the file with dciodvfy or dcmdump.",
+    Reason.HEADER_TOO_LARGE: "The DICOM header is larger than one parse may read here (see Limits in the README; the "
+                             "message names the limit). If the file is genuine, an operator can raise that "
+                             "DICOMFLOW_HEADER_* setting.",
     Reason.UNSUPPORTED: "The object is not a storable instance (for example a DICOMDIR). "
                         "Upload the instances it refers to instead.",
     Reason.MISSING_STUDY_UID: "Study Instance UID (0020,000D) is missing or empty. It is required to index the file.",

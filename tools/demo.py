@@ -59,9 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each step (default 180)")
 
 
-def _get(url: str) -> tuple[int, Any]:
+def _get(url: str, token: str | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})  # noqa: S310
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - our own loopback URL
             return int(r.status), json.loads(r.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:
@@ -128,8 +129,11 @@ def run(args: argparse.Namespace) -> int:
             return 1
         base = local.base_url
         status, body = _get(f"{base}/health")
+        print(f"\nHealth: GET {base}/health -> {status} ({(body or {}).get('status', '?')})")
+        # The dependency checks are the admin's (the anonymous probe says up or down, nothing more).
+        status, body = _get(f"{base}/health/deep", stack.local_token(args.state_dir, roles=("admin",), user="demo"))
         deps = (body or {}).get("dependencies", {}) if isinstance(body, dict) else {}
-        print(f"\nHealth: GET {base}/health -> {status} ({(body or {}).get('status', '?')})\n")
+        print(f"Dependencies: GET {base}/health/deep (admin) -> {status}\n")
         print(_table([(name, "up" if d.get("up") else "DOWN", f"{d.get('ms', 0)} ms", d.get("error", ""))
                       for name, d in deps.items()], ("dependency", "state", "latency", "error")))
         functions = stack.read_state(args.state_dir).get("functions", [])

@@ -1,6 +1,8 @@
 // Event Grid per region: a system topic on the data storage account (BlobCreated -> the ingest blob
 // trigger) and dicomflow's custom topic (Dicom.* CloudEvents 1.0, Entra ID publishing only).
 // Subscriptions need the code deployed first: they live in stage 2 (infra/stage2/main.bicep).
+// Each topic has its own system-assigned identity, which dead-letters undeliverable events and nothing else: the
+// storage firewall admits trusted services only with a system-assigned identity.
 
 @description('Azure region (the system topic must be in the storage account\'s region).')
 param location string
@@ -17,9 +19,6 @@ param systemTopicName string
 @description('Custom topic name.')
 param customTopicName string
 
-@description('Resource ID of Event Grid\'s own user-assigned identity (it only dead-letters undeliverable events).')
-param identityId string
-
 @description('Accept events from public networks (publishers sign in with Entra ID). False: private endpoint only.')
 param publicNetworkAccess bool = true
 
@@ -31,10 +30,7 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   location: location
   tags: tags
   identity: {
-    type: 'UserAssigned'
-    userAssignedIdentities: {
-      '${identityId}': {}
-    }
+    type: 'SystemAssigned'
   }
   properties: {
     source: storageAccountId
@@ -48,10 +44,7 @@ resource customTopic 'Microsoft.EventGrid/topics@2022-06-15' = {
   location: location
   tags: tags
   identity: {
-    type: 'UserAssigned'
-    userAssignedIdentities: {
-      '${identityId}': {}
-    }
+    type: 'SystemAssigned'
   }
   properties: {
     inputSchema: 'CloudEventSchemaV1_0'
@@ -95,6 +88,9 @@ resource customTopicDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-0
 }
 
 output systemTopicName string = systemTopic.name
+output systemTopicId string = systemTopic.id
+output systemTopicPrincipalId string = systemTopic.identity.principalId
+output customTopicPrincipalId string = customTopic.identity.principalId
 output customTopicName string = customTopic.name
 output customTopicId string = customTopic.id
 output customTopicEndpoint string = customTopic.properties.endpoint

@@ -3,12 +3,17 @@
 // pass through unchanged. One module per entry keeps the Bicep inside what the offline parsers read
 // (no filtered loops).
 //
-// Endpoints:
-// - "blobTrigger": Event Grid-sourced blob trigger, a webhook to the host's blobs extension:
-//   https://<defaultHostName>/runtime/webhooks/blobs?functionName=Host.Functions.<fn>&code=<blobs_extension key>
-//   The key is the function app host's system key (listKeys on <app>/host/default), never a storage key.
-// - "eventGridTrigger": an AzureFunction endpoint (<app>/functions/<fn>).
-// Storage system topic subscriptions deliver EventGridSchema; the custom topic's CloudEventSchemaV1_0.
+// Every endpoint is a webhook through the region's Front Door hooks endpoint (frontDoor.bicep), never the app's
+// own host name: the apps admit nothing around Front Door (no AzureEventGrid service tag), and Event Grid's
+// deliveries pass its WAF like any client's.
+// - "blobTrigger": Event Grid-sourced blob trigger, the host's blobs extension:
+//   https://<hooks host>/runtime/webhooks/blobs?functionName=Host.Functions.<fn>
+// - "eventGridTrigger": the host's Event Grid extension: https://<hooks host>/runtime/webhooks/eventgrid?functionName=<fn>
+// The key is the function app host's system key for that extension (listKeys on <app>/host/default, never a storage
+// key), sent as the x-functions-key header by a secret delivery attribute: not in the URL, so no log of a URL
+// (Front Door's, Event Grid's) holds it.
+// Storage system topic subscriptions deliver EventGridSchema; the custom topic's CloudEventSchemaV1_0. Dead letters
+// are written with the topic's own system-assigned identity (the storage firewall admits no other).
 
 @description('One entry of infra/events.json "subscriptions".')
 param entry object
@@ -28,11 +33,13 @@ param customTopicName string
 @description('Storage account that receives dead-lettered events.')
 param deadLetterStorageAccountName string
 
-@description('Event Grid\'s own user-assigned identity (assigned to both topics): it writes dead-lettered events, nothing else.')
-param identityName string
+@description('Host name of this region\'s Front Door hooks endpoint (stage 1 output <REGION>_HOOKS_HOST).')
+param hooksHost string
 
 var isSystemTopic = topics[entry.topic].kind == 'systemTopic'
 var isBlobWebhook = entry.endpoint == 'blobTrigger'
+var hookUrl = isBlobWebhook ? 'https://${hooksHost}/runtime/webhooks/blobs?functionName=Host.Functions.${entry.function}' : 'https://${hooksHost}/runtime/webhooks/eventgrid?functionName=${entry.function}'
+var extensionKey = isBlobWebhook ? 'blobs_extension' : 'eventgrid_extension'
 
 resource site 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
@@ -41,10 +48,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' existing = {
 resource host 'Microsoft.Web/sites/host@2024-04-01' existing = {
   parent: site
   name: 'default'
-}
-
-resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
-  name: identityName
 }
 
 resource deadLetterAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -63,17 +66,22 @@ resource systemSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions
   parent: systemTopic
   name: entry.name
   properties: {
-    destination: isBlobWebhook ? {
+    destination: {
       endpointType: 'WebHook'
       properties: {
-        endpointUrl: 'https://${site.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${entry.function}&code=${host.listKeys().systemKeys.blobs_extension}'
-      }
-    } : {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${site.id}/functions/${entry.function}'
+        endpointUrl: hookUrl
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
+        deliveryAttributeMappings: [
+          {
+            name: 'x-functions-key'
+            type: 'Static'
+            properties: {
+              value: host.listKeys().systemKeys[extensionKey]
+              isSecret: true
+            }
+          }
+        ]
       }
     }
     eventDeliverySchema: 'EventGridSchema'
@@ -81,8 +89,7 @@ resource systemSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions
     retryPolicy: contains(entry, 'retryPolicy') ? entry.retryPolicy : null
     deadLetterWithResourceIdentity: contains(entry, 'deadLetterContainer') ? {
       identity: {
-        type: 'UserAssigned'
-        userAssignedIdentity: identity.id
+        type: 'SystemAssigned'
       }
       deadLetterDestination: {
         endpointType: 'StorageBlob'
@@ -99,17 +106,22 @@ resource customSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2022-
   parent: customTopic
   name: entry.name
   properties: {
-    destination: isBlobWebhook ? {
+    destination: {
       endpointType: 'WebHook'
       properties: {
-        endpointUrl: 'https://${site.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${entry.function}&code=${host.listKeys().systemKeys.blobs_extension}'
-      }
-    } : {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${site.id}/functions/${entry.function}'
+        endpointUrl: hookUrl
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
+        deliveryAttributeMappings: [
+          {
+            name: 'x-functions-key'
+            type: 'Static'
+            properties: {
+              value: host.listKeys().systemKeys[extensionKey]
+              isSecret: true
+            }
+          }
+        ]
       }
     }
     eventDeliverySchema: 'CloudEventSchemaV1_0'
@@ -117,8 +129,7 @@ resource customSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2022-
     retryPolicy: contains(entry, 'retryPolicy') ? entry.retryPolicy : null
     deadLetterWithResourceIdentity: contains(entry, 'deadLetterContainer') ? {
       identity: {
-        type: 'UserAssigned'
-        userAssignedIdentity: identity.id
+        type: 'SystemAssigned'
       }
       deadLetterDestination: {
         endpointType: 'StorageBlob'

@@ -92,14 +92,47 @@ param peerRegionKey string
 @description('Table endpoint of the peer region\'s data account (DicomPeerStorage__tableServiceUri: its change feed).')
 param peerTableEndpoint string
 
-@description('Front Door profile ID: only requests through it (header X-Azure-FDID) reach the app; Event Grid reaches its webhooks.')
+@description('Front Door profile ID: without Private Link, only requests through it (service tag and header X-Azure-FDID) reach the app; Event Grid reaches the webhooks through it too.')
 param frontDoorId string
+
+@description('Front Door reaches the app over Private Link (privateNetworking): its public endpoint admits no one at all.')
+param privateLinkOnly bool = true
+
+@description('Failback gate (DICOMFLOW_FAILBACK_MAX_LAG_SECONDS): /api/health answers 503 while this region\'s follower is this many seconds behind its peer; 0: the setting is not given (off).')
+@minValue(0)
+param failbackMaxLagSeconds int = 0
 
 @description('Subnet for VNet integration (private networking); empty: none.')
 param subnetId string = ''
 
 @description('Log Analytics workspace resource ID for diagnostic settings.')
 param logAnalyticsWorkspaceId string
+
+// Who may call the app's public endpoint (its main site; the deployment endpoint, scm, has its own rules). Over
+// Private Link (privateLinkOnly) no one: Front Door's private endpoint is not subject to these rules. Otherwise Front
+// Door alone, this profile's ID checked. Never a service tag without a header: AzureEventGrid (any customer's Event
+// Grid) would reach every route around Front Door and its WAF; Event Grid delivers through Front Door instead.
+var frontDoorOnly = [
+  {
+    name: 'front-door'
+    action: 'Allow'
+    priority: 100
+    tag: 'ServiceTag'
+    ipAddress: 'AzureFrontDoor.Backend'
+    headers: {
+      'x-azure-fdid': [
+        frontDoorId
+      ]
+    }
+  }
+]
+var failbackGate = failbackMaxLagSeconds > 0 ? [
+  {
+    // The primary answers Front Door's probe with 503 (catching up) while its follower lags: failback waits for it.
+    name: 'DICOMFLOW_FAILBACK_MAX_LAG_SECONDS'
+    value: string(failbackMaxLagSeconds)
+  }
+] : []
 
 var storageServices = {
   blobServiceUri: dataBlobEndpoint
@@ -233,7 +266,6 @@ var appSettings = [
 ]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_225: zone redundancy is a parameter (main.bicep primaryZoneRedundant/secondaryZoneRedundant): not every region offers it for Flex Consumption, it keeps at least two always-ready instances per function group (billed), and the other region is the failover capacity.
   name: planName
   location: location
   tags: tags
@@ -250,7 +282,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: DICOMweb clients (viewers, scripts) authenticate with Entra ID bearer tokens checked by the app (shared/auth), not client certificates.
-  // checkov:skip=CKV_AZURE_222: the public endpoint answers only Front Door (service tag AzureFrontDoor.Backend with this profile's X-Azure-FDID) and Event Grid (service tag AzureEventGrid, the webhooks); everything else is denied.
+  // checkov:skip=CKV_AZURE_222: the main site's public endpoint denies everyone (Front Door arrives over Private Link) or, without private networking, admits Front Door alone (its service tag with this profile's X-Azure-FDID); it stays on for the deployment endpoint (scm: Entra ID deployments only, basic auth off).
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero by design (cost tracks volume); the passive region's app is the failover capacity. Add alwaysReady instances if cold starts matter.
   // checkov:skip=CKV_AZURE_213: App Service health check does not apply to Flex Consumption; Front Door probes /api/health on each region and fails over.
   name: name
@@ -274,32 +306,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: appSettings
-      // Clients reach the API only through Front Door (its profile ID checked), so they get its failover, WAF and
-      // logs; Event Grid delivers to the runtime webhooks directly. The deployment endpoint (scm) keeps its own
-      // rules (Entra ID deployments only: basic publishing credentials are off below).
+      appSettings: concat(appSettings, failbackGate)
+      // Clients and Event Grid reach the app only through Front Door, so they get its failover, WAF, rate limit
+      // and logs. The deployment endpoint (scm) keeps its own rules (Entra ID deployments only: basic publishing
+      // credentials are off below).
       ipSecurityRestrictionsDefaultAction: 'Deny'
-      ipSecurityRestrictions: [
-        {
-          name: 'front-door'
-          action: 'Allow'
-          priority: 100
-          tag: 'ServiceTag'
-          ipAddress: 'AzureFrontDoor.Backend'
-          headers: {
-            'x-azure-fdid': [
-              frontDoorId
-            ]
-          }
-        }
-        {
-          name: 'event-grid'
-          action: 'Allow'
-          priority: 200
-          tag: 'ServiceTag'
-          ipAddress: 'AzureEventGrid'
-        }
-      ]
+      ipSecurityRestrictions: privateLinkOnly ? [] : frontDoorOnly
       scmIpSecurityRestrictionsUseMain: false
       // CORS is answered by the app from DICOMFLOW_CORS_ORIGINS (same code path as locally; it exposes the headers a
       // viewer reads). Platform CORS stays empty: when set, it takes over and the app's CORS answers are dropped.

@@ -1,8 +1,13 @@
 // The DIMSE gateway (gateway/, `python -m gateway`): a Container App with TCP ingress on 11112, internal to
-// its own virtual network by default (reach it over VPN / ExpressRoute by peering that network), running as
-// its own user-assigned identity. The identity's roles (blob read/write on the data account for the inbox,
-// archive and config; table read for the index; Key Vault secrets for the TLS certificate) are assigned in
-// roleAssignments.bicep, like every role. No keys: logs go to Azure Monitor through a diagnostic setting.
+// its region's network (privateNetworking; else a network of its own) by default (reach it over VPN / ExpressRoute),
+// zone redundant with two replicas, running as its own user-assigned identity. One per region, behind one name
+// (gatewayDns.bicep). The identity's roles (write the inbox container, read the archive and configuration
+// containers, read the index tables, read its one TLS secret) are assigned in roleAssignments.bicep, like every
+// role. No keys: logs go to Azure Monitor through a diagnostic setting.
+// It listens beyond loopback (0.0.0.0 in the container) only with an AE allow-list or mutual TLS, the same rule the
+// gateway enforces at startup, twice over: the caller must state how it is admitted (parameter admission, whose
+// allowed values name no open gateway, so a deployment without either fails with the reason), and without either
+// the container would bind to loopback alone (unreachable, never open).
 
 @description('Azure region.')
 param location string
@@ -16,8 +21,14 @@ param environmentName string
 @description('Container App name.')
 param name string
 
-@description('Virtual network name (the environment\'s infrastructure subnet lives in it).')
+@description('Virtual network name, when the gateway gets a network of its own (no subnetId).')
 param vnetName string
+
+@description('Infrastructure subnet in the region\'s network (privateNetworking: it reaches the private endpoints there); empty: a network of its own.')
+param subnetId string = ''
+
+@description('Spread the environment and its replicas over availability zones.')
+param zoneRedundant bool = true
 
 @description('Address space of the gateway\'s virtual network; peer it with the hospital network.')
 param addressPrefix string = '10.90.0.0/24'
@@ -52,8 +63,16 @@ param peerRegionKey string
 @description('Called AE title of the gateway.')
 param aeTitle string = 'DICOMFLOW'
 
-@description('Calling AE titles allowed to associate (comma-separated; empty: any).')
+@description('Calling AE titles allowed to associate (comma-separated). Empty only with mutual TLS.')
 param allowedAeTitles string = ''
+
+@description('How clients are admitted, as the caller computed it from allowedAeTitles and the TLS parameters. No allowed value means "open": a caller with neither an allow-list nor mutual TLS passes a sentence saying so, and Azure refuses the deployment with it.')
+@allowed([
+  'allow-list'
+  'mutual TLS'
+  'allow-list and mutual TLS'
+])
+param admission string
 
 @description('Source networks allowed to connect (comma-separated CIDRs; empty: any that reach the port).')
 param allowedNetworks string = ''
@@ -61,8 +80,16 @@ param allowedNetworks string = ''
 @description('Key Vault secret URI of the TLS certificate (PEM with its key); empty: plain TCP (internal only).')
 param tlsCertificateSecretUri string = ''
 
+@description('PEM of the CA that signs clients\' certificates (public); with the certificate it makes TLS mutual. Empty: none.')
+param tlsClientCaCertificate string = ''
+
 @description('Expose the TCP port outside the virtual network (default: internal only).')
 param externalIngress bool = false
+
+@description('Fewest replicas: two, so a zone (or a replica) lost leaves one answering.')
+@minValue(1)
+@maxValue(10)
+param minReplicas int = 2
 
 @description('Most replicas (C-STORE is stateless; each replica holds its own associations).')
 @minValue(1)
@@ -71,14 +98,50 @@ param maxReplicas int = 3
 
 var port = 11112
 var tls = !empty(tlsCertificateSecretUri)
+var mutualTls = tls && !empty(tlsClientCaCertificate)
+var ownNetwork = empty(subnetId)
 var tlsEnv = tls ? [
   {
     name: 'DICOMFLOW_GATEWAY_TLS_CERT_FILE'
     value: '/certs/gateway-tls'
   }
 ] : []
+// Beyond loopback only when admitted: an AE allow-list or mutual TLS (admission says which; this holds regardless).
+var admitted = !empty(allowedAeTitles) || mutualTls
+var caEnv = mutualTls ? [
+  {
+    name: 'DICOMFLOW_GATEWAY_TLS_CA_FILE'
+    value: '/certs/gateway-ca'
+  }
+] : []
+var certSecrets = tls ? [
+  {
+    name: 'gateway-tls'
+    keyVaultUrl: tlsCertificateSecretUri
+    identity: identityId
+  }
+] : []
+// Container Apps mounts files only from its secrets; the CA certificate is public, so it is given as a value.
+var caSecrets = mutualTls ? [
+  {
+    name: 'gateway-ca'
+    value: tlsClientCaCertificate
+  }
+] : []
+var certFiles = tls ? [
+  {
+    secretRef: 'gateway-tls'
+    path: 'gateway-tls'
+  }
+] : []
+var caFiles = mutualTls ? [
+  {
+    secretRef: 'gateway-ca'
+    path: 'gateway-ca'
+  }
+] : []
 
-resource vnet 'Microsoft.Network/virtualNetworks@2025-07-01' = {
+resource vnet 'Microsoft.Network/virtualNetworks@2025-07-01' = if (ownNetwork) {
   name: vnetName
   location: location
   tags: tags
@@ -116,7 +179,7 @@ resource environment 'Microsoft.App/managedEnvironments@2025-07-01' = {
       destination: 'azure-monitor'
     }
     vnetConfiguration: {
-      infrastructureSubnetId: vnet.properties.subnets[0].id
+      infrastructureSubnetId: ownNetwork ? vnet!.properties.subnets[0].id : subnetId
       internal: !externalIngress
     }
     workloadProfiles: [
@@ -125,7 +188,7 @@ resource environment 'Microsoft.App/managedEnvironments@2025-07-01' = {
         workloadProfileType: 'Consumption'
       }
     ]
-    zoneRedundant: false
+    zoneRedundant: zoneRedundant
   }
 }
 
@@ -164,13 +227,7 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
         targetPort: port
         exposedPort: port
       }
-      secrets: tls ? [
-        {
-          name: 'gateway-tls'
-          keyVaultUrl: tlsCertificateSecretUri
-          identity: identityId
-        }
-      ] : []
+      secrets: concat(certSecrets, caSecrets)
     }
     template: {
       containers: [
@@ -203,8 +260,9 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
               value: peerRegionKey
             }
             {
+              // Every interface (the environment's load balancer forwards to it) only when admitted; else loopback.
               name: 'DICOMFLOW_GATEWAY_HOST'
-              value: '0.0.0.0'
+              value: admitted ? '0.0.0.0' : '127.0.0.1'
             }
             {
               name: 'DICOMFLOW_GATEWAY_PORT'
@@ -222,7 +280,7 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
               name: 'DICOMFLOW_GATEWAY_ALLOWED_NETWORKS'
               value: allowedNetworks
             }
-          ], tlsEnv)
+          ], tlsEnv, caEnv)
           volumeMounts: tls ? [
             {
               volumeName: 'certs'
@@ -244,16 +302,11 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
         {
           name: 'certs'
           storageType: 'Secret'
-          secrets: [
-            {
-              secretRef: 'gateway-tls'
-              path: 'gateway-tls'
-            }
-          ]
+          secrets: concat(certFiles, caFiles)
         }
       ] : []
       scale: {
-        minReplicas: 1
+        minReplicas: minReplicas
         maxReplicas: maxReplicas
       }
     }
@@ -261,5 +314,9 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
 }
 
 output name string = app.name
+output id string = app.id
 output fqdn string = app.properties.configuration.ingress.fqdn
-output vnetId string = vnet.id
+// The environment's internal load balancer address: the gateway name (gatewayDns.bicep) points here.
+output staticIp string = environment.properties.staticIp
+// The network the gateway lives in (the gateway name's zone is linked to it).
+output vnetId string = ownNetwork ? vnet!.id : join(take(split(subnetId, '/'), 9), '/')

@@ -16,15 +16,15 @@ param name string
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
-@description('Accept traffic from public networks (Entra ID + RBAC only). False: private endpoint only.')
-param publicNetworkAccess bool = true
+@description('Deny the public internet (default action Deny, no address allowed): the private endpoint only. An operator adds their address for a moment to upload a secret (docs/deploy.md). false: any network, Entra ID + RBAC only.')
+param privateOnly bool = false
 
 @description('Log Analytics workspace resource ID for diagnostic settings.')
 param logAnalyticsWorkspaceId string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: public network access is a parameter (main.bicep privateNetworking: a private endpoint, default action Deny); access is Entra ID + RBAC only either way.
-  // checkov:skip=CKV_AZURE_189: same reason as CKV_AZURE_109.
+  // checkov:skip=CKV_AZURE_109: the firewall's default action is a parameter: Deny with privateNetworking (main.bicep's default); access is Entra ID + RBAC only either way.
+  // checkov:skip=CKV_AZURE_189: the public endpoint stays on (denying every address) so an operator can allow their own address for a moment to upload a certificate, which Disabled would forbid.
   name: name
   location: location
   tags: tags
@@ -38,10 +38,12 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: softDeleteRetentionInDays
     enablePurgeProtection: true
-    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
+    publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: publicNetworkAccess ? 'Allow' : 'Deny'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
+      ipRules: []
+      virtualNetworkRules: []
     }
   }
 }

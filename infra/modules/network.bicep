@@ -1,6 +1,7 @@
 // One region's network for private networking (main.bicep privateNetworking): a subnet the Flex Consumption
-// function app integrates with (delegated to Microsoft.App/environments) and a subnet for the private endpoints of
-// the PHI data account, Key Vault and the custom Event Grid topic.
+// function app integrates with (delegated to Microsoft.App/environments), a subnet for the private endpoints of
+// the PHI data account, Key Vault and the custom Event Grid topic, and the DIMSE gateway's Container Apps
+// environment subnet (it reaches the data account through the same private endpoints).
 
 @description('Azure region.')
 param location string
@@ -19,6 +20,9 @@ param appPrefix string
 
 @description('Subnet for the private endpoints (inside addressPrefix).')
 param endpointPrefix string
+
+@description('Subnet of the DIMSE gateway\'s Container Apps environment (inside addressPrefix; /27 or larger).')
+param gatewayPrefix string
 
 resource vnet 'Microsoft.Network/virtualNetworks@2025-07-01' = {
   name: name
@@ -52,10 +56,26 @@ resource vnet 'Microsoft.Network/virtualNetworks@2025-07-01' = {
           privateEndpointNetworkPolicies: 'Disabled'
         }
       }
+      {
+        name: 'gateway'
+        properties: {
+          addressPrefix: gatewayPrefix
+          delegations: [
+            {
+              name: 'containerapps'
+              properties: {
+                serviceName: 'Microsoft.App/environments'
+              }
+            }
+          ]
+        }
+      }
     ]
   }
 }
 
 output id string = vnet.id
+output name string = vnet.name
 output appSubnetId string = vnet.properties.subnets[0].id
 output endpointSubnetId string = vnet.properties.subnets[1].id
+output gatewaySubnetId string = vnet.properties.subnets[2].id

@@ -1,6 +1,6 @@
 // One region's stack: identities, data + host storage, Key Vault, Event Grid topics, the function app, its role
-// assignments and (privateNetworking) its private endpoints. main.bicep deploys it once per region, after the
-// region's monitoring and Front Door's profile.
+// assignments, (privateNetworking) its private endpoints and (gatewayImage) its DIMSE gateway. main.bicep deploys
+// it once per region, after the region's monitoring and Front Door's profile.
 
 @description('Azure region of this stack.')
 param location string
@@ -23,11 +23,17 @@ param localContainers array
 @description('Containers each region writes under its own key and replicates to the other (layout.py REGIONAL).')
 param regionalContainers array
 
-@description('The archive container\'s name without the region key (its own copy may get version-level immutability).')
+@description('The archive container\'s name without the region key (its own copy supports version-level immutability from creation).')
 param archiveContainer string
 
-@description('The dead-letter container (Event Grid\'s identity may write there and nowhere else).')
+@description('The dead-letter container (Event Grid\'s identities may write there and nowhere else).')
 param deadLetterContainer string
+
+@description('The inbox container (the DIMSE gateway writes there).')
+param inboxContainer string
+
+@description('Regional containers the DIMSE gateway reads (the archive and the configuration: this region\'s copy and the peer\'s replica).')
+param gatewayReads array
 
 @description('The app\'s queues (shared/storage/layout.py QUEUES).')
 param queues array
@@ -75,14 +81,17 @@ param frontDoorId string
 @description('Table endpoint of the peer region\'s data account (the follower reads its change feed).')
 param peerTableEndpoint string
 
-@description('Private endpoints for the data account, Key Vault and the custom topic; public access off.')
-param privateNetworking bool = false
+@description('Private endpoints for the data account, Key Vault and the custom topic; their firewalls deny the public internet.')
+param privateNetworking bool = true
 
 @description('Subnet the function app integrates with (privateNetworking).')
 param appSubnetId string = ''
 
 @description('Subnet of the private endpoints (privateNetworking).')
 param endpointSubnetId string = ''
+
+@description('Subnet of the DIMSE gateway\'s Container Apps environment in this region\'s network (privateNetworking); empty: the gateway gets a network of its own.')
+param gatewaySubnetId string = ''
 
 @description('Private DNS zone IDs by service: blob, queue, table, vault, topic (privateNetworking).')
 param privateDnsZoneIds object = {}
@@ -108,8 +117,8 @@ param maximumInstanceCount int = 100
 ])
 param instanceMemoryMB int = 2048
 
-@description('Zone-redundant Flex Consumption plan (only where Flex offers it).')
-param zoneRedundant bool = false
+@description('Zone redundancy of the Flex Consumption plan and the DIMSE gateway\'s environment.')
+param zoneRedundant bool = true
 
 @description('Issuer of accepted bearer tokens (DICOMFLOW_AUTH_ISSUER), e.g. https://login.microsoftonline.com/<tenant>/v2.0.')
 param authIssuer string
@@ -123,20 +132,27 @@ param corsOrigins string = ''
 @description('Optional Key Vault secret (in this region\'s vault) with Functions keys for machine clients.')
 param functionKeysSecretName string = ''
 
+@description('Failback gate (DICOMFLOW_FAILBACK_MAX_LAG_SECONDS): /api/health answers 503 while this region\'s follower is this far behind its peer; 0 = off (the secondary).')
+@minValue(0)
+param failbackMaxLagSeconds int = 0
+
 @description('Optional user or group object ID granted Storage Blob Data Contributor on the data account.')
 param userPrincipalId string = ''
 
 @description('DIMSE gateway image; empty: no gateway in this region.')
 param gatewayImage string = ''
 
-@description('DIMSE gateway: calling AE titles allowed (comma-separated; empty: any).')
+@description('DIMSE gateway: calling AE titles allowed (comma-separated; empty only with mutual TLS).')
 param gatewayAllowedAeTitles string = ''
 
 @description('DIMSE gateway: source networks allowed (comma-separated CIDRs; empty: any).')
 param gatewayAllowedNetworks string = ''
 
-@description('DIMSE gateway: Key Vault secret URI of its TLS certificate; empty: plain TCP.')
-param gatewayTlsCertificateSecretUri string = ''
+@description('DIMSE gateway: name of the secret in this region\'s vault with its TLS certificate (PEM with key); empty: plain TCP.')
+param gatewayTlsCertificateSecretName string = ''
+
+@description('DIMSE gateway: PEM of the CA of client certificates (mutual TLS); empty: none.')
+param gatewayTlsClientCaCertificate string = ''
 
 @description('DIMSE gateway: expose the TCP port outside its virtual network.')
 param gatewayExternalIngress bool = false
@@ -144,16 +160,17 @@ param gatewayExternalIngress bool = false
 var deployGateway = !empty(gatewayImage)
 var ownContainers = [for c in regionalContainers: '${c}-${regionKey}']
 var peerContainers = [for c in regionalContainers: '${c}-${peerRegionKey}']
+// How the DIMSE gateway admits clients (gateway.bicep takes only the admitting values): an AE allow-list, mutual
+// TLS (its certificate and a client CA), or both. Otherwise the sentence below is passed, not an allowed value, and
+// Azure refuses the deployment with it: the gateway never listens beyond loopback open.
+var gatewayAllowList = !empty(gatewayAllowedAeTitles)
+var gatewayMutualTls = !empty(gatewayTlsCertificateSecretName) && !empty(gatewayTlsClientCaCertificate)
+var gatewayAdmission = !empty(gatewayTlsClientCaCertificate) && empty(gatewayTlsCertificateSecretName) ? 'refused: gatewayTlsClientCaCertificate needs gatewayTlsCertificateSecretName (the gateway certificate) to make TLS mutual' : gatewayAllowList && gatewayMutualTls ? 'allow-list and mutual TLS' : gatewayAllowList ? 'allow-list' : gatewayMutualTls ? 'mutual TLS' : 'refused: the DIMSE gateway listens beyond loopback; set gatewayAllowedAeTitles (calling AE titles) or mutual TLS (gatewayTlsCertificateSecretName and gatewayTlsClientCaCertificate)'
+var gatewayOwnReads = [for c in gatewayReads: '${c}-${regionKey}']
+var gatewayPeerReads = [for c in gatewayReads: '${c}-${peerRegionKey}']
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: names.identity
-  location: location
-  tags: tags
-}
-
-// Event Grid's own identity: it only dead-letters undeliverable events (one container), nothing else.
-resource eventGridIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
-  name: names.eventGridIdentity
   location: location
   tags: tags
 }
@@ -177,11 +194,14 @@ module dataStorage 'storage.bicep' = {
     lifecycleRules: lifecycleRules
     lastAccessTracking: tieringByAccess
     softDeleteDays: softDeleteDays
-    immutableContainer: immutabilityDays > 0 ? '${archiveContainer}-${regionKey}' : ''
+    // Version-level immutability support from the container's creation, whatever immutabilityDays says: Azure turns
+    // it on for an existing container only by a migration, so a later deployment that sets the days would fail.
+    // Support alone locks nothing; the time-based policy (immutabilityDays > 0) does.
+    immutableContainer: '${archiveContainer}-${regionKey}'
     immutabilityDays: immutabilityDays
     appendOnlyContainer: auditContainer
     appendOnlyDays: auditRetentionDays
-    publicNetworkAccess: !privateNetworking
+    privateOnly: privateNetworking
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
 }
@@ -206,7 +226,7 @@ module keyVault 'keyVault.bicep' = {
     name: names.keyVault
     location: location
     tags: tags
-    publicNetworkAccess: !privateNetworking
+    privateOnly: privateNetworking
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
 }
@@ -219,7 +239,6 @@ module eventGrid 'eventGrid.bicep' = {
     storageAccountId: dataStorage.outputs.id
     systemTopicName: names.systemTopic
     customTopicName: names.customTopic
-    identityId: eventGridIdentity.id
     publicNetworkAccess: !privateNetworking
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
@@ -276,10 +295,18 @@ module roles 'roleAssignments.bicep' = {
     customTopicName: eventGrid.outputs.customTopicName
     applicationInsightsName: applicationInsightsName
     keyVaultName: keyVault.outputs.name
-    eventGridPrincipalId: eventGridIdentity.properties.principalId
+    systemTopicPrincipalId: eventGrid.outputs.systemTopicPrincipalId
+    customTopicPrincipalId: eventGrid.outputs.customTopicPrincipalId
     deadLetterContainer: deadLetterContainer
     userPrincipalId: userPrincipalId
     gatewayPrincipalId: deployGateway ? gatewayIdentity!.properties.principalId : ''
+    // C-STORE into the inbox; its audit records (gateway/audit.py: append blobs) into the audit container.
+    gatewayWrites: [
+      inboxContainer
+      auditContainer
+    ]
+    gatewayReads: concat(gatewayOwnReads, gatewayPeerReads)
+    gatewaySecretName: gatewayTlsCertificateSecretName
   }
 }
 
@@ -291,6 +318,8 @@ module gateway 'gateway.bicep' = if (deployGateway) {
     environmentName: names.gatewayEnvironment
     name: names.gateway
     vnetName: names.gatewayVnet
+    subnetId: gatewaySubnetId
+    zoneRedundant: zoneRedundant
     identityId: gatewayIdentity!.id
     identityClientId: gatewayIdentity!.properties.clientId
     regionKey: regionKey
@@ -300,8 +329,10 @@ module gateway 'gateway.bicep' = if (deployGateway) {
     dataTableEndpoint: dataStorage.outputs.tableEndpoint
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
     allowedAeTitles: gatewayAllowedAeTitles
+    admission: gatewayAdmission
     allowedNetworks: gatewayAllowedNetworks
-    tlsCertificateSecretUri: gatewayTlsCertificateSecretUri
+    tlsCertificateSecretUri: empty(gatewayTlsCertificateSecretName) ? '' : '${keyVault.outputs.uri}secrets/${gatewayTlsCertificateSecretName}'
+    tlsClientCaCertificate: gatewayTlsClientCaCertificate
     externalIngress: gatewayExternalIngress
   }
   // The identity must hold its roles before the first replica reads the index and the config container.
@@ -337,10 +368,12 @@ module functionApp 'functionApp.bicep' = {
     authAudience: authAudience
     corsOrigins: corsOrigins
     functionKeysReference: empty(functionKeysSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${functionKeysSecretName})'
+    failbackMaxLagSeconds: failbackMaxLagSeconds
     regionKey: regionKey
     peerRegionKey: peerRegionKey
     peerTableEndpoint: peerTableEndpoint
     frontDoorId: frontDoorId
+    privateLinkOnly: privateNetworking
     subnetId: appSubnetId
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
@@ -353,13 +386,21 @@ module functionApp 'functionApp.bicep' = {
 output dataStorageAccountId string = dataStorage.outputs.id
 output dataStorageAccountName string = dataStorage.outputs.name
 output dataBlobEndpoint string = dataStorage.outputs.blobEndpoint
+// The blob host alone (Front Door's inbox origin).
+output dataBlobHost string = replace(replace(dataStorage.outputs.blobEndpoint, 'https://', ''), '/', '')
+output functionAppId string = functionApp.outputs.id
 output functionAppName string = functionApp.outputs.name
 output functionAppHostName string = functionApp.outputs.defaultHostName
 output identityName string = identity.name
 output identityPrincipalId string = identity.properties.principalId
-output eventGridIdentityName string = eventGridIdentity.name
 output systemTopicName string = eventGrid.outputs.systemTopicName
+output systemTopicId string = eventGrid.outputs.systemTopicId
 output customTopicName string = eventGrid.outputs.customTopicName
+output customTopicId string = eventGrid.outputs.customTopicId
 output customTopicEndpoint string = eventGrid.outputs.customTopicEndpoint
 output keyVaultName string = keyVault.outputs.name
 output gatewayName string = deployGateway ? gateway!.outputs.name : ''
+output gatewayId string = deployGateway ? gateway!.outputs.id : ''
+// The gateway environment's internal address (the gateway name points at the ingest region's) and its network.
+output gatewayAddress string = deployGateway ? gateway!.outputs.staticIp : ''
+output gatewayVnetId string = deployGateway ? gateway!.outputs.vnetId : ''

@@ -19,8 +19,11 @@ param applicationInsightsName string
 @description('Name of the Key Vault holding routing destination credentials.')
 param keyVaultName string
 
-@description('Principal ID of Event Grid\'s own identity: it may write the dead-letter container, nothing else.')
-param eventGridPrincipalId string
+@description('Principal ID of the storage system topic\'s system-assigned identity: it may write the dead-letter container, nothing else.')
+param systemTopicPrincipalId string
+
+@description('Principal ID of the custom topic\'s system-assigned identity: it may write the dead-letter container, nothing else.')
+param customTopicPrincipalId string
 
 @description('The dead-letter container of the data account.')
 param deadLetterContainer string
@@ -30,6 +33,15 @@ param userPrincipalId string = ''
 
 @description('Optional: principal ID of the DIMSE gateway\'s identity (empty: no gateway in this region).')
 param gatewayPrincipalId string = ''
+
+@description('Containers the DIMSE gateway writes (the inbox): Storage Blob Data Contributor on each, nothing wider.')
+param gatewayWrites array = []
+
+@description('Containers the DIMSE gateway reads (archive and configuration, its region\'s and the peer\'s replica): Storage Blob Data Reader on each.')
+param gatewayReads array = []
+
+@description('The one Key Vault secret the DIMSE gateway reads (its TLS certificate); empty: none.')
+param gatewaySecretName string = ''
 
 // The allow-list. Nothing else may be assigned.
 var roles = {
@@ -41,7 +53,9 @@ var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
   storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6' // Storage Table Data Reader
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1' // Storage Blob Data Reader
 }
+var gateway = !empty(gatewayPrincipalId)
 
 resource dataAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: dataStorageAccountName
@@ -73,6 +87,21 @@ resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@
   name: deadLetterContainer
 }
 
+resource gatewayWriteScopes 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for c in gatewayWrites: {
+  parent: dataBlobService
+  name: c
+}]
+
+resource gatewayReadScopes 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for c in gatewayReads: {
+  parent: dataBlobService
+  name: c
+}]
+
+resource gatewaySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: empty(gatewaySecretName) ? 'none' : gatewaySecretName
+}
+
 // Data account: blobs (archive, metadata, quarantine, inbox, dead letters), the settle queue, the index tables.
 // Read, write and delete blobs: Contributor (Owner would add ACL management, which nothing here needs).
 resource dataBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -85,12 +114,23 @@ resource dataBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// Event Grid (system and custom topic) dead-letters with its own identity, into one container only.
-resource eventGridDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(deadLetters.id, eventGridPrincipalId, roles.storageBlobDataContributor)
+// Event Grid (system and custom topic) dead-letters with each topic's system-assigned identity, into one container
+// only (the storage firewall admits a trusted service only with a system-assigned identity).
+resource systemTopicDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetters.id, systemTopicPrincipalId, roles.storageBlobDataContributor)
   scope: deadLetters
   properties: {
-    principalId: eventGridPrincipalId
+    principalId: systemTopicPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
+
+resource customTopicDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetters.id, customTopicPrincipalId, roles.storageBlobDataContributor)
+  scope: deadLetters
+  properties: {
+    principalId: customTopicPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
   }
@@ -186,19 +226,30 @@ resource userBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// The DIMSE gateway: writes the inbox and reads the archive and its config (blobs), reads the index (tables),
-// reads its TLS certificate (Key Vault). No queue, no event topic, no delete on tables.
-resource gatewayBlobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(gatewayPrincipalId)) {
-  name: guid(dataAccount.id, gatewayPrincipalId, roles.storageBlobDataContributor)
-  scope: dataAccount
+// The DIMSE gateway: exactly its containers and its one secret. It writes the inbox (C-STORE), reads the archive
+// and its configuration (C-FIND/C-MOVE/C-GET, destinations.json; this region's copy and the peer's replica), reads
+// the index (tables) and its TLS certificate. No other container, no queue, no event topic, no other secret.
+resource gatewayBlobWrites 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (c, i) in (gateway ? gatewayWrites : []): {
+  name: guid(gatewayWriteScopes[i].id, gatewayPrincipalId, roles.storageBlobDataContributor)
+  scope: gatewayWriteScopes[i]
   properties: {
     principalId: gatewayPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
   }
-}
+}]
 
-resource gatewayTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(gatewayPrincipalId)) {
+resource gatewayBlobReads 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (c, i) in (gateway ? gatewayReads : []): {
+  name: guid(gatewayReadScopes[i].id, gatewayPrincipalId, roles.storageBlobDataReader)
+  scope: gatewayReadScopes[i]
+  properties: {
+    principalId: gatewayPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+  }
+}]
+
+resource gatewayTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (gateway) {
   name: guid(dataAccount.id, gatewayPrincipalId, roles.storageTableDataReader)
   scope: dataAccount
   properties: {
@@ -208,9 +259,9 @@ resource gatewayTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = if
   }
 }
 
-resource gatewaySecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(gatewayPrincipalId)) {
-  name: guid(vault.id, gatewayPrincipalId, roles.keyVaultSecretsUser)
-  scope: vault
+resource gatewaySecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (gateway && !empty(gatewaySecretName)) {
+  name: guid(gatewaySecret.id, gatewayPrincipalId, roles.keyVaultSecretsUser)
+  scope: gatewaySecret
   properties: {
     principalId: gatewayPrincipalId
     principalType: 'ServicePrincipal'

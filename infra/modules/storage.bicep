@@ -1,6 +1,7 @@
 // One storage account: Standard_RAGZRS, identity-only access (no shared keys), versioning (object replication
 // needs it on both sides), soft delete, change feed (object replication source), the given containers/queues/tables
-// and lifecycle rules; public network access or private endpoints only.
+// and lifecycle rules; open to any network (Entra ID only) or, privateOnly, to private endpoints and trusted Azure
+// services acting with their own identity.
 // The app's data account and the function app's host account both use this module.
 
 @description('Storage account name: 3-24 lowercase letters and digits, globally unique.')
@@ -34,7 +35,7 @@ param softDeleteDays int = 14
 @maxValue(146000)
 param changeFeedRetentionDays int = 7
 
-@description('Container that gets version-level immutability (WORM); empty for none.')
+@description('Container created with version-level immutability support (WORM possible; locked only by a policy, immutabilityDays); empty for none.')
 param immutableContainer string = ''
 
 @description('Days each blob version in the immutable container is kept unchangeable (0 = no time-based policy).')
@@ -48,8 +49,8 @@ param appendOnlyContainer string = ''
 @minValue(0)
 param appendOnlyDays int = 0
 
-@description('Accept traffic from public networks (Entra ID only; shared keys are off). False: private endpoints only.')
-param publicNetworkAccess bool = true
+@description('Deny the public internet (firewall default action Deny, no address allowed): private endpoints only, plus trusted Azure services acting with their own system-assigned identity (Event Grid dead-lettering). false: any network, Entra ID only (shared keys are off).')
+param privateOnly bool = false
 
 @description('Track last access time (lifecycle rules that tier by last access need it).')
 param lastAccessTracking bool = false
@@ -58,8 +59,8 @@ param lastAccessTracking bool = false
 param logAnalyticsWorkspaceId string
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: public network access is a parameter (main.bicep privateNetworking: private endpoints, default action Deny); by default modalities and gateways upload over the internet with Entra ID tokens (shared keys are off).
-  // checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35; anonymous blob access is always off (allowBlobPublicAccess false).
+  // checkov:skip=CKV_AZURE_35: the firewall's default action is a parameter: Deny with privateNetworking (main.bicep's default); Allow only when an operator turns private networking off (Entra ID only, shared keys off).
+  // checkov:skip=CKV_AZURE_59: the public endpoint stays on so trusted Azure services (Event Grid dead-lettering with its system identity) pass the firewall; with privateNetworking it denies every public address.
   name: name
   location: location
   tags: tags
@@ -75,10 +76,14 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowBlobPublicAccess: false
     allowCrossTenantReplication: false
     defaultToOAuthAuthentication: true
-    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
+    // Enabled with default action Deny (privateOnly) rather than Disabled: Disabled would shut out the trusted
+    // services too, and Event Grid could no longer dead-letter undeliverable events here.
+    publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: publicNetworkAccess ? 'Allow' : 'Deny'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
+      ipRules: []
+      virtualNetworkRules: []
     }
     encryption: {
       keySource: 'Microsoft.Storage'

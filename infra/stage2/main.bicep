@@ -21,11 +21,11 @@ param primaryDataStorageAccount string
 @description('Secondary data storage account (SECONDARY_DATA_STORAGE_ACCOUNT).')
 param secondaryDataStorageAccount string
 
-@description('Event Grid\'s identity in the primary region (PRIMARY_EVENTGRID_IDENTITY_NAME): it dead-letters.')
-param primaryIdentityName string
+@description('Front Door hooks endpoint of the primary region\'s app (PRIMARY_HOOKS_HOST): Event Grid delivers there.')
+param primaryHooksHost string
 
-@description('Event Grid\'s identity in the secondary region (SECONDARY_EVENTGRID_IDENTITY_NAME).')
-param secondaryIdentityName string
+@description('Front Door hooks endpoint of the secondary region\'s app (SECONDARY_HOOKS_HOST).')
+param secondaryHooksHost string
 
 @description('Primary storage system topic (PRIMARY_SYSTEM_TOPIC).')
 param primarySystemTopic string
@@ -52,7 +52,7 @@ module primarySubscriptions '../modules/eventSubscription.bicep' = [for entry in
     systemTopicName: primarySystemTopic
     customTopicName: primaryCustomTopic
     deadLetterStorageAccountName: primaryDataStorageAccount
-    identityName: primaryIdentityName
+    hooksHost: primaryHooksHost
   }
 }]
 
@@ -66,6 +66,6 @@ module secondarySubscriptions '../modules/eventSubscription.bicep' = [for entry 
     systemTopicName: secondarySystemTopic
     customTopicName: secondaryCustomTopic
     deadLetterStorageAccountName: secondaryDataStorageAccount
-    identityName: secondaryIdentityName
+    hooksHost: secondaryHooksHost
   }
 }]

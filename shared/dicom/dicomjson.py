@@ -38,8 +38,10 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import TEXT_VR_DELIMS, PersonName
 from pydicom.values import convert_PN
 
+from shared.dicom.bounds import current_limits, load_deferred_sequence, too_deep_at
 from shared.dicom.facts import has_native_pixels_in_place
 from shared.dicom.header import Header
+from shared.errors import BadInput
 
 #: Binary values above this many bytes go out as BulkDataURI, not inline.
 BULK_THRESHOLD = 1024
@@ -62,8 +64,14 @@ def _vr_of(raw: Any) -> str | None:
 
 
 def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str, Any]:
-    """The instance's metadata as a DICOM JSON object (one instance)."""
+    """The instance's metadata as a DICOM JSON object (one instance).
+
+    Deferred sequences are read and their items counted against the header's limits before they become
+    objects (:func:`shared.dicom.bounds.load_deferred_sequence`): over a limit, :class:`BadInput`
+    (``header-too-large``), as from the parse itself."""
     ds = header.dataset
+    meter = header.meter
+    max_depth = (meter.limits if meter is not None else current_limits()).max_depth
     out: dict[str, Any] = {}
 
     def handler(elem: DataElement) -> str:
@@ -77,6 +85,7 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
     ordered = True
     last = ""
     for tag, raw in ds._dict.items():
+        deferred = False
         plan = plans.get(tag.real)  # a plain int: BaseTag compares in Python, a lookup with it costs 3x
         if plan is None:
             plan = _plan(tag)
@@ -94,6 +103,7 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
                     out[key] = {"vr": vr or "UN",
                                 "BulkDataURI": bulk_uri(study, series, sop, raw.value_tell, raw.length)}
                     continue
+                deferred = True
             elif encodings is not None:
                 # _fast, written out: this runs for every element of every instance
                 vr = raw.VR if raw.VR is not None else plan[1]
@@ -112,11 +122,17 @@ def to_dicom_json(header: Header, study: str, series: str, sop: str) -> dict[str
             out[key] = {"vr": raw.VR, "Value": [raw.value]} if raw.value else {"vr": raw.VR}
             continue
         try:
+            if deferred and meter is not None:
+                load_deferred_sequence(ds, raw, meter)  # a long sequence: its items are counted first
             elem = ds[tag]
             if fast and elem.VR == "SQ":
-                out[key] = _sequence_json(elem, handler)
+                out[key] = _sequence_json(elem, handler, 1, max_depth)
             else:
                 out[key] = elem.to_json_dict(handler, BULK_THRESHOLD)
+        except BadInput:
+            raise  # over the header's limits: the file is refused, not indexed without the element
+        except RecursionError:
+            raise too_deep_at(max_depth) from None
         except Exception:  # noqa: BLE001 - tolerant reading: an undecodable value is left out
             continue
     if header.pixel_data_tag is not None and header.pixel_data_offset is not None:
@@ -400,9 +416,9 @@ def _pn_value(names: list[list[str]]) -> dict[str, Any] | None:
     return {"vr": "PN", "Value": [dict(zip(_PN_GROUPS, groups, strict=False)) for groups in names]}
 
 
-def _dataset_json(ds: Dataset, handler: Handler) -> dict[str, Any]:
+def _dataset_json(ds: Dataset, handler: Handler, depth: int, max_depth: int) -> dict[str, Any]:
     """An item's JSON as pydicom's ``Dataset.to_json_dict`` writes it (an error propagates, as
-    there: the sequence holding the item is then left out)."""
+    there: the sequence holding the item is then left out). ``depth``: the item's nesting level."""
     encodings = _encodings(ds)
     out: dict[str, Any] = {}
     for tag, raw in ds._dict.items():
@@ -413,10 +429,15 @@ def _dataset_json(ds: Dataset, handler: Handler) -> dict[str, Any]:
                 out[key] = got
                 continue
         elem = ds[tag]
-        out[key] = _sequence_json(elem, handler) if elem.VR == "SQ" else elem.to_json_dict(handler, BULK_THRESHOLD)
+        out[key] = (_sequence_json(elem, handler, depth + 1, max_depth) if elem.VR == "SQ"
+                    else elem.to_json_dict(handler, BULK_THRESHOLD))
     return out
 
 
-def _sequence_json(elem: DataElement, handler: Handler) -> dict[str, Any]:
+def _sequence_json(elem: DataElement, handler: Handler, depth: int, max_depth: int) -> dict[str, Any]:
+    """A sequence at nesting level ``depth`` (1: in the data set itself); deeper than ``max_depth``:
+    ``header-too-large`` (``DICOMFLOW_HEADER_MAX_DEPTH``), before pydicom recurses any further."""
+    if depth > max_depth:
+        raise too_deep_at(max_depth)
     items: DicomSequence = elem.value
-    return {"vr": "SQ", "Value": [_dataset_json(item, handler) for item in items]}
+    return {"vr": "SQ", "Value": [_dataset_json(item, handler, depth, max_depth) for item in items]}

@@ -20,6 +20,11 @@ item headers with small ranged reads (never the fragments themselves):
      ``generate_frames`` does.
 
 Stored as JSON at :func:`shared.storage.layout.frame_index_path` in ``dicom-metadata``.
+
+Untrusted input: nothing the header declares is taken on trust. The frame count is at most
+``DICOMFLOW_MAX_FRAMES`` (so is the number of fragments walked and of offset table entries read), and
+every range the index holds lies inside the blob's real size; anything else is a
+:class:`FrameIndexError` (bad input, ``frame-index``), never a crash.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any, Final
 
 from pydicom.dataset import Dataset
 
+from shared.config import get_settings
 from shared.dicom import facts
 from shared.dicom.header import Header
 from shared.dicom.ranged import RangedReader, RangeSource
@@ -134,22 +140,48 @@ def realign_bits(data: bytes, shift: int, nbits: int) -> bytes:
     return np.packbits(bits, bitorder="little").tobytes()
 
 
-def build(header: Header, source: RangeSource) -> FrameIndex:
+def build(header: Header, source: RangeSource, *, max_frames: int | None = None) -> FrameIndex:
     """The frame index of the instance whose header is ``header``, reading item headers from ``source``.
 
     ``header`` is a :class:`shared.dicom.header.Header` (``dataset``, ``transfer_syntax_uid``,
-    ``pixel_data_offset``, ``pixel_data_length``, ``size_bytes``, ``is_little_endian``).
+    ``pixel_data_offset``, ``pixel_data_length``, ``size_bytes``, ``is_little_endian``). At most
+    ``max_frames`` frames (default ``DICOMFLOW_MAX_FRAMES``).
     """
+    limit = max_frames if max_frames is not None else get_settings().limits.max_frames
+    try:
+        return _build(header, source, limit)
+    except (struct.error, ValueError, OverflowError, MemoryError) as exc:  # declared lengths that do not add up
+        raise FrameIndexError(f"The pixel data's item headers are malformed ({type(exc).__name__}).") from None
+
+
+def _frame_count(ds: Dataset, limit: int) -> int:
+    nframes = _int(ds, "NumberOfFrames", 1) or 1
+    if nframes < 1:
+        raise FrameIndexError(f"NumberOfFrames is {nframes}: it must be a positive number.")
+    if nframes > limit:
+        raise FrameIndexError(f"NumberOfFrames is {nframes}, over the {limit:,} frames an index holds here "
+                              "(DICOMFLOW_MAX_FRAMES).")
+    return nframes
+
+
+def _build(header: Header, source: RangeSource, limit: int) -> FrameIndex:
     ds: Dataset = header.dataset
     ts = str(header.transfer_syntax_uid)
     offset = header.pixel_data_offset
     if offset is None:
         raise FrameIndexError("The instance has no pixel data: it has no frames.")
-    nframes = _int(ds, "NumberOfFrames", 1) or 1
+    nframes = _frame_count(ds, limit)
+    size = header.size_bytes
     if header.pixel_data_length is not None:
         if not facts.has_native_pixels(ts):
             raise FrameIndexError(f"Pixel data of defined length in compressed transfer syntax {ts}.")
         fbits = native_frame_bits(ds)
+        if fbits <= 0:
+            raise FrameIndexError("Rows, Columns, SamplesPerPixel and BitsAllocated must be positive: a frame of "
+                                  f"{fbits} bits cannot be located.")
+        if offset + math.ceil(fbits * nframes / 8) > size:
+            raise FrameIndexError(f"The file holds {size} bytes, fewer than {nframes} frames of {fbits} bits "
+                                  "after its header.")
         if fbits % 8 and nframes > 1:  # 1-bit frames that do not fill whole bytes: the bytes each one spans
             if math.ceil(fbits * nframes / 8) > header.pixel_data_length:
                 raise FrameIndexError(f"Pixel data holds {header.pixel_data_length} bytes, fewer than {nframes} "
@@ -167,13 +199,15 @@ def build(header: Header, source: RangeSource) -> FrameIndex:
         return FrameIndex(ts, False, tuple(((offset + i * flen, flen),) for i in range(nframes)), byte_swap=swap)
     little = bool(getattr(header, "is_little_endian", True))
     reader = RangedReader(source, first_chunk=WALK_CHUNK, max_chunk=WALK_CHUNK, size=header.size_bytes)
-    bot, fragments = _walk(reader, offset, little, want_tails=ts.startswith(JPEG_FAMILY_PREFIX))
+    bot, fragments = _walk(reader, offset, little, want_tails=ts.startswith(JPEG_FAMILY_PREFIX), limit=limit)
     first = fragments[0][0] - 8 if fragments else offset  # item tag of the first fragment
-    eot = _extended_offsets(ds, reader, little)
+    eot = _extended_offsets(ds, reader, little, limit)
     if eot is not None:
         offsets, lengths = eot
         if len(offsets) != nframes or len(lengths) != nframes:
             raise FrameIndexError("The Extended Offset Table does not list NumberOfFrames frames.")
+        if any(first + o + 8 + n > size for o, n in zip(offsets, lengths, strict=True)):
+            raise FrameIndexError("The Extended Offset Table points past the end of the file.")
         return FrameIndex(ts, True, tuple(((first + o + 8, n),) for o, n in zip(offsets, lengths, strict=True)))
     if not fragments:
         raise FrameIndexError("The encapsulated pixel data holds no fragments.")
@@ -206,9 +240,9 @@ def build(header: Header, source: RangeSource) -> FrameIndex:
 
 
 def _walk(
-    reader: RangedReader, offset: int, little: bool, *, want_tails: bool
+    reader: RangedReader, offset: int, little: bool, *, want_tails: bool, limit: int
 ) -> tuple[list[int], list[tuple[int, int, bytes]]]:
-    """Basic Offset Table and (data offset, length, last 3 bytes) of each fragment."""
+    """Basic Offset Table and (data offset, length, last 3 bytes) of each fragment (at most ``limit``)."""
     endian = "<" if little else ">"
     end = reader.size
     pos = offset
@@ -218,6 +252,10 @@ def _walk(
         raise FrameIndexError("Encapsulated pixel data does not start with the Basic Offset Table item.")
     (bot_len,) = struct.unpack(endian + "L", head[4:8])
     bot: list[int] = []
+    if bot_len == 0xFFFFFFFF or pos + 8 + bot_len > end:
+        raise FrameIndexError("The Basic Offset Table runs past the end of the file.")
+    if bot_len // 4 > limit:
+        raise FrameIndexError(f"The Basic Offset Table lists over {limit:,} frames (DICOMFLOW_MAX_FRAMES).")
     if bot_len:
         raw = reader.read(bot_len)
         bot = list(struct.unpack(f"{endian}{bot_len // 4}L", raw[: bot_len // 4 * 4]))
@@ -234,6 +272,8 @@ def _walk(
         (length,) = struct.unpack(endian + "L", head[4:8])
         if length == 0xFFFFFFFF or pos + 8 + length > end:
             raise FrameIndexError(f"The fragment at byte {pos} runs past the end of the file.")
+        if len(fragments) >= limit:
+            raise FrameIndexError(f"The pixel data holds over {limit:,} fragments (DICOMFLOW_MAX_FRAMES).")
         tail = b""
         if want_tails and length:
             reader.seek(pos + 8 + max(0, length - 3))
@@ -248,14 +288,17 @@ def _tag(head: bytes, endian: str) -> int:
     return int((group << 16) | elem)
 
 
-def _extended_offsets(ds: Dataset, reader: RangedReader, little: bool) -> tuple[list[int], list[int]] | None:
+def _extended_offsets(ds: Dataset, reader: RangedReader, little: bool,
+                      limit: int) -> tuple[list[int], list[int]] | None:
     if 0x7FE00001 not in ds or 0x7FE00002 not in ds:
         return None
     endian = "<" if little else ">"
     out = []
     for tag in (0x7FE00001, 0x7FE00002):
-        raw: Any = ds.get_item(tag)
+        raw: Any = ds.get_item(tag, keep_deferred=True)
         value = getattr(raw, "value", None)
+        if raw is None or (raw.length or 0) // 8 > limit:
+            raise FrameIndexError(f"The Extended Offset Table lists over {limit:,} frames (DICOMFLOW_MAX_FRAMES).")
         if value is None:  # deferred by the header parse: read it (it lies inside the header's extent)
             reader.seek(raw.value_tell)
             value = reader.read(raw.length)

@@ -5,6 +5,13 @@ Layers, as in pydicom: :class:`~shared.dicom.ranged.RangedReader` (bytes on dema
 large values) → :func:`read_header` (classify failures into reason codes, locate the
 pixel data element). Only the bytes the parse needs are fetched; values larger than
 ``defer_size`` (private blobs, icons, large LUTs) are skipped, never downloaded.
+
+Untrusted input: every parse is bounded by :mod:`shared.dicom.bounds` (bytes read, elements and
+items, inflated bytes, nesting; ``DICOMFLOW_HEADER_*``), and every way a parse can fail is bad input
+with a reason code (``header-too-large`` past a limit), never a crash; only the storage's own errors
+propagate (the trigger retries them). A deflated data set is never inflated by pydicom (which inflates
+it whole, in one call): :class:`~shared.dicom.bounds.InflatingReader` inflates it as far as the parse
+reads, in bounded memory.
 """
 
 from __future__ import annotations
@@ -14,16 +21,19 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from shared.config import HeaderLimits
 from shared.dicom import facts
+from shared.dicom.bounds import InflatingReader, Meter, charge_dataset, current_limits, too_large
 from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader, ReadDigest
 from shared.errors import ADVICE, BadInput, Reason
 
@@ -63,6 +73,8 @@ class Header:
     warnings: list[Reason] = field(default_factory=list)
     content_md5: bytes | None = None
     etag: str | None = None
+    #: What the parse spent; reading deferred sequences later (the DICOM JSON) is charged to it too.
+    meter: Meter | None = None
 
     @property
     def digest(self) -> str:
@@ -109,17 +121,20 @@ def _looks_like_dataset(head: bytes) -> bool:
     return group in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
-def _parse(reader: RangedReader, defer_size: int) -> Dataset:
+def _parse(reader: RangedReader, defer_size: int, meter: Meter) -> tuple[Dataset, bool]:
     """Parse from the first fetched range when the header lies inside it (almost every
     file: the common case costs pydicom's C-speed ``BytesIO`` reads instead of Python-level
-    ranged reads), else through the ranged reader itself (headers over one chunk)."""
+    ranged reads), else through the ranged reader itself (headers over one chunk), metered.
+    Returns the data set and whether it was read through the meter (False: from the first range,
+    which bounds it: 64 KiB hold at most 8,192 headers)."""
     prefix = reader.prefix()
     whole = len(prefix) >= reader.size
-    if not whole and _DEFLATED in prefix[:_META_SPAN]:
-        # pydicom inflates everything after a deflated file's meta at once, so a prefix fails
-        # after inflating itself (the cost of a second parse). A guess from the bytes only
-        # chooses the path: a wrong one costs time, never a different result.
-        return _dcmread(reader, defer_size)
+    if _DEFLATED in prefix[:_meta_span(prefix)]:
+        # Maybe deflated (a guess from the bytes chooses the path; the file meta decides): pydicom
+        # would inflate the whole data set at once, so it never sees a deflated one.
+        deflated = _parse_deflated(reader, defer_size, meter)
+        if deflated is not None:
+            return deflated, True
     fast = io.BytesIO(prefix)
     try:
         ds = _dcmread(fast, defer_size)
@@ -135,9 +150,50 @@ def _parse(reader: RangedReader, defer_size: int) -> Dataset:
         # whole file): an element cut by the prefix's end would otherwise look complete.
         if whole or (pos + 12 <= len(prefix) and _is_pixel_tag(prefix[pos:pos + 4])):
             reader.seek(pos)
-            return ds
+            return ds, False
+    # A header longer than the first range. Its file meta is read first (a deflated syntax named
+    # beyond the first range must not reach pydicom's inflate either), then the data set, metered.
+    deflated = _parse_deflated(reader, defer_size, meter)
+    if deflated is not None:
+        return deflated, True
     reader.seek(0)
-    return _dcmread(reader, defer_size)
+    reader.meter = meter
+    return _dcmread(reader, defer_size), True
+
+
+def _not_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag >> 16 != 0x0002
+
+
+def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return int(tag) in PIXEL_TAGS
+
+
+def _parse_deflated(reader: RangedReader, defer_size: int, meter: Meter) -> Dataset | None:
+    """The header of a Deflated Explicit VR Little Endian file, inflated as far as the parse reads
+    (:class:`~shared.dicom.bounds.InflatingReader`); None if the file meta names another syntax."""
+    reader.seek(0)
+    reader.meter = meter  # the file meta is charged like any header
+    fp = cast(BinaryIO, reader)  # a binary reader (pydicom's annotations name BinaryIO)
+    try:
+        preamble = read_preamble(fp, True)
+        meta = read_dataset(fp, False, True, stop_when=_not_meta)
+    finally:
+        reader.meter = None
+    raw = meta._dict.get(_UID_TAGS["TransferSyntaxUID"])
+    value = getattr(raw, "value", None)
+    ts = value.decode("latin-1").strip("\0 ") if isinstance(value, bytes) else str(value or "")
+    if ts != DeflatedExplicitVRLittleEndian:
+        return None
+    inflating = cast(BinaryIO, InflatingReader(reader, reader.tell(), meter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = read_dataset(inflating, False, True, stop_when=_at_pixels, defer_size=defer_size)
+    file_meta = FileMetaDataset(meta)
+    file_meta.set_original_encoding(False, True)
+    out = FileDataset(inflating, ds, preamble, file_meta, False, True)
+    out.set_original_encoding(False, True, ds._character_set)
+    return out
 
 
 def _is_pixel_tag(head: bytes) -> bool:
@@ -146,8 +202,25 @@ def _is_pixel_tag(head: bytes) -> bool:
 
 _PIXEL_PAIRS = {(t >> 16, t & 0xFFFF) for t in PIXEL_TAGS}
 _DEFLATED = str(DeflatedExplicitVRLittleEndian).encode()
-#: Where a file meta's Transfer Syntax UID is (preamble, DICM, the first meta elements).
-_META_SPAN = 1024
+
+
+def _meta_span(prefix: bytes) -> int:
+    """Where the file meta ends in ``prefix`` (its Transfer Syntax UID lies before): group 0002 elements
+    walked as the standard writes them (explicit VR little endian). Anything else (an implicit VR meta,
+    a VR that is not two letters) gives the whole prefix: the deflate guess then looks everywhere."""
+    pos = 132 if prefix[128:132] == b"DICM" else 0
+    size = len(prefix)
+    while pos + 8 <= size and prefix[pos:pos + 2] == b"\x02\x00":
+        vr = prefix[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > size:
+                return size
+            pos += 12 + int.from_bytes(prefix[pos + 8:pos + 12], "little")
+        elif b"AA" <= vr <= b"ZZ":
+            pos += 8 + int.from_bytes(prefix[pos + 6:pos + 8], "little")
+        else:
+            return size
+    return min(pos, size)
 
 
 def _dcmread(fp: Any, defer_size: int) -> Dataset:
@@ -185,25 +258,26 @@ def _locate_pixel_data(reader: RangedReader, little: bool, implicit: bool) -> tu
     return tag, offset, (None if length == 0xFFFFFFFF else length)
 
 
-def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header:
-    """Parse the header through ``reader``. Raises :class:`BadInput` with a reason code
-    for anything that is not a readable DICOM header; other errors (storage) propagate."""
+def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE, limits: HeaderLimits | None = None) -> Header:
+    """Parse the header through ``reader``, within ``limits`` (default: the ``DICOMFLOW_HEADER_*``
+    settings). Raises :class:`BadInput` with a reason code for anything that is not a readable DICOM
+    header or costs more than the limits allow; only the storage's errors propagate."""
+    meter = Meter(limits or current_limits())
     if reader.size == 0:
         raise BadInput(Reason.EMPTY)
     try:
-        ds = _parse(reader, defer_size)
+        ds, metered = _parse(reader, defer_size, meter)
+        if metered:
+            charge_dataset(ds, meter)  # what its sequences will cost as objects, before they exist
+        return _header(ds, reader, meter)
     except BadInput:
         raise
-    except (EOFError, struct.error) as exc:
-        raise BadInput(Reason.TRUNCATED, f"{ADVICE[Reason.TRUNCATED]} ({type(exc).__name__})") from None
-    except (InvalidDicomError, ValueError, KeyError, TypeError, NotImplementedError, OverflowError,
-            IndexError, LookupError, AttributeError) as exc:
-        raise BadInput(Reason.UNDECODABLE, f"{ADVICE[Reason.UNDECODABLE]} ({type(exc).__name__})") from None
-    except OSError as exc:
-        if _is_storage_error(exc):
-            raise
-        raise BadInput(Reason.UNDECODABLE, f"{ADVICE[Reason.UNDECODABLE]} ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure parsing untrusted bytes is bad input (storage's own excepted)
+        raise _classify(exc, reader, meter) from None
 
+
+def _header(ds: Dataset, reader: RangedReader, meter: Meter) -> Header:
+    """What ingest needs from the parsed data set (values are read here too: inside the same guard)."""
     meta = getattr(ds, "file_meta", None)
     ts = _uid(meta, "TransferSyntaxUID") if meta is not None else None
     implicit, little = _encoding(ds, ts)
@@ -218,9 +292,9 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
     if MEDIA_STORAGE_DIRECTORY in (sop_class, meta_class) or _DIRECTORY_RECORDS in ds._dict:
         raise BadInput(Reason.UNSUPPORTED)
 
-    header_end = reader.tell()
-    tag = offset = length = None
     deflated = facts.is_deflated(ts)
+    header_end = reader.size if deflated else reader.tell()
+    tag = offset = length = None
     if not deflated:
         tag, offset, length = _locate_pixel_data(reader, little, implicit)
     warnings_: list[Reason] = []
@@ -247,7 +321,27 @@ def read_header(reader: RangedReader, *, defer_size: int = DEFER_SIZE) -> Header
         requests=reader.requests,
         read_digest=reader.digest_so_far(),
         warnings=warnings_,
+        meter=meter,
     )
+
+
+def _classify(exc: Exception, reader: RangedReader, meter: Meter) -> BaseException:
+    """A parse failure as the reason code it stands for; a storage failure (met by the reader, whatever
+    pydicom wrapped it in) as itself, so the trigger retries it; a limit passed as that limit's refusal."""
+    if reader.source_error is not None:
+        return reader.source_error
+    if meter.tripped is not None:
+        return meter.tripped
+    if _is_storage_error(exc):
+        return exc
+    name = type(exc).__name__
+    if isinstance(exc, RecursionError):
+        return too_large("Sequences are nested too deeply to parse")
+    if isinstance(exc, MemoryError):
+        return too_large("The header needs more memory than a parse may use")
+    if isinstance(exc, EOFError | struct.error):
+        return BadInput(Reason.TRUNCATED, f"{ADVICE[Reason.TRUNCATED]} ({name})")
+    return BadInput(Reason.UNDECODABLE, f"{ADVICE[Reason.UNDECODABLE]} ({name})")
 
 
 def _complete(ds: Dataset, size: int, pixel_offset: int | None, prefix: bytes) -> bool:
@@ -261,7 +355,7 @@ def _complete(ds: Dataset, size: int, pixel_offset: int | None, prefix: bytes) -
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         group_length = meta.get("FileMetaInformationGroupLength")
-        if group_length is not None and prefix[128:132] == b"DICM" and size < 132 + 12 + int(group_length):
+        if isinstance(group_length, int) and prefix[128:132] == b"DICM" and size < 132 + 12 + group_length:
             return False
     data_end = 0
     levels: list[list[Any]] = [list(meta._dict.values()) if meta is not None else [], list(ds._dict.values())]
@@ -289,11 +383,13 @@ def _is_storage_error(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("azure.")
 
 
-def read_header_bytes(data: bytes | bytearray | memoryview, *, defer_size: int = DEFER_SIZE) -> Header:
+def read_header_bytes(data: bytes | bytearray | memoryview, *, defer_size: int = DEFER_SIZE,
+                      limits: HeaderLimits | None = None) -> Header:
     """Parse a header held in memory (STOW-RS parts, tests)."""
-    return read_header(RangedReader(BytesRangeSource(data)), defer_size=defer_size)
+    return read_header(RangedReader(BytesRangeSource(data)), defer_size=defer_size, limits=limits)
 
 
-def read_header_file(path: str | os.PathLike[str], *, defer_size: int = DEFER_SIZE) -> Header:
+def read_header_file(path: str | os.PathLike[str], *, defer_size: int = DEFER_SIZE,
+                     limits: HeaderLimits | None = None) -> Header:
     """Parse the header of a local file (DIMSE C-STORE data sets) without reading its pixel data."""
-    return read_header(RangedReader(FileRangeSource(os.fspath(path))), defer_size=defer_size)
+    return read_header(RangedReader(FileRangeSource(os.fspath(path))), defer_size=defer_size, limits=limits)

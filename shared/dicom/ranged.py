@@ -15,7 +15,10 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from shared.dicom.bounds import Meter
 
 
 class RangeSource(Protocol):
@@ -74,6 +77,10 @@ class RangedReader(io.RawIOBase):
         self.high_water = 0  # furthest byte offset handed to the caller
         self._digest = hashlib.sha256()
         self._unhashed: tuple[int, bytes] | None = None  # the last range fetched (see digest_so_far)
+        #: Charged with every read before it happens, while a header parse holds it (shared.dicom.bounds).
+        self.meter: Meter | None = None
+        #: The source's own failure (storage, network), kept so a parse that wraps it is not taken for bad input.
+        self.source_error: BaseException | None = None
 
     # -- io API -------------------------------------------------------------
     def readable(self) -> bool:
@@ -115,7 +122,9 @@ class RangedReader(io.RawIOBase):
 
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
-            n = self.size - self._pos
+            n = max(0, self.size - self._pos)
+        if self.meter is not None:
+            self.meter.read(n)
         if n == 0:
             return b""
         start, end = self._pos, self._pos + n
@@ -170,7 +179,11 @@ class RangedReader(io.RawIOBase):
             length = min(length, self._size - offset)
             if length <= 0:
                 return b""
-        data, total = self.source.read_range(offset, length)
+        try:
+            data, total = self.source.read_range(offset, length)
+        except Exception as exc:  # whatever the source raises is the source's (recorded, then re-raised)
+            self.source_error = exc
+            raise
         self._size = total
         self.requests += 1
         self.bytes_fetched += len(data)

@@ -3,6 +3,13 @@
 ``GET {root}/changefeed?startTime=&endTime=&offset=&limit=&includemetadata=`` lists the changes
 (create, update, delete) whose Timestamp lies in [startTime, endTime), ordered by Sequence,
 ``offset`` entries skipped, at most ``limit`` (default 100, at most 200).
+
+``offset`` (decision): the feed never reads and skips more than :data:`MAX_COUNT_OFFSET` entries.
+An offset up to that counts entries, as the Azure service's v2 does; an offset that is a Sequence
+(:data:`SEQUENCE_FLOOR` or more: every one of ours is) is a cursor, the entries after that Sequence,
+as the Azure service's v1 reads it, and the feed seeks straight to it (the hour bucket of that
+sequence, then a key range): continue with ``offset=<the last Sequence you received>``. Anything in
+between is a 400 that says so.
 ``GET {root}/changefeed/latest`` is the newest entry. Each entry::
 
     {"Sequence": 1732874400123042, "StudyInstanceUID": "...", "SeriesInstanceUID": "...",
@@ -18,6 +25,7 @@ study settles (a few seconds after ingest) and its order never changes afterward
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -26,6 +34,7 @@ from shared.audit import scope as audit_scope
 from shared.dicomweb.errors import BadRequest
 from shared.dicomweb.reply import Reply
 from shared.index import changefeed
+from shared.index.sequence import seq_of_time
 from shared.index.store import READS, FeedEntry, IndexStore
 
 if TYPE_CHECKING:
@@ -34,6 +43,10 @@ if TYPE_CHECKING:
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 200
 JSON: Final = "application/json"
+#: The most entries a request reads and skips for a counting ``offset``.
+MAX_COUNT_OFFSET: Final = 10_000
+#: The smallest offset read as a Sequence cursor: the sequence of 2000-01-01T00:00:00Z.
+SEQUENCE_FLOOR: Final = seq_of_time(946_684_800)
 
 
 def _time(name: str, value: str | None) -> dt.datetime | None:
@@ -49,7 +62,7 @@ def _time(name: str, value: str | None) -> dt.datetime | None:
 def _int(name: str, value: str | None, default: int, low: int, high: int) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not re.fullmatch(r"[0-9]{1,20}", value) or not low <= int(value) <= high:  # ASCII digits only
         raise BadRequest(f"{name} must be a whole number from {low} to {high}.")
     return int(value)
 
@@ -103,14 +116,18 @@ def feed(call: Call) -> Reply:
     start, end = _time("startTime", p.get("starttime")), _time("endTime", p.get("endtime"))
     if start is not None and end is not None and end <= start:
         raise BadRequest("endTime must be after startTime (startTime is inclusive, endTime exclusive).")
-    offset = _int("offset", p.get("offset"), 0, 0, 10**9)
+    offset = _int("offset", p.get("offset"), 0, 0, 2**63 - 1)
+    if MAX_COUNT_OFFSET < offset < SEQUENCE_FLOOR:
+        raise BadRequest(f"offset skips at most {MAX_COUNT_OFFSET:,} entries; to read further, pass the Sequence of "
+                         "the last entry you received as offset (the feed continues after it).")
+    after, skip = (offset, 0) if offset >= SEQUENCE_FLOOR else (None, offset)
     limit = _int("limit", p.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
     metadata = _bool("includemetadata", p.get("includemetadata"))
     svc = services(call)
     page: list[FeedEntry] = []
-    for n, entry in enumerate(changefeed.entries(svc.index, start, end,
+    for n, entry in enumerate(changefeed.entries(svc.index, start, end, after=after, page=skip + limit,
                                                  horizon=svc.settings.changefeed_horizon_seconds)):
-        if n < offset:
+        if n < skip:
             continue
         page.append(entry)
         if len(page) == limit:

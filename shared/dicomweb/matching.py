@@ -11,6 +11,7 @@ in :data:`DIFFERENCES`; tests (and the Orthanc cross-check) cite these names.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -80,16 +81,43 @@ def _pn_words(text: str) -> list[str]:
     return [w for w in re.split(r"[\^\s,=]+", fold(text)) if w]
 
 
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    parts = []
-    for c in pattern:
-        if c == "*":
-            parts.append(".*")
-        elif c == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(c))
-    return re.compile("".join(parts), re.DOTALL)
+@functools.lru_cache(maxsize=4096)
+def _segment(text: str) -> re.Pattern[str]:
+    """One run of a wildcard pattern between ``*``: literal characters and ``?`` (any one character).
+    It has a fixed length and no repetition, so the regular expression engine matches it without
+    backtracking (linear in the text)."""
+    return re.compile("".join("." if c == "?" else re.escape(c) for c in text), re.DOTALL)
+
+
+def wildcard_match(pattern: str, text: str) -> bool:
+    """PS3.4 C.2.2.2.4 wildcard matching: ``*`` any run of characters (none included), ``?`` any one.
+
+    Never a backtracking regular expression (``*a*a*...*b`` against a long value takes exponential time
+    there): the pattern is split at ``*`` into runs of fixed length; the first must start the value, the
+    last must end it, and each one between is found leftmost after the previous one (for runs of fixed
+    length the leftmost placement is always a safe choice). At most O(len(pattern) x len(text)) steps,
+    each a search the regular expression engine runs in C.
+    """
+    runs = pattern.split("*")
+    if len(runs) == 1:
+        return _segment(pattern).fullmatch(text) is not None
+    first, *middle, last = runs
+    if len(first) + len(last) > len(text):
+        return False
+    if first and _segment(first).match(text) is None:
+        return False
+    end = len(text) - len(last)
+    if last and _segment(last).fullmatch(text, end) is None:
+        return False
+    pos = len(first)
+    for run in middle:
+        if not run:
+            continue
+        found = _segment(run).search(text, pos, end)
+        if found is None:
+            return False
+        pos = found.end()
+    return True
 
 
 def _norm_tm(value: str, *, upper: bool = False) -> str:
@@ -160,8 +188,8 @@ def _single(vr: str, query: str, value: Any, fuzzy: bool, *, wildcard: bool) -> 
     if vr == "PN":
         text = str(value)
         if wildcard or "*" in query or "?" in query:
-            rx = _wildcard_regex(fold(query.strip()))
-            return any(rx.fullmatch(g) for g in _norm_pn(text))
+            pattern = fold(query.strip())
+            return any(wildcard_match(pattern, g) for g in _norm_pn(text))
         if fuzzy:
             words = _pn_words(query)
             comps = _pn_words(text)
@@ -187,7 +215,7 @@ def _single(vr: str, query: str, value: Any, fuzzy: bool, *, wildcard: bool) -> 
     text = str(value).strip()  # rule TEXT_TRIM_SPACES
     q = query.strip()
     if wildcard:
-        return bool(_wildcard_regex(q).fullmatch(text))
+        return wildcard_match(q, text)
     return text == q
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from shared.config import get_settings
 from shared.dicomweb.attributes import Attribute, Level, is_dicom_attribute, visible_at
 from shared.dicomweb.attributes import resolve as _resolve
 from shared.dicomweb.errors import BadRequest
@@ -36,9 +37,10 @@ _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 #: As tolerant as ingest (shared.dicom.validate): digits and dots, no empty component. Leading zeros,
 #: which PS3.5 forbids but real files carry, are accepted so every archived instance is addressable.
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-_DA = re.compile(r"\d{8}")
-_TM = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
-_DT = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")
+#: Dates and times: ASCII digits only (re.ASCII: Python's \d also matches other scripts' digits).
+_DA = re.compile(r"\d{8}", re.ASCII)
+_TM = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?", re.ASCII)
+_DT = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?", re.ASCII)
 
 
 class MatchKind(enum.StrEnum):
@@ -88,13 +90,14 @@ def check_path_uid(value: str, name: str) -> str:
 
 def parse_query(
     params: Iterable[tuple[str, str]], level: Level, *, scope: dict[str, str] | None = None,
-    extended: Iterable[Attribute] = (),
+    extended: Iterable[Attribute] = (), max_wildcards: int | None = None,
 ) -> QidoQuery:
     """Parse QIDO-RS query parameters for a search at ``level``.
 
     ``params`` is the list of (name, value) pairs as sent (repeats kept). ``scope`` holds
     the UIDs fixed by the URL path (``/studies/{s}/series`` fixes StudyInstanceUID). ``extended`` are the
     extended query tags QIDO may use (Ready and Enabled): matched and returned by keyword or tag like the rest.
+    ``max_wildcards``: most ``*``/``?`` in one value (default ``DICOMFLOW_QUERY_MAX_WILDCARDS``).
     """
     scope = dict(scope or {})
     extra = tuple(extended)
@@ -175,9 +178,9 @@ def parse_query(
                     f"Query parameter {attr.keyword} is given {len(values)} times; give it once "
                     r"(several values may be separated by a backslash '\')."
                 )
-            matches.append(parse_value(attr, ",".join(values)))
+            matches.append(parse_value(attr, ",".join(values), max_wildcards=max_wildcards))
         else:
-            matches.append(parse_value(attr, values[0]))
+            matches.append(parse_value(attr, values[0], max_wildcards=max_wildcards))
     for keyword, uid in scope.items():
         attr = resolve(keyword)
         assert attr is not None, keyword
@@ -187,7 +190,7 @@ def parse_query(
 
 
 def _int_param(name: str, value: str, low: int, high: int) -> int:
-    if not re.fullmatch(r"\d{1,9}", value.strip()):
+    if not re.fullmatch(r"[0-9]{1,9}", value.strip()):
         raise BadRequest(f"{name} must be a whole number from {low} to {high}, got {value[:20]!r}.")
     n = int(value)
     if not low <= n <= high:
@@ -195,12 +198,18 @@ def _int_param(name: str, value: str, low: int, high: int) -> int:
     return n
 
 
-def parse_value(attr: Attribute, value: str) -> Match:
-    """One matching key's value, checked against its VR."""
+def parse_value(attr: Attribute, value: str, *, max_wildcards: int | None = None) -> Match:
+    """One matching key's value, checked against its VR. At most ``max_wildcards`` ``*``/``?`` (default
+    ``DICOMFLOW_QUERY_MAX_WILDCARDS``): matching stays linear anyway, this bounds what one value may ask."""
     name = attr.keyword
     limit = MAX_UIDS_PER_QUERY * 65 if attr.vr == "UI" else MAX_VALUE_CHARS
     if len(value) > limit:
         raise BadRequest(f"Value of {name} is longer than {limit} characters.")
+    wildcards = value.count("*") + value.count("?")
+    most = max_wildcards if max_wildcards is not None else get_settings().limits.query_max_wildcards
+    if wildcards > most and value.strip("*"):
+        raise BadRequest(f"Value of {name} has {wildcards} wildcards (* and ?); at most {most} are allowed "
+                         "(DICOMFLOW_QUERY_MAX_WILDCARDS). Use fewer, or a longer literal part.")
     if value == "" or value == "*":
         return Match(attr, MatchKind.UNIVERSAL)
     if value == '""':
@@ -222,7 +231,7 @@ def parse_value(attr: Attribute, value: str) -> Match:
         expected = {"DA": "YYYYMMDD", "TM": "HHMMSS[.FFFFFF]", "DT": "YYYYMMDDHHMMSS[.FFFFFF][&ZZXX]"}[vr]
         if vr == "TM":
             value = value.replace(":", "")
-        if "-" in value and not (vr == "DT" and re.fullmatch(r"[^-]+[-+]\d{4}", value)):
+        if "-" in value and not (vr == "DT" and re.fullmatch(r"[^-]+[-+][0-9]{4}", value)):
             low, _, high = _split_range(value, vr, name)
             for part in (low, high):
                 if part and not pattern.fullmatch(part):
@@ -242,7 +251,7 @@ def parse_value(attr: Attribute, value: str) -> Match:
     if vr in NUMERIC_VRS:
         parts = value.split("\\")
         for p in parts:
-            if not re.fullmatch(r"[+-]?\d{1,12}", p.strip()):
+            if not re.fullmatch(r"[+-]?[0-9]{1,12}", p.strip()):
                 raise BadRequest(f"{name} must be a whole number.")
         return Match(attr, MatchKind.SINGLE if len(parts) == 1 else MatchKind.LIST, tuple(p.strip() for p in parts))
     # Text VRs.
@@ -262,7 +271,7 @@ def _split_range(value: str, vr: str, name: str) -> tuple[str, str, str]:
     if vr != "DT":
         return value.partition("-")
     # DT may carry a UTC offset "-0500" inside a bound: split on the '-' that is not an offset.
-    m = re.fullmatch(r"([0-9.]*(?:[+-]\d{4})?)-([0-9.]*(?:[+-]\d{4})?)", value)
+    m = re.fullmatch(r"([0-9.]*(?:[+-][0-9]{4})?)-([0-9.]*(?:[+-][0-9]{4})?)", value)
     if not m:
         raise BadRequest(f"{name}: a DT range is A-B with A and B as YYYYMMDDHHMMSS[.FFFFFF][&ZZXX].")
     return m.group(1), "-", m.group(2)

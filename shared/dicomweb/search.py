@@ -9,6 +9,13 @@ header (and the log line), e.g. ``lookup:PatientID``.
 When more matches exist than ``limit``, the response carries the PS3.18 8.3.4.5
 warning ``299 <host> "The number of results exceeded the maximum supported by the
 server. Additional results can be requested."``.
+
+Rows examined (decision): one request looks at no more than ``DICOMFLOW_QUERY_MAX_ROWS`` candidates.
+A search that has not filled its page by then is refused with 413, the status PS3.18 (Table 11.9.3-1)
+gives for an answer the server will not produce, where "the user agent may repeat the request ... with
+a narrower query". Not a partial answer with a ``Warning``: a reader cannot tell a short page from all
+the matches (a missed prior study is worse than a clear error), and paging on with ``offset`` would
+examine the same rows again. C-FIND gets ``0xA700`` with the same advice.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from shared.audit import scope as audit_scope
+from shared.config import get_settings
 from shared.dicomweb.attributes import ATTRIBUTES, UID_KEYWORD, Level
+from shared.dicomweb.errors import PayloadTooLarge
 from shared.dicomweb.matching import matches
 from shared.dicomweb.qido import QidoQuery
 from shared.dicomweb.qido_json import DICOM_JSON, render
@@ -69,23 +78,30 @@ class Found:
     views: list[dict[str, Any]]
     examined: int
     more: bool
+    #: The rows budget ran out before the page was complete (the page is not the whole answer).
+    exhausted: bool = False
 
 
-def find(query: QidoQuery, fetch: Fetch) -> Found:
-    """Plan, fetch candidates, keep exact matches, apply offset and limit.
+def find(query: QidoQuery, fetch: Fetch, *, max_rows: int | None = None) -> Found:
+    """Plan, fetch candidates, keep exact matches, apply offset and limit, looking at no more than
+    ``max_rows`` candidates (default ``DICOMFLOW_QUERY_MAX_ROWS``; see ``exhausted``).
 
     The one search both QIDO-RS (:func:`search`, HTTP) and the DIMSE gateway's C-FIND use:
     the same planner, the same PS3.4 matching, the same de-duplication.
     """
+    budget = max_rows if max_rows is not None else get_settings().limits.query_max_rows
     plan, candidates = fetch(query)
     uid_key = UID_KEYWORD[query.level]
     seen: set[Any] = set()
     page: list[dict[str, Any]] = []
     matched = 0
     examined = 0
-    more = False
+    more = exhausted = False
     extended = query.extended
     for view in _views(candidates):
+        if examined >= budget:
+            exhausted = True
+            break
         examined += 1
         if extended:  # extended query tags: their values, by keyword, from the record's extended field
             held = view.get(_EXTENDED) or {}
@@ -104,12 +120,22 @@ def find(query: QidoQuery, fetch: Fetch) -> Found:
             more = True
             break
         page.append(view)
-    return Found(plan, page, examined, more)
+    return Found(plan, page, examined, more, exhausted)
+
+
+def too_broad(examined: int) -> str:
+    return (f"The search looked at {examined:,} index rows (DICOMFLOW_QUERY_MAX_ROWS) without completing the "
+            "page: narrow it with PatientID, AccessionNumber, StudyDate, Modality or a name whose first "
+            "letters are given, or page with a smaller offset.")
 
 
 def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomflow",
-           media_type: str = DICOM_JSON) -> Reply:
-    found = find(query, fetch)
+           media_type: str = DICOM_JSON, max_rows: int | None = None) -> Reply:
+    found = find(query, fetch, max_rows=max_rows)
+    if found.exhausted:
+        log.info("QIDO %s: plan %s, refused after %d candidates examined (rows budget)", query.level, found.plan,
+                 found.examined)
+        raise PayloadTooLarge(too_broad(found.examined))
     page, more = found.views, found.more
     audit_scope.note_query(m.attribute.keyword for m in query.matches)
     audit_scope.note_views(page)

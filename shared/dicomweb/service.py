@@ -29,7 +29,7 @@ class Call:
     accept: str | None = None
     content_type: str | None = None
     params: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
+    body: bytes | bytearray = b""
     path: dict[str, str] = field(default_factory=dict)
     study: str | None = None
     series: str | None = None
@@ -66,10 +66,12 @@ def search(call: Call, level: Level) -> Reply:
 
     media_type = negotiate_json(call.accept)
     _, scope = qido.level_from_path(call.study, call.series, level)
+    limits = call.settings.limits
     tags = services(call).extended_tags.queryable()
-    query = parse_query(call.params, level, scope=scope, extended=[t.attribute() for t in tags])
+    query = parse_query(call.params, level, scope=scope, extended=[t.attribute() for t in tags],
+                        max_wildcards=limits.query_max_wildcards)
     reply = qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
-                        media_type=media_type)
+                        media_type=media_type, max_rows=limits.query_max_rows)
     # Azure DICOM service: a query on an extended tag whose indexing found bad values says which.
     used = {m.attribute.tag for m in query.matches if m.attribute.key}
     erroneous = sorted(t.keyword for t in tags if t.has_errors and t.path in used)

@@ -5,6 +5,11 @@ Each ``application/dicom`` part is parsed with the same header code as ingest
 and, if valid, uploaded to ``dicom-inbox/stow/<request id>/<sop>.dcm``: from there
 ingestion, indexing and events take the one path every upload takes.
 
+Memory (bounded by construction): the body is read once into one buffer (at most
+``DICOMFLOW_STOW_MAX_BYTES``), parts are views of it (at most ``DICOMFLOW_STOW_MAX_PARTS``), a part is
+copied only to be uploaded, one at a time, and each header parse is bounded by ``DICOMFLOW_HEADER_*``
+like every other; what is kept per part until the answer is its UIDs and digest, not its header.
+
 Waiting (decision): STOW waits, bounded by ``DICOMFLOW_STOW_WAIT_SECONDS`` (10 s by
 default), for each part's ingest outcome (:func:`shared.ingest.status.outcome_of`: its
 instance row written by this upload, a duplicate of what is stored, or a quarantine copy). DICOMweb clients,
@@ -74,7 +79,7 @@ def store(call: Call) -> Reply:
     from shared.dicomweb.service import services
 
     negotiate_json(call.accept)
-    parts = parse_stow_body(call.body, call.content_type)
+    parts = parse_stow_body(call.body, call.content_type, max_parts=call.settings.limits.stow_max_parts)
     svc = services(call)
     svc.ensure_ready()
     request_id = uuid.uuid4().hex
@@ -86,7 +91,7 @@ def store(call: Call) -> Reply:
             res.failure, res.state = CANNOT_UNDERSTAND, "failed"
             continue
         try:
-            header = read_header_bytes(part.content)
+            header = read_header_bytes(part.content, limits=call.settings.limits.header)
             res.sop_class, res.sop = header.sop_class_uid, header.sop_uid
             study, series, sop, sop_class = validate(header)
             res.study, res.series, res.sop, res.sop_class = study, series, sop, sop_class
@@ -99,7 +104,7 @@ def store(call: Call) -> Reply:
             log.info("STOW %s part %d refused: %s", request_id, n + 1, bad.reason)
             continue
         res.blob = layout.stow_inbox_path(request_id, n + 1, sop)
-        content = bytes(part.content)
+        content = bytes(part.content)  # one part at a time: the body is a view until here
         res.digest = ContentDigest(header, hashlib.md5(content).digest())  # noqa: S324 - Content-MD5, not security
         try:
             res.etag = svc.blobs.write(layout.INBOX, res.blob, content, content_type="application/dicom")

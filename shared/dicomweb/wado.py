@@ -319,10 +319,12 @@ class Wado:
             return read_header(RangedReader(src))
         except BlobGone:
             raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.") from None
+        except BadInput as bad:  # archived under other limits, or damaged since: the whole instance still serves
+            raise HttpProblem(f"The header of instance {sop} cannot be read here: {bad.message}", status=400) from None
 
     # -- bulk data ---------------------------------------------------------------------
     def bulk(self, accept: str | None, study: str, series: str, sop: str, locator: str) -> Reply:
-        m = re.fullmatch(r"(\d{1,15})-(\d{1,15})", locator)
+        m = re.fullmatch(r"([0-9]{1,15})-([0-9]{1,15})", locator)
         t = re.fullmatch(r"tag/([0-9A-Fa-f]{8})", locator)
         if not m and not t:
             raise BadRequest("Bulk data is addressed as bulkdata/<offset>-<length> or bulkdata/tag/<8 hex digits>.")
@@ -387,7 +389,7 @@ def _nested_value(ds: Any, tag: int) -> bytes | None:
 def parse_frame_list(value: str) -> list[int]:
     """``"1,3,5"`` -> [1, 3, 5]; frame numbers start at 1 (PS3.18 10.4.1.1.4)."""
     items = [v.strip() for v in value.split(",")]
-    if not items or any(not re.fullmatch(r"\d{1,9}", v) for v in items):
+    if not items or any(not re.fullmatch(r"[0-9]{1,9}", v) for v in items):  # ASCII digits only
         raise BadRequest("Frames are a comma-separated list of frame numbers starting at 1, as in frames/1,3,5.")
     numbers = [int(v) for v in items]
     if any(n < 1 for n in numbers):

@@ -132,7 +132,7 @@ def resolve_path(raw: object, where: str = "path") -> str:
     return f"{tag:08X}"
 
 
-def parse_add(body: bytes, existing: list[ExtendedTag]) -> list[ExtendedTag]:
+def parse_add(body: bytes | bytearray, existing: list[ExtendedTag]) -> list[ExtendedTag]:
     """The tags an add request asks for (status Adding), checked; raises BadRequest or Conflict."""
     try:
         doc = orjson.loads(body or b"null")

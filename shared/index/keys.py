@@ -208,6 +208,16 @@ def feed_partitions(bucket: str) -> list[str]:
     return [f"{bucket}-{n}" for n in range(FEED_SHARDS)]
 
 
+def feed_buckets_range(first: str, last: str) -> tuple[str, str]:
+    """PartitionKey range [lo, hi) of every shard of the hour buckets ``first`` to ``last`` (inclusive;
+    the head row, ``~head``, sorts after every bucket and is never in it)."""
+    return first, last + "~"
+
+
+def bucket_of_partition(pk: str) -> str:
+    return pk.split("-", 1)[0]
+
+
 def feed_row_range(low_seq: int, high_seq: int) -> tuple[str, str]:
     """RowKey range [lo, hi) of sequences low <= seq < high."""
     return f"{low_seq:020d}", f"{high_seq:020d}"

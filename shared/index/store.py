@@ -16,6 +16,7 @@ What lives where (the key schema is in :mod:`shared.index.keys`):
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -398,10 +399,24 @@ class IndexStore:
             return None
         return dt.datetime.strptime(str(row["bucket"]), "%Y%m%d%H").replace(tzinfo=dt.UTC)
 
-    def feed_bucket(self, bucket: str, low_seq: int, high_seq: int) -> list[FeedEntry]:
-        """Feed entries of one hour bucket with low <= seq < high, in sequence order."""
+    def first_feed_bucket(self, first: str, last: str) -> str | None:
+        """The earliest hour bucket from ``first`` to ``last`` (inclusive) that holds an entry, in one query
+        (a partition range read for one row), so empty hours are skipped, not read one by one."""
+        rows = self.t.query(tables.CHANGEFEED, pk_range=keys.feed_buckets_range(first, last),
+                            select=["PartitionKey"], page_size=1)
+        row = next(iter(rows), None)
+        return keys.bucket_of_partition(str(row["PartitionKey"])) if row is not None else None
+
+    def feed_bucket(self, bucket: str, low_seq: int, high_seq: int, *, limit: int | None = None) -> list[FeedEntry]:
+        """Feed entries of one hour bucket with low <= seq < high, in sequence order; with ``limit``, the
+        first ``limit`` of them (each shard is read only that far: its rows come in sequence order)."""
         rng = keys.feed_row_range(low_seq, high_seq)
         parts = keys.feed_partitions(bucket)
-        rows = READS.map(lambda pk: list(self.t.query(tables.CHANGEFEED, pk=pk, rk_range=rng)), parts)
-        entries = [FeedEntry.from_entity(r) for part in rows for r in part]
-        return sorted(entries, key=lambda e: e.seq)
+
+        def shard(pk: str) -> list[Row]:
+            rows = self.t.query(tables.CHANGEFEED, pk=pk, rk_range=rng, page_size=limit)
+            return list(itertools.islice(rows, limit)) if limit is not None else list(rows)
+
+        rows = READS.map(shard, parts)
+        entries = sorted((FeedEntry.from_entity(r) for part in rows for r in part), key=lambda e: e.seq)
+        return entries[:limit] if limit is not None else entries

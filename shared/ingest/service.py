@@ -5,8 +5,9 @@ quarantine record. Anything else (storage, network) propagates so the trigger re
 
 Cost, for a new instance: one ranged read (the header; never the pixel data), one server-side
 copy (conditional: only if the archive has no such instance yet), one table transaction (the
-instance row with its DICOM JSON, and the change entry settle will announce). Nothing else is
-written per instance: the inbox blob stays until the inbox lifecycle rule removes it (it is
+instance row with its DICOM JSON, and the change entry settle will announce). In a region of a
+pair, also an arrival mark per study and hour (:mod:`shared.ingest.arrivals`, before the copy).
+Nothing else is written per instance: the inbox blob stays until the inbox lifecycle rule removes it (it is
 also the record of what was uploaded), the series' pending row and the settle message are
 written once per series / study per quiet period (:mod:`shared.ingest.schedule`), and events
 go out in batches when the study settles.
@@ -74,10 +75,11 @@ class ContentDigest:
     (``sha256(read digest, size, md5)``). :meth:`matches` accepts that form too, computed only when the
     current one differs, so a file re-sent after the upgrade stays a duplicate, not an update."""
 
-    __slots__ = ("_header", "_md5", "value")
+    __slots__ = ("_md5", "_read", "_size", "value")
 
     def __init__(self, header: Header, md5: bytes | None) -> None:
-        self._header, self._md5 = header, md5
+        # Only the read digest and the size are kept, not the header (a STOW-RS request holds one per part).
+        self._read, self._size, self._md5 = header.read_digest, header.size_bytes, md5
         size = header.size_bytes.to_bytes(8, "little")
         if md5:
             self.value = hashlib.sha256(size + md5).hexdigest()
@@ -85,8 +87,8 @@ class ContentDigest:
             self.value = self._with_read_digest()
 
     def _with_read_digest(self) -> str:
-        h = hashlib.sha256(self._header.digest.encode())
-        h.update(self._header.size_bytes.to_bytes(8, "little"))
+        h = hashlib.sha256(self._read.hexdigest().encode())
+        h.update(self._size.to_bytes(8, "little"))
         if self._md5:
             h.update(self._md5)
         return h.hexdigest()
@@ -111,14 +113,11 @@ class IngestService:
         self.svc.ensure_ready()
         reader = RangedReader(blob)
         try:
-            header = read_header(reader)
+            header = read_header(reader, limits=self.svc.settings.limits.header)
             study, series, sop, sop_class = validate(header)
+            doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged, metered)
         except BadInput as bad:
             return self._quarantine(blob, bad, reader)
-        except BlobGone:
-            return self._gone(blob.name)
-        try:
-            doc = to_dicom_json(header, study, series, sop)  # may read a deferred sequence (ranged)
         except BlobGone:
             return self._gone(blob.name)
         digest = ContentDigest(header, blob.content_md5)
@@ -149,20 +148,20 @@ class IngestService:
         svc.ensure_ready()
         reader = RangedReader(blob)
         try:
-            header = read_header(reader)
+            header = read_header(reader, limits=svc.settings.limits.header)
             uids = validate(header)
+            s, se, i, _ = uids
+            path = layout.instance_path(s, se, i)
+            if path != blob.name:
+                message = f"The archived file {blob.name} holds instance {i} of series {se}; it belongs at {path}."
+                return Outcome(blob.name, IngestState.REFUSED, s, se, i, reason=Reason.UID_CONFLICT, message=message)
+            doc = to_dicom_json(header, s, se, i)
         except BadInput as bad:
             log.warning("Index %s/%s: cannot be indexed (%s)", blob.container, blob.name, bad.reason)
             return Outcome(blob.name, IngestState.REFUSED, reason=bad.reason, message=bad.message,
                            bytes_read=reader.bytes_fetched, requests=reader.requests)
         except BlobGone:
             return self._gone(blob.name)
-        s, se, i, _ = uids
-        path = layout.instance_path(s, se, i)
-        if path != blob.name:
-            message = f"The archived file {blob.name} holds instance {i} of series {se}; it belongs at {path}."
-            return Outcome(blob.name, IngestState.REFUSED, s, se, i, reason=Reason.UID_CONFLICT, message=message)
-        doc = to_dicom_json(header, s, se, i)
         digest = ContentDigest(header, blob.content_md5)
         rec = _record(doc, header, uids, f"{blob.container}/{blob.name}@{blob.etag or ''}", digest.value)
         rec.stamp = stamp_of(blob.metadata, blob.last_modified, svc.topology.writer_of(blob.container))
@@ -187,6 +186,7 @@ class IngestService:
                 if blob.container != svc.topology.own(layout.ARCHIVE):
                     # The newer version into this region's own archive, stamp kept, so that reads (own
                     # copy first) serve what the row now describes; the older one stays a version.
+                    svc.arrivals.mark(s)
                     svc.blobs.copy(blob, layout.ARCHIVE, path, metadata={STAMP: rec.stamp})
                 rec.updated_at = utcnow()
             try:
@@ -205,19 +205,19 @@ class IngestService:
         svc = self.svc
         reader = RangedReader(blob)
         try:
-            header = read_header(reader)
+            header = read_header(reader, limits=svc.settings.limits.header)
             uids = validate(header)
+            s, se, i, _ = uids
+            doc = to_dicom_json(header, s, se, i)
         except BadInput as bad:
             return Outcome(blob.name, IngestState.REFUSED, reason=bad.reason, message=bad.message)
         except BlobGone:
             return self._gone(blob.name)
-        s, se, i, _ = uids
         for _ in range(ATTEMPTS):
             existing = svc.index.get_instance(s, se, i)
             if existing is None:
                 return self.index_archived(blob)
             old = existing.record
-            doc = to_dicom_json(header, s, se, i)
             rec = _record(doc, header, uids, old.source, old.digest)
             rec.stamp, rec.seq, rec.arrival = old.stamp, old.seq, old.arrival
             rec.ingested_at, rec.updated_at = old.ingested_at, old.updated_at
@@ -252,6 +252,7 @@ class IngestService:
         meta = self._meta(rec, doc)
         rec.stamp = self.svc.topology.new_stamp()
         stamped = {STAMP: rec.stamp}
+        self.svc.arrivals.mark(s)  # before the copy: the peer's catch-up finds the study by it (two regions)
         # Optimistic: a new instance is the common case, so copy only if the archive lacks it and
         # create the row without reading it first. Anything else takes the careful path.
         if self.svc.blobs.copy(blob, layout.ARCHIVE, path, if_absent=True, metadata=stamped):

@@ -35,6 +35,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,9 +43,10 @@ from typing import Any
 
 import orjson
 
+from shared.errors import Transient
 from shared.events.payloads import DicomEvent, image_event, series_event, study_event
 from shared.events.types import EventType
-from shared.index import keys
+from shared.index import changefeed, keys
 from shared.index.records import (
     Action,
     ChangeEntry,
@@ -55,6 +57,7 @@ from shared.index.records import (
     study_part,
     to_entity,
 )
+from shared.index.sequence import time_of_seq
 from shared.index.store import FeedEntry, StudyPartition, utcnow
 from shared.ingest.schedule import SettleRequest
 from shared.ports import RowChanged, RowExists
@@ -339,7 +342,7 @@ class SettleService:
             if rejection is not None:  # withdrawn by an IOCM rejection note: say so (code, note's SOP UID)
                 event.data.update({"rejectionCode": rejection[0], "rejectionNote": rejection[1]})
             events.append(event)
-        svc.index.append_feed(feed)
+        self._append_feed(feed, unpublished)
         # Earlier published entries of the instances changed now are no longer current.
         changed_now = {c.sop for c in unpublished}
         older = [c for c in part.changes if c.published and c.feed_seq and c.sop in changed_now]
@@ -347,6 +350,30 @@ class SettleService:
             svc.index.set_feed_states(study, [(c.feed_seq, "deleted" if c.sop not in rows else "replaced")
                                               for c in older])
         return events
+
+    def _append_feed(self, feed: list[FeedEntry], changes: Sequence[ChangeEntry]) -> None:
+        """Append to the change feed within :data:`changefeed.COMMIT_WITHIN_SECONDS` of the entries'
+        sequences, the promise a follower's cursor relies on (it re-reads that much on every pass): a
+        slower write (throttling, retries) is listed again under fresh sequences, so an entry may appear
+        twice in the feed but never behind a cursor that has passed it."""
+        svc = self.svc
+        for _ in range(3):
+            svc.index.append_feed(feed)
+            late = time.time() - time_of_seq(min(e.seq for e in feed))
+            if late <= changefeed.COMMIT_WITHIN_SECONDS:
+                return
+            log.warning("Settle %s: the change feed write took %.0f s; listing its %d entries again under new "
+                        "sequences", feed[0].study, late, len(feed))
+            by_seq = {c.feed_seq: c for c in changes}
+            fresh = []
+            for e in feed:
+                seq = svc.sequencer.next()
+                if e.seq in by_seq:
+                    by_seq[e.seq].feed_seq = seq
+                fresh.append(dataclasses.replace(e, seq=seq))
+            feed = fresh
+        raise Transient(f"The change feed of study {feed[0].study} could not be written within "
+                        f"{changefeed.COMMIT_WITHIN_SECONDS:.0f} s; the settle run will be retried.")
 
     def _write_bundle(self, study: str, series: str, members: Sequence[InstanceRecord], part: StudyPartition) -> None:
         """The series metadata bundle: every instance's DICOM JSON in one blob (WADO-RS series

@@ -37,11 +37,25 @@ RECENT_FAILURES = 20
 SUMMARY_HOURS = 24
 
 
+def check_params(params: list[tuple[str, str]]) -> str | None:
+    """What is wrong with the query of ``GET /api/ingest/status`` (a sentence for a 400), or None: at most
+    one ``blob``, naming a blob of the inbox (:func:`shared.storage.layout.is_safe_blob_name`)."""
+    names = [k for k, _ in params]
+    if any(k != "blob" for k in names) or len(names) > 1:
+        return "The only query parameter is blob, given once: /api/ingest/status?blob=<inbox blob name>."
+    if params and not layout.is_safe_blob_name(params[0][1]):
+        return ("blob must name a blob of the inbox: 1-1024 characters, no control characters or backslashes, "
+                "no empty, '.' or '..' path segments.")
+    return None
+
+
 def blob_status(svc: Services, name: str) -> Outcome:
+    if not layout.is_safe_blob_name(name):  # never resolved into another container's blob
+        return Outcome(name, IngestState.UNKNOWN, message="Not a name of an inbox blob.")
     blob = svc.blobs.open(layout.INBOX, name)
     reader = RangedReader(blob)
     try:
-        header = read_header(reader)
+        header = read_header(reader, limits=svc.settings.limits.header)
         uids: tuple[str, str, str] | None = validate(header)[:3]
     except BlobGone:
         return Outcome(name, IngestState.UNKNOWN, message="No such blob in the inbox (never uploaded, or "
@@ -82,21 +96,34 @@ def outcome_of(svc: Services, name: str, etag: str, study: str, series: str, sop
     return Outcome(name, IngestState.PENDING)
 
 
-def summary(svc: Services, *, hours: int = SUMMARY_HOURS) -> dict[str, Any]:
+def summary(svc: Services, *, hours: int = SUMMARY_HOURS, max_items: int | None = None) -> dict[str, Any]:
     """Outcomes of the last ``hours``: instance changes from the change feed, quarantined files
-    (with their reasons) from the quarantine. Duplicates leave no record and are not counted."""
+    (with their reasons) from the quarantine. Duplicates leave no record and are not counted.
+
+    Bounded: at most ``max_items`` (``DICOMFLOW_STATUS_MAX_ITEMS``) change-feed entries and as many
+    quarantined files are looked at; ``complete`` is false when either stopped short (the counts are
+    then lower bounds; per-blob status is always exact)."""
+    most = max_items if max_items is not None else svc.settings.limits.status_max_items
     since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
     counts: Counter[str] = Counter()
-    for entry in changefeed.entries(svc.index, since, None, horizon=0):
+    complete = True
+    for n, entry in enumerate(changefeed.entries(svc.index, since, None, horizon=0, page=min(most, 1000))):
+        if n == most:
+            complete = False
+            break
         counts[{"create": "archived", "update": "updated", "delete": "deleted"}.get(entry.action, entry.action)] += 1
     failures = []
-    for item in svc.blobs.list(layout.QUARANTINE, metadata=True):
+    for n, item in enumerate(svc.blobs.list(layout.QUARANTINE, metadata=True)):
+        if n == most:
+            complete = False
+            break
         if item.last_modified is not None and item.last_modified >= since:
             counts[str(IngestState.QUARANTINED)] += 1
             failures.append({"blob": item.name.split("/", 1)[-1], "reason": item.metadata.get("reason"),
                              "message": item.metadata.get("message"), "at": _iso(item.last_modified)})
     failures.sort(key=lambda f: f["at"] or "", reverse=True)
-    return {"hours": hours, "counts": dict(sorted(counts.items())), "recentFailures": failures[:RECENT_FAILURES]}
+    return {"hours": hours, "counts": dict(sorted(counts.items())), "complete": complete,
+            "recentFailures": failures[:RECENT_FAILURES]}
 
 
 def _iso(when: dt.datetime | None) -> str | None:

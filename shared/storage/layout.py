@@ -7,6 +7,7 @@ its folder.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from typing import Final
@@ -124,6 +125,27 @@ def study_prefix(study: str) -> str:
     return f"{study}/"
 
 
+#: In each archive container of a region of a pair: one empty blob per study and hour in which the region
+#: archived something of that study, ``.arrivals/<yyyymmddHH>/<study>``, written before the archive copy.
+#: They replicate with the archive, so the peer region can find what reached it since a time by listing a
+#: few hours of them (``reindex --since``) instead of the whole container. The leading dot keeps them apart
+#: from ``<study>/<series>/<sop>.dcm`` (a UID never starts with one) and sorts them first.
+ARRIVALS_PREFIX: Final = ".arrivals/"
+
+
+def arrival_hour(epoch_seconds: float) -> str:
+    """The hour (UTC, ``yyyymmddHH``) an arrival mark is filed under."""
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime("%Y%m%d%H")
+
+
+def arrival_path(hour: str, study: str) -> str:
+    return f"{ARRIVALS_PREFIX}{hour}/{study}"
+
+
+def arrivals_prefix(hour: str) -> str:
+    return f"{ARRIVALS_PREFIX}{hour}/"
+
+
 def series_prefix(study: str, series: str) -> str:
     return f"{study}/{series}/"
 
@@ -166,6 +188,22 @@ def stow_inbox_path(request_id: str, part: int, sop: str) -> str:
 def routing_deadletter_path(study: str, rule: str, destination: str, unit: str) -> str:
     """The record of a delivery that used its attempts, in :data:`EVENTS_DEADLETTER`."""
     return f"routing/{study}/{_safe_segment(rule)}/{_safe_segment(destination)}/{unit}.json"
+
+
+#: Azure's limit on a blob name (characters).
+MAX_BLOB_NAME: Final = 1024
+
+
+def is_safe_blob_name(name: str) -> bool:
+    """A blob name a caller hands in (``/api/ingest/status?blob=``) that can only name a blob of the
+    container it is used with: 1-1024 characters, no control characters or backslashes, and no empty,
+    ``.`` or ``..`` path segment (clients and the service resolve those in the URL path:
+    ``../dicom-archive/x`` in the inbox would read the archive)."""
+    if not 0 < len(name) <= MAX_BLOB_NAME or "\\" in name:
+        return False
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+        return False
+    return all(segment not in ("", ".", "..") for segment in name.split("/"))
 
 
 def log_name(inbox_name: str) -> str:

@@ -53,6 +53,12 @@ def stamp(region: str, at: float | None = None) -> str:
     return f"{ms:013d}-{region}"
 
 
+def stamp_time(value: str) -> float | None:
+    """When the version stamped ``value`` was written (epoch seconds), or None if it is no stamp."""
+    ms = value.split("-", 1)[0]
+    return int(ms) / 1000.0 if ms.isdigit() else None
+
+
 def stamp_region(value: str) -> str:
     """The region that wrote the version stamped ``value`` ("" if unknown or one region)."""
     return value.split("-", 1)[1] if "-" in value else ""

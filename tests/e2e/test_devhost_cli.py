@@ -75,8 +75,11 @@ def test_up_detach_crash_adopt_and_down_leave_no_process(tmp_path: Path) -> None
         assert children["azurite"]["ports"] == list(az_ports)
         assert children["azurite"]["data_dir"] == str((tmp_path / "azurite").resolve())
         health = requests.get(f"http://127.0.0.1:{http}/api/health", timeout=10)
-        assert health.status_code == 200
-        assert {k: v["up"] for k, v in health.json()["dependencies"].items()} == {
+        assert health.status_code == 200 and health.json() == {"status": "up"}
+        admin = devhost("token", "--state-dir", str(tmp_path), "--role", "admin").stdout.strip()
+        deep = requests.get(f"http://127.0.0.1:{http}/api/health/deep", headers={"Authorization": f"Bearer {admin}"},
+                            timeout=10)
+        assert {k: v["up"] for k, v in deep.json()["dependencies"].items()} == {
             "blob": True, "queue": True, "table": True, "events": True}
         assert st["endpoints"]["events_endpoint"] == f"http://127.0.0.1:{fabric}/api/events"
         status = devhost("status", "--state-dir", str(tmp_path))

@@ -10,10 +10,11 @@ What is checked, for every ``resource`` declaration of every file under ``infra/
 * the ``type@apiVersion`` exists in the definitions;
 * every property name of the body, at every depth, is defined for that type (a typo fails, with the
   closest defined name suggested), unless the object is a free-form map (``additionalProperties``);
-* values whose type can be known offline fit: string literals against enumerations (non-extensible
-  ones), string length and pattern, integer ranges, booleans, objects, arrays (literal items and
-  ``for`` bodies), both branches of ``cond ? a : b``, variables (followed to their value), and
-  parameters (their declared type, and each ``@allowed`` value);
+* values whose type can be known offline fit: string literals against enumerations (extensible ones
+  too: ``'GET' | ... | string`` takes any string in the definitions, but the service refuses what it does
+  not document; :data:`OPEN_ENUMS` lists exceptions), string length and pattern, integer ranges,
+  booleans, objects, arrays (literal items and ``for`` bodies), both branches of ``cond ? a : b``,
+  variables (followed to their value), and parameters (their declared type, and each ``@allowed`` value);
 * no read-only property is assigned, and every required property of an object literal is given;
 * ``existing`` resources name a type and version that exist;
 * every ``<module>.outputs.<name>`` names an output the module declares, and every
@@ -47,6 +48,10 @@ TYPES_ENV = "BICEP_TYPES_DIR"
 REQUIRED, READ_ONLY, WRITE_ONLY = 1, 2, 4
 #: Words of a resource body that are Bicep syntax, not properties of the type.
 RESOURCE_KEYWORDS = frozenset({"parent", "scope", "dependsOn"})
+#: (resource type, property path) of extensible enumerations whose service really accepts values beyond the
+#: documented ones, so they are not enforced (paths as in problems, list indexes as ``[*]``). Empty: every
+#: extensible enumeration in infra/ is held to its documented values; add an entry only with a reason.
+OPEN_ENUMS: frozenset[tuple[str, str]] = frozenset()
 
 
 class TypesMissing(RuntimeError):
@@ -431,12 +436,18 @@ class Checker:
             if value.kind == "string":
                 literals = [o.node["value"] for o in options if o.kind == "StringLiteralType"]
                 open_string = any(o.kind == "StringType" for o in options)
+                # An extensible enumeration ('GET' | 'HEAD' | ... | string) is checked like a closed one: the
+                # definitions accept any string there, but the service refuses a value it does not document
+                # (Front Door's request methods are one). OPEN_ENUMS lists the places where it does not.
+                checked = literals and not (open_string and self._open_enum(label, path))
                 for candidate in self._candidates(value):
-                    if not open_string and literals and candidate not in literals:
+                    if checked and candidate not in literals:
                         close = next((x for x in literals if str(x).lower() == str(candidate).lower()), None)
                         hint = f" (did you mean {close!r}?)" if close else ""
+                        kind_note = (" (an extensible enumeration: the type takes any string, the service only "
+                                     "these)") if open_string else ""
                         self._problem(scope, node, f"{label}: {path} is {candidate!r}{self._via(value)}, not one of "
-                                                   f"{', '.join(map(repr, literals))}{hint}")
+                                                   f"{', '.join(map(repr, literals))}{hint}{kind_note}")
                 if open_string or literals:
                     return
             matching = [o for o in options if self._kind_of(o) in (value.kind, "any")]
@@ -498,6 +509,13 @@ class Checker:
             else:
                 break
         return node
+
+    @staticmethod
+    def _open_enum(label: str, path: str) -> bool:
+        """Whether an extensible enumeration at ``path`` of the resource in ``label`` really takes other values."""
+        rtype = label.split("(", 1)[-1].split("@", 1)[0]
+        generic = re.sub(r"\[\d+\]", "[*]", path)
+        return (rtype, generic) in OPEN_ENUMS
 
     @staticmethod
     def _candidates(value: Value) -> tuple[Any, ...]:

@@ -45,6 +45,7 @@ ALLOWED_ROLES: Mapping[str, str] = {
     "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
     "76199698-9eea-4c19-bc75-cec21354c6b6": "Storage Table Data Reader",
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
 }
 
 #: App settings the Flex Consumption plan rejects or ignores (its deprecation list).
@@ -134,7 +135,7 @@ class BicepFile:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BicepParseError(
                 f"{path}: pycep-parser cannot parse it ({first}). Keep to the syntax it reads: no loops with "
-                "'if', no decorators inside 'type' (see DESIGN.md section 8)."
+                "'if', no decorators inside 'type' (see docs/architecture.md, facts checked)."
             ) from exc
         return cls(path=path, text=text, tree=_ts_parser().parse(text.encode()), doc=dict(doc))
 
@@ -423,15 +424,34 @@ def rule_event_grid(f: BicepFile) -> list[str]:
                 out.append(f"{f.name}: {sym!r} uses deadLetterDestination; use deadLetterWithResourceIdentity")
             if "deadLetterWithResourceIdentity" not in props:
                 out.append(f"{f.name}: {sym!r} has no deadLetterWithResourceIdentity")
-            dumped = json.dumps(props.get("destination"))
-            if "WebHook" in dumped:
-                url_ok = ("/runtime/webhooks/blobs?functionName=Host.Functions.${" in dumped
-                          and "systemKeys.blobs_extension" in dumped and "defaultHostName" in dumped)
-                if not url_ok:
-                    out.append(f"{f.name}: {sym!r} webhook must be https://<defaultHostName>/runtime/webhooks/blobs"
-                               "?functionName=Host.Functions.<fn>&code=<blobs_extension system key>")
-            if "AzureFunction" in dumped and "/functions/${" not in dumped:
-                out.append(f"{f.name}: {sym!r} AzureFunction endpoint must be <app resource id>/functions/<fn>")
+            elif "SystemAssigned" not in json.dumps(props["deadLetterWithResourceIdentity"]):
+                out.append(f"{f.name}: {sym!r} must dead-letter with the topic's system-assigned identity (the storage "
+                           "firewall admits a trusted service with no other)")
+            out += _webhook_problems(f, sym, props.get("destination"))
+    return out
+
+
+def _webhook_problems(f: BicepFile, sym: str, destination: Any) -> list[str]:
+    """Event Grid delivers through Front Door's hooks endpoint of the region, with the host's system key in a secret
+    header: never to the app's own host name (the apps admit nothing around Front Door), never an AzureFunction
+    endpoint (Event Grid would call the app directly), never the key in the URL (URLs are logged)."""
+    out = []
+    if not isinstance(destination, dict) or destination.get("endpointType") != "WebHook":
+        return [f"{f.name}: {sym!r} destination must be a WebHook through Front Door's hooks endpoint, got "
+                f"{(destination or {}).get('endpointType') if isinstance(destination, dict) else destination!r}"]
+    props = destination.get("properties") or {}
+    url = json.dumps(f.resolve(props.get("endpointUrl")))
+    if "https://${hooksHost}/runtime/webhooks/" not in url:
+        out.append(f"{f.name}: {sym!r} webhook must be https://<hooks host>/runtime/webhooks/... (Front Door's hooks "
+                   f"endpoint of the region), got {url}")
+    for bad, why in (("defaultHostName", "the app's own host name goes around Front Door"),
+                     ("code=", "a key in the URL ends up in logs"), ("listKeys", "a key in the URL ends up in logs")):
+        if bad in url:
+            out.append(f"{f.name}: {sym!r} webhook URL has {bad!r}: {why}")
+    mappings = props.get("deliveryAttributeMappings") or []
+    key = [m for m in mappings if isinstance(m, dict) and m.get("name") == "x-functions-key"]
+    if not key or dig(key[0], "properties", "isSecret") is not True or "systemKeys" not in json.dumps(key[0]):
+        out.append(f"{f.name}: {sym!r} must send the host's system key as a secret x-functions-key delivery attribute")
     return out
 
 
@@ -447,12 +467,29 @@ def rule_key_vault(f: BicepFile) -> list[str]:
     return out
 
 
+def _setting_entries(f: BicepFile, expr: Any, depth: int = 0) -> list[dict]:
+    """The {name, value} entries of an appSettings expression: a list, a variable, concat(...) of those, or a
+    conditional whose branches are lists (a setting given only in some deployments counts as given)."""
+    expr = f.resolve(expr)
+    if depth > 10:
+        return []
+    if isinstance(expr, list):
+        if all(isinstance(e, dict) and "name" in e for e in expr):
+            return expr
+        return [e for item in expr for e in _setting_entries(f, item, depth + 1)]
+    if isinstance(expr, dict):
+        fn = expr.get("function")
+        if isinstance(fn, dict):
+            return [e for arg in (fn.get("parameters") or {}).values() for e in _setting_entries(f, arg, depth + 1)]
+        return [e for v in expr.values() for e in _setting_entries(f, v, depth + 1)]
+    return []
+
+
 def app_settings(f: BicepFile) -> dict[str, Any]:
     """Name -> value expression of every app setting the file gives a function app."""
     settings: dict[str, Any] = {}
     for _sym, body in f.resources("Microsoft.Web/sites"):
-        entries = f.resolve(dig(body, "properties", "siteConfig", "appSettings")) or []
-        for entry in entries if isinstance(entries, list) else []:
+        for entry in _setting_entries(f, dig(body, "properties", "siteConfig", "appSettings")):
             if isinstance(entry, dict) and isinstance(entry.get("name"), str):
                 settings[entry["name"]] = entry.get("value")
     for _sym, body in f.resources("Microsoft.Web/sites/config"):
@@ -510,7 +547,89 @@ def rule_diagnostics(f: BicepFile) -> list[str]:
     return out
 
 
+def rule_no_service_tag_bypass(f: BicepFile) -> list[str]:
+    """An access restriction by service tag admits every customer of that service: only Front Door's, and only with
+    this profile's X-Azure-FDID. (AzureEventGrid admitted anyone's Event Grid to every route, around the WAF.)"""
+    out = []
+    for where in ("variables", "resources"):
+        for name, decl in (f.doc.get(where) or {}).items():
+            for key, value in _keys(decl):
+                if key != "ipSecurityRestrictions" and key != "scmIpSecurityRestrictions" and key != "value":
+                    continue
+                for entry in _setting_entries_any(f, value):
+                    if entry.get("tag") != "ServiceTag":
+                        continue
+                    headers = {str(k).strip("'").lower() for k in (entry.get("headers") or {})}
+                    if entry.get("ipAddress") != "AzureFrontDoor.Backend" or "x-azure-fdid" not in headers:
+                        out.append(f"{f.name}: {where[:-1]} {name!r} admits service tag {entry.get('ipAddress')!r}"
+                                   f"{'' if 'x-azure-fdid' in headers else ' without an X-Azure-FDID header'}: "
+                                   "every customer of that service gets around Front Door; admit Front Door alone "
+                                   "(AzureFrontDoor.Backend with this profile's X-Azure-FDID)")
+    return out
+
+
+def _setting_entries_any(f: BicepFile, expr: Any) -> list[dict]:
+    """Dicts inside an expression (lists, variables, concat, conditionals), for rules that look for entries."""
+    found = []
+    for _k, v in _keys({"x": f.resolve(expr)}):
+        v = f.resolve(v)
+        if isinstance(v, dict) and "tag" in v:
+            found.append(v)
+        elif isinstance(v, list):
+            found += [e for e in (f.resolve(i) for i in v) if isinstance(e, dict) and "tag" in e]
+    return found
+
+
+def rule_front_door(f: BicepFile) -> list[str]:
+    """Front Door Premium (managed WAF rules, Private Link), every endpoint behind a WAF policy that blocks, with a
+    managed rule set, a per-client rate limit and scrubbed logs; HTTPS only; nothing cached (every answer is one
+    caller's patient data)."""
+    out = []
+    params = f.doc.get("parameters", {})
+    for sym, body in f.resources("Microsoft.Cdn/profiles"):
+        if dig(body, "sku", "name") != "Premium_AzureFrontDoor":
+            out.append(f"{f.name}: Front Door {sym!r} must be Premium_AzureFrontDoor (managed WAF rule sets and "
+                       f"Private Link origins exist only there), got {dig(body, 'sku', 'name')!r}")
+    for sym, body in f.resources("Microsoft.Cdn/profiles/afdEndpoints/routes"):
+        props = body.get("properties") or {}
+        if props.get("supportedProtocols") != ["Https"] or props.get("forwardingProtocol") != "HttpsOnly":
+            out.append(f"{f.name}: route {sym!r} must take and forward HTTPS only")
+        if "cacheConfiguration" in props:
+            out.append(f"{f.name}: route {sym!r} caches: answers carry one caller's patient data; remove "
+                       "cacheConfiguration")
+    for sym, body in f.resources("Microsoft.Network/FrontDoorWebApplicationFirewallPolicies"):
+        props = body.get("properties") or {}
+        mode = dig(props, "policySettings", "mode")
+        mode = params.get(mode, {}).get("default", mode) if isinstance(mode, str) else mode
+        if mode != "Prevention" or dig(props, "policySettings", "enabledState") != "Enabled":
+            out.append(f"{f.name}: WAF policy {sym!r} must be enabled in Prevention mode (by default), got {mode!r}")
+        sets = [m.get("ruleSetType") for m in dig(props, "managedRules", "managedRuleSets") or []]
+        if "Microsoft_DefaultRuleSet" not in sets:
+            out.append(f"{f.name}: WAF policy {sym!r} needs the managed rule set Microsoft_DefaultRuleSet")
+        rules = dig(props, "customRules", "rules") or []
+        limits = [r for r in rules if r.get("ruleType") == "RateLimitRule" and r.get("action") == "Block"
+                  and {"variableName": "SocketAddr"} in (r.get("groupBy") or [])]
+        if not limits:
+            out.append(f"{f.name}: WAF policy {sym!r} needs a rate-limit rule per client address that blocks")
+        scrub = dig(props, "policySettings", "logScrubbing") or {}
+        scrubbed = {r.get("matchVariable") for r in scrub.get("scrubbingRules") or []}
+        if scrub.get("state") != "Enabled" or not {"QueryStringArgNames", "RequestUri"} <= scrubbed:
+            out.append(f"{f.name}: WAF policy {sym!r} must scrub query strings and URIs from its log (QIDO queries "
+                       "name patients)")
+    endpoints = {sym for sym, _b in f.resources("Microsoft.Cdn/profiles/afdEndpoints")}
+    covered = set()
+    for _sym, body in f.resources("Microsoft.Cdn/profiles/securityPolicies"):
+        for assoc in dig(body, "properties", "parameters", "associations") or []:
+            for domain in assoc.get("domains") or []:
+                covered.add(str(domain.get("id")).split("'operand_1': '")[-1].split("'")[0])
+    for sym in sorted(endpoints - covered):
+        out.append(f"{f.name}: endpoint {sym!r} is not behind the WAF policy (a securityPolicies association)")
+    return out
+
+
 SECURITY_RULES = (
+    rule_no_service_tag_bypass,
+    rule_front_door,
     rule_diagnostics,
     rule_no_storage_keys,
     rule_storage_accounts,
@@ -614,7 +733,7 @@ class CheckovError(RuntimeError):
 class CheckovReport:
     failed: list[dict]
     skipped: list[dict]
-    passed: int
+    passed: list[dict]
     parsing_errors: list[str]
 
     def unjustified_skips(self) -> list[str]:
@@ -625,6 +744,22 @@ class CheckovReport:
 
         return [s["check_id"] for s in self.skipped if len(reason(s)) < 10]
 
+    def under(self, folder: str) -> CheckovReport:
+        """The part of the report about files under ``folder`` (relative to the scanned directory)."""
+        prefix = "/" + folder.strip("/") + "/"
+
+        def mine(results: list[dict]) -> list[dict]:
+            return [r for r in results if ("/" + str(r.get("file_path", "")).lstrip("/")).startswith(prefix)]
+
+        return CheckovReport(failed=mine(self.failed), skipped=mine(self.skipped), passed=mine(self.passed),
+                             parsing_errors=[e for e in self.parsing_errors if prefix in e])
+
+    def require_parsed(self) -> CheckovReport:
+        """Itself, or CheckovError naming the files checkov could not parse (checkov skips them and exits 0)."""
+        if self.parsing_errors:
+            raise CheckovError("checkov could not parse (and would silently skip): " + ", ".join(self.parsing_errors))
+        return self
+
 
 def checkov_binary() -> Path:
     exe = INFRA_VENV / "bin" / "checkov"
@@ -633,11 +768,14 @@ def checkov_binary() -> Path:
     return exe
 
 
-def run_checkov(directory: Path, *, timeout: float = 240) -> CheckovReport:
-    """checkov over every Bicep file under ``directory``, offline; raises on parsing errors."""
+def checkov_report(directory: Path, *, timeout: float = 240) -> CheckovReport:
+    """checkov over every Bicep file under ``directory``, offline, parsing errors included in the report (one run
+    can then check several folders: :meth:`CheckovReport.under`, :meth:`CheckovReport.require_parsed`)."""
+    checkov_binary()  # installed, or a clear error
     proc = subprocess.run(
-        [str(checkov_binary()), "--directory", str(directory), "--framework", "bicep", "--skip-download",
-         "--output", "json"],
+        # checkov itself, with its JSONPath grammar built once (tests/infra/checkov_cached.py: a third of the time).
+        [str(INFRA_VENV / "bin" / "python"), str(Path(__file__).with_name("checkov_cached.py")),
+         "--directory", str(directory), "--framework", "bicep", "--skip-download", "--output", "json"],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     if proc.returncode not in (0, 1):
@@ -652,15 +790,17 @@ def run_checkov(directory: Path, *, timeout: float = 240) -> CheckovReport:
         # checkov prints a bare summary when it found nothing to scan.
         raise CheckovError(f"checkov scanned no Bicep file under {directory}: {str(data)[:300]}")
     results = bicep[0].get("results", {})
-    report = CheckovReport(
+    return CheckovReport(
         failed=results.get("failed_checks", []),
         skipped=results.get("skipped_checks", []),
-        passed=len(results.get("passed_checks", [])),
+        passed=results.get("passed_checks", []),
         parsing_errors=list(results.get("parsing_errors", [])),
     )
-    if report.parsing_errors:
-        raise CheckovError("checkov could not parse (and would silently skip): " + ", ".join(report.parsing_errors))
-    return report
+
+
+def run_checkov(directory: Path, *, timeout: float = 240) -> CheckovReport:
+    """checkov over every Bicep file under ``directory``, offline; raises on parsing errors."""
+    return checkov_report(directory, timeout=timeout).require_parsed()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -812,4 +952,214 @@ def check_stage2_wiring(script: str, stage2: BicepFile, main: BicepFile) -> list
             out.append(f"postdeploy.sh passes {name!r}, which stage2/main.bicep does not declare")
         if var not in outputs:
             out.append(f"postdeploy.sh passes ${var}, which is not an output of infra/main.bicep")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Deployment faults: Bicep that type-checks but that Azure refuses, or that fails on a first (or a later)
+# deployment. Each found by review once; each has a snippet in tests/infra/test_deploy_faults.py that trips it.
+
+
+def _keys(obj: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) pair at any depth of a pycep value."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            for k, v in o.items():
+                yield str(k), v
+                stack.append(v)
+        elif isinstance(o, list):
+            stack.extend(o)
+
+
+def rule_no_archive_tier(f: BicepFile) -> list[str]:
+    """No lifecycle action moves blobs to the archive tier: every account here is Standard_RAGZRS
+    (rule_storage_accounts), and the archive tier exists only for LRS, GRS and RA-GRS accounts."""
+    out = []
+    for where in ("variables", "resources", "modules", "parameters"):
+        for name, decl in (f.doc.get(where) or {}).items():
+            if any(k == "tierToArchive" for k, _v in _keys(decl)):
+                out.append(f"{f.name}: {where[:-1]} {name!r} moves blobs to the archive tier (tierToArchive), which "
+                           "Standard_RAGZRS accounts do not support; use tierToCold (online) or delete")
+    return out
+
+
+def _symbols(f: BicepFile) -> dict[str, tree_sitter.Node]:
+    """Module and resource symbols of a file -> their declaration nodes."""
+    src = f.text.encode()
+    out = {}
+    for n in f.tree.root_node.named_children:
+        if n.type in ("module_declaration", "resource_declaration"):
+            ident = n.named_children[0]
+            out[src[ident.start_byte:ident.end_byte].decode()] = n
+    return out
+
+
+def _referenced(f: BicepFile, node: tree_sitter.Node, variables: Mapping[str, tree_sitter.Node],
+                seen: set[str] | None = None) -> set[str]:
+    """Identifiers a subtree refers to (object keys excluded), variables followed to what they refer to."""
+    src = f.text.encode()
+    seen = set() if seen is None else seen
+    names: set[str] = set()
+    for n in _walk(node):
+        if n.type != "identifier":
+            continue
+        parent = n.parent
+        if parent is not None and parent.type == "object_property" and parent.named_children[0] == n:
+            continue  # a property name, not a reference
+        name = src[n.start_byte:n.end_byte].decode()
+        names.add(name)
+        if name in variables and name not in seen:
+            seen.add(name)
+            names |= _referenced(f, variables[name], variables, seen)
+    return names
+
+
+def dependencies(f: BicepFile) -> dict[str, set[str]]:
+    """Module/resource symbol -> every module/resource it waits for, directly (a reference to its outputs or
+    properties, through variables too, or dependsOn) or transitively: the order ARM deploys them in."""
+    src = f.text.encode()
+    symbols = _symbols(f)
+    variables = {}
+    for n in f.tree.root_node.named_children:
+        if n.type == "variable_declaration":
+            ident = n.named_children[0]
+            variables[src[ident.start_byte:ident.end_byte].decode()] = n.named_children[-1]
+    direct = {sym: (_referenced(f, decl.named_children[-1], variables) & set(symbols)) - {sym}
+              for sym, decl in symbols.items()}
+    closure: dict[str, set[str]] = {}
+    for sym in symbols:
+        todo, done = list(direct[sym]), set()
+        while todo:
+            d = todo.pop()
+            if d not in done:
+                done.add(d)
+                todo.extend(direct.get(d, ()))
+        closure[sym] = done
+    return closure
+
+
+def check_peering_order(main: BicepFile) -> list[str]:
+    """Both directions of the VNet peering wait for both networks and for both regions (whose private endpoints
+    and VNet integration also change the networks), and for each other: two operations on one virtual network at
+    once fail with AnotherOperationInProgress, and a peering created before its network fails outright."""
+    out = []
+    deps = dependencies(main)
+    mods = {sym: path for sym, path, _body in main.modules()}
+    peerings = sorted(s for s, p in mods.items() if p.endswith("modules/peering.bicep"))
+    networks = sorted(s for s, p in mods.items() if p.endswith("modules/network.bicep"))
+    regions = sorted(s for s, p in mods.items() if p.endswith("modules/region.bicep"))
+    for sym in peerings:
+        for need in networks + regions:
+            if need not in deps[sym]:
+                out.append(f"{main.name}: peering module {sym!r} does not wait for {need!r}: pass its outputs "
+                           f"(e.g. {need}!.outputs.name) or list it in dependsOn")
+    for i, a in enumerate(peerings):
+        for b in peerings[i + 1:]:
+            if a not in deps[b] and b not in deps[a]:
+                out.append(f"{main.name}: peering modules {a!r} and {b!r} can run at the same time; make one "
+                           "depend on the other")
+    return out
+
+
+def check_immutability_from_creation(region: BicepFile, storage: BicepFile) -> list[str]:
+    """The region's own archive container gets version-level immutability support when it is created, whatever
+    archiveImmutabilityDays says: Azure enables it on an existing container only by a migration, so a later
+    deployment that turns retention on would fail. The time-based policy alone may depend on the days."""
+    out = []
+    data = [body for _s, path, body in region.modules()
+            if path == "storage.bicep" and "immutableContainer" in (body.get("params") or {})]
+    if not data:
+        out.append(f"{region.name}: no storage module is given immutableContainer (the region's own archive)")
+    for body in data:
+        value = body["params"]["immutableContainer"]
+        if not isinstance(value, str) or "archiveContainer" not in value or "regionKey" not in value:
+            out.append(f"{region.name}: immutableContainer must be the region's own archive container from its "
+                       f"creation ('${{archiveContainer}}-${{regionKey}}'), not conditional: got {value!r}")
+    for sym, body in storage.resources("Microsoft.Storage/storageAccounts/blobServices/containers"):
+        enabled = dig(body, "properties", "immutableStorageWithVersioning", "enabled")
+        if "immutabilityDays" in json.dumps(enabled):
+            out.append(f"{storage.name}: container {sym!r} enables version-level immutability only with retention "
+                       "days; enable it at creation and let the days drive the policy alone")
+    return out
+
+
+def check_zone_redundancy(main: BicepFile, function_app: BicepFile, gateway: BicepFile) -> list[str]:
+    """Flex Consumption and the gateway's Container Apps environment are zone redundant unless turned off."""
+    out = []
+    params = main.doc.get("parameters", {})
+    for name in ("primaryZoneRedundant", "secondaryZoneRedundant"):
+        if params.get(name, {}).get("default") is not True:
+            out.append(f"{main.name}: parameter {name!r} must default to true (Flex Consumption zone redundancy is "
+                       "generally available)")
+    if function_app.doc.get("parameters", {}).get("zoneRedundant", {}).get("default") is not True:
+        out.append(f"{function_app.name}: parameter 'zoneRedundant' must default to true")
+    for sym, body in function_app.resources("Microsoft.Web/serverfarms"):
+        if dig(body, "properties", "zoneRedundant") != "zoneRedundant":
+            out.append(f"{function_app.name}: plan {sym!r} must take properties.zoneRedundant from the parameter")
+    for sym, body in gateway.resources("Microsoft.App/managedEnvironments"):
+        value = dig(body, "properties", "zoneRedundant")
+        if value is not True and value != "zoneRedundant":
+            out.append(f"{gateway.name}: environment {sym!r} must be zone redundant (properties.zoneRedundant)")
+    if gateway.doc.get("parameters", {}).get("zoneRedundant", {}).get("default", True) is not True:
+        out.append(f"{gateway.name}: parameter 'zoneRedundant' must default to true")
+    return out
+
+
+def gateway_env(gateway: BicepFile) -> dict[str, Any]:
+    """Name -> value expression of the DIMSE gateway container's environment (concat(...) of lists followed)."""
+    env: dict[str, Any] = {}
+    for _sym, body in gateway.resources("Microsoft.App/containerApps"):
+        for container in dig(body, "properties", "template", "containers") or []:
+            for entry in _setting_entries(gateway, container.get("env")):
+                if isinstance(entry.get("name"), str):
+                    env[entry["name"]] = entry.get("value")
+    return env
+
+
+ADMITTING = ("allow-list", "mutual TLS", "allow-list and mutual TLS")
+
+
+def _allowed_values(f: BicepFile, param: str) -> list[Any] | None:
+    for d in f.doc.get("parameters", {}).get(param, {}).get("decorators", []):
+        if d.get("type") == "allowed":
+            return list(d.get("argument") or [])
+    return None
+
+
+def check_gateway_admission(gateway: BicepFile, region: BicepFile) -> list[str]:
+    """The gateway never listens beyond loopback without an AE allow-list or mutual TLS (a certificate and a client
+    CA), twice over: the caller states how it is admitted in a parameter whose allowed values name no open gateway
+    (so a deployment without either fails, the refusal's reason as the value), and the container's
+    DICOMFLOW_GATEWAY_HOST is 0.0.0.0 only when admitted, else 127.0.0.1."""
+    out = []
+    allowed = _allowed_values(gateway, "admission")
+    if allowed is None or sorted(allowed) != sorted(ADMITTING):
+        out.append(f"{gateway.name}: parameter 'admission' must allow exactly {list(ADMITTING)} (no open gateway), "
+                   f"got {allowed!r}")
+    env = gateway_env(gateway)
+    host = json.dumps(env.get("DICOMFLOW_GATEWAY_HOST"))
+    if not ('"admitted"' in host and '"0.0.0.0"' in host and '"127.0.0.1"' in host):
+        out.append(f"{gateway.name}: DICOMFLOW_GATEWAY_HOST must be `admitted ? '0.0.0.0' : '127.0.0.1'`, got {host}")
+    variables = gateway.doc.get("variables", {})
+    admitted = json.dumps(variables.get("admitted", {}).get("value"))
+    if not ("allowedAeTitles" in admitted and "mutualTls" in admitted):
+        out.append(f"{gateway.name}: var admitted must be an AE allow-list or mutual TLS, got {admitted}")
+    mutual = json.dumps(variables.get("mutualTls", {}).get("value"))
+    if not ('"tls"' in mutual and "tlsClientCaCertificate" in mutual and '"and"' in mutual):
+        out.append(f"{gateway.name}: var mutualTls must need both the certificate (tls) and tlsClientCaCertificate")
+    if "DICOMFLOW_GATEWAY_TLS_CA_FILE" not in gateway.text:
+        out.append(f"{gateway.name}: the client CA is never given to the gateway (DICOMFLOW_GATEWAY_TLS_CA_FILE)")
+    given = [body.get("params") or {} for _s, path, body in region.modules() if path == "gateway.bicep"]
+    for params in given:
+        expr = region.resolve(params.get("admission"))
+        text = json.dumps(expr)
+        values = re.findall(r'"((?:allow-list|mutual TLS|refused)[^"]*)"', text)
+        open_refused = any(v.startswith("refused") and "gatewayAllowedAeTitles" in v for v in values)
+        if not open_refused or not set(ADMITTING) <= set(values):
+            out.append(f"{region.name}: the gateway's admission must be computed from the allow-list and mutual TLS "
+                       f"with a 'refused: ...' value otherwise, got {text[:200]}")
+    if not given:
+        out.append(f"{region.name}: no gateway module")
     return out

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from shared.config import GatewaySettings
-from tests.infra.bicepcheck import INFRA, BicepFile
+from tests.infra.bicepcheck import INFRA, BicepFile, check_gateway_admission
 
 ROOT = INFRA.parent
 
@@ -29,9 +31,14 @@ def test_tcp_ingress_on_the_gateway_port_internal_by_default(bicep_files: dict[s
 def test_runs_as_its_own_identity_with_no_secret_values(bicep_files: dict[str, BicepFile]) -> None:
     app = _app(bicep_files)
     assert app["identity"]["type"] == "UserAssigned"
-    secrets = str(app["properties"]["configuration"]["secrets"])
-    assert "keyVaultUrl" in secrets and "'value'" not in secrets  # the certificate comes from Key Vault only
-    text = bicep_files["modules/gateway.bicep"].text
+    f = bicep_files["modules/gateway.bicep"]
+    assert str(app["properties"]["configuration"]["secrets"]) == str(
+        {"function": {"type": "concat", "parameters": {"arg_1": "certSecrets", "arg_2": "caSecrets"}}})
+    cert = str(f.variable("certSecrets"))
+    assert "keyVaultUrl" in cert and "'value'" not in cert  # the certificate and its key come from Key Vault only
+    # The one secret given by value is the client CA certificate: public, a file for the gateway to verify with.
+    assert "'value': 'tlsClientCaCertificate'" in str(f.variable("caSecrets"))
+    text = f.text
     assert "listKeys" not in text and "sharedKey" not in text
 
 
@@ -47,19 +54,92 @@ def test_container_settings_are_ones_the_code_reads(bicep_files: dict[str, Bicep
     assert "DICOMFLOW_GATEWAY_HOST=0.0.0.0" in dockerfile and '"-m", "gateway"' in dockerfile
 
 
-def test_gateway_identity_holds_only_the_roles_it_needs(bicep_files: dict[str, BicepFile]) -> None:
+def test_gateway_identity_holds_exactly_its_containers_and_its_one_secret(bicep_files: dict[str, BicepFile]) -> None:
+    """Blob roles scoped to each container it writes (the inbox) or reads (archive and configuration, its region's
+    and the peer's replica), never the account; the Key Vault role scoped to its one secret, never the vault."""
     roles = bicep_files["modules/roleAssignments.bicep"]
-    held = sorted(str(body["properties"]["roleDefinitionId"]).split("'operand_2': '")[1].split("'")[0]
-                  for _s, body in roles.resources("Microsoft.Authorization/roleAssignments")
-                  if body["properties"]["principalId"] == "gatewayPrincipalId")
-    assert held == ["keyVaultSecretsUser", "storageBlobDataContributor", "storageTableDataReader"]
+    held = {sym: (str(body["properties"]["roleDefinitionId"]).split("'operand_2': '")[1].split("'")[0],
+                  str(body["scope"]))
+            for sym, body in roles.resources("Microsoft.Authorization/roleAssignments")
+            if body["properties"]["principalId"] == "gatewayPrincipalId"}
+    assert held["gatewayBlobWrites"][0] == "storageBlobDataContributor"
+    assert "'gatewayWriteScopes'" in held["gatewayBlobWrites"][1]
+    assert held["gatewayBlobReads"][0] == "storageBlobDataReader"
+    assert "'gatewayReadScopes'" in held["gatewayBlobReads"][1]
+    assert held["gatewayTables"] == ("storageTableDataReader", "dataAccount")
+    assert held["gatewaySecrets"] == ("keyVaultSecretsUser", "gatewaySecret")
+    assert set(held) == {"gatewayBlobWrites", "gatewayBlobReads", "gatewayTables", "gatewaySecrets"}
+    scopes = {sym: body for sym, body in roles.resources(include_existing=True)}
+    assert roles.doc["resources"]["gatewaySecret"]["type"] == "Microsoft.KeyVault/vaults/secrets"
+    assert scopes["gatewaySecret"]["parent"] == "vault"
+    for sym in ("gatewayWriteScopes", "gatewayReadScopes"):
+        assert roles.doc["resources"][sym]["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers"
+    # What the region passes: the inbox to write; archive and config, own and the peer's, to read; the secret name.
+    region = bicep_files["modules/region.bicep"]
+    (_, given), = [(s, b) for s, p, b in region.modules() if p == "roleAssignments.bicep"]
+    assert given["params"]["gatewayWrites"] == ["inboxContainer", "auditContainer"]
+    assert "gatewayOwnReads" in str(given["params"]["gatewayReads"]) and "gatewayPeerReads" in str(
+        given["params"]["gatewayReads"])
+    assert region.variable("gatewayOwnReads")["config"] == "${c}-${regionKey}"
+    assert region.variable("gatewayPeerReads")["config"] == "${c}-${peerRegionKey}"
+    main = bicep_files["main.bicep"]
+    assert main.resolve(main.variable("gatewayReads")) == ["dicom-archive", "dicomflow-config"]
+    assert given["params"]["gatewaySecretName"] == "gatewayTlsCertificateSecretName"
 
 
-def test_region_deploys_the_gateway_when_an_image_is_given(bicep_files: dict[str, BicepFile]) -> None:
+def test_gateway_never_listens_beyond_loopback_without_allow_list_or_mutual_tls(
+        bicep_files: dict[str, BicepFile]) -> None:
+    gateway, region = bicep_files["modules/gateway.bicep"], bicep_files["modules/region.bicep"]
+    assert check_gateway_admission(gateway, region) == []
+    assert "value: admitted ? '0.0.0.0' : '127.0.0.1'" in gateway.text
+
+
+REFUSED = "'refused: the DIMSE gateway listens beyond loopback"
+
+
+@pytest.mark.parametrize(("file", "old", "new", "expected"), [
+    pytest.param("gateway", "  'mutual TLS'\n  'allow-list and mutual TLS'\n])",
+                 "  'mutual TLS'\n  'allow-list and mutual TLS'\n  'open'\n])", "must allow exactly",
+                 id="open-allowed"),
+    pytest.param("gateway", "value: admitted ? '0.0.0.0' : '127.0.0.1'", "value: '0.0.0.0'",
+                 "DICOMFLOW_GATEWAY_HOST must be", id="always-every-interface"),
+    pytest.param("gateway", "var mutualTls = tls && !empty(tlsClientCaCertificate)", "var mutualTls = tls",
+                 "var mutualTls must need both", id="server-tls-is-not-mutual"),
+    pytest.param("region", REFUSED, "'mutual TLS' // ", "with a 'refused: ...' value otherwise", id="never-refused"),
+])
+def test_gateway_admission_check_trips(bicep_files: dict[str, BicepFile], file: str, old: str, new: str,
+                                       expected: str) -> None:
+    files = {"gateway": bicep_files["modules/gateway.bicep"], "region": bicep_files["modules/region.bicep"]}
+    real = files[file]
+    assert old in real.text
+    files[file] = BicepFile.from_text(real.text.replace(old, new, 1), real.path)
+    assert expected in "\n".join(check_gateway_admission(files["gateway"], files["region"]))
+
+
+def test_each_region_deploys_a_zone_redundant_gateway_when_an_image_is_given(bicep_files: dict[str, BicepFile]) -> None:
     region = bicep_files["modules/region.bicep"]
     mods = {sym: path for sym, path, _body in region.modules()}
     assert mods.get("gateway") == "gateway.bicep"
     assert "var deployGateway = !empty(gatewayImage)" in region.text
     main = bicep_files["main.bicep"]
-    assert "gatewayImage: gatewayImage" in main.text
+    regions = [body["params"] for _s, path, body in main.modules() if path.endswith("region.bicep")]
+    assert len(regions) == 2 and all(r["gatewayImage"] == "gatewayImage" for r in regions)
+    gw = bicep_files["modules/gateway.bicep"]
+    assert gw.doc["parameters"]["minReplicas"]["default"] >= 2
+    assert "minReplicas: minReplicas" in gw.text
     assert Path(INFRA / "modules" / "gateway.bicep").is_file()
+
+
+def test_one_gateway_name_follows_the_ingest_region(bicep_files: dict[str, BicepFile]) -> None:
+    """dimse.<zone>: a private DNS record with a short TTL, in the global group, pointing at ingestRegion's gateway."""
+    dns = bicep_files["modules/gatewayDns.bicep"]
+    records = {body["name"]: body for _s, body in dns.resources("Microsoft.Network/privateDnsZones/A")}
+    assert set(records) == {"dimse", "dimse-primary", "dimse-secondary"}
+    assert "ingestRegion" in str(records["dimse"]["properties"]["aRecords"])
+    assert dns.doc["parameters"]["ttlSeconds"]["default"] <= 60
+    main = bicep_files["main.bicep"]
+    (params,) = [body["params"] for sym, path, body in main.modules() if path.endswith("gatewayDns.bicep")]
+    assert params["ingestRegion"] == "ingestRegion"
+    (scope,) = [main.doc["modules"][sym]["config"] for sym, path, _b in main.modules()
+                if path.endswith("gatewayDns.bicep")]
+    assert "globalGroup" in str(scope)

@@ -22,7 +22,7 @@ from tests.infra.bicepcheck import (
 FILES = infra_files()
 IDS = [str(p.relative_to(INFRA)) for p in FILES]
 REQUIRED_MODULES = ("storage", "objectReplication", "functionApp", "roleAssignments", "eventGrid", "monitoring",
-                    "keyVault", "frontDoor")
+                    "keyVault", "frontDoor", "alerts", "gatewayDns")
 
 
 def test_layout_is_azd_style() -> None:

@@ -17,9 +17,11 @@ from tests.infra.bicepcheck import (
     rule_blob_services,
     rule_diagnostics,
     rule_event_grid,
+    rule_front_door,
     rule_function_apps,
     rule_key_vault,
     rule_monitoring,
+    rule_no_service_tag_bypass,
     rule_no_storage_keys,
     rule_role_assignments,
     rule_storage_accounts,
@@ -50,20 +52,25 @@ def _role_of(body: dict) -> str:
     return str(body["properties"]["roleDefinitionId"]).split("'operand_2': '")[1].split("'")[0]
 
 
-def test_event_grid_has_its_own_identity_holding_only_the_dead_letter_container(
-        bicep_files: dict[str, BicepFile]) -> None:
+def test_event_grid_identities_hold_only_the_dead_letter_container(bicep_files: dict[str, BicepFile]) -> None:
+    """Each topic dead-letters with its own system-assigned identity (the storage firewall admits a trusted service
+    with no other), which may write the dead-letter container and nothing else."""
     roles = bicep_files["modules/roleAssignments.bicep"]
-    held = [(sym, body) for sym, body in roles.resources("Microsoft.Authorization/roleAssignments")
-            if body["properties"]["principalId"] == "eventGridPrincipalId"]
-    assert [(_role_of(b), b["scope"]) for _s, b in held] == [("storageBlobDataContributor", "deadLetters")]
-    (_, container), = roles.resources("Microsoft.Storage/storageAccounts/blobServices/containers",
-                                      include_existing=True)
-    assert container["name"] == "deadLetterContainer"
+    for principal in ("systemTopicPrincipalId", "customTopicPrincipalId"):
+        held = [body for _sym, body in roles.resources("Microsoft.Authorization/roleAssignments")
+                if body["properties"]["principalId"] == principal]
+        assert [(_role_of(b), b["scope"]) for b in held] == [("storageBlobDataContributor", "deadLetters")]
+    containers = {sym: body["name"] for sym, body in
+                  roles.resources("Microsoft.Storage/storageAccounts/blobServices/containers", include_existing=True)}
+    assert containers["deadLetters"] == "deadLetterContainer"
+    grid = bicep_files["modules/eventGrid.bicep"]
+    for rtype in ("Microsoft.EventGrid/systemTopics", "Microsoft.EventGrid/topics"):
+        (_, topic), = grid.resources(rtype)
+        assert topic["identity"] == {"type": "SystemAssigned"}
     region = bicep_files["modules/region.bicep"]
-    (_, grid), = [(s, b) for s, p, b in region.modules() if p == "eventGrid.bicep"]
-    assert "'operand_1': 'eventGridIdentity', 'operand_2': 'id'" in str(grid["params"]["identityId"])  # not the app's
-    names = bicep_files["main.bicep"].variable("primaryNames")
-    assert "evg-" in str(names["eventGridIdentity"])
+    (_, given), = [(s, b) for s, p, b in region.modules() if p == "roleAssignments.bicep"]
+    for principal in ("systemTopicPrincipalId", "customTopicPrincipalId"):
+        assert f"'operand_2': '{principal}'" in str(given["params"][principal])  # the topics' own, not the app's
 
 
 def test_the_deployer_holds_no_data_role_unless_asked(bicep_files: dict[str, BicepFile]) -> None:
@@ -80,31 +87,62 @@ def test_the_peer_may_read_tables_and_nothing_else(bicep_files: dict[str, BicepF
         "storageTableDataReader"]
 
 
-def test_clients_reach_the_apps_only_through_front_door(bicep_files: dict[str, BicepFile]) -> None:
+def test_clients_and_event_grid_reach_the_apps_only_through_front_door(bicep_files: dict[str, BicepFile]) -> None:
+    """Over Private Link the apps' public endpoint admits no one; without it, Front Door alone (its tag and this
+    profile's ID). No service tag admits Event Grid: it delivers through Front Door's hooks endpoints (stage 2)."""
     fa = bicep_files["modules/functionApp.bicep"]
     (_, site), = fa.resources("Microsoft.Web/sites")
     config = site["properties"]["siteConfig"]
     assert config["ipSecurityRestrictionsDefaultAction"] == "Deny"
-    rules = {r["name"]: r for r in config["ipSecurityRestrictions"]}
-    assert set(rules) == {"front-door", "event-grid"}
-    assert rules["front-door"]["ipAddress"] == "AzureFrontDoor.Backend"
-    assert rules["front-door"]["headers"] == {"'x-azure-fdid'": ["frontDoorId"]}  # pycep keeps the quotes
-    assert rules["event-grid"]["ipAddress"] == "AzureEventGrid" and "headers" not in rules["event-grid"]
+    assert "ipSecurityRestrictions: privateLinkOnly ? [] : frontDoorOnly" in fa.text
+    (rule,) = fa.variable("frontDoorOnly")
+    assert rule["ipAddress"] == "AzureFrontDoor.Backend"
+    assert rule["headers"] == {"'x-azure-fdid'": ["frontDoorId"]}  # pycep keeps the quotes
+    assert fa.doc["parameters"]["privateLinkOnly"]["default"] is True
+    for name, f in bicep_files.items():
+        assert "AzureEventGrid" not in f.code_without_comments(), f"{name} names the AzureEventGrid service tag"
     profile = bicep_files["modules/frontDoorProfile.bicep"]
     assert "profile.properties.frontDoorId" in profile.text
+    # Every Front Door origin of an app or an inbox uses Private Link when privateLink is on.
+    fd = bicep_files["modules/frontDoor.bicep"]
+    origins = list(fd.resources("Microsoft.Cdn/profiles/originGroups/origins"))
+    assert len(origins) == 6
+    for sym, origin in origins:
+        link = origin["properties"]["sharedPrivateLinkResource"]
+        assert isinstance(link, str) and link.endswith("Link") and fd.variable(link), sym
+    for link in ("primaryLink", "secondaryLink", "primaryInboxLink", "secondaryInboxLink"):
+        assert "privateLink ?" in fd.text.split(f"var {link} = ", 1)[1].splitlines()[0]
+    # Stage 2 points Event Grid at the hooks endpoints (stage 1 outputs), never at the apps.
+    stage2 = bicep_files["stage2/main.bicep"]
+    for _sym, _path, body in stage2.modules():
+        assert str(body["params"]["hooksHost"]) in ("primaryHooksHost", "secondaryHooksHost")
 
 
-def test_private_networking_closes_the_public_endpoints(bicep_files: dict[str, BicepFile]) -> None:
+def test_private_networking_is_the_default_and_closes_the_public_endpoints(bicep_files: dict[str, BicepFile]) -> None:
     main = bicep_files["main.bicep"]
-    assert main.doc["parameters"]["privateNetworking"]["default"] is False
+    assert main.doc["parameters"]["privateNetworking"]["default"] is True
+    assert bicep_files["modules/region.bicep"].doc["parameters"]["privateNetworking"]["default"] is True
+    # Storage and Key Vault: the firewall denies every public address (trusted services with their own identity
+    # pass: Event Grid dead-letters); the custom topic: public access off.
     for file, rtype in (("modules/storage.bicep", "Microsoft.Storage/storageAccounts"),
-                        ("modules/keyVault.bicep", "Microsoft.KeyVault/vaults"),
-                        ("modules/eventGrid.bicep", "Microsoft.EventGrid/topics")):
+                        ("modules/keyVault.bicep", "Microsoft.KeyVault/vaults")):
         (_, body), = bicep_files[file].resources(rtype)
-        assert "publicNetworkAccess" in str(body["properties"]["publicNetworkAccess"]), file
-    region = bicep_files["modules/region.bicep"].text
+        acls = body["properties"]["networkAcls"]
+        assert "privateOnly" in str(acls["defaultAction"]) and "'Deny'" in str(acls["defaultAction"]), file
+        assert acls["ipRules"] == [] and acls["virtualNetworkRules"] == [], file
+    (_, topic), = bicep_files["modules/eventGrid.bicep"].resources("Microsoft.EventGrid/topics")
+    assert "publicNetworkAccess" in str(topic["properties"]["publicNetworkAccess"])
+    region = bicep_files["modules/region.bicep"]
     for group in ("'blob'", "'queue'", "'table'", "'vault'", "'topic'"):
-        assert f"group: {group}" in region
+        assert f"group: {group}" in region.text
+    given = {path: body["params"] for _s, path, body in region.modules()}
+    assert given["keyVault.bicep"]["privateOnly"] == "privateNetworking"
+    assert given["functionApp.bicep"]["privateLinkOnly"] == "privateNetworking"
+    assert given["gateway.bicep"]["subnetId"] == "gatewaySubnetId"  # the gateway lives in the region's network
+    data = [b["params"] for _s, p, b in region.modules() if p == "storage.bicep" and "queues" in b["params"]]
+    assert [d["privateOnly"] for d in data] == ["privateNetworking"]
+    fd = [b["params"] for _s, p, b in main.modules() if p.endswith("frontDoor.bicep")]
+    assert [f["privateLink"] for f in fd] == ["privateNetworking"]
 
 
 def test_every_storage_account_comes_from_the_storage_module(bicep_files: dict[str, BicepFile]) -> None:
@@ -149,16 +187,18 @@ def test_object_replication_both_ways_destination_first_with_ids_as_parameters(
 def test_front_door_is_active_passive_by_default_and_writes_go_primary_first(
         bicep_files: dict[str, BicepFile]) -> None:
     (_, profile), = bicep_files["modules/frontDoorProfile.bicep"].resources("Microsoft.Cdn/profiles")
-    assert profile["sku"]["name"] == "Standard_AzureFrontDoor"
+    assert profile["sku"]["name"] == "Premium_AzureFrontDoor"
     fd = bicep_files["modules/frontDoor.bicep"]
     assert fd.doc["parameters"]["activeActiveReads"]["default"] is False
     assert "secondaryPriority: activeActiveReads ? 1 : 2" in fd.text  # reads
-    groups = fd.variable("groups")
+    groups = fd.variable("apiGroups")
     assert groups[1] == {"name": "functions-writes", "secondaryPriority": 2}  # writes: always primary first
     (_, rule), = fd.resources("Microsoft.Cdn/profiles/ruleSets/rules")
-    methods = rule["properties"]["conditions"][0]["parameters"]["matchValues"]
-    assert set(methods) == {"POST", "PUT", "DELETE", "PATCH"}
-    assert "'operand_1': 'originGroups', 'operand_2': 1" in str(rule["properties"]["actions"][0])
+    condition = rule["properties"]["conditions"][0]["parameters"]
+    # "Not a read" (negated GET/HEAD/OPTIONS) covers every write method, PATCH included, without naming a method
+    # the RequestMethod condition does not document.
+    assert condition["negateCondition"] is True and set(condition["matchValues"]) == {"GET", "HEAD", "OPTIONS"}
+    assert "'operand_1': 'apiGroupsRes', 'operand_2': 1" in str(rule["properties"]["actions"][0])
 
 
 # --- negative tests ----------------------------------------------------------------------------------------
@@ -235,9 +275,46 @@ BAD = [
     pytest.param(rule_event_grid,
                  "resource s 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {\n  name: 's'\n"
                  "  properties: {\n    destination: {\n      endpointType: 'WebHook'\n      properties: {\n"
-                 "        endpointUrl: 'https://x/runtime/webhooks/eventgrid?functionName=ingest'\n      }\n    }\n"
+                 "        endpointUrl: 'https://${site.properties.defaultHostName}/runtime/webhooks/eventgrid"
+                 "?functionName=ingest&code=${key}'\n      }\n    }\n"
                  "    eventDeliverySchema: 'EventGridSchema'\n    deadLetterWithResourceIdentity: {}\n  }\n}\n",
-                 ["webhook must be https://<defaultHostName>/runtime/webhooks/blobs"], id="webhook-shape"),
+                 ["webhook must be https://<hooks host>/runtime/webhooks/", "'defaultHostName': the app's own host",
+                  "'code=': a key in the URL", "secret x-functions-key delivery attribute",
+                  "system-assigned identity"], id="webhook-around-front-door"),
+    pytest.param(rule_event_grid,
+                 "resource s 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = {\n  name: 's'\n"
+                 "  properties: {\n    destination: {\n      endpointType: 'AzureFunction'\n      properties: {\n"
+                 "        resourceId: '${site.id}/functions/routing'\n      }\n    }\n"
+                 "    eventDeliverySchema: 'CloudEventSchemaV1_0'\n    deadLetterWithResourceIdentity: {\n"
+                 "      identity: {\n        type: 'SystemAssigned'\n      }\n    }\n  }\n}\n",
+                 ["destination must be a WebHook through Front Door's hooks endpoint, got 'AzureFunction'"],
+                 id="azure-function-endpoint"),
+    pytest.param(rule_no_service_tag_bypass,
+                 "resource s 'Microsoft.Web/sites@2024-04-01' = {\n  name: 's'\n  properties: {\n    siteConfig: {\n"
+                 "      ipSecurityRestrictions: [\n        {\n          name: 'event-grid'\n          action: 'Allow'\n"
+                 "          priority: 200\n          tag: 'ServiceTag'\n          ipAddress: 'AzureEventGrid'\n"
+                 "        }\n      ]\n    }\n  }\n}\n",
+                 ["resource 's' admits service tag 'AzureEventGrid' without an X-Azure-FDID header"],
+                 id="event-grid-service-tag"),
+    pytest.param(rule_no_service_tag_bypass,
+                 "var open = [\n  {\n    name: 'fd'\n    tag: 'ServiceTag'\n    ipAddress: 'AzureFrontDoor.Backend'\n"
+                 "  }\n]\n",
+                 ["variable 'open' admits service tag 'AzureFrontDoor.Backend' without an X-Azure-FDID header"],
+                 id="front-door-tag-without-fdid"),
+    pytest.param(rule_front_door,
+                 "resource p 'Microsoft.Cdn/profiles@2024-02-01' = {\n  name: 'p'\n  location: 'global'\n  sku: {\n"
+                 "    name: 'Standard_AzureFrontDoor'\n  }\n}\n"
+                 "resource e 'Microsoft.Cdn/profiles/afdEndpoints@2024-02-01' = {\n  parent: p\n  name: 'e'\n}\n"
+                 "resource r 'Microsoft.Cdn/profiles/afdEndpoints/routes@2024-02-01' = {\n  parent: e\n  name: 'r'\n"
+                 "  properties: {\n    supportedProtocols: [\n      'Http'\n      'Https'\n    ]\n"
+                 "    cacheConfiguration: {\n      queryStringCachingBehavior: 'UseQueryString'\n    }\n  }\n}\n"
+                 "resource w 'Microsoft.Network/FrontDoorWebApplicationFirewallPolicies@2025-03-01' = {\n  name: 'w'\n"
+                 "  properties: {\n    policySettings: {\n      enabledState: 'Enabled'\n      mode: 'Detection'\n"
+                 "    }\n  }\n}\n",
+                 ["must be Premium_AzureFrontDoor", "route 'r' must take and forward HTTPS only", "route 'r' caches",
+                  "must be enabled in Prevention mode", "needs the managed rule set Microsoft_DefaultRuleSet",
+                  "needs a rate-limit rule per client address", "must scrub query strings",
+                  "endpoint 'e' is not behind the WAF policy"], id="front-door-waf"),
     pytest.param(rule_key_vault,
                  "resource kv 'Microsoft.KeyVault/vaults@2023-07-01' = {\n  name: 'k'\n  properties: {\n"
                  "    enableRbacAuthorization: false\n  }\n}\n",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra import bicep_types
 from tests.infra.bicep_types import TYPES_ENV, Checker, TypeIndex, types_dir
 from tests.infra.bicepcheck import INFRA, BicepFile, infra_files
 
@@ -120,3 +121,51 @@ def test_a_good_body_passes(checker: Checker) -> None:
     text = SA + ("  kind: 'StorageV2'\n  sku: {\n    name: 'Standard_RAGZRS'\n  }\n  properties: {\n"
                  "    accessTier: 'Cool'\n    minimumTlsVersion: 'TLS1_2'\n  }\n}\n")
     assert _problems(checker, text) == ""
+
+
+RULE = """resource rule 'Microsoft.Cdn/profiles/ruleSets/rules@2024-02-01' = {
+  name: 'writes'
+  properties: {
+    order: 1
+    conditions: [
+      {
+        name: 'RequestMethod'
+        parameters: {
+          typeName: 'DeliveryRuleRequestMethodConditionParameters'
+          operator: 'Equal'
+          matchValues: [
+            'POST'
+            'PATCH'
+          ]
+        }
+      }
+    ]
+    actions: []
+  }
+}
+"""
+
+
+def test_an_extensible_enumeration_holds_to_its_documented_values(checker: Checker) -> None:
+    """Front Door's RequestMethod takes 'GET' | ... | 'TRACE' | string in the definitions; PATCH is not among the
+    documented values and the service refuses it at deployment (the type check used to pass it)."""
+    problems = _problems(checker, RULE)
+    assert ("matchValues[1] is 'PATCH', not one of 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'TRACE'"
+            in problems)
+    assert "extensible enumeration" in problems
+    assert "matchValues[0]" not in problems  # POST is documented
+    assert _problems(checker, RULE.replace("'PATCH'", "'DELETE'")) == ""
+
+
+def test_an_open_enumeration_can_be_named(checker: Checker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bicep_types, "OPEN_ENUMS", frozenset({
+        ("Microsoft.Cdn/profiles/ruleSets/rules", "properties.conditions[*].parameters.matchValues[*]")}))
+    assert _problems(checker, RULE) == ""
+
+
+def test_infra_front_door_rule_with_patch_fails(checker: Checker) -> None:
+    real = (INFRA / "modules" / "frontDoor.bicep").read_text()
+    reads = "            'OPTIONS'\n          ]"
+    planted = real.replace(reads, "            'OPTIONS'\n            'PATCH'\n          ]", 1)
+    assert planted != real
+    assert "is 'PATCH', not one of" in _problems(checker, planted, INFRA / "modules" / "frontDoor.bicep")

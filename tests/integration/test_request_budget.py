@@ -1,4 +1,4 @@
-"""The request budget (DESIGN.md section 7), pinned: a small corpus ingested and settled against
+"""The request budget (docs/architecture.md#budgets), pinned: a small corpus ingested and settled against
 Azurite with production-like settle timings, every storage request the app's SDK clients make
 counted (``Services.requests``), and every event publish call.
 
@@ -34,7 +34,7 @@ from tools.corpus import CorpusOptions, load_manifest, write_corpus
 
 SETTLE_DELAY = 5.0
 STABLE_AGE = 60.0
-#: DESIGN.md section 7: storage requests per instance (now), event publish calls per instance.
+#: docs/architecture.md#budgets: storage requests per instance (now), event publish calls per instance.
 REQUESTS_PER_INSTANCE = 4.5
 PUBLISH_CALLS_PER_INSTANCE = 0.1
 

@@ -30,6 +30,7 @@ def http(route: str, methods: list[str], auth: str = F) -> tuple[str, dict[str, 
 
 EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "health": http("health", ["GET"], "ANONYMOUS"),
+    "health_deep": http("health/deep", ["GET"], "ANONYMOUS"),
     "ingest": ("blobTrigger", {"path": "dicom-inbox/{name}", "connection": "DicomStorage", "source": "EventGrid"}),
     "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
     "follow_peer": ("timerTrigger", {"schedule": "*/10 * * * * *", "runOnStartup": False}),
