@@ -16,6 +16,7 @@ from functions import (
     maintenance,
     operations,
     ops,
+    rejections,
     replication,
     routing,
     settle,
@@ -28,6 +29,7 @@ app.register_functions(settle.bp)
 app.register_functions(replication.bp)
 app.register_functions(maintenance.bp)
 app.register_functions(ingest_status.bp)
+app.register_functions(rejections.bp)
 app.register_functions(inference.bp)
 app.register_functions(routing.bp)
 app.register_functions(dicomweb.bp)

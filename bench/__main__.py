@@ -15,7 +15,8 @@ import sys
 
 from bench.common import ROOT
 
-BENCHMARKS = ("bench.ingest", "bench.large", "bench.query", "bench.dimse", "bench.hostile", "bench.migrate")
+BENCHMARKS = ("bench.ingest", "bench.large", "bench.query", "bench.dimse", "bench.hostile", "bench.follow",
+              "bench.update", "bench.migrate")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -385,7 +385,7 @@ def run(studies: int, per_series: int, reps: int, budget: float, workers: int,
             + f" {reps} requests per class and side with different values, through dicomweb-client, the sides "
             "interleaved value by value after one untimed request each. Orthanc 1.10's DICOMweb "
             "does not percent-decode query values, so the wildcard class matches nothing there (a peer bug, "
-            "DESIGN.md section 8).")
+            "docs/architecture.md, facts checked).")
         return result
     finally:
         dh.close()

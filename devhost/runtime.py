@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -463,6 +464,10 @@ def up(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         finally:
+            # The hosted app's exit handlers (buffers it flushes to storage at exit) run now, while the emulator
+            # they write to is still up: a Functions worker shuts down before the storage it uses goes away.
+            # Run at interpreter exit instead, they found Azurite stopped and retried until `down` killed us.
+            atexit._run_exitfuncs()
             p.azurite.stop()
             state.forget_child(p.state_dir, "azurite")
     finally:

@@ -55,6 +55,7 @@ def guarded(route: str, need: Callable[[str], Iterable[Role]]) -> Callable[[Hand
                                            headers=denied.headers, media_type="application/json"),
                                   headers.get("origin"))
             subjects, token = audit_scope.begin(get_settings().audit.patient_salt)
+            req.state.principal = principal  # for handlers that record who asked (bulk update, merge)
             try:
                 resp = await fn(req)
             finally:

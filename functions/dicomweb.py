@@ -32,6 +32,8 @@ from shared.dicomweb.reply import Reply
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
 BASE = "dicomweb"
+#: The Azure DICOM service's header for retrieving the first version of an updated instance.
+ORIGINAL_HEADER = "msdicom-request-original"
 S, SE, IN = "{study}", "{series}", "{sop}"
 
 
@@ -48,10 +50,13 @@ async def run(req: Request, call: Callable[[service.Call], Reply]) -> Response:
         base = _base_url(req)
         settings = get_settings()
         body = await _read_body(req, settings.stow_max_bytes) if req.method in ("POST", "PATCH") else bytearray()
+        principal = getattr(req.state, "principal", None)  # functions.access.guarded keeps it there
         ctx = service.Call(
             settings=settings, method=req.method, base_url=base, accept=req.headers.get("accept"),
             content_type=req.headers.get("content-type"), params=list(req.query_params.multi_items()),
-            body=body, path=dict(req.path_params), **uids,
+            body=body, path=dict(req.path_params), study=uids.get("study"), series=uids.get("series"),
+            sop=uids.get("sop"), original=(req.headers.get(ORIGINAL_HEADER) or "").strip().lower() == "true",
+            actor=principal.subject if principal is not None else "",
         )
         reply = await asyncio.to_thread(call, ctx)
     except HttpProblem as problem:
@@ -110,6 +115,10 @@ def _route(name: str, path: str, methods: list[str]) -> Any:
     return route(bp, name, path, methods)
 
 
+def _admin(method: str) -> set[roles.Role]:
+    return {roles.Role.ADMIN}
+
+
 # -- QIDO-RS ----------------------------------------------------------------------------------
 @_route("dicomweb_search_studies", "studies", ["GET"])
 async def search_studies(req: Request) -> Response:
@@ -156,6 +165,17 @@ async def changefeed_latest(req: Request) -> Response:
 @_route("dicomweb_store", "studies", ["POST"])
 async def store(req: Request) -> Response:
     return await run(req, service.store)
+
+
+# -- bulk update and patient merge (Azure DICOM service shapes; admin: they change patient data) ------
+@route(bp, "dicomweb_bulk_update", "studies/$bulkUpdate", ["POST"], need=_admin)
+async def bulk_update(req: Request) -> Response:
+    return await run(req, service.bulk_update)
+
+
+@route(bp, "dicomweb_patient_merge", "patients/$merge", ["POST"], need=_admin)
+async def patient_merge(req: Request) -> Response:
+    return await run(req, service.patient_merge)
 
 
 # -- WADO-RS (and DELETE on the same resources) -----------------------------------------------

@@ -1,4 +1,5 @@
-"""Operations endpoints: health (anonymous and cheap) and the deep dependency checks (admin).
+"""Operations endpoints: health (anonymous and cheap, with the failback gate of
+:mod:`shared.ingest.failback`) and the deep dependency checks (admin).
 
 Uses the http-fastapi request/response types like every HTTP function in the app:
 with HTTP streams enabled (DICOMweb retrieve needs them) the Python worker serves
@@ -17,6 +18,7 @@ from functions.access import guarded
 from shared import health
 from shared.auth.roles import Role
 from shared.config import get_settings
+from shared.ingest import failback
 
 bp = func.Blueprint()
 
@@ -24,7 +26,12 @@ bp = func.Blueprint()
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health_check(req: Request) -> Response:
-    up = await asyncio.to_thread(health.probe, get_settings())
+    settings = get_settings()
+    # The failback gate (off unless DICOMFLOW_FAILBACK_MAX_LAG_SECONDS is set): one cached read at most.
+    behind = await asyncio.to_thread(failback.catching_up, settings)
+    if behind is not None:
+        return Response(orjson.dumps(behind), status_code=503, media_type="application/json")
+    up = await asyncio.to_thread(health.probe, settings)
     return Response(orjson.dumps({"status": "up" if up else "down"}), status_code=200 if up else 503,
                     media_type="application/json")
 

@@ -24,6 +24,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.rejection.codes import DEFAULT_RETENTION_DAYS, RejectionCode
+
 STORAGE_CONNECTION = "DicomStorage"
 #: The Functions host's own account: where the blob trigger's poison queue lives (read by the redrive timer).
 HOST_STORAGE_CONNECTION = "AzureWebJobsStorage"
@@ -66,8 +68,19 @@ class RegionSettings:
     #: ``__clientId``): where the peer's change feed is read. Unset: the peer's feed is not followed
     #: (``python -m tools reindex`` still indexes what replication brought).
     peer_storage: StorageSettings = StorageSettings()
-    #: ``DICOMFLOW_FOLLOW_BATCH``: most peer change-feed entries indexed per follower run.
+    #: ``DICOMFLOW_FOLLOW_BATCH``: most peer change-feed entries read per follower step (one read of the
+    #: feed, then indexed in parallel); a run takes steps until it has caught up or its time is up.
     follow_batch: int = 500
+    #: ``DICOMFLOW_FOLLOW_WORKERS``: instances the follower indexes at once (threads; each waits on storage).
+    follow_workers: int = 16
+    #: ``DICOMFLOW_FOLLOW_RUN_SECONDS``: how long one follower run keeps taking steps before it saves its
+    #: place and ends (the timer starts the next one).
+    follow_run_seconds: float = 30.0
+    #: ``DICOMFLOW_FAILBACK_MAX_LAG_SECONDS``: the failback gate. Above 0, ``GET /api/health`` answers 503
+    #: ``catching up`` while this region's follower is behind its (reachable) peer by more than this, so Front
+    #: Door sends nothing here until the region has indexed what the peer wrote meanwhile. Set it on the
+    #: region Front Door prefers (priority 1); 0 (the default) turns the gate off.
+    failback_max_lag_seconds: float = 0.0
 
     @property
     def paired(self) -> bool:
@@ -408,6 +421,17 @@ class Settings:
     #: (the reindex of a new tag waits ``ttl + grace`` so no write made with an older list comes later).
     extended_tags_grace_seconds: float = 60.0
     audit: AuditSettings = AuditSettings()
+    #: ``DICOMFLOW_OPERATIONS_LEASE_SECONDS``: how long a runner holds a long-running operation (a step works at
+    #: most half of it); after a crash the operation resumes once the hold has run out.
+    operations_lease_seconds: float = 120.0
+    #: ``DICOMFLOW_REJECTION_RETENTION_DAYS`` (``113001=30,113037=30,113038=30``): how many days the files an
+    #: IOCM rejection note withdrew are kept, per rejection code; 113039 is always 0 (removed at once).
+    rejection_retention_days: tuple[tuple[str, float], ...] = tuple(
+        (str(c), d) for c, d in DEFAULT_RETENTION_DAYS.items())
+
+    def retention_days(self, code: str) -> float:
+        """Days a file rejected with ``code`` is kept (0: removed at once)."""
+        return dict(self.rejection_retention_days).get(code, DEFAULT_RETENTION_DAYS[RejectionCode.QUALITY])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -430,6 +454,9 @@ class Settings:
         if peer and peer == region:
             raise SettingsError(f"DICOMFLOW_PEER_REGION must differ from DICOMFLOW_REGION (both are {region!r}).")
         batch = num("DICOMFLOW_FOLLOW_BATCH", 500)
+        workers = num("DICOMFLOW_FOLLOW_WORKERS", 16)
+        if not 1 <= workers <= 64:
+            raise SettingsError(f"Setting DICOMFLOW_FOLLOW_WORKERS must be from 1 to 64, got {workers:g}")
         stable_age = num("DICOMFLOW_STABLE_AGE_SECONDS", 60.0)
         return cls(
             storage=storage,
@@ -458,7 +485,9 @@ class Settings:
             routing_rules_ttl_seconds=num("DICOMFLOW_ROUTING_RULES_TTL_SECONDS", 15.0),
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
-                                  follow_batch=max(1, int(batch))),
+                                  follow_batch=max(1, int(batch)), follow_workers=int(workers),
+                                  follow_run_seconds=num("DICOMFLOW_FOLLOW_RUN_SECONDS", 30.0),
+                                  failback_max_lag_seconds=num("DICOMFLOW_FAILBACK_MAX_LAG_SECONDS", 0.0)),
             batch_window_seconds=num("DICOMFLOW_BATCH_WINDOW_SECONDS", 5.0),
             limits=LimitSettings.from_env(env),
             inference_factories=_factories(env.get("DICOMFLOW_INFERENCE_FACTORIES")),
@@ -466,6 +495,7 @@ class Settings:
             routing_tls_client_cert=(env.get("DICOMFLOW_ROUTING_TLS_CLIENT_CERT") or "").strip() or None,
             host_storage=_storage(env, HOST_STORAGE_CONNECTION),
             inbox_retention_days=num("DICOMFLOW_INBOX_RETENTION_DAYS", 7.0),
+            operations_lease_seconds=num("DICOMFLOW_OPERATIONS_LEASE_SECONDS", 120.0) or 120.0,
             extended_tags_ttl_seconds=num("DICOMFLOW_EXTENDED_TAGS_TTL_SECONDS", 60.0),
             extended_tags_grace_seconds=num("DICOMFLOW_EXTENDED_TAGS_WRITE_GRACE_SECONDS", 60.0),
             audit=AuditSettings(
@@ -474,6 +504,7 @@ class Settings:
                 spool_dir=(env.get("DICOMFLOW_AUDIT_SPOOL_DIR") or "").strip() or None,
                 patient_salt=env.get("DICOMFLOW_AUDIT_PATIENT_SALT") or "",
             ),
+            rejection_retention_days=_retention(env.get("DICOMFLOW_REJECTION_RETENTION_DAYS")),
         )
 
     def require_storage(self) -> StorageSettings:
@@ -495,6 +526,29 @@ def _factories(raw: str | None) -> tuple[str, ...]:
             raise SettingsError(f"Setting DICOMFLOW_INFERENCE_FACTORIES: {name!r} is not a factory; list "
                                 "module:callable names, comma-separated (e.g. hospital_models.lung:create).")
     return names
+
+
+def _retention(raw: str | None) -> tuple[tuple[str, float], ...]:
+    """``code=days`` pairs over the defaults; 113039 stays 0 whatever is given."""
+    name = "DICOMFLOW_REJECTION_RETENTION_DAYS"
+    days = {str(c): d for c, d in DEFAULT_RETENTION_DAYS.items()}
+    for item in _csv(raw):
+        code, sep, value = item.partition("=")
+        code = code.strip()
+        if not sep or code not in days:
+            raise SettingsError(f"Setting {name} is a list of code=days pairs with codes from "
+                                f"{', '.join(days)} (e.g. 113001=30,113037=90), got {item!r}")
+        try:
+            n = float(value)
+        except ValueError:
+            raise SettingsError(f"Setting {name}: days for {code} must be a number, got {value!r}") from None
+        if n < 0:
+            raise SettingsError(f"Setting {name}: days for {code} must not be negative, got {value!r}")
+        if code == RejectionCode.RETENTION_EXPIRED and n != 0:
+            raise SettingsError(f"Setting {name}: 113039 (Data Retention Policy Expired) is removed at once; "
+                                "leave it out or give 0.")
+        days[code] = n
+    return tuple(days.items())
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:

@@ -66,6 +66,15 @@ class Blob(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class BlobRange:
+    """Bytes ``[offset, offset + length)`` of ``source``, at the version its first read saw."""
+
+    source: Blob
+    offset: int
+    length: int
+
+
 class BlobStore(Protocol):
     def open(self, container: str, path: str) -> Blob:
         """A handle; no request is made until it is read."""
@@ -98,6 +107,15 @@ class BlobStore(Protocol):
 
     def delete(self, container: str, path: str, *, etag: str | None = None) -> bool:
         """False if the blob is absent (or, with ``etag``, was replaced meanwhile)."""
+        ...
+
+    def compose(self, container: str, path: str, parts: Sequence[bytes | BlobRange], *,
+                content_type: str | None = None, metadata: Mapping[str, str] | None = None,
+                if_match: str | None = None) -> str:
+        """Create or replace a blob made of ``parts`` in order: ``bytes`` are uploaded, a
+        :class:`BlobRange` is copied from its source server-side where the service can (else streamed
+        through in bounded chunks, never held whole). With ``if_match``, only if the target is still at
+        that ETag (else :class:`BlobGone`). Returns the new ETag."""
         ...
 
     def list(self, container: str, prefix: str = "", *, metadata: bool = False) -> Iterator[BlobItem]: ...

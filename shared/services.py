@@ -21,6 +21,7 @@ from shared.config import Settings, SettingsError, get_settings
 from shared.extended.registry import TagCache, TagStore
 from shared.index.sequence import Sequencer
 from shared.index.store import IndexStore
+from shared.ingest.arrivals import Arrivals
 from shared.ingest.schedule import SettleScheduler
 from shared.ports import BlobStore, Publisher, Queues, TableStore
 from shared.storage import layout
@@ -50,6 +51,8 @@ class Services:
     #: The extended query tags as this process sees them (read at most once per TTL; filled at ensure_ready).
     extended_tags: TagCache = field(init=False)
     topology: Topology = field(init=False)
+    #: Arrival marks (a region of a pair files what it archives by hour, for the peer's catch-up).
+    arrivals: Arrivals = field(init=False)
     _publisher: Publisher | None = None
     _peer_index: IndexStore | None = None
     _host_queues: Queues | None = None
@@ -64,6 +67,7 @@ class Services:
         self.index = IndexStore(self.tables)
         self.scheduler = SettleScheduler(self.queues, self.index, settle_delay=self.settings.settle_delay_seconds,
                                          stable_age=self.settings.stable_age_seconds)
+        self.arrivals = Arrivals(self.blobs, enabled=self.topology.paired)
         self.extended_tags = TagCache(TagStore(self.tables), self.settings.extended_tags_ttl_seconds)
 
     @classmethod

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from shared.config import Settings
 from shared.events.payloads import DicomEvent
-from shared.ports import BlobGone, BlobItem, QueueMessage, Row, RowChanged, RowExists, TableOp
+from shared.ports import BlobGone, BlobItem, BlobRange, QueueMessage, Row, RowChanged, RowExists, TableOp
 from shared.services import Services
 
 _etags = itertools.count(1)
@@ -122,6 +122,31 @@ class MemoryBlobStore:
         self.blobs[(container, path)] = _Stored(got.data, _etag(), dt.datetime.now(dt.UTC), got.md5,
                                                 dict(got.metadata if metadata is None else metadata))
         return True
+
+    def compose(self, container: str, path: str, parts: Sequence[bytes | BlobRange], *,
+                content_type: str | None = None, metadata: Mapping[str, str] | None = None,
+                if_match: str | None = None) -> str:
+        """As the Azure adapter: one request when every part is small bytes; else one per staged part (ranges
+        copied by the service) and one commit."""
+        out = bytearray()
+        single = all(isinstance(p, bytes | bytearray) for p in parts) and sum(len(p) for p in parts) <= 4 << 20
+        for part in parts:
+            if not single:
+                self.count("blob PUT block")
+            if isinstance(part, bytes | bytearray):
+                out += part
+                continue
+            got = self.blobs.get((part.source.container, part.source.name))
+            if got is None or (part.source.etag is not None and got.etag != part.source.etag):
+                raise BlobGone(part.source.name)
+            out += got.data[part.offset:part.offset + part.length]
+        self.count("blob PUT" if single else "blob PUT blocklist")
+        current = self.blobs.get((container, path))
+        if if_match is not None and (current is None or current.etag != if_match):
+            raise BlobGone(path)
+        etag = _etag()
+        self.blobs[(container, path)] = _Stored(bytes(out), etag, dt.datetime.now(dt.UTC), None, dict(metadata or {}))
+        return etag
 
     def delete(self, container: str, path: str, *, etag: str | None = None) -> bool:
         self.count("blob DELETE")
@@ -343,8 +368,47 @@ class Fakes:
                 + sum(self.queues.requests.values()))
 
 
+class MemoryAuditSink:
+    """Where the fakes' audit writer appends (:mod:`shared.audit`): the records, in memory."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def append(self, path: str, data: bytes) -> None:
+        import orjson
+
+        with self._lock:
+            self.lines.extend(orjson.loads(line) for line in data.splitlines() if line.strip())
+
+
+AUDIT_SINK = MemoryAuditSink()
+
+
+def audit_records() -> list[dict[str, Any]]:
+    """Every audit record services over the fakes have written so far (all tests of the process)."""
+    from shared import audit
+
+    writer = audit._writers.get("memory")
+    if writer is not None:
+        writer.flush()
+    return list(AUDIT_SINK.lines)
+
+
+def _memory_audit() -> None:
+    """The audit writer of the fakes' account (connection "memory"): appends to :data:`AUDIT_SINK`, flushed
+    when a test asks (:func:`audit_records`)."""
+    from shared import audit
+    from shared.audit.writer import AuditWriter
+
+    if "memory" not in audit._writers:
+        audit._writers["memory"] = AuditWriter(AUDIT_SINK, name="fakes", spool_dir=None, flush_seconds=3600,
+                                               start=False)
+
+
 def memory_services(**env: str) -> Fakes:
     """Services over in-memory fakes; ``env`` holds settings (defaults: stable at once, no delay)."""
+    _memory_audit()
     values = {"DicomStorage": "memory", "DICOMFLOW_STABLE_AGE_SECONDS": "0", "DICOMFLOW_SETTLE_DELAY_SECONDS": "0",
               "DICOMFLOW_CHANGEFEED_HORIZON_SECONDS": "0", **env}
     blobs, tables, queues, publisher = MemoryBlobStore(), MemoryTableStore(), MemoryQueues(), MemoryPublisher()

@@ -163,6 +163,17 @@ class Replicator:
         st = self.state[policy]
         return st.passes > passes_after and st.pending == 0 and st.last_error is None
 
+    def wait_source_lost(self, policy: str, timeout: float) -> bool:
+        """Wait (bounded) until a pass of ``policy`` fails after this call: whatever the pass in progress
+        was copying when a region went down has landed, and nothing more will until it returns."""
+        start = self.state[policy].failures
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state[policy].failures > start:
+                return True
+            time.sleep(0.1)
+        return False
+
     def wait_caught_up(self, policy: str, timeout: float) -> bool:
         """Wait (bounded) until a complete pass of ``policy`` that started after this call found nothing to do."""
         start = self.state[policy].passes + 1
@@ -273,3 +284,92 @@ class ReadOnlyProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Link:
+    """A TCP link from one region to an endpoint of the other (the drill puts the secondary's reads of the
+    primary's change feed through one), which the drill can cut and restore: cut, every open connection is
+    closed and new ones are closed as soon as they arrive, as when the network to a region fails.
+
+    ``port`` (after :meth:`start`) is what the reading region's connection string names."""
+
+    def __init__(self, upstream_port: int, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.upstream_port = upstream_port
+        self.host = host
+        self.port = port
+        self.up = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> Link:
+        self._thread = threading.Thread(target=self._serve, name="region-link", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30) or self._server is None:
+            raise RuntimeError(f"the link did not start on port {self.port}")
+        return self
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._client, self.host, self.port or free_port()))
+            self.port = int(self._server.sockets[0].getsockname()[1])
+        except OSError:
+            self._server = None
+        self._ready.set()
+        if self._server is not None:
+            self._loop.run_forever()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def cut(self) -> None:
+        """Close every connection through the link and refuse new ones until :meth:`restore`."""
+        self.up = False
+        if self._loop is not None:
+            async def close_all() -> None:
+                for w in list(self._writers):
+                    w.close()
+                self._writers.clear()
+
+            asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=10)
+
+    def restore(self) -> None:
+        self.up = True
+
+    def stop(self) -> None:
+        loop, server = self._loop, self._server
+        if loop is None or server is None:
+            return
+
+        async def close() -> None:
+            server.close()
+            for w in list(self._writers):
+                w.close()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._loop = None

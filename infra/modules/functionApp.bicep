@@ -306,7 +306,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: appSettings
+      appSettings: concat(appSettings, failbackGate)
       // Clients and Event Grid reach the app only through Front Door, so they get its failover, WAF, rate limit
       // and logs. The deployment endpoint (scm) keeps its own rules (Entra ID deployments only: basic publishing
       // credentials are off below).

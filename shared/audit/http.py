@@ -9,7 +9,8 @@
 | STOW-RS | DICOM Instances Transferred | C |
 | DELETE study | DICOM Study Deleted (110105) | D |
 | DELETE series / instance | DICOM Instances Accessed | D |
-| bulk update (``$bulkUpdate``) | DICOM Instances Accessed, type update | U |
+| bulk update (``$bulkUpdate``), patient merge (``patients/$merge``) | DICOM Instances Accessed, type update | U |
+| ``GET /api/rejected`` (rejected instances) | Query | E |
 | extended query tag add / change / delete | Security Alert (110113), type Software Configuration | E |
 | ``GET /api/audit`` | Audit Log Used (110101) | R |
 
@@ -63,6 +64,8 @@ def event_for(route: str, method: str) -> HttpEvent | None:
     m = method.upper()
     if route == "audit":
         return HttpEvent(AUDIT_LOG_USED, READ)
+    if route == "rejected":
+        return HttpEvent(QUERY, EXECUTE)
     if not route.startswith("dicomweb/"):
         return None
     rest = route[len("dicomweb/"):]
@@ -72,7 +75,7 @@ def event_for(route: str, method: str) -> HttpEvent | None:
         return None
     if rest.startswith("changefeed"):
         return HttpEvent(QUERY, EXECUTE, (CHANGE_FEED,))
-    if rest.endswith("$bulkUpdate"):
+    if rest.endswith(("$bulkUpdate", "$merge")):
         return HttpEvent(INSTANCES_ACCESSED, UPDATE_ACTION, (UPDATE,))
     last = rest.rsplit("/", 1)[-1]
     if m in ("GET", "HEAD"):

@@ -49,6 +49,7 @@ CHANGE_FEED: Final = Code("change-feed", "dicomflow", "Change feed read")
 STORAGE_COMMITMENT: Final = Code("storage-commitment", "dicomflow", "Storage Commitment")
 METADATA: Final = Code("metadata", "dicomflow", "Metadata, frames or bulk data read")
 UPDATE: Final = Code("update", "dicomflow", "Attributes updated")
+REJECTION: Final = Code("rejection", "dicomflow", "Instances withdrawn by an IOCM rejection note")
 
 # -- RoleIDCode ---------------------------------------------------------------------------------------------
 SOURCE: Final = Code("110153", "DCM", "Source Role ID")

@@ -1,12 +1,12 @@
 """DELETE study / series / instance: archive blobs, frame indexes and sidecars, then the rows.
 
-Per instance: the archive blob, its frame index and metadata sidecar (if any), and the bundles of
-the series touched (series metadata is served from the rows until settle rebuilds them); then, one
-transaction per 100 instances, the instance rows and a ``delete`` change entry each. A settle
-run (scheduled at once) then announces ``Dicom.ImageDeleted`` and the change-feed entries from
-those change entries, rewrites the aggregates, lookups and bundles of what is left, or removes
-them when nothing is. Blobs go first, so a subscriber reacting to ``ImageDeleted`` never finds
-the instance still served.
+Per instance: the archive blob (and the first version a bulk update kept), its frame index and
+metadata sidecar (if any), and the bundles of the series touched (series metadata is served from the
+rows until settle rebuilds them); then, one transaction per 100 instances, the instance rows and a
+``delete`` change entry each. A settle run (scheduled at once) then announces ``Dicom.ImageDeleted``
+and the change-feed entries from those change entries, rewrites the aggregates, lookups and bundles
+of what is left, or removes them when nothing is. Blobs go first, so a subscriber reacting to
+``ImageDeleted`` never finds the instance still served.
 
 Every step tolerates "already gone", so a retried DELETE completes a half-done one.
 Answers 204; 404 if neither the index nor the archive knows the target.
@@ -59,6 +59,7 @@ def delete(call: Call) -> Reply:
         audit_scope.note(study, se, i)
     for se, i in sorted(targets):
         svc.blobs.delete(layout.ARCHIVE, layout.instance_path(study, se, i))
+        svc.blobs.delete(layout.ARCHIVE, layout.original_path(study, se, i))  # a bulk update's kept first version
         svc.blobs.delete(layout.METADATA, layout.frame_index_path(study, se, i))
         svc.blobs.delete(layout.METADATA, layout.instance_metadata_path(study, se, i))
     for se in sorted({se for se, _ in targets}):  # series metadata comes from the rows until settle

@@ -34,6 +34,10 @@ class Call:
     study: str | None = None
     series: str | None = None
     sop: str | None = None
+    #: ``msdicom-request-original: true``: retrieve the first version of instances a bulk update changed.
+    original: bool = False
+    #: Who is asking (the token's subject): recorded by the actions that change data.
+    actor: str = ""
 
 
 def services(call: Call) -> Services:
@@ -94,7 +98,7 @@ def study_resource(call: Call) -> Reply:
     if call.method == "DELETE":
         return delete(call)
     _no_params(call)
-    return _wado(call).retrieve(call.accept, call.study)
+    return _wado(call).retrieve(call.accept, call.study, original=call.original)
 
 
 def series_resource(call: Call) -> Reply:
@@ -102,7 +106,7 @@ def series_resource(call: Call) -> Reply:
     if call.method == "DELETE":
         return delete(call)
     _no_params(call)
-    return _wado(call).retrieve(call.accept, call.study, call.series)
+    return _wado(call).retrieve(call.accept, call.study, call.series, original=call.original)
 
 
 def instance_resource(call: Call) -> Reply:
@@ -110,22 +114,23 @@ def instance_resource(call: Call) -> Reply:
     if call.method == "DELETE":
         return delete(call)
     _no_params(call)
-    return _wado(call).retrieve(call.accept, call.study, call.series, call.sop)
+    return _wado(call).retrieve(call.accept, call.study, call.series, call.sop, original=call.original)
 
 
 def study_metadata(call: Call) -> Reply:
     assert call.study
-    return _wado(call).study_metadata(call.accept, call.base_url, call.study)
+    return _wado(call).study_metadata(call.accept, call.base_url, call.study, original=call.original)
 
 
 def series_metadata(call: Call) -> Reply:
     assert call.study and call.series
-    return _wado(call).series_metadata(call.accept, call.base_url, call.study, call.series)
+    return _wado(call).series_metadata(call.accept, call.base_url, call.study, call.series, original=call.original)
 
 
 def instance_metadata(call: Call) -> Reply:
     assert call.study and call.series and call.sop
-    return _wado(call).instance_metadata(call.accept, call.base_url, call.study, call.series, call.sop)
+    return _wado(call).instance_metadata(call.accept, call.base_url, call.study, call.series, call.sop,
+                                         original=call.original)
 
 
 def frames(call: Call) -> Reply:
@@ -149,6 +154,56 @@ def changefeed_latest(call: Call) -> Reply:
     from shared.dicomweb import changefeed as feed
 
     return feed.latest(call)
+
+
+# -- bulk update and operations (the Azure DICOM service's shapes) -----------------------------------
+def bulk_update(call: Call) -> Reply:
+    """``POST /studies/$bulkUpdate``: 202 with the operation's reference."""
+    import orjson
+
+    from shared.update import service as update
+
+    try:
+        body = orjson.loads(call.body or b"null")
+    except orjson.JSONDecodeError:
+        raise HttpProblem('The body must be JSON: {"studyInstanceUids": [...], "changeDataset": {...}}.',
+                          status=400) from None
+    try:
+        studies, changes = update.parse_request(body)
+        op = update.submit(services(call), studies, changes, actor=call.actor)
+    except update.UpdateRefused as refused:
+        raise HttpProblem(refused.message, status=refused.status) from None
+    ref = op.reference(call.base_url)
+    return Reply.json(ref, status=202, media_type="application/json", headers={"Location": ref["href"]})
+
+
+def patient_merge(call: Call) -> Reply:
+    """``POST /patients/$merge`` ``{"sourcePatientId", "targetPatientId"[, "demographics"]}``: every study of
+    the source patient under the target, as bulk update operations (202 with their references)."""
+    import orjson
+
+    from shared.update import merge
+    from shared.update import service as update
+
+    try:
+        body = orjson.loads(call.body or b"null")
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or set(body) - {"sourcePatientId", "targetPatientId", "demographics"}:
+        raise HttpProblem('The body must be {"sourcePatientId": "...", "targetPatientId": "..."} (and optionally '
+                          '"demographics": {"PatientName": ..., "PatientBirthDate": ..., "PatientSex": ...}).',
+                          status=400)
+    demographics = body.get("demographics") or {}
+    if not isinstance(demographics, dict):
+        raise HttpProblem("demographics must be an object keyed by PatientName, PatientBirthDate, PatientSex.",
+                          status=400)
+    try:
+        plan, ops = merge.merge(services(call), body.get("sourcePatientId"), body.get("targetPatientId"),
+                                actor=call.actor, demographics=demographics)
+    except update.UpdateRefused as refused:
+        raise HttpProblem(refused.message, status=refused.status) from None
+    refs = [op.reference(call.base_url) for op in ops]
+    return Reply.json({"studies": len(plan.studies), "operations": refs}, status=202, media_type="application/json")
 
 
 def too_large_message(size: int, limit: int) -> str:

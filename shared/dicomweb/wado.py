@@ -60,9 +60,13 @@ class ArchivedInstance:
     series: str
     sop: str
     size: int
+    #: Serve the first version kept by a bulk update (``msdicom-request-original: true``).
+    original: bool = False
 
     @property
     def path(self) -> str:
+        if self.original:
+            return layout.original_path(self.study, self.series, self.sop)
         return layout.instance_path(self.study, self.series, self.sop)
 
 
@@ -92,18 +96,34 @@ class Wado:
             out.append(ArchivedInstance(parts[0], parts[1], parts[2][: -len(".dcm")], int(item.size)))
         return out
 
+    def originals(self, study: str, series: str | None = None) -> set[tuple[str, str]]:
+        """(series, sop) of the instances of a study or series whose first version a bulk update kept."""
+        out = set()
+        for item in self.blobs.list(layout.ARCHIVE, layout.originals_prefix(study, series)):
+            parts = item.name.split("/")
+            if len(parts) == 4 and parts[3].endswith(".dcm"):
+                out.add((parts[2], parts[3][: -len(".dcm")]))
+        return out
+
     # -- instances ---------------------------------------------------------------------
-    def retrieve(self, accept: str | None, study: str, series: str | None = None, sop: str | None = None) -> Reply:
-        """Study, series or instance retrieve, streamed."""
+    def retrieve(self, accept: str | None, study: str, series: str | None = None, sop: str | None = None, *,
+                 original: bool = False) -> Reply:
+        """Study, series or instance retrieve, streamed; ``original``: the first versions of updated
+        instances (the others as they are)."""
         wanted = media.negotiate_instances(accept)
         if sop is not None:
             assert series is not None
-            first = self._open(layout.instance_path(study, series, sop))
+            first = self._open(layout.original_path(study, series, sop)) if original else None
+            first = first or self._open(layout.instance_path(study, series, sop))
             if first is None:
+                self.gone(study, series, sop)
                 raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not in the archive.")
             items: list[Any] = [first]
         else:
             listed = self.list_instances(study, series)
+            if original and listed:
+                kept = self.originals(study, series)
+                listed = [dataclasses.replace(a, original=(a.series, a.sop) in kept) for a in listed]
             if not listed:
                 what = f"Series {series} of study {study}" if series else f"Study {study}"
                 raise NotFoundProblem(f"{what} has no instances in the archive.")
@@ -148,29 +168,56 @@ class Wado:
         yield from _ranges(src, len(first), total - len(first))
 
     # -- metadata ----------------------------------------------------------------------
-    def instance_metadata(self, accept: str | None, base: str, study: str, series: str, sop: str) -> Reply:
+    def gone(self, study: str, series: str, sop: str) -> None:
+        """410 Gone when an IOCM rejection note withdrew the instance (its file is kept for a while)."""
+        item = self.blobs.properties(layout.ARCHIVE, layout.rejected_path(study, series, sop))
+        if item is not None:
+            code = item.metadata.get("rejection_code", "")
+            raise HttpProblem(f"Instance {sop} was rejected by an IOCM rejection note ({code} "
+                              f"{item.metadata.get('rejection_meaning', '')}) and is no longer served.", status=410)
+
+    def _original_json(self, study: str, series: str, sop: str) -> bytes | None:
+        """The DICOM JSON of the first version a bulk update kept (read from its header), or None."""
+        from shared.dicom.dicomjson import to_dicom_json
+
+        src = self.blobs.open(layout.ARCHIVE, layout.original_path(study, series, sop))
+        try:
+            header = read_header(RangedReader(src))
+        except (BlobGone, BadInput):
+            return None
+        return orjson.dumps(to_dicom_json(header, study, series, sop))
+
+    def instance_metadata(self, accept: str | None, base: str, study: str, series: str, sop: str, *,
+                          original: bool = False) -> Reply:
         ctype = media.negotiate_json(accept)
+        if original and (kept := self._original_json(study, series, sop)) is not None:
+            return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(kept, base) + b"]")
         got = self.index.get_instance(study, series, sop)
         raw = None
         if got is not None:
             raw = got.meta if not got.meta_in_blob else self._read(
                 layout.METADATA, layout.instance_metadata_path(study, series, sop))
         if raw is None:
+            self.gone(study, series, sop)
             raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} has no metadata.")
         return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(raw, base) + b"]")
 
-    def series_metadata(self, accept: str | None, base: str, study: str, series: str) -> Reply:
+    def series_metadata(self, accept: str | None, base: str, study: str, series: str, *,
+                        original: bool = False) -> Reply:
         ctype = media.negotiate_json(accept)
-        body = self._series_array(study, series)
+        body = self._original_array(study, series) if original else None
+        body = body or self._series_array(study, series)
         if body is None:
             raise NotFoundProblem(f"Series {series} of study {study} has no metadata.")
         return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(body, base) + b"]")
 
-    def study_metadata(self, accept: str | None, base: str, study: str) -> Reply:
+    def study_metadata(self, accept: str | None, base: str, study: str, *, original: bool = False) -> Reply:
         ctype = media.negotiate_json(accept)
         pending = {str(r["RowKey"]) for r in self.index.pending_of(study)}
         series_uids = sorted({s.series_instance_uid for s in self.index.list_series(study)} | pending)
-        bodies = [b for b in (self._series_array(study, s, unsettled=s in pending) for s in series_uids) if b]
+        kept = {se for se, _ in self.originals(study)} if original else set()
+        bodies = [b for b in ((self._original_array(study, s) if s in kept else None)
+                              or self._series_array(study, s, unsettled=s in pending) for s in series_uids) if b]
         if not bodies:
             raise NotFoundProblem(f"Study {study} has no metadata.")
         return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(b",".join(bodies), base) + b"]")
@@ -193,6 +240,23 @@ class Wado:
         for rec, meta, in_blob in rows:
             raw = meta if not in_blob else self._read(layout.METADATA, layout.instance_metadata_path(
                 study, series, rec.sop_instance_uid))
+            if raw:
+                objs.append(raw.strip())
+        return b",".join(objs) or None
+
+    def _original_array(self, study: str, series: str) -> bytes | None:
+        """A series' metadata with the first versions of updated instances (None: nothing was updated)."""
+        kept = {sop for _, sop in self.originals(study, series)}
+        if not kept:
+            return None
+        rows = sorted(self.index.series_rows_with_meta(study, series),
+                      key=lambda r: (r[0].instance_number if r[0].instance_number is not None else 1 << 30,
+                                     r[0].sop_instance_uid))
+        objs = []
+        for rec, meta, in_blob in rows:
+            sop = rec.sop_instance_uid
+            raw = self._original_json(study, series, sop) if sop in kept else (
+                meta if not in_blob else self._read(layout.METADATA, layout.instance_metadata_path(study, series, sop)))
             if raw:
                 objs.append(raw.strip())
         return b",".join(objs) or None

@@ -6,6 +6,13 @@ hours skipped in one partition-range query), so a page costs a few queries whate
 size. Entries newer than ``horizon`` seconds are not served yet: a sequence is taken just before
 its entry is written, so an entry with a lower sequence may still be in flight for a moment;
 holding the newest ones back keeps the order a reader sees from ever changing under it.
+
+A reader that must see every entry (the peer region's follower, :mod:`shared.ingest.follow`) cannot rely
+on a short horizon: a write can be slow (throttling, retries). Settle therefore promises
+:data:`COMMIT_WITHIN_SECONDS`: an entry it marks published was committed within that time of its
+sequence (a slower write is listed again under fresh sequences, so an entry may appear twice but is
+never missing). A reader that re-reads the last :data:`COMMIT_WITHIN_SECONDS` (plus clock skew) on every pass
+and skips what it has handled misses nothing; :func:`after` is its bounded read.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from shared.index.sequence import seq_of_time, time_of_seq
 from shared.index.store import FeedEntry, IndexStore
 
 _HOUR = dt.timedelta(hours=1)
+#: Settle's promise: an entry it marks published was committed within this many seconds of its sequence.
+COMMIT_WITHIN_SECONDS = 30.0
 
 
 def entries(index: IndexStore, start: dt.datetime | None, end: dt.datetime | None, *,
@@ -107,3 +116,22 @@ def _last_bucket(index: IndexStore, lo: dt.datetime, hi: dt.datetime) -> dt.date
 
 #: Sequence spans :func:`latest` looks back through inside a bucket: a second, a minute, the hour.
 _LATEST_WINDOWS = (seq_of_time(1), seq_of_time(60), seq_of_time(3600))
+
+
+def after(index: IndexStore, low_seq: int, high_seq: int, limit: int) -> list[FeedEntry]:
+    """Up to ``limit`` entries with ``low_seq < seq < high_seq``, in sequence order, with no horizon.
+
+    Bounded: each hour bucket is read at most ``limit`` rows per shard (one request each), and the read
+    stops at the first bucket that fills the page, so a reader far behind costs a few queries per step,
+    not the whole backlog in memory."""
+    head = index.feed_head()
+    if head is None or high_seq <= low_seq + 1:
+        return []
+    begin = max(dt.datetime.fromtimestamp(time_of_seq(low_seq), dt.UTC), head)
+    stop = dt.datetime.fromtimestamp(time_of_seq(high_seq), dt.UTC)
+    bucket = begin.replace(minute=0, second=0, microsecond=0)
+    found: list[FeedEntry] = []
+    while bucket <= stop and len(found) < limit:
+        found += index.feed_bucket(keys.feed_bucket(bucket), low_seq + 1, high_seq, limit=limit)
+        bucket += _HOUR
+    return sorted(found, key=lambda e: e.seq)[:limit]

@@ -25,7 +25,8 @@ The key schema, table by table (:mod:`shared.index.tables` owns the names):
 * deliveries: PK = StudyInstanceUID, RK ``<rule>~<destination>~<unit>``.
 * extended tags: PK ``tag``, RK the tag's path (``00180050``); the errors of one tag, PK
   ``err~<path>``, RK ``<study>_<series>_<sop>``.
-* operations: PK = the operation id (32 hex digits), RK ``op``.
+* operations: PK = the operation id (32 hex digits), RK ``op``; a study held by a bulk update, PK
+  ``lock~<StudyInstanceUID>``, RK ``lock`` (one operation per study at a time).
 * sync: PK ``follow`` (RK = the peer region: the follower's cursor), ``wait-<peer>`` (RK = the zero-padded
   sequence of a peer change-feed entry whose file has not arrived yet), ``reindex`` (RK = the container:
   where an interrupted reindex resumes).
@@ -297,6 +298,14 @@ def extended_error_keys(path: str, study: str, series: str, sop: str) -> tuple[s
 def operation_keys(operation_id: str) -> tuple[str, str]:
     """A long-running operation's row (its id is 32 hex digits)."""
     return operation_id, "op"
+
+
+OPERATION_ROW = "op"
+
+
+def study_lock_keys(study: str) -> tuple[str, str]:
+    """The row naming the bulk update that holds a study (one at a time), beside the operation rows."""
+    return f"lock~{study}", "lock"
 
 
 def studies_from(study: str | None) -> tuple[str, str]:

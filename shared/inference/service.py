@@ -72,7 +72,7 @@ class InferenceOutcome:
 
 
 def series_info(data: Mapping[str, Any]) -> SeriesInfo:
-    """The event's ``data`` (DESIGN.md section 5 field names) as :class:`SeriesInfo`."""
+    """The event's ``data`` (field names: docs/architecture.md, "Consistency", events) as :class:`SeriesInfo`."""
     study = str(data.get("imageStudyInstanceUid") or data.get("studyInstanceUid") or "")
     series = str(data.get("imageSeriesInstanceUid") or data.get("seriesInstanceUid") or "")
     if not study or not series:

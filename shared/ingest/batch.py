@@ -14,8 +14,9 @@ its Content-MD5 and version stamp) and keeps what its index row will be: the rec
 ingest would derive from the same header, with the same code. Rows go to a *chunk*: for
 ``DICOMFLOW_BATCH_WINDOW_SECONDS`` (5) or :data:`CHUNK_SIZE` instances, then its manifest
 (``dicom-inbox/batch/<source>/<chunk>/manifest.json``) is written. A file ingest must judge one by one (it
-fails validation, to be quarantined with its reason; or the archive holds that instance already:
-duplicate or update) goes into the same chunk folder as an inbox file instead. The chunk's queue message
+fails validation, to be quarantined with its reason; the archive holds that instance already: duplicate or
+update; an IOCM rejection note, applied by the per-file steps) goes into the same chunk folder as an inbox file
+instead. The chunk's queue message
 (``dicom-ingest-batch``) is sent *before* anything of the chunk is written, due once the chunk must have
 closed (the safety net for a writer that dies); when the chunk closes (full, its window over, or the move
 that filled it ended) its manifest is written and a second message has it ingested at once.
@@ -82,6 +83,7 @@ from shared.ingest.schedule import EARLY_DELIVERY
 from shared.ingest.service import ContentDigest, IngestService, Prepared, _record
 from shared.ingest.states import IngestState, Outcome
 from shared.ports import BlobGone, RowChanged, RowExists
+from shared.rejection.notes import rejection_note
 from shared.services import Services
 from shared.storage import blobs, layout
 from shared.storage.regions import STAMP
@@ -170,8 +172,9 @@ class BatchWriter:
 
     def write(self, data: bytes | Path, *, sop_hint: str = "") -> Written:
         """Store one instance durably, in the archive (its row in the chunk's manifest) or, when ingest must
-        judge it, in the chunk's inbox folder: where it went, its header and UIDs when it has them, and for a
-        file ingest will quarantine, why (the gateway answers the C-STORE with it)."""
+        judge it (refused, archived already, an IOCM rejection note), in the chunk's inbox folder: where it went,
+        its header and UIDs when it has them, and for a file ingest will quarantine, why (the gateway answers the
+        C-STORE with it)."""
         header: Header | None = None
         try:
             limits = self.svc.settings.limits.header
@@ -181,6 +184,8 @@ class BatchWriter:
         except BadInput as bad:
             name = self._inbox(data, sop_hint if is_valid_uid(sop_hint) else f"unnamed-{secrets.token_hex(4)}")
             return Written(name, header, None, bad)
+        if rejection_note(header, *uids[:3]) is not None:  # an IOCM rejection note: ingest applies it, per file
+            return Written(self._inbox(data, uids[2]), header, uids)
         return Written(self._archive(data, header, uids), header, uids)
 
     def _archive(self, data: bytes | Path, header: Header, uids: tuple[str, str, str, str]) -> str:
@@ -354,6 +359,9 @@ class BatchIngest:
         done = [p for p in prepared if isinstance(p, Outcome)]
         todo = [p for p in prepared if isinstance(p, Prepared)]
         rows: list[_Row] = []
+        notes = [p for p in todo if p.note is not None]  # rejection notes: the per-file steps, which apply them
+        done += [ing.store(p) for p in notes]
+        todo = [p for p in todo if p.note is None]
         for p, (state, meta) in zip(todo, POOL.map(self._copy, todo), strict=True):
             if state == "new":
                 rows.append(_Row(p.blob.name, p.rec, meta, lambda p=p: ing.store(p),  # type: ignore[misc]

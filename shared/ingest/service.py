@@ -5,11 +5,16 @@ quarantine record. Anything else (storage, network) propagates so the trigger re
 
 Cost, for a new instance: one ranged read (the header; never the pixel data), one server-side
 copy (conditional: only if the archive has no such instance yet), one table transaction (the
-instance row with its DICOM JSON, and the change entry settle will announce). Nothing else is
-written per instance: the inbox blob stays until the inbox lifecycle rule removes it (it is
+instance row with its DICOM JSON, and the change entry settle will announce). In a region of a
+pair, also an arrival mark per study and hour (:mod:`shared.ingest.arrivals`, before the copy).
+Nothing else is written per instance: the inbox blob stays until the inbox lifecycle rule removes it (it is
 also the record of what was uploaded), the series' pending row and the settle message are
 written once per series / study per quiet period (:mod:`shared.ingest.schedule`), and events
 go out in batches when the study settles.
+
+An IOCM rejection note (a Key Object Selection titled with a rejection code) is stored like any
+instance, then applied (:mod:`shared.rejection.service`): whatever path it arrived by, it withdraws
+the instances it names. Recognising one costs nothing for other files (a SOP Class comparison).
 
 Idempotent: the instance row records which inbox blob version wrote it (``source``), so a
 retry after a crash recognises its own earlier work; an identical re-send is a ``duplicate``
@@ -47,8 +52,10 @@ from shared.index.records import (
     study_part,
 )
 from shared.index.store import Stored, utcnow
-from shared.ingest.states import IngestState, Outcome
+from shared.ingest.states import STORED, IngestState, Outcome
 from shared.ports import Blob, BlobGone, RowChanged, RowExists
+from shared.rejection.notes import rejection_note
+from shared.rejection.service import Rejections
 from shared.services import Services
 from shared.storage import blobs, layout
 from shared.storage.regions import STAMP, stamp_of, stamp_region
@@ -102,6 +109,8 @@ class Prepared:
     doc: dict[str, Any]
     digest: ContentDigest
     reader: RangedReader
+    #: A rejection note's content (IOCM), to apply once it is stored; None for any other instance.
+    note: Any = None
 
 
 def source_of(name: str, etag: str | None) -> str:
@@ -134,7 +143,8 @@ class IngestService:
             return self._gone(blob.name)
         digest = ContentDigest(header, blob.content_md5)
         rec = _record(doc, header, (study, series, sop, sop_class), source_of(blob.name, blob.etag), digest.value)
-        return Prepared(blob, rec, doc, digest, reader)
+        # A rejection note (IOCM) is known from its header alone; None at once for anything else.
+        return Prepared(blob, rec, doc, digest, reader, rejection_note(header, study, series, sop))
 
     def store(self, p: Prepared) -> Outcome:
         """Archive and index a prepared blob, one instance at a time (the careful path)."""
@@ -145,8 +155,10 @@ class IngestService:
         return self.stored(p, state)
 
     def stored(self, p: Prepared, state: IngestState) -> Outcome:
-        """The outcome of a prepared blob that ingest stored (its one log line)."""
+        """The outcome of a prepared blob that ingest stored: a rejection note applied, its one log line."""
         rec, reader = p.rec, p.reader
+        if p.note is not None and state in STORED:
+            Rejections(self.svc).apply(p.note)  # again after a retry or a re-send: idempotent
         log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", layout.log_name(p.blob.name), state,
                  rec.sop_instance_uid, reader.bytes_fetched, reader.requests)
         return Outcome(p.blob.name, state, rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid,
@@ -204,6 +216,7 @@ class IngestService:
                 if blob.container != svc.topology.own(layout.ARCHIVE):
                     # The newer version into this region's own archive, stamp kept, so that reads (own
                     # copy first) serve what the row now describes; the older one stays a version.
+                    svc.arrivals.mark(s)
                     svc.blobs.copy(blob, layout.ARCHIVE, path, metadata={STAMP: rec.stamp})
                 rec.updated_at = utcnow()
             try:
@@ -247,6 +260,12 @@ class IngestService:
             return Outcome(blob.name, IngestState.DUPLICATE, s, se, i)
         raise Transient(f"Instance {i} kept changing under concurrent writes; will retry.")
 
+    def store_version(self, rec: InstanceRecord, doc: dict[str, Any], *, expect: Stored) -> None:
+        """Write the row of a new version of an archived instance (bulk update: the file is already in the
+        archive), with its ``update`` change entry, as ingest writes an updated instance: conditional on
+        the row ``expect`` (:class:`RowChanged` if it changed), settle scheduled."""
+        self._write(rec, self._meta(rec, doc), expect=expect)
+
     # -- steps ----------------------------------------------------------------
     def _meta(self, rec: InstanceRecord, doc: dict[str, Any]) -> dict[str, bytes] | None:
         """The DICOM JSON as row properties, or (too large for the row, e.g. long per-frame functional
@@ -263,6 +282,7 @@ class IngestService:
         meta = self._meta(rec, doc)
         rec.stamp = self.svc.topology.new_stamp()
         stamped = {STAMP: rec.stamp}
+        self.svc.arrivals.mark(s)  # before the copy: the peer's catch-up finds the study by it (two regions)
         # Optimistic: a new instance is the common case, so copy only if the archive lacks it and
         # create the row without reading it first. Anything else takes the careful path.
         if self.svc.blobs.copy(blob, layout.ARCHIVE, path, if_absent=True, metadata=stamped):
@@ -346,6 +366,12 @@ class IngestService:
         own event comes) or it was removed. Nothing of it was recorded."""
         log.info("Ingest %s: inbox blob gone or replaced while it was read", layout.log_name(name))
         return Outcome(name, IngestState.GONE)
+
+
+def record_of(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], source: str,
+              digest: str) -> InstanceRecord:
+    """The instance row of a parsed, validated file (ingest's own rule, for other writers of versions)."""
+    return _record(doc, header, uids, source, digest)
 
 
 def _record(doc: dict[str, Any], header: Header, uids: tuple[str, str, str, str], source: str,

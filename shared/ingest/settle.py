@@ -35,6 +35,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,9 +43,10 @@ from typing import Any
 
 import orjson
 
+from shared.errors import Transient
 from shared.events.payloads import DicomEvent, image_event, series_event, study_event
 from shared.events.types import EventType
-from shared.index import keys
+from shared.index import changefeed, keys
 from shared.index.records import (
     Action,
     ChangeEntry,
@@ -55,9 +57,11 @@ from shared.index.records import (
     study_part,
     to_entity,
 )
+from shared.index.sequence import time_of_seq
 from shared.index.store import READS, FeedEntry, StudyPartition, utcnow
 from shared.ingest.schedule import SettleRequest
 from shared.ports import RowChanged, RowExists
+from shared.rejection.service import rejection_of
 from shared.services import Services
 from shared.storage import blobs, layout
 from shared.storage.regions import stamp_region
@@ -369,7 +373,16 @@ class SettleService:
             if p.series is not None:
                 svc.index.put_series(p.study, p.series)
                 svc.index.delete_series_rows(p.study, p.gone_series)
-        svc.index.append_feed([e for p in work for e in p.feed])
+        feed = [e for p in work for e in p.feed]
+        if feed:  # sequenced now, just before the write, so the commit-within promise starts here
+            fresh = {}
+            for e in feed:
+                fresh[e.seq] = svc.sequencer.next()
+            for p in work:
+                for c in p.unpublished:
+                    c.feed_seq = fresh.get(c.feed_seq, c.feed_seq)
+            self._append_feed([dataclasses.replace(e, seq=fresh[e.seq]) for e in feed],
+                              [c for p in work for c in p.unpublished])
         for p in work:
             if p.feed_states:  # earlier published entries of the instances changed now are no longer current
                 svc.index.set_feed_states(p.study, p.feed_states)
@@ -444,13 +457,41 @@ class SettleService:
             if not self._local(origin):
                 continue  # indexed from the peer's replicated archive: the peer announced it
             archived = svc.topology.own(layout.ARCHIVE)
-            events.append(image_event(kind, rec, service_host=svc.settings.service_host_name,
-                                      partition=svc.settings.partition_name, sequence=c.seq,
-                                      archive_path=f"{archived}/{layout.instance_path(study, c.series, c.sop)}"))
+            event = image_event(kind, rec, service_host=svc.settings.service_host_name,
+                                partition=svc.settings.partition_name, sequence=c.seq,
+                                archive_path=f"{archived}/{layout.instance_path(study, c.series, c.sop)}")
+            rejection = rejection_of(c.source) if c.action is Action.DELETE else None
+            if rejection is not None:  # withdrawn by an IOCM rejection note: say so (code, note's SOP UID)
+                event.data.update({"rejectionCode": rejection[0], "rejectionNote": rejection[1]})
+            events.append(event)
         changed_now = {c.sop for c in unpublished}
         older = [c for c in part.changes if c.published and c.feed_seq and c.sop in changed_now]
         states = [(c.feed_seq, "deleted" if c.sop not in rows else "replaced") for c in older]
         return feed, states, events
+
+    def _append_feed(self, feed: list[FeedEntry], changes: Sequence[ChangeEntry]) -> None:
+        """Append to the change feed within :data:`changefeed.COMMIT_WITHIN_SECONDS` of the entries'
+        sequences, the promise a follower's cursor relies on (it re-reads that much on every pass): a
+        slower write (throttling, retries) is listed again under fresh sequences, so an entry may appear
+        twice in the feed but never behind a cursor that has passed it."""
+        svc = self.svc
+        for _ in range(3):
+            svc.index.append_feed(feed)
+            late = time.time() - time_of_seq(min(e.seq for e in feed))
+            if late <= changefeed.COMMIT_WITHIN_SECONDS:
+                return
+            log.warning("Settle %s: the change feed write took %.0f s; listing its %d entries again under new "
+                        "sequences", feed[0].study, late, len(feed))
+            by_seq = {c.feed_seq: c for c in changes}
+            fresh = []
+            for e in feed:
+                seq = svc.sequencer.next()
+                if e.seq in by_seq:
+                    by_seq[e.seq].feed_seq = seq
+                fresh.append(dataclasses.replace(e, seq=seq))
+            feed = fresh
+        raise Transient(f"The change feed of study {feed[0].study} could not be written within "
+                        f"{changefeed.COMMIT_WITHIN_SECONDS:.0f} s; the settle run will be retried.")
 
     def _write_bundle(self, study: str, series: str, members: Sequence[InstanceRecord], part: StudyPartition) -> None:
         """The series metadata bundle: every instance's DICOM JSON in one blob (WADO-RS series
@@ -474,7 +515,8 @@ class SettleService:
         svc = self.svc
         unpublished = [c for c in part.changes if not c.published]
         feed, states, events = self._announce(study, part, unpublished)
-        svc.index.append_feed(feed)
+        if feed:
+            self._append_feed(feed, unpublished)
         if states:
             svc.index.set_feed_states(study, states)
         if events:

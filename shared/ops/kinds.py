@@ -17,9 +17,12 @@ if TYPE_CHECKING:
 
 #: Reindexing existing instances for new extended query tags (:mod:`shared.extended.reindex`).
 REINDEX: Final = "reindex"
+#: Bulk update of studies, and patient merge (:mod:`shared.update.service`); the Azure DICOM service's name.
+UPDATE: Final = "update"
 
 HANDLERS: Final[dict[str, str]] = {
     REINDEX: "shared.extended.reindex:step",
+    UPDATE: "shared.update.service:step",
 }
 
 

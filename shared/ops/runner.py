@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 #: How long one step may work before it records its cursor and hands over to the next message.
 STEP_SECONDS: Final = 20.0
-#: A runner's hold on an operation (longer than a step; a crashed runner's hold simply expires).
-LEASE_SECONDS: Final = 120.0
+#: A runner's hold on an operation is ``DICOMFLOW_OPERATIONS_LEASE_SECONDS`` (120 s; a step works at most half of
+#: it): a crashed runner's hold simply expires, and the operation resumes then.
 MAX_FAILURES: Final = 5
 
 
@@ -42,13 +42,14 @@ def message(operation_id: str) -> str:
 
 
 def start(svc: Services, type_: str, *, params: dict[str, Any] | None = None, resources: list[str] | None = None,
-          delay: float = 0.0) -> Operation:
-    """Create an operation of ``type_`` and queue its first step (in ``delay`` seconds)."""
+          delay: float = 0.0, operation_id: str | None = None) -> Operation:
+    """Create an operation of ``type_`` and queue its first step (in ``delay`` seconds); ``operation_id``: an
+    id made beforehand (:func:`shared.ops.store.new_id`)."""
     if type_ not in kinds.HANDLERS:
         raise ValueError(f"Unknown operation type {type_!r}; known: {', '.join(sorted(kinds.HANDLERS))}.")
     svc.ensure_ready()
     op = OperationStore(svc.tables).create(type_, params=params, resources=resources,
-                                           not_before=time.time() + delay if delay else 0.0)
+                                           not_before=time.time() + delay if delay else 0.0, operation_id=operation_id)
     svc.queues.send(layout.OPERATIONS_QUEUE, message(op.id), delay_seconds=delay)
     log.info("Operation %s (%s) started", op.id, type_)
     return op
@@ -77,13 +78,14 @@ def run_step(svc: Services, body: bytes | str) -> str:
         # crash): look again when the hold runs out. A duplicate that comes back finds the operation done.
         svc.queues.send(layout.OPERATIONS_QUEUE, message(op.id), delay_seconds=op.lease_until - now + 1.0)
         return "busy"
-    op.status, op.lease_until = Status.RUNNING, now + LEASE_SECONDS
+    lease = svc.settings.operations_lease_seconds
+    op.status, op.lease_until = Status.RUNNING, now + lease
     try:
         op = store.save(op)
     except RowChanged:
         return "raced"
     try:
-        step = kinds.handler(op.type)(svc, op, time.monotonic() + STEP_SECONDS)
+        step = kinds.handler(op.type)(svc, op, time.monotonic() + min(STEP_SECONDS, lease / 2))
     except Exception as exc:  # the runner's one boundary: count the failed step, fail the operation at the limit
         op.failures += 1
         op.lease_until = 0.0

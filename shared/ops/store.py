@@ -30,6 +30,11 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def new_id() -> str:
+    """An operation id: 32 lower-case hex digits."""
+    return uuid.uuid4().hex
+
+
 def is_operation_id(value: str) -> bool:
     """32 lower-case hex digits (how ids are made here)."""
     return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
@@ -111,9 +116,11 @@ class OperationStore:
         self.t = tables_
 
     def create(self, type_: str, *, params: dict[str, Any] | None = None, resources: list[str] | None = None,
-               not_before: float = 0.0) -> Operation:
+               not_before: float = 0.0, operation_id: str | None = None) -> Operation:
+        """A new operation row (``operation_id``: one made beforehand with :func:`new_id`, e.g. to lock what
+        it will work on before it exists)."""
         now = now_iso()
-        op = Operation(id=uuid.uuid4().hex, type=type_, created=now, updated=now, params=dict(params or {}),
+        op = Operation(id=operation_id or new_id(), type=type_, created=now, updated=now, params=dict(params or {}),
                        resources=list(resources or []), not_before=not_before)
         op.etag = self.t.insert(tables.OPERATIONS, op.to_entity())
         return op
@@ -130,7 +137,13 @@ class OperationStore:
         op.etag = self.t.replace(tables.OPERATIONS, op.to_entity(), etag=op.etag)
         return op
 
+    def recent(self, limit: int = 50, type_: str | None = None) -> list[Operation]:
+        """The latest operations (of one type), newest first: a small table, read whole."""
+        ops = [Operation.from_row(r) for r in self.t.query(tables.OPERATIONS, equals={"RowKey": keys.OPERATION_ROW})]
+        ops = [o for o in ops if type_ is None or o.type == type_]
+        return sorted(ops, key=lambda o: o.created, reverse=True)[:limit]
+
     def unfinished(self, type_: str | None = None) -> list[Operation]:
         """Operations not completed or failed (of one type): a small table, read whole."""
-        ops = [Operation.from_row(r) for r in self.t.query(tables.OPERATIONS)]
+        ops = [Operation.from_row(r) for r in self.t.query(tables.OPERATIONS, equals={"RowKey": keys.OPERATION_ROW})]
         return [o for o in ops if not o.done and (type_ is None or o.type == type_)]

@@ -78,6 +78,8 @@ class Item:
     sop_class_uid: str
     transfer_syntax_uid: str
     download: Callable[[IO[bytes]], None]
+    #: The bulk update operation that wrote this version ("" for a version as it was stored).
+    updated_by: str = ""
 
 
 @contextlib.contextmanager

@@ -88,6 +88,8 @@ class Rule:
     max_attempts: int = 5
     backoff_seconds: float = 30.0
     enabled: bool = True
+    #: Send an instance again when a bulk update gave it a new version (each version once).
+    resend_updates: bool = False
 
     def fires_on(self, event_type: str) -> bool:
         return self.enabled and event_type in self.triggers
@@ -196,6 +198,7 @@ def parse(raw: bytes) -> tuple[Rule, ...]:
                 max_attempts=int(retry.get("maxAttempts", 5)),
                 backoff_seconds=float(retry.get("backoffSeconds", 30.0)),
                 enabled=bool(r.get("enabled", True)),
+                resend_updates=bool(r.get("resendUpdates", False)),
             )
         )
     return tuple(rules)

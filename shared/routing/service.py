@@ -6,6 +6,10 @@ the one instance. Instances are listed from the archive and their headers read
 with ranged reads (:func:`shared.dicom.header.read_header`): the full file is only
 downloaded when a destination sends it.
 
+Updates: the ledger keys deliveries by instance, so a destination gets each instance once; a rule with
+``resendUpdates`` keys a version written by a bulk update (or patient merge) by instance and operation,
+so the new version is sent again (on ``Dicom.ImageUpdated``, or with the study when it is stable again).
+
 Retries: a failed delivery is recorded in the ledger with a next-attempt time
 (exponential backoff from the rule's ``retry``) and the run ends with
 :class:`shared.errors.Transient`, so the event is delivered again (Event Grid's
@@ -39,6 +43,7 @@ from shared.routing.rules import Destination, Rule, RuleSet, RulesStore
 from shared.routing.tls import routing_tls
 from shared.services import Services
 from shared.storage import layout
+from shared.storage.regions import OPERATION_META
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +139,9 @@ def candidates(blobs: BlobStore, event_type: str, data: Mapping[str, Any]) -> tu
     names = [b.name for b in blobs.list(layout.ARCHIVE, prefix or "") if b.name.endswith(".dcm")]
     out = []
     for name in sorted(names):
+        blob = blobs.open(layout.ARCHIVE, name)
         try:
-            header = read_header(RangedReader(blobs.open(layout.ARCHIVE, name)))
+            header = read_header(RangedReader(blob))
         except BadInput as exc:
             log.warning("Routing skips archived blob %s: %s", name, exc.reason)
             continue
@@ -154,6 +160,7 @@ def candidates(blobs: BlobStore, event_type: str, data: Mapping[str, Any]) -> tu
             sop_class_uid=header.sop_class_uid,
             transfer_syntax_uid=header.transfer_syntax_uid,
             download=download,
+            updated_by=blob.metadata.get(OPERATION_META, ""),
         )
         out.append(Candidate(item, facts_of(header.dataset, header.sop_class_uid, data)))
     return study, out
@@ -191,7 +198,9 @@ def _deliver(
             )
             units: list[tuple[str, str, Callable[[], None]]] = [(STUDY_UNIT, "", lambda: session.send_study(summary))]
         else:
-            units = [(i.sop, i.series, lambda i=i: session.send(i)) for i in items]  # type: ignore[misc]
+            # A new version made by a bulk update is a unit of its own when the rule sends updates again.
+            units = [(f"{i.sop}~{i.updated_by}" if rule.resend_updates and i.updated_by else i.sop, i.series,
+                      lambda i=i: session.send(i)) for i in items]  # type: ignore[misc]
         for unit, series, send in units:
             claim, row = ledger.claim(study, series, rule.name, destination.id, unit)
             if claim == Claim.DONE:

@@ -7,6 +7,7 @@ its folder.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from typing import Final
@@ -56,7 +57,8 @@ def region_containers(region: str, peers: Sequence[str] = ()) -> tuple[str, ...]
 SETTLE_QUEUE: Final = "dicom-settle"
 #: The batched ingest path (backfill): one message per chunk of the inbox's batch area (shared/ingest/batch.py).
 BATCH_QUEUE: Final = "dicom-ingest-batch"
-#: Steps of long-running operations (:mod:`shared.ops`): one message per step to run.
+#: Steps of long-running operations (:mod:`shared.ops`: extended query tag reindexing, bulk update and
+#: patient merge): one message per step to run.
 OPERATIONS_QUEUE: Final = "dicom-operations"
 #: Every queue the app uses (poison queues are created by the host on demand).
 QUEUES: Final = (SETTLE_QUEUE, BATCH_QUEUE, OPERATIONS_QUEUE)
@@ -65,6 +67,45 @@ QUEUES: Final = (SETTLE_QUEUE, BATCH_QUEUE, OPERATIONS_QUEUE)
 def instance_path(study: str, series: str, sop: str) -> str:
     """``<study>/<series>/<sop>.dcm`` in :data:`ARCHIVE`."""
     return f"{study}/{series}/{sop}.dcm"
+
+
+#: Folders of :data:`ARCHIVE` beside the study folders (UIDs are digits and dots, so no study folder is
+#: named like these; listings of a study, ``reindex`` and routing never see them).
+ORIGINALS: Final = "original"
+REJECTED: Final = "rejected"
+
+
+def original_path(study: str, series: str, sop: str) -> str:
+    """The first version of an instance that a bulk update changed, kept in :data:`ARCHIVE` (retrieved
+    with ``msdicom-request-original: true``)."""
+    return f"{ORIGINALS}/{study}/{series}/{sop}.dcm"
+
+
+def originals_prefix(study: str, series: str | None = None) -> str:
+    return f"{ORIGINALS}/{study}/{series}/" if series else f"{ORIGINALS}/{study}/"
+
+
+def rejected_path(study: str, series: str, sop: str) -> str:
+    """An instance an IOCM rejection note withdrew, kept in :data:`ARCHIVE` until its retention ends."""
+    return f"{REJECTED}/{study}/{series}/{sop}.dcm"
+
+
+def rejected_original_path(study: str, series: str, sop: str) -> str:
+    """The kept original (:func:`original_path`) of a rejected instance."""
+    return f"{REJECTED}/{ORIGINALS}/{study}/{series}/{sop}.dcm"
+
+
+def rejected_prefix(study: str | None = None) -> str:
+    return f"{REJECTED}/{study}/" if study else f"{REJECTED}/"
+
+
+def rejection_report_path(study: str, note_sop: str) -> str:
+    """What processing a rejection note found (rejected, already rejected, unknown references), in
+    :data:`METADATA` (derived: the note itself is archived)."""
+    return f"rejection-notes/{study}/{note_sop}.json"
+
+
+REJECTION_REPORTS: Final = "rejection-notes/"
 
 
 def instance_metadata_path(study: str, series: str, sop: str) -> str:
@@ -84,6 +125,27 @@ def frame_index_path(study: str, series: str, sop: str) -> str:
 
 def study_prefix(study: str) -> str:
     return f"{study}/"
+
+
+#: In each archive container of a region of a pair: one empty blob per study and hour in which the region
+#: archived something of that study, ``.arrivals/<yyyymmddHH>/<study>``, written before the archive copy.
+#: They replicate with the archive, so the peer region can find what reached it since a time by listing a
+#: few hours of them (``reindex --since``) instead of the whole container. The leading dot keeps them apart
+#: from ``<study>/<series>/<sop>.dcm`` (a UID never starts with one) and sorts them first.
+ARRIVALS_PREFIX: Final = ".arrivals/"
+
+
+def arrival_hour(epoch_seconds: float) -> str:
+    """The hour (UTC, ``yyyymmddHH``) an arrival mark is filed under."""
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime("%Y%m%d%H")
+
+
+def arrival_path(hour: str, study: str) -> str:
+    return f"{ARRIVALS_PREFIX}{hour}/{study}"
+
+
+def arrivals_prefix(hour: str) -> str:
+    return f"{ARRIVALS_PREFIX}{hour}/"
 
 
 def series_prefix(study: str, series: str) -> str:

@@ -35,11 +35,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Final
 
-from shared.ports import Blob, BlobGone, BlobItem, BlobStore
+from shared.ports import Blob, BlobGone, BlobItem, BlobRange, BlobStore
 from shared.storage import layout
 
 #: Blob metadata key of the version stamp (metadata names are C# identifiers: letters, digits, ``_``).
 STAMP: Final = "dicomflow_stamp"
+#: Blob metadata key naming the bulk update operation that wrote an archived version (routing's
+#: ``resendUpdates`` sends such a version again).
+OPERATION_META: Final = "dicomflow_operation"
 _REMEMBER: Final = 10_000
 
 
@@ -48,6 +51,12 @@ def stamp(region: str, at: float | None = None) -> str:
     by region (a deterministic tie-break), as plain strings."""
     ms = round((time.time() if at is None else at) * 1000)
     return f"{ms:013d}-{region}"
+
+
+def stamp_time(value: str) -> float | None:
+    """When the version stamped ``value`` was written (epoch seconds), or None if it is no stamp."""
+    ms = value.split("-", 1)[0]
+    return int(ms) / 1000.0 if ms.isdigit() else None
 
 
 def stamp_region(value: str) -> str:
@@ -280,6 +289,14 @@ class RegionalBlobStore:
         if done:
             self._remember(container, path, self.topology.own(container))
         return done
+
+    def compose(self, container: str, path: str, parts: Sequence[bytes | BlobRange], *,
+                content_type: str | None = None, metadata: Mapping[str, str] | None = None,
+                if_match: str | None = None) -> str:
+        etag = self.inner.compose(self.topology.own(container), path, parts, content_type=content_type,
+                                  metadata=self._stamped(container, metadata), if_match=if_match)
+        self._remember(container, path, self.topology.own(container))
+        return etag
 
     def delete(self, container: str, path: str, *, etag: str | None = None) -> bool:
         """Every copy this account holds (a replica too: deletes are allowed on replication destinations)."""

@@ -7,8 +7,8 @@
 Orthanc gets a temporary JSON configuration (HTTP and DICOM ports from
 ``devhost.azurite.free_port``, storage and index under the given folder, no
 authentication, loopback only) and is stopped (SIGTERM, then SIGKILL) on exit.
-Orthanc 1.10's DICOMweb plugin does not percent-decode QIDO values (DESIGN.md
-section 8): queries sent to it must avoid ``*``, spaces, ``/``, ``#`` and ``'``.
+Orthanc 1.10's DICOMweb plugin does not percent-decode QIDO values (docs/architecture.md,
+facts checked): queries sent to it must avoid ``*``, spaces, ``/``, ``#`` and ``'``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ the same QIDO battery through ``dicomweb-client``, the same sets of matched UIDs
 
 Where we differ on purpose the query names the rule (``shared.dicomweb.matching.DIFFERENCES``) and the
 test checks both sides' answers, so a change on either side shows up. Orthanc 1.10's DICOMweb does not
-percent-decode query values (DESIGN.md section 8): the battery avoids ``*``, ``?``, ``^``, spaces, ``/``,
-``'``, non-ASCII and lists (all of which reach Orthanc still encoded and match nothing there).
+percent-decode query values (docs/architecture.md, facts checked): the battery avoids ``*``, ``?``, ``^``,
+spaces, ``/``, ``'``, non-ASCII and lists (all of which reach Orthanc still encoded and match nothing there).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ class BicepFile:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BicepParseError(
                 f"{path}: pycep-parser cannot parse it ({first}). Keep to the syntax it reads: no loops with "
-                "'if', no decorators inside 'type' (see DESIGN.md section 8)."
+                "'if', no decorators inside 'type' (see docs/architecture.md, facts checked)."
             ) from exc
         return cls(path=path, text=text, tree=_ts_parser().parse(text.encode()), doc=dict(doc))
 

@@ -1,5 +1,5 @@
-"""The request budget (DESIGN.md section 7), pinned on two mixes and both ingest paths, against Azurite: every
-storage request the app's SDK clients make is counted (``Services.requests``), and every event publish call.
+"""The request budget (docs/architecture.md#budgets), pinned on two mixes and both ingest paths, against Azurite:
+every storage request the app's SDK clients make is counted (``Services.requests``), and every event publish call.
 
 The mixes (``tools/corpus.py``): a day of small projection studies (``write_small_mix``: 20 DX/MG/CR studies of
 1-10 instances, 100 instances) and 60-instance CT/MR studies (``write_large_mix``: 2 studies, 120 instances).
@@ -48,7 +48,7 @@ from tools.corpus import load_manifest, write_large_mix, write_small_mix
 
 SETTLE_DELAY = 5.0
 STABLE_AGE = 60.0
-#: The targets (DESIGN.md section 7; issue 23): storage requests per instance on each mix, publish calls.
+#: The targets (docs/architecture.md#budgets): storage requests per instance on each mix, publish calls.
 SMALL_PER_INSTANCE = 5.0
 LARGE_PER_INSTANCE = 3.0
 PUBLISH_CALLS_PER_INSTANCE = 0.1

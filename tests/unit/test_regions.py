@@ -5,69 +5,19 @@ table endpoint in Azure."""
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from shared.config import Settings, SettingsError
-from shared.dicomweb.attributes import Level
-from shared.dicomweb.planner import fetch_for
-from shared.dicomweb.qido import parse_query
-from shared.dicomweb.search import search as qido_search
 from shared.events.types import EventType
 from shared.index import changefeed, keys
-from shared.index.store import IndexStore
-from shared.ingest.follow import Follower
+from shared.ingest import follow
 from shared.ingest.reindex import reindex
-from shared.ingest.schedule import SettleRequest
 from shared.ingest.service import IngestService
-from shared.ingest.settle import SettleService
 from shared.ingest.states import IngestState
 from shared.storage import layout
 from shared.storage.regions import STAMP, Topology, stamp, stamp_region
-from tests.fakes import Fakes, memory_services, replicate
 from tests.instances import instance, study_of
-
-A_ARCHIVE, B_ARCHIVE = "dicom-archive-a", "dicom-archive-b"
-
-
-class Pair:
-    """Regions ``a`` and ``b``; ``b`` follows ``a``'s change feed and ``a`` follows ``b``'s."""
-
-    def __init__(self, **env: str) -> None:
-        self.a = memory_services(DICOMFLOW_REGION="a", DICOMFLOW_PEER_REGION="b", **env)
-        self.b = memory_services(DICOMFLOW_REGION="b", DICOMFLOW_PEER_REGION="a", **env)
-        for f in (self.a, self.b):  # running regions: once-per-process reads (the extended tag list) done
-            f.services.ensure_ready()
-
-    def region(self, name: str) -> Fakes:
-        return self.a if name == "a" else self.b
-
-    def ingest(self, name: str, data: bytes, blob: str) -> IngestState:
-        f = self.region(name)
-        f.blobs.put(layout.INBOX, blob, data)
-        return IngestService(f.services).ingest(f.services.blobs.open(layout.INBOX, blob)).state
-
-    def replicate(self, src: str) -> int:
-        """Object replication of region ``src``'s regional containers to the other region."""
-        other = "b" if src == "a" else "a"
-        names = [layout.regional(c, src) for c in layout.REGIONAL]
-        return replicate(self.region(src).blobs, self.region(other).blobs, names)
-
-    def follow(self, name: str) -> dict[str, int]:
-        f, peer = self.region(name), self.region("b" if name == "a" else "a")
-        result = Follower(f.services, IndexStore(peer.tables)).run()
-        assert result is not None and result.error is None
-        return dict(result.counts)
-
-    def settle(self, name: str, study: str) -> None:
-        SettleService(self.region(name).services).settle(SettleRequest(study))
-
-
-def sops_found(f: Fakes, study: str) -> set[str]:
-    query = parse_query([], Level.INSTANCE, scope={"StudyInstanceUID": study})
-    found = orjson.loads(qido_search(query, fetch_for(f.services.index), "http://x").body)
-    return {o["00080018"]["Value"][0] for o in found}
-
+from tests.pair import A_ARCHIVE, B_ARCHIVE, Pair, sops_found
 
 # -- names and settings ------------------------------------------------------------------------------
 
@@ -91,6 +41,8 @@ def test_each_region_writes_its_own_regional_containers_and_holds_the_peers_repl
     ({"DICOMFLOW_REGION": "West-Europe"}, "lowercase letters and digits"),
     ({"DICOMFLOW_PEER_REGION": "b"}, "DICOMFLOW_REGION is not"),
     ({"DICOMFLOW_REGION": "a", "DICOMFLOW_PEER_REGION": "a"}, "must differ"),
+    ({"DICOMFLOW_FOLLOW_WORKERS": "0"}, "DICOMFLOW_FOLLOW_WORKERS must be from 1 to 64"),
+    ({"DICOMFLOW_FAILBACK_MAX_LAG_SECONDS": "-5"}, "DICOMFLOW_FAILBACK_MAX_LAG_SECONDS must not be negative"),
 ])
 def test_region_settings_say_what_is_wrong(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
@@ -113,8 +65,11 @@ def test_ingest_in_a_region_archives_into_its_own_container_stamped_at_three_req
     for _, _, sop, _ in items:
         svc = pair.a.services
         assert IngestService(svc).ingest(svc.blobs.open(layout.INBOX, f"{sop}.dcm")).state is IngestState.ARCHIVED
-    # The budget of one region on its own: header read, archive copy, row + change (+ per series/study).
-    assert pair.a.requests() - before == 4 * 3 + 1 + 1
+    # Per instance as one region on its own: header read, archive copy, row + change; per series a pending row,
+    # per study a settle message, and (a region of a pair) the study's arrival mark for this hour.
+    assert pair.a.requests() - before == 4 * 3 + 1 + 1 + 1
+    marks = [n for n in pair.a.blobs.names(A_ARCHIVE) if n.startswith(layout.ARRIVALS_PREFIX)]
+    assert len(marks) == 1 and marks[0].endswith(f"/{items[0][0]}")
     study, series, sop, _ = items[0]
     archived = pair.a.blobs.blobs[(A_ARCHIVE, layout.instance_path(study, series, sop))]
     row = pair.a.services.index.get_instance(study, series, sop)
@@ -161,6 +116,8 @@ def test_the_follower_indexes_what_replication_brought_and_waits_for_the_rest() 
     assert pair.follow("b") == {"waiting": 6}  # replication has not run yet
     assert sops_found(pair.b, study) == set()
     pair.replicate("a")
+    assert pair.follow("b") == {}  # each waits its turn: a file that has not come is not read on every run
+    pair.later(follow.BACKOFF_FIRST_SECONDS)
     assert pair.follow("b") == {"archived": 6}
     assert sops_found(pair.b, study) == {sop for _, _, sop, _ in items}  # at once, before b settles
     assert pair.follow("b") == {}  # the cursor moved on; nothing is left waiting
@@ -258,7 +215,7 @@ def test_reindex_builds_a_regions_index_from_its_archive_and_resumes() -> None:
     assert reindex(pair.b.services).total() == {"current": 8}  # idempotent: a row read per file, no writes
     assert pair.b.requests() - before == 8 + 2 + 2 + 2  # rows; listings of own and replica; position get/delete
     # An interrupted run resumes after its saved position.
-    names = sorted(n for c, n in pair.b.blobs.blobs if c == A_ARCHIVE)
+    names = sorted(n for c, n in pair.b.blobs.blobs if c == A_ARCHIVE and n.endswith(".dcm"))
     pair.b.services.index.put_sync(keys.reindex_keys(A_ARCHIVE), {"after": names[4]})
     resumed = reindex(pair.b.services)
     assert resumed.resumed == {A_ARCHIVE: names[4]} and resumed.total() == {"current": 3}

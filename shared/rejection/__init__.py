@@ -1,0 +1,1 @@
+"""IOCM rejection notes: Key Object Selection documents that withdraw instances (see :mod:`.service`)."""
