@@ -248,7 +248,9 @@ def _op(service: str, method: str, path: list[str], query: dict[str, list[str]],
         return f"tables {method}"
     entity = "(" in (path[0] if path else "") and not path[0].endswith("()")
     if method == "GET":
-        return "point get" if entity and "PartitionKey=" in path[0] else "query"
+        if entity and "PartitionKey=" in path[0]:
+            return "point get"
+        return "query (select)" if "$select" in query else "query"
     conditional = "if-match" in {k.lower() for k in headers}
     if method == "PUT":
         return "replace (conditional)" if conditional else "upsert"
@@ -352,6 +354,8 @@ STEPS: dict[tuple[str, str, str], str] = {
                                           "settle: its state committed with the changes marked published",
     ("table", tables.INSTANCES, "point get"): "ingest: known instance (retry, duplicate, update)",
     ("table", tables.INSTANCES, "query"): "settle: the study partition, once per run",
+    ("table", tables.INSTANCES, "query (select)"): "index columns of a study's instances (QIDO, tools migrate's "
+                                                   "verification)",
     ("table", tables.PENDING, "upsert"): "ingest: pending row, once per series and quiet period",
     ("table", tables.PENDING, "query"): "settle: the study's pending rows (when stable)",
     ("table", tables.PENDING, "delete (conditional)"): "settle: pending rows go when the study is stable",

@@ -130,6 +130,14 @@ def run_ours(files: list[Path], folder: Path, *, associations: int, instrumented
             time.sleep(10.0)  # the group runs' last writes and the triggers' deletes
             reqs, _ = common.parse_debug_log(debug, start=start_log)
             result["requests"] = common.summarize_requests(reqs, n)
+            # Within the pipeline bucket, what does not grow with the instances: the Functions host polling its
+            # queues (time-driven), and tools migrate's own verification reads (a client's, not the pipeline's).
+            piped = [r for r in result["requests"]["detail"] if r["bucket"] == common.PIPELINE]
+            polling = sum(r["count"] for r in piped if r["op"] == "receive messages")
+            verify = sum(r["count"] for r in piped if r["op"] == "query (select)")
+            total = result["requests"]["buckets"].get(common.PIPELINE, {}).get("count", 0)
+            result["split"] = {"volume": total - polling - verify, "polling": polling, "verification": verify,
+                               "volume_per_instance": (total - polling - verify) / n}
             result["events"] = common.count_events(journal, n)
             result["studies"] = studies
         return result

@@ -373,9 +373,8 @@ def _migrate(d: dict[str, Any] | None, label: str) -> str:
         "(`LEGACY`) loaded before the clock starts; the same C-MOVEs on both sides (studies grouped up to 50 "
         f"instances per C-MOVE, {d['associations']} at once), {d['reps']} repetitions, fresh receivers each time. "
         "Ours: `python -m tools migrate` into the gateway and the real app on the devhost (the batched ingest path), "
-        "until every study is verified (our index holds every instance the source listed, Storage Commitment by the "
-        "gateway). Orthanc: a second Orthanc (`DEST`) as the C-MOVE destination, answering once it has stored and "
-        "indexed each instance.", "",
+        "until every study is verified (our index holds every instance the source listed). Orthanc: a second "
+        "Orthanc (`DEST`) as the C-MOVE destination, answering once it has stored and indexed each instance.", "",
         "| | instances/s | CPU ms per instance |", "| --- | --- | --- |",
         f"| dicomflow: gateway + devhost (+ Azurite) | {fmt(o['inst_per_s'])} | {fmt(o['cpu_ms'], 2)} |",
         f"| Orthanc to Orthanc (destination) | {fmt(t['inst_per_s'])} | {fmt(t['cpu_ms'], 2)} |", "",
@@ -386,10 +385,16 @@ def _migrate(d: dict[str, Any] | None, label: str) -> str:
     for name, r in (d.get("instrumented") or {}).items():
         req = r["requests"]
         pipe = req["buckets"].get(PIPELINE, {})
+        split = r.get("split") or {}
+        n = max(1, r["instances"])
         lines += [f"Storage requests counted from Azurite's log, {name} ({r['instances']} instances in {r['studies']} "
-                  f"studies, production settle timings, until every study was announced stable): **"
-                  f"{pipe.get('per_instance', 0):.2f} per instance** in the pipeline, the writer's upload of each file "
-                  "(to the archive) not counted, as a client's upload is not.", "",
+                  f"studies, production settle timings, until every study was announced stable): "
+                  f"{pipe.get('per_instance', 0):.2f} per instance in all, of which **"
+                  f"{split.get('volume_per_instance', 0):.2f} per instance** grow with the instances (ingest, settle, "
+                  f"events), {split.get('polling', 0) / n:.2f} are the host polling its queues (time-driven: "
+                  f"{split.get('polling', 0)} receives over the run) and {split.get('verification', 0) / n:.2f} "
+                  "are tools migrate's own verification reads. The writer's upload of each file (to the archive) is "
+                  "not counted, as a client's upload is not.", "",
                   "| service | container / table / queue | request | step | count | per instance |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for row in req["detail"]:
