@@ -338,7 +338,7 @@ def classify(req: Request) -> str:
 
 #: Which step of the design makes each kind of request (read from the code, confirmed by the counts).
 STEPS: dict[tuple[str, str, str], str] = {
-    ("blob", layout.INBOX, "ranged get"): "ingest: header read (ranged)",
+    ("blob", layout.INBOX, "ranged get"): "ingest: header read (ranged); batched path: a chunk's manifest",
     ("blob", layout.INBOX, "put blob (derived objects)"): "inference: SEG/SR results into the inbox",
     ("blob", layout.ARCHIVE, "copy blob"): "ingest: server-side copy to the archive (if absent)",
     ("blob", layout.ARCHIVE, "get properties"): "ingest: copy still pending (Azure copies large blobs async)",
@@ -391,6 +391,10 @@ STEPS: dict[tuple[str, str, str], str] = {
     ("queue", layout.BATCH_QUEUE, "put message"): "batched path: a chunk's messages (writer: safety net + ready)",
     ("queue", layout.BATCH_QUEUE, "receive messages"): "ingest_batch trigger: queue polling",
     ("queue", layout.BATCH_QUEUE, "delete message"): "ingest_batch trigger: message done",
+    ("queue", layout.OPERATIONS_QUEUE, "receive messages"): "operations trigger: queue polling",
+    ("blob", layout.AUDIT, "put appendblock"): "audit records (appended in batches)",
+    ("blob", layout.AUDIT, "put blob"): "audit: a new append blob",
+    ("table", tables.EXTENDED_TAGS, "query"): "extended query tags (read once per process and TTL)",
 }
 
 
