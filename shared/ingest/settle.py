@@ -23,10 +23,11 @@ trigger's quick retries (host.json: 10 tries 30 s apart) and landing in the pois
 seconds; only when the queue itself cannot be written do those retries apply. The poison queue is
 re-driven with its own backoff (:mod:`shared.ingest.redrive`).
 
-Idempotent: the study row written last is conditional on the ETag read first, and one run
-at a time holds the study (a lease row beside the study row), so what a run announces is
-announced once; a crash repeats work (events are at least once and keep their ids; the feed may
-then list an entry twice).
+Idempotent: one run at a time holds the study (a conditional write of its settle state row, in
+the study's partition, that expires), and the run's result is committed in one transaction
+conditional on that hold, so what a run announces is announced once; a crash repeats work (events
+are at least once and keep their ids; the feed may then list an entry twice). The backfill path's
+group runs settle several studies without the hold (their commit stays conditional).
 """
 
 from __future__ import annotations
