@@ -179,7 +179,7 @@ def encode_frame(arr: np.ndarray, pm: PixelModule, photometric: str, target: str
                 extra["j2k_cr"] = [J2K_RATIO]
             if target in (JPEG_2000_LOSSLESS, JPEG_2000):
                 extra["use_mct"] = False  # keep RGB as RGB (else the result is YBR_RCT / YBR_ICT)
-            return Encoded(get_encoder(target).encode(arr, **opts, **extra), photometric)
+            return Encoded(bytes(get_encoder(target).encode(arr, **opts, **extra)), photometric)
     except TranscodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - codec plugins raise anything
@@ -268,7 +268,7 @@ def transcode_dataset(ds: Dataset, target: str) -> Dataset:
     source = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
     if "PixelData" not in ds:
         out = copy.copy(ds)
-        out.file_meta = _meta(ds, target)
+        out.file_meta = meta_for(ds, target)
         return out
     pm = PixelModule.of(ds)
     encoded: list[bytes] = []
@@ -282,7 +282,7 @@ def transcode_dataset(ds: Dataset, target: str) -> Dataset:
         photometric = got.photometric
         encoded.append(got.data)
     out = header_for(ds, source, target, photometric)
-    out.file_meta = _meta(ds, target)
+    out.file_meta = meta_for(ds, target)
     if target in NATIVE:
         out.PixelData = b"".join(encoded)
         out["PixelData"].VR = "OW" if pm.bits_allocated > 8 else "OB"
@@ -293,9 +293,14 @@ def transcode_dataset(ds: Dataset, target: str) -> Dataset:
     return out
 
 
-def _meta(ds: Dataset, target: str) -> FileMetaDataset:
+def meta_for(ds: Dataset, target: str) -> FileMetaDataset:
+    """A copy of the file meta of ``ds`` naming ``target``."""
     out = copy.deepcopy(ds.file_meta) if getattr(ds, "file_meta", None) else FileMetaDataset()
     out.TransferSyntaxUID = UID(target)
+    if "MediaStorageSOPClassUID" not in out and "SOPClassUID" in ds:
+        out.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "MediaStorageSOPInstanceUID" not in out and "SOPInstanceUID" in ds:
+        out.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return out
 
 
