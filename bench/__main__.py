@@ -15,7 +15,7 @@ import sys
 
 from bench.common import ROOT
 
-BENCHMARKS = ("bench.ingest", "bench.large", "bench.query", "bench.dimse")
+BENCHMARKS = ("bench.ingest", "bench.large", "bench.query", "bench.dimse", "bench.retrieve")
 
 
 def main(argv: list[str] | None = None) -> int:
