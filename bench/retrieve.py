@@ -26,6 +26,7 @@ devhost process that runs the app plus Azurite, Orthanc its process). Results: `
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import random
 import shutil
@@ -105,7 +106,7 @@ def make_ct(folder: Path, slices: int) -> dict[str, Any]:
     body = ((xx - 256) ** 2 / 200**2 + (yy - 256) ** 2 / 150**2) < 1
     sops = []
     for n in range(slices):
-        ds = template.copy()
+        ds = copy.deepcopy(template)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, generate_uid()
         ds.PatientID, ds.PatientName = "BENCH-CT", "Bench^CT"
         ds.InstanceNumber = n + 1

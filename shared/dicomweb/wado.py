@@ -282,7 +282,7 @@ class Wado:
                 raise NotFoundProblem(f"Frame {n} does not exist: the instance has {index.number_of_frames} frame(s).")
         boundary = new_boundary()
         if target is not None and not (facts.has_native_pixels(ts) and target in transcode.NATIVE):
-            source, _, _ = self.frame_source(study, series, sop)
+            source, _, _ = self.frame_source(study, series, sop, opened=(index, src))
             cache = transcoded.FrameCache(self.blobs)
             return Reply(200, {"Content-Type": related_content_type(part_type, boundary, target)},
                          stream=stream_parts(transcoded.frame_parts(source, numbers, target, part_type, cache),
