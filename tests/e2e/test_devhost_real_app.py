@@ -4,12 +4,15 @@ GET /api/ingest/status. Proves the fixture others' end-to-end tests build on."""
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 
+import pydicom
 import requests
 from azure.storage.blob import BlobServiceClient
 from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from devhost.azurite import Azurite
 from devhost.testing import DevHostProcess
@@ -18,8 +21,13 @@ from devhost.testing import DevHostProcess
 def test_upload_is_ingested_and_announced(devhost: DevHostProcess, azurite: Azurite) -> None:
     name = f"devhost-e2e/{uuid.uuid4().hex}.dcm"
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
-    with open(get_testdata_file("CT_small.dcm"), "rb") as fh:
-        blobs.get_blob_client("dicom-inbox", name).upload_blob(fh, overwrite=True)
+    # Fresh UIDs: the session's Azurite is shared, and another module may have stored CT_small already.
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    blobs.get_blob_client("dicom-inbox", name).upload_blob(buf.getvalue(), overwrite=True)
     created = devhost.wait_for_event(lambda e: e.get("eventType") == "Microsoft.Storage.BlobCreated"
                                      and e["subject"].endswith(name), topic="storage")
     assert created["data"]["url"].endswith(name)
