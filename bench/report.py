@@ -336,8 +336,9 @@ def _dimse(d: dict[str, Any] | None, label: str) -> str:
 
 RETRIEVE_ROWS = (
     ("stored_frames", "slide frames as stored (JPEG tiles, byte-exact)"),
-    ("plain_frames", "slide frames as Explicit VR LE (decoded), first read"),
-    ("plain_frames_again", "the same frames again (ours: from `dicom-cache`)"),
+    ("plain_frames", "slide frames as Explicit VR LE (decoded pixels)"),
+    ("jls_frames", "slide frames as JPEG-LS lossless, first read"),
+    ("jls_frames_again", "the same frames again (ours: from `dicom-cache`)"),
     ("rendered_ct", "rendered JPEG of a CT slice (windowed)"),
     ("rendered_tile", "rendered JPEG of a slide tile"),
     ("series_transcode", "CT series as Explicit VR LE (whole series)"),

@@ -14,8 +14,9 @@ Measured through each server's DICOMweb, one client, the two sides interleaved r
 
 * stored frames: random tiles, ``Accept: multipart/related; type="image/jpeg"``, checked byte-exact against the
   file's own tiles;
-* transcoded frames: random tiles as ``application/octet-stream`` in Explicit VR Little Endian (decoded pixels),
-  checked equal to pydicom's decoding; ours twice (first read, then again: from ``dicom-cache``);
+* transcoded frames: random tiles as ``application/octet-stream`` in Explicit VR Little Endian (decoded pixels,
+  checked equal to pydicom's decoding), and as JPEG-LS lossless, read twice (ours keeps compressed results in
+  ``dicom-cache``: the second read is a cache read);
 * rendered JPEG: a CT slice (``/instances/{i}/rendered``) and slide tiles (``/frames/{n}/rendered``);
 * a whole CT series as Explicit VR Little Endian (``/series/{se}`` with ``transfer-syntax=1.2.840.10008.1.2.1``).
 
@@ -43,8 +44,11 @@ from bench.common import WORK, percentile
 
 ELE = "1.2.840.10008.1.2.1"
 JLS = "1.2.840.10008.1.2.4.80"
-STORED_ACCEPT = 'multipart/related; type="image/jpeg"'
+# The stored syntax named: a bare type="image/jpeg" means JPEG lossless (PS3.18 Table 8.7.3-2), which Orthanc
+# then transcodes to.
+STORED_ACCEPT = 'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.50'
 PLAIN_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={ELE}'
+JLS_ACCEPT = f'multipart/related; type="image/jls"; transfer-syntax={JLS}'
 SERIES_ACCEPT = f'multipart/related; type="application/dicom"; transfer-syntax={ELE}'
 
 
@@ -162,7 +166,7 @@ def _parts(r: Any) -> list[bytes]:
     return [p.content for p in MultipartDecoder.from_response(r).parts]
 
 
-def run(tiles: int, slices: int, frames: int, reps: int) -> dict[str, Any]:
+def run(tiles: int, slices: int, frames: int, reps: int, transcoded: int) -> dict[str, Any]:
     import pydicom
     import requests
 
@@ -236,12 +240,20 @@ def run(tiles: int, slices: int, frames: int, reps: int) -> dict[str, Any]:
                     raise AssertionError(f"frame {n}: {len(part)} bytes, not 256x256 RGB")
             return call
 
+        def jls(n: int) -> Any:
+            def call(side: str, root: Any) -> None:
+                (part,) = _parts(get(side, root, f"{s_url}/frames/{n}", JLS_ACCEPT))
+                if not part.startswith(b"\xff\xd8\xff\xf7"):  # SOI, then SOF55: a JPEG-LS frame
+                    raise AssertionError(f"frame {n} is not JPEG-LS")
+            return call
+
         picks = [rng.randrange(1, tiles + 1) for _ in range(frames)]
         result["stored_frames"] = batch("stored frames (slide)", roots, [stored(n) for n in picks], pids)
-        fresh = [rng.randrange(1, tiles + 1) for _ in range(frames // 2)]
-        result["plain_frames"] = batch("frames as Explicit VR LE, first read", roots, [plain(n) for n in fresh], pids)
-        result["plain_frames_again"] = batch("frames as Explicit VR LE, read again", roots,
-                                             [plain(n) for n in fresh], pids)
+        fresh = [rng.randrange(1, tiles + 1) for _ in range(transcoded)]
+        result["plain_frames"] = batch("frames as Explicit VR LE", roots, [plain(n) for n in fresh], pids)
+        fresh = [rng.randrange(1, tiles + 1) for _ in range(transcoded)]
+        result["jls_frames"] = batch("frames as JPEG-LS, first read", roots, [jls(n) for n in fresh], pids)
+        result["jls_frames_again"] = batch("frames as JPEG-LS, read again", roots, [jls(n) for n in fresh], pids)
         pm_check = _parts(get("ours", roots["ours"], f"{s_url}/frames/{fresh[0]}", PLAIN_ACCEPT))[0]
         expected = reference.pixel_array[fresh[0] - 1]
         result["plain_equal_pydicom"] = bool(np.array_equal(np.frombuffer(pm_check, np.uint8).reshape(expected.shape),
@@ -253,7 +265,7 @@ def run(tiles: int, slices: int, frames: int, reps: int) -> dict[str, Any]:
             for w in range(0, reps * 20, 20)], pids)
         result["rendered_tile"] = batch("rendered JPEG, slide tile", roots, [
             (lambda side, root, n=n: get(side, root, f"{s_url}/frames/{n}/rendered", "image/jpeg"))
-            for n in (rng.randrange(1, tiles + 1) for _ in range(frames // 2))], pids)
+            for n in (rng.randrange(1, tiles + 1) for _ in range(transcoded))], pids)
 
         def series(side: str, root: Any) -> None:
             parts = _parts(get(side, root, f"studies/{ct['study']}/series/{ct['series']}", SERIES_ACCEPT))
@@ -263,7 +275,7 @@ def run(tiles: int, slices: int, frames: int, reps: int) -> dict[str, Any]:
                 raise AssertionError("not Explicit VR Little Endian")
 
         result["series_transcode"] = batch(f"{slices}-slice CT series as Explicit VR LE", roots,
-                                           [series] * max(1, reps // 5), pids)
+                                           [series] * max(2, reps // 5), pids)
     finally:
         orthanc.stop()
         dh.close()
@@ -275,24 +287,41 @@ def run(tiles: int, slices: int, frames: int, reps: int) -> dict[str, Any]:
     return result
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a timeout, a kill) ends the run through its ``finally``: the servers it started are stopped."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.retrieve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tiles", type=int, default=None, help="tiles of the slide (a square number)")
     parser.add_argument("--slices", type=int, default=None)
-    parser.add_argument("--frames", type=int, default=None, help="random frames per batch")
+    parser.add_argument("--frames", type=int, default=None, help="random stored frames")
+    parser.add_argument("--transcoded", type=int, default=None,
+                        help="random frames per transcoded or rendered batch (Orthanc takes seconds for each)")
     parser.add_argument("--reps", type=int, default=None, help="rendered CT requests")
     args = parser.parse_args(argv)
     tiles = args.tiles or (1024 if args.quick else 16384)
     slices = args.slices or (40 if args.quick else 500)
     frames = args.frames or (60 if args.quick else 200)
     reps = args.reps or (10 if args.quick else 20)
+    transcoded = args.transcoded or (10 if args.quick else 20)
     from bench.orthanc import ensure_installed
 
+    _stop_on_sigterm()
     ensure_installed()
-    result = run(tiles, slices, frames, reps)
+    result = run(tiles, slices, frames, reps, transcoded)
     result["quick"] = args.quick
     common.save_result("retrieve-quick" if args.quick else "retrieve", result)
+    from bench.report import render
+
+    render()
     return 0
 
 

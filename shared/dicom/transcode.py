@@ -27,10 +27,11 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.pixels import get_decoder, get_encoder
+from pydicom.pixels import get_decoder, get_encoder, pack_bits, unpack_bits
 from pydicom.uid import UID
 
 from shared.dicom import facts
+from shared.dicom.frames import native_frame_length
 
 EXPLICIT_LE: Final = facts.EXPLICIT_VR_LITTLE_ENDIAN
 IMPLICIT_LE: Final = facts.IMPLICIT_VR_LITTLE_ENDIAN
@@ -194,8 +195,6 @@ def transcode_frame(pm: PixelModule, source: str, data: bytes, target: str) -> E
 def _native_bytes(arr: np.ndarray, pm: PixelModule) -> bytes:
     """A decoded frame as native little-endian bytes of ``BitsAllocated`` (colour by pixel, not by plane)."""
     if pm.bits_allocated == 1:
-        from pydicom.pixels import pack_bits
-
         return bytes(pack_bits(arr, pad=False))
     width = pm.bits_allocated // 8
     kind = "i" if pm.pixel_representation else "u"
@@ -242,18 +241,12 @@ def frames_of(ds: Dataset) -> Iterator[bytes]:
             for i in range(pm.frames):
                 yield _native_bytes(arr[i] if pm.frames > 1 else arr, pm)
             return
-        from shared.dicom.frames import native_frame_length
-
         flen = native_frame_length(ds)
         raw = bytes(ds.PixelData)
         if pm.bits_allocated == 1:
-            from pydicom.pixels import unpack_bits
-
             bits = np.asarray(unpack_bits(raw))
             per = pm.rows * pm.columns * pm.samples
             for i in range(pm.frames):
-                from pydicom.pixels import pack_bits
-
                 yield bytes(pack_bits(bits[i * per:(i + 1) * per], pad=False))
             return
         for i in range(pm.frames):
