@@ -352,6 +352,8 @@ def _retrieve(d: dict[str, Any] | None, label: str) -> str:
 
     def cell(row: dict[str, Any], side: str, key: str, digits: int = 1) -> str:
         got = row.get(side) or {}
+        if got.get("skipped"):
+            return "(as first read)"
         return f"{got[key]:.{digits}f}" if key in got else f"failed: {got.get('error', 'n/a')}"
 
     def ratio(row: dict[str, Any]) -> str:
@@ -366,14 +368,14 @@ def _retrieve(d: dict[str, Any] | None, label: str) -> str:
              "on both sides; one client, the sides interleaved request by request; wall time per request and the "
              "server's CPU per request (ours: the devhost process running the app plus Azurite; Orthanc: its "
              f"process). Orthanc {d.get('orthanc_version') or ''} with its DICOMweb plugin.", "",
-             "| request | n | ours p50 ms | ours p95 ms | ours CPU ms | Orthanc p50 ms | Orthanc p95 ms | "
-             "Orthanc CPU ms | Orthanc / ours (p50) |",
+             "| request | n (ours/Orthanc) | ours p50 ms | ours p95 ms | ours CPU ms | Orthanc p50 ms | "
+             "Orthanc p95 ms | Orthanc CPU ms | Orthanc / ours (p50) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, name in RETRIEVE_ROWS:
         row = d.get(key)
         if not row:
             continue
-        n = len((row.get("ours") or {}).get("samples", [])) or row.get("requests")
+        n = "/".join(str(len((row.get(side) or {}).get("samples", []))) for side in ("ours", "orthanc"))
         lines.append(f"| {name} | {n} | {cell(row, 'ours', 'p50_ms')} | {cell(row, 'ours', 'p95_ms')} | "
                      f"{cell(row, 'ours', 'cpu_ms')} | {cell(row, 'orthanc', 'p50_ms')} | "
                      f"{cell(row, 'orthanc', 'p95_ms')} | {cell(row, 'orthanc', 'cpu_ms')} | {ratio(row)} |")
