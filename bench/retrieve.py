@@ -267,7 +267,7 @@ def run(tiles: int, slices: int, frames: int, reps: int, transcoded: int, orthan
         mid = ct["sops"][len(ct["sops"]) // 2]
         ct_inst = f"studies/{ct['study']}/series/{ct['series']}/instances/{mid}"
         result["rendered_ct"] = batch("rendered JPEG, CT slice", roots, [
-            (lambda side, root, w=w: get(side, root, f"{ct_inst}/rendered?window={w},400", "image/jpeg"))
+            (lambda side, root, w=w: get(side, root, f"{ct_inst}/rendered?window={w},400,linear", "image/jpeg"))
             for w in range(0, reps * 20, 20)], pids)
         result["rendered_tile"] = batch("rendered JPEG, slide tile", roots, [
             (lambda side, root, n=n: get(side, root, f"{s_url}/frames/{n}/rendered", "image/jpeg"))

@@ -192,6 +192,17 @@ def instance_in(src: Blob, header: Header, source: FrameSource | None, target: s
         yield from transcode.encapsulated_items(rest())
 
 
+def whole_in(data: bytes, target: str) -> bytes:
+    """A whole stored file (in memory) as a Part 10 file in ``target``: unchanged if it is stored so."""
+    try:
+        ds = transcode.read_whole(data)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for a damaged file
+        raise TranscodeError(f"The archived file cannot be read ({type(exc).__name__}).") from None
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) == target and data[128:132] == b"DICM":
+        return data
+    return _write_header(transcode.transcode_dataset(ds, target), target)
+
+
 def _whole(src: Blob, header: Header, target: str) -> bytes:
     """A small instance read whole and transcoded in memory (no pixel data, or deflated)."""
     size = header.size_bytes
@@ -204,8 +215,7 @@ def _whole(src: Blob, header: Header, target: str) -> bytes:
         if not chunk:
             break
         data += chunk
-    ds = transcode.read_whole(bytes(data))
-    return _write_header(transcode.transcode_dataset(ds, target), target)
+    return whole_in(bytes(data), target)
 
 
 def prefetched(chunks: Iterator[bytes], limit: int = PREFETCH_BYTES) -> Iterator[bytes]:

@@ -141,18 +141,25 @@ class Wado:
             item = opened
         src, first, total = item
         sop = src.name.rsplit("/", 1)[-1].removesuffix(".dcm")
+        ctype = f"{media.DICOM}; transfer-syntax={target}"
+        if len(first) >= total:  # the whole file came with the first read (most single-frame images): in memory
+            try:
+                return ctype, [transcoded.whole_in(first, target)]
+            except transcode.TranscodeError as exc:
+                log.warning("Instance %s cannot be transcoded to %s: %s", sop, target, exc)
+                return transcoded.error_part(f"Instance {sop} cannot be sent as {target}: {exc}")
         try:
             header = read_header(RangedReader(src))
         except BadInput as exc:
             return transcoded.error_part(f"Instance {sop} cannot be read to transcode it: {exc.message}")
         if header.transfer_syntax_uid == target:
-            return f"{media.DICOM}; transfer-syntax={target}", self._chunks_of((src, first, total))
+            return ctype, self._chunks_of((src, first, total))
         try:
             chunks = transcoded.prefetched(self._transcoded_chunks(src, header, target))
         except transcode.TranscodeError as exc:
             log.warning("Instance %s cannot be transcoded to %s: %s", sop, target, exc)
             return transcoded.error_part(f"Instance {sop} cannot be sent as {target}: {exc}")
-        return f"{media.DICOM}; transfer-syntax={target}", chunks
+        return ctype, chunks
 
     def _transcoded_chunks(self, src: Blob, header: Header, target: str) -> Iterator[bytes]:
         parts = src.name.split("/")

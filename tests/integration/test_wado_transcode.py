@@ -118,10 +118,15 @@ def test_as_stored_frames_cost_what_they_did(storage: Services, counted: Service
         assert frame in body
 
 
-def test_instances_in_explicit_little_endian_from_every_stored_syntax(storage: Services) -> None:
+@pytest.mark.parametrize("first_read", [None, 4096], ids=["whole-file-in-memory", "streamed-frame-by-frame"])
+def test_instances_in_explicit_little_endian_from_every_stored_syntax(storage: Services, first_read: int | None,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A series stored as big endian, deflated, RLE, JPEG-LS, JPEG 2000 and JPEG baseline, retrieved as
     Explicit VR Little Endian: each part a Part 10 file in that syntax with the stored pixels; a JPEG source keeps
-    "lossy" in Lossy Image Compression."""
+    "lossy" in Lossy Image Compression. Small files are transcoded whole (the first read holds them); larger ones
+    (a first read of 4 KiB here) are re-encoded header first, then frame by frame."""
+    if first_read:
+        monkeypatch.setattr("shared.dicomweb.wado.CHUNK", first_read)
     study, series = generate_uid(), generate_uid()
     names = ["MR_small_bigendian.dcm", "image_dfl.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
              "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_dcmtk.dcm", "test-SR.dcm", "MR_small.dcm"]
