@@ -354,7 +354,10 @@ def _retrieve(d: dict[str, Any] | None, label: str) -> str:
         got = row.get(side) or {}
         if got.get("skipped"):
             return "(as first read)"
-        return f"{got[key]:.{digits}f}" if key in got else f"failed: {got.get('error', 'n/a')}"
+        if key in got:
+            return f"{got[key]:.{digits}f}"
+        error = " ".join(str(got.get("error", "n/a")).split()).replace("|", "/")
+        return f"failed: {error[:100]}"
 
     def ratio(row: dict[str, Any]) -> str:
         o, t = row.get("ours") or {}, row.get("orthanc") or {}

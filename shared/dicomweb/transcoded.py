@@ -42,7 +42,7 @@ MAX_HEADER: Final = 64 * 1024 * 1024
 #: The largest instance read whole (no pixel data, or deflated) to transcode it.
 MAX_WHOLE: Final = 256 * 1024 * 1024
 #: Encoded frames of an instance computed before its part starts (so a bad frame fails the part cleanly).
-PREFETCH_BYTES: Final = 64 * 1024 * 1024
+PREFETCH_BYTES: Final = 16 * 1024 * 1024
 ERROR_PART: Final = "application/json"
 CACHED_TARGETS: Final = frozenset(transcode.LOSSLESS + transcode.LOSSY)
 

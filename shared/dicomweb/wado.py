@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 #: Bytes per ranged read while streaming (and the most a request holds in memory).
 CHUNK: Final = 4 * 1024 * 1024
 MAX_FRAMES_PER_REQUEST: Final = 10_000
+#: Instances of a series being transcoded while the one before them is sent (decoding overlaps the reads and
+#: the sending; each holds at most its prefetched part, :data:`shared.dicomweb.transcoded.PREFETCH_BYTES`).
+TRANSCODE_AHEAD: Final = 2
 _BULK_URI = re.compile(rb'("BulkDataURI"\s*:\s*")(studies/)')
 
 
@@ -114,7 +117,7 @@ class Wado:
             parts: Iterable[tuple[str, Iterable[bytes]]] = ((media.DICOM, self._chunks_of(item)) for item in items)
             return Reply(200, {"Content-Type": related_content_type(media.DICOM, boundary)},
                          stream=stream_parts(parts, boundary))
-        parts = (self._transcoded_part(item, target) for item in items)
+        parts = _lookahead(lambda item: self._transcoded_part(item, target), items, TRANSCODE_AHEAD)
         return Reply(200, {"Content-Type": related_content_type(media.DICOM, boundary, target)},
                      stream=stream_parts(parts, boundary))
 
@@ -386,6 +389,25 @@ class Wado:
         boundary = new_boundary()
         return Reply(200, {"Content-Type": related_content_type(media.OCTET, boundary)},
                      stream=stream_parts([(media.OCTET, _frame_chunks(src, ranges))], boundary))
+
+
+def _lookahead(fn: Callable[[Any], Any], items: Iterable[Any], depth: int) -> Iterator[Any]:
+    """``fn`` of each item, in order, with up to ``depth`` items computed ahead on worker threads."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pending: list[Future[Any]] = []
+    pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="transcode")
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > depth:
+                yield pending.pop(0).result()
+        while pending:
+            yield pending.pop(0).result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True)
 
 
 def _version(metadata: Mapping[str, str], etag: str | None) -> str | None:
