@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -313,6 +315,14 @@ class Wado:
         """
         archived = layout.instance_path(study, series, sop)
         path = layout.frame_index_path(study, series, sop)
+        key = f"{id(self.blobs)}|{path}"
+        remembered = _INDEXES.get(key)
+        if remembered is not None:  # parsed before in this process: only its version is checked
+            props = self.blobs.properties(layout.ARCHIVE, archived)
+            if props is None:
+                raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.")
+            if remembered.etag == _version(props.metadata, props.etag):
+                return remembered, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
         raw = self._read(layout.METADATA, path)
         if raw is not None:
             try:
@@ -324,6 +334,7 @@ class Wado:
                 if props is None:
                     raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.")
                 if index.etag == _version(props.metadata, props.etag):
+                    _INDEXES.put(key, index)
                     return index, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
                 log.info("Frame index of %s predates the archived file; rebuilding it", sop)
         src = self.blobs.open(layout.ARCHIVE, archived)
@@ -335,6 +346,7 @@ class Wado:
         index = dataclasses.replace(built, etag=_version(src.metadata, src.etag))
         self.blobs.write(layout.METADATA, path, orjson.dumps(index.to_json()), content_type="application/json")
         log.info("Built frame index for %s (%d frames)", sop, index.number_of_frames)
+        _INDEXES.put(key, index)
         return index, src
 
     def header(self, study: str, series: str, sop: str, src: Blob) -> Header:
@@ -389,6 +401,33 @@ class Wado:
         boundary = new_boundary()
         return Reply(200, {"Content-Type": related_content_type(media.OCTET, boundary)},
                      stream=stream_parts([(media.OCTET, _frame_chunks(src, ranges))], boundary))
+
+
+class _Recent:
+    """The frame indexes used last in this process (a slide's tiles are asked thousands of times: its index of
+    16,384 frames is parsed once, not per request). Entries are checked against the archived version on use."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[str, frame_index.FrameIndex] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> frame_index.FrameIndex | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: str, index: frame_index.FrameIndex) -> None:
+        with self.lock:
+            self.items[key] = index
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+_INDEXES = _Recent(16)
 
 
 def _lookahead(fn: Callable[[Any], Any], items: Iterable[Any], depth: int) -> Iterator[Any]:
