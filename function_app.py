@@ -5,17 +5,35 @@ import gc
 
 import azure.functions as func
 
-from functions import access, dicomweb, inference, ingest, ingest_status, ops, replication, routing, settle
+from functions import (
+    access,
+    audit,
+    dicomweb,
+    extended_tags,
+    inference,
+    ingest,
+    ingest_status,
+    maintenance,
+    operations,
+    ops,
+    replication,
+    routing,
+    settle,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(ops.bp)
 app.register_functions(ingest.bp)
 app.register_functions(settle.bp)
 app.register_functions(replication.bp)
+app.register_functions(maintenance.bp)
 app.register_functions(ingest_status.bp)
 app.register_functions(inference.bp)
 app.register_functions(routing.bp)
 app.register_functions(dicomweb.bp)
+app.register_functions(extended_tags.bp)
+app.register_functions(operations.bp)
+app.register_functions(audit.bp)
 app.register_functions(access.bp)
 
 # What the app imported (about 200k objects: pydicom's dictionaries, the SDKs) lives as long as the worker.

@@ -63,6 +63,17 @@ class HostError(RuntimeError):
 
 # --- host.json -----------------------------------------------------------------------------------
 
+def log_name(blob: str) -> str:
+    """How the host names a blob in its log lines: ``blob#<12 hex of its SHA-256>``, never the name itself.
+
+    Blob names are chosen by whoever uploads, and imaging uploads often carry a patient's name or ID in
+    them; Core Tools would print them, a runtime for such apps should not. Apps that log the same
+    form can be followed across both logs (dicomflow's ``shared/storage/layout.py`` does)."""
+    import hashlib
+
+    return "blob#" + hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
 def _timespan(value: Any, default: float) -> float:
     """Seconds from a host.json TimeSpan (``hh:mm:ss[.fff]`` or ``d.hh:mm:ss``)."""
     if value is None:
@@ -496,12 +507,12 @@ class FunctionHost:
             try:
                 arg = await self._blob_argument(spec, container, blob)
                 await self.invoke(spec, {spec.trigger_arg: arg},
-                                  f"New blob detected(EventGrid): {container}/{blob}")
+                                  f"New blob detected(EventGrid): {container}/{log_name(blob)}")
                 return
             except Exception as exc:  # noqa: BLE001 - any failure counts toward the poison threshold
                 if attempt < threshold:
                     log.warning("Function %r: blob %s/%s failed (attempt %d of %d, %s); retrying",
-                                spec.name, container, blob, attempt, threshold, type(exc).__name__)
+                                spec.name, container, log_name(blob), attempt, threshold, type(exc).__name__)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         await self.to_thread(lambda: self._poison_blob(spec, container, blob, etag))
@@ -516,7 +527,7 @@ class FunctionHost:
         with contextlib.suppress(Exception):
             q.create_queue()
         q.send_message(json.dumps(message))
-        log.error("Function %r: blob %s/%s moved to %s after %d attempts", spec.name, container, blob,
+        log.error("Function %r: blob %s/%s moved to %s after %d attempts", spec.name, container, log_name(blob),
                   POISON_BLOB_QUEUE, self.config.poison_blob_threshold)
 
     async def _blob_argument(self, spec: FunctionSpec, container: str, blob: str) -> Any:

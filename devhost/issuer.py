@@ -15,7 +15,10 @@ audience differ.
 * ``mint()`` signs an access token (``python -m devhost token``).
 
 Tokens look like Entra ID v2 access tokens: ``iss``, ``aud``, ``sub``, ``oid``, ``tid``, ``roles``,
-``iat``/``nbf``/``exp``, ``ver``.
+``scp``, ``azp`` (the client that asked: ``devhost-cli`` for ``python -m devhost token``, the browser
+app's client id after a sign-in), ``iat``/``nbf``/``exp``, ``ver``. The ID token of a sign-in is shaped
+like Entra's too: for the client (``aud``), with ``nonce`` and without ``scp``/``azp``, so an API that
+accepts access tokens only can tell it apart.
 """
 
 from __future__ import annotations
@@ -128,16 +131,20 @@ def user_oid(user: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"devhost-user:{user}"))
 
 
+#: The ``azp`` of tokens ``python -m devhost token`` prints (the command line is the client).
+CLI_CLIENT: Final = "devhost-cli"
+
+
 def mint(state_dir: Path, issuer: str, *, roles: Sequence[str] = ("reader",), audience: str = DEFAULT_AUDIENCE,
          minutes: float = 60.0, user: str = "dev", not_before: float | None = None,
-         extra: dict[str, Any] | None = None) -> str:
-    """A signed RS256 access token of the development issuer."""
+         extra: dict[str, Any] | None = None, client: str = CLI_CLIENT) -> str:
+    """A signed RS256 access token of the development issuer (``extra`` adds claims; None removes one)."""
     key = load_keys(state_dir)[-1]
     now = int(time.time())
     oid = user_oid(user)
     claims: dict[str, Any] = {
         "iss": issuer, "aud": audience, "sub": oid, "oid": oid, "tid": TENANT, "ver": "2.0",
-        "name": user, "preferred_username": f"{user}@devhost.local", "scp": "access_as_user",
+        "name": user, "preferred_username": f"{user}@devhost.local", "scp": "access_as_user", "azp": client,
         "roles": list(roles), "iat": now, "nbf": int(not_before if not_before is not None else now),
         "exp": now + int(minutes * 60),
     }
@@ -258,8 +265,8 @@ class IssuerApp:
             return self._cors(web.json_response({"error": "invalid_grant"}, status=400))
         minutes = 60.0
         access = mint(self.state_dir, self.issuer, roles=grant["roles"], audience=self.audience,
-                      minutes=minutes, user=grant["user"])
-        id_claims: dict[str, Any] = {"aud": grant["client_id"], "scp": None}
+                      minutes=minutes, user=grant["user"], client=grant["client_id"])
+        id_claims: dict[str, Any] = {"aud": grant["client_id"], "scp": None, "azp": None}
         if grant["nonce"]:
             id_claims["nonce"] = str(grant["nonce"])
         id_token = mint(self.state_dir, self.issuer, roles=grant["roles"], audience=grant["client_id"],

@@ -1,4 +1,4 @@
-"""Access control for HTTP functions: CORS preflight, bearer tokens and roles, one audit line.
+"""Access control for HTTP functions: CORS preflight, bearer tokens and roles, one audit line and one audit record.
 
 ``guarded(route, need)`` wraps an HTTP function (FastAPI-typed ``req``) so it runs only for a caller
 whose token grants the role ``need(method)`` returns; the answer carries the CORS headers for the
@@ -17,9 +17,14 @@ import azure.functions as func
 import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared import audit
+from shared.audit import scope as audit_scope
+from shared.audit.http import client_address, record_for
+from shared.audit.record import Subjects
 from shared.auth import service as access
 from shared.auth.cors import CorsPolicy
 from shared.auth.roles import Role
+from shared.auth.tokens import Principal
 from shared.config import get_settings
 
 bp = func.Blueprint()
@@ -39,20 +44,38 @@ def guarded(route: str, need: Callable[[str], Iterable[Role]]) -> Callable[[Hand
             headers = {k.lower(): v for k, v in req.headers.items()}
             study = req.path_params.get("study")
             principal = None
+            address = client_address(headers, req.client.host if req.client else None)
             try:
                 principal = await asyncio.to_thread(access.authorize, settings, headers, need(req.method),
                                                     dict(req.query_params))
             except access.AccessDenied as denied:
                 access.audit(None, req.method, route, study, denied.status, f"denied:{denied.reason}")
+                _audit_trail(route, req.method, denied.status, denied.principal, address, Subjects())
                 return _with_cors(Response(orjson.dumps({"error": denied.message}), status_code=denied.status,
                                            headers=denied.headers, media_type="application/json"),
                                   headers.get("origin"))
-            resp = await fn(req)
+            subjects, token = audit_scope.begin(get_settings().audit.patient_salt)
+            try:
+                resp = await fn(req)
+            finally:
+                audit_scope.end(token)
             access.audit(principal, req.method, route, study, resp.status_code, "allowed")
+            _audit_trail(route, req.method, resp.status_code, principal, address, subjects)
             return _with_cors(resp, headers.get("origin"))
         inner.guarded_route = route  # type: ignore[attr-defined]  # pinned by tests/unit/test_wiring.py
         return inner
     return wrap
+
+
+def _audit_trail(route: str, method: str, status: int, principal: Principal | None, address: str | None,
+                 subjects: Subjects) -> None:
+    """The request's audit record (shared.audit): written to the spool and log now, appended in the background."""
+    settings = get_settings()
+    record = record_for(settings, route, method, status, user=principal.subject if principal else None,
+                        kind=principal.kind if principal else None,
+                        roles=principal.roles if principal else (), address=address, subjects=subjects)
+    if record is not None:
+        audit.emit(settings, record)
 
 
 def _with_cors(resp: Response, origin: str | None) -> Response:

@@ -41,13 +41,13 @@ def _to_response(reply: Reply) -> Response:
     return Response(reply.body, status_code=reply.status, headers=reply.headers)
 
 
-async def _run(req: Request, call: Callable[[service.Call], Reply]) -> Response:
+async def run(req: Request, call: Callable[[service.Call], Reply]) -> Response:
     """Run ``call`` on a worker thread with the request's parts; HttpProblem -> its status."""
     try:
         uids = {k: check_path_uid(v, k) for k, v in req.path_params.items() if k in ("study", "series", "sop")}
         base = _base_url(req)
         settings = get_settings()
-        body = await _read_body(req, settings.stow_max_bytes) if req.method == "POST" else b""
+        body = await _read_body(req, settings.stow_max_bytes) if req.method in ("POST", "PATCH") else b""
         ctx = service.Call(
             settings=settings, method=req.method, base_url=base, accept=req.headers.get("accept"),
             content_type=req.headers.get("content-type"), params=list(req.query_params.multi_items()),
@@ -95,139 +95,146 @@ def _need(method: str) -> set[roles.Role]:
     return {roles.for_dicomweb(method)}
 
 
-def _route(name: str, route: str, methods: list[str]) -> Any:
+def route(blueprint: func.Blueprint, name: str, route: str, methods: list[str],
+          need: Callable[[str], set[roles.Role]] = _need) -> Any:
+    """Register an HTTP function at ``{BASE}/{route}``, guarded (roles from ``need(method)``, CORS, audit)."""
     def wrap(fn: Any) -> Any:
         path = f"{BASE}/{route}"
-        return bp.function_name(name)(bp.route(route=path, methods=methods, auth_level=func.AuthLevel.ANONYMOUS)(
-            guarded(path, _need)(fn)))
+        return blueprint.function_name(name)(blueprint.route(route=path, methods=methods,
+                                                             auth_level=func.AuthLevel.ANONYMOUS)(
+            guarded(path, need)(fn)))
     return wrap
+
+
+def _route(name: str, path: str, methods: list[str]) -> Any:
+    return route(bp, name, path, methods)
 
 
 # -- QIDO-RS ----------------------------------------------------------------------------------
 @_route("dicomweb_search_studies", "studies", ["GET"])
 async def search_studies(req: Request) -> Response:
-    return await _run(req, lambda c: service.search(c, Level.STUDY))
+    return await run(req, lambda c: service.search(c, Level.STUDY))
 
 
 @_route("dicomweb_search_series", "series", ["GET"])
 async def search_series(req: Request) -> Response:
-    return await _run(req, lambda c: service.search(c, Level.SERIES))
+    return await run(req, lambda c: service.search(c, Level.SERIES))
 
 
 @_route("dicomweb_search_instances", "instances", ["GET"])
 async def search_instances(req: Request) -> Response:
-    return await _run(req, lambda c: service.search(c, Level.INSTANCE))
+    return await run(req, lambda c: service.search(c, Level.INSTANCE))
 
 
 @_route("dicomweb_search_study_series", f"studies/{S}/series", ["GET"])
 async def search_study_series(req: Request) -> Response:
-    return await _run(req, lambda c: service.search(c, Level.SERIES))
+    return await run(req, lambda c: service.search(c, Level.SERIES))
 
 
 @_route("dicomweb_search_study_instances", f"studies/{S}/instances", ["GET"])
 async def search_study_instances(req: Request) -> Response:
-    return await _run(req, lambda c: service.search(c, Level.INSTANCE))
+    return await run(req, lambda c: service.search(c, Level.INSTANCE))
 
 
 @_route("dicomweb_search_series_instances", f"studies/{S}/series/{SE}/instances", ["GET"])
 async def search_series_instances(req: Request) -> Response:
-    return await _run(req, lambda c: service.search(c, Level.INSTANCE))
+    return await run(req, lambda c: service.search(c, Level.INSTANCE))
 
 
 # -- change feed (Azure DICOM service v2 shape) -------------------------------------------------
 @_route("dicomweb_changefeed", "changefeed", ["GET"])
 async def changefeed(req: Request) -> Response:
-    return await _run(req, service.changefeed)
+    return await run(req, service.changefeed)
 
 
 @_route("dicomweb_changefeed_latest", "changefeed/latest", ["GET"])
 async def changefeed_latest(req: Request) -> Response:
-    return await _run(req, service.changefeed_latest)
+    return await run(req, service.changefeed_latest)
 
 
 # -- STOW-RS ----------------------------------------------------------------------------------
 @_route("dicomweb_store", "studies", ["POST"])
 async def store(req: Request) -> Response:
-    return await _run(req, service.store)
+    return await run(req, service.store)
 
 
 # -- WADO-RS (and DELETE on the same resources) -----------------------------------------------
 @_route("dicomweb_study", f"studies/{S}", ["GET", "POST", "DELETE"])
 async def study(req: Request) -> Response:
-    return await _run(req, service.study_resource)
+    return await run(req, service.study_resource)
 
 
 @_route("dicomweb_series", f"studies/{S}/series/{SE}", ["GET", "DELETE"])
 async def series(req: Request) -> Response:
-    return await _run(req, service.series_resource)
+    return await run(req, service.series_resource)
 
 
 @_route("dicomweb_instance", f"studies/{S}/series/{SE}/instances/{IN}", ["GET", "DELETE"])
 async def instance(req: Request) -> Response:
-    return await _run(req, service.instance_resource)
+    return await run(req, service.instance_resource)
 
 
 @_route("dicomweb_study_metadata", f"studies/{S}/metadata", ["GET"])
 async def study_metadata(req: Request) -> Response:
-    return await _run(req, service.study_metadata)
+    return await run(req, service.study_metadata)
 
 
 @_route("dicomweb_series_metadata", f"studies/{S}/series/{SE}/metadata", ["GET"])
 async def series_metadata(req: Request) -> Response:
-    return await _run(req, service.series_metadata)
+    return await run(req, service.series_metadata)
 
 
 @_route("dicomweb_instance_metadata", f"studies/{S}/series/{SE}/instances/{IN}/metadata", ["GET"])
 async def instance_metadata(req: Request) -> Response:
-    return await _run(req, service.instance_metadata)
+    return await run(req, service.instance_metadata)
 
 
 @_route("dicomweb_frames", f"studies/{S}/series/{SE}/instances/{IN}/frames/{{frames}}", ["GET"])
 async def frames(req: Request) -> Response:
-    return await _run(req, service.frames)
+    return await run(req, service.frames)
 
 
 @_route("dicomweb_bulkdata", f"studies/{S}/series/{SE}/instances/{IN}/bulkdata/{{*locator}}", ["GET"])
 async def bulkdata(req: Request) -> Response:
-    return await _run(req, service.bulkdata)
+    return await run(req, service.bulkdata)
 
 
 # -- rendered resources and thumbnails (PS3.18 9.5) -------------------------------------------
 @_route("dicomweb_study_rendered", f"studies/{S}/rendered", ["GET"])
 async def study_rendered(req: Request) -> Response:
-    return await _run(req, service.rendered)
+    return await run(req, service.rendered)
 
 
 @_route("dicomweb_series_rendered", f"studies/{S}/series/{SE}/rendered", ["GET"])
 async def series_rendered(req: Request) -> Response:
-    return await _run(req, service.rendered)
+    return await run(req, service.rendered)
 
 
 @_route("dicomweb_instance_rendered", f"studies/{S}/series/{SE}/instances/{IN}/rendered", ["GET"])
 async def instance_rendered(req: Request) -> Response:
-    return await _run(req, service.rendered)
+    return await run(req, service.rendered)
 
 
 @_route("dicomweb_frame_rendered", f"studies/{S}/series/{SE}/instances/{IN}/frames/{{frames}}/rendered", ["GET"])
 async def frame_rendered(req: Request) -> Response:
-    return await _run(req, service.rendered)
+    return await run(req, service.rendered)
 
 
 @_route("dicomweb_study_thumbnail", f"studies/{S}/thumbnail", ["GET"])
 async def study_thumbnail(req: Request) -> Response:
-    return await _run(req, service.thumbnail)
+    return await run(req, service.thumbnail)
 
 
 @_route("dicomweb_series_thumbnail", f"studies/{S}/series/{SE}/thumbnail", ["GET"])
 async def series_thumbnail(req: Request) -> Response:
-    return await _run(req, service.thumbnail)
+    return await run(req, service.thumbnail)
 
 
 @_route("dicomweb_instance_thumbnail", f"studies/{S}/series/{SE}/instances/{IN}/thumbnail", ["GET"])
 async def instance_thumbnail(req: Request) -> Response:
-    return await _run(req, service.thumbnail)
+    return await run(req, service.thumbnail)
 
 
 @_route("dicomweb_frame_thumbnail", f"studies/{S}/series/{SE}/instances/{IN}/frames/{{frames}}/thumbnail", ["GET"])
 async def frame_thumbnail(req: Request) -> Response:
-    return await _run(req, service.thumbnail)
+    return await run(req, service.thumbnail)

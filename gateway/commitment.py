@@ -21,14 +21,17 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 
+from gateway import audit
 from gateway.app import Gateway
 from gateway.tls import client_context
+from shared.audit import record as atna
+from shared.audit.record import Subjects
 from shared.dicomweb.attributes import BY_KEYWORD, Level
 from shared.dicomweb.qido import Match, MatchKind, QidoQuery
 from shared.dicomweb.search import find
@@ -50,11 +53,13 @@ UIDS_PER_QUERY: Final = 200
 class Verdict:
     committed: list[tuple[str, str]]
     failed: list[tuple[str, str, int]]
+    #: Where each committed instance is: SOP Instance UID -> (study, series).
+    located: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def check(gw: Gateway, refs: list[tuple[str, str]], *, wait: float) -> Verdict:
     """Which referenced (class, instance) pairs the index holds; waits (bounded) for missing ones."""
-    stored: dict[str, str] = {}
+    stored: dict[str, tuple[str, str, str]] = {}
     deadline = time.monotonic() + wait
     delay = 0.2
     while True:
@@ -66,23 +71,27 @@ def check(gw: Gateway, refs: list[tuple[str, str]], *, wait: float) -> Verdict:
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 2.0)
     committed, failed = [], []
+    located: dict[str, tuple[str, str]] = {}
     for sop_class, sop in refs:
         if sop not in stored:
             failed.append((sop_class, sop, NO_SUCH_OBJECT_INSTANCE))
-        elif stored[sop] and stored[sop] != sop_class:
+        elif stored[sop][0] and stored[sop][0] != sop_class:
             failed.append((sop_class, sop, CLASS_INSTANCE_CONFLICT))
         else:
             committed.append((sop_class, sop))
-    return Verdict(committed, failed)
+            located[sop] = stored[sop][1:]
+    return Verdict(committed, failed, located)
 
 
-def _lookup(gw: Gateway, sops: Iterable[str]) -> dict[str, str]:
+def _lookup(gw: Gateway, sops: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+    """SOP Instance UID -> (its stored SOP class, study, series), for those the index holds."""
     uids = tuple(dict.fromkeys(sops))
     if not uids:
         return {}
     match = Match(BY_KEYWORD["SOPInstanceUID"], MatchKind.LIST if len(uids) > 1 else MatchKind.SINGLE, uids)
     found = find(QidoQuery(Level.INSTANCE, (match,), limit=len(uids)), gw.fetch)
-    return {str(v["SOPInstanceUID"]): str(v.get("SOPClassUID") or "") for v in found.views}
+    return {str(v["SOPInstanceUID"]): (str(v.get("SOPClassUID") or ""), str(v.get("StudyInstanceUID") or ""),
+                                       str(v.get("SeriesInstanceUID") or "")) for v in found.views}
 
 
 def report(transaction: str, verdict: Verdict) -> tuple[Dataset, int]:
@@ -138,6 +147,15 @@ class Commitment:
             how = self._send(assoc, calling, ds, event_type)
             log.info("Storage commitment %s: %d committed, %d failed; report %s", transaction,
                      len(verdict.committed), len(verdict.failed), how)
+            subjects = Subjects()
+            for sop_class, sop in verdict.committed:
+                study, series = verdict.located.get(sop, ("", ""))
+                subjects.add(study, series, sop, sop_class)
+            audit.record(self.gw, assoc, atna.INSTANCES_ACCESSED, atna.READ,
+                         outcome=atna.MINOR_FAILURE if verdict.failed else atna.SUCCESS, subjects=subjects,
+                         types=(atna.STORAGE_COMMITMENT,),
+                         description=f"Storage commitment: {len(verdict.committed)} committed, "
+                                     f"{len(verdict.failed)} failed; report {how.split(' (')[0]}")
         except Exception:  # the worker's one boundary: a lost report is logged, never silent
             log.exception("Storage commitment %s: report not delivered", transaction)
 

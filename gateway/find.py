@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from pydicom.dataset import Dataset
 
+from gateway import audit
 from gateway.app import Gateway
 from gateway.query import IdentifierError, parse_identifier, patients, response, response_charset, with_limit
 from gateway.status import (
@@ -26,6 +27,8 @@ from gateway.status import (
     SUCCESS,
     status,
 )
+from shared.audit import record as atna
+from shared.audit.record import Subjects
 from shared.dicomweb.search import find
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ def handle_find(event: Any, gw: Gateway) -> Iterator[tuple[Any, Dataset | None]]
         req = parse_identifier(event.identifier, model, limit=limit)
     except IdentifierError as bad:
         log.info("C-FIND: identifier refused: %s", bad)
+        audit.record(gw, event.assoc, atna.QUERY, atna.EXECUTE, outcome=atna.MINOR_FAILURE,
+                     subjects=Subjects(query_class=model), description="C-FIND: 0xA900 identifier refused")
         yield status(IDENTIFIER_DOES_NOT_MATCH, str(bad)), None
         return
     query = req.query
@@ -50,6 +55,11 @@ def handle_find(event: Any, gw: Gateway) -> Iterator[tuple[Any, Dataset | None]]
     views = list(patients(found.views)) if req.level == "PATIENT" else found.views
     more = found.more or len(views) > limit
     views = views[:limit]
+    subjects = Subjects(query_keys=sorted({m.attribute.keyword for m in req.query.matches}), query_class=model)
+    subjects.add_views(views, gw.settings.audit.patient_salt)
+    audit.record(gw, event.assoc, atna.QUERY, atna.EXECUTE, outcome=atna.MINOR_FAILURE if more else atna.SUCCESS,
+                 subjects=subjects,
+                 description=f"C-FIND {req.level}: {len(views)} match(es){'; more refused' if more else ''}")
     charset = response_charset(req.charset, views)
     match = PENDING_WARNING if req.unsupported else PENDING
     log.info("C-FIND %s (%s): plan %s, %d candidates examined, %d returned%s%s", req.level,

@@ -35,10 +35,22 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
 from pynetdicom.presentation import build_context
 
+from gateway import audit
 from gateway.app import Gateway
 from gateway.query import IdentifierError, parse_identifier, with_limit
 from gateway.status import CANCEL, IDENTIFIER_DOES_NOT_MATCH, PENDING, status
 from gateway.tls import client_context
+from shared.audit.record import (
+    DESTINATION,
+    INSTANCES_TRANSFERRED,
+    MINOR_FAILURE,
+    READ,
+    SERIOUS_FAILURE,
+    SOURCE,
+    SUCCESS,
+    Actor,
+    Subjects,
+)
 from shared.dicom import transcode
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.qido import QidoQuery
@@ -147,20 +159,53 @@ def _unsendable(view: dict[str, Any]) -> Dataset:
     return ds
 
 
+def _audited(gw: Gateway, event: Any, views: list[dict[str, Any]], what: str, accepted: Accepted,
+             destination: Actor | None = None) -> Iterator[tuple[int, Any]]:
+    """The sub-operations of a retrieve, and its audit record once they are done (or cut short)."""
+    subjects = Subjects()
+    for v in views:
+        subjects.add(v.get("StudyInstanceUID"), v.get("SeriesInstanceUID"), v.get("SOPInstanceUID"),
+                     v.get("SOPClassUID"))
+        subjects.add_patient(v.get("PatientID"), gw.settings.audit.patient_salt)
+    outcome, how = SERIOUS_FAILURE, "ended before its last sub-operation"
+    try:
+        for item in _instances(gw, views, event, accepted):
+            if item[0] == CANCEL:
+                outcome, how = MINOR_FAILURE, "cancelled"
+            yield item
+        if outcome != MINOR_FAILURE:
+            outcome, how = SUCCESS, "sub-operations done"
+    finally:
+        audit.record(gw, event.assoc, INSTANCES_TRANSFERRED, READ, outcome=outcome, subjects=subjects,
+                     role=None if destination else DESTINATION, ours=SOURCE,
+                     others=(destination,) if destination else (),
+                     description=f"{what}: {len(views)} instance(s), {how}")
+
+
+def _refused(gw: Gateway, event: Any, what: str, destination: Actor | None = None) -> None:
+    audit.record(gw, event.assoc, INSTANCES_TRANSFERRED, READ, outcome=MINOR_FAILURE, subjects=Subjects(),
+                 others=(destination,) if destination else (), description=f"{what}: refused")
+
+
 def handle_move(event: Any, gw: Gateway) -> Iterator[Any]:
     destination = str(event.move_destination or "").strip()
     model = str(event.request.AffectedSOPClassUID)
     peer = gw.destinations.find(destination)
     if peer is None:
         log.warning("C-MOVE to %r refused: not in %s/%s", destination, layout.CONFIG, layout.GATEWAY_DESTINATIONS_DOC)
+        _refused(gw, event, "C-MOVE (unknown destination)",
+                 Actor(user_id=destination[:16] or "-", requestor=False, alternative="move-destination"))
         yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
         return
+    to = Actor(user_id=peer.ae, requestor=False, alternative="move-destination", address=peer.host,
+               role_codes=(DESTINATION,))
     try:
         views = matching_instances(gw, event.identifier, model)
     except IdentifierError as bad:
         # pynetdicom allows no status before the destination and count yields: raising here makes it
         # answer 0xC514 (unable to process); the log says why.
         log.warning("C-MOVE refused: %s", bad)
+        _refused(gw, event, "C-MOVE", to)
         raise
     sub: dict[str, Any] = {}  # the sub-association to the destination, once pynetdicom has it
     kwargs: dict[str, Any] = {
@@ -178,7 +223,7 @@ def handle_move(event: Any, gw: Gateway) -> Iterator[Any]:
     def accepted(sop_class: str) -> set[str]:
         return {ts for cls, ts in _accepted_on(sub.get("assoc")) if cls == sop_class}
 
-    yield from _instances(gw, views, event, accepted)
+    yield from _audited(gw, event, views, f"C-MOVE to {peer.ae}", accepted, to)
 
 
 def handle_get(event: Any, gw: Gateway) -> Iterator[Any]:
@@ -187,6 +232,7 @@ def handle_get(event: Any, gw: Gateway) -> Iterator[Any]:
         views = matching_instances(gw, event.identifier, model)
     except IdentifierError as bad:
         log.warning("C-GET refused: %s", bad)
+        _refused(gw, event, "C-GET")
         yield 1  # a count of 0 would end the C-GET with success before our failure status is seen
         yield status(IDENTIFIER_DOES_NOT_MATCH, str(bad)), None
         return
@@ -197,4 +243,4 @@ def handle_get(event: Any, gw: Gateway) -> Iterator[Any]:
     def accepted(sop_class: str) -> set[str]:
         return {ts for cls, ts in offered if cls == sop_class}
 
-    yield from _instances(gw, views, event, accepted)
+    yield from _audited(gw, event, views, "C-GET", accepted)

@@ -14,6 +14,9 @@ Comment, so the sender knows at once and keeps its copy; it is still written to 
 inbox, so ingest quarantines it with the same reason (``dicom-quarantine``, the ingest
 log, ``Dicom.IngestFailed``): nothing is silently dropped. A failed upload answers
 ``0xA700`` (Out of resources): the sender retries later.
+
+The temporary file is the spool's (:mod:`gateway.spool`: capped in size, in the gateway's own
+folder); this handler removes it on every way out, including an exception.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ from typing import Any
 from azure.core.exceptions import AzureError
 from pydicom.dataset import Dataset
 
+from gateway import audit
 from gateway.app import Gateway
+from gateway.spool import Spool
 from gateway.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, status
+from shared.audit import record as atna
+from shared.audit.record import Subjects
 from shared.dicom.header import read_header_file
 from shared.dicom.validate import is_valid_uid, validate
 from shared.errors import BadInput
@@ -45,15 +52,29 @@ def association_id(assoc: Any) -> str:
     return str(aid)
 
 
-def handle_store(event: Any, gw: Gateway) -> Dataset:
+def handle_store(event: Any, gw: Gateway, spool: Spool | None = None) -> Dataset:
+    path = event.dataset_path
+    try:
+        if spool is not None and spool.overflowed(path):
+            return status(OUT_OF_RESOURCES, "Data set larger than the gateway accepts")
+        return _store(event, gw, path)
+    finally:
+        if spool is not None:
+            spool.discard(path)
+
+
+def _store(event: Any, gw: Gateway, path: Any) -> Dataset:
     assoc = event.assoc
     aid = association_id(assoc)
     calling = str(assoc.requestor.ae_title).strip()
-    path = event.dataset_path
     affected = str(event.request.AffectedSOPInstanceUID or "")
     refused: BadInput | None = None
+    subjects = Subjects()
     try:
-        _study, _series, sop, _ = validate(read_header_file(path))
+        header = read_header_file(path)
+        study, series, sop, sop_class = validate(header)
+        subjects.add(study, series, sop, sop_class)
+        subjects.add_patient(_patient_id(header.dataset), gw.settings.audit.patient_salt)
     except BadInput as bad:
         refused = bad
         sop = affected
@@ -66,10 +87,27 @@ def handle_store(event: Any, gw: Gateway) -> Dataset:
     except (AzureError, OSError) as exc:
         log.warning("C-STORE assoc=%s sop=%s: inbox upload failed (%s); answered 0xA700", aid,
                     name_sop, type(exc).__name__)
+        _audit(gw, assoc, subjects, atna.SERIOUS_FAILURE, "C-STORE: 0xA700 inbox unavailable")
         return status(OUT_OF_RESOURCES, "Archive inbox unavailable; retry later")
     if refused is not None:
         log.warning("C-STORE assoc=%s from %s: refused (%s), %d bytes -> %s/%s for quarantine", aid, calling,
                     refused.reason, size, layout.INBOX, blob_name)
+        _audit(gw, assoc, subjects, atna.MINOR_FAILURE, f"C-STORE: 0xC000 {refused.reason}")
         return status(CANNOT_UNDERSTAND, str(refused.reason))
     log.info("C-STORE assoc=%s from %s: sop=%s %d bytes -> %s/%s", aid, calling, sop, size, layout.INBOX, blob_name)
+    _audit(gw, assoc, subjects, atna.SUCCESS, "C-STORE: 0x0000")
     return status(SUCCESS)
+
+
+def _patient_id(ds: Dataset) -> str | None:
+    """For the audit record's digest only (never logged or sent anywhere)."""
+    try:
+        value = ds.get("PatientID")
+    except Exception:  # noqa: BLE001 - an undecodable value is absent for the audit's purpose
+        return None
+    return str(value) if value else None
+
+
+def _audit(gw: Gateway, assoc: Any, subjects: Subjects, outcome: int, description: str) -> None:
+    audit.record(gw, assoc, atna.INSTANCES_TRANSFERRED, atna.CREATE, outcome=outcome, subjects=subjects,
+                 role=atna.SOURCE, ours=atna.DESTINATION, description=description)

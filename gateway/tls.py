@@ -10,26 +10,16 @@ certificate when the peer asks for one.
 from __future__ import annotations
 
 import ssl
-from typing import Final
 
 from shared.config import GatewaySettings
-
-#: BCP 195 (RFC 9325) recommended suites for TLS 1.2; TLS 1.3 suites are fixed by OpenSSL and all qualify.
-BCP195_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
-
-
-def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(BCP195_CIPHERS)
-    ctx.options |= ssl.OP_NO_COMPRESSION
-    return ctx
+from shared.tls import harden
 
 
 def server_context(cfg: GatewaySettings) -> ssl.SSLContext | None:
     """The listener's TLS context, or None when no certificate is configured (plain TCP)."""
     if not cfg.tls_cert_file:
         return None
-    ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    ctx = harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file or None)
     if cfg.tls_ca_file:
         ctx.load_verify_locations(cfg.tls_ca_file)
@@ -39,7 +29,7 @@ def server_context(cfg: GatewaySettings) -> ssl.SSLContext | None:
 
 def client_context(cfg: GatewaySettings) -> ssl.SSLContext:
     """TLS towards a peer: verify its certificate (system CAs + our CA file) and host name."""
-    ctx = _harden(ssl.create_default_context(ssl.Purpose.SERVER_AUTH))
+    ctx = harden(ssl.create_default_context(ssl.Purpose.SERVER_AUTH))
     if cfg.tls_ca_file:
         ctx.load_verify_locations(cfg.tls_ca_file)
     if cfg.tls_cert_file:

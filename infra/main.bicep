@@ -60,7 +60,7 @@ param tieringBasis string = 'creation'
 @minValue(0)
 param versionArchiveAfterDays int = 0
 
-@description('Days a blob may stay in the inbox (ingest removes it on success; leftovers are cleaned up).')
+@description('Days an inbox blob is kept once its outcome is recorded: the app\'s inbox_retention timer deletes it then (a blob without an outcome is ingested again, never deleted); the lifecycle rule only removes older versions of inbox blobs after this many days.')
 @minValue(1)
 param inboxRetentionDays int = 7
 
@@ -84,6 +84,11 @@ param softDeleteDays int = 14
 @description('Days each archived instance stays immutable (version-level WORM on dicom-archive); 0 = off. Immutable instances cannot be deleted by DICOMweb DELETE.')
 @minValue(0)
 param archiveImmutabilityDays int = 0
+
+@description('Days each audit record is kept unchangeable: the audit container has a time-based retention policy that allows appends only (container-level WORM). 2190 days = 6 years.')
+@minValue(1)
+@maxValue(146000)
+param auditRetentionDays int = 2190
 
 @description('Seconds without new instances before a series counts as stable (DICOMFLOW_STABLE_AGE_SECONDS).')
 @minValue(0)
@@ -214,13 +219,16 @@ var metadataContainer = 'dicom-metadata'
 var quarantineContainer = 'dicom-quarantine'
 var configContainer = 'dicomflow-config'
 var deadLetterContainer = 'eventgrid-deadletter'
+var auditContainer = 'dicom-audit'
 var cacheContainer = 'dicom-cache'
-// In each region, never replicated: uploads, what each region derives itself (frame indexes, bundles), dead
-// letters, and the cache of transcoded frames and rendered images.
+// In each region, never replicated: uploads, what each region derives itself (frame indexes, bundles), dead letters,
+// the audit trail (append blobs, which object replication does not copy), and the cache of transcoded frames and
+// rendered images.
 var localContainers = [
   inboxContainer
   metadataContainer
   deadLetterContainer
+  auditContainer
   cacheContainer
 ]
 // Written by each region as '<name>-<region key>' and replicated to the other region (read-only there).
@@ -231,6 +239,7 @@ var regionalContainers = [
 ]
 var appQueues = [
   'dicom-settle'
+  'dicom-operations'
 ]
 var appTables = [
   'dicominstances'
@@ -242,6 +251,8 @@ var appTables = [
   'dicomchangefeed'
   'dicomdeliveries'
   'dicomsync'
+  'dicomextendedtags'
+  'dicomoperations'
 ]
 // The region keys (DICOMFLOW_REGION): part of container names, so fixed at deployment, not roles.
 var primaryKey = 'primary'
@@ -309,12 +320,9 @@ var lifecycleRules = [
           '${inboxContainer}/'
         ]
       }
+      // No baseBlob delete: the current inbox blob may be the only copy of an upload whose ingest never
+      // completed; the app removes it once its outcome is recorded (shared/ingest/retention.py).
       actions: {
-        baseBlob: {
-          delete: {
-            daysAfterModificationGreaterThan: inboxRetentionDays
-          }
-        }
         version: {
           delete: {
             daysAfterCreationGreaterThan: inboxRetentionDays
@@ -531,9 +539,12 @@ module primary 'modules/region.bicep' = {
     lifecycleRules: lifecycleRules
     tieringByAccess: tieringBasis == 'lastAccess'
     immutabilityDays: archiveImmutabilityDays
+    auditContainer: auditContainer
+    auditRetentionDays: auditRetentionDays
     softDeleteDays: softDeleteDays
     deploymentContainer: deploymentContainer
     stableAgeSeconds: stableAgeSeconds
+    inboxRetentionDays: inboxRetentionDays
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: primaryZoneRedundant
@@ -577,9 +588,12 @@ module secondary 'modules/region.bicep' = {
     lifecycleRules: lifecycleRules
     tieringByAccess: tieringBasis == 'lastAccess'
     immutabilityDays: archiveImmutabilityDays
+    auditContainer: auditContainer
+    auditRetentionDays: auditRetentionDays
     softDeleteDays: softDeleteDays
     deploymentContainer: deploymentContainer
     stableAgeSeconds: stableAgeSeconds
+    inboxRetentionDays: inboxRetentionDays
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: secondaryZoneRedundant

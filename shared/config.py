@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 STORAGE_CONNECTION = "DicomStorage"
+#: The Functions host's own account: where the blob trigger's poison queue lives (read by the redrive timer).
+HOST_STORAGE_CONNECTION = "AzureWebJobsStorage"
 EVENTS_CONNECTION = "DicomEvents"
 #: The peer region's data account: only its change feed table is read (Storage Table Data Reader).
 PEER_STORAGE_CONNECTION = "DicomPeerStorage"
@@ -124,6 +126,9 @@ class AuthSettings:
     #: ``DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS``: at most one refetch per this many seconds when a
     #: token names an unknown key (rotation), so forged ``kid`` values cannot hammer the issuer.
     jwks_cooldown_seconds: float = 30.0
+    #: ``DICOMFLOW_AUTH_JWKS_MAX_STALE_SECONDS``: while the issuer is unreachable, the last good signing keys
+    #: keep validating for this long past their cache lifetime (then 503 until the issuer answers).
+    jwks_max_stale_seconds: float = 86400.0
 
     @property
     def configured(self) -> bool:
@@ -134,8 +139,9 @@ class AuthSettings:
 class GatewaySettings:
     """The DIMSE gateway (``python -m gateway``): who may talk to it and its limits.
 
-    Empty allow-lists mean "anyone who reaches the port" (keep the port internal then).
-    TLS is on when a certificate is given; then plain TCP is refused. With a CA file,
+    Empty allow-lists mean "anyone who reaches the port", so the gateway listens beyond loopback
+    only with a calling AE allow-list or mutual TLS (:meth:`exposure_problem`; it refuses to start
+    otherwise). TLS is on when a certificate is given; then plain TCP is refused. With a CA file,
     clients must also present a certificate signed by it (mutual TLS).
     """
 
@@ -154,10 +160,43 @@ class GatewaySettings:
     max_find_results: int = 1000
     #: Storage Commitment: how long to wait for instances still being ingested before reporting them failed.
     commitment_wait_seconds: float = 30.0
+    #: C-STORE: the largest data set received; a larger one aborts its association (gateway/spool.py).
+    max_store_bytes: int = 2 * 1024**3
+    #: C-STORE: the folder received data sets wait in (the gateway's own; emptied at start and stop).
+    #: Empty: ``<system temp>/dicomflow-gateway-<port>``.
+    spool_dir: str | None = None
 
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert_file)
+
+    @property
+    def mutual_tls(self) -> bool:
+        return bool(self.tls_cert_file and self.tls_ca_file)
+
+    @property
+    def loopback(self) -> bool:
+        """Listening on this machine only (127.0.0.0/8, ::1 or ``localhost``)."""
+        import ipaddress
+
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to any interface
+
+    def exposure_problem(self) -> str | None:
+        """Why the gateway must not listen as configured, or None. Beyond loopback it needs a calling
+        AE allow-list or mutual TLS: with neither, anyone who reaches the port could store, find and
+        retrieve."""
+        if self.loopback or self.allowed_ae_titles or self.mutual_tls:
+            return None
+        p = "DICOMFLOW_GATEWAY_"
+        return (f"Refusing to listen on {self.host}:{self.port} open to anyone: beyond loopback the gateway needs "
+                f"{p}ALLOWED_AE_TITLES (the calling AE titles of your modalities and PACS) or mutual TLS "
+                f"({p}TLS_CERT_FILE + {p}TLS_KEY_FILE + {p}TLS_CA_FILE, the CA that signs client certificates); "
+                f"add {p}ALLOWED_NETWORKS too. To listen on this machine only, set {p}HOST=127.0.0.1.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -215,7 +254,25 @@ class GatewaySettings:
             timeout_seconds=timeout_s,
             max_find_results=whole("MAX_FIND_RESULTS", 1000, 1, 100_000),
             commitment_wait_seconds=wait_s,
+            max_store_bytes=whole("MAX_STORE_BYTES", 2 * 1024**3, 4096, 1024**4),
+            spool_dir=(env.get(p + "SPOOL_DIR") or "").strip() or None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """The audit trail (:mod:`shared.audit`): where records are spooled and how often they are flushed."""
+
+    #: ``DICOMFLOW_AUDIT_FLUSH_SECONDS``: a record reaches the audit container within this time (background).
+    flush_seconds: float = 1.0
+    #: ``DICOMFLOW_AUDIT_BATCH``: a flush starts early once this many records wait.
+    batch: int = 500
+    #: ``DICOMFLOW_AUDIT_SPOOL_DIR``: local folder where each record is written before it is flushed (what a
+    #: killed process did not flush, the next process on the machine sends). Default: the temp folder.
+    spool_dir: str | None = None
+    #: ``DICOMFLOW_AUDIT_PATIENT_SALT``: mixed into the patient ID digests (a Key Vault reference in Azure), so a
+    #: digest cannot be matched to an ID by someone who only guesses IDs. Unset: unsalted SHA-256.
+    patient_salt: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +297,29 @@ class Settings:
     routing_rules_ttl_seconds: float = 15.0
     gateway: GatewaySettings = GatewaySettings()
     region: RegionSettings = RegionSettings()
+    #: ``DICOMFLOW_INFERENCE_FACTORIES``: the ``module:callable`` model factories a ``python`` entry of the
+    #: model registry may name (comma-separated), besides those installed packages publish as entry points
+    #: (group ``dicomflow.models``). Whoever writes the config container chooses among them; nothing else
+    #: is imported (shared/inference/registry.py).
+    inference_factories: tuple[str, ...] = ()
+    #: ``DICOMFLOW_ROUTING_TLS_CA``: CA certificates (PEM text, e.g. a Key Vault reference, or a file's path)
+    #: trusted for routing destinations besides the system's: C-STORE with ``"tls": true`` and STOW-RS.
+    routing_tls_ca: str | None = None
+    #: ``DICOMFLOW_ROUTING_TLS_CLIENT_CERT``: the app's client certificate and private key (one PEM, text or
+    #: path) for destinations that ask for one. Destination credentials live here, never in rules.json.
+    routing_tls_client_cert: str | None = None
+    #: ``AzureWebJobsStorage`` (connection string, Azurite) or ``AzureWebJobsStorage__queueServiceUri`` (+
+    #: ``__clientId``): the host's account, whose ``webjobs-blobtrigger-poison`` queue the redrive timer reads.
+    host_storage: StorageSettings = StorageSettings()
+    #: ``DICOMFLOW_INBOX_RETENTION_DAYS``: an inbox blob whose outcome is recorded is removed after this many
+    #: days (shared/ingest/retention.py); one without an outcome is never removed (it is ingested again).
+    inbox_retention_days: float = 7.0
+    #: Extended query tags: how old the tag list a process indexes and matches with may be.
+    extended_tags_ttl_seconds: float = 60.0
+    #: Extended query tags: the longest time from reading the tag list to the instance row it is used for
+    #: (the reindex of a new tag waits ``ttl + grace`` so no write made with an older list comes later).
+    extended_tags_grace_seconds: float = 60.0
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -284,12 +364,26 @@ class Settings:
                 leeway_seconds=num("DICOMFLOW_AUTH_LEEWAY_SECONDS", 60.0),
                 jwks_cache_seconds=num("DICOMFLOW_AUTH_JWKS_CACHE_SECONDS", 3600.0) or 3600.0,
                 jwks_cooldown_seconds=num("DICOMFLOW_AUTH_JWKS_COOLDOWN_SECONDS", 30.0),
+                jwks_max_stale_seconds=num("DICOMFLOW_AUTH_JWKS_MAX_STALE_SECONDS", 86400.0),
             ),
             changefeed_horizon_seconds=num("DICOMFLOW_CHANGEFEED_HORIZON_SECONDS", 2.0),
             routing_rules_ttl_seconds=num("DICOMFLOW_ROUTING_RULES_TTL_SECONDS", 15.0),
             gateway=GatewaySettings.from_env(env),
             region=RegionSettings(key=region, peer=peer, peer_storage=_storage(env, PEER_STORAGE_CONNECTION),
                                   follow_batch=max(1, int(batch))),
+            inference_factories=_factories(env.get("DICOMFLOW_INFERENCE_FACTORIES")),
+            routing_tls_ca=(env.get("DICOMFLOW_ROUTING_TLS_CA") or "").strip() or None,
+            routing_tls_client_cert=(env.get("DICOMFLOW_ROUTING_TLS_CLIENT_CERT") or "").strip() or None,
+            host_storage=_storage(env, HOST_STORAGE_CONNECTION),
+            inbox_retention_days=num("DICOMFLOW_INBOX_RETENTION_DAYS", 7.0),
+            extended_tags_ttl_seconds=num("DICOMFLOW_EXTENDED_TAGS_TTL_SECONDS", 60.0),
+            extended_tags_grace_seconds=num("DICOMFLOW_EXTENDED_TAGS_WRITE_GRACE_SECONDS", 60.0),
+            audit=AuditSettings(
+                flush_seconds=num("DICOMFLOW_AUDIT_FLUSH_SECONDS", 1.0) or 1.0,
+                batch=max(1, int(num("DICOMFLOW_AUDIT_BATCH", 500))),
+                spool_dir=(env.get("DICOMFLOW_AUDIT_SPOOL_DIR") or "").strip() or None,
+                patient_salt=env.get("DICOMFLOW_AUDIT_PATIENT_SALT") or "",
+            ),
         )
 
     def require_storage(self) -> StorageSettings:
@@ -300,6 +394,17 @@ class Settings:
                 f"{STORAGE_CONNECTION}__blobServiceUri/__queueServiceUri/__tableServiceUri (managed identity)."
             )
         return s
+
+
+def _factories(raw: str | None) -> tuple[str, ...]:
+    import re
+
+    names = _csv(raw)
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
+            raise SettingsError(f"Setting DICOMFLOW_INFERENCE_FACTORIES: {name!r} is not a factory; list "
+                                "module:callable names, comma-separated (e.g. hospital_models.lung:create).")
+    return names
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:

@@ -123,7 +123,8 @@ OpKind = Literal["insert", "upsert", "merge", "replace", "delete"]
 
 @dataclass(frozen=True, slots=True)
 class TableOp:
-    """One operation of a transaction. ``replace``/``delete`` with an etag are conditional."""
+    """One operation of a transaction. ``replace``/``delete`` with an etag are conditional; so is
+    ``merge`` with an etag (then it merges into the row as read, and never creates one)."""
 
     kind: OpKind
     entity: Mapping[str, Any]
@@ -168,12 +169,30 @@ class TableStore(Protocol):
 
 # -- queues and events ----------------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """A received message: its text (base64 decoded when it was base64) and what deleting it needs."""
+
+    id: str
+    pop_receipt: str
+    text: str
+    dequeue_count: int = 1
+    inserted_on: dt.datetime | None = None
+
+
 class Queues(Protocol):
     def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> None:
         """Put a message (base64 on the wire, as Functions queue triggers expect)."""
         ...
 
     def ensure_queues(self, names: Sequence[str]) -> None: ...
+
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[QueueMessage]:
+        """Up to ``max_messages`` visible messages, hidden for ``visibility_timeout`` seconds (none when the
+        queue does not exist: poison queues are created on first use)."""
+        ...
+
+    def delete(self, queue: str, message: QueueMessage) -> None: ...
 
 
 class Publisher(Protocol):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings, SettingsError, get_settings
+from shared.extended.registry import TagCache, TagStore
 from shared.index.sequence import Sequencer
 from shared.index.store import IndexStore
 from shared.ingest.schedule import SettleScheduler
@@ -41,12 +42,17 @@ class Services:
     requests: RequestCounter | None = None
     #: Builds the peer region's table port (None: this region follows no peer).
     peer_tables_factory: Callable[[], TableStore] | None = None
+    #: Builds the queue port of the Functions host's account (the blob trigger's poison queue); None: unknown.
+    host_queues_factory: Callable[[], Queues] | None = None
     index: IndexStore = field(init=False)
     sequencer: Sequencer = field(default_factory=Sequencer)
     scheduler: SettleScheduler = field(init=False)
+    #: The extended query tags as this process sees them (read at most once per TTL; filled at ensure_ready).
+    extended_tags: TagCache = field(init=False)
     topology: Topology = field(init=False)
     _publisher: Publisher | None = None
     _peer_index: IndexStore | None = None
+    _host_queues: Queues | None = None
     _ready: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -58,6 +64,7 @@ class Services:
         self.index = IndexStore(self.tables)
         self.scheduler = SettleScheduler(self.queues, self.index, settle_delay=self.settings.settle_delay_seconds,
                                          stable_age=self.settings.stable_age_seconds)
+        self.extended_tags = TagCache(TagStore(self.tables), self.settings.extended_tags_ttl_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -102,9 +109,19 @@ class Services:
             return AzureTableStore(TableServiceClient(p.table_service_uri, credential=credential(p.client_id),
                                                       **quick))
 
+        def host_queues() -> Queues:
+            h = settings.host_storage
+            if h.connection_string:
+                return AzureQueues(QueueServiceClient.from_connection_string(h.connection_string, **kw("host queue")))
+            assert h.queue_service_uri, "checked below"
+            return AzureQueues(QueueServiceClient(h.queue_service_uri, credential=credential(h.client_id),
+                                                  **kw("host queue")))
+
+        has_host = bool(settings.host_storage.connection_string or settings.host_storage.queue_service_uri)
         return cls(settings=settings, blobs=AzureBlobStore(blob), tables=AzureTableStore(table),
                    queues=AzureQueues(queue), publisher_factory=publisher, requests=counter,
-                   peer_tables_factory=peer_tables if settings.region.follows_peer else None)
+                   peer_tables_factory=peer_tables if settings.region.follows_peer else None,
+                   host_queues_factory=host_queues if has_host else None)
 
     @property
     def publisher(self) -> Publisher:
@@ -121,6 +138,13 @@ class Services:
             self._peer_index = IndexStore(self.peer_tables_factory())
         return self._peer_index
 
+    @property
+    def host_queues(self) -> Queues | None:
+        """The Functions host account's queues (None when its settings are not known to the app)."""
+        if self._host_queues is None and self.host_queues_factory is not None:
+            self._host_queues = self.host_queues_factory()
+        return self._host_queues
+
     def ensure_ready(self) -> None:
         """Create containers, tables and queues once per process (infra creates them in Azure;
         this makes a fresh Azurite work without a setup step)."""
@@ -132,6 +156,7 @@ class Services:
             self.blobs.ensure_containers(layout.CONTAINERS)
             self.index.ensure_tables()
             self.queues.ensure_queues(layout.QUEUES)
+            self.extended_tags.current()  # read now, so ingest and QIDO find it cached
             self._ready = True
 
 

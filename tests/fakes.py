@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from shared.config import Settings
 from shared.events.payloads import DicomEvent
-from shared.ports import BlobGone, BlobItem, Row, RowChanged, RowExists, TableOp
+from shared.ports import BlobGone, BlobItem, QueueMessage, Row, RowChanged, RowExists, TableOp
 from shared.services import Services
 
 _etags = itertools.count(1)
@@ -250,6 +250,8 @@ class MemoryTableStore:
         elif op.kind == "upsert":
             values = _plain(op.entity)
         elif op.kind == "merge":
+            if op.etag and (got is None or (op.etag != "*" and got[1] != op.etag)):
+                raise RowChanged(str(key))
             values = {**(got[0] if got else {}), **_plain(op.entity)}
         elif op.kind == "replace":
             if got is None or (op.etag and op.etag != "*" and got[1] != op.etag):
@@ -286,6 +288,19 @@ class MemoryQueues:
         out = self.messages.get(queue, [])
         self.messages[queue] = []
         return out
+
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[QueueMessage]:
+        """Visible messages (those sent without delay), oldest first; receiving hides none (tests delete)."""
+        visible = [(n, text) for n, (text, delay) in enumerate(self.messages.get(queue, [])) if delay <= 0]
+        return [QueueMessage(f"{queue}:{n}:{text}", "receipt", text) for n, text in visible[:max_messages]]
+
+    def delete(self, queue: str, message: QueueMessage) -> None:
+        text = message.id.split(":", 2)[2]
+        box = self.messages.get(queue, [])
+        for i, (t, delay) in enumerate(box):
+            if t == text and delay <= 0:
+                del box[i]
+                return
 
 
 class MemoryPublisher:

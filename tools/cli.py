@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("reprocess", "tools.reprocess"),
     ("reindex", "tools.reindex"),
     ("drill", "tools.drill"),
+    ("audit", "tools.audit"),
 ]
 
 

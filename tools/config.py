@@ -183,12 +183,29 @@ def _run(args: argparse.Namespace) -> int:
     raw_in = _load_file(args.file) if args.action == "set" else b""
     blobs, where = target_blobs(args)
     try:
-        return _remote(args, blobs, where, raw_in)
+        code = _remote(args, blobs, where, raw_in)
+        if args.action == "set":
+            _audit(args, DOCUMENTS[args.name])
+        return code
     except ClientAuthenticationError as exc:
         raise ConfigError(f"{where} refused the sign-in ({type(exc).__name__}): run 'az login', or give your "
                           "identity the role Storage Blob Data Contributor on the account") from None
     except AzureError as exc:
         raise ConfigError(f"cannot reach {where}: {type(exc).__name__}. {stack.STACK_HINT}") from None
+
+
+def _audit(args: argparse.Namespace, doc: Document) -> None:
+    """A configuration change is audited (Security Alert, Software Configuration), with the operator's identity."""
+    from shared import audit
+    from shared.audit.record import EXECUTE, SECURITY_ALERT, SOFTWARE_CONFIGURATION, SUCCESS, Subjects
+    from tools.audit import operator
+
+    settings, _ = stack.settings_for(args)
+    record = audit.new_record(settings, SECURITY_ALERT, EXECUTE, outcome=SUCCESS, requestor=operator(settings),
+                              subjects=Subjects(resources=[f"{layout.CONFIG}/{doc.blob}"]),
+                              types=(SOFTWARE_CONFIGURATION,), description=f"python -m tools config set {doc.name}")
+    audit.emit(settings, record)
+    audit.close_all()  # appended before the command returns
 
 
 def _remote(args: argparse.Namespace, blobs: BlobStore, where: str, raw_in: bytes) -> int:

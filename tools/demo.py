@@ -187,14 +187,20 @@ class Scenario:
         self.studies: set[str] = set()
         self.blobs: set[str] = set()
 
+    @property
+    def blob_digests(self) -> set[str]:
+        from shared.storage.layout import log_name
+
+        return {log_name(b) for b in self.blobs}
+
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Events this run caused: published since it started, about its studies or its uploads."""
         out = []
         for e in stack.published_events(self.args.state_dir, since=self.started):
             data = e.get("data") or {}
             study = data.get("imageStudyInstanceUid")
-            blob = data.get("blobName")
-            if (study and study not in self.studies) or (blob and blob not in self.blobs):
+            blob = data.get("blobDigest")  # an IngestFailed event names its blob by digest only
+            if (study and study not in self.studies) or (blob and blob not in self.blob_digests):
                 continue
             if kind is None or (e.get("type") or e.get("eventType")) == kind:
                 out.append(e)

@@ -51,6 +51,10 @@ param applicationInsightsConnectionString string
 @minValue(0)
 param stableAgeSeconds int = 60
 
+@description('Days an inbox blob is kept once its outcome is recorded (DICOMFLOW_INBOX_RETENTION_DAYS; the app sweeps).')
+@minValue(1)
+param inboxRetentionDays int = 7
+
 @description('Most instances the app scales out to (Flex: 40-1000).')
 @minValue(40)
 @maxValue(1000)
@@ -184,6 +188,11 @@ var appSettings = [
   {
     name: 'DICOMFLOW_STABLE_AGE_SECONDS'
     value: string(stableAgeSeconds)
+  }
+  {
+    // The inbox_retention timer deletes an inbox blob past this age only once its outcome is recorded.
+    name: 'DICOMFLOW_INBOX_RETENTION_DAYS'
+    value: string(inboxRetentionDays)
   }
   {
     // Debounce for aggregates and lookup rows; stable events still wait DICOMFLOW_STABLE_AGE_SECONDS.

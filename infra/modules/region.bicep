@@ -45,6 +45,13 @@ param tieringByAccess bool = false
 @minValue(0)
 param immutabilityDays int = 0
 
+@description('The audit container (shared/storage/layout.py AUDIT): append blobs under an append-only retention policy.')
+param auditContainer string
+
+@description('Days each audit record stays unchangeable (time-based retention, appends allowed).')
+@minValue(1)
+param auditRetentionDays int = 2190
+
 @description('Days deleted blobs, versions and containers stay recoverable.')
 @minValue(1)
 @maxValue(365)
@@ -83,6 +90,10 @@ param privateDnsZoneIds object = {}
 @description('DICOMFLOW_STABLE_AGE_SECONDS for the app.')
 @minValue(0)
 param stableAgeSeconds int = 60
+
+@description('DICOMFLOW_INBOX_RETENTION_DAYS for the app: days an inbox blob with a recorded outcome is kept.')
+@minValue(1)
+param inboxRetentionDays int = 7
 
 @description('Most instances the function app scales out to.')
 @minValue(40)
@@ -168,6 +179,8 @@ module dataStorage 'storage.bicep' = {
     softDeleteDays: softDeleteDays
     immutableContainer: immutabilityDays > 0 ? '${archiveContainer}-${regionKey}' : ''
     immutabilityDays: immutabilityDays
+    appendOnlyContainer: auditContainer
+    appendOnlyDays: auditRetentionDays
     publicNetworkAccess: !privateNetworking
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
   }
@@ -316,6 +329,7 @@ module functionApp 'functionApp.bicep' = {
     topicEndpoint: eventGrid.outputs.customTopicEndpoint
     applicationInsightsConnectionString: applicationInsightsConnectionString
     stableAgeSeconds: stableAgeSeconds
+    inboxRetentionDays: inboxRetentionDays
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant

@@ -41,6 +41,13 @@ param immutableContainer string = ''
 @minValue(0)
 param immutabilityDays int = 0
 
+@description('Container whose blobs can only be appended to, never changed or deleted, for appendOnlyDays (container-level time-based retention with protected append writes: the audit trail); empty for none.')
+param appendOnlyContainer string = ''
+
+@description('Days each blob in the append-only container stays unchangeable.')
+@minValue(0)
+param appendOnlyDays int = 0
+
 @description('Accept traffic from public networks (Entra ID only; shared keys are off). False: private endpoints only.')
 param publicNetworkAccess bool = true
 
@@ -142,6 +149,19 @@ resource immutability 'Microsoft.Storage/storageAccounts/blobServices/containers
   properties: {
     immutabilityPeriodSinceCreationInDays: immutabilityDays
     allowProtectedAppendWrites: false
+  }
+  dependsOn: [
+    blobContainers
+  ]
+}
+
+// Container-level WORM needs no enablement on the account or container (unlike version-level immutability above),
+// so it can be added to an existing container. Append blobs get new blocks; nothing can be overwritten or deleted.
+resource appendOnly 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!empty(appendOnlyContainer) && appendOnlyDays > 0) {
+  name: '${account.name}/default/${empty(appendOnlyContainer) ? 'none' : appendOnlyContainer}/default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: appendOnlyDays
+    allowProtectedAppendWrites: true
   }
   dependsOn: [
     blobContainers

@@ -14,7 +14,15 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from shared.auth.roles import FUNCTION_KEY_ROLES, Role, describe
-from shared.auth.tokens import ADVICE, IssuerUnavailable, Principal, Reason, TokenRejected, validator_for
+from shared.auth.tokens import (
+    ADVICE,
+    IssuerMisconfigured,
+    IssuerUnavailable,
+    Principal,
+    Reason,
+    TokenRejected,
+    validator_for,
+)
 from shared.config import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -27,12 +35,15 @@ FUNCTION_KEY_HEADER: Final = "x-functions-key"
 class AccessDenied(Exception):
     """The request may not proceed: ``status``, a sentence saying what to do, and response headers."""
 
-    def __init__(self, status: int, message: str, reason: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, reason: str, headers: dict[str, str] | None = None, *,
+                 principal: Principal | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason
         self.headers = headers or {}
+        #: Who was refused, when they were authenticated (a missing role): the audit record names them.
+        self.principal = principal
 
 
 def _unauthorized(reason: Reason) -> AccessDenied:
@@ -78,10 +89,12 @@ def authenticate(settings: AuthSettings, headers: Mapping[str, str], query: Mapp
         return validator_for(settings).validate(token)
     except TokenRejected as exc:
         raise _unauthorized(exc.reason) from None
-    except IssuerUnavailable as exc:
-        log.warning("Token issuer unavailable: %s", exc)
+    except IssuerUnavailable:  # logged where it was found, once per fetch
         raise AccessDenied(503, "The sign-in service's keys cannot be fetched right now; try again shortly.",
                            "issuer-unavailable", {"Retry-After": "5"}) from None
+    except IssuerMisconfigured as exc:
+        log.error("Bearer tokens refused: %s", exc)
+        raise AccessDenied(503, f"Sign-in is misconfigured on this service: {exc}", "auth-misconfigured") from None
 
 
 def authorize(settings: AuthSettings, headers: Mapping[str, str], any_of: Iterable[Role],
@@ -92,7 +105,7 @@ def authorize(settings: AuthSettings, headers: Mapping[str, str], any_of: Iterab
     if need and not (principal.roles & need):
         raise AccessDenied(403, f"This request needs the {describe(need)} role; the caller's token does not "
                                 "grant it. Ask an administrator to assign the app role.", f"missing-role:"
-                           f"{describe(need).replace(' or ', '|')}")
+                           f"{describe(need).replace(' or ', '|')}", principal=principal)
     return principal
 
 
@@ -101,7 +114,12 @@ def audit(principal: Principal | None, method: str, route: str, study: str | Non
     """One line per request: who (object id), what (method, route template, study UID), outcome.
 
     Only identifiers go here: an object id is a GUID, a route is a template, UIDs are not patient data.
+    The study is the raw path value, so it is written only if it is a valid UID (``invalid`` otherwise:
+    a caller could put anything in the path, a patient's name included); the query string never is.
     """
+    from shared.dicom.validate import is_valid_uid
+
+    study = study if study is None or is_valid_uid(study) else "invalid"
     who = principal.subject if principal else "-"
     kind = principal.kind if principal else "anonymous"
     audit_log.info("audit who=%s kind=%s method=%s route=%s study=%s status=%d outcome=%s",

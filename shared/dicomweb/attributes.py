@@ -39,6 +39,9 @@ class Attribute:
     level: Level
     matchable: bool = True
     default: bool = True  # returned without includefield
+    #: An extended query tag (:mod:`shared.extended`): where records keep its values (the key in their
+    #: ``extended`` field). Empty for the built-in attributes, which are record fields.
+    key: str = ""
 
     @property
     def field(self) -> str:
@@ -122,9 +125,10 @@ def is_dicom_attribute(name: str) -> bool:
     return tag_for_keyword(name) is not None
 
 
-def visible_at(level: Level) -> tuple[Attribute, ...]:
-    """Attributes that a query at ``level`` may match or return (its own and those above it)."""
-    return tuple(a for a in ATTRIBUTES if level_rank(a.level) <= level_rank(level))
+def visible_at(level: Level, extended: tuple[Attribute, ...] = ()) -> tuple[Attribute, ...]:
+    """Attributes that a query at ``level`` may match or return (its own and those above it), with the
+    extended query tags among ``extended`` that are."""
+    return tuple(a for a in (*ATTRIBUTES, *extended) if level_rank(a.level) <= level_rank(level))
 
 
 def defaults_at(level: Level) -> tuple[Attribute, ...]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from shared.audit import scope as audit_scope
 from shared.dicomweb.errors import BadRequest
 from shared.dicomweb.reply import Reply
 from shared.index import changefeed
@@ -83,6 +84,8 @@ def entry_json(index: IndexStore, entries: list[FeedEntry], *, metadata: bool) -
 
         metas = list(READS.map(meta, entries))
     out = []
+    for e in entries:  # the audit record of this request names what it listed
+        audit_scope.note(e.study, e.series, e.sop)
     for e, m in zip(entries, metas, strict=True):
         item: dict[str, Any] = {"Sequence": e.seq, "StudyInstanceUID": e.study, "SeriesInstanceUID": e.series,
                                 "SOPInstanceUID": e.sop, "Action": e.action, "Timestamp": e.timestamp,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from shared.audit import scope as audit_scope
 from shared.dicomweb.errors import NotFoundProblem
 from shared.dicomweb.reply import Reply
 from shared.index.records import Action, ChangeEntry
@@ -54,6 +55,8 @@ def delete(call: Call) -> Reply:
         what = f"Instance {sop}" if sop else f"Series {series}" if series else f"Study {study}"
         raise NotFoundProblem(f"{what} is not in the archive or the index: nothing to delete.")
 
+    for se, i in sorted(targets):
+        audit_scope.note(study, se, i)
     for se, i in sorted(targets):
         svc.blobs.delete(layout.ARCHIVE, layout.instance_path(study, se, i))
         svc.blobs.delete(layout.METADATA, layout.frame_index_path(study, se, i))

@@ -27,6 +27,10 @@ class NotFoundProblem(HttpProblem):
     status = 404
 
 
+class Conflict(HttpProblem):
+    status = 409
+
+
 class NotAcceptable(HttpProblem):
     status = 406
 

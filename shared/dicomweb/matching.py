@@ -175,6 +175,11 @@ def _single(vr: str, query: str, value: Any, fuzzy: bool, *, wildcard: bool) -> 
             return int(str(value).strip()) == int(query)
         except ValueError:
             return False
+    if vr in ("DS", "FL", "FD"):  # extended query tags: by value, so 1.50 matches 1.5
+        try:
+            return float(str(value).strip()) == float(query)
+        except ValueError:
+            return False
     if vr == "DA":
         return _norm_da(str(value)) == query
     if vr == "TM":

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from shared.dicomweb.attributes import Attribute, Level, is_dicom_attribute, resolve, visible_at
+from shared.dicomweb.attributes import Attribute, Level, is_dicom_attribute, visible_at
+from shared.dicomweb.attributes import resolve as _resolve
 from shared.dicomweb.errors import BadRequest
 
 DEFAULT_LIMIT: Final = 100
@@ -28,6 +29,9 @@ MAX_UIDS_PER_QUERY: Final = 200
 WILDCARD_VRS: Final = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 RANGE_VRS: Final = frozenset({"DA", "TM", "DT"})
 NUMERIC_VRS: Final = frozenset({"IS", "US", "UL", "SS", "SL"})
+#: Decimal VRs (extended query tags): a number, matched by value (``1.50`` matches ``1.5``).
+DECIMAL_VRS: Final = frozenset({"DS", "FL", "FD"})
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 #: As tolerant as ingest (shared.dicom.validate): digits and dots, no empty component. Leading zeros,
 #: which PS3.5 forbids but real files carry, are accepted so every archived instance is addressable.
@@ -65,6 +69,8 @@ class QidoQuery:
     offset: int = 0
     fuzzy: bool = False
     scope: dict[str, str] = field(default_factory=dict)  # UIDs from the path (StudyInstanceUID, ...)
+    #: The extended query tags this query could use (:mod:`shared.extended`), whether or not it does.
+    extended: tuple[Attribute, ...] = ()
 
     def match_for(self, keyword: str) -> Match | None:
         return next((m for m in self.matches if m.attribute.keyword == keyword), None)
@@ -81,15 +87,23 @@ def check_path_uid(value: str, name: str) -> str:
 
 
 def parse_query(
-    params: Iterable[tuple[str, str]], level: Level, *, scope: dict[str, str] | None = None
+    params: Iterable[tuple[str, str]], level: Level, *, scope: dict[str, str] | None = None,
+    extended: Iterable[Attribute] = (),
 ) -> QidoQuery:
     """Parse QIDO-RS query parameters for a search at ``level``.
 
     ``params`` is the list of (name, value) pairs as sent (repeats kept). ``scope`` holds
-    the UIDs fixed by the URL path (``/studies/{s}/series`` fixes StudyInstanceUID).
+    the UIDs fixed by the URL path (``/studies/{s}/series`` fixes StudyInstanceUID). ``extended`` are the
+    extended query tags QIDO may use (Ready and Enabled): matched and returned by keyword or tag like the rest.
     """
     scope = dict(scope or {})
-    visible = {a.keyword for a in visible_at(level)}
+    extra = tuple(extended)
+    by_name = {**{a.keyword: a for a in extra}, **{a.tag: a for a in extra}}
+
+    def resolve(name: str) -> Attribute | None:
+        return _resolve(name) or by_name.get(name) or by_name.get(name.upper())
+
+    visible = {a.keyword for a in visible_at(level, extra)}
     raw: dict[str, list[str]] = {}
     order: list[Attribute] = []
     include: list[Attribute] = []
@@ -132,7 +146,7 @@ def parse_query(
             if is_dicom_attribute(key):
                 raise BadRequest(
                     f"Query parameter {key} is a DICOM attribute this service does not match on at the "
-                    f"{level} level; supported: {', '.join(sorted(visible))}."
+                    f"{level} level (an extended query tag can add it); supported: {', '.join(sorted(visible))}."
                 )
             raise BadRequest(
                 f"Unknown query parameter {key!r}: expected a DICOM keyword or tag, includefield, limit, "
@@ -168,7 +182,8 @@ def parse_query(
         attr = resolve(keyword)
         assert attr is not None, keyword
         matches.append(Match(attr, MatchKind.SINGLE, (uid,)))
-    return QidoQuery(level, tuple(matches), tuple(include), include_all, limit, offset, fuzzy, scope)
+    return QidoQuery(level, tuple(matches), tuple(include), include_all, limit, offset, fuzzy, scope,
+                     tuple(a for a in extra if a.keyword in visible))
 
 
 def _int_param(name: str, value: str, low: int, high: int) -> int:
@@ -218,6 +233,12 @@ def parse_value(attr: Attribute, value: str) -> Match:
         if not pattern.fullmatch(value):
             raise BadRequest(f"{name} must be {expected} or a range A-B (open ends allowed).")
         return Match(attr, MatchKind.SINGLE, (value,))
+    if vr in DECIMAL_VRS:
+        parts = value.split("\\")
+        for p in parts:
+            if not _DECIMAL.fullmatch(p.strip()) or len(p.strip()) > 32:
+                raise BadRequest(f"{name} must be a decimal number such as 1.25.")
+        return Match(attr, MatchKind.SINGLE if len(parts) == 1 else MatchKind.LIST, tuple(p.strip() for p in parts))
     if vr in NUMERIC_VRS:
         parts = value.split("\\")
         for p in parts:

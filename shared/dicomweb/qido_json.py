@@ -30,12 +30,13 @@ DICOM_JSON: Final = "application/dicom+json"
 
 def returned_attributes(query: QidoQuery) -> list[Attribute]:
     """The attributes a result object carries, in tag order."""
+    visible = visible_at(query.level, query.extended)
     if query.include_all:
-        chosen = set(visible_at(query.level))
+        chosen = set(visible)
     else:
         chosen = set(defaults_at(query.level))
         chosen.update(m.attribute for m in query.matches)
-        chosen.update(a for a in query.include if a in visible_at(query.level))
+        chosen.update(a for a in query.include if a in visible)
     return sorted(chosen, key=lambda a: a.tag)
 
 

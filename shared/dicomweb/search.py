@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
+from shared.audit import scope as audit_scope
 from shared.dicomweb.attributes import ATTRIBUTES, UID_KEYWORD, Level
 from shared.dicomweb.matching import matches
 from shared.dicomweb.qido import QidoQuery
@@ -43,7 +44,14 @@ def view_of(record: Any) -> dict[str, Any]:
         ts = getattr(record, "transfer_syntax_uid", None)
         if ts:
             view["AvailableTransferSyntaxUID"] = ts
+        ext = getattr(record, "extended", None)
+        if ext:
+            view[_EXTENDED] = ext
     return view
+
+
+#: Where a view keeps its record's extended query tag values (not a DICOM keyword: never matched or returned).
+_EXTENDED = "~extended"
 
 
 @functools.lru_cache(maxsize=16)
@@ -76,8 +84,13 @@ def find(query: QidoQuery, fetch: Fetch) -> Found:
     matched = 0
     examined = 0
     more = False
+    extended = query.extended
     for view in _views(candidates):
         examined += 1
+        if extended:  # extended query tags: their values, by keyword, from the record's extended field
+            held = view.get(_EXTENDED) or {}
+            for a in extended:
+                view[a.keyword] = held.get(a.key)
         if not matches(query, view):
             continue
         uid = view.get(uid_key)
@@ -98,6 +111,8 @@ def search(query: QidoQuery, fetch: Fetch, base_url: str, *, host: str = "dicomf
            media_type: str = DICOM_JSON) -> Reply:
     found = find(query, fetch)
     page, more = found.views, found.more
+    audit_scope.note_query(m.attribute.keyword for m in query.matches)
+    audit_scope.note_views(page)
     log.info("QIDO %s: plan %s, %d candidates examined, %d returned%s", query.level, found.plan, found.examined,
              len(page), " (more available)" if more else "")
     headers = {"Content-Type": media_type, PLAN_HEADER: found.plan}

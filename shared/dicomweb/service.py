@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.audit import scope as audit_scope
 from shared.config import Settings
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.errors import HttpProblem
@@ -46,6 +47,7 @@ def services(call: Call) -> Services:
 
 def _wado(call: Call) -> Wado:
     svc = services(call)
+    audit_scope.note(call.study, call.series, call.sop)  # path UIDs, validated by the adapter (check_path_uid)
     return Wado(svc.blobs, svc.index)
 
 
@@ -62,9 +64,20 @@ def search(call: Call, level: Level) -> Reply:
 
     media_type = negotiate_json(call.accept)
     _, scope = qido.level_from_path(call.study, call.series, level)
-    query = parse_query(call.params, level, scope=scope)
-    return qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
-                       media_type=media_type)
+    tags = services(call).extended_tags.queryable()
+    query = parse_query(call.params, level, scope=scope, extended=[t.attribute() for t in tags])
+    reply = qido.search(query, _index_fetch(call), call.base_url, host=call.settings.service_host_name,
+                        media_type=media_type)
+    # Azure DICOM service: a query on an extended tag whose indexing found bad values says which.
+    used = {m.attribute.tag for m in query.matches if m.attribute.key}
+    erroneous = sorted(t.keyword for t in tags if t.has_errors and t.path in used)
+    if erroneous:
+        reply.headers[ERRONEOUS_HEADER] = ",".join(erroneous)
+    return reply
+
+
+#: Response header naming the extended query tags of a query whose indexing found values that fail their VR.
+ERRONEOUS_HEADER = "erroneous-dicom-attributes"
 
 
 def _index_fetch(call: Call) -> Fetch:

@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from shared.audit import scope as audit_scope
 from shared.dicom.header import read_header_bytes
 from shared.dicom.validate import validate
 from shared.dicomweb.media import negotiate_json
@@ -91,6 +92,7 @@ def store(call: Call) -> Reply:
             res.study, res.series, res.sop, res.sop_class = study, series, sop, sop_class
             if call.study and study != call.study:
                 raise BadInput(Reason.STUDY_MISMATCH)
+            audit_scope.note(study, series, sop, sop_class=sop_class, patient_id=_patient_id(header))
         except BadInput as bad:
             res.failure = DOES_NOT_MATCH if bad.reason == Reason.STUDY_MISMATCH else CANNOT_UNDERSTAND
             res.state = "failed"
@@ -106,6 +108,15 @@ def store(call: Call) -> Reply:
             res.failure, res.state = OUT_OF_RESOURCES, "failed"
     _await_ingest(svc, [r for r in results if r.state == "pending"], call.settings.stow_wait_seconds)
     return _response(call, results, request_id)
+
+
+def _patient_id(header: Any) -> str | None:
+    """The part's Patient ID, for the audit record's digest only (never logged or answered)."""
+    try:
+        value = header.dataset.get("PatientID")
+    except Exception:  # noqa: BLE001 - an undecodable value is absent for the audit's purpose
+        return None
+    return str(value) if value else None
 
 
 def _await_ingest(svc: Services, pending: list[PartResult], budget: float) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.events.types import EventType
+from shared.storage import layout
 
 if TYPE_CHECKING:
     from shared.index.records import InstanceRecord, SeriesRecord, StudyRecord
@@ -89,19 +90,22 @@ def image_event(kind: EventType, rec: InstanceRecord, *, service_host: str, part
 
 
 def ingest_failed_event(*, blob: str, reason: str, message: str, service_host: str, partition: str,
-                        quarantine_path: str, sequence: str) -> DicomEvent:
-    """The blob name is the uploader's choice; it is reported as given (it is how they
-    find their file), and the reason message never contains header values."""
+                        quarantine_folder: str, sequence: str) -> DicomEvent:
+    """The blob name is the uploader's choice and often names the patient, so the event carries its
+    digest (:func:`shared.storage.layout.log_name`) and the quarantine folder of this version, never the
+    name; the reason message never contains header values. The uploader finds the outcome by name with
+    ``GET /api/ingest/status?blob=<name>``."""
+    digest = layout.log_name(blob)
     data = {
         "partitionName": partition,
         "serviceHostName": service_host,
         "sequenceNumber": sequence,
-        "blobName": blob,
+        "blobDigest": digest,
         "reason": reason,
         "message": message,
-        "quarantinePath": quarantine_path,
+        "quarantineFolder": quarantine_folder,
     }
-    return DicomEvent(EventType.INGEST_FAILED, f"/ingest/{hashlib.sha1(blob.encode()).hexdigest()}", data)  # noqa: S324
+    return DicomEvent(EventType.INGEST_FAILED, f"/ingest/{digest.removeprefix('blob#')}", data)
 
 
 def series_event(kind: EventType, rec: SeriesRecord, *, service_host: str, partition: str, sequence: int | str,

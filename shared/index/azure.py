@@ -135,6 +135,9 @@ class AzureTableStore:
             entity = _out(op.entity)
             if op.kind == "insert":
                 batch.append(("create", entity))
+            elif op.kind == "merge" and op.etag:
+                batch.append(("update", entity, {"mode": UpdateMode.MERGE, "etag": op.etag,
+                                                 "match_condition": MatchConditions.IfNotModified}))
             elif op.kind in ("upsert", "merge"):
                 batch.append(("upsert", entity, {"mode": UpdateMode.MERGE if op.kind == "merge" else
                                                  UpdateMode.REPLACE}))

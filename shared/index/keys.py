@@ -23,6 +23,9 @@ The key schema, table by table (:mod:`shared.index.tables` owns the names):
 * changefeed: PK ``<yyyymmddHH>-<shard>`` (hour buckets, :data:`FEED_SHARDS` shards per hour so
   no partition runs hot), RK = the zero-padded sequence.
 * deliveries: PK = StudyInstanceUID, RK ``<rule>~<destination>~<unit>``.
+* extended tags: PK ``tag``, RK the tag's path (``00180050``); the errors of one tag, PK
+  ``err~<path>``, RK ``<study>_<series>_<sop>``.
+* operations: PK = the operation id (32 hex digits), RK ``op``.
 * sync: PK ``follow`` (RK = the peer region: the follower's cursor), ``wait-<peer>`` (RK = the zero-padded
   sequence of a peer change-feed entry whose file has not arrived yet), ``reindex`` (RK = the container:
   where an interrupted reindex resumes).
@@ -255,3 +258,32 @@ def follow_wait_keys(peer: str, seq: int) -> tuple[str, str]:
 def reindex_keys(container: str) -> tuple[str, str]:
     """Where an interrupted ``reindex`` of ``container`` resumes."""
     return "reindex", container
+
+
+# -- extended query tags and operations ----------------------------------------------------------
+
+EXTENDED_TAG_PARTITION = "tag"
+
+
+def extended_tag_keys(path: str) -> tuple[str, str]:
+    """An extended query tag's row (``path`` is 8 upper-case hex digits, validated before)."""
+    return EXTENDED_TAG_PARTITION, path
+
+
+def extended_error_partition(path: str) -> str:
+    """The partition of one extended query tag's indexing errors."""
+    return f"err~{path}"
+
+
+def extended_error_keys(path: str, study: str, series: str, sop: str) -> tuple[str, str]:
+    return extended_error_partition(path), f"{study}_{series}_{sop}"
+
+
+def operation_keys(operation_id: str) -> tuple[str, str]:
+    """A long-running operation's row (its id is 32 hex digits)."""
+    return operation_id, "op"
+
+
+def studies_from(study: str | None) -> tuple[str, str]:
+    """PartitionKey range [lo, hi) of every study UID from ``study`` on (all of them for None)."""
+    return study or "0", _TOP

@@ -45,6 +45,10 @@ class StudyRecord:
     number_of_study_related_series: int | None = None
     number_of_study_related_instances: int | None = None
     updated_at: str | None = None
+    #: Values of extended query tags (:mod:`shared.extended`), by tag key (``<path>.<generation>``): an
+    #: instance row holds every tag it was indexed for ([] when it has no valid value), series and study rows
+    #: those of their newest instance. Stored as one JSON property.
+    extended: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -103,6 +107,7 @@ INSTANCE_FIELDS = tuple(f.name for f in fields(InstanceRecord))
 _STUDY_OWN = STUDY_FIELDS
 _SERIES_OWN = tuple(n for n in SERIES_FIELDS if n not in STUDY_FIELDS)
 _LIST_FIELDS = {"modalities_in_study", "sop_classes_in_study", "image_type", "warnings"}
+_JSON_FIELDS = {"extended"}
 
 # DICOM keyword for each attribute field read from a header (snake_case → CamelCase).
 _KEYWORD = {
@@ -188,10 +193,12 @@ def to_entity(rec: StudyRecord, partition: str, row: str, extra: dict[str, Any] 
     entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
     for f in fields(rec):
         value = getattr(rec, f.name)
-        if value is None or value == [] or value == "":
+        if value is None or value == [] or value == "" or value == {}:
             continue
         if f.name in _LIST_FIELDS:
             value = _LIST_SEP.join(value)
+        elif f.name in _JSON_FIELDS:
+            value = orjson.dumps(value).decode()
         entity[f.name] = value
     if rec.patient_name:
         entity["patient_name_tokens"] = " ".join(sorted(keys.name_tokens(rec.patient_name)))
@@ -208,6 +215,8 @@ def from_entity(cls: type[T], entity: Mapping[str, Any]) -> T:
             continue
         if name in _LIST_FIELDS:
             value = [v for v in str(value).split(_LIST_SEP) if v] if value else []
+        elif name in _JSON_FIELDS:
+            value = orjson.loads(value) if value else {}
         values[name] = value
     return cls(**values)
 

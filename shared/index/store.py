@@ -185,6 +185,33 @@ class IndexStore:
         return [(from_entity(InstanceRecord, r), unpack_meta(r), bool(r.get(META_IN_BLOB)))
                 for r in self.t.query(tables.INSTANCES, pk=study, rk_range=keys.series_row_range(series))]
 
+    def instance_rows(self, study: str) -> list[Row]:
+        """A study's instance rows whole (metadata included), with their ETags (for conditional merges)."""
+        return list(self.t.query(tables.INSTANCES, pk=study, rk_range=keys.INSTANCE_ROWS))
+
+    def merge_instance_fields(self, study: str, updates: Sequence[tuple[str, Mapping[str, Any], str]]) -> list[str]:
+        """Merge ``(row key, properties, etag)`` into instance rows, each only if unchanged since it was read:
+        one transaction per 100; the row keys that changed meanwhile (not merged) are returned."""
+        lost: list[str] = []
+        ops = [TableOp("merge", {"PartitionKey": study, "RowKey": rk, **props}, etag) for rk, props, etag in updates]
+        for batch in _batches(ops):
+            try:
+                self.t.transact(tables.INSTANCES, batch)
+            except RowChanged:  # one of them changed: one by one, so the others still land
+                for op in batch:
+                    try:
+                        self.t.transact(tables.INSTANCES, [op])
+                    except RowChanged:
+                        lost.append(str(op.entity["RowKey"]))
+        return lost
+
+    def study_uids(self, start: str | None = None, page_size: int | None = 1000) -> Iterator[str]:
+        """Every study with a study row, in UID (string) order, from ``start`` on (inclusive)."""
+        for r in self.t.query(tables.STUDIES, pk_range=keys.studies_from(start),
+                              equals={"RowKey": keys.study_keys("")[1]}, select=["PartitionKey"],
+                              page_size=page_size):
+            yield str(r["PartitionKey"])
+
     def changes(self, study: str) -> list[ChangeEntry]:
         return [ChangeEntry.from_entity(r) for r in self.t.query(tables.INSTANCES, pk=study, rk_range=keys.CHANGE_ROWS)]
 

@@ -9,11 +9,17 @@
     ]}
 
 ``builtin`` is the offline segmentation model (:mod:`shared.inference.builtin`);
-``python`` imports ``module:callable`` (a package installed with the app) and calls
-it with ``options`` to get a :class:`~shared.inference.model.Model`; ``onnx`` runs a
-model file from the config container with onnxruntime
-(:mod:`shared.inference.onnx_model`). Either way a hospital plugs in its own model
-without touching the function.
+``python`` calls a factory installed with the app with ``options`` to get a
+:class:`~shared.inference.model.Model`; ``onnx`` runs a model file from the config container
+with onnxruntime (:mod:`shared.inference.onnx_model`). Either way a hospital plugs in its own
+model without touching the function.
+
+Configuration cannot run code (:class:`Factories`): a ``python`` entry may name only a factory the
+operator allowed in the app settings (``DICOMFLOW_INFERENCE_FACTORIES``, ``module:callable``
+names) or one an installed package publishes as an entry point in group ``dicomflow.models``
+(by the entry point's name or its ``module:callable`` value). Anything else refuses the document
+before any import, so whoever can write the config container chooses among what the operator
+installed and allowed, and never names a module of their own.
 
 Inference is opt-in: without a document no model runs (results are written into
 patients' studies, so a site turns that on deliberately; ``ENABLE_BUILTIN`` is the
@@ -25,6 +31,7 @@ entry and field, and nothing runs until it is fixed (never a model nobody chose)
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,6 +58,33 @@ SCHEMA, _VALIDATOR = schemas.load(SCHEMA_PATH)
 ENABLE_BUILTIN = b'{"models": [{"kind": "builtin"}]}'
 
 
+#: The entry point group installed packages publish model factories in (``[project.entry-points."dicomflow.models"]``).
+ENTRY_POINT_GROUP = "dicomflow.models"
+
+
+class Factories:
+    """The model factories a ``python`` registry entry may name: the operator's allow-list
+    (``DICOMFLOW_INFERENCE_FACTORIES``) and installed entry points (group :data:`ENTRY_POINT_GROUP`)."""
+
+    def __init__(self, allowed: tuple[str, ...] = ()) -> None:
+        self.allowed = allowed
+
+    def resolve(self, name: str, where: str) -> Callable[..., Any]:
+        """The factory called ``name``; :class:`BadInput` (nothing imported) when it is not allowed."""
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if name in (ep.name, ep.value):
+                return ep.load()  # type: ignore[no-any-return]
+        if name in self.allowed:
+            module_name, _, attr = name.partition(":")
+            return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        raise BadInput(
+            Reason.INFERENCE_BAD_REGISTRY,
+            f"Model registry {layout.MODELS_DOC}: {where} field factory: {name!r} is not an allowed factory. "
+            f"The operator allows factories in the app setting DICOMFLOW_INFERENCE_FACTORIES (module:callable, "
+            f"comma-separated), or installs a package that publishes it as an entry point in group "
+            f"{ENTRY_POINT_GROUP!r}; the registry cannot name other code.")
+
+
 def _where(error: jsonschema.ValidationError) -> str:
     path = list(error.absolute_path)
     if len(path) >= 2 and path[0] == "models":
@@ -68,8 +102,10 @@ def validate_document(document: Any) -> None:
             Reason.INFERENCE_BAD_REGISTRY, f"Model registry {layout.MODELS_DOC}: {_where(first)}: {first.message}")
 
 
-def build_model(entry: Mapping[str, Any], fetch: Callable[[str], bytes] | None = None) -> Model:
-    """One model from a registry entry; ``fetch(blob)`` reads a model file from the config container."""
+def build_model(entry: Mapping[str, Any], fetch: Callable[[str], bytes] | None = None,
+                factories: Factories | None = None, where: str = "models[?]") -> Model:
+    """One model from a registry entry; ``fetch(blob)`` reads a model file from the config container;
+    ``factories`` are the ones a ``python`` entry may name (none when not given)."""
     options = dict(entry.get("options", {}))
     if entry["kind"] == "onnx":
         from shared.inference.onnx_model import OnnxSegmentation
@@ -92,8 +128,7 @@ def build_model(entry: Mapping[str, Any], fetch: Callable[[str], bytes] | None =
         if entry.get("modalities"):
             model.modalities = frozenset(entry["modalities"])
         return model
-    module_name, _, attr = str(entry["factory"]).partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
+    factory = (factories or Factories()).resolve(str(entry["factory"]), where)
     model = factory(**options)
     if not isinstance(model, Model):
         raise BadInput(
@@ -103,12 +138,15 @@ def build_model(entry: Mapping[str, Any], fetch: Callable[[str], bytes] | None =
     return model
 
 
-def models_from_document(document: Any, fetch: Callable[[str], bytes] | None = None) -> list[Model]:
+def models_from_document(document: Any, fetch: Callable[[str], bytes] | None = None,
+                         factories: Factories | None = None) -> list[Model]:
     validate_document(document)
-    return [build_model(e, fetch) for e in document["models"] if e.get("enabled", True)]
+    return [build_model(e, fetch, factories, f"models[{i}]") for i, e in enumerate(document["models"])
+            if e.get("enabled", True)]
 
 
-def parse(raw: bytes | None, fetch: Callable[[str], bytes] | None = None) -> list[Model]:
+def parse(raw: bytes | None, fetch: Callable[[str], bytes] | None = None,
+          factories: Factories | None = None) -> list[Model]:
     """Models from the document's bytes (``None``: no document, no models)."""
     if raw is None:
         return []
@@ -117,10 +155,10 @@ def parse(raw: bytes | None, fetch: Callable[[str], bytes] | None = None) -> lis
     except orjson.JSONDecodeError as exc:
         raise BadInput(
             Reason.INFERENCE_BAD_REGISTRY, f"Model registry {layout.MODELS_DOC} is not JSON: {exc}") from None
-    return models_from_document(document, fetch)
+    return models_from_document(document, fetch, factories)
 
 
-def load_models(blobs: BlobStore) -> list[Model]:
+def load_models(blobs: BlobStore, factories: Factories | None = None) -> list[Model]:
     """Read the registry from the config container.
 
     A missing document means no models; an invalid one is logged (the message names
@@ -135,7 +173,7 @@ def load_models(blobs: BlobStore) -> list[Model]:
         return data
 
     try:
-        return parse(raw, fetch)
+        return parse(raw, fetch, factories)
     except BadInput as exc:
         log.error("Model registry refused, no model runs until it is fixed: %s", exc.message)
         return []

@@ -29,7 +29,7 @@ from shared.events.payloads import DicomEvent, base_data, subject_for
 from shared.events.types import EventType
 from shared.inference import pixels
 from shared.inference.model import VOLUME_MODALITIES, ImageSet, Model, SeriesInfo
-from shared.inference.registry import load_models
+from shared.inference.registry import Factories, load_models
 from shared.inference.writers import ResultUids, write_report, write_segmentation
 from shared.ports import BlobStore
 from shared.services import Services
@@ -194,7 +194,8 @@ def run_models(
     return out
 
 
-def run_inference(data: Mapping[str, Any], blobs: BlobStore, *, models: list[Model] | None = None) -> InferenceOutcome:
+def run_inference(data: Mapping[str, Any], blobs: BlobStore, *, models: list[Model] | None = None,
+                  factories: Factories | None = None) -> InferenceOutcome:
     """Run the registry's models on the series named by an event's ``data``; upload results.
 
     Nothing to do (a derived series, no model accepts it) is an outcome with a ``skipped``
@@ -208,7 +209,7 @@ def run_inference(data: Mapping[str, Any], blobs: BlobStore, *, models: list[Mod
         outcome.skipped = Reason.DERIVED_INPUT
         return outcome
     if models is None:
-        models = load_models(blobs)
+        models = load_models(blobs, factories)
     if not any(m.accepts(info) for m in models):
         outcome.skipped = Reason.NO_MODEL_ACCEPTS
         return outcome
@@ -277,7 +278,7 @@ def handle_event(data: Mapping[str, Any], svc: Services) -> InferenceOutcome:
     are deterministic, so a retry replaces rather than duplicates).
     """
     try:
-        outcome = run_inference(data, svc.blobs)
+        outcome = run_inference(data, svc.blobs, factories=Factories(svc.settings.inference_factories))
     except BadInput as exc:
         series = str(data.get("imageSeriesInstanceUid") or "")
         log.warning("Inference on series %s skipped: %s (%s)", series or "?", exc.reason, exc.message)

@@ -54,6 +54,10 @@ class SettleRequest:
     #: Re-derive every derived row and bundle even if nothing changed, announcing nothing new
     #: (``reindex --rebuild`` after a change of the row schema).
     rederive: bool = False
+    #: How many times settle put this request back for later because storage failed (backoff, settle.py).
+    attempt: int = 0
+    #: How many times the redrive timer took it back from the poison queue (shared/ingest/redrive.py).
+    redrives: int = 0
 
     def to_message(self) -> str:
         body: dict[str, Any] = {"study": self.study}
@@ -61,6 +65,10 @@ class SettleRequest:
             body["force"] = True
         if self.rederive:
             body["rederive"] = True
+        if self.attempt:
+            body["attempt"] = self.attempt
+        if self.redrives:
+            body["redrives"] = self.redrives
         return orjson.dumps(body).decode()
 
     @classmethod
@@ -71,7 +79,12 @@ class SettleRequest:
         if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
             raise ValueError("A settle message is a JSON object with a 'study' UID.")
         return cls(study=doc["study"], force=bool(doc.get("force", False)),
-                   rederive=bool(doc.get("rederive", False)))
+                   rederive=bool(doc.get("rederive", False)), attempt=_count(doc.get("attempt")),
+                   redrives=_count(doc.get("redrives")))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 #: How much before its due time a queue may deliver a delayed message: visibility timeouts are whole

@@ -33,6 +33,8 @@ from shared.dicom.ranged import RangedReader
 from shared.dicom.validate import validate
 from shared.errors import BadInput, Reason, Transient
 from shared.events.payloads import ingest_failed_event
+from shared.extended.registry import NewError, TagStore
+from shared.extended.values import extract
 from shared.index.records import (
     Action,
     ChangeEntry,
@@ -119,7 +121,7 @@ class IngestService:
             state = self._store(blob, doc, rec, digest)
         except BlobGone:
             return self._gone(blob.name)
-        log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", blob.name, state, sop,
+        log.info("Ingest %s: %s sop=%s (read %d bytes in %d requests)", layout.log_name(blob.name), state, sop,
                  reader.bytes_fetched, reader.requests)
         return Outcome(blob.name, state, study, series, sop, bytes_read=reader.bytes_fetched,
                        requests=reader.requests)
@@ -159,7 +161,7 @@ class IngestService:
         origin = stamp_region(rec.stamp)
         # Optimistic, as ingest: an instance new to this region is the common case (the peer's replica).
         try:
-            self._write(rec, meta, expect=None, origin=origin)
+            self._write(rec, meta, expect=None, origin=origin, doc=doc)
             log.info("Index %s/%s: archived sop=%s", blob.container, blob.name, i)
             return Outcome(blob.name, IngestState.ARCHIVED, s, se, i, bytes_read=reader.bytes_fetched,
                            requests=reader.requests)
@@ -179,7 +181,7 @@ class IngestService:
                     svc.blobs.copy(blob, layout.ARCHIVE, path, metadata={STAMP: rec.stamp})
                 rec.updated_at = utcnow()
             try:
-                self._write(rec, meta, expect=existing, origin=origin)
+                self._write(rec, meta, expect=existing, origin=origin, doc=doc)
             except (RowExists, RowChanged):
                 continue  # ingest or another indexer wrote this SOP meanwhile: look again
             state = IngestState.UPDATED if existing is not None else IngestState.ARCHIVED
@@ -210,6 +212,7 @@ class IngestService:
             rec = _record(doc, header, uids, old.source, old.digest)
             rec.stamp, rec.seq, rec.arrival = old.stamp, old.seq, old.arrival
             rec.ingested_at, rec.updated_at = old.ingested_at, old.updated_at
+            self._record_errors(self._extended(rec, doc))
             try:
                 svc.index.rewrite_instance(rec, self._meta(rec, doc), etag=existing.etag)
             except RowChanged:
@@ -238,7 +241,7 @@ class IngestService:
         # create the row without reading it first. Anything else takes the careful path.
         if self.svc.blobs.copy(blob, layout.ARCHIVE, path, if_absent=True, metadata=stamped):
             try:
-                self._write(rec, meta, expect=None)
+                self._write(rec, meta, expect=None, doc=doc)
                 return IngestState.ARCHIVED
             except RowExists:
                 pass  # the row exists though the archive did not: decide below
@@ -255,15 +258,17 @@ class IngestService:
             if existing is not None:
                 rec.updated_at = utcnow()
             try:
-                self._write(rec, meta, expect=existing)
+                self._write(rec, meta, expect=existing, doc=doc)
             except (RowExists, RowChanged):
                 continue  # another writer of this SOP won the race: look again
             return IngestState.UPDATED if existing is not None else IngestState.ARCHIVED
         raise Transient(f"Instance {i} kept changing under concurrent writes; will retry.")
 
     def _write(self, rec: InstanceRecord, meta: dict[str, bytes] | None, *, expect: Stored | None,
-               origin: str | None = None) -> None:
+               origin: str | None = None, doc: dict[str, Any] | None = None) -> None:
         s, se, i = rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid
+        if doc is not None:
+            self._record_errors(self._extended(rec, doc))
         self.svc.scheduler.before_write(SeriesRecord(**study_part(rec), **series_part(rec)))
         rec.arrival = self.svc.scheduler.clock()  # the quiet-period clock (settle compares with it)
         rec.seq = self.svc.sequencer.next()
@@ -272,6 +277,25 @@ class IngestService:
                              origin=self.svc.topology.region if origin is None else origin)
         self.svc.index.write_instance(rec, meta, change, expect=expect)
         self.svc.scheduler.after_write(s)
+
+    def _extended(self, rec: InstanceRecord, doc: dict[str, Any]) -> list[NewError]:
+        """The instance's values of the extended query tags (into ``rec``, so they go in the row's own
+        transaction), with the list this process holds (no request); the values that fail their tag's VR."""
+        tags = self.svc.extended_tags.indexed()
+        if not tags:
+            rec.extended = {}
+            return []
+        rec.extended, errors = extract(doc, tags)
+        return [NewError(e.tag.path, rec.study_instance_uid, rec.series_instance_uid, rec.sop_instance_uid,
+                         e.message) for e in errors]
+
+    def _record_errors(self, errors: list[NewError]) -> None:
+        """Values that failed their tag's VR: their error rows (requests only for such instances), written
+        before the instance row, so a retry after a crash in between writes them again."""
+        if errors:
+            TagStore(self.svc.tables).record_errors(errors)
+            log.warning("Ingest: %d extended query tag value(s) do not fit their VR; see the tags' errors",
+                        len(errors))
 
     def _quarantine(self, blob: Blob, bad: BadInput, reader: RangedReader) -> Outcome:
         svc = self.svc
@@ -283,17 +307,18 @@ class IngestService:
             return self._gone(blob.name)
         svc.publisher.publish([ingest_failed_event(
             blob=blob.name, reason=bad.reason, message=bad.message, service_host=svc.settings.service_host_name,
-            partition=svc.settings.partition_name, quarantine_path=f"{layout.QUARANTINE}/{path}",
+            partition=svc.settings.partition_name,
+            quarantine_folder=f"{layout.QUARANTINE}/{layout.quarantine_folder(blob.etag or '')}/",
             sequence=blob.etag or "",
         )])
-        log.warning("Ingest %s: quarantined (%s)", blob.name, bad.reason)
+        log.warning("Ingest %s: quarantined (%s)", layout.log_name(blob.name), bad.reason)
         return Outcome(blob.name, IngestState.QUARANTINED, reason=bad.reason, message=bad.message,
                        bytes_read=reader.bytes_fetched, requests=reader.requests)
 
     def _gone(self, name: str) -> Outcome:
         """The inbox blob vanished or changed while we read it: a newer upload replaced it (its
         own event comes) or it was removed. Nothing of it was recorded."""
-        log.info("Ingest %s: inbox blob gone or replaced while it was read", name)
+        log.info("Ingest %s: inbox blob gone or replaced while it was read", layout.log_name(name))
         return Outcome(name, IngestState.GONE)
 
 

@@ -17,7 +17,13 @@ did, and its subscribers (inference, routing) ran there. A series is announced s
 holds an instance ingested in this region.
 
 Runs are scheduled by :mod:`shared.ingest.schedule`; a run that is not yet stable schedules the
-next. Idempotent: the study row written last is conditional on the ETag read first, and one run
+next. A run that storage fails (throttling, an outage) puts its request back on the queue for later,
+with a growing delay (:data:`RETRY_DELAYS`, about 50 minutes in all), instead of spending the queue
+trigger's quick retries (host.json: 10 tries 30 s apart) and landing in the poison queue within
+seconds; only when the queue itself cannot be written do those retries apply. The poison queue is
+re-driven with its own backoff (:mod:`shared.ingest.redrive`).
+
+Idempotent: the study row written last is conditional on the ETag read first, and one run
 at a time holds the study (a lease row beside the study row), so what a run announces is
 announced once; a crash repeats work (events are at least once and keep their ids; the feed may
 then list an entry twice).
@@ -25,6 +31,7 @@ then list an entry twice).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -59,12 +66,14 @@ log = logging.getLogger(__name__)
 #: How long a settle run holds its study (a crashed run's hold simply expires).
 LEASE_SECONDS = 300.0
 BUSY_RETRY_SECONDS = 2.0
+#: Seconds before each re-run of a request that storage failed; then the trigger's retries and the poison queue.
+RETRY_DELAYS = (15.0, 60.0, 300.0, 900.0, 1800.0)
 
 
 @dataclass(frozen=True, slots=True)
 class SettleResult:
     study: str
-    state: str  # busy | raced | settled | stable | deleted | unchanged
+    state: str  # busy | raced | settled | stable | deleted | unchanged | deferred
     series: int = 0
     instances: int = 0
     bundles: int = 0
@@ -127,7 +136,9 @@ def aggregate(instances: Sequence[InstanceRecord], now_iso: str
     study_rec.updated_at = now_iso
     series_recs = []
     for members in by_series.values():
-        se = SeriesRecord(**study_part(study_rec), **series_part(_newest(members)))
+        newest = _newest(members)
+        se = SeriesRecord(**study_part(study_rec), **series_part(newest))
+        se.extended = dict(newest.extended)  # series-level extended tags: the series' own newest instance
         se.number_of_series_related_instances = len(members)
         se.derived = all(m.derived for m in members)
         se.updated_at = now_iso
@@ -153,6 +164,21 @@ class SettleService:
         self.svc = services
 
     def settle(self, request: SettleRequest) -> SettleResult:
+        from azure.core.exceptions import AzureError  # what the storage adapters raise when storage fails
+
+        try:
+            return self._settle_once(request)
+        except AzureError as exc:
+            if request.attempt >= len(RETRY_DELAYS):
+                raise  # the trigger's retries, then the poison queue (re-driven later)
+            delay = RETRY_DELAYS[request.attempt]
+            later = dataclasses.replace(request, attempt=request.attempt + 1)
+            self.svc.queues.send(layout.SETTLE_QUEUE, later.to_message(), delay_seconds=delay)  # may raise: retried
+            log.warning("Settle %s: storage failed (%s); settling again in %.0f s (attempt %d of %d)", request.study,
+                        type(exc).__name__, delay, later.attempt, len(RETRY_DELAYS))
+            return SettleResult(request.study, "deferred")
+
+    def _settle_once(self, request: SettleRequest) -> SettleResult:
         svc = self.svc
         svc.ensure_ready()
         study = request.study

@@ -11,12 +11,16 @@ with a message safe to store in the ledger (status codes and UIDs, never values)
   chooses; a file whose syntax the peer refused is transcoded
   (:func:`shared.dicom.transcode.for_peer`) to one it accepted, and a failure names the
   SOP class, the syntaxes offered and accepted, and what to change on the peer.
+  ``"tls": true``: DICOM TLS (BCP 195), the peer's certificate checked, our client
+  certificate shown if it asks (:mod:`shared.routing.tls`).
 * ``dicomweb``: STOW-RS (PS3.18 10.5) with ``requests``: ``POST {url}/studies``,
   ``multipart/related; type="application/dicom"``, one instance per request so the
-  ledger's unit and the response's status agree.
+  ledger's unit and the response's status agree. https only (plain http only to this
+  machine, for local development), with the same TLS material.
 * ``worklist``: a JSON message on the Storage queue ``worklist-<group>``.
 * ``export``: a copy in a container of the data account, optionally de-identified
-  (:mod:`shared.routing.deid`), at ``<prefix>/<study>/<series>/<sop>.dcm``.
+  (:mod:`shared.routing.deid`), at ``<prefix>/<study>/<series>/<sop>.dcm``; never one of the
+  app's own containers (archive, inbox, config..., any region's).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from pynetdicom import _config
 from shared.dicom import transcode
 from shared.errors import BadInput
 from shared.ports import BlobStore, Queues
-from shared.routing.rules import Destination
+from shared.routing.rules import Destination, insecure_url
+from shared.routing.tls import RoutingTls
+from shared.storage import layout
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +132,9 @@ def _write(ds: Dataset) -> bytes:
 class DicomSession:
     """C-STORE SCU: one association for the study, opened on the first send."""
 
-    def __init__(self, options: dict[str, Any], items: Iterable[Item]) -> None:
+    def __init__(self, options: dict[str, Any], items: Iterable[Item], tls: RoutingTls | None = None) -> None:
         self.options = options
+        self.tls = tls or RoutingTls()
         self.contexts: dict[str, set[str]] = {}
         for item in items:
             self.contexts.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax_uid)
@@ -153,7 +160,9 @@ class DicomSession:
             ae.add_requested_context(sop_class, UNCOMPRESSED)
         if len(ae.requested_contexts) > 128:
             raise DeliveryError("The study needs more than 128 presentation contexts.", permanent=True)
-        assoc = ae.associate(self.options["host"], int(self.options["port"]), ae_title=self.options["aeTitle"])
+        tls_args = (self.tls.context(), str(self.options["host"])) if self.options.get("tls") else None
+        assoc = ae.associate(self.options["host"], int(self.options["port"]), ae_title=self.options["aeTitle"],
+                             tls_args=tls_args)
         if not assoc.is_established:
             where = f"{self.options['aeTitle']}@{self.options['host']}:{self.options['port']}"
             self.failure = f"Association with {where} was {'rejected' if assoc.is_rejected else 'not established'}."
@@ -217,14 +226,22 @@ class DicomSession:
 class DicomwebSession:
     """STOW-RS client with ``requests`` (a single part per request)."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], tls: RoutingTls | None = None) -> None:
         import requests
 
+        #: Why this destination is refused (rules validation refuses it first; last-good rules of an earlier
+        #: version may not have been): each send fails for good, so the ledger dead-letters it.
+        self.refused = ("STOW-RS destinations must be https:// (plain http only to this machine)."
+                        if insecure_url(str(options["url"])) else None)
         self.url = str(options["url"]).rstrip("/") + "/studies"
         self.timeout = float(options.get("timeoutSeconds", 60))
         self.http = requests.Session()
+        for key, value in (tls or RoutingTls()).requests_options().items():
+            setattr(self.http, key, value)
 
     def send(self, item: Item) -> None:
+        if self.refused:
+            raise DeliveryError(self.refused, permanent=True)
         with spooled(item) as path:
             self._send_file(item, path)
 
@@ -296,7 +313,10 @@ class ExportSession:
     def __init__(self, options: dict[str, Any], blobs: BlobStore, *, rule: str, study: str) -> None:
         self.blobs = blobs
         self.container = str(options["container"])
-        blobs.ensure_containers([self.container])
+        self.refused = (f"Export container {self.container} is one of the app's own; choose another."
+                        if layout.is_app_container(self.container) else None)
+        if not self.refused:
+            blobs.ensure_containers([self.container])
         self.prefix = str(options.get("prefix", "")).strip("/")
         self.anonymizer = None
         if options.get("deidentify"):
@@ -305,6 +325,8 @@ class ExportSession:
             self.anonymizer = anonymizer_for(study, str(options.get("seed") or f"dicomflow|{rule}"))
 
     def send(self, item: Item) -> None:
+        if self.refused:
+            raise DeliveryError(self.refused, permanent=True)
         with spooled(item) as path:
             self._send_file(item, path)
 
@@ -337,13 +359,13 @@ class ExportSession:
 
 
 def open_session(destination: Destination, *, items: list[Item], blobs: BlobStore, queues: Queues, rule: str,
-                 study: str) -> Session:
+                 study: str, tls: RoutingTls | None = None) -> Session:
     """A session for one (rule, destination, study)."""
     options = dict(destination.options)
     if destination.type == "dicom":
-        return DicomSession(options, items)
+        return DicomSession(options, items, tls)
     if destination.type == "dicomweb":
-        return DicomwebSession(options)
+        return DicomwebSession(options, tls)
     if destination.type == "worklist":
         return WorklistSession(options, queues)
     return ExportSession(options, blobs, rule=rule, study=study)

@@ -13,6 +13,12 @@
          {"type": "export", "container": "research", "deidentify": true}],
        "retry": {"maxAttempts": 5, "backoffSeconds": 30}}]}
 
+Destinations cannot turn routing against the app: an export container is never one of the app's own
+(archive, inbox, quarantine, metadata, config, dead letters: any region's, :func:`layout.is_app_container`),
+a STOW-RS URL is ``https://`` (``http://`` only to 127.0.0.1, ::1 or localhost, for local development and
+the tests' peers), and the document holds no credential: ``"tls": true`` on a ``dicom`` destination uses the
+TLS material of the app settings (:mod:`shared.routing.tls`), as STOW-RS over https does.
+
 A rule fires on its trigger event types (``Dicom.StudyStable`` by default: a study
 routes when it is stable; ``Dicom.ImageCreated`` routes instance by instance).
 Conditions filter the instances in scope: a string is an exact value or a wildcard
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +117,15 @@ class RuleSet:
         return [r for r in self.rules if r.fires_on(event_type)]
 
 
+#: ``http://`` is accepted only for this machine (local development; the tests' Orthanc and storescp).
+_LOOPBACK_HTTP = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?(/|$)", re.IGNORECASE)
+
+
+def insecure_url(url: str) -> bool:
+    """A STOW-RS URL that is neither https nor http to this machine."""
+    return not (url.lower().startswith("https://") or _LOOPBACK_HTTP.match(url))
+
+
 def _where(document: Any, error: jsonschema.ValidationError) -> str:
     path = list(error.absolute_path)
     if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
@@ -141,12 +157,23 @@ def validate(document: Any) -> None:
     errors = schemas.errors(_VALIDATOR, document)
     if errors:
         err = _best(errors[0])
-        raise BadInput(Reason.ROUTING_BAD_RULES, f"Routing rules rejected: {_where(document, err)}: {err.message}")
+        raise BadInput(Reason.ROUTING_BAD_RULES, f"Routing rules rejected: {_where(document, err)}: {_say(err)}")
     names = [r["name"] for r in document["rules"]]
     for i, name in enumerate(names):
         if name in names[:i]:
             raise BadInput(Reason.ROUTING_BAD_RULES,
                            f"Routing rules rejected: rule {i} field name: {name!r} is used twice.")
+
+
+def _say(err: jsonschema.ValidationError) -> str:
+    """The schema's message, or ours where the schema's would not say what to do."""
+    value, field = err.instance, (err.absolute_path[-1] if err.absolute_path else "")
+    if field == "container" and isinstance(value, str) and layout.is_app_container(value):
+        return (f"{value!r} is one of the app's own containers (archive, inbox, config, ...: any region's); "
+                "export to a container of your own")
+    if field == "url" and isinstance(value, str) and insecure_url(value):
+        return f"{value!r} is not https:// (plain http is accepted only to this machine, for local development)"
+    return str(err.message)
 
 
 def parse(raw: bytes) -> tuple[Rule, ...]:
@@ -206,7 +233,10 @@ class RulesStore:
             log.error("%s; the last good rules stay in force.", exc.message)
             self._status("rejected", exc.message)
             good = self._read(layout.RULES_LAST_GOOD)
-            return RuleSet(parse(good) if good else (), "last-good" if good else "none", exc.message)
+            try:
+                return RuleSet(parse(good) if good else (), "last-good" if good else "none", exc.message)
+            except BadInput:  # kept by an earlier version whose checks it no longer passes
+                return RuleSet((), "none", exc.message)
         if self._read(layout.RULES_LAST_GOOD) != raw:
             self._write(layout.RULES_LAST_GOOD, raw)
             self._status("accepted", f"{len(rules)} rules in force")

@@ -36,6 +36,7 @@ from shared.ports import BlobGone, BlobStore, Publisher
 from shared.routing.destinations import DeliveryError, Item, StudySummary, open_session
 from shared.routing.ledger import STUDY_UNIT, Claim, DeliveryRow, DeliveryState, Ledger
 from shared.routing.rules import Destination, Rule, RuleSet, RulesStore
+from shared.routing.tls import routing_tls
 from shared.services import Services
 from shared.storage import layout
 
@@ -180,7 +181,7 @@ def _deliver(
     dead_before: list[DeliveryRow] = []
     items = [c.item for c in matched]
     session = open_session(destination, items=items, blobs=svc.blobs, queues=svc.queues, rule=rule.name,
-                           study=study)
+                           study=study, tls=routing_tls(svc.settings))
     try:
         if destination.per_study:
             summary = StudySummary(

@@ -23,7 +23,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.errors import Transient
-from shared.ports import Blob, BlobGone, BlobItem
+from shared.ports import Blob, BlobGone, BlobItem, QueueMessage
 
 COPY_WAIT_SECONDS = 60.0
 
@@ -252,3 +252,30 @@ class AzureQueues:
     def ensure_queues(self, names: Sequence[str]) -> None:
         for name in names:
             self.create(name)
+
+    def receive(self, queue: str, *, max_messages: int, visibility_timeout: float) -> list[QueueMessage]:
+        import base64
+        import binascii
+
+        # Read raw: messages the Functions host writes are base64 text, others may not be.
+        client = self.service.get_queue_client(queue)
+        try:
+            got = list(client.receive_messages(max_messages=max_messages,
+                                               visibility_timeout=max(1, round(visibility_timeout))))
+        except ResourceNotFoundError:
+            return []
+        out = []
+        for m in got:
+            raw = str(m.content or "")
+            try:
+                text = base64.b64decode(raw, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                text = raw
+            out.append(QueueMessage(str(m.id), str(m.pop_receipt), text, int(m.dequeue_count or 1), m.inserted_on))
+        return out
+
+    def delete(self, queue: str, message: QueueMessage) -> None:
+        try:
+            self.service.get_queue_client(queue).delete_message(message.id, message.pop_receipt)
+        except ResourceNotFoundError:
+            pass  # already gone (another run deleted it)

@@ -7,6 +7,7 @@ its folder.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -16,21 +17,31 @@ METADATA: Final = "dicom-metadata"
 QUARANTINE: Final = "dicom-quarantine"
 CONFIG: Final = "dicomflow-config"
 EVENTS_DEADLETTER: Final = "eventgrid-deadletter"
+#: The audit trail: append blobs of audit records (JSON lines), never modified or deleted by the app; in
+#: Azure the container has a time-based retention policy that allows appends only (immutable storage).
+AUDIT: Final = "dicom-audit"
 #: What is costly to compute and read again: transcoded frames and rendered images (WADO-RS), keyed on the
 #: archived version's stamp, so a replaced instance never hits an old entry. Deletable at any time (a
 #: lifecycle rule does so in Azure); never replicated.
 CACHE: Final = "dicom-cache"
 
 #: Every container the app reads or writes, by its logical name (one region on its own uses exactly these).
-CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER, CACHE)
+CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER, AUDIT, CACHE)
 
 #: Containers each region of a pair writes under its own name, ``<name>-<region key>``, and object
 #: replication copies to the other region (read-only there): what must survive the loss of a region.
 REGIONAL: Final = (ARCHIVE, QUARANTINE, CONFIG)
 #: Containers that stay in their region and are never replicated: uploads (each region has its own
 #: inbox), everything derived per region (frame indexes, series bundles, large-metadata sidecars: a
-#: region derives its own from the archive it holds), dead letters and the cache.
-LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER, CACHE)
+#: region derives its own from the archive it holds), dead letters, the audit trail (append blobs, which
+#: object replication does not copy: each region keeps the record of what was asked of it) and the cache.
+LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER, AUDIT, CACHE)
+
+
+def is_app_container(name: str) -> bool:
+    """One of the app's containers, in any region (``dicom-archive``, ``dicom-archive-secondary``, ...):
+    routing may never export into one (it would write the archive, feed the inbox or the config)."""
+    return any(name == c or name.startswith(c + "-") for c in CONTAINERS)
 
 
 def regional(container: str, region: str) -> str:
@@ -47,8 +58,10 @@ def region_containers(region: str, peers: Sequence[str] = ()) -> tuple[str, ...]
     return (*LOCAL, *(regional(c, r) for r in (region, *peers) for c in REGIONAL))
 
 SETTLE_QUEUE: Final = "dicom-settle"
+#: Steps of long-running operations (:mod:`shared.ops`): one message per step to run.
+OPERATIONS_QUEUE: Final = "dicom-operations"
 #: Every queue the app uses (poison queues are created by the host on demand).
-QUEUES: Final = (SETTLE_QUEUE,)
+QUEUES: Final = (SETTLE_QUEUE, OPERATIONS_QUEUE)
 
 
 def instance_path(study: str, series: str, sop: str) -> str:
@@ -133,7 +146,27 @@ def routing_deadletter_path(study: str, rule: str, destination: str, unit: str) 
     return f"routing/{study}/{_safe_segment(rule)}/{_safe_segment(destination)}/{unit}.json"
 
 
+def log_name(inbox_name: str) -> str:
+    """How an inbox blob is named in logs and events: ``blob#<12 hex of its SHA-256>``.
+
+    Uploaders choose inbox names, and modalities and scripts often put the patient's name or ID in
+    them, so the name itself never goes to a log line or an event. The digest lets an operator follow
+    one upload through the logs (``python -m tools`` and the devhost print the same form; the devhost
+    computes it itself, ``devhost/host.py`` ``log_name``, pinned equal by a test). It hides names from
+    whoever reads logs, not from someone testing guesses: it is a digest, not a secret."""
+    return "blob#" + hashlib.sha256(inbox_name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def quarantine_folder(etag: str) -> str:
+    """The folder of :data:`QUARANTINE` that holds the quarantine copy of one inbox blob version."""
+    return "".join(c for c in etag if c.isalnum())[:32] or "noetag"
+
+
 def quarantine_path(inbox_name: str, etag: str) -> str:
     """Quarantine copies keep the inbox name, under a folder per content version."""
-    tag = "".join(c for c in etag if c.isalnum())[:32] or "noetag"
-    return f"{tag}/{inbox_name}"
+    return f"{quarantine_folder(etag)}/{inbox_name}"
+
+
+def audit_path(hour: str, writer: str) -> str:
+    """One writer's audit blob of one hour (``hour`` is ``YYYY/MM/DD/HH``) in :data:`AUDIT`."""
+    return f"{hour}/{_safe_segment(writer)}.jsonl"

@@ -21,6 +21,8 @@ from azure.storage.blob import BlobServiceClient
 from devhost.azurite import Azurite, ephemeral, free_port
 from devhost.testing import DevHostProcess
 from gateway.process import GatewayProcess
+from shared.audit.query import AuditQuery, search
+from shared.audit.record import studies_of
 from shared.gateway.destinations import DestinationsStore
 from shared.storage import layout
 from shared.storage.azure import AzureBlobStore
@@ -149,14 +151,15 @@ def test_broken_file_gets_a_failure_status_and_a_quarantine_outcome(devhost: Dev
     assert out.count("Received Store Response (Error: CannotUnderstand)") == 1, out[-2000:]
     assert out.count("Received Store Response (Success)") == len(stored["good"]), out[-2000:]
 
-    def quarantined() -> bool:
+    def quarantined() -> str | None:
         summary = _get(devhost, "/ingest/status")
-        return any(f["blob"].startswith("dimse/STORESCU/") and f["reason"] == "missing-study-uid"
-                   for f in summary["recentFailures"])
+        return next((f["blob"] for f in summary["recentFailures"]
+                     if f["blob"].startswith("dimse/STORESCU/") and f["reason"] == "missing-study-uid"), None)
 
-    wait_until(quarantined, timeout=60, what="the broken file's quarantine outcome")
+    blob = wait_until(quarantined, timeout=60, what="the broken file's quarantine outcome")
+    # The event names the upload by digest (docs/security.md), as the status API's summary does by name.
     failed = devhost.wait_for_event(lambda e: e.get("type") == "Dicom.IngestFailed"
-                                    and "dimse/STORESCU/" in json.dumps(e["data"]), timeout=30)
+                                    and e["data"].get("blobDigest") == layout.log_name(blob), timeout=30)
     assert failed["data"]["reason"] == "missing-study-uid"
 
 
@@ -267,6 +270,36 @@ def test_movescu_to_storescp_delivers_the_archived_files(gateway: GatewayProcess
     res = dcmtk("movescu", "-S", "-v", "-aet", "MOVESCU", "-aec", "DICOMFLOW", "-aem", "NOWHERE",
                 "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(gateway.port))
     assert "Received Final Move Response (Refused: MoveDestinationUnknown)" in res.stderr, res.stderr[-1500:]
+
+
+def test_dimse_store_find_and_move_are_audited(gateway: GatewayProcess, stored: dict[str, Any],
+                                                blob_service: BlobServiceClient) -> None:
+    """The gateway writes one audit record per C-STORE, C-FIND and C-MOVE (after the moves above), naming the
+    calling AE and its address, the Move Destination, and the study, series and instance UIDs."""
+    trail = AzureBlobStore(blob_service)
+    study = next(iter(stored["studies"]))
+    expected = {e["sop_uid"] for e in stored["good"] if e["study_uid"] == study}
+
+    def moves() -> list[dict[str, Any]]:
+        found = search(trail, AuditQuery.parse({"actor": "MOVESCU", "limit": "1000"})).records
+        return [r for r in found if r["EventIdentification"]["EventID"]["csd-code"] == "110104"]
+
+    records = wait_until(lambda: len(moves()) >= 2 and moves(), timeout=30, what="the C-MOVE audit records")
+    done = next(r for r in records if r["EventIdentification"]["EventOutcomeIndicator"] == 0)
+    assert done["EventIdentification"]["EventActionCode"] == "R"
+    parts = {p["UserID"]: p for p in done["ActiveParticipant"]}
+    assert parts["MOVESCU"]["UserIsRequestor"] and parts["MOVESCU"]["NetworkAccessPointID"] == "127.0.0.1"
+    assert parts["STORESCP"]["RoleIDCode"][0]["originalText"] == "Destination Role ID"
+    assert parts["DICOMFLOW"]["UserIsRequestor"] is False
+    (obj,) = [o for o in done["ParticipantObjectIdentification"] if o["ParticipantObjectID"] == study]
+    listed = {i for c in obj["ParticipantObjectDescription"]["SOPClass"] for i in c["Instance"]}
+    assert listed == expected
+    assert any(r["EventIdentification"]["EventOutcomeIndicator"] == 4 for r in records)  # to NOWHERE: refused
+    stores = search(trail, AuditQuery.parse({"actor": "STORESCU", "limit": "1000"})).records
+    assert {r["EventIdentification"]["EventActionCode"] for r in stores} == {"C"}
+    assert {s for r in stores for s in studies_of(r)} == stored["studies"]
+    finds = search(trail, AuditQuery.parse({"actor": "FINDSCU", "limit": "1000"})).records
+    assert finds and {r["EventIdentification"]["EventID"]["csd-code"] for r in finds} == {"110112"}
 
 
 def test_getscu_series_receives_the_archived_files(gateway: GatewayProcess, stored: dict[str, Any],
@@ -439,6 +472,72 @@ def test_tls_works_and_plain_tcp_is_refused_when_tls_is_required(devhost: DevHos
         wait_until(lambda: "TLS handshake" in gw.logs(), timeout=10, what="the refused handshake in the log")
     finally:
         gw.stop()
+
+
+# -- a PHI sentinel through every path ----------------------------------------------------------------------
+
+#: Values nobody else uses: if any part of them reaches a log line or an event, the test names it.
+SENTINEL_NAME, SENTINEL_ID, SENTINEL_ACCESSION = "Sentinelxq^Zorblat", "SNTL-7731-PHI", "SNTLACC991"
+SENTINEL_PARTS = ("sentinelxq", "zorblat", "sntl-7731", "sntlacc991")
+
+
+def test_a_phi_sentinel_leaves_no_trace_in_logs_or_events(devhost: DevHostProcess, gateway: GatewayProcess,
+                                                          blob_service: BlobServiceClient, tmp_path: Path) -> None:
+    """A patient whose name and ID are a sentinel goes through every door: an inbox upload named after the
+    patient (and a broken one, quarantined), STOW-RS, QIDO-RS with the sentinel in the query string and in
+    a path, ingest status by that blob name, DIMSE C-STORE and C-FIND. Afterwards no part of the sentinel
+    is in the devhost's log (host and app), the gateway's log or any Dicom.* event."""
+    from shared.storage.layout import log_name
+    from tests.instances import instance, uid
+
+    study = uid("sentinel", "study")
+    series = uid("sentinel", "series")
+    sops = [uid("sentinel", "sop", n) for n in range(3)]
+    files = [instance(study, series, sop, name=SENTINEL_NAME, patient_id=SENTINEL_ID, accession=SENTINEL_ACCESSION,
+                      number=n + 1) for n, sop in enumerate(sops)]
+    # 1. The inbox, under the kind of name a modality gives: the patient's.
+    inbox = blob_service.get_container_client(layout.INBOX)
+    named, broken = f"{SENTINEL_NAME} {SENTINEL_ID}/CT 1.dcm", f"{SENTINEL_NAME}/broken.dcm"
+    inbox.upload_blob(named, files[0], overwrite=True)
+    inbox.upload_blob(broken, b"not a DICOM file at all", overwrite=True)
+    # 2. STOW-RS.
+    boundary = "sentinelboundary"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + files[1]
+            + f"\r\n--{boundary}--\r\n".encode())
+    stow = requests.post(f"{devhost.base_url}/dicomweb/studies", data=body, timeout=60, headers={
+        **devhost.bearer("writer"), "Accept": "application/dicom+json",
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    assert stow.status_code == 200, stow.text
+    # 3. DIMSE C-STORE.
+    dimse_file = tmp_path / "sentinel.dcm"
+    dimse_file.write_bytes(files[2])
+    assert _store(gateway, dimse_file).returncode == 0
+    for sop in sops:
+        devhost.wait_for_event(lambda ev, sop=sop: ev.get("type") == "Dicom.ImageCreated"
+                               and ev["data"]["imageSopInstanceUid"] == sop, timeout=60)
+    failed = devhost.wait_for_event(lambda ev: ev.get("type") == "Dicom.IngestFailed"
+                                    and ev["data"].get("blobDigest") == log_name(broken), timeout=60)
+    assert failed["data"]["reason"] == "not-dicom"
+    # 4. QIDO-RS with the sentinel in the query string, ingest status by blob name, and a path value.
+    found = _qido(devhost, "/studies", PatientName="sentinelxq*", PatientID=SENTINEL_ID)
+    assert [_uid(d, "0020000D") for d in found] == [study]
+    assert _get(devhost, "/ingest/status", blob=named)["state"] == "archived"
+    bad = requests.get(f"{devhost.base_url}/dicomweb/studies/{SENTINEL_NAME}/series", headers=devhost.bearer("reader"),
+                       timeout=30)
+    assert bad.status_code == 400
+    # 5. DIMSE C-FIND.
+    (match,) = _find(gateway, tmp_path / "find", "QueryRetrieveLevel=STUDY", "PatientName=Sentinelxq*",
+                     "StudyInstanceUID")
+    assert match.StudyInstanceUID == study
+
+    host_log, gateway_log = devhost.logs(), gateway.logs()
+    events = [e for e in devhost.published_events() if str(e.get("type", "")).startswith("Dicom.")]
+    # The traffic was logged, by digest and UIDs:
+    assert log_name(named) in host_log and "study=invalid" in host_log and "audit" in host_log
+    assert "C-FIND" in gateway_log and sops[2] in gateway_log
+    text = (host_log + gateway_log + json.dumps(events)).lower()
+    leaked = [part for part in SENTINEL_PARTS if part in text]
+    assert not leaked, f"the sentinel {leaked} reached a log or an event"
 
 
 # -- last: what the module's traffic left in the logs ----------------------------------------------------

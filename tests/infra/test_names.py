@@ -138,7 +138,7 @@ def test_storage_names_rule_trips() -> None:
         "module r 'modules/region.bicep' = {\n  name: 'r'\n  params: {\n    localContainers: [\n      'dicom-inbox'\n"
         "    ]\n  }\n}\n", INFRA / "main.bicep")
     problems = "\n".join(check_storage_names(main, CODE_NAMES))
-    assert "missing ['dicom-cache', 'dicom-metadata'" in problems and "extra ['dicom-extra']" in problems
+    assert "missing ['dicom-audit', 'dicom-cache', 'dicom-metadata'" in problems and "extra ['dicom-extra']" in problems
     assert "var regionalContainers must equal shared/storage/layout.py REGIONAL" in problems
     assert "var appTables must equal shared/index/tables.py TABLES" in problems
     assert "must pass localContainers: localContainers" in problems

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,11 +43,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def storescp(out_dir: Path, port: int, *, ae_title: str = "STORESCP", accept_all: bool = False,
-             implicit_only: bool = False) -> Iterator[Path]:
+             extra: Sequence[str] = (), implicit_only: bool = False) -> Iterator[Path]:
     """storescp: by default uncompressed syntaxes only; ``accept_all`` every one dcmtk knows; ``implicit_only``
-    Implicit VR Little Endian only (an old workstation)."""
+    Implicit VR Little Endian only (an old workstation); ``extra``: more storescp options."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = [need("storescp"), "-od", str(out_dir), "-aet", ae_title, "+B"]
+    args = [need("storescp"), "-od", str(out_dir), "-aet", ae_title, "+B", *extra]
     if accept_all:
         args.append("+xa")
     if implicit_only:

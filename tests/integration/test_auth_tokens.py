@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from devhost import issuer as dev
 from shared.auth import service
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenValidator
+from shared.auth.tokens import IssuerUnavailable, TokenValidator
 from shared.config import AuthSettings
 
 
@@ -210,3 +210,121 @@ def test_an_unreachable_issuer_is_503_not_401(tmp_path: Path) -> None:
     settings = AuthSettings(issuer="http://127.0.0.1:9/issuer", audiences=(dev.DEFAULT_AUDIENCE,))
     denied = refused(settings, token)
     assert denied.status == 503 and denied.headers.get("Retry-After")
+
+
+# -- issuer outages: last good keys, negative caching --------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_last_good_keys_carry_an_issuer_outage_then_stop_at_the_stale_bound(issuer: Issuer) -> None:
+    clock = Clock()
+    settings = settings_for(issuer, jwks_cache_seconds=60.0, jwks_cooldown_seconds=30.0,
+                            jwks_max_stale_seconds=600.0)
+    v = TokenValidator(settings, clock=clock)
+    token = issuer.token(user="ana")
+    assert v.validate(token).subject == dev.user_oid("ana")
+    issuer.close()  # the issuer goes away (connection refused from now on)
+    clock.now += 120  # the cache has expired
+    assert v.validate(token).subject == dev.user_oid("ana")  # the last good keys
+    assert v.validate(issuer.token(user="bo")).subject == dev.user_oid("bo")
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    new_kid = jwt.encode({"iss": issuer.url}, other, algorithm="RS256", headers={"kid": "rotated-meanwhile"})
+    with pytest.raises(IssuerUnavailable):  # maybe a rotation we could not fetch: 503, not 401
+        v.validate(new_kid)
+    clock.now += 600  # past cache + max stale
+    with pytest.raises(IssuerUnavailable, match="MAX_STALE"):
+        v.validate(token)
+
+
+def test_a_failing_issuer_is_asked_once_per_cooldown_not_once_per_request(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    class Down(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_error(503)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Down)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/issuer"
+        clock = Clock()
+        v = TokenValidator(AuthSettings(issuer=url, audiences=(dev.DEFAULT_AUDIENCE,), jwks_cooldown_seconds=30.0),
+                           clock=clock)
+        token = dev.mint(tmp_path, url, roles=["reader"])
+        for _ in range(20):
+            with pytest.raises(IssuerUnavailable):
+                v.validate(token)
+        assert asked == ["/issuer/.well-known/openid-configuration"]
+        clock.now += 31
+        with pytest.raises(IssuerUnavailable):
+            v.validate(token)
+        assert len(asked) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("issuer_url", "jwks", "ok"), [
+    ("https://login.microsoftonline.com/t/v2.0", None, True),
+    ("http://login.example.org/t/v2.0", None, False),
+    ("http://127.0.0.1:7072/issuer", None, True),
+    ("http://localhost:7072/issuer", "http://localhost:7072/issuer/jwks", True),
+    ("http://127.0.0.1:7072/issuer", "http://keys.example.org/jwks", False),
+    ("https://login.example.org/t", "http://login.example.org/keys", False),
+    ("http://127.0.0.1.example.org/issuer", None, False),
+])
+def test_issuer_and_keys_are_https_except_a_development_issuer_on_this_machine(issuer_url: str, jwks: str | None,
+                                                                              ok: bool) -> None:
+    settings = AuthSettings(issuer=issuer_url, audiences=(dev.DEFAULT_AUDIENCE,), jwks_uri=jwks)
+    with pytest.raises(service.AccessDenied) as info:
+        service.authorize(settings, {"authorization": "Bearer x.y.z"}, {Role.READER})
+    if ok:
+        assert info.value.reason == "malformed-token"  # got as far as reading the token
+    else:
+        assert info.value.status == 503 and info.value.reason == "auth-misconfigured"
+        assert "https://" in info.value.message
+
+
+# -- access tokens only --------------------------------------------------------------------------------------
+
+def test_an_id_token_of_the_same_issuer_is_refused_even_for_our_audience(issuer: Issuer) -> None:
+    """The sign-in's ID token (the devhost issuer shapes it like Entra's: aud = the client, nonce, no scp/azp),
+    for a viewer registered as the API itself, so its audience is ours and it carries the roles."""
+    settings = settings_for(issuer)
+    id_token = issuer.token("reader", extra={"scp": None, "azp": None, "nonce": "n1"})
+    denied = refused(settings, id_token)
+    assert denied.status == 401 and denied.reason == "not-an-access-token"
+    assert service.authorize(settings, {"authorization": f"Bearer {issuer.token('reader')}"}, {Role.READER})
+
+
+@pytest.mark.parametrize("shape", ["no-azp-entra", "nonce", "at_hash", "token_use-id", "idtyp-device",
+                                   "no-scp-no-roles", "typ-id"])
+def test_tokens_that_are_not_access_tokens_are_refused(issuer: Issuer, shape: str) -> None:
+    extra: dict[str, object] = {
+        "no-azp-entra": {"azp": None}, "nonce": {"nonce": "n"}, "at_hash": {"at_hash": "x"},
+        "token_use-id": {"token_use": "id"}, "idtyp-device": {"idtyp": "device"},
+        "no-scp-no-roles": {"scp": None, "roles": None, "ver": None, "azp": None}, "typ-id": {},
+    }[shape]
+    token = issuer.token("reader", extra=extra)
+    if shape == "typ-id":
+        claims = jwt.decode(token, options={"verify_signature": False})
+        key = next(k for k in dev.load_keys(issuer.state_dir))
+        from cryptography.hazmat.primitives import serialization
+
+        private = serialization.load_pem_private_key(key["pem"].encode(), password=None)
+        token = jwt.encode(claims, private, algorithm="RS256",  # type: ignore[arg-type]
+                           headers={"kid": key["kid"], "typ": "id+jwt"})
+    assert refused(settings_for(issuer), token).reason == "not-an-access-token"
+    # An app-only (client credentials) access token: roles, azp, no scp, idtyp app.
+    app = issuer.token("writer", extra={"scp": None, "name": None, "idtyp": "app"})
+    assert service.authorize(settings_for(issuer), {"authorization": f"Bearer {app}"}, {Role.WRITER}).kind == "app"

@@ -45,8 +45,8 @@ def issuer(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, TestClie
 
 
 def sign_in(loop: asyncio.AbstractEventLoop, client: TestClient, roles: list[str], verifier: str,
-            redirect: str = REDIRECT) -> tuple[int, dict[str, list[str]]]:
-    params = {"client_id": "viewer", "redirect_uri": redirect, "response_type": "code", "scope": "openid",
+            redirect: str = REDIRECT, client_id: str = "viewer") -> tuple[int, dict[str, list[str]]]:
+    params = {"client_id": client_id, "redirect_uri": redirect, "response_type": "code", "scope": "openid",
               "state": "s1", "nonce": "n1", "code_challenge": challenge(verifier), "code_challenge_method": "S256"}
 
     async def go() -> tuple[int, dict[str, list[str]]]:
@@ -83,6 +83,32 @@ def test_code_flow_with_pkce_gives_a_token_the_app_accepts(issuer: tuple) -> Non
         service.authorize(settings, {"authorization": f"Bearer {tokens['id_token']}"}, {Role.READER})
     # A code works once.
     assert loop.run_until_complete(exchange(query["code"][0], verifier))[0] == 400
+
+
+def test_the_sign_ins_id_token_is_refused_even_when_the_viewer_is_the_api(issuer: tuple) -> None:
+    """A viewer registered as the API itself gets an ID token whose audience is the API's and which carries
+    the roles: only its shape (nonce, no scp, no azp) tells it from an access token, and the app refuses it."""
+    loop, client, url = issuer
+    verifier = secrets.token_urlsafe(32)
+    status, query = sign_in(loop, client, ["reader"], verifier, client_id=DEFAULT_AUDIENCE)
+    assert status == 302
+
+    async def exchange() -> dict:
+        r = await client.post(f"{PATH}/token", data={"grant_type": "authorization_code", "code": query["code"][0],
+                                                      "redirect_uri": REDIRECT, "code_verifier": verifier,
+                                                      "client_id": DEFAULT_AUDIENCE})
+        return await r.json()
+
+    tokens = loop.run_until_complete(exchange())
+    settings = AuthSettings(issuer=url, audiences=(DEFAULT_AUDIENCE,), jwks_cooldown_seconds=0.0)
+
+    def call(token: str) -> object:
+        return service.authorize(settings, {"authorization": f"Bearer {token}"}, {Role.READER})
+
+    assert loop.run_until_complete(asyncio.to_thread(call, tokens["access_token"]))
+    with pytest.raises(service.AccessDenied) as info:
+        loop.run_until_complete(asyncio.to_thread(call, tokens["id_token"]))
+    assert info.value.status == 401 and info.value.reason == "not-an-access-token"
 
 
 def test_a_wrong_verifier_or_a_foreign_redirect_is_refused(issuer: tuple) -> None:

@@ -251,6 +251,47 @@ def test_concurrent_deliveries_of_one_event_send_each_instance_once(
     assert 1 <= [str(e.type) for e in events].count("Dicom.RoutingCompleted") <= 2
 
 
+def test_tls_destination_checks_the_peer_and_shows_our_client_certificate(
+    clients: StorageClients, tmp_path: Path
+) -> None:
+    """storescp speaking DICOM TLS only and requiring a client certificate it trusts: with the routing TLS
+    settings (its certificate as our CA, given as PEM text; our certificate and key as a file) the study
+    arrives; without our client certificate the association fails and nothing arrives."""
+    from dataclasses import replace
+
+    from tests.e2e.gateway_peers import self_signed
+
+    (tmp_path / "peer").mkdir()
+    (tmp_path / "us").mkdir()
+    peer_cert, peer_key = self_signed(tmp_path / "peer")
+    our_cert, our_key = self_signed(tmp_path / "us")
+    ours = tmp_path / "us" / "client.pem"
+    ours.write_text(our_cert.read_text() + our_key.read_text())
+    originals = small_study("route-tls")[:3]
+    data = archive(clients.blobs, originals)
+    port = free_port()
+    rules = RuleSet(parse(orjson.dumps({"rules": [{
+        "name": "ct-to-pacs-tls", "conditions": {"Modality": "CT"}, "retry": {"maxAttempts": 1},
+        "destinations": [{"type": "dicom", "aeTitle": "STORESCP", "host": "127.0.0.1", "port": port, "tls": True}],
+    }]})), "current")
+
+    def with_tls(**tls: str) -> StorageClients:
+        return StorageClients(settings=replace(clients.settings, **tls), blobs=clients.blobs, tables=clients.tables,
+                              queues=clients.queues)
+
+    tls_peer = ["+tls", str(peer_key), str(peer_cert), "+cf", str(our_cert), "-rc"]
+    with storescp(tmp_path / "in", port, extra=tls_peer) as folder:
+        anonymous = with_tls(routing_tls_ca=peer_cert.read_text())
+        refused = route_event("Dicom.StudyStable", data, svc=anonymous, rules=rules, publisher=MemoryPublisher())
+        assert len(refused.destinations[0].dead_now) == len(originals) and not received(folder)
+    data2 = archive(clients.blobs, small_study("route-tls-2")[:3])
+    with storescp(tmp_path / "in2", port, extra=tls_peer) as folder:
+        mutual = with_tls(routing_tls_ca=peer_cert.read_text(), routing_tls_client_cert=str(ours))
+        outcome = route_event("Dicom.StudyStable", data2, svc=mutual, rules=rules, publisher=MemoryPublisher())
+        assert outcome.destinations[0].delivered_now == 3
+        assert len(received(folder)) == 3
+
+
 def _as(ds: Any, syntax: str, tag: str) -> Any:
     """``ds`` with fresh instance UIDs, stored in ``syntax`` (pydicom's own encoders and writers)."""
     import copy as copying

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from shared.auth.cors import CorsPolicy
 from shared.auth.roles import Role, for_dicomweb, from_claim
 
@@ -55,3 +59,23 @@ def test_roles_from_the_claim_and_per_method() -> None:
     assert from_claim(None) == frozenset()
     assert [for_dicomweb(m) for m in ("GET", "POST", "DELETE", "PATCH")] == [
         Role.READER, Role.WRITER, Role.ADMIN, Role.ADMIN]
+
+
+def test_the_audit_line_writes_a_path_value_only_when_it_is_a_uid(caplog: pytest.LogCaptureFixture) -> None:
+    from shared.auth.service import audit
+
+    with caplog.at_level(logging.INFO, logger="shared.auth.audit"):
+        audit(None, "GET", "dicomweb/studies/{study}", "1.2.840.1", 200, "allowed")
+        audit(None, "GET", "dicomweb/studies/{study}", "Smith^John", 400, "allowed")
+    first, second = (r.getMessage() for r in caplog.records)
+    assert "study=1.2.840.1 " in first
+    assert "study=invalid " in second and "Smith" not in second
+
+
+def test_the_devhost_and_the_app_name_blobs_in_logs_alike() -> None:
+    from devhost.host import log_name as devhost_name
+    from shared.storage.layout import log_name
+
+    for name in ("Müller^Jürgen/IM0001.dcm", "corpus/good/p01/ct/IM0001~3fa9c2d1.dcm", "x"):
+        assert log_name(name) == devhost_name(name)
+        assert log_name(name).startswith("blob#") and "Jürgen" not in log_name(name)

@@ -4,6 +4,7 @@ the peers document and the gateway settings."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
@@ -114,3 +115,67 @@ def test_gateway_settings_defaults_and_errors_that_name_the_setting() -> None:
                       ({"DICOMFLOW_GATEWAY_TLS_KEY_FILE": "k.pem"}, "TLS_CERT_FILE")):
         with pytest.raises(SettingsError, match=name):
             GatewaySettings.from_env(env)
+
+
+# -- C-STORE spool: the handler removes its data set on every way out -------------------------------------
+
+def test_a_store_handler_that_raises_still_removes_its_data_set(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from gateway import store
+    from gateway.spool import Spool
+
+    spool = Spool(tmp_path / "spool", max_bytes=1024 * 1024)
+    spool.prepare()
+    f = spool.open()
+    f.write(b"\0" * 128 + b"DICM")
+    f.close()
+
+    class Broken:
+        def write(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug in the upload path")
+
+    gw = SimpleNamespace(blobs=Broken())
+    event = SimpleNamespace(dataset_path=f.name, assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title="X")),
+                            request=SimpleNamespace(AffectedSOPInstanceUID="1.2.3"))
+    with pytest.raises(RuntimeError):
+        store.handle_store(event, gw, spool)  # type: ignore[arg-type]
+    assert not list((tmp_path / "spool").iterdir())
+
+
+def test_a_spool_file_stops_at_the_cap_and_keeps_nothing(tmp_path: Path) -> None:
+    from gateway.spool import Spool
+
+    spool = Spool(tmp_path / "spool", max_bytes=1000)
+    spool.prepare()
+    (tmp_path / "spool" / "left.dcm").write_bytes(b"1")
+    spool.prepare()  # a new process empties what a crashed one left
+    assert not list((tmp_path / "spool").iterdir())
+    f = spool.open()
+    f.write(b"a" * 600)
+    f.write(b"b" * 600)  # over the cap: truncated, flagged, nothing more written
+    f.write(b"c" * 600)
+    f.flush()
+    assert spool.overflowed(f.name) and Path(f.name).stat().st_size == 0
+    assert spool.release(None) == 1 and not list((tmp_path / "spool").iterdir())
+
+
+def test_gateway_exposure_needs_an_allow_list_or_mutual_tls_beyond_loopback() -> None:
+    def problem(**env: str) -> str | None:
+        return GatewaySettings.from_env({f"DICOMFLOW_GATEWAY_{k}": v for k, v in env.items()}).exposure_problem()
+
+    assert problem() is None and problem(HOST="::1") is None and problem(HOST="localhost") is None
+    assert "ALLOWED_AE_TITLES" in (problem(HOST="0.0.0.0") or "")
+    assert "ALLOWED_AE_TITLES" in (problem(HOST="10.1.2.3", ALLOWED_NETWORKS="10.0.0.0/8") or "")
+    assert problem(HOST="0.0.0.0", ALLOWED_AE_TITLES="CT1") is None
+    assert problem(HOST="0.0.0.0", TLS_CERT_FILE="c", TLS_KEY_FILE="k") is not None  # TLS without client certs
+    assert problem(HOST="0.0.0.0", TLS_CERT_FILE="c", TLS_KEY_FILE="k", TLS_CA_FILE="ca") is None
+
+
+def test_a_spool_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    from gateway.spool import Spool, SpoolError
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "spool").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SpoolError, match="DICOMFLOW_GATEWAY_SPOOL_DIR"):
+        Spool(tmp_path / "spool", max_bytes=4096).prepare()

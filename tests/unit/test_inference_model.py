@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from shared.config import Settings, SettingsError
 from shared.errors import BadInput, Reason
 from shared.inference import pixels, registry
 from shared.inference.builtin import BodySegmentation, otsu_threshold
@@ -152,11 +156,49 @@ def test_inference_is_opt_in_no_document_no_models() -> None:
     assert model.name == "dicomflow-body"
 
 
-def test_registry_plugs_in_a_python_factory_with_options() -> None:
+def test_registry_plugs_in_a_python_factory_the_operator_allowed() -> None:
     doc = b'{"models": [{"kind": "python", "factory": "tests.unit.test_inference_model:make_constant",'
     doc += b' "options": {"label": "lung"}}, {"kind": "builtin", "enabled": false}]}'
-    (model,) = registry.parse(doc)
+    allowed = registry.Factories(("tests.unit.test_inference_model:make_constant",))
+    (model,) = registry.parse(doc, factories=allowed)
     assert isinstance(model, ConstantModel) and model.label == "lung"
+
+
+def test_configuration_cannot_import_code_the_operator_did_not_allow(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A module the config writer would like the app to run (on the path, as any installed module is).
+    (tmp_path / "planted_by_config_writer.py").write_text("import sys\nsys.planted = True\ndef run(): ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    doc = b'{"models": [{"kind": "builtin"}, {"kind": "python", "factory": "planted_by_config_writer:run"}]}'
+    for factories in (None, registry.Factories(("tests.unit.test_inference_model:make_constant",))):
+        with pytest.raises(BadInput) as info:
+            registry.parse(doc, factories=factories)
+        assert "models[1] field factory" in info.value.message
+        assert "DICOMFLOW_INFERENCE_FACTORIES" in info.value.message and "dicomflow.models" in info.value.message
+    assert "planted_by_config_writer" not in sys.modules and not hasattr(sys, "planted")
+
+
+def test_installed_entry_points_are_factories_by_name_or_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real installed distribution (a dist-info folder on the path) that publishes a model factory.
+    (tmp_path / "hospital_models.py").write_text(
+        "from tests.unit.test_inference_model import ConstantModel\n"
+        "def create(**options):\n    return ConstantModel(**options)\n")
+    info = tmp_path / "hospital_models-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hospital-models\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dicomflow.models]\nlung = hospital_models:create\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("lung", "hospital_models:create"):
+        doc = orjson.dumps({"models": [{"kind": "python", "factory": name, "options": {"label": name}}]})
+        (model,) = registry.parse(doc)
+        assert isinstance(model, ConstantModel) and model.label == name
+
+
+def test_the_factory_allow_list_setting_is_checked() -> None:
+    s = Settings.from_env({"DICOMFLOW_INFERENCE_FACTORIES": "a.b:create, c:make"})
+    assert s.inference_factories == ("a.b:create", "c:make")
+    with pytest.raises(SettingsError, match="DICOMFLOW_INFERENCE_FACTORIES"):
+        Settings.from_env({"DICOMFLOW_INFERENCE_FACTORIES": "os.system"})
 
 
 def test_registry_modalities_narrow_the_builtin_model() -> None:

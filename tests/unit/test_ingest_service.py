@@ -65,6 +65,9 @@ def test_a_new_instance_costs_three_requests_and_its_series_and_study_one_each_p
     items = study_of(2, 5)
     for _, _, sop, data in items:
         upload(f, f"up/{sop}.dcm", data)
+    # Once per process, not per instance: containers and tables made, the extended query tag list read
+    # (re-read once per DICOMFLOW_EXTENDED_TAGS_TTL_SECONDS, on use).
+    f.services.ensure_ready()
     before = f.requests()
     outcomes = [ingest(f, f"up/{sop}.dcm") for _, _, sop, _ in items]
     assert {o.state for o in outcomes} == {IngestState.ARCHIVED}
@@ -189,6 +192,10 @@ def test_bad_input_is_quarantined_with_its_reason_and_announced(payload: bytes, 
     assert f.blobs.blobs[(layout.QUARANTINE, layout.quarantine_path("bad.dcm", etag))].metadata["reason"] == reason
     (event,) = f.publisher.of_type(EventType.INGEST_FAILED)
     assert event.data["reason"] == reason
+    # The upload by digest, never by name; the folder holds its quarantine copy.
+    assert event.data["blobDigest"] == layout.log_name("bad.dcm") and "bad.dcm" not in str(event.to_cloud_event())
+    folder = event.data["quarantineFolder"].removeprefix(f"{layout.QUARANTINE}/")
+    assert (layout.QUARANTINE, f"{folder}bad.dcm") in f.blobs.blobs
     got = status.blob_status(f.services, "bad.dcm")
     assert got.state is IngestState.QUARANTINED and got.reason == reason
 

@@ -36,6 +36,8 @@ class Pair:
     def __init__(self, **env: str) -> None:
         self.a = memory_services(DICOMFLOW_REGION="a", DICOMFLOW_PEER_REGION="b", **env)
         self.b = memory_services(DICOMFLOW_REGION="b", DICOMFLOW_PEER_REGION="a", **env)
+        for f in (self.a, self.b):  # running regions: once-per-process reads (the extended tag list) done
+            f.services.ensure_ready()
 
     def region(self, name: str) -> Fakes:
         return self.a if name == "a" else self.b
@@ -75,8 +77,9 @@ def test_each_region_writes_its_own_regional_containers_and_holds_the_peers_repl
     assert t.replicas(layout.CONFIG) == ("dicomflow-config-secondary",)
     assert t.own(layout.METADATA) == layout.METADATA and t.replicas(layout.INBOX) == ()
     assert t.writer_of("dicom-quarantine-secondary") == "secondary" and t.writer_of(layout.INBOX) == ""
-    assert set(t.containers()) == {"dicom-inbox", "dicom-metadata", "eventgrid-deadletter", "dicom-cache",
-                                   "dicom-archive-primary", "dicom-quarantine-primary", "dicomflow-config-primary"}
+    assert set(t.containers()) == {"dicom-inbox", "dicom-metadata", "eventgrid-deadletter", "dicom-audit",
+                                   "dicom-cache", "dicom-archive-primary",
+                                   "dicom-quarantine-primary", "dicomflow-config-primary"}
     assert set(layout.region_containers("primary", ["secondary"])) == set(t.containers()) | {
         "dicom-archive-secondary", "dicom-quarantine-secondary", "dicomflow-config-secondary"}
     assert Topology().containers() == layout.CONTAINERS  # one region on its own: the plain names

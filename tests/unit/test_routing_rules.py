@@ -84,3 +84,50 @@ def test_bad_documents_name_the_rule_index_and_field(rules: list, expected: str)
 def test_not_json_is_rejected() -> None:
     with pytest.raises(BadInput, match="not JSON"):
         parse(b"{rules: ")
+
+
+@pytest.mark.parametrize("container", ["dicom-archive", "dicom-archive-secondary", "dicom-inbox", "dicomflow-config",
+                                       "dicomflow-config-primary", "dicom-quarantine-eu2", "dicom-metadata",
+                                       "eventgrid-deadletter"])
+def test_an_export_into_the_apps_own_containers_is_refused(container: str) -> None:
+    with pytest.raises(BadInput) as info:
+        parse(doc(rule(destinations=[{"type": "export", "container": container}])))
+    assert "rule 0 ('r') field destinations[0].container" in info.value.message
+    assert "one of the app's own containers" in info.value.message
+    (ok,) = parse(doc(rule(destinations=[{"type": "export", "container": "research-archive"}])))
+    assert ok.destinations[0].options["container"] == "research-archive"
+
+
+@pytest.mark.parametrize(("url", "accepted"), [
+    ("https://pacs.example/dicom-web", True), ("HTTPS://pacs.example/dicom-web", True),
+    ("http://127.0.0.1:8042/dicom-web", True), ("http://localhost/dicom-web", True), ("http://[::1]:80", True),
+    ("http://pacs.example/dicom-web", False), ("http://127.0.0.1.evil.example/dicom-web", False),
+    ("http://localhost.evil.example", False), ("ftp://pacs.example", False),
+])
+def test_stow_destinations_are_https_or_this_machine(url: str, accepted: bool) -> None:
+    document = doc(rule(destinations=[{"type": "dicomweb", "url": url}]))
+    if accepted:
+        assert parse(document)[0].destinations[0].options["url"] == url
+        return
+    with pytest.raises(BadInput) as info:
+        parse(document)
+    assert "field destinations[0].url" in info.value.message
+
+
+def test_the_schema_names_exactly_the_apps_containers() -> None:
+    import re
+
+    from shared.routing.rules import SCHEMA
+    from shared.storage.layout import CONTAINERS
+
+    export = next(b["then"]["properties"]["container"] for b in SCHEMA["$defs"]["destination"]["allOf"]
+                  if b["if"]["properties"]["type"]["const"] == "export")
+    names = re.fullmatch(r"\^\(\?:(.*)\)\(\?:-\|\$\)", export["not"]["pattern"])
+    assert names is not None and set(names.group(1).split("|")) == set(CONTAINERS)
+
+
+def test_a_dicom_destination_may_ask_for_tls_and_holds_no_secret() -> None:
+    (r,) = parse(doc(rule(destinations=[{**DICOM, "tls": True}])))
+    assert r.destinations[0].options["tls"] is True
+    with pytest.raises(BadInput):
+        parse(doc(rule(destinations=[{**DICOM, "password": "s3cret"}])))

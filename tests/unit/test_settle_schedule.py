@@ -68,3 +68,44 @@ def test_a_write_just_before_an_arrival_run_waits_for_it() -> None:
     clock.now += 5.0 - EARLY_DELIVERY / 2  # that run is never stable: it reschedules and reads this later
     s.after_write("1.2.3")
     assert queues.drain(layout.SETTLE_QUEUE) == []
+
+
+def test_a_settle_run_that_storage_fails_comes_back_later_with_growing_delays() -> None:
+    """Storage trouble (here: every table read fails as Azure's SDK fails) puts the request back with the
+    next backoff delay instead of spending the trigger's quick retries; past the last delay it raises, so
+    the trigger's retries and then the poison queue (re-driven, shared/ingest/redrive.py) take over."""
+    from azure.core.exceptions import ServiceRequestError
+
+    from shared.ingest.schedule import SettleRequest
+    from shared.ingest.settle import RETRY_DELAYS, SettleService
+    from tests.fakes import memory_services
+
+    fakes = memory_services()
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise ServiceRequestError("storage unreachable")
+
+    fakes.tables.query = down  # type: ignore[method-assign]
+    fakes.tables.get = down  # type: ignore[method-assign]
+    request, delays = SettleRequest("1.2.3"), []
+    for _ in RETRY_DELAYS:
+        assert SettleService(fakes.services).settle(request).state == "deferred"
+        ((text, delay),) = fakes.queues.drain(layout.SETTLE_QUEUE)
+        request = SettleRequest.from_message(text)
+        delays.append(delay)
+    assert delays == list(RETRY_DELAYS) and request.attempt == len(RETRY_DELAYS)
+    try:
+        SettleService(fakes.services).settle(request)
+    except ServiceRequestError:
+        pass
+    else:
+        raise AssertionError("the last attempt must raise (the trigger retries it)")
+    assert fakes.queues.drain(layout.SETTLE_QUEUE) == []
+
+
+def test_settle_messages_keep_their_attempt_and_redrive_counts() -> None:
+    from shared.ingest.schedule import SettleRequest
+
+    r = SettleRequest("1.2.3", force=True, attempt=2, redrives=1)
+    assert SettleRequest.from_message(r.to_message()) == r
+    assert SettleRequest.from_message(b'{"study": "1.2", "attempt": "x", "redrives": -1}') == SettleRequest("1.2")

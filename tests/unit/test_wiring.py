@@ -33,6 +33,8 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "ingest": ("blobTrigger", {"path": "dicom-inbox/{name}", "connection": "DicomStorage", "source": "EventGrid"}),
     "settle": ("queueTrigger", {"queueName": "dicom-settle", "connection": "DicomStorage"}),
     "follow_peer": ("timerTrigger", {"schedule": "*/10 * * * * *", "runOnStartup": False}),
+    "redrive": ("timerTrigger", {"schedule": "0 */5 * * * *", "runOnStartup": False}),
+    "inbox_retention": ("timerTrigger", {"schedule": "0 17 * * * *", "runOnStartup": False}),
     "ingest_status": http("ingest/status", ["GET"], A),
     "cors_preflight": http("{*path}", ["OPTIONS"], A),
     "inference": ("eventGridTrigger", {}),
@@ -60,6 +62,12 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
                            ("instance", "studies/{study}/series/{series}/instances/{sop}"),
                            ("frame", "studies/{study}/series/{series}/instances/{sop}/frames/{frames}"))
        for kind in ("rendered", "thumbnail")},
+    "extended_tags": http("dicomweb/extendedquerytags", ["GET", "POST"], A),
+    "extended_tag": http("dicomweb/extendedquerytags/{tag}", ["GET", "PATCH", "DELETE"], A),
+    "extended_tag_errors": http("dicomweb/extendedquerytags/{tag}/errors", ["GET"], A),
+    "operations": ("queueTrigger", {"queueName": "dicom-operations", "connection": "DicomStorage"}),
+    "operation_status": http("dicomweb/operations/{operation}", ["GET"], A),
+    "audit": http("audit", ["GET"], A),
 }
 
 
