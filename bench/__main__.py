@@ -16,7 +16,7 @@ import sys
 from bench.common import ROOT
 
 BENCHMARKS = ("bench.ingest", "bench.large", "bench.query", "bench.dimse", "bench.hostile", "bench.follow",
-              "bench.update")
+              "bench.update", "bench.retrieve")
 
 
 def main(argv: list[str] | None = None) -> int:
