@@ -260,8 +260,10 @@ def transcode_dataset(ds: Dataset, target: str) -> Dataset:
     pixel data is only relabelled (its elements are encoded by whoever writes it)."""
     source = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
     if "PixelData" not in ds:
-        out = copy.copy(ds)
+        out = copy.deepcopy(ds)
         out.file_meta = meta_for(ds, target)
+        syntax = UID(target)
+        _reencode(out, implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
         return out
     pm = PixelModule.of(ds)
     encoded: list[bytes] = []
@@ -284,6 +286,18 @@ def transcode_dataset(ds: Dataset, target: str) -> Dataset:
         out["PixelData"].VR = "OB"
         out["PixelData"].is_undefined_length = True
     return out
+
+
+def _reencode(ds: Dataset, *, implicit: bool, little: bool) -> None:
+    """Make ``ds`` (and every sequence item in it) be written in the given encoding: its elements still held
+    as read (raw bytes of the stored syntax) are decoded, and each data set says it is in that encoding now
+    (pynetdicom refuses a data set read as one syntax and labelled another, and raw items would be copied
+    in the syntax they were read in)."""
+    for elem in ds:  # iterating converts raw elements
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _reencode(item, implicit=implicit, little=little)
+    ds.set_original_encoding(implicit, little, ds.original_character_set)
 
 
 def meta_for(ds: Dataset, target: str) -> FileMetaDataset:
