@@ -16,7 +16,7 @@ import sys
 from bench.common import ROOT
 
 BENCHMARKS = ("bench.ingest", "bench.large", "bench.query", "bench.dimse", "bench.hostile", "bench.follow",
-              "bench.update", "bench.migrate")
+              "bench.update", "bench.retrieve", "bench.migrate")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ make bench                              # everything (installs Orthanc if missin
 .venv/bin/python -m bench.large
 .venv/bin/python -m bench.query
 .venv/bin/python -m bench.follow        # the secondary's catch-up (follower, reindex --since)
+.venv/bin/python -m bench.retrieve      # slide frames, transcoding, rendered images
 ```
 
 Raw numbers (every repetition, every request kind) are in `bench/results/*.json`. Tables show
@@ -464,6 +465,60 @@ def _update(d: dict[str, Any] | None, label: str) -> str:
 
 
 
+RETRIEVE_ROWS = (
+    ("stored_frames", "slide frames as stored (JPEG tiles, byte-exact)"),
+    ("plain_frames", "slide frames as Explicit VR LE (decoded pixels)"),
+    ("jls_frames", "slide frames as JPEG-LS lossless, first read"),
+    ("jls_frames_again", "the same frames again (ours: from `dicom-cache`)"),
+    ("rendered_ct", "rendered JPEG of a CT slice (windowed)"),
+    ("rendered_tile", "rendered JPEG of a slide tile"),
+    ("series_transcode", "CT series as Explicit VR LE (whole series)"),
+)
+
+
+def _retrieve(d: dict[str, Any] | None, label: str) -> str:
+    head = f"## Retrieval: frames, transcoding, rendered images (`bench/retrieve.py`){label}"
+    if not d:
+        return head + "\n\nNot measured yet: `python -m bench.retrieve`.\n"
+
+    def cell(row: dict[str, Any], side: str, key: str, digits: int = 1) -> str:
+        got = row.get(side) or {}
+        if got.get("skipped"):
+            return "(as first read)"
+        if key in got:
+            return f"{got[key]:.{digits}f}"
+        error = " ".join(str(got.get("error", "n/a")).split()).replace("|", "/")
+        return f"failed: {error[:100]}"
+
+    def ratio(row: dict[str, Any]) -> str:
+        o, t = row.get("ours") or {}, row.get("orthanc") or {}
+        if "p50_ms" not in o or "p50_ms" not in t or not o["p50_ms"]:
+            return "n/a"
+        return f"**{t['p50_ms'] / o['p50_ms']:.1f}x**"
+
+    lines = [head, "",
+             f"One slide of {d['slide_bytes'] / MIB:.0f} MiB ({d['tiles']} JPEG tiles of 256x256, TILED_FULL, an empty "
+             f"Basic Offset Table) and a {d['ct_slices']}-slice CT series (512x512, JPEG-LS lossless), the same files "
+             "on both sides; one client, the sides interleaved request by request; wall time per request and the "
+             "server's CPU per request (ours: the devhost process running the app plus Azurite; Orthanc: its "
+             f"process). Orthanc {d.get('orthanc_version') or ''} with its DICOMweb plugin.", "",
+             "| request | n (ours/Orthanc) | ours p50 ms | ours p95 ms | ours CPU ms | Orthanc p50 ms | "
+             "Orthanc p95 ms | Orthanc CPU ms | Orthanc / ours (p50) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, name in RETRIEVE_ROWS:
+        row = d.get(key)
+        if not row:
+            continue
+        n = "/".join(str(len((row.get(side) or {}).get("samples", []))) for side in ("ours", "orthanc"))
+        lines.append(f"| {name} | {n} | {cell(row, 'ours', 'p50_ms')} | {cell(row, 'ours', 'p95_ms')} | "
+                     f"{cell(row, 'ours', 'cpu_ms')} | {cell(row, 'orthanc', 'p50_ms')} | "
+                     f"{cell(row, 'orthanc', 'p95_ms')} | {cell(row, 'orthanc', 'cpu_ms')} | {ratio(row)} |")
+    lines += ["", f"Decoded frames equal pydicom's decoding of the file: {d.get('plain_equal_pydicom')}. "
+              "Stored frames are checked byte-exact against the file's tiles, decoded ones for their size, "
+              "transcoded series for their part count and transfer syntax, on every request.", ""]
+    return "\n".join(lines)
+
+
 def render() -> str:
     ingest, li = _pick("ingest")
     large, ll = _pick("large")
@@ -472,9 +527,10 @@ def render() -> str:
     update, lu = _pick("update")
     hostile, lh = _pick("hostile")
     follow, lf = _pick("follow")
+    retrieve, lr = _pick("retrieve")
     migrate, lm = _pick("migrate")
     text = "\n".join([INTRO, _machine([ingest or {}, large or {}, query or {}]), _ingest(ingest, li),
-                      _large(large, ll), _query(query, lq), _dimse(dimse, ld), _hostile(hostile, lh),
-                      _follow(follow, lf), _update(update, lu), _migrate(migrate, lm)])
+                      _large(large, ll), _query(query, lq), _dimse(dimse, ld), _retrieve(retrieve, lr),
+                      _hostile(hostile, lh), _follow(follow, lf), _update(update, lu), _migrate(migrate, lm)])
     (BENCH / "README.md").write_text(text.rstrip() + "\n")
     return text

@@ -217,3 +217,44 @@ async def frames(req: Request) -> Response:
 @_route("dicomweb_bulkdata", f"studies/{S}/series/{SE}/instances/{IN}/bulkdata/{{*locator}}", ["GET"])
 async def bulkdata(req: Request) -> Response:
     return await run(req, service.bulkdata)
+
+
+# -- rendered resources and thumbnails (PS3.18 9.5) -------------------------------------------
+@_route("dicomweb_study_rendered", f"studies/{S}/rendered", ["GET"])
+async def study_rendered(req: Request) -> Response:
+    return await run(req, service.rendered)
+
+
+@_route("dicomweb_series_rendered", f"studies/{S}/series/{SE}/rendered", ["GET"])
+async def series_rendered(req: Request) -> Response:
+    return await run(req, service.rendered)
+
+
+@_route("dicomweb_instance_rendered", f"studies/{S}/series/{SE}/instances/{IN}/rendered", ["GET"])
+async def instance_rendered(req: Request) -> Response:
+    return await run(req, service.rendered)
+
+
+@_route("dicomweb_frame_rendered", f"studies/{S}/series/{SE}/instances/{IN}/frames/{{frames}}/rendered", ["GET"])
+async def frame_rendered(req: Request) -> Response:
+    return await run(req, service.rendered)
+
+
+@_route("dicomweb_study_thumbnail", f"studies/{S}/thumbnail", ["GET"])
+async def study_thumbnail(req: Request) -> Response:
+    return await run(req, service.thumbnail)
+
+
+@_route("dicomweb_series_thumbnail", f"studies/{S}/series/{SE}/thumbnail", ["GET"])
+async def series_thumbnail(req: Request) -> Response:
+    return await run(req, service.thumbnail)
+
+
+@_route("dicomweb_instance_thumbnail", f"studies/{S}/series/{SE}/instances/{IN}/thumbnail", ["GET"])
+async def instance_thumbnail(req: Request) -> Response:
+    return await run(req, service.thumbnail)
+
+
+@_route("dicomweb_frame_thumbnail", f"studies/{S}/series/{SE}/instances/{IN}/frames/{{frames}}/thumbnail", ["GET"])
+async def frame_thumbnail(req: Request) -> Response:
+    return await run(req, service.thumbnail)

@@ -6,8 +6,12 @@ Each instance is downloaded from the archive into a temporary file when its turn
 read with its large values deferred, sent, and dropped before the next one: a study of any
 size costs one instance at a time. (pynetdicom's sub-operations take a decoded data set,
 so the instance being sent is encoded in memory once.) Instances are sent in their stored
-transfer syntax (rule RETRIEVE_AS_STORED, as WADO-RS): C-MOVE proposes each SOP class with
-its stored syntax and with the uncompressed ones.
+transfer syntax when the peer accepted it: C-MOVE proposes each SOP class with its stored
+syntaxes (compressed, deflated, big endian) and with the little endian uncompressed ones; a
+C-GET requester proposes its own. When the peer did not accept the stored syntax, the instance
+is transcoded to one it did (:func:`shared.dicom.transcode.for_peer`); when nothing works the
+sub-operation fails and the log names the SOP class, the syntaxes stored and accepted, and
+what to change on the peer.
 
 C-MOVE destinations are the peers of ``dicomflow-config/gateway/destinations.json`` (an
 unknown Move Destination gets ``0xA801``). pynetdicom counts the sub-operations and sends
@@ -21,13 +25,14 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from azure.core.exceptions import AzureError
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import evt
 from pynetdicom.presentation import build_context
 
 from gateway import audit
@@ -46,6 +51,7 @@ from shared.audit.record import (
     Actor,
     Subjects,
 )
+from shared.dicom import transcode
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.qido import QidoQuery
 from shared.dicomweb.search import find
@@ -97,9 +103,30 @@ def contexts_for(views: list[dict[str, Any]]) -> list[Any]:
     return contexts
 
 
-def _instances(gw: Gateway, views: list[dict[str, Any]], event: Any) -> Iterator[tuple[int, Any]]:
-    """(pending, data set) per instance, downloaded when its turn comes; a missing archive blob
-    becomes a failed sub-operation naming its SOP Instance UID."""
+Accepted = Callable[[str], set[str]]
+
+
+def _accepted_on(assoc: Any) -> set[tuple[str, str]]:
+    """(SOP class, transfer syntax) pairs accepted on ``assoc``."""
+    if assoc is None:
+        return set()
+    return {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
+
+
+def _for_peer(ds: Dataset, sop_class: str, accepted: set[str], sop: str) -> Dataset:
+    """``ds`` in a syntax the peer accepted, or the unsendable stand-in (a failed sub-operation)."""
+    try:
+        return transcode.for_peer(ds, accepted)
+    except transcode.TranscodeError as exc:
+        log.warning("Retrieve: sop=%s of SOP class %s cannot be sent: %s", sop, transcode.name(sop_class), exc)
+        return _unsendable({"SOPInstanceUID": sop})
+
+
+def _instances(gw: Gateway, views: list[dict[str, Any]], event: Any,
+               accepted: Accepted) -> Iterator[tuple[int, Any]]:
+    """(pending, data set) per instance, downloaded when its turn comes, in a syntax the peer accepted
+    (``accepted(sop_class)``); a missing archive blob becomes a failed sub-operation naming its SOP
+    Instance UID."""
     for v in views:
         if event.is_cancelled:
             yield CANCEL, None
@@ -113,6 +140,9 @@ def _instances(gw: Gateway, views: list[dict[str, Any]], event: Any) -> Iterator
         except (BlobGone, AzureError, OSError, ValueError) as exc:
             log.warning("Retrieve: sop=%s could not be read from the archive (%s)", sop, type(exc).__name__)
             ds = _unsendable(v)
+        else:
+            sop_class = str(ds.get("SOPClassUID") or v.get("SOPClassUID") or "")
+            ds = _for_peer(ds, sop_class, accepted(sop_class), sop)
         try:
             yield PENDING, ds
         finally:
@@ -129,7 +159,7 @@ def _unsendable(view: dict[str, Any]) -> Dataset:
     return ds
 
 
-def _audited(gw: Gateway, event: Any, views: list[dict[str, Any]], what: str,
+def _audited(gw: Gateway, event: Any, views: list[dict[str, Any]], what: str, accepted: Accepted,
              destination: Actor | None = None) -> Iterator[tuple[int, Any]]:
     """The sub-operations of a retrieve, and its audit record once they are done (or cut short)."""
     subjects = Subjects()
@@ -139,7 +169,7 @@ def _audited(gw: Gateway, event: Any, views: list[dict[str, Any]], what: str,
         subjects.add_patient(v.get("PatientID"), gw.settings.audit.patient_salt)
     outcome, how = SERIOUS_FAILURE, "ended before its last sub-operation"
     try:
-        for item in _instances(gw, views, event):
+        for item in _instances(gw, views, event, accepted):
             if item[0] == CANCEL:
                 outcome, how = MINOR_FAILURE, "cancelled"
             yield item
@@ -177,9 +207,11 @@ def handle_move(event: Any, gw: Gateway) -> Iterator[Any]:
         log.warning("C-MOVE refused: %s", bad)
         _refused(gw, event, "C-MOVE", to)
         raise
+    sub: dict[str, Any] = {}  # the sub-association to the destination, once pynetdicom has it
     kwargs: dict[str, Any] = {
         "contexts": contexts_for(views) or [build_context("1.2.840.10008.1.1")],
         "max_pdu": gw.config.max_pdu_bytes,
+        "evt_handlers": [(evt.EVT_ACCEPTED, lambda e: sub.update(assoc=e.assoc))],
     }
     if peer.tls:
         kwargs["tls_args"] = (client_context(gw.config), peer.host)
@@ -187,7 +219,11 @@ def handle_move(event: Any, gw: Gateway) -> Iterator[Any]:
              len(views), peer.ae, peer.host, peer.port, ", TLS" if peer.tls else "")
     yield peer.host, peer.port, kwargs
     yield len(views)
-    yield from _audited(gw, event, views, f"C-MOVE to {peer.ae}", to)
+
+    def accepted(sop_class: str) -> set[str]:
+        return {ts for cls, ts in _accepted_on(sub.get("assoc")) if cls == sop_class}
+
+    yield from _audited(gw, event, views, f"C-MOVE to {peer.ae}", accepted, to)
 
 
 def handle_get(event: Any, gw: Gateway) -> Iterator[Any]:
@@ -202,4 +238,9 @@ def handle_get(event: Any, gw: Gateway) -> Iterator[Any]:
         return
     log.info("C-GET assoc=%s: %d instance(s)", getattr(event.assoc, "_dicomflow_id", "-"), len(views))
     yield len(views)
-    yield from _audited(gw, event, views, "C-GET")
+    offered = _accepted_on(event.assoc)
+
+    def accepted(sop_class: str) -> set[str]:
+        return {ts for cls, ts in offered if cls == sop_class}
+
+    yield from _audited(gw, event, views, "C-GET", accepted)

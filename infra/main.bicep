@@ -76,6 +76,10 @@ param versionColdAfterDays int = 0
 @minValue(1)
 param inboxRetentionDays int = 7
 
+@description('Days a transcoded frame or rendered image stays in the dicom-cache container (recomputed when asked again).')
+@minValue(1)
+param cacheRetentionDays int = 30
+
 @description('Days dead-lettered events are kept.')
 @minValue(1)
 param deadLetterRetentionDays int = 30
@@ -270,13 +274,16 @@ var quarantineContainer = 'dicom-quarantine'
 var configContainer = 'dicomflow-config'
 var deadLetterContainer = 'eventgrid-deadletter'
 var auditContainer = 'dicom-audit'
+var cacheContainer = 'dicom-cache'
 // In each region, never replicated: uploads, what each region derives itself (frame indexes, bundles), dead letters,
-// the audit trail (append blobs, which object replication does not copy).
+// the audit trail (append blobs, which object replication does not copy), and the cache of transcoded frames and
+// rendered images.
 var localContainers = [
   inboxContainer
   metadataContainer
   deadLetterContainer
   auditContainer
+  cacheContainer
 ]
 // Written by each region as '<name>-<region key>' and replicated to the other region (read-only there).
 var regionalContainers = [
@@ -374,6 +381,29 @@ var lifecycleRules = [
         version: {
           delete: {
             daysAfterCreationGreaterThan: inboxRetentionDays
+          }
+        }
+      }
+    }
+  }
+  {
+    // Transcoded frames and rendered images: recomputed on demand, so kept only while they are being read.
+    name: 'cache-cleanup'
+    enabled: true
+    type: 'Lifecycle'
+    definition: {
+      filters: {
+        blobTypes: [
+          'blockBlob'
+        ]
+        prefixMatch: [
+          '${cacheContainer}/'
+        ]
+      }
+      actions: {
+        baseBlob: {
+          delete: {
+            daysAfterModificationGreaterThan: cacheRetentionDays
           }
         }
       }

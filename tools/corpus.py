@@ -8,6 +8,7 @@ What it writes (:func:`write_corpus`)::
     OUT/good/pNN/dx/DX0001.dcm        a DX image (first patient)
     OUT/good/pNN/mg/DBT0001.dcm       a multi-frame Breast Tomosynthesis instance (second patient)
     OUT/good/large/DBT_large.dcm      optional huge multi-frame instance (``large_frames``)
+    OUT/good/pNN/sm/SM0001.dcm ...    optional whole-slide microscopy pyramid (``slide``; last patient)
     OUT/broken/*.dcm, broken/dicomdir/DICOMDIR   deliberately bad input (see :data:`BROKEN_CASES`)
     OUT/manifest.json                 every file: kind, expected outcome, defect, UIDs, charset
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import logging
 import shutil
@@ -710,6 +712,140 @@ def make_multiframe_mg(path: Path, study: Study, uids: UidFactory, *, frames: in
 
 
 # ---------------------------------------------------------------------------------------------
+# Whole-slide microscopy
+
+
+VL_WSI: Final = "1.2.840.10008.5.1.4.1.1.77.1.6"
+JPEG_BASELINE: Final = "1.2.840.10008.1.2.4.50"
+#: The offset table of each pyramid level written by :func:`make_wsi` (base level first).
+WSI_LEVELS: Final = ("empty-bot", "eot", "bot")
+
+
+def _tissue(size: int, rng: np.random.Generator) -> np.ndarray:
+    """An H&E-looking RGB image: pink stroma with purple nuclei on a near-white background (uint8)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    blob = np.exp(-(((xx - 0.5) ** 2) / 0.09 + ((yy - 0.5) ** 2) / 0.05))  # the tissue section
+    noise = rng.random((size // 8 + 1, size // 8 + 1)).astype(np.float32)
+    texture = np.kron(noise, np.ones((8, 8), np.float32))[:size, :size]
+    tissue = (blob * (0.6 + 0.4 * texture)) > 0.35
+    nuclei = tissue & (rng.random((size, size)) > 0.985)
+    img = np.full((size, size, 3), 242, np.uint8)
+    img[tissue] = (233, 150, 190)
+    grow = np.zeros_like(nuclei)
+    for dy in (-2, -1, 0, 1, 2):
+        for dx in (-2, -1, 0, 1, 2):
+            grow |= np.roll(np.roll(nuclei, dy, 0), dx, 1)
+    img[grow] = (110, 60, 150)
+    return img
+
+
+def make_wsi(folder: Path, study: Study, uids: UidFactory, *, size: int = 1024, tile: int = 256,
+             series_number: int = 20, offsets: Sequence[str] = WSI_LEVELS) -> list[Path]:
+    """A VL Whole Slide Microscopy pyramid (one instance per level, ``size`` px at the base, halved per level
+    down to one tile): TILED_FULL JPEG tiles (Pillow encodes them; YBR_FULL_422), level *i* with the offset
+    table ``offsets[i]`` (an empty Basic Offset Table, an Extended Offset Table, or a Basic Offset Table),
+    as scanners write them. Returns the files, base level first."""
+    from PIL import Image, ImageCms
+    from pydicom.encaps import encapsulate, encapsulate_extended
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # the colour of the tiles
+    rng = np.random.default_rng([uids.seed, study.patient.index, 700 + series_number])
+    series_uid = uids("series", study.study_uid, "SM", series_number)
+    frame_of_reference = uids("frame-of-reference", study.study_uid, "SM")
+    base = Image.fromarray(_tissue(size, rng))
+    spacing0 = 0.00025  # mm per pixel at the base level (0.25 um)
+    paths = []
+    level, width = 0, size
+    while width >= tile:
+        image = base if width == size else base.resize((width, width), Image.Resampling.LANCZOS)
+        pixels = np.asarray(image)
+        tiles = []
+        for y in range(0, width, tile):
+            for x in range(0, width, tile):
+                out = io.BytesIO()
+                Image.fromarray(pixels[y:y + tile, x:x + tile]).save(out, "JPEG", quality=90, subsampling=1)
+                tiles.append(out.getvalue())
+        sop_uid = uids("sop", series_uid, "level", level)
+        ds = _base_dataset(study, sop_class=VL_WSI, sop_uid=sop_uid, modality="SM", series_uid=series_uid,
+                           series_number=series_number, instance_number=level + 1,
+                           series_description="Slide H&E (synthetic)", station="WSI-SYNTH-01", body_part="")
+        del ds.BodyPartExamined
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"] if level == 0 else \
+            ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"]
+        ds.AcquisitionDateTime = f"{study.date}{study.time}"
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.PositionReferenceIndicator = "SLIDE_CORNER"
+        ds.DimensionOrganizationType = "TILED_FULL"
+        ds.ContainerIdentifier = f"SLIDE-{_short(study.study_uid)}"
+        ds.IssuerOfTheContainerIdentifierSequence = []
+        ds.ContainerTypeCodeSequence = [_code("433466003", "SCT", "Microscope slide")]
+        specimen = Dataset()
+        specimen.SpecimenIdentifier = f"SPECIMEN-{_short(study.study_uid)}"
+        specimen.SpecimenUID = uids("specimen", study.study_uid)
+        specimen.IssuerOfTheSpecimenIdentifierSequence = []
+        specimen.SpecimenPreparationSequence = []
+        ds.SpecimenDescriptionSequence = [specimen]
+        ds.Rows = ds.Columns = tile
+        ds.NumberOfFrames = len(tiles)
+        ds.TotalPixelMatrixColumns = ds.TotalPixelMatrixRows = width
+        ds.TotalPixelMatrixFocalPlanes = 1
+        spacing = spacing0 * size / width
+        ds.ImagedVolumeWidth = ds.ImagedVolumeHeight = round(width * spacing, 6)
+        ds.ImagedVolumeDepth = 0.001
+        origin = Dataset()
+        origin.XOffsetInSlideCoordinateSystem = 20.0
+        origin.YOffsetInSlideCoordinateSystem = 40.0
+        ds.TotalPixelMatrixOriginSequence = [origin]
+        ds.ImageOrientationSlide = [0.0, -1.0, 0.0, -1.0, 0.0, 0.0]
+        ds.SamplesPerPixel = 3
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+        ds.PlanarConfiguration = 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelRepresentation = 0
+        ds.BurnedInAnnotation = "NO"
+        ds.SpecimenLabelInImage = "NO"
+        ds.FocusMethod = "AUTO"
+        ds.ExtendedDepthOfField = "NO"
+        ds.VolumetricProperties = "VOLUME"
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionMethod = "ISO_10918_1"
+        ds.LossyImageCompressionRatio = round(len(tiles) * tile * tile * 3 / sum(map(len, tiles)), 2)
+        ds.NumberOfOpticalPaths = 1
+        path_item = Dataset()
+        path_item.OpticalPathIdentifier = "1"
+        path_item.IlluminationTypeCodeSequence = [_code("111744", "DCM", "Brightfield illumination")]
+        path_item.IlluminationColorCodeSequence = [_code("414298005", "SCT", "Full Spectrum")]
+        path_item.ICCProfile = icc
+        path_item.ColorSpace = "SRGB"
+        ds.OpticalPathSequence = [path_item]
+        ds.AcquisitionContextSequence = []
+        organization = Dataset()
+        organization.DimensionOrganizationUID = uids("dimension-organization", sop_uid)
+        ds.DimensionOrganizationSequence = [organization]
+        shared = Dataset()
+        measures = Dataset()
+        measures.PixelSpacing = [round(spacing, 8), round(spacing, 8)]
+        measures.SliceThickness = 0.001
+        shared.PixelMeasuresSequence = [measures]
+        frame_type = Dataset()
+        frame_type.FrameType = list(ds.ImageType)
+        shared.WholeSlideMicroscopyImageFrameTypeSequence = [frame_type]
+        optical = Dataset()
+        optical.OpticalPathIdentifier = "1"
+        shared.OpticalPathIdentificationSequence = [optical]
+        ds.SharedFunctionalGroupsSequence = [shared]
+        kind = offsets[min(level, len(offsets) - 1)]
+        if kind == "eot":
+            ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(tiles)
+        else:
+            ds.PixelData = encapsulate(tiles, has_bot=kind == "bot")
+        paths.append(_save(ds, folder / f"SM{level + 1:04d}.dcm", JPEG_BASELINE))
+        level, width = level + 1, width // 2
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
 # The broken set
 
 
@@ -864,6 +1000,8 @@ class CorpusOptions:
     cols: int = 256
     large_rows: int = 2048
     large_cols: int = 2048
+    #: A whole-slide microscopy pyramid (3 instances, TILED_FULL JPEG tiles) in a pathology study of the last patient.
+    slide: bool = False
 
 
 #: Transfer syntax of each patient's CT and MR series (cycled); exactly one MR series is deflated.
@@ -881,6 +1019,7 @@ def corpus_file_count(options: CorpusOptions) -> int:
     count += 1 if n >= 2 else 0  # MG on the second patient
     count += len(BROKEN_CASES) if options.broken else 0
     count += 1 if options.large_frames else 0
+    count += len(WSI_LEVELS) if options.slide else 0
     return count
 
 
@@ -928,6 +1067,11 @@ def write_corpus(out_dir: Path, options: CorpusOptions | None = None, *, progres
             if p.index == 1:
                 mg_study = make_study(p, uids, "mg", description="DBT SCREENING", day=7)
                 good(make_multiframe_mg(folder / "mg" / "DBT0001.dcm", mg_study, uids), p)
+        if opts.slide:
+            p = patients[-1]
+            sm_study = make_study(p, uids, "sm", description="PATHOLOGY SLIDE H&E", day=13)
+            for path in make_wsi(out_dir / "good" / f"p{p.index + 1:02d}" / "sm", sm_study, uids):
+                good(path, p)
         if opts.large_frames:
             p = patients[min(1, len(patients) - 1)]
             large_study = make_study(p, uids, "large", description="DBT LARGE", day=9)

@@ -258,11 +258,14 @@ class Scenario:
             print(f"\n== 2. A synthetic corpus (synthetic patients; names in five character sets; seed {self.seed}) ==")
             corpus = self.work / "corpus"
             write_corpus(corpus, CorpusOptions(patients=args.patients, slices=args.slices, rows=args.size,
-                                               cols=args.size, seed=self.seed), progress=sys.stderr.isatty())
+                                               cols=args.size, seed=self.seed, slide=True),
+                         progress=sys.stderr.isatty())
             manifest = load_manifest(corpus)
             self.studies = {e["study_uid"] for e in manifest["files"]
                             if e["expect"] == "archived" and e.get("study_uid")}
-            print(f"  {len(manifest['files'])} files in {corpus}, {len(self.studies)} studies with fresh UIDs")
+            print(f"  {len(manifest['files'])} files in {corpus}, {len(self.studies)} studies with fresh UIDs "
+                  "(one a whole-slide pathology image: a 3-level TILED_FULL JPEG pyramid)")
+            slide = next((e["study_uid"] for e in manifest["files"] if e.get("modality") == "SM"), None)
 
             if rules_changed:
                 ttl = Settings.from_env(local.app_env()).routing_rules_ttl_seconds
@@ -356,6 +359,8 @@ class Scenario:
                 print(f"\n== 9. Read the studies in OHIF: {viewer} ==\n"
                       "  Sign in on the development issuer's page (tick 'reader'), open a CT study (Basic Viewer) and\n"
                       "  double-click its 'SEG AI dicomflow-body' series to overlay the AI segmentation.\n"
+                      f"  The slide opens in OHIF's microscopy mode: {viewer.rstrip('/')}/microscopy?"
+                      f"StudyInstanceUIDs={slide}\n"
                       "  (If the demo started the stack it stops it at the end: run 'make up', the data stays.)")
             return 0
         finally:

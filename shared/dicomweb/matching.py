@@ -45,8 +45,10 @@ DIFFERENCES: Final[dict[str, str]] = {
     "MULTI_VALUED_ANY": "A multi-valued attribute (ModalitiesInStudy) matches if any of its values matches.",
     # WADO-RS choices (not matching, listed here so every deliberate difference has one home).
     "RETRIEVE_AS_STORED": (
-        "Instances and frames are sent in their stored transfer syntax (no transcoding); without a "
-        "transfer-syntax parameter that is what the client gets, an explicit other one is 406."
+        "Instances and frames are sent in their stored transfer syntax unless the client names another "
+        "(transfer-syntax=..., or for frames a part type whose default syntax differs, such as "
+        "application/octet-stream for a compressed frame): then they are transcoded, or 406 names what we offer. "
+        "Transcoded frames carry decoded colour (YBR_FULL/YBR_FULL_422 become RGB)."
     ),
     "FRAMES_ANY_SYNTAX": (
         'Frames asked for as type="application/octet-stream"; transfer-syntax=* (OHIF\'s default) are sent '

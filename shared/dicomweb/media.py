@@ -1,15 +1,17 @@
 """Accept header negotiation for WADO-RS and QIDO-RS (PS3.18 8.7); 406 for what we cannot send.
 
-We serve instances and frames in their stored transfer syntax (no transcoding): a
-request that insists on another transfer syntax gets 406 naming what we have.
+Instances and frames go out in their stored transfer syntax unless the client names another
+(``transfer-syntax=`` in ``Accept``, PS3.18 8.7.3): then they are transcoded to it when it is one
+of :data:`shared.dicom.transcode.OFFERED`. ``*`` and no preference mean "as stored" (nothing is
+decoded). A syntax we cannot produce gets 406 naming the ones we can.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from shared.dicom import transcode
 from shared.dicom.facts import has_native_pixels
 from shared.dicomweb.errors import NotAcceptable
 from shared.dicomweb.multipart import parse_content_type
@@ -90,11 +92,6 @@ def _split_commas(value: str) -> list[str]:
     return out
 
 
-def _ts_ok(rng: MediaRange, stored: Iterable[str]) -> bool:
-    ts = rng.params.get("transfer-syntax")
-    return ts is None or ts == "*" or all(s == ts for s in stored)
-
-
 def negotiate_json(accept: str | None) -> str:
     """Metadata and QIDO responses: application/dicom+json (application/json too)."""
     for rng in parse_accept(accept):
@@ -108,35 +105,43 @@ def negotiate_json(accept: str | None) -> str:
     )
 
 
-def negotiate_instances(accept: str | None) -> str | None:
-    """Study/series/instance retrieve: multipart/related; type="application/dicom".
-
-    Returns the transfer syntax the client insists on, or None when any will do (no
-    ``transfer-syntax`` parameter, or ``*``). We send what is stored (rule
-    RETRIEVE_AS_STORED), so the caller answers 406 if the stored syntax differs.
-    """
+def instance_syntaxes(accept: str | None) -> list[str | None]:
+    """Study/series/instance retrieve: the transfer syntaxes the client accepts, best first, for
+    ``multipart/related; type="application/dicom"``; None stands for "as stored" (no ``transfer-syntax``
+    parameter, or ``*``). 406 if no range covers application/dicom."""
+    wanted: list[str | None] = []
     for rng in parse_accept(accept):
         if rng.media in ("*/*", "multipart/*", "multipart/related"):
             ptype = rng.params.get("type", DICOM).lower()
             if _covers(ptype, DICOM):
                 ts = rng.params.get("transfer-syntax")
-                return None if ts in (None, "*") else ts
-    raise NotAcceptable(
-        'Instances are sent as multipart/related; type="application/dicom" (in their stored transfer syntax); '
-        "send that Accept header, or */*."
+                wanted.append(None if ts in (None, "*") else ts)
+    if not wanted:
+        raise NotAcceptable(
+            'Instances are sent as multipart/related; type="application/dicom" (as stored, or in a transfer-syntax '
+            f"you name: {transcode.offered_text()}); send that Accept header, or */*."
+        )
+    return wanted
+
+
+def not_acceptable_syntax(wanted: list[str | None], stored: list[str]) -> NotAcceptable:
+    """406 for instances asked only in syntaxes we can neither send as stored nor produce."""
+    named = ", ".join(w for w in wanted if w)
+    have = ", ".join(sorted(set(stored))) or "unknown"
+    return NotAcceptable(
+        f"Cannot send these instances as {named}: they are stored as {have}, and we can transcode to "
+        f"{transcode.offered_text()} (lossy ones only when named); ask for one of those, or transfer-syntax=*."
     )
 
 
-def check_stored_syntax(requested: str | None, stored: Iterable[str]) -> None:
-    """406 if the client insists on a transfer syntax some stored instance is not in (no transcoding)."""
-    if requested is None:
-        return
-    other = sorted({s for s in stored if s != requested})
-    if other:
-        raise NotAcceptable(
-            f"The instances are stored as {', '.join(other)} and are sent as stored (no transcoding); "
-            "ask for transfer-syntax=* or the stored syntax."
-        )
+#: The transfer syntax a frame media type means when the client names none (PS3.18 Table 8.7.3-2).
+DEFAULT_FRAME_SYNTAX: Final = {
+    OCTET: transcode.EXPLICIT_LE,
+    "image/jls": transcode.JPEG_LS_LOSSLESS,
+    "image/jp2": transcode.JPEG_2000_LOSSLESS,
+    "image/jphc": transcode.HTJ2K_LOSSLESS,
+    "image/dicom-rle": transcode.RLE_LOSSLESS,
+}
 
 
 def frame_media_type(transfer_syntax: str) -> str:
@@ -146,21 +151,41 @@ def frame_media_type(transfer_syntax: str) -> str:
     return FRAME_MEDIA_TYPES.get(transfer_syntax, OCTET)
 
 
-def negotiate_frames(accept: str | None, transfer_syntax: str) -> str:
-    """Frames: multipart/related with parts of the stored syntax's media type. Returns the part type."""
-    part = frame_media_type(transfer_syntax)
+def negotiate_frames(accept: str | None, transfer_syntax: str) -> tuple[str, str | None]:
+    """Frames: multipart/related with parts of one media type. Returns (part media type, target syntax),
+    the target None for "as stored" (``transfer_syntax``: what is stored, big endian counted as the little
+    endian it is served as)."""
+    stored_part = frame_media_type(transfer_syntax)
     for rng in parse_accept(accept):
-        if rng.media in ("*/*", "multipart/*", "multipart/related"):
-            ptype = rng.params.get("type", part).lower()
-            if _covers(ptype, part) and _ts_ok(rng, [transfer_syntax]):
-                return part
-            if rng.params.get("transfer-syntax") == "*":
-                # Rule FRAMES_ANY_SYNTAX: "any transfer syntax" (what OHIF sends with type=octet-stream)
-                # lets us send the stored one, labelled with its real media type.
-                return part
+        if rng.media not in ("*/*", "multipart/*", "multipart/related"):
+            continue
+        ptype = rng.params.get("type")
+        ptype = ptype.lower() if ptype else None
+        ts = rng.params.get("transfer-syntax")
+        if ts == "*":
+            # Rule FRAMES_ANY_SYNTAX: "any transfer syntax" (what OHIF sends with type=octet-stream)
+            # lets us send the stored one, labelled with its real media type.
+            return stored_part, None
+        if ts is None:
+            if ptype is None or _covers(ptype, stored_part):
+                return stored_part, None
+            if ptype in DEFAULT_FRAME_SYNTAX:  # e.g. octet-stream of a compressed frame: Explicit VR LE
+                return ptype, DEFAULT_FRAME_SYNTAX[ptype]
+            continue
+        native_alias = has_native_pixels(transfer_syntax) and ts in transcode.NATIVE
+        if ts == transfer_syntax or native_alias:  # native frames are the same bytes in either LE syntax
+            if ptype is None or _covers(ptype, stored_part):
+                return stored_part, None if ts == transfer_syntax else ts
+            continue
+        if ts in transcode.OFFERED:
+            part = frame_media_type(ts)
+            if ptype is None or _covers(ptype, part):
+                return part, ts
+    offers = "; ".join(f'type="{frame_media_type(t)}"; transfer-syntax={t}' for t in transcode.OFFERED
+                       if t != transcode.IMPLICIT_LE)
     raise NotAcceptable(
-        f'Frames of this instance are available as multipart/related; type="{part}" '
-        f"(stored transfer syntax {transfer_syntax}); no transcoding is done."
+        f'Frames of this instance are stored as {transfer_syntax} (type="{stored_part}"). We can send them as '
+        f"stored (transfer-syntax=*) or transcoded: {offers}."
     )
 
 

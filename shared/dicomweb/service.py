@@ -15,9 +15,11 @@ from shared.config import Settings
 from shared.dicomweb.attributes import Level
 from shared.dicomweb.errors import HttpProblem
 from shared.dicomweb.qido import parse_query
+from shared.dicomweb.rendered import Renderer
+from shared.dicomweb.rendered import parse_params as parse_render_params
 from shared.dicomweb.reply import Reply
 from shared.dicomweb.search import Fetch
-from shared.dicomweb.wado import Wado
+from shared.dicomweb.wado import Wado, parse_frame_list
 from shared.services import Services, get_services
 
 
@@ -141,6 +143,41 @@ def frames(call: Call) -> Reply:
 def bulkdata(call: Call) -> Reply:
     assert call.study and call.series and call.sop
     return _wado(call).bulk(call.accept, call.study, call.series, call.sop, call.path.get("locator", ""))
+
+
+# -- rendered and thumbnails (PS3.18 9.5) -----------------------------------------------------------------------
+def _renderer(call: Call) -> Renderer:
+    return Renderer(_wado(call))
+
+
+def _frame_number(call: Call) -> int:
+    value = call.path.get("frames", "")
+    numbers = parse_frame_list(value)
+    if len(numbers) != 1:
+        raise HttpProblem("A rendered frame is one frame number, as in frames/3/rendered.", status=400)
+    return numbers[0]
+
+
+def rendered(call: Call) -> Reply:
+    """``…/rendered`` at study, series, instance (its first frame) and frame level."""
+    assert call.study
+    params = parse_render_params(call.params)
+    if call.sop and call.series:
+        frame = _frame_number(call) if "frames" in call.path else 1
+        return _renderer(call).instance(call.accept, call.study, call.series, call.sop, frame, params)
+    return _renderer(call).many(call.accept, call.study, call.series, params)
+
+
+def thumbnail(call: Call) -> Reply:
+    """``…/thumbnail`` at study, series, instance and frame level: one small image."""
+    assert call.study
+    params = parse_render_params(call.params, thumbnail=True)
+    renderer = _renderer(call)
+    if call.sop and call.series:
+        frame = _frame_number(call) if "frames" in call.path else 1
+        return renderer.instance(call.accept, call.study, call.series, call.sop, frame, params)
+    series, sop, frame = renderer.representative(call.study, call.series)
+    return renderer.instance(call.accept, call.study, series, sop, frame, params)
 
 
 # -- change feed ----------------------------------------------------------------------------------

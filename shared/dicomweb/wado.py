@@ -25,18 +25,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 import orjson
 
-from shared.dicom import facts, part10
+from shared.dicom import facts, part10, transcode
 from shared.dicom import frames as frame_index
 from shared.dicom.header import Header, read_header
 from shared.dicom.ranged import RangedReader
-from shared.dicomweb import media
+from shared.dicomweb import media, transcoded
 from shared.dicomweb.errors import BadRequest, HttpProblem, NotAcceptable, NotFoundProblem
 from shared.dicomweb.multipart import new_boundary, related_content_type, stream_parts
 from shared.dicomweb.reply import Reply
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 #: Bytes per ranged read while streaming (and the most a request holds in memory).
 CHUNK: Final = 4 * 1024 * 1024
 MAX_FRAMES_PER_REQUEST: Final = 10_000
+#: Instances of a series being transcoded while the one before them is sent (decoding overlaps the reads and
+#: the sending; each holds at most its prefetched part, :data:`shared.dicomweb.transcoded.PREFETCH_BYTES`).
+TRANSCODE_AHEAD: Final = 2
 _BULK_URI = re.compile(rb'("BulkDataURI"\s*:\s*")(studies/)')
 
 
@@ -108,9 +113,9 @@ class Wado:
     # -- instances ---------------------------------------------------------------------
     def retrieve(self, accept: str | None, study: str, series: str | None = None, sop: str | None = None, *,
                  original: bool = False) -> Reply:
-        """Study, series or instance retrieve, streamed; ``original``: the first versions of updated
-        instances (the others as they are)."""
-        wanted = media.negotiate_instances(accept)
+        """Study, series or instance retrieve, streamed; as stored unless the client names another syntax;
+        ``original``: the first versions of updated instances (the others as they are)."""
+        wanted = media.instance_syntaxes(accept)
         if sop is not None:
             assert series is not None
             first = self._open(layout.original_path(study, series, sop)) if original else None
@@ -128,17 +133,94 @@ class Wado:
                 what = f"Series {series} of study {study}" if series else f"Study {study}"
                 raise NotFoundProblem(f"{what} has no instances in the archive.")
             items = listed
-        if wanted is not None:
-            stored = self.stored_syntaxes(study, series, sop)
-            if not stored:
-                raise NotAcceptable(
-                    "The stored transfer syntax is not known yet for this request; ask for transfer-syntax=*."
-                )
-            media.check_stored_syntax(wanted, stored)
+        target = self._target_syntax(wanted, study, series, sop)
         boundary = new_boundary()
-        parts = ((media.DICOM, self._chunks_of(item)) for item in items)
-        return Reply(200, {"Content-Type": related_content_type(media.DICOM, boundary)},
+        if target is None:
+            parts: Iterable[tuple[str, Iterable[bytes]]] = ((media.DICOM, self._chunks_of(item)) for item in items)
+            return Reply(200, {"Content-Type": related_content_type(media.DICOM, boundary)},
+                         stream=stream_parts(parts, boundary))
+        parts = _lookahead(lambda item: self._transcoded_part(item, target), items, TRANSCODE_AHEAD)
+        return Reply(200, {"Content-Type": related_content_type(media.DICOM, boundary, target)},
                      stream=stream_parts(parts, boundary))
+
+    def _target_syntax(self, wanted: list[str | None], study: str, series: str | None, sop: str | None) -> str | None:
+        """The syntax to send (None: as stored): the client's first that is "as stored", one we can produce, or
+        the one every instance is stored in (asked of the index only then)."""
+        stored: list[str] | None = None
+        for ts in wanted:
+            if ts is None or ts in transcode.OFFERED:
+                return ts
+            if stored is None:
+                stored = self.stored_syntaxes(study, series, sop)
+            if stored and all(s == ts for s in stored):
+                return None
+        raise media.not_acceptable_syntax(wanted, stored or [])
+
+    def _transcoded_part(self, item: ArchivedInstance | tuple[Blob, bytes, int],
+                         target: str) -> tuple[str, Iterable[bytes]]:
+        """One instance in ``target`` (as stored if it is stored so), or an error part saying why it is not."""
+        if isinstance(item, ArchivedInstance):
+            opened = self._open(item.path)
+            if opened is None:
+                raise BlobGone(f"{item.path} disappeared during the response")
+            item = opened
+        src, first, total = item
+        sop = src.name.rsplit("/", 1)[-1].removesuffix(".dcm")
+        ctype = f"{media.DICOM}; transfer-syntax={target}"
+        if len(first) >= total:  # the whole file came with the first read (most single-frame images): in memory
+            try:
+                return ctype, [transcoded.whole_in(first, target)]
+            except transcode.TranscodeError as exc:
+                log.warning("Instance %s cannot be transcoded to %s: %s", sop, target, exc)
+                return transcoded.error_part(f"Instance {sop} cannot be sent as {target}: {exc}")
+        try:
+            header = read_header(RangedReader(src))
+        except BadInput as exc:
+            return transcoded.error_part(f"Instance {sop} cannot be read to transcode it: {exc.message}")
+        if header.transfer_syntax_uid == target:
+            return ctype, self._chunks_of((src, first, total))
+        try:
+            chunks = transcoded.prefetched(self._transcoded_chunks(src, header, target))
+        except transcode.TranscodeError as exc:
+            log.warning("Instance %s cannot be transcoded to %s: %s", sop, target, exc)
+            return transcoded.error_part(f"Instance {sop} cannot be sent as {target}: {exc}")
+        return ctype, chunks
+
+    def _transcoded_chunks(self, src: Blob, header: Header, target: str) -> Iterator[bytes]:
+        parts = src.name.split("/")
+        source = None
+        native = None
+        if header.pixel_data_offset is not None and not facts.is_deflated(header.transfer_syntax_uid):
+            study, series, sop = parts[-3], parts[-2], parts[-1].removesuffix(".dcm")
+            source, pinned, index = self.frame_source(study, series, sop, header)
+            if header.pixel_data_length is not None:
+                offset, length, swap = header.pixel_data_offset, header.pixel_data_length, index.byte_swap
+
+                def native_pixels() -> Iterator[bytes]:
+                    return _swapped(_ranges(pinned, offset, length), swap)
+
+                native = native_pixels
+        yield from transcoded.instance_in(src, header, source, target, native)
+
+    def frame_source(self, study: str, series: str, sop: str, header: Header | None = None,
+                     opened: tuple[frame_index.FrameIndex, Blob] | None = None,
+                     ) -> tuple[transcoded.FrameSource, Blob, frame_index.FrameIndex]:
+        """The frames of an archived instance for transcoding or rendering (``header``/``opened``: if the
+        caller has them already)."""
+        index, src = opened or self.frame_index(study, series, sop)
+        if header is None:
+            header = self.header(study, series, sop, src)
+        try:
+            pm = transcode.PixelModule.of(header.dataset)
+        except transcode.TranscodeError as exc:
+            raise HttpProblem(f"The frames of instance {sop} cannot be transcoded: {exc}", status=406) from None
+        syntax = facts.EXPLICIT_VR_LITTLE_ENDIAN if facts.has_native_pixels(index.transfer_syntax_uid) \
+            else index.transfer_syntax_uid
+
+        def read(number: int) -> bytes:
+            return b"".join(_frame_bytes(src, index, number))
+
+        return transcoded.FrameSource(study, series, sop, index.etag, pm, syntax, read), src, index
 
     def _open(self, path: str) -> tuple[Blob, bytes, int] | None:
         """The first chunk of a blob (or None if it does not exist): 404 is decided before streaming."""
@@ -270,12 +352,19 @@ class Wado:
         index, src = self.frame_index(study, series, sop)
         # Big-endian native frames go out little-endian (octet-stream's default), swapped on the fly.
         ts = facts.EXPLICIT_VR_LITTLE_ENDIAN if index.byte_swap else index.transfer_syntax_uid
-        part_type = media.negotiate_frames(accept, ts)
+        part_type, target = media.negotiate_frames(accept, ts)
         for n in numbers:
             if n > index.number_of_frames:
                 raise NotFoundProblem(f"Frame {n} does not exist: the instance has {index.number_of_frames} frame(s).")
-        ctype = part_type if part_type == media.OCTET else f"{part_type}; transfer-syntax={ts}"
         boundary = new_boundary()
+        if target is not None and not (facts.has_native_pixels(ts) and target in transcode.NATIVE):
+            source, _, _ = self.frame_source(study, series, sop, opened=(index, src))
+            cache = transcoded.FrameCache(self.blobs)
+            return Reply(200, {"Content-Type": related_content_type(part_type, boundary, target)},
+                         stream=stream_parts(transcoded.frame_parts(source, numbers, target, part_type, cache),
+                                             boundary))
+        ts = target or ts
+        ctype = part_type if part_type == media.OCTET else f"{part_type}; transfer-syntax={ts}"
         parts = ((ctype, _frame_bytes(src, index, n)) for n in numbers)
         return Reply(200, {"Content-Type": related_content_type(part_type, boundary, ts if part_type != media.OCTET
                                                                 else None)},
@@ -290,6 +379,14 @@ class Wado:
         """
         archived = layout.instance_path(study, series, sop)
         path = layout.frame_index_path(study, series, sop)
+        key = f"{id(self.blobs)}|{path}"
+        remembered = _INDEXES.get(key)
+        if remembered is not None:  # parsed before in this process: only its version is checked
+            props = self.blobs.properties(layout.ARCHIVE, archived)
+            if props is None:
+                raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.")
+            if remembered.etag == _version(props.metadata, props.etag):
+                return remembered, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
         raw = self._read(layout.METADATA, path)
         if raw is not None:
             try:
@@ -301,10 +398,11 @@ class Wado:
                 if props is None:
                     raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.")
                 if index.etag == _version(props.metadata, props.etag):
+                    _INDEXES.put(key, index)
                     return index, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
                 log.info("Frame index of %s predates the archived file; rebuilding it", sop)
         src = self.blobs.open(layout.ARCHIVE, archived)
-        header = self._header(study, series, sop, src)
+        header = self.header(study, series, sop, src)
         try:
             built = frame_index.build(header, src)
         except BadInput as exc:
@@ -312,9 +410,10 @@ class Wado:
         index = dataclasses.replace(built, etag=_version(src.metadata, src.etag))
         self.blobs.write(layout.METADATA, path, orjson.dumps(index.to_json()), content_type="application/json")
         log.info("Built frame index for %s (%d frames)", sop, index.number_of_frames)
+        _INDEXES.put(key, index)
         return index, src
 
-    def _header(self, study: str, series: str, sop: str, src: Blob) -> Header:
+    def header(self, study: str, series: str, sop: str, src: Blob) -> Header:
         try:
             return read_header(RangedReader(src))
         except BlobGone:
@@ -333,8 +432,10 @@ class Wado:
             offset, length = int(m.group(1)), int(m.group(2))
             if length == 0xFFFFFFFF:  # encapsulated pixel data: its frames
                 index, src = self.frame_index(study, series, sop)
-                part = media.frame_media_type(index.transfer_syntax_uid)
-                media.negotiate_frames(accept, index.transfer_syntax_uid)
+                part, target = media.negotiate_frames(accept, index.transfer_syntax_uid)
+                if target is not None:
+                    raise NotAcceptable("Bulk data is sent as stored; ask for frames (…/frames/1,2) in another "
+                                        "transfer syntax.")
                 boundary = new_boundary()
                 parts = ((part, _frame_chunks(src, r)) for r in index.frames)
                 return Reply(200, {"Content-Type": related_content_type(part, boundary)},
@@ -349,7 +450,7 @@ class Wado:
             ranges: tuple[tuple[int, int], ...] = ((offset, length),)
         else:
             media.negotiate_bulk(accept)
-            header = self._header(study, series, sop, src)
+            header = self.header(study, series, sop, src)
             assert t is not None
             tag = int(t.group(1), 16)
             elem: Any = header.dataset.get_item(tag)
@@ -366,6 +467,52 @@ class Wado:
         boundary = new_boundary()
         return Reply(200, {"Content-Type": related_content_type(media.OCTET, boundary)},
                      stream=stream_parts([(media.OCTET, _frame_chunks(src, ranges))], boundary))
+
+
+class _Recent:
+    """The frame indexes used last in this process (a slide's tiles are asked thousands of times: its index of
+    16,384 frames is parsed once, not per request). Entries are checked against the archived version on use."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[str, frame_index.FrameIndex] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> frame_index.FrameIndex | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: str, index: frame_index.FrameIndex) -> None:
+        with self.lock:
+            self.items[key] = index
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+_INDEXES = _Recent(16)
+
+
+def _lookahead(fn: Callable[[Any], Any], items: Iterable[Any], depth: int) -> Iterator[Any]:
+    """``fn`` of each item, in order, with up to ``depth`` items computed ahead on worker threads."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pending: list[Future[Any]] = []
+    pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="transcode")
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > depth:
+                yield pending.pop(0).result()
+        while pending:
+            yield pending.pop(0).result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True)
 
 
 def _version(metadata: Mapping[str, str], etag: str | None) -> str | None:

@@ -6,9 +6,11 @@ instance, ``send_study(summary)`` delivers a study-level message (worklists),
 with a message safe to store in the ledger (status codes and UIDs, never values).
 
 * ``dicom``: pynetdicom, one association per study. Presentation contexts are
-  proposed per SOP class: the files' own (compressed) transfer syntax in one
-  context and the uncompressed ones in another, so the peer chooses; a file whose
-  syntax the peer refused is decompressed (pydicom + pylibjpeg) before sending.
+  proposed per SOP class: the files' own syntaxes (compressed, deflated, big endian)
+  in one context and the little endian uncompressed ones in another, so the peer
+  chooses; a file whose syntax the peer refused is transcoded
+  (:func:`shared.dicom.transcode.for_peer`) to one it accepted, and a failure names the
+  SOP class, the syntaxes offered and accepted, and what to change on the peer.
   ``"tls": true``: DICOM TLS (BCP 195), the peer's certificate checked, our client
   certificate shown if it asks (:mod:`shared.routing.tls`).
 * ``dicomweb``: STOW-RS (PS3.18 10.5) with ``requests``: ``POST {url}/studies``,
@@ -40,6 +42,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config
 
+from shared.dicom import transcode
 from shared.errors import BadInput
 from shared.ports import BlobStore, Queues
 from shared.routing.rules import Destination, insecure_url
@@ -118,13 +121,6 @@ class Session(Protocol):
     def close(self) -> None: ...
 
 
-def _is_compressed(ts: str) -> bool:
-    try:
-        return bool(UID(ts).is_compressed)
-    except ValueError:  # not a transfer syntax pydicom knows: propose it as it is
-        return bool(ts) and ts not in UNCOMPRESSED
-
-
 def _read(path: Path) -> Dataset:
     return dcmread(path)
 
@@ -158,9 +154,11 @@ class DicomSession:
         timeout = float(self.options.get("timeoutSeconds", 30))
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
         for sop_class, syntaxes in sorted(self.contexts.items()):
-            compressed = sorted(s for s in syntaxes if _is_compressed(s))
-            if compressed:
-                ae.add_requested_context(sop_class, compressed)
+            # The stored syntaxes other than the two little endian uncompressed ones (compressed, deflated,
+            # big endian) in one context, those two in another: the peer picks, we convert if it must be.
+            stored = sorted(s for s in syntaxes if s and s not in UNCOMPRESSED)
+            if stored:
+                ae.add_requested_context(sop_class, stored)
             ae.add_requested_context(sop_class, UNCOMPRESSED)
         if len(ae.requested_contexts) > 128:
             raise DeliveryError("The study needs more than 128 presentation contexts.", permanent=True)
@@ -181,8 +179,13 @@ class DicomSession:
     def _send_file(self, item: Item, path: Path) -> None:
         assoc = self._associate()
         accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid}
+        where = f"{self.options['aeTitle']}@{self.options['host']}:{self.options['port']}"
         if not accepted:
-            raise DeliveryError(f"The peer accepted no presentation context for SOP class {item.sop_class_uid}.")
+            raise DeliveryError(
+                f"C-STORE of {item.sop} to {where}: the peer accepted no presentation context for SOP class "
+                f"{transcode.name(item.sop_class_uid)} (proposed with "
+                f"{', '.join(transcode.name(t) for t in self._proposed(item.sop_class_uid))}); configure the peer "
+                "to accept that SOP class.")
         meta = dcmread(path, stop_before_pixels=True).file_meta
         ts = UID(meta.get("TransferSyntaxUID", item.transfer_syntax_uid))
         what: Any
@@ -191,19 +194,27 @@ class DicomSession:
             _config.STORE_SEND_CHUNKED_DATASET = True
             what = path
         else:
-            what = _read(path)  # decoded in memory: a conversion the peer needs
-            if _is_compressed(ts) and ts not in accepted:
-                what.decompress()
+            try:  # decoded in memory: a conversion the peer needs (big endian, deflate, a compression it lacks)
+                what = transcode.for_peer(_read(path), accepted)
+            except transcode.TranscodeError as exc:
+                raise DeliveryError(f"C-STORE of {item.sop} (SOP class {transcode.name(item.sop_class_uid)}) to "
+                                    f"{where} is impossible: {exc}.") from None
         try:
             status = assoc.send_c_store(what)
         except (ValueError, RuntimeError) as exc:
-            raise DeliveryError(f"C-STORE of {item.sop} could not be sent: {type(exc).__name__}.") from None
+            raise DeliveryError(
+                f"C-STORE of {item.sop} (SOP class {transcode.name(item.sop_class_uid)}, stored as "
+                f"{transcode.name(ts)}) to {where} could not be sent: {str(exc)[:200]}; the peer accepted "
+                f"{', '.join(transcode.name(a) for a in sorted(accepted))}.") from None
         code = getattr(status, "Status", None)
         if code is None:
             self.assoc = None  # aborted or timed out: reassociate for the next instance
             raise DeliveryError(f"C-STORE of {item.sop}: no response (association aborted or timed out).")
         if int(code) not in STORED:
             raise DeliveryError(f"C-STORE of {item.sop} failed with status 0x{int(code):04X}.")
+
+    def _proposed(self, sop_class: str) -> list[str]:
+        return [*sorted(s for s in self.contexts.get(sop_class, set()) if s not in UNCOMPRESSED), *UNCOMPRESSED]
 
     def send_study(self, summary: StudySummary) -> None:
         raise DeliveryError("A DICOM destination takes instances, not study summaries.", permanent=True)

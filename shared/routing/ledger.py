@@ -30,6 +30,10 @@ LEASE = dt.timedelta(minutes=10)
 STUDY_UNIT = "study"
 #: Unit of the row that records "RoutingCompleted was announced" for a (study, rule, destination).
 ANNOUNCED_UNIT = "~announced"
+#: Unit of the row that records how many dead deliveries ``Dicom.RoutingFailed`` announced for a
+#: (study, rule, destination): a failure is announced once, not once per run that saw it.
+FAILURE_ANNOUNCED_UNIT = "~failed"
+MARKER_UNITS = frozenset({ANNOUNCED_UNIT, FAILURE_ANNOUNCED_UNIT})
 
 
 class DeliveryState(enum.StrEnum):
@@ -194,10 +198,20 @@ class Ledger:
         """The ledger of a study (optionally of one rule and destination)."""
         rk = delivery_range(rule, destination) if rule is not None and destination is not None else None
         rows = [DeliveryRow.from_entity(e, e.etag) for e in self.t.query(tables.DELIVERIES, pk=study, rk_range=rk)]
-        return [r for r in rows if r.unit != ANNOUNCED_UNIT]
+        return [r for r in rows if r.unit not in MARKER_UNITS]
 
     def announced(self, study: str, rule: str, destination: str) -> bool:
         return self.get(study, rule, destination, ANNOUNCED_UNIT) is not None
+
+    def failure_announced(self, study: str, rule: str, destination: str) -> int:
+        """How many dead deliveries a ``Dicom.RoutingFailed`` already announced (0: none)."""
+        row = self.get(study, rule, destination, FAILURE_ANNOUNCED_UNIT)
+        return row.attempts if row is not None else 0
+
+    def mark_failure_announced(self, study: str, rule: str, destination: str, dead: int) -> None:
+        row = DeliveryRow(study, rule, destination, FAILURE_ANNOUNCED_UNIT, state=DeliveryState.DEAD,
+                          attempts=dead, updated_at=_now())
+        self.t.upsert(tables.DELIVERIES, row.to_entity())
 
     def mark_announced(self, study: str, rule: str, destination: str, delivered: int) -> None:
         """Remember that completion was announced (so a retry that finds all done does not repeat it)."""

@@ -70,6 +70,9 @@ class DestinationOutcome:
     dead_now: list[DeliveryRow] = field(default_factory=list)
     dead_before: int = 0
     complete: bool = False  # announce Dicom.RoutingCompleted
+    #: Every dead delivery of this (study, rule, destination), when Dicom.RoutingFailed is to announce them
+    #: (nothing pending any more, and more dead than announced before); else empty.
+    failed: list[DeliveryRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -182,6 +185,7 @@ def _deliver(
     priority: bool,
 ) -> DestinationOutcome:
     result = DestinationOutcome(rule.name, destination.id)
+    dead_before: list[DeliveryRow] = []
     items = [c.item for c in matched]
     session = open_session(destination, items=items, blobs=svc.blobs, queues=svc.queues, rule=rule.name,
                            study=study, tls=routing_tls(svc.settings))
@@ -208,6 +212,7 @@ def _deliver(
                 continue
             if claim == Claim.DEAD:
                 result.dead_before += 1
+                dead_before.append(row)
                 continue
             if claim in (Claim.BUSY, Claim.WAIT):
                 result.pending += 1
@@ -238,6 +243,12 @@ def _deliver(
     # announcement a concurrent delivery pre-empted (they ended with work pending).
     if not result.pending and not result.dead_now and not result.dead_before:
         result.complete = bool(result.delivered_now) or not ledger.announced(study, rule.name, destination.id)
+    elif not result.pending:
+        # Announce a failure once, when no delivery of this destination is left to retry: units that die in
+        # different runs (one waiting for its backoff while another used its last attempt) make one event.
+        dead = dead_before + result.dead_now
+        if len(dead) > ledger.failure_announced(study, rule.name, destination.id):
+            result.failed = dead
     return result
 
 
@@ -245,29 +256,32 @@ def _events(outcome: RoutingOutcome, settings: Settings, event_type: str) -> lis
     events = []
     for d in outcome.destinations:
 
-        def data(d: DestinationOutcome = d, **extra: Any) -> dict[str, Any]:
+        def data(d: DestinationOutcome = d, sequence: str | None = None, **extra: Any) -> dict[str, Any]:
             base = base_data(
                 settings.service_host_name,
                 settings.partition_name,
                 outcome.study,
                 None,
                 None,
-                f"{d.rule}|{d.destination}|{event_type}",
+                sequence or f"{d.rule}|{d.destination}|{event_type}",
             )
             base.update({"rule": d.rule, "destination": d.destination.split(":", 1)[0], "trigger": event_type})
             base.update(extra)
             return base
 
         subject = subject_for(outcome.study)
-        if d.dead_now:
+        if d.failed:
+            last = max(d.failed, key=lambda r: (r.updated_at is not None, r.updated_at or dt.datetime.min))
             events.append(
                 DicomEvent(
                     EventType.ROUTING_FAILED,
                     subject,
+                    # the sequence (hence the event id) counts the dead: one id per announcement, never two events
                     data(
-                        failed=len(d.dead_now),
-                        lastError=d.dead_now[-1].last_error[:256],
-                        attempts=max(r.attempts for r in d.dead_now),
+                        sequence=f"{d.rule}|{d.destination}|{event_type}|failed:{len(d.failed)}",
+                        failed=len(d.failed),
+                        lastError=last.last_error[:512],
+                        attempts=max(r.attempts for r in d.failed),
                     ),
                 )
             )
@@ -335,6 +349,8 @@ def route_event(
     for d in outcome.destinations:
         if d.complete:
             ledger.mark_announced(study, d.rule, d.destination, d.delivered_now + d.already)
+        if d.failed:
+            ledger.mark_failure_announced(study, d.rule, d.destination, len(d.failed))
     for d in outcome.destinations:
         log.info(
             "Routing %s -> %s for study %s: %d delivered, %d already, %d pending, %d dead",

@@ -21,18 +21,22 @@ EVENTS_DEADLETTER: Final = "eventgrid-deadletter"
 #: The audit trail: append blobs of audit records (JSON lines), never modified or deleted by the app; in
 #: Azure the container has a time-based retention policy that allows appends only (immutable storage).
 AUDIT: Final = "dicom-audit"
+#: What is costly to compute and read again: transcoded frames and rendered images (WADO-RS), keyed on the
+#: archived version's stamp, so a replaced instance never hits an old entry. Deletable at any time (a
+#: lifecycle rule does so in Azure); never replicated.
+CACHE: Final = "dicom-cache"
 
 #: Every container the app reads or writes, by its logical name (one region on its own uses exactly these).
-CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER, AUDIT)
+CONTAINERS: Final = (INBOX, ARCHIVE, METADATA, QUARANTINE, CONFIG, EVENTS_DEADLETTER, AUDIT, CACHE)
 
 #: Containers each region of a pair writes under its own name, ``<name>-<region key>``, and object
 #: replication copies to the other region (read-only there): what must survive the loss of a region.
 REGIONAL: Final = (ARCHIVE, QUARANTINE, CONFIG)
 #: Containers that stay in their region and are never replicated: uploads (each region has its own
 #: inbox), everything derived per region (frame indexes, series bundles, large-metadata sidecars: a
-#: region derives its own from the archive it holds), dead letters and the audit trail (append blobs, which
-#: object replication does not copy: each region keeps the record of what was asked of it).
-LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER, AUDIT)
+#: region derives its own from the archive it holds), dead letters, the audit trail (append blobs, which
+#: object replication does not copy: each region keeps the record of what was asked of it) and the cache.
+LOCAL: Final = (INBOX, METADATA, EVENTS_DEADLETTER, AUDIT, CACHE)
 
 
 def is_app_container(name: str) -> bool:
@@ -121,6 +125,20 @@ def series_metadata_path(study: str, series: str) -> str:
 def frame_index_path(study: str, series: str, sop: str) -> str:
     """Byte offsets of each frame of one instance in :data:`METADATA`."""
     return f"{study}/{series}/{sop}.frames.json"
+
+
+def _version_segment(version: str | None) -> str:
+    return "".join(c for c in (version or "") if c.isalnum() or c in "-_.")[:64] or "unversioned"
+
+
+def transcoded_frame_path(study: str, series: str, sop: str, version: str | None, syntax: str, frame: int) -> str:
+    """Frame ``frame`` of one archived version in transfer syntax ``syntax``, in :data:`CACHE`."""
+    return f"frames/{study}/{series}/{sop}/{_version_segment(version)}/{syntax}/{frame}"
+
+
+def rendered_path(study: str, series: str, sop: str, version: str | None, key: str) -> str:
+    """A rendered image (``key``: frame, media type and the rendering parameters, made safe), in :data:`CACHE`."""
+    return f"rendered/{study}/{series}/{sop}/{_version_segment(version)}/{_safe_segment(key)}"
 
 
 def study_prefix(study: str) -> str:

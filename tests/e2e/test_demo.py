@@ -50,6 +50,8 @@ def test_demo_runs_the_pipeline_twice_the_same_way_and_leaves_nothing_running(tm
     assert one["archived"] >= 10 and one["quarantined"] >= 10 and one["duplicate"] == 0, first
     assert one["muller"] >= 1 and one["seg_sr_series"] >= 1 and one["received"] >= 1, first[-2000:]
     assert one["Dicom.ImageCreated"] >= one["archived"]  # every stored instance announced (AI results may follow)
+    assert "RoutingFailed: 0;" in first, first[-2000:]  # every routed instance reached the reading room
+    assert "/microscopy?StudyInstanceUIDs=" in first or "Read the studies in OHIF" not in first  # the slide's link
     assert "devhost stopped" in first
 
     second = demo(tmp_path)

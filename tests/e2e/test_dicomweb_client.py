@@ -336,6 +336,55 @@ def test_frames_for_a_viewer_asking_any_syntax(dh: DevHostProcess, stored: list[
     assert b"Content-Type: image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50" in r.content[:300]
 
 
+def test_transcoding_on_retrieve_with_dicomweb_client(client: DICOMwebClient, stored: list[Study]) -> None:
+    """A client that decodes nothing: the JPEG ultrasound's frames and the RLE dose as Explicit VR Little Endian
+    (octet-stream frames, a Part 10 instance), equal to pydicom's decoding of the stored files."""
+    d, c = stored[3], stored[2]
+    us = d.instances[0]
+    ele = "1.2.840.10008.1.2.1"
+    frames = client.retrieve_instance_frames(d.uid, us.SeriesInstanceUID, us.SOPInstanceUID, frame_numbers=[2],
+                                             media_types=(("application/octet-stream", ele),))
+    expected = us.pixel_array[1]
+    assert np.frombuffer(frames[0], np.uint8).reshape(expected.shape).tolist() == expected.tolist()
+    rle = c.instances[1]
+    got = client.retrieve_instance(c.uid, rle.SeriesInstanceUID, rle.SOPInstanceUID,
+                                   media_types=(("application/dicom", ele),))
+    assert got.file_meta.TransferSyntaxUID == ele
+    np.testing.assert_array_equal(got.pixel_array, rle.pixel_array)
+
+
+def test_rendered_and_thumbnails_at_every_level(dh: DevHostProcess, client: DICOMwebClient,
+                                               stored: list[Study]) -> None:
+    """JPEG/PNG pictures for a worklist or a web page: instance and frame through dicomweb-client, series and
+    study rendered (one part per image) and thumbnails at every level over HTTP; bad input answered 4xx."""
+    from PIL import Image
+
+    a = stored[0]
+    ct = a.instances[0]
+    jpeg = client.retrieve_instance_rendered(a.uid, ct.SeriesInstanceUID, ct.SOPInstanceUID,
+                                             media_types=("image/jpeg",), params={"window": "40,400"})
+    image = Image.open(io.BytesIO(jpeg))
+    assert image.format == "JPEG" and image.size == (ct.Columns, ct.Rows)
+    png = client.retrieve_instance_frames_rendered(a.uid, ct.SeriesInstanceUID, ct.SOPInstanceUID,
+                                                   frame_numbers=[1], media_types=("image/png",))
+    assert Image.open(io.BytesIO(png)).format == "PNG"
+    base, key = f"{dh.base_url}/dicomweb/studies/{a.uid}", dh.bearer("reader")
+    series = f"{base}/series/{ct.SeriesInstanceUID}"
+    inst = f"{series}/instances/{ct.SOPInstanceUID}"
+    for url in (f"{base}/thumbnail", f"{series}/thumbnail", f"{inst}/thumbnail", f"{inst}/frames/1/thumbnail"):
+        r = requests.get(url, headers={**key, "Accept": "image/png"}, timeout=30)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/png", (url, r.text[:200])
+        assert max(Image.open(io.BytesIO(r.content)).size) == 128
+    r = requests.get(f"{series}/rendered", headers={**key, "Accept": "image/jpeg"}, timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith('multipart/related; type="image/jpeg"')
+    assert r.content.count(b"Content-Type: image/jpeg") == len(a.instances)
+    for url, status, word in ((f"{inst}/rendered?window=soft", 400, "numbers"),
+                              (f"{inst}/frames/2/rendered", 404, "1 frame"),
+                              (f"{inst}/frames/1,2/rendered", 400, "one frame")):
+        r = requests.get(url, headers=key, timeout=30)
+        assert r.status_code == status and word in r.json()["error"], (url, r.status_code, r.text)
+
+
 def test_frames_follow_a_replaced_instance(client: DICOMwebClient, stored: list[Study]) -> None:
     """Storing a new version of an instance (same UIDs, other pixels) must not serve stale frame ranges."""
     c = stored[2]

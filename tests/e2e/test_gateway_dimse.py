@@ -4,6 +4,7 @@ for the module; the TLS test starts a second, TLS-only gateway for a moment."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import urllib.parse
@@ -313,6 +314,65 @@ def test_getscu_series_receives_the_archived_files(gateway: GatewayProcess, stor
     assert res.returncode == 0, res.stderr
     assert suboperations(res.stdout + res.stderr).get("completed") == len(expected), res.stdout[-1500:]
     _same_data_sets(sorted(out.iterdir()), expected, blob_service, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def stored_other_syntaxes(devhost: DevHostProcess, blob_service: BlobServiceClient) -> dict[str, Any]:
+    """One MR series stored big endian, JPEG-LS, JPEG 2000 and RLE (pydicom's MR_small in each), uploaded to the
+    inbox: what an old workstation that takes Implicit VR Little Endian only cannot take as stored."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    study, series = generate_uid(), generate_uid()
+    names = ["MR_small_bigendian.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
+             "MR_small_RLE.dcm"]
+    sops = []
+    for n, name in enumerate(names, 1):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = n
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        blob_service.get_blob_client(layout.INBOX, f"gw-syntaxes/{study}/{name}").upload_blob(buf.getvalue())
+        sops.append(str(ds.SOPInstanceUID))
+    _wait_stable(devhost, {study: len(names)})
+    return {"study": study, "series": series, "sops": sops,
+            "pixels": pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array}
+
+
+def test_move_and_get_to_an_implicit_only_peer_transcode(gateway: GatewayProcess, destinations: DestinationsStore,
+                                                        stored_other_syntaxes: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    """C-MOVE to a storescp that accepts Implicit VR Little Endian only, and C-GET with getscu (which proposes
+    uncompressed syntaxes): every instance arrives, transcoded, with the stored pixels; none fails."""
+    import numpy as np
+
+    s = stored_other_syntaxes
+    port = free_port()
+    destinations.put(json.dumps({"destinations": [{"ae": "OLDWS", "host": "127.0.0.1", "port": port}]}).encode())
+    with storescp(tmp_path / "moved", port, ae_title="OLDWS", implicit_only=True) as out:
+        res = dcmtk("movescu", "-S", "-d", "-aet", "MOVESCU", "-aec", "DICOMFLOW", "-aem", "OLDWS",
+                    "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={s['study']}",
+                    "-k", f"SeriesInstanceUID={s['series']}", "127.0.0.1", str(gateway.port))
+        assert res.returncode == 0, res.stderr
+        wait_until(lambda: len(list(out.iterdir())) >= len(s["sops"]), what="the moved files")
+        moved = [pydicom.dcmread(p) for p in sorted(out.iterdir())]
+    assert suboperations(res.stdout + res.stderr) == {"completed": len(s["sops"]), "failed": 0, "warning": 0}
+    got = tmp_path / "got"
+    got.mkdir()
+    res = dcmtk("getscu", "-S", "-d", "-aet", "GETSCU", "-aec", "DICOMFLOW", "-od", str(got),
+                "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={s['study']}",
+                "-k", f"SeriesInstanceUID={s['series']}", "127.0.0.1", str(gateway.port))
+    assert res.returncode == 0, res.stderr
+    assert suboperations(res.stdout + res.stderr).get("completed") == len(s["sops"]), res.stdout[-1500:]
+    fetched = [pydicom.dcmread(p) for p in sorted(got.iterdir())]
+    for files, allowed in ((moved, {"1.2.840.10008.1.2"}),
+                           (fetched, {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})):
+        assert sorted(str(ds.SOPInstanceUID) for ds in files) == sorted(s["sops"])
+        for ds in files:
+            assert ds.file_meta.TransferSyntaxUID in allowed, ds.file_meta.TransferSyntaxUID
+            np.testing.assert_array_equal(ds.pixel_array, s["pixels"])
 
 
 # -- Orthanc as a remote modality ----------------------------------------------------------------------------

@@ -9,7 +9,9 @@ the inbox; the built-in AI model writes a SEG for the CT series. Then, in one br
    Cyrillic and CJK scripts;
 2. opens the CT study in the Basic Viewer: the viewport is not blank (pixel variance of a screenshot);
 3. loads the AI SEG as an overlay (OHIF fetches the whole SEG instance): red-tinted pixels appear;
-4. a user whose token has only the writer role gets the error screen and sees no study.
+4. a user whose token has only the writer role gets the error screen and sees no study;
+5. a pathologist opens a whole-slide image (``tools.corpus.make_wsi``: a TILED_FULL JPEG pyramid, levels with
+   an empty Basic Offset Table and with an Extended Offset Table) in OHIF's microscopy mode: tiles render.
 
 Screenshots go to ``test-artifacts/viewer/`` (git-ignored), kept after the run.
 """
@@ -17,6 +19,7 @@ Screenshots go to ``test-artifacts/viewer/`` (git-ignored), kept after the run.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import re
 import shutil
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+import pydicom
 import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
@@ -87,6 +92,16 @@ def corpus(run: str) -> tuple[list[Dataset], str]:
     return ct + extra, str(ct[0].SeriesInstanceUID)
 
 
+def slide_files(folder: Path, run: str) -> list[Path]:
+    """The synthetic slide pyramid of ``tools.corpus`` (fresh UIDs per run)."""
+    from tools.corpus import UidFactory, make_patients, make_study, make_wsi
+
+    uids = UidFactory(int(run, 16) % 100_000)
+    patient = dataclasses.replace(make_patients(1, seed=uids.seed)[0], name="Slide^Synthetic", charset="ISO_IR 100",
+                                  patient_id=f"VIEWER-{run}-SM")  # not one of the CT patients' names
+    return make_wsi(folder, make_study(patient, uids, f"slide-{run}", description="PATHOLOGY SLIDE H&E"), uids)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if not CHROMIUM.exists():
@@ -118,12 +133,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             inbox = blobs.get_container_client(layout.INBOX)
             for k, ds in enumerate(datasets):
                 inbox.upload_blob(f"viewer-{run}/{k:03d}.dcm", _bytes(ds), overwrite=True)
+            slide = slide_files(base / "slide", run)
+            for path in slide:
+                inbox.upload_blob(f"viewer-{run}/slide/{path.name}", path.read_bytes(), overwrite=True)
+            slide_study = str(pydicom.dcmread(slide[0], stop_before_pixels=True).StudyInstanceUID)
             dh.wait_for_event(lambda e: e.get("type") == "Dicom.InferenceCompleted"
                               and e["data"]["imageSeriesInstanceUid"] == ct_series, timeout=120)
-            for study in {str(ds.StudyInstanceUID) for ds in datasets}:
+            for study in {str(ds.StudyInstanceUID) for ds in datasets} | {slide_study}:
                 dh.wait_for_event(lambda e, s=study: e.get("type") == "Dicom.StudyStable"
                                   and e["data"]["imageStudyInstanceUid"] == s, timeout=60)
-            yield {"dh": dh, "url": origin + "/", "ct_series": ct_series,
+            yield {"dh": dh, "url": origin + "/", "ct_series": ct_series, "slide_study": slide_study,
+                   "slide_series": str(pydicom.dcmread(slide[0], stop_before_pixels=True).SeriesInstanceUID),
+                   "storage": azurite.connection_string,
                    "ct": [ds for ds in datasets if str(ds.SeriesInstanceUID) == ct_series]}
     finally:
         azurite.stop()
@@ -263,4 +284,47 @@ def test_a_token_without_the_reader_role_gets_an_error_and_no_data(stack: dict[s
     assert statuses and set(statuses) == {403}
     text = page.locator("body").inner_text()
     assert not any(shown in text for _, shown in NAMES.values())
+    context.close()
+
+
+def test_a_pathologist_opens_a_slide_in_the_microscopy_mode(stack: dict[str, Any], browser: Any) -> None:
+    """OHIF's microscopy mode (dicom-microscopy-viewer) on our DICOMweb: the slide's tiles arrive as JPEG frames
+    by ranged reads and are drawn: the map's canvas shows the pink tissue on white, every request answered."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    dicomweb: list[tuple[int, str]] = []
+    page.on("response", lambda r: dicomweb.append((r.status, r.url)) if "/api/dicomweb/" in r.url else None)
+    page.goto(f"{stack['url']}microscopy?StudyInstanceUIDs={stack['slide_study']}")  # a link to the slide
+    page.wait_for_url("**/issuer/authorize**", timeout=30_000)  # sign in, then OHIF returns to the link
+    page.set_checked("input[name=role][value=reader]", True)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/microscopy**", timeout=30_000)
+
+    def tissue() -> tuple[bool, int]:
+        canvases = page.locator(".ol-layer canvas, .ol-viewport canvas")
+        if canvases.count() == 0:
+            return False, 0
+        img = pixels(page, page.locator(".ol-viewport").first, "5-slide")
+        r, g, b = img[..., 0], img[..., 1], img[..., 2]
+        pink = int(((r > 180) & (g < 190) & (b > 140) & (r - g > 30)).sum())  # stroma: (233, 150, 190) in JPEG
+        return pink > 2000, pink
+
+    started = time.monotonic()
+    pink = poll("the slide's tiles render", tissue, timeout=60)
+    print(f"slide drawn {time.monotonic() - started:.1f} s after sign-in")
+    # The pyramid's series metadata (what the viewer asked first) is one blob read, as for a CT series.
+    from shared.config import Settings
+    from shared.dicomweb.wado import Wado
+    from shared.services import Services
+
+    svc = Services.from_settings(Settings.from_env({"DicomStorage": stack["storage"]}))
+    meta = Wado(svc.blobs, svc.index).series_metadata(None, "http://h/api/dicomweb", stack["slide_study"],
+                                                      stack["slide_series"])
+    assert svc.requests.snapshot() == {"blob GET": 1, "table GET": 1}
+    assert len(orjson.loads(meta.body)) == 3
+    frames = [(s, u) for s, u in dicomweb if "/frames/" in u]
+    assert frames and all(s == 200 for s, _ in frames), frames
+    assert not [u for s, u in dicomweb if s >= 400], "failed DICOMweb requests"
+    page.screenshot(path=str(ARTIFACTS / "5-slide.png"))
+    print(f"slide: {len(frames)} frame requests, {pink} tissue pixels")
     context.close()

@@ -140,7 +140,7 @@ def test_storage_names_rule_trips() -> None:
         "module r 'modules/region.bicep' = {\n  name: 'r'\n  params: {\n    localContainers: [\n      'dicom-inbox'\n"
         "    ]\n  }\n}\n", INFRA / "main.bicep")
     problems = "\n".join(check_storage_names(main, CODE_NAMES))
-    assert "missing ['dicom-audit', 'dicom-metadata'" in problems and "extra ['dicom-extra']" in problems
+    assert "missing ['dicom-audit', 'dicom-cache', 'dicom-metadata'" in problems and "extra ['dicom-extra']" in problems
     assert "var regionalContainers must equal shared/storage/layout.py REGIONAL" in problems
     assert "var appTables must equal shared/index/tables.py TABLES" in problems
     assert "must pass localContainers: localContainers" in problems
@@ -177,7 +177,7 @@ def _container_refs(main: BicepFile, value: object) -> dict[str, str]:
 def test_lifecycle_rules_name_app_containers(bicep_files: dict[str, BicepFile]) -> None:
     main = bicep_files["main.bicep"]
     prefixed = _container_refs(main, main.variable("lifecycleRules"))
-    assert prefixed == {"dicom-archive": "-", "dicom-inbox": "/", "eventgrid-deadletter": "/"}
+    assert prefixed == {"dicom-archive": "-", "dicom-inbox": "/", "eventgrid-deadletter": "/", "dicom-cache": "/"}
     assert set(prefixed) <= set(CONTAINERS)
     assert all((sep == "-") == (name in REGIONAL) for name, sep in prefixed.items())
 

@@ -43,11 +43,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def storescp(out_dir: Path, port: int, *, ae_title: str = "STORESCP", accept_all: bool = False,
-             extra: Sequence[str] = ()) -> Iterator[Path]:
+             extra: Sequence[str] = (), implicit_only: bool = False) -> Iterator[Path]:
+    """storescp: by default uncompressed syntaxes only; ``accept_all`` every one dcmtk knows; ``implicit_only``
+    Implicit VR Little Endian only (an old workstation); ``extra``: more storescp options."""
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [need("storescp"), "-od", str(out_dir), "-aet", ae_title, "+B", *extra]
     if accept_all:
         args.append("+xa")
+    if implicit_only:
+        args.append("+xi")
     proc = subprocess.Popen([*args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: port_open(port) or proc.poll() is not None, what=f"storescp on {port}")

@@ -290,3 +290,92 @@ def test_tls_destination_checks_the_peer_and_shows_our_client_certificate(
         outcome = route_event("Dicom.StudyStable", data2, svc=mutual, rules=rules, publisher=MemoryPublisher())
         assert outcome.destinations[0].delivered_now == 3
         assert len(received(folder)) == 3
+
+
+def _as(ds: Any, syntax: str, tag: str) -> Any:
+    """``ds`` with fresh instance UIDs, stored in ``syntax`` (pydicom's own encoders and writers)."""
+    import copy as copying
+
+    from pydicom.uid import UID, generate_uid
+
+    out = copying.deepcopy(ds)
+    out.SOPInstanceUID = generate_uid(prefix=None, entropy_srcs=[tag, syntax])
+    out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    uid = UID(syntax)
+    if uid.is_compressed:
+        out.compress(uid, encoding_plugin="pylibjpeg" if uid == "1.2.840.10008.1.2.5" else "")
+    else:
+        if not uid.is_little_endian:  # pydicom writes OW bytes as they are: give it big-endian samples
+            out.PixelData = out.pixel_array.astype(out.pixel_array.dtype.newbyteorder(">")).tobytes()
+        out.file_meta.TransferSyntaxUID = uid
+    return out
+
+
+def test_every_stored_syntax_reaches_an_implicit_only_peer(
+    clients: StorageClients, settings: Settings, tmp_path: Path
+) -> None:
+    """An old workstation that takes Implicit VR Little Endian only gets big endian, deflated and compressed
+    instances all the same (transcoded), with the pixels they hold; one RoutingCompleted."""
+    base = small_study("route-implicit")[4]
+    syntaxes = ["1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.5",
+                "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.1"]
+    originals = [_as(base, s, "route-implicit") for s in syntaxes]
+    reference = base.pixel_array
+    data = archive(clients.blobs, originals)
+    events: list[DicomEvent] = []
+    port = free_port()
+    with storescp(tmp_path / "in", port, implicit_only=True) as folder:
+        outcome = route_event("Dicom.StudyStable", data, svc=clients, rules=rules_to(port),
+                              publisher=MemoryPublisher(events))
+        got = received(folder)
+    assert outcome.destinations[0].delivered_now == len(originals), outcome
+    assert set(got) == {str(ds.SOPInstanceUID) for ds in originals}
+    for copy in got.values():
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+        np.testing.assert_array_equal(copy.pixel_array, reference)
+    assert [str(e.type) for e in events] == ["Dicom.RoutingCompleted"]
+
+
+def test_an_instance_that_cannot_be_converted_fails_once_with_what_to_change(
+    clients: StorageClients, settings: Settings, tmp_path: Path
+) -> None:
+    """A corrupt JPEG-LS instance for an implicit-only peer: the ledger's error names the SOP class, the
+    stored and accepted syntaxes and what to change; one RoutingFailed although the two instances die in
+    different runs (one waited for its backoff), where there used to be two events with one id."""
+    import datetime as dt
+    from dataclasses import replace
+
+    from pydicom.encaps import encapsulate, generate_frames
+
+    base = small_study("route-corrupt")[4]
+    bad = [_as(base, "1.2.840.10008.1.2.4.80", f"route-corrupt-{n}") for n in range(2)]
+    for ds in bad:
+        (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+        ds.PixelData = encapsulate([bytes(frame)[:4] + b"\0" * 40])  # the start of a frame, then zeros
+    data = archive(clients.blobs, bad)
+    study = data["imageStudyInstanceUid"]
+    port = free_port()
+    rules = rules_to(port, retry={"maxAttempts": 2, "backoffSeconds": 0})
+    ledger = Ledger(clients.tables)
+    events: list[DicomEvent] = []
+    with storescp(tmp_path / "in", port, implicit_only=True) as folder:
+        with pytest.raises(RoutingPending):  # attempt 1 of each fails
+            route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher(events))
+        _, second = sorted(ledger.rows(study), key=lambda r: r.unit)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        ledger._write(replace(second, next_attempt_at=later))  # the second still waits for its backoff
+        with pytest.raises(RoutingPending):  # the first dies now, the second waits: nothing announced yet
+            route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher(events))
+        assert events == []
+        waiting = next(r for r in ledger.rows(study) if r.unit == second.unit)
+        ledger._write(replace(waiting, next_attempt_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+        outcome = route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher(events))
+        route_event("Dicom.StudyStable", data, svc=clients, rules=rules, publisher=MemoryPublisher(events))
+        assert list(folder.iterdir()) == []
+    assert outcome.destinations[0].dead_before == 1 and len(outcome.destinations[0].dead_now) == 1
+    assert [str(e.type) for e in events] == ["Dicom.RoutingFailed"]
+    assert events[0].data["failed"] == 2
+    error = events[0].data["lastError"]
+    for words in ("CT Image Storage", "JPEG-LS Lossless", "Implicit VR Little Endian", "configure the peer"):
+        assert words in error, error
+    assert {r.state for r in ledger.rows(study)} == {State.DEAD}

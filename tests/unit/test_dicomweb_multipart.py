@@ -60,32 +60,39 @@ def test_written_multipart_round_trips_through_a_real_decoder():
 
 
 def test_accept_negotiation():
-    assert media.negotiate_instances(None) is None
-    assert media.negotiate_instances('multipart/related; type="application/dicom"') is None
-    assert media.negotiate_instances('multipart/related; type="application/dicom"; transfer-syntax=*') is None
-    assert media.negotiate_instances("*/*") is None
+    assert media.instance_syntaxes(None) == [None]
+    assert media.instance_syntaxes('multipart/related; type="application/dicom"') == [None]
+    assert media.instance_syntaxes('multipart/related; type="application/dicom"; transfer-syntax=*') == [None]
+    assert media.instance_syntaxes("*/*") == [None]
     explicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
-    assert media.negotiate_instances(explicit) == "1.2.840.10008.1.2.1"
-    media.check_stored_syntax("1.2.840.10008.1.2.1", ["1.2.840.10008.1.2.1"])
+    assert media.instance_syntaxes(explicit) == ["1.2.840.10008.1.2.1"]
+    assert media.instance_syntaxes(f"{explicit}, */*;q=0.1") == ["1.2.840.10008.1.2.1", None]
     with pytest.raises(NotAcceptable):
-        media.check_stored_syntax("1.2.840.10008.1.2.1", ["1.2.840.10008.1.2.4.50"])
+        media.instance_syntaxes("application/dicom+json")
     with pytest.raises(NotAcceptable):
-        media.negotiate_instances("application/dicom+json")
-    with pytest.raises(NotAcceptable):
-        media.negotiate_instances('multipart/related; type="application/dicom"; q=0')
+        media.instance_syntaxes('multipart/related; type="application/dicom"; q=0')
     assert media.negotiate_json(None) == "application/dicom+json"
     assert media.negotiate_json("application/json") == "application/json"
     assert media.negotiate_json("text/html, application/dicom+json;q=0.5") == "application/dicom+json"
     with pytest.raises(NotAcceptable):
         media.negotiate_json('multipart/related; type="application/dicom+xml"')
-    assert media.negotiate_frames('multipart/related; type="*/*"', "1.2.840.10008.1.2.1") == "application/octet-stream"
-    assert media.negotiate_frames(None, "1.2.840.10008.1.2.5") == "image/dicom-rle"
-    assert media.negotiate_frames('multipart/related; type="image/jpeg"', "1.2.840.10008.1.2.4.50") == "image/jpeg"
-    with pytest.raises(NotAcceptable):
-        media.negotiate_frames('multipart/related; type="application/octet-stream"', "1.2.840.10008.1.2.4.50")
-    ohif = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-    assert media.negotiate_frames(ohif, "1.2.840.10008.1.2.4.50") == "image/jpeg"  # rule FRAMES_ANY_SYNTAX
-    assert media.negotiate_frames(ohif, "1.2.840.10008.1.2.1") == "application/octet-stream"
+    octet = "application/octet-stream"
+    assert media.negotiate_frames('multipart/related; type="*/*"', "1.2.840.10008.1.2.1") == (octet, None)
+    assert media.negotiate_frames(None, "1.2.840.10008.1.2.5") == ("image/dicom-rle", None)
+    jpeg = "1.2.840.10008.1.2.4.50"
+    assert media.negotiate_frames('multipart/related; type="image/jpeg"', jpeg) == ("image/jpeg", None)
+    # octet-stream of a compressed frame means Explicit VR Little Endian (PS3.18 Table 8.7.3-2): transcoded
+    assert media.negotiate_frames(f'multipart/related; type="{octet}"', jpeg) == (octet, "1.2.840.10008.1.2.1")
+    jls = ("image/jls", "1.2.840.10008.1.2.4.80")
+    assert media.negotiate_frames('multipart/related; type="image/jls"', jpeg) == jls
+    lossy = 'multipart/related; type="image/jp2"; transfer-syntax=1.2.840.10008.1.2.4.91'
+    assert media.negotiate_frames(lossy, jpeg) == ("image/jp2", "1.2.840.10008.1.2.4.91")  # named: lossy is fine
+    with pytest.raises(NotAcceptable) as refused:  # JPEG lossless is not something we encode
+        media.negotiate_frames('multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.70', jpeg)
+    assert "image/jphc" in refused.value.message and "transfer-syntax=*" in refused.value.message
+    ohif = f'multipart/related; type="{octet}"; transfer-syntax=*'
+    assert media.negotiate_frames(ohif, jpeg) == ("image/jpeg", None)  # rule FRAMES_ANY_SYNTAX
+    assert media.negotiate_frames(ohif, "1.2.840.10008.1.2.1") == (octet, None)
 
 
 def test_what_ohif_sends_is_accepted() -> None:
@@ -94,7 +101,7 @@ def test_what_ohif_sends_is_accepted() -> None:
     assert media.negotiate_json("application/json, application/dicom+json, */*") == "application/json"
     assert media.negotiate_json("*/*") == "application/dicom+json"
     frames = "multipart/related; type=application/octet-stream; transfer-syntax=*"
-    assert media.negotiate_frames(frames, "1.2.840.10008.1.2.1") == "application/octet-stream"
-    assert media.negotiate_frames(frames, "1.2.840.10008.1.2.4.50") == "image/jpeg"
-    assert media.negotiate_instances('multipart/related; type="application/dicom"') is None  # the SEG loader
-    assert media.negotiate_instances("multipart/related; type=application/dicom") is None
+    assert media.negotiate_frames(frames, "1.2.840.10008.1.2.1") == ("application/octet-stream", None)
+    assert media.negotiate_frames(frames, "1.2.840.10008.1.2.4.50") == ("image/jpeg", None)
+    assert media.instance_syntaxes('multipart/related; type="application/dicom"') == [None]  # the SEG loader
+    assert media.instance_syntaxes("multipart/related; type=application/dicom") == [None]

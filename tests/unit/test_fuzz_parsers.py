@@ -258,7 +258,7 @@ HEADER_TEXT = st.text(st.characters(codec="latin-1"), max_size=60) | st.sampled_
 def test_any_accept_header_is_negotiated_or_refused_with_an_http_status(accept: str, syntax: str) -> None:
     from shared.dicomweb import media
 
-    for negotiate in (media.negotiate_json, media.negotiate_instances, media.negotiate_bulk,
+    for negotiate in (media.negotiate_json, media.instance_syntaxes, media.negotiate_bulk,
                       lambda a: media.negotiate_frames(a, syntax)):
         try:
             negotiate(accept)

@@ -28,7 +28,7 @@ def test_each_region_writes_its_own_regional_containers_and_holds_the_peers_repl
     assert t.own(layout.METADATA) == layout.METADATA and t.replicas(layout.INBOX) == ()
     assert t.writer_of("dicom-quarantine-secondary") == "secondary" and t.writer_of(layout.INBOX) == ""
     assert set(t.containers()) == {"dicom-inbox", "dicom-metadata", "eventgrid-deadletter", "dicom-audit",
-                                   "dicom-archive-primary",
+                                   "dicom-cache", "dicom-archive-primary",
                                    "dicom-quarantine-primary", "dicomflow-config-primary"}
     assert set(layout.region_containers("primary", ["secondary"])) == set(t.containers()) | {
         "dicom-archive-secondary", "dicom-quarantine-secondary", "dicomflow-config-secondary"}

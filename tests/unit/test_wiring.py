@@ -63,6 +63,11 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "dicomweb_frames": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", ["GET"], A),
     "dicomweb_bulkdata": http("dicomweb/studies/{study}/series/{series}/instances/{sop}/bulkdata/{*locator}",
                               ["GET"], A),
+    **{f"dicomweb_{level}_{kind}": http(f"dicomweb/{path}/{kind}", ["GET"], A)
+       for level, path in (("study", "studies/{study}"), ("series", "studies/{study}/series/{series}"),
+                           ("instance", "studies/{study}/series/{series}/instances/{sop}"),
+                           ("frame", "studies/{study}/series/{series}/instances/{sop}/frames/{frames}"))
+       for kind in ("rendered", "thumbnail")},
     "extended_tags": http("dicomweb/extendedquerytags", ["GET", "POST"], A),
     "extended_tag": http("dicomweb/extendedquerytags/{tag}", ["GET", "PATCH", "DELETE"], A),
     "extended_tag_errors": http("dicomweb/extendedquerytags/{tag}/errors", ["GET"], A),

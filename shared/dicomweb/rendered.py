@@ -1,0 +1,362 @@
+"""Rendered resources and thumbnails (PS3.18 9.5, 8.3.5): a picture for a client that decodes nothing.
+
+``…/instances/{i}/rendered`` (the first frame), ``…/frames/{n}/rendered``, ``…/series/{se}/rendered`` and
+``…/studies/{s}/rendered`` (a multipart/related of each instance's picture), and ``…/thumbnail`` at the
+frame, instance, series and study level (a series shows its middle image, a study its largest image series),
+as ``image/jpeg`` (default), ``image/png`` or ``image/gif``.
+
+The pipeline follows PS3.3 C.11: the frame is decoded (:mod:`shared.dicom.transcode`; YBR colour becomes
+RGB), then for grayscale the Modality LUT (Rescale Slope/Intercept, or the Modality LUT Sequence; per frame
+for enhanced multi-frame objects), the VOI transform (the ``window`` parameter, else the header's window:
+Window Center/Width with VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID, per frame where the functional
+groups carry it, or a VOI LUT Sequence, else the frame's own range), MONOCHROME1 inverted to display as
+MONOCHROME2; PALETTE COLOR through its lookup tables (pydicom's ``apply_color_lut``). ``viewport=vw,vh[,sx,sy,
+sw,sh]`` crops to the source region and scales to fit (aspect kept); ``quality`` (1-100) is the JPEG quality.
+Pillow writes the image. Results are kept in ``dicom-cache`` keyed on the archived version and the parameters.
+
+Objects that are not images (no pixel data: SR, KO, PR; or a result object such as SEG) get 406.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from shared.dicom import facts, transcode
+from shared.dicomweb import media, transcoded
+from shared.dicomweb.errors import BadRequest, HttpProblem, NotAcceptable, NotFoundProblem
+from shared.dicomweb.multipart import new_boundary, related_content_type, stream_parts
+from shared.dicomweb.reply import Reply
+from shared.dicomweb.wado import Wado
+from shared.storage import layout
+
+log = logging.getLogger(__name__)
+
+JPEG: Final = "image/jpeg"
+PNG: Final = "image/png"
+GIF: Final = "image/gif"
+RENDERED_TYPES: Final = (JPEG, PNG, GIF)
+PILLOW_FORMAT: Final = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF"}
+DEFAULT_QUALITY: Final = 90
+#: A thumbnail fits this square unless the request names a viewport.
+THUMBNAIL_SIZE: Final = 128
+MAX_VIEWPORT: Final = 8192
+MAX_RENDERED_INSTANCES: Final = 1000
+WINDOW_FUNCTIONS: Final = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+PARAMETERS: Final = ("window", "viewport", "quality")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    center: float
+    width: float
+    function: str = "LINEAR"
+
+
+@dataclass(frozen=True, slots=True)
+class Viewport:
+    width: int
+    height: int
+    #: The source region (sx, sy, sw, sh) in image pixels, or None for the whole image.
+    region: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderParams:
+    window: Window | None = None
+    viewport: Viewport | None = None
+    quality: int = DEFAULT_QUALITY
+
+    def key(self, frame: int, media_type: str) -> str:
+        w = f"{self.window.center:g}_{self.window.width:g}_{self.window.function}" if self.window else "auto"
+        v = f"{self.viewport.width}x{self.viewport.height}_{self.viewport.region}" if self.viewport else "full"
+        return f"f{frame}_{media_type.split('/')[1]}_q{self.quality}_w{w}_v{v}"
+
+
+def _numbers(value: str, name: str, count: Sequence[int], kind: type) -> list[Any]:
+    items = [v.strip() for v in value.split(",")]
+    if len(items) not in count:
+        raise BadRequest(f"{name} needs {' or '.join(map(str, count))} comma-separated numbers, as in "
+                         f"{'window=40,400,linear' if name == 'window' else 'viewport=512,512'}; got {value!r}.")
+    try:
+        return [kind(v) for v in items]
+    except ValueError:
+        raise BadRequest(f"{name} values must be numbers; got {value!r}.") from None
+
+
+def parse_params(params: Sequence[tuple[str, str]], *, thumbnail: bool = False) -> RenderParams:
+    """The rendering query parameters (PS3.18 8.3.5); 400 naming the one at fault."""
+    window: Window | None = None
+    viewport: Viewport | None = None
+    quality = DEFAULT_QUALITY
+    for name, value in params:
+        if name not in PARAMETERS:
+            raise BadRequest(f"Query parameter {name!r} is not supported on rendered resources "
+                             f"(supported: {', '.join(PARAMETERS)}); remove it.")
+        if name == "window":
+            parts = [v.strip() for v in value.split(",")]
+            function = parts.pop().upper().replace("-", "_") if len(parts) == 3 else "LINEAR"
+            center, width = _numbers(",".join(parts), "window", (2,), float)
+            if function not in WINDOW_FUNCTIONS:
+                raise BadRequest(f"window function must be one of linear, linear-exact, sigmoid; got {value!r}.")
+            if not (math.isfinite(center) and math.isfinite(width)) or width <= 0 or (
+                    function == "LINEAR" and width < 1):
+                raise BadRequest(f"window width must be a positive number (at least 1 for linear); got {value!r}.")
+            window = Window(center, width, function)
+        elif name == "viewport":
+            nums = _numbers(value, "viewport", (2, 6), int)
+            vw, vh = nums[0], nums[1]
+            if not (0 < vw <= MAX_VIEWPORT and 0 < vh <= MAX_VIEWPORT):
+                raise BadRequest(f"viewport width and height must be 1 to {MAX_VIEWPORT}; got {value!r}.")
+            region = None
+            if len(nums) == 6:
+                sx, sy, sw, sh = nums[2:]
+                if sx < 0 or sy < 0 or sw <= 0 or sh <= 0:
+                    raise BadRequest(f"viewport source region must be inside the image, positive size; got {value!r}.")
+                region = (sx, sy, sw, sh)
+            viewport = Viewport(vw, vh, region)
+        else:
+            if not re.fullmatch(r"\d{1,3}", value.strip()) or not 1 <= int(value) <= 100:
+                raise BadRequest(f"quality must be a whole number from 1 to 100; got {value!r}.")
+            quality = int(value)
+    if thumbnail and viewport is None:
+        viewport = Viewport(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
+    return RenderParams(window, viewport, quality)
+
+
+def negotiate(accept: str | None) -> str:
+    """image/jpeg (default), image/png or image/gif; 406 otherwise."""
+    for rng in media.parse_accept(accept):
+        for candidate in RENDERED_TYPES:
+            if rng.covers(candidate):
+                return candidate
+    raise NotAcceptable(f"Rendered images are {', '.join(RENDERED_TYPES)}; send one of them in Accept (or */*).")
+
+
+# -- the pipeline ------------------------------------------------------------------------------------------
+def _item(ds: Dataset, index: int, inner: str) -> Dataset | None:
+    """The ``inner`` item of frame ``index``'s functional groups (per-frame first, then shared)."""
+    for groups, i in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
+        seq = ds.get(groups)
+        if seq and len(seq) > i:
+            item = seq[i].get(inner)
+            if item:
+                found: Dataset = item[0]
+                return found
+    return None
+
+
+def _first(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value[0] if isinstance(value, Sequence) and not isinstance(value, str) else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def modality(arr: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
+    """Stored values -> modality values (Rescale Slope/Intercept, per frame if the groups say so)."""
+    item = _item(ds, index, "PixelValueTransformationSequence") or ds
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        return np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    slope = _first(item.get("RescaleSlope"))
+    intercept = _first(item.get("RescaleIntercept"))
+    out = arr.astype(np.float64)
+    if slope is not None and slope != 1.0:
+        out *= slope
+    if intercept:
+        out += intercept
+    return out
+
+
+def header_window(ds: Dataset, index: int) -> Window | None:
+    item = _item(ds, index, "FrameVOILUTSequence") or ds
+    center, width = _first(item.get("WindowCenter")), _first(item.get("WindowWidth"))
+    if center is None or width is None or width <= 0:
+        return None
+    function = str(item.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if function not in WINDOW_FUNCTIONS or (function == "LINEAR" and width < 1):
+        function = "LINEAR_EXACT"
+    return Window(center, width, function)
+
+
+def apply_window(values: np.ndarray, w: Window) -> np.ndarray:
+    """Modality values -> 0..1 (PS3.3 C.11.2.1.2 and C.11.2.1.3)."""
+    c, width = w.center, w.width
+    if w.function == "SIGMOID":
+        out = 1.0 / (1.0 + np.exp(-4.0 * (values - c) / width))
+    elif w.function == "LINEAR_EXACT":
+        out = (values - (c - width / 2)) / width
+    else:
+        out = ((values - (c - 0.5)) / (width - 1)) + 0.5
+    return np.clip(out, 0.0, 1.0)
+
+
+def grayscale(arr: np.ndarray, ds: Dataset, pm: transcode.PixelModule, index: int,
+              window: Window | None) -> np.ndarray:
+    values = modality(arr, ds, index)
+    w = window or header_window(ds, index)
+    if w is not None:
+        out = apply_window(values, w)
+    elif "VOILUTSequence" in ds:
+        from pydicom.pixels import apply_voi_lut
+
+        lut = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2] or 16)
+        out = lut / float((1 << bits) - 1)
+    else:  # no window anywhere: the frame's own range
+        lo, hi = float(values.min()), float(values.max())
+        out = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    if pm.photometric == "MONOCHROME1":
+        out = 1.0 - out
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_8bit(arr: np.ndarray, bits: int) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    top = float((1 << bits) - 1) if bits > 0 else float(arr.max() or 1)
+    return np.clip(arr.astype(np.float64) * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_frame(arr: np.ndarray, photometric: str, ds: Dataset, pm: transcode.PixelModule, index: int,
+                 params: RenderParams, media_type: str) -> bytes:
+    """One decoded frame as an image file of ``media_type``."""
+    from PIL import Image
+
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        rgb = np.asarray(apply_color_lut(arr, ds))
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2] or 8)
+        image = Image.fromarray(to_8bit(rgb, bits), "RGB")
+    elif arr.ndim == 3:
+        image = Image.fromarray(to_8bit(arr, pm.bits_stored), "RGB")
+    else:
+        image = Image.fromarray(grayscale(arr, ds, pm, index, params.window), "L")
+    vp = params.viewport
+    if vp is not None:
+        if vp.region is not None:
+            sx, sy, sw, sh = vp.region
+            image = image.crop((sx, sy, min(sx + sw, image.width), min(sy + sh, image.height)))
+        scale = min(vp.width / image.width, vp.height / image.height)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if media_type == JPEG:
+        image.save(out, "JPEG", quality=params.quality)
+    else:
+        image.save(out, PILLOW_FORMAT[media_type])
+    return out.getvalue()
+
+
+class Renderer:
+    """Rendered resources over :class:`~shared.dicomweb.wado.Wado`'s frame access."""
+
+    def __init__(self, wado: Wado) -> None:
+        self.wado = wado
+        self.cache = transcoded.FrameCache(wado.blobs)
+
+    def image(self, study: str, series: str, sop: str, frame: int, params: RenderParams, media_type: str) -> bytes:
+        """Frame ``frame`` of one instance, rendered (from the cache when rendered before)."""
+        try:
+            opened = self.wado.frame_index(study, series, sop)
+        except HttpProblem as problem:
+            if problem.status != 400:
+                raise
+            raise NotAcceptable(f"Instance {sop} has no frames to render ({problem.message}); it is not an image "
+                                "(an SR, a key object selection, ...): retrieve its metadata instead.") from None
+        index, src = opened
+        if not 1 <= frame <= index.number_of_frames:
+            raise NotFoundProblem(f"Frame {frame} does not exist: the instance has {index.number_of_frames} frame(s).")
+        path = layout.rendered_path(study, series, sop, index.etag, params.key(frame, media_type))
+        hit = self.cache.get(path)
+        if hit is not None:
+            return hit
+        header = self.wado.header(study, series, sop, src)
+        ds = header.dataset
+        if facts.is_derived(header.sop_class_uid, str(ds.get("Modality", ""))):
+            raise NotAcceptable(f"Instance {sop} is a result object ({transcode.name(header.sop_class_uid or '')}), "
+                                "not an image to render; a viewer overlays it on its source images.")
+        needs_whole = any(k in ds for k in ("RedPaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
+                                             "VOILUTSequence", "ModalityLUTSequence"))
+        if needs_whole:  # lookup tables may be large values the header parse skipped: read them
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = dcmread(io.BytesIO(transcoded.header_dataset(src, header)), force=True,
+                             stop_before_pixels=True)
+        source, _, _ = self.wado.frame_source(study, series, sop, header, opened)
+        try:
+            arr, photometric = transcode.decode_frame(source.pm, source.syntax, source.read_frame(frame))
+        except transcode.TranscodeError as exc:
+            raise NotAcceptable(f"Frame {frame} of instance {sop} cannot be rendered: {exc}") from None
+        data = render_frame(arr, photometric, ds, source.pm, frame - 1, params, media_type)
+        self.cache.put(path, data)
+        return data
+
+    def instance(self, accept: str | None, study: str, series: str, sop: str, frame: int,
+                 params: RenderParams) -> Reply:
+        media_type = negotiate(accept)
+        return Reply(200, {"Content-Type": media_type}, self.image(study, series, sop, frame, params, media_type))
+
+    def many(self, accept: str | None, study: str, series: str | None, params: RenderParams) -> Reply:
+        """Series or study rendered: a multipart/related of each image instance's first frame."""
+        media_type = negotiate(accept)
+        records = self.wado.index.list_series_instances(study, series) if series else \
+            self.wado.index.list_study_instances(study)
+        images = sorted((r for r in records if not r.derived and r.rows),
+                        key=lambda r: (r.series_instance_uid, _number(r.instance_number), r.sop_instance_uid))
+        if not images:
+            raise NotFoundProblem(f"{'Series ' + series + ' of study' if series else 'Study'} {study} has no images.")
+        if len(images) > MAX_RENDERED_INSTANCES:
+            raise BadRequest(f"{len(images)} instances are more than the {MAX_RENDERED_INSTANCES} rendered in one "
+                             "response; ask per series or per instance.")
+
+        def parts() -> Iterator[tuple[str, list[bytes]]]:
+            for r in images:
+                try:
+                    yield media_type, [self.image(study, r.series_instance_uid, r.sop_instance_uid, 1, params,
+                                                  media_type)]
+                except (NotAcceptable, NotFoundProblem) as exc:  # this one cannot be shown; the rest still can
+                    yield transcoded.error_part(exc.message)
+
+        boundary = new_boundary()
+        return Reply(200, {"Content-Type": related_content_type(media_type, boundary)},
+                     stream=stream_parts(parts(), boundary))
+
+    def representative(self, study: str, series: str | None) -> tuple[str, str, int]:
+        """(series, SOP Instance, frame) a thumbnail of a series or study shows: the middle image of the series
+        (of the study's image series with the most instances)."""
+        records = [r for r in (self.wado.index.list_series_instances(study, series) if series else
+                               self.wado.index.list_study_instances(study))
+                   if not r.derived and r.rows]
+        if not records:
+            raise NotFoundProblem(f"{'Series ' + series + ' of study' if series else 'Study'} {study} has no images.")
+        if series is None:
+            counts: dict[str, int] = {}
+            for r in records:
+                counts[r.series_instance_uid] = counts.get(r.series_instance_uid, 0) + 1
+            chosen = max(sorted(counts), key=lambda s: counts[s])
+            records = [r for r in records if r.series_instance_uid == chosen]
+        records.sort(key=lambda r: (_number(r.instance_number), r.sop_instance_uid))
+        middle = records[len(records) // 2]
+        frames = int(middle.number_of_frames or 1)
+        return middle.series_instance_uid, middle.sop_instance_uid, (frames + 1) // 2
+
+
+def _number(value: int | None) -> int:
+    return value if value is not None else 1 << 30

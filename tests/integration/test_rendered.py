@@ -1,0 +1,121 @@
+"""Rendered images against Azurite: what a client that decodes nothing sees, compared with pydicom's own
+grayscale pipeline (Modality LUT, windowing), palette and colour conversion on the stored files."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
+
+from shared.dicomweb.errors import HttpProblem
+from shared.dicomweb.rendered import Renderer, parse_params
+from shared.dicomweb.wado import Wado
+from shared.services import Services
+from shared.storage import layout
+from tests.integration.test_wado_transcode import fresh, put
+
+PNG = "image/png"
+
+
+def render(storage: Services, ids: tuple[str, str, str], frame: int = 1, media: str = PNG,
+           **params: str) -> np.ndarray:
+    renderer = Renderer(Wado(storage.blobs, storage.index))
+    reply = renderer.instance(media, *ids, frame, parse_params(list(params.items())))
+    assert reply.headers["Content-Type"] == media
+    return np.asarray(Image.open(io.BytesIO(reply.body)))
+
+
+def pydicom_window(ds: pydicom.Dataset, center: float, width: float) -> np.ndarray:
+    """pydicom's windowing of the stored pixels, scaled from its output range to 0..255."""
+    ds = copy.deepcopy(ds)
+    ds.WindowCenter, ds.WindowWidth = center, width
+    values = apply_windowing(apply_modality_lut(ds.pixel_array, ds), ds)
+    bits = int(ds.BitsStored)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if ds.PixelRepresentation else (0, 2**bits - 1)
+    lo, hi = lo * float(ds.RescaleSlope) + float(ds.RescaleIntercept), hi * float(ds.RescaleSlope) + float(
+        ds.RescaleIntercept)
+    return np.clip((values - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_ct_window_from_the_header_and_from_the_request(storage: Services) -> None:
+    ds = fresh("CT_small.dcm")
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ids = put(storage, ds)
+    got = render(storage, ids)
+    assert np.abs(got.astype(int) - pydicom_window(ds, 40, 400).astype(int)).max() <= 1
+    narrow = render(storage, ids, window="100,50")
+    assert np.abs(narrow.astype(int) - pydicom_window(ds, 100, 50).astype(int)).max() <= 1
+    assert not np.array_equal(got, narrow)
+
+
+def test_monochrome1_is_shown_inverted(storage: Services) -> None:
+    ds = fresh("CT_small.dcm")
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    inverted = copy.deepcopy(ds)
+    inverted.SOPInstanceUID = pydicom.uid.generate_uid()
+    inverted.PhotometricInterpretation = "MONOCHROME1"
+    normal, one = render(storage, put(storage, ds)), render(storage, put(storage, inverted))
+    assert np.abs(one.astype(int) - (255 - normal.astype(int))).max() <= 1
+
+
+def test_palette_and_ybr_colour_and_a_chosen_frame(storage: Services) -> None:
+    palette = fresh("examples_palette.dcm")
+    got = render(storage, put(storage, palette))
+    expected = apply_color_lut(palette.pixel_array, palette)  # 16-bit LUT entries
+    assert got.shape == expected.shape
+    assert np.abs(got.astype(int) - (expected.astype(int) * 255 // 65535)).max() <= 1
+    ybr = fresh("examples_ybr_color.dcm")  # JPEG, YBR_FULL_422, 30 frames
+    ids = put(storage, ybr)
+    np.testing.assert_array_equal(render(storage, ids, frame=12), ybr.pixel_array[11])  # RGB, as pydicom shows it
+    thumb = render(storage, ids, frame=12, viewport="64,64")
+    assert max(thumb.shape[:2]) == 64
+    crop = render(storage, ids, viewport="50,50,10,20,50,50")
+    np.testing.assert_array_equal(crop, ybr.pixel_array[0][20:70, 10:60])  # the region, unscaled
+    jpeg = Image.open(io.BytesIO(Renderer(Wado(storage.blobs, storage.index)).instance(
+        "image/*", *ids, 1, parse_params([("quality", "50")])).body))
+    assert jpeg.format == "JPEG" and jpeg.size == (ybr.Columns, ybr.Rows)
+
+
+def test_rendered_images_are_cached_per_parameters(storage: Services) -> None:
+    ds = fresh("JPEG2000.dcm")
+    ids = put(storage, ds)
+    first = render(storage, ids, window="0,1000")
+    cached = sorted(b.name for b in storage.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))
+    assert len(cached) == 1
+    np.testing.assert_array_equal(render(storage, ids, window="0,1000"), first)
+    render(storage, ids, window="0,2000")
+    assert len(list(storage.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))) == 2
+
+
+@pytest.mark.parametrize(("params", "word"), [
+    ({"window": "abc,400"}, "numbers"), ({"window": "40"}, "window needs 2"), ({"window": "40,0"}, "positive"),
+    ({"viewport": "0,10"}, "viewport"), ({"quality": "0"}, "quality"), ({"annotation": "patient"}, "annotation"),
+])
+def test_bad_parameters_are_400_naming_them(params: dict[str, str], word: str) -> None:
+    with pytest.raises(HttpProblem) as bad:
+        parse_params(list(params.items()))
+    assert bad.value.status == 400 and word in bad.value.message
+
+
+def test_non_images_and_missing_frames(storage: Services) -> None:
+    renderer = Renderer(Wado(storage.blobs, storage.index))
+    sr = put(storage, fresh("test-SR.dcm"))
+    with pytest.raises(HttpProblem) as refused:
+        renderer.instance(None, *sr, 1, parse_params([]))
+    assert refused.value.status == 406 and "not an image" in refused.value.message
+    seg_like = fresh("CT_small.dcm")
+    seg_like.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
+    with pytest.raises(HttpProblem) as refused:
+        renderer.instance(None, *put(storage, seg_like), 1, parse_params([]))
+    assert refused.value.status == 406 and "result object" in refused.value.message
+    with pytest.raises(HttpProblem) as missing:
+        renderer.instance(None, *put(storage, fresh("CT_small.dcm")), 2, parse_params([]))
+    assert missing.value.status == 404 and "1 frame" in missing.value.message
+    with pytest.raises(HttpProblem) as refused:
+        renderer.instance("application/dicom", *sr, 1, parse_params([]))
+    assert refused.value.status == 406 and "image/jpeg" in refused.value.message
