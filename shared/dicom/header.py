@@ -129,7 +129,7 @@ def _parse(reader: RangedReader, defer_size: int, meter: Meter) -> tuple[Dataset
     which bounds it: 64 KiB hold at most 8,192 headers)."""
     prefix = reader.prefix()
     whole = len(prefix) >= reader.size
-    if _DEFLATED in prefix[:_meta_span(prefix)]:
+    if _DEFLATED in prefix[:meta_span(prefix)]:
         # Maybe deflated (a guess from the bytes chooses the path; the file meta decides): pydicom
         # would inflate the whole data set at once, so it never sees a deflated one.
         deflated = _parse_deflated(reader, defer_size, meter)
@@ -204,7 +204,7 @@ _PIXEL_PAIRS = {(t >> 16, t & 0xFFFF) for t in PIXEL_TAGS}
 _DEFLATED = str(DeflatedExplicitVRLittleEndian).encode()
 
 
-def _meta_span(prefix: bytes) -> int:
+def meta_span(prefix: bytes) -> int:
     """Where the file meta ends in ``prefix`` (its Transfer Syntax UID lies before): group 0002 elements
     walked as the standard writes them (explicit VR little endian). Anything else (an implicit VR meta,
     a VR that is not two letters) gives the whole prefix: the deflate guess then looks everywhere."""
