@@ -358,7 +358,6 @@ class Settings:
     settle_delay_seconds: float
     service_host_name: str
     partition_name: str
-    routing_retry_seconds: float
     #: STOW-RS: largest request body accepted (the Functions HTTP limit is 100 MB); larger -> 413.
     stow_max_bytes: int = 100 * 1024 * 1024
     #: STOW-RS: how long a request waits for ingestion of its parts before answering 202.
@@ -435,7 +434,6 @@ class Settings:
             settle_delay_seconds=num("DICOMFLOW_SETTLE_DELAY_SECONDS", min(5.0, stable_age)),
             service_host_name=env.get("DICOMFLOW_SERVICE_HOST_NAME") or env.get("WEBSITE_HOSTNAME") or "localhost",
             partition_name=env.get("DICOMFLOW_PARTITION_NAME") or "Microsoft.Default",
-            routing_retry_seconds=num("DICOMFLOW_ROUTING_RETRY_SECONDS", 30.0),
             stow_max_bytes=int(num("DICOMFLOW_STOW_MAX_BYTES", 100 * 1024 * 1024)),
             stow_wait_seconds=num("DICOMFLOW_STOW_WAIT_SECONDS", 10.0),
             auth=AuthSettings(
