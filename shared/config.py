@@ -38,6 +38,23 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names it and the fix."""
 
 
+#: How App Service hands over an app setting whose Key Vault reference it could not resolve: the reference's
+#: own text. Taken as a value it would be a guessable audit salt or, worse, an accepted Functions key.
+_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+def _refuse_unresolved_references(env: Mapping[str, str]) -> None:
+    """Fail closed on a Key Vault reference that did not resolve (named by setting, never by value)."""
+    unresolved = sorted(k for k, v in env.items() if k.startswith(("DICOMFLOW_", "DicomStorage", "DicomEvents",
+                                                                   "DicomPeerStorage"))
+                        and v.lstrip().startswith(_KEY_VAULT_REFERENCE))
+    if unresolved:
+        raise SettingsError(
+            f"{', '.join(unresolved)}: the Key Vault reference did not resolve (the app got the reference's text). "
+            "Give the app's identity Key Vault Secrets User on the secret, let the vault's firewall admit the app's "
+            "network, then restart the app.")
+
+
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
     connection_string: str | None = None
@@ -413,6 +430,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         def num(name: str, default: float) -> float:
             return _seconds(env, name, default)
+
+        _refuse_unresolved_references(env)
 
         storage = _storage(env, STORAGE_CONNECTION)
         region, peer = _region_key(env, "DICOMFLOW_REGION"), _region_key(env, "DICOMFLOW_PEER_REGION")
