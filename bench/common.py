@@ -24,6 +24,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -91,6 +92,37 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     if not vals:
         return {"n": 0}
     return {"min": min(vals), "median": statistics.median(vals), "max": max(vals), "n": len(vals)}
+
+
+def run_child(module: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """One measurement in a fresh process: ``python -m <module> --child <args>``, whose last stdout line is
+    its JSON result; ``{"failed": why}`` when it times out or exits with an error."""
+    cmd = [sys.executable, "-m", module, "--child", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"no answer within {timeout:.0f} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"failed": f"exit {proc.returncode}: {tail[0][:200]}"}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def summarize_runs(runs: list[dict[str, Any]], *counts: str) -> dict[str, Any]:
+    """One peer's repetitions (rows of :func:`run_child` or alike): the :func:`spread` of the seconds, the peak
+    RSS growth over the baseline (MiB) and each of ``counts`` over the runs that did not fail, the distinct
+    failures, and the runs themselves."""
+    ok = [r for r in runs if not r.get("failed")]
+    out: dict[str, Any] = {
+        "seconds": spread([r["seconds"] for r in ok]),
+        "rss_growth_mib": spread([(r["peak_rss"] - r.get("baseline_rss", 0)) / 2**20 for r in ok if r.get("peak_rss")]),
+    }
+    for name in counts:
+        out[name] = spread([r[name] for r in ok if r.get(name) is not None])
+    out["failed"] = sorted({r["failed"] for r in runs if r.get("failed")})
+    out["runs"] = runs
+    return out
 
 
 def percentile(values: Sequence[float], p: float) -> float:

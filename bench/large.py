@@ -32,7 +32,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +68,13 @@ def make_file(name: str, frames: int, rows: int, cols: int) -> Path:
         raise
     done.write_text("ok\n")
     return out
+
+
+def remove_files(sizes: dict[str, Any]) -> None:
+    """Delete what :func:`make_file` generated for these sizes (a run without ``--keep-files``)."""
+    for name in sizes:
+        for p in (WORK / "large").glob(f"DBT_{name}.*"):
+            p.unlink(missing_ok=True)
 
 
 # --- child processes (one measurement each, fresh memory) ---------------------------------------------------
@@ -141,19 +147,6 @@ def child_naive(conn: str, blob_name: str, cap_bytes: int) -> dict[str, Any]:
                 "seconds": time.monotonic() - t, "peak_rss": _peak_rss_bytes(), "baseline_rss": baseline}
     return {"seconds": time.monotonic() - t, "bytes_read": len(data), "requests": None,
             "peak_rss": _peak_rss_bytes(), "baseline_rss": baseline}
-
-
-def _run_child(args: list[str], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.large", "--child", *args]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=common.ROOT)
-    except subprocess.TimeoutExpired:
-        return {"failed": f"no answer within {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"failed": f"exit {proc.returncode}: {tail[0][:200]}"}
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
 
 
 # --- Orthanc ----------------------------------------------------------------------------------------
@@ -243,26 +236,18 @@ def run(sizes: dict[str, tuple[int, int, int, int]], cap_gib: float, timeout: fl
             upload_s = _upload(conn, path, blob_name)
             rows_out: dict[str, list[dict[str, Any]]] = {"ours": [], "naive": [], "orthanc": []}
             for rep in tqdm(range(reps), desc=f"large {name}", leave=False):
-                ours = _run_child(["ours", conn, blob_name], timeout)
+                ours = common.run_child("bench.large", ["ours", conn, blob_name], timeout)
                 rows_out["ours"].append(ours)
                 if ours.get("uids") and all(ours["uids"]):
                     _forget(conn, ours["uids"])
-                rows_out["naive"].append(_run_child(["naive", conn, blob_name, str(int(cap_gib * 2**30))], timeout))
+                rows_out["naive"].append(common.run_child("bench.large", ["naive", conn, blob_name,
+                                                                          str(int(cap_gib * 2**30))], timeout))
                 rows_out["orthanc"].append(orthanc_once(path, f"{name}-{rep}", timeout))
             summary: dict[str, Any] = {"bytes": size, "frames": frames, "reps": reps, "upload_seconds": upload_s}
             for peer, runs in rows_out.items():
-                ok = [r for r in runs if not r.get("failed")]
-                summary[peer] = {
-                    "seconds": spread([r["seconds"] for r in ok]),
-                    "peak_rss_mib": spread([r["peak_rss"] / MIB for r in ok if r.get("peak_rss")]),
-                    "rss_growth_mib": spread([(r["peak_rss"] - r.get("baseline_rss", 0)) / MIB for r in ok
-                                              if r.get("peak_rss")]),
-                    "bytes_read": spread([r["bytes_read"] for r in ok if r.get("bytes_read") is not None]),
-                    "requests": spread([r["requests"] for r in ok if r.get("requests") is not None]),
-                    "storage_requests": spread([r["storage_requests"] for r in ok if r.get("storage_requests")]),
-                    "failed": sorted({r["failed"] for r in runs if r.get("failed")}),
-                    "runs": runs,
-                }
+                summary[peer] = common.summarize_runs(runs, "bytes_read", "requests", "storage_requests")
+                summary[peer]["peak_rss_mib"] = spread([r["peak_rss"] / MIB for r in runs
+                                                        if not r.get("failed") and r.get("peak_rss")])
             results[name] = summary
             print(f"{name}: ours {summary['ours']['seconds'].get('median', float('nan')):.2f} s, naive "
                   f"{summary['naive']['seconds'].get('median', float('nan')):.2f} s {summary['naive']['failed']}, "
@@ -295,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK_SIZES if args.quick else SIZES
     results = run(sizes, args.naive_cap_gib, args.timeout)
     if not args.keep_files:
-        for name in sizes:
-            for p in (WORK / "large").glob(f"DBT_{name}.*"):
-                p.unlink(missing_ok=True)
+        remove_files(sizes)
     path = common.save_result("large-quick" if args.quick else "large",
                               {"quick": args.quick, "naive_cap_gib": args.naive_cap_gib, "sizes": results})
     print(f"wrote {path}", file=sys.stderr)

@@ -39,8 +39,6 @@ from bench import common
 from bench.common import ROOT, WORK, process_cpu, spread
 from bench.ingest import FULL, PROD_SETTLE, QUICK, build_corpus
 
-GROUP = 50  # instances per C-MOVE, as tools/migration/runner.py groups small studies
-
 
 def _legacy(folder: Path, files: list[Path], modalities: dict[str, list[Any]]) -> Any:
     """The source: an Orthanc holding ``files``, knowing the given DICOM peers."""
@@ -61,28 +59,20 @@ def _legacy(folder: Path, files: list[Path], modalities: dict[str, list[Any]]) -
     return pacs
 
 
-def _studies(pacs: Any) -> list[tuple[str, int]]:
+def _groups(pacs: Any) -> list[list[str]]:
+    """The source's studies in the C-MOVE groups ``tools migrate`` makes of them (its own grouping)."""
     import requests
 
-    out = []
+    from shared.ingest.batch import CHUNK_SIZE
+    from tools.migration.dimse import SourceStudy
+    from tools.migration.runner import group_studies
+
+    studies = []
     for sid in requests.get(f"{pacs.url}/studies", timeout=60).json():
         s = requests.get(f"{pacs.url}/studies/{sid}", timeout=60).json()
         n = len(requests.get(f"{pacs.url}/studies/{sid}/instances", timeout=60).json())
-        out.append((s["MainDicomTags"]["StudyInstanceUID"], n))
-    return out
-
-
-def _groups(studies: list[tuple[str, int]]) -> list[list[str]]:
-    out: list[list[str]] = []
-    size = 0
-    for uid, n in studies:
-        if out and size + n <= GROUP:
-            out[-1].append(uid)
-            size += n
-        else:
-            out.append([uid])
-            size = n
-    return out
+        studies.append(SourceStudy(s["MainDicomTags"]["StudyInstanceUID"], n))
+    return [[s.uid for s in group] for group in group_studies(studies, CHUNK_SIZE)]
 
 
 def run_ours(files: list[Path], folder: Path, *, associations: int, instrumented: bool, studies: int,
@@ -168,7 +158,7 @@ def run_orthanc(files: list[Path], folder: Path, *, associations: int) -> dict[s
         pacs = _legacy(folder / "legacy", files, {"dest": ["DEST", "127.0.0.1", dest.dicom_port],
                                                   "driver": ["DRIVER", "127.0.0.1", 1]})
         assert dest.process is not None
-        groups = _groups(_studies(pacs))
+        groups = _groups(pacs)
         local = threading.local()
         sessions: list[SourceSession] = []
         lock = threading.Lock()

@@ -29,15 +29,14 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import common
-from bench.common import WORK, spread
-from bench.large import _upload, make_file
+from bench.common import WORK
+from bench.large import _upload, make_file, remove_files
 
 MIB = 1024 * 1024
 #: name -> (frames, rows, cols, repetitions)
@@ -125,19 +124,6 @@ def child_naive(conn: str, path: str, name: str, cap_bytes: int) -> dict[str, An
     return {"seconds": time.monotonic() - t, "peak_rss": _peak(), "baseline_rss": baseline}
 
 
-def _run_child(args: list[str], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.update", "--child", *args]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=common.ROOT)
-    except subprocess.TimeoutExpired:
-        return {"failed": f"no answer within {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"failed": f"exit {proc.returncode}: {tail[0][:200]}"}
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
 def orthanc_runs(path: Path, tag: str, reps: int, timeout: float) -> list[dict[str, Any]]:
     import requests
 
@@ -193,21 +179,14 @@ def run(sizes: dict[str, tuple[int, int, int, int]], cap_gib: float, timeout: fl
             archived = layout.instance_path(got.study, got.series, got.sop)
             runs: dict[str, list[dict[str, Any]]] = {"ours": [], "naive": []}
             for rep in tqdm(range(reps), desc=f"update {name}", leave=False):
-                runs["ours"].append(_run_child(["ours", conn, got.study, f"Bench^Ours{rep}"], timeout))
-                runs["naive"].append(_run_child(["naive", conn, archived, f"Bench^Naive{rep}",
-                                                 str(int(cap_gib * 2**30))], timeout))
+                runs["ours"].append(common.run_child("bench.update", ["ours", conn, got.study, f"Bench^Ours{rep}"],
+                                                     timeout))
+                runs["naive"].append(common.run_child("bench.update", ["naive", conn, archived, f"Bench^Naive{rep}",
+                                                                       str(int(cap_gib * 2**30))], timeout))
             runs["orthanc"] = orthanc_runs(path, name, reps, timeout)
             summary: dict[str, Any] = {"bytes": path.stat().st_size, "frames": frames, "reps": reps}
             for peer, rows_ in runs.items():
-                ok = [r for r in rows_ if not r.get("failed")]
-                summary[peer] = {
-                    "seconds": spread([r["seconds"] for r in ok]),
-                    "rss_growth_mib": spread([(r["peak_rss"] - r.get("baseline_rss", 0)) / MIB for r in ok
-                                              if r.get("peak_rss")]),
-                    "storage_requests": spread([r["storage_requests"] for r in ok if r.get("storage_requests")]),
-                    "failed": sorted({r["failed"] for r in rows_ if r.get("failed")}),
-                    "runs": rows_,
-                }
+                summary[peer] = common.summarize_runs(rows_, "storage_requests")
             results[name] = summary
             med = {p: (summary[p]["seconds"].get("median", float("nan")),
                        summary[p]["rss_growth_mib"].get("median", float("nan"))) for p in runs}
@@ -238,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK_SIZES if args.quick else SIZES
     results = run(sizes, args.naive_cap_gib, args.timeout)
     if not args.keep_files:
-        for name in sizes:
-            for p in (WORK / "large").glob(f"DBT_{name}.*"):
-                p.unlink(missing_ok=True)
+        remove_files(sizes)
     path = common.save_result("update-quick" if args.quick else "update",
                               {"quick": args.quick, "naive_cap_gib": args.naive_cap_gib, "sizes": results})
     print(f"wrote {path}", file=sys.stderr)

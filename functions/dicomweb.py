@@ -3,8 +3,9 @@
 Thin adapter: read the request, call one service in ``shared.dicomweb``, map its
 :class:`~shared.dicomweb.reply.Reply` (or :class:`~shared.dicomweb.errors.HttpProblem`)
 to a response. Every route is guarded by :func:`functions.access.guarded`: a bearer token with the
-role its method needs (GET reader, POST writer, DELETE admin), CORS headers, one audit line; the
-routes are ``auth_level=ANONYMOUS`` because the app, not the Functions host, checks the caller.
+role its method needs (GET reader, POST writer, DELETE admin), CORS headers, the access line and the
+audit record; the routes are ``auth_level=ANONYMOUS`` because the app, not the Functions host, checks
+the caller.
 The functions use ``azurefunctions-extensions-http-fastapi`` request and
 response types so retrieve bodies are streamed chunk by chunk (HTTP streams); the
 blocking storage calls run off the event loop.

@@ -31,7 +31,7 @@ from typing import Any, Final
 from azure.core.exceptions import AzureError
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.presentation import build_context
 
@@ -61,7 +61,8 @@ from shared.storage import layout
 log = logging.getLogger(__name__)
 
 MAX_SUBOPERATIONS: Final = 65535
-UNCOMPRESSED: Final[list[str | UID]] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+#: Offered beside the stored syntaxes, so any peer can be sent to (transcoding's native syntaxes).
+UNCOMPRESSED: Final[list[str | UID]] = list(transcode.NATIVE)
 #: Values larger than this stay in the spool file until pynetdicom encodes the data set.
 DEFER_SIZE: Final = 1024 * 1024
 #: RETRIEVE keys: the unique keys of each level (and PatientID for PATIENT level).

@@ -216,7 +216,12 @@ param corsAllowedOrigins array = []
 @description('Optional: name of a Key Vault secret (same name in each region\'s vault) holding Functions keys that machine clients may send as x-functions-key (comma-separated, reader and writer roles). Empty: bearer tokens only.')
 param functionKeysSecretName string = ''
 
-@description('Object ID of the deploying user or group (azd passes AZURE_PRINCIPAL_ID). It gets no data-plane role unless grantDeployerDataAccess is true.')
+@secure()
+@minLength(15)
+@description('Salt of the audit trail\'s Patient ID digests (DICOMFLOW_AUDIT_PATIENT_SALT): written to each region\'s vault as the secret audit-patient-salt (one value in both regions), which both function apps and both DIMSE gateways read. azd fills it (main.parameters.json): random on the first deployment, read back from the primary\'s vault (PRIMARY_KEY_VAULT) afterwards. Without azd pass the existing one back (docs/deploy.md): a new salt makes earlier records unfindable by patient.')
+param auditPatientSalt string
+
+@description('Object ID of the deploying user or group (azd passes AZURE_PRINCIPAL_ID). It gets no data-plane role unless grantDeployerDataAccess is true, except Key Vault Secrets User on the audit salt secret in the primary\'s vault (azd reads it back before each deployment).')
 param principalId string = ''
 
 @description('Grant principalId Storage Blob Data Contributor on both data accounts (PHI), e.g. to upload test files. Default false: no standing access to patient data for the deployer.')
@@ -315,6 +320,9 @@ var secondaryKey = 'secondary'
 var primaryWrites = [for c in regionalContainers: '${c}-${primaryKey}']
 var secondaryWrites = [for c in regionalContainers: '${c}-${secondaryKey}']
 var deploymentContainer = 'app-package'
+// The Key Vault secret of the audit trail's patient salt, the same name in both vaults. main.parameters.json names it
+// too (azd's read-back runs before Bicep): tests/infra checks the two agree.
+var auditPatientSaltSecretName = 'audit-patient-salt'
 
 // Tiering of every archive container of an account (its own and the peer's replica: the prefix matches both).
 var tierByCreation = {
@@ -647,6 +655,10 @@ module primary 'modules/region.bicep' = {
     authAudience: authAudience
     corsOrigins: corsOrigins
     functionKeysSecretName: functionKeysSecretName
+    auditPatientSaltSecretName: auditPatientSaltSecretName
+    auditPatientSalt: auditPatientSalt
+    // azd reads the salt back from the primary's vault: the deployer may read that one secret there.
+    auditSaltReaderPrincipalId: principalId
     // The failback gate on the primary only: the secondary must keep answering while the primary is lost.
     failbackMaxLagSeconds: failbackMaxLagSeconds
     userPrincipalId: grantDeployerDataAccess ? principalId : ''
@@ -702,6 +714,8 @@ module secondary 'modules/region.bicep' = {
     authAudience: authAudience
     corsOrigins: corsOrigins
     functionKeysSecretName: functionKeysSecretName
+    auditPatientSaltSecretName: auditPatientSaltSecretName
+    auditPatientSalt: auditPatientSalt
     userPrincipalId: grantDeployerDataAccess ? principalId : ''
     frontDoorId: frontDoorProfile.outputs.frontDoorId
     peerTableEndpoint: 'https://${primaryNames.dataStorage}.table.${environment().suffixes.storage}/'

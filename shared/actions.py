@@ -2,12 +2,11 @@
 
 Bulk update (per study), patient merge, IOCM rejection (per note) and the purge of rejected files each call
 :func:`completed` exactly once per unit of work, after its outcome is known, with who asked, what was done,
-the outcome and the UIDs concerned. It writes:
-
-* one audit record (:mod:`shared.audit`, DICOM PS3.15 A.5 / IHE ATNA): DICOM Instances Accessed (110103)
-  with action U (update, merge) or D (rejection, purge), the requestor, the study and its instances, the
-  patient only as a digest; appended in the background (no storage request here);
-* one log line (logger ``shared.actions``): identifiers only, never patient data.
+the outcome and the UIDs concerned. It writes one audit record (:mod:`shared.audit`, DICOM PS3.15 A.5 /
+IHE ATNA): DICOM Instances Accessed (110103) with action U (update, merge) or D (rejection, purge), the
+requestor, the study and its instances, the patient only as a digest; appended in the background (no
+storage request here). Like every audit record it is also one log line (``audit {...}``, logger
+``dicomflow.audit``): the action has no second line of its own.
 
 The HTTP request that started an action has its own record (``functions/access.py``); these records say
 what the work did when it finished, in the worker that did it.
@@ -15,7 +14,6 @@ what the work did when it finished, in the worker that did it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -32,11 +30,8 @@ from shared.audit.record import (
     UPDATE_ACTION,
     Actor,
     Subjects,
-    patient_digest,
 )
 from shared.config import Settings
-
-log = logging.getLogger(__name__)
 
 #: action -> (EventActionCode, EventTypeCode) of its audit record.
 _EVENTS: Final = {"update": (UPDATE_ACTION, UPDATE), "merge": (UPDATE_ACTION, UPDATE),
@@ -72,10 +67,6 @@ class ActionRecord:
 def completed(settings: Settings, record: ActionRecord) -> None:
     """Report one completed action (see the module docstring)."""
     salt = settings.audit.patient_salt
-    digests = [patient_digest(p, salt) for p in record.patients]
-    log.info("action=%s outcome=%s actor=%s study=%s count=%d operation=%s patients=%s%s", record.action,
-             record.outcome, record.actor or "-", record.study or "-", record.count, record.operation or "-",
-             ",".join(d[7:23] for d in digests) or "-", f" detail={record.detail}" if record.detail else "")
     action, kind = _EVENTS[record.action]
     subjects = Subjects()
     subjects.add(record.study)

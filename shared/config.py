@@ -38,6 +38,23 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names it and the fix."""
 
 
+#: How App Service hands over an app setting whose Key Vault reference it could not resolve: the reference's
+#: own text. Taken as a value it would be a guessable audit salt or, worse, an accepted Functions key.
+_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+def _refuse_unresolved_references(env: Mapping[str, str]) -> None:
+    """Fail closed on a Key Vault reference that did not resolve (named by setting, never by value)."""
+    unresolved = sorted(k for k, v in env.items() if k.startswith(("DICOMFLOW_", "DicomStorage", "DicomEvents",
+                                                                   "DicomPeerStorage"))
+                        and v.lstrip().startswith(_KEY_VAULT_REFERENCE))
+    if unresolved:
+        raise SettingsError(
+            f"{', '.join(unresolved)}: the Key Vault reference did not resolve (the app got the reference's text). "
+            "Give the app's identity Key Vault Secrets User on the secret, let the vault's firewall admit the app's "
+            "network, then restart the app.")
+
+
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
     connection_string: str | None = None
@@ -219,15 +236,10 @@ class GatewaySettings:
         p = "DICOMFLOW_GATEWAY_"
 
         def whole(name: str, default: int, low: int, high: int) -> int:
-            raw = (env.get(p + name) or "").strip()
-            if not raw:
-                return default
-            if not raw.isdigit() or not low <= int(raw) <= high:
-                raise SettingsError(f"Setting {p + name} must be a whole number from {low} to {high}, got {raw!r}")
-            return int(raw)
+            return _whole(env, p + name, default, low, high)
 
         def words(name: str) -> tuple[str, ...]:
-            return tuple(w.strip() for w in (env.get(p + name) or "").split(",") if w.strip())
+            return _csv(env.get(p + name))
 
         ae = (env.get(p + "AE_TITLE") or "DICOMFLOW").strip()
         for title in (ae, *words("ALLOWED_AE_TITLES")):
@@ -249,13 +261,6 @@ class GatewaySettings:
         cert, key, ca = (env.get(p + n) or None for n in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE"))
         if (key or ca) and not cert:
             raise SettingsError(f"{p}TLS_KEY_FILE/{p}TLS_CA_FILE need {p}TLS_CERT_FILE (the server certificate).")
-        timeout = (env.get(p + "TIMEOUT_SECONDS") or "").strip()
-        wait = (env.get(p + "COMMITMENT_WAIT_SECONDS") or "").strip()
-        try:
-            timeout_s = float(timeout) if timeout else 30.0
-            wait_s = float(wait) if wait else 30.0
-        except ValueError:
-            raise SettingsError(f"{p}TIMEOUT_SECONDS and {p}COMMITMENT_WAIT_SECONDS are numbers of seconds.") from None
         return cls(
             ae_title=ae,
             host=(env.get(p + "HOST") or "127.0.0.1").strip(),
@@ -267,9 +272,9 @@ class GatewaySettings:
             tls_ca_file=ca,
             max_associations=whole("MAX_ASSOCIATIONS", 16, 1, 1000),
             max_pdu_bytes=whole("MAX_PDU_BYTES", 262_144, 4096, 16 * 1024 * 1024),
-            timeout_seconds=timeout_s,
+            timeout_seconds=_seconds(env, p + "TIMEOUT_SECONDS", 30.0),
             max_find_results=whole("MAX_FIND_RESULTS", 1000, 1, 100_000),
-            commitment_wait_seconds=wait_s,
+            commitment_wait_seconds=_seconds(env, p + "COMMITMENT_WAIT_SECONDS", 30.0),
             batch_originators=(() if (env.get(p + "BATCH_ORIGINATORS") or "").strip().lower() == "none"
                                else tuple(dict.fromkeys((ae, *words("BATCH_ORIGINATORS"))))),
             max_store_bytes=whole("MAX_STORE_BYTES", 2 * 1024**3, 4096, 1024**4),
@@ -325,19 +330,8 @@ class LimitSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LimitSettings:
         def whole(name: str, default: int, low: int = 1, high: int = 2**40) -> int:
-            raw = (env.get(name) or "").strip()
-            if not raw:
-                return default
-            if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-                raise SettingsError(f"Setting {name} must be a whole number from {low} to {high}, got {raw!r}")
-            return int(raw)
+            return _whole(env, name, default, low, high)
 
-        cache = (env.get("DICOMFLOW_HEALTH_CACHE_SECONDS") or "").strip()
-        try:
-            cache_s = float(cache) if cache else 10.0
-        except ValueError:
-            raise SettingsError(
-                f"Setting DICOMFLOW_HEALTH_CACHE_SECONDS must be a number of seconds, got {cache!r}") from None
         d, base = HeaderLimits(), cls()
         return cls(
             header=HeaderLimits(
@@ -351,7 +345,7 @@ class LimitSettings:
             query_max_wildcards=whole("DICOMFLOW_QUERY_MAX_WILDCARDS", base.query_max_wildcards, 1, 256),
             query_max_rows=whole("DICOMFLOW_QUERY_MAX_ROWS", base.query_max_rows, 10),
             status_max_items=whole("DICOMFLOW_STATUS_MAX_ITEMS", base.status_max_items, 10),
-            health_cache_seconds=max(0.0, cache_s),
+            health_cache_seconds=_seconds(env, "DICOMFLOW_HEALTH_CACHE_SECONDS", base.health_cache_seconds),
         )
 
 
@@ -381,7 +375,6 @@ class Settings:
     settle_delay_seconds: float
     service_host_name: str
     partition_name: str
-    routing_retry_seconds: float
     #: STOW-RS: largest request body accepted (the Functions HTTP limit is 100 MB); larger -> 413.
     stow_max_bytes: int = 100 * 1024 * 1024
     #: STOW-RS: how long a request waits for ingestion of its parts before answering 202.
@@ -436,16 +429,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         def num(name: str, default: float) -> float:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(f"Setting {name} must be a number of seconds, got {raw!r}") from None
-            if value < 0:
-                raise SettingsError(f"Setting {name} must not be negative, got {raw!r}")
-            return value
+            return _seconds(env, name, default)
+
+        _refuse_unresolved_references(env)
 
         storage = _storage(env, STORAGE_CONNECTION)
         region, peer = _region_key(env, "DICOMFLOW_REGION"), _region_key(env, "DICOMFLOW_PEER_REGION")
@@ -467,7 +453,6 @@ class Settings:
             settle_delay_seconds=num("DICOMFLOW_SETTLE_DELAY_SECONDS", min(5.0, stable_age)),
             service_host_name=env.get("DICOMFLOW_SERVICE_HOST_NAME") or env.get("WEBSITE_HOSTNAME") or "localhost",
             partition_name=env.get("DICOMFLOW_PARTITION_NAME") or "Microsoft.Default",
-            routing_retry_seconds=num("DICOMFLOW_ROUTING_RETRY_SECONDS", 30.0),
             stow_max_bytes=int(num("DICOMFLOW_STOW_MAX_BYTES", 100 * 1024 * 1024)),
             stow_wait_seconds=num("DICOMFLOW_STOW_WAIT_SECONDS", 10.0),
             auth=AuthSettings(
@@ -549,6 +534,30 @@ def _retention(raw: str | None) -> tuple[tuple[str, float], ...]:
                                 "leave it out or give 0.")
         days[code] = n
     return tuple(days.items())
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number setting (seconds, or a count given as a number) that may not be negative."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"Setting {name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"Setting {name} must not be negative, got {raw!r}")
+    return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """A whole-number setting from ``low`` to ``high`` (ASCII digits only)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise SettingsError(f"Setting {name} must be a whole number from {low} to {high}, got {raw!r}")
+    return int(raw)
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:

@@ -205,9 +205,24 @@ class QueueMessage:
     inserted_on: dt.datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A message this process put, as long as nobody has received it: what :meth:`Queues.update` needs."""
+
+    id: str
+    pop_receipt: str
+
+
 class Queues(Protocol):
-    def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> None:
-        """Put a message (base64 on the wire, as Functions queue triggers expect)."""
+    def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> SentMessage | None:
+        """Put a message (base64 on the wire, as Functions queue triggers expect); its handle for
+        :meth:`update` (None from a port that cannot update)."""
+        ...
+
+    def update(self, queue: str, message: SentMessage, text: str, *, delay_seconds: float) -> SentMessage | None:
+        """Replace the text of a message this process sent, keeping it hidden ``delay_seconds`` more: its new
+        handle, or None when it has been received (or deleted) meanwhile, so the caller sends a new one. One
+        request, as a send; the message's receiver then deletes one message, not two."""
         ...
 
     def ensure_queues(self, names: Sequence[str]) -> None: ...

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from shared.config import Settings
 from shared.events.payloads import DicomEvent
-from shared.ports import BlobGone, BlobItem, BlobRange, QueueMessage, Row, RowChanged, RowExists, TableOp
+from shared.ports import BlobGone, BlobItem, BlobRange, QueueMessage, Row, RowChanged, RowExists, SentMessage, TableOp
 from shared.services import Services
 
 _etags = itertools.count(1)
@@ -311,10 +311,29 @@ class MemoryQueues:
     def __init__(self) -> None:
         self.messages: dict[str, list[tuple[str, float]]] = {}
         self.requests: Counter[str] = Counter()
+        #: Messages still updatable (sent, not drained or received): id -> (queue, the message as listed).
+        self._sent: dict[str, tuple[str, tuple[str, float]]] = {}
+        self._ids = 0
 
-    def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> None:
+    def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> SentMessage | None:
         self.requests[f"queue POST {queue}"] += 1
-        self.messages.setdefault(queue, []).append((text, delay_seconds))
+        item = (text, delay_seconds)
+        self.messages.setdefault(queue, []).append(item)
+        self._ids += 1
+        self._sent[str(self._ids)] = (queue, item)
+        return SentMessage(str(self._ids), "sent")
+
+    def update(self, queue: str, message: SentMessage, text: str, *, delay_seconds: float) -> SentMessage | None:
+        """Like Azure's Update Message: only a message still in the queue and not yet received."""
+        self.requests[f"queue PUT {queue}"] += 1
+        known = self._sent.get(message.id)
+        box = self.messages.get(queue, [])
+        if known is None or known[0] != queue or not any(m is known[1] for m in box):
+            return None
+        item = (text, delay_seconds)
+        box[next(i for i, m in enumerate(box) if m is known[1])] = item
+        self._sent[message.id] = (queue, item)
+        return message
 
     def ensure_queues(self, names: Sequence[str]) -> None:
         for n in names:

@@ -75,9 +75,6 @@ def run(args: argparse.Namespace) -> int:
     except AuditQueryError as bad:
         print(f"audit: {bad}", file=sys.stderr)
         return 2
-    except stack.StackError as exc:
-        print(f"audit: {exc}", file=sys.stderr)
-        return 1
     except AzureError as exc:
         print(f"audit: cannot read {layout_name()} ({type(exc).__name__}). {stack.STACK_HINT}", file=sys.stderr)
         return 1

@@ -32,6 +32,7 @@ from shared.ports import BlobStore
 from shared.routing import rules
 from shared.storage import layout
 from tools import stack
+from tools.cli import CommandError
 
 HELP = "read, write and validate the AI model registry and the routing rules"
 
@@ -75,12 +76,8 @@ DOCUMENTS: dict[str, Document] = {
 }
 
 
-class ConfigError(RuntimeError):
+class ConfigError(CommandError):
     """One line for stderr; ``code`` is the exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # --- operations (used by the command, the demo and tests), on the app's blob port --------------------
@@ -159,17 +156,6 @@ def _load_file(name: str) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except ConfigError as exc:
-        print(f"config: {exc}", file=sys.stderr)
-        return exc.code
-    except stack.StackError as exc:
-        print(f"config: {exc}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
     from azure.core.exceptions import AzureError, ClientAuthenticationError
 
     if args.action == "schema":

@@ -43,11 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from azure.core.exceptions import AzureError
 
-    try:
-        settings, where = stack.settings_for(args)
-    except stack.StackError as exc:
-        print(f"merge: {exc}", file=sys.stderr)
-        return 1
+    settings, where = stack.settings_for(args)
     svc = Services.from_settings(settings)
     demographics = {k: v for k, v in (("PatientName", args.name), ("PatientBirthDate", args.birth_date),
                                       ("PatientSex", args.sex)) if v}

@@ -170,11 +170,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"migrate: {exc}", file=sys.stderr)
         return 2
     calling = args.calling_ae or gateway.ae
-    try:
-        settings, where = stack.settings_for(args)
-    except stack.StackError as exc:
-        print(f"migrate: {exc}", file=sys.stderr)
-        return 1
+    settings, where = stack.settings_for(args)
     from azure.core.exceptions import AzureError
 
     from shared.ingest.batch import BatchWriter

@@ -81,11 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from azure.core.exceptions import AzureError
     from tqdm import tqdm
 
-    try:
-        settings, where = stack.settings_for(args)
-    except stack.StackError as exc:
-        print(f"reindex: {exc}", file=sys.stderr)
-        return 1
+    settings, where = stack.settings_for(args)
     if args.workers < 1:
         print("reindex: --workers must be at least 1", file=sys.stderr)
         return 2

@@ -54,11 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "note" and not (args.study and args.series and args.sop and args.output):
         print("rejected note: give --study, --series, one or more --sop and -o FILE", file=sys.stderr)
         return 2
-    try:
-        settings, where = stack.settings_for(args)
-    except stack.StackError as exc:
-        print(f"rejected: {exc}", file=sys.stderr)
-        return 1
+    settings, where = stack.settings_for(args)
     svc = Services.from_settings(settings)
     try:
         if args.action == "purge":

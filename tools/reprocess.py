@@ -44,11 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.study or args.series or args.date_from or args.date_to):
         print("reprocess: choose what to reprocess: --study UID, --series UID, or --from/--to DATE", file=sys.stderr)
         return 2
-    try:
-        settings, where = stack.settings_for(args)
-    except stack.StackError as exc:
-        print(f"reprocess: {exc}", file=sys.stderr)
-        return 1
+    settings, where = stack.settings_for(args)
     if not settings.events_endpoint and not args.dry_run:
         print("reprocess: no event topic to publish to: pass --events-endpoint "
               "https://<topic>.<region>-1.eventgrid.azure.net/api/events", file=sys.stderr)

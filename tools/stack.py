@@ -26,6 +26,7 @@ from typing import Any
 
 from devhost import procs, state  # the devhost's documented helpers: local processes, its state files
 from shared.config import EVENTS_CONNECTION, STORAGE_CONNECTION, Settings, SettingsError
+from tools.cli import CommandError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = ROOT / ".devhost"
@@ -34,8 +35,8 @@ EVENTS_LOCAL_KEY = "DICOMFLOW_EVENTS_LOCAL_KEY"
 STACK_HINT = "Is the local stack up? Run 'make up' (or 'python -m devhost up --detach') and try again."
 
 
-class StackError(RuntimeError):
-    """Nothing to talk to; the message says what to do."""
+class StackError(CommandError):
+    """Nothing to talk to; the message says what to do (the CLI prints it and exits 1)."""
 
 
 _read_json = procs.read_json

@@ -42,11 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action in ("status", "wait", "resume") and not args.ids:
         print(f"update {args.action}: give the operation id (see 'python -m tools update list')", file=sys.stderr)
         return 2
-    try:
-        settings, where = stack.settings_for(args)
-    except stack.StackError as exc:
-        print(f"update: {exc}", file=sys.stderr)
-        return 1
+    settings, where = stack.settings_for(args)
     svc = Services.from_settings(settings)
     store = OperationStore(svc.tables)
     try:

@@ -83,6 +83,9 @@ param corsOrigins string = ''
 @description('Optional Key Vault reference to the Functions keys machine clients may send (DICOMFLOW_AUTH_FUNCTION_KEYS).')
 param functionKeysReference string = ''
 
+@description('Key Vault reference to the audit trail\'s patient salt (DICOMFLOW_AUDIT_PATIENT_SALT), the same secret value in both regions.')
+param auditPatientSaltReference string
+
 @description('This region\'s key (DICOMFLOW_REGION).')
 param regionKey string
 
@@ -249,6 +252,11 @@ var appSettings = [
   {
     name: 'DICOMFLOW_AUTH_FUNCTION_KEYS'
     value: functionKeysReference
+  }
+  {
+    // The audit trail's patient digests (shared/audit): resolved from this region's vault, never a value here.
+    name: 'DICOMFLOW_AUDIT_PATIENT_SALT'
+    value: auditPatientSaltReference
   }
   {
     // HTTP streams (azurefunctions-extensions-http-fastapi): DICOMweb retrieve streams from the archive.

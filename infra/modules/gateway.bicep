@@ -2,8 +2,8 @@
 // its region's network (privateNetworking; else a network of its own) by default (reach it over VPN / ExpressRoute),
 // zone redundant with two replicas, running as its own user-assigned identity. One per region, behind one name
 // (gatewayDns.bicep). The identity's roles (write the inbox container, read the archive and configuration
-// containers, read the index tables, read its one TLS secret) are assigned in roleAssignments.bicep, like every
-// role. No keys: logs go to Azure Monitor through a diagnostic setting.
+// containers, read the index tables, read its TLS secret and the audit patient salt secret) are assigned in
+// roleAssignments.bicep, like every role. No keys: logs go to Azure Monitor through a diagnostic setting.
 // It listens beyond loopback (0.0.0.0 in the container) only with an AE allow-list or mutual TLS, the same rule the
 // gateway enforces at startup, twice over: the caller must state how it is admitted (parameter admission, whose
 // allowed values name no open gateway, so a deployment without either fails with the reason), and without either
@@ -86,6 +86,9 @@ param tlsCertificateSecretUri string = ''
 @description('PEM of the CA that signs clients\' certificates (public); with the certificate it makes TLS mutual. Empty: none.')
 param tlsClientCaCertificate string = ''
 
+@description('Key Vault secret URI (no version) of the audit trail\'s patient salt: a Container Apps secret read with the gateway\'s identity, given to the container as DICOMFLOW_AUDIT_PATIENT_SALT.')
+param auditPatientSaltSecretUri string
+
 @description('Expose the TCP port outside the virtual network (default: internal only).')
 param externalIngress bool = false
 
@@ -124,6 +127,15 @@ var certSecrets = tls ? [
     identity: identityId
   }
 ] : []
+// The audit trail's patient salt: from Key Vault with the gateway's identity (Key Vault Secrets User on that one
+// secret), the same secret as the function app's, so both write and find the same patient digests.
+var saltSecrets = [
+  {
+    name: 'audit-patient-salt'
+    keyVaultUrl: auditPatientSaltSecretUri
+    identity: identityId
+  }
+]
 // Container Apps mounts files only from its secrets; the CA certificate is public, so it is given as a value.
 var caSecrets = mutualTls ? [
   {
@@ -230,7 +242,7 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
         targetPort: port
         exposedPort: port
       }
-      secrets: concat(certSecrets, caSecrets)
+      secrets: concat(certSecrets, caSecrets, saltSecrets)
     }
     template: {
       containers: [
@@ -286,6 +298,10 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
             {
               name: 'DICOMFLOW_GATEWAY_ALLOWED_NETWORKS'
               value: allowedNetworks
+            }
+            {
+              name: 'DICOMFLOW_AUDIT_PATIENT_SALT'
+              secretRef: 'audit-patient-salt'
             }
           ], tlsEnv, caEnv)
           volumeMounts: tls ? [

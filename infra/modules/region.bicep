@@ -132,6 +132,17 @@ param corsOrigins string = ''
 @description('Optional Key Vault secret (in this region\'s vault) with Functions keys for machine clients.')
 param functionKeysSecretName string = ''
 
+@description('Name of the Key Vault secret (in this region\'s vault) that holds the audit trail\'s patient salt.')
+param auditPatientSaltSecretName string
+
+@secure()
+@minLength(15)
+@description('The audit trail\'s patient salt (DICOMFLOW_AUDIT_PATIENT_SALT), the same in both regions: written to this region\'s vault, read from there by the function app and the DIMSE gateway.')
+param auditPatientSalt string
+
+@description('Optional: object ID of the deployer, who may read the salt secret (azd reads it back before a deployment); empty: nobody.')
+param auditSaltReaderPrincipalId string = ''
+
 @description('Failback gate (DICOMFLOW_FAILBACK_MAX_LAG_SECONDS): /api/health answers 503 while this region\'s follower is this far behind its peer; 0 = off (the secondary).')
 @minValue(0)
 param failbackMaxLagSeconds int = 0
@@ -228,6 +239,8 @@ module keyVault 'keyVault.bicep' = {
     tags: tags
     privateOnly: privateNetworking
     logAnalyticsWorkspaceId: logAnalyticsWorkspaceId
+    auditPatientSaltSecretName: auditPatientSaltSecretName
+    auditPatientSalt: auditPatientSalt
   }
 }
 
@@ -314,6 +327,9 @@ module roles 'roleAssignments.bicep' = {
     ]
     gatewayReads: concat(gatewayOwnReads, gatewayPeerReads)
     gatewaySecretName: gatewayTlsCertificateSecretName
+    // The vault's output, not the parameter: the assignments wait for the secret they are scoped to.
+    auditPatientSaltSecretName: keyVault.outputs.auditPatientSaltSecretName
+    saltReaderPrincipalId: auditSaltReaderPrincipalId
   }
 }
 
@@ -342,6 +358,7 @@ module gateway 'gateway.bicep' = if (deployGateway) {
     tlsCertificateSecretUri: empty(gatewayTlsCertificateSecretName) ? '' : '${keyVault.outputs.uri}secrets/${gatewayTlsCertificateSecretName}'
     tlsClientCaCertificate: gatewayTlsClientCaCertificate
     externalIngress: gatewayExternalIngress
+    auditPatientSaltSecretUri: keyVault.outputs.auditPatientSaltSecretUri
   }
   // The identity must hold its roles before the first replica reads the index and the config container.
   dependsOn: [
@@ -376,6 +393,7 @@ module functionApp 'functionApp.bicep' = {
     authAudience: authAudience
     corsOrigins: corsOrigins
     functionKeysReference: empty(functionKeysSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${functionKeysSecretName})'
+    auditPatientSaltReference: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${keyVault.outputs.auditPatientSaltSecretName})'
     failbackMaxLagSeconds: failbackMaxLagSeconds
     regionKey: regionKey
     peerRegionKey: peerRegionKey

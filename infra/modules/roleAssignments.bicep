@@ -43,8 +43,14 @@ param gatewayReads array = []
 @description('Queues the DIMSE gateway sends messages to (the batched ingest path): Storage Queue Data Message Sender on each.')
 param gatewaySendsTo array = []
 
-@description('The one Key Vault secret the DIMSE gateway reads (its TLS certificate); empty: none.')
+@description('The Key Vault secret with the DIMSE gateway\'s TLS certificate; empty: none.')
 param gatewaySecretName string = ''
+
+@description('The Key Vault secret with the audit trail\'s patient salt (keyVault.bicep): the DIMSE gateway reads it (DICOMFLOW_AUDIT_PATIENT_SALT), on its own assignment.')
+param auditPatientSaltSecretName string
+
+@description('Optional: a user or group object ID (the deployer) that may read the patient salt secret and nothing else of the vault: azd reads it back before each deployment (main.parameters.json). main.bicep passes it in the primary region only.')
+param saltReaderPrincipalId string = ''
 
 // The allow-list. Nothing else may be assigned.
 var roles = {
@@ -108,6 +114,11 @@ resource gatewayQueueScopes 'Microsoft.Storage/storageAccounts/queueServices/que
 resource gatewaySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
   parent: vault
   name: empty(gatewaySecretName) ? 'none' : gatewaySecretName
+}
+
+resource auditSaltSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: auditPatientSaltSecretName
 }
 
 // Data account: blobs (archive, metadata, quarantine, inbox, dead letters), the settle queue, the index tables.
@@ -234,10 +245,21 @@ resource userBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// The DIMSE gateway: exactly its containers, its queue and its one secret. It writes the inbox (C-STORE) and, for
+// The deployer reads the patient salt (azd's read-back before a deployment), that one secret and nothing else.
+resource deployerAuditSalt 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(saltReaderPrincipalId)) {
+  name: guid(auditSaltSecret.id, saltReaderPrincipalId, roles.keyVaultSecretsUser)
+  scope: auditSaltSecret
+  properties: {
+    principalId: saltReaderPrincipalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+  }
+}
+
+// The DIMSE gateway: exactly its containers, its queue and its two secrets. It writes the inbox (C-STORE) and, for
 // the batched ingest path, this region's archive and metadata; reads the archive and its configuration
-// (C-FIND/C-MOVE/C-GET, destinations.json; this region's copy and the peer's replica), reads the index (tables) and
-// its TLS certificate, sends the batch queue's messages. No other container or queue, no event topic, no other secret.
+// (C-FIND/C-MOVE/C-GET, destinations.json; this region's copy and the peer's replica), reads the index (tables), its
+// TLS certificate and the audit trail's patient salt, sends the batch queue's messages. No other container or queue,
+// no event topic, no other secret: each secret is its own assignment, scoped to that secret, never the vault.
 resource gatewayBlobWrites 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (c, i) in (gateway ? gatewayWrites : []): {
   name: guid(gatewayWriteScopes[i].id, gatewayPrincipalId, roles.storageBlobDataContributor)
   scope: gatewayWriteScopes[i]
@@ -281,6 +303,16 @@ resource gatewayTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = if
 resource gatewaySecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (gateway && !empty(gatewaySecretName)) {
   name: guid(gatewaySecret.id, gatewayPrincipalId, roles.keyVaultSecretsUser)
   scope: gatewaySecret
+  properties: {
+    principalId: gatewayPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+  }
+}
+
+resource gatewayAuditSalt 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (gateway) {
+  name: guid(auditSaltSecret.id, gatewayPrincipalId, roles.keyVaultSecretsUser)
+  scope: auditSaltSecret
   properties: {
     principalId: gatewayPrincipalId
     principalType: 'ServicePrincipal'

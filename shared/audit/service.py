@@ -39,7 +39,7 @@ def run(svc: Services, params: Mapping[str, str]) -> tuple[AuditQuery, Found]:
         scope.note(query.study)
     try:  # what this process has not appended yet is part of the answer too (the caller's own requests)
         writer(svc.settings).flush()
-    except Exception:
+    except Exception:  # any append failure: the records stay spooled for the writer to retry; the query goes on
         log.warning("Audit: pending records could not be appended before the query", exc_info=True)
     return query, search(svc.blobs, query)
 

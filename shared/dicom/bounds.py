@@ -23,7 +23,6 @@ every file) is parsed unmetered: 64 KiB cannot hold more than 8,192 headers, so 
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from typing import Any, Final
@@ -31,6 +30,7 @@ from typing import Any, Final
 from pydicom.datadict import dictionary_VR
 
 from shared.config import HeaderLimits, get_settings
+from shared.dicom.ranged import SeekableReader
 from shared.errors import ADVICE, BadInput, Reason
 
 UNDEFINED: Final = 0xFFFFFFFF
@@ -257,7 +257,7 @@ def load_deferred_sequence(ds: Any, raw: Any, meter: Meter) -> None:
     ds._dict[raw.tag] = loaded
 
 
-class InflatingReader(io.RawIOBase):
+class InflatingReader(SeekableReader):
     """The inflated data set of a Deflated Explicit VR Little Endian file (PS3.5 A.5), read on demand.
 
     ``source`` is the file (any seekable binary reader; the ranged reader in practice) and ``start``
@@ -282,28 +282,10 @@ class InflatingReader(io.RawIOBase):
         self._buf_start = 0  # inflated offset of _buf[0]
         self._eof = False
 
-    # -- io API -----------------------------------------------------------------------------------
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._pos
-        elif whence == io.SEEK_END:
-            self._inflate_to(None)
-            offset += self._buf_start + len(self._buf)
-        elif whence != io.SEEK_SET:
-            raise ValueError(f"whence must be 0, 1 or 2, got {whence}")
-        if offset < 0:
-            raise OSError("negative seek position")
-        self._pos = offset
-        return offset
+    # -- io API (position and seek: SeekableReader) -------------------------------------------------
+    def _end(self) -> int:
+        self._inflate_to(None)
+        return self._buf_start + len(self._buf)
 
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
@@ -319,11 +301,6 @@ class InflatingReader(io.RawIOBase):
         out = bytes(self._buf[lo:lo + n])
         self._pos += len(out)
         return out
-
-    def readinto(self, b: Any) -> int:  # Any: io.RawIOBase types it as a writable buffer of any kind
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     # -- inflating --------------------------------------------------------------------------------
     def _inflate_to(self, end: int | None) -> None:

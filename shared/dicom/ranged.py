@@ -52,7 +52,46 @@ class FileRangeSource:
             return data, os.fstat(f.fileno()).st_size
 
 
-class RangedReader(io.RawIOBase):
+class SeekableReader(io.RawIOBase):
+    """The file-object side of a read-only, seekable reader (this module's and :class:`shared.dicom.bounds.
+    InflatingReader`): position, ``seek``/``tell``, ``readinto``. Subclasses set ``_pos`` and implement
+    ``read`` and :meth:`_end` (the size, for ``SEEK_END``)."""
+
+    _pos: int
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._end() + offset
+        else:
+            raise ValueError(f"whence must be 0, 1 or 2, got {whence}")
+        if pos < 0:
+            raise OSError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def readinto(self, b: Any) -> int:  # Any: io.RawIOBase types it as a writable buffer of any kind
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def _end(self) -> int:
+        raise NotImplementedError
+
+
+class RangedReader(SeekableReader):
     """Seekable reader with a read-ahead window over a :class:`RangeSource`.
 
     Sequential reads extend the window with chunks that double in size (from
@@ -83,15 +122,6 @@ class RangedReader(io.RawIOBase):
         self.source_error: BaseException | None = None
 
     # -- io API -------------------------------------------------------------
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
     @property
     def size(self) -> int:
         if self._size is None:
@@ -106,19 +136,8 @@ class RangedReader(io.RawIOBase):
             self._fill(0, 1)
         return self._first or b""
 
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self.size + offset
-        else:
-            raise ValueError(f"whence must be 0, 1 or 2, got {whence}")
-        if pos < 0:
-            raise OSError("negative seek position")
-        self._pos = pos
-        return pos
+    def _end(self) -> int:
+        return self.size
 
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
@@ -138,11 +157,6 @@ class RangedReader(io.RawIOBase):
         self._pos += len(out)
         self.high_water = max(self.high_water, self._pos)
         return out
-
-    def readinto(self, b: Any) -> int:  # Any: io.RawIOBase types it as a writable buffer of any kind
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     # -- window management --------------------------------------------------
     def _fill(self, start: int, end: int) -> None:

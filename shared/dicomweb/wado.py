@@ -305,19 +305,23 @@ class Wado:
         return Reply(200, {"Content-Type": ctype}, b"[" + _absolute(b",".join(bodies), base) + b"]")
 
     def _series_array(self, study: str, series: str, *, unsettled: bool | None = None) -> bytes | None:
-        """The inside of a series' metadata array (objects joined by commas), or None: the
-        settled bundle, or while the series has unsettled instances, its rows."""
-        if unsettled is None:
-            unsettled = any(str(r["RowKey"]) == series for r in self.index.pending_of(study))
-        if not unsettled:
-            bundle = self._read(layout.METADATA, layout.series_metadata_path(study, series))
-            if bundle is not None:
-                inner = bundle.strip()
-                if inner.startswith(b"[") and inner.endswith(b"]"):
-                    return inner[1:-1].strip() or None
-        rows = sorted(self.index.series_rows_with_meta(study, series),
-                      key=lambda r: (r[0].instance_number if r[0].instance_number is not None else 1 << 30,
-                                     r[0].sop_instance_uid))
+        """The inside of a series' metadata array (objects joined by commas), or None: a small series' rows
+        (it has no bundle: ``layout.BUNDLE_MIN_INSTANCES``), else the settled bundle, or while the series has
+        unsettled instances, its rows."""
+        small = layout.BUNDLE_MIN_INSTANCES
+        rows = self.index.series_rows_with_meta(study, series, limit=small)
+        if len(rows) >= small:  # a large series: its bundle, unless instances arrived since it was written
+            if unsettled is None:
+                unsettled = any(str(r["RowKey"]) == series for r in self.index.pending_of(study))
+            if not unsettled:
+                bundle = self._read(layout.METADATA, layout.series_metadata_path(study, series))
+                if bundle is not None:
+                    inner = bundle.strip()
+                    if inner.startswith(b"[") and inner.endswith(b"]"):
+                        return inner[1:-1].strip() or None
+            rows = self.index.series_rows_with_meta(study, series)
+        rows = sorted(rows, key=lambda r: (r[0].instance_number if r[0].instance_number is not None else 1 << 30,
+                                           r[0].sop_instance_uid))
         objs = []
         for rec, meta, in_blob in rows:
             raw = meta if not in_blob else self._read(layout.METADATA, layout.instance_metadata_path(

@@ -266,11 +266,24 @@ def unpack_meta(row: Mapping[str, Any]) -> bytes | None:
     if not parts:
         return None
     packed = b"".join(parts)
-    return lz4.frame.decompress(packed) if packed.startswith(_LZ4_MAGIC) else zlib.decompress(packed)
+    return lz4.frame.decompress(packed) if packed.startswith(_LZ4_MAGIC) else _inflate_legacy(packed)
 
 
 #: An LZ4 frame's first four bytes (a zlib stream starts with 0x78, so the two cannot be confused).
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"
+#: Most bytes the DICOM JSON of a legacy (zlib) row is inflated to: far above what a header within
+#: ``DICOMFLOW_HEADER_MAX_BYTES`` (32 MiB) makes, far below what zlib's 1000:1 could ask of 720 KB of chunks.
+META_MAX_INFLATED = 128 * 1024 * 1024
+
+
+def _inflate_legacy(packed: bytes) -> bytes:
+    """A zlib row's DICOM JSON, inflated with a size cap (a damaged or forged row cannot ask for more)."""
+    z = zlib.decompressobj()
+    out = z.decompress(packed, META_MAX_INFLATED)
+    if z.unconsumed_tail:
+        raise ValueError(f"Instance metadata in an index row inflates past {META_MAX_INFLATED:,} bytes: the row "
+                         "is damaged.")
+    return out
 
 
 def meta_columns(count: int = META_MAX_CHUNKS) -> list[str]:

@@ -202,10 +202,13 @@ class IndexStore:
                 self.t.query(tables.INSTANCES, pk=study, rk_range=keys.series_row_range(series),
                              select=INDEX_COLUMNS)]
 
-    def series_rows_with_meta(self, study: str, series: str) -> list[tuple[InstanceRecord, bytes | None, bool]]:
-        """A series' instance rows with their DICOM JSON (and whether it lives in a sidecar)."""
+    def series_rows_with_meta(self, study: str, series: str, *, limit: int | None = None
+                              ) -> list[tuple[InstanceRecord, bytes | None, bool]]:
+        """A series' instance rows with their DICOM JSON (and whether it lives in a sidecar); with ``limit``, the
+        first ``limit`` of them only (one request)."""
+        rows = self.t.query(tables.INSTANCES, pk=study, rk_range=keys.series_row_range(series), page_size=limit)
         return [(from_entity(InstanceRecord, r), unpack_meta(r), bool(r.get(META_IN_BLOB)))
-                for r in self.t.query(tables.INSTANCES, pk=study, rk_range=keys.series_row_range(series))]
+                for r in (itertools.islice(rows, limit) if limit is not None else rows)]
 
     def instance_rows(self, study: str) -> list[Row]:
         """A study's instance rows whole (metadata included), with their ETags (for conditional merges)."""
@@ -323,6 +326,12 @@ class IndexStore:
         except RowChanged:
             return None, min(seconds, 2.0)
 
+    @staticmethod
+    def held_for(state: Row | None) -> float:
+        """Seconds until the hold on this settle state (as read) runs out; 0 when no run holds it."""
+        until = float(state.get("held_until") or 0) if state is not None else 0.0
+        return max(0.0, until - time.time())
+
     def release_settle_state(self, study: str, state: Mapping[str, Any], etag: str) -> None:
         """Give the study back without a result (a run that failed): the next run need not wait."""
         pk, rk = keys.settle_state_keys(study)
@@ -405,6 +414,21 @@ class IndexStore:
                 self.t.transact(tables.PENDING, batch)
         except (RowChanged, RowExists):
             self.delete_pending(study, self.pending_of(study))
+
+    def delete_pending_series(self, study: str, series_uids: Sequence[str], *, older_than: float) -> None:
+        """Remove the pending rows of these series of a study (whatever wrote them last): one batch. When one of
+        them is gone already the batch fails; then the study's rows are read, and those of these series, and
+        any written before ``older_than`` (a series whose instance never came: its writer died between the
+        two writes), removed as read."""
+        ops = [TableOp("delete", {"PartitionKey": pk, "RowKey": rk})
+               for pk, rk in (keys.pending_keys(study, series) for series in series_uids)]
+        try:
+            for batch in _batches(ops):
+                self.t.transact(tables.PENDING, batch)
+        except (RowChanged, RowExists):
+            wanted = set(series_uids)
+            self.delete_pending(study, [r for r in self.pending_of(study)
+                                        if r["RowKey"] in wanted or float(r.get("arrival") or 0) < older_than])
 
     def list_pending(self, equals: Mapping[str, Any] | None = None) -> list[SeriesRecord]:
         """Series not yet stable (a small table: what arrived in the last quiet period), optionally only

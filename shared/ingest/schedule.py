@@ -11,9 +11,18 @@ wrote the series' pending row:
   such a run reads the partition after every instance whose writer skipped the pending row
   (their writes precede ``t_pending + stable_age - margin``), so no archived instance is ever
   without either a pending row or its lookup rows.
-* ``after_write`` (ingest, after the row): a settle message in ``settle_delay`` seconds unless
-  one this process sent has not run yet (it will see this instance: the row is already written).
-* ``reschedule`` (settle, not yet stable): a message for when the study will be quiet.
+* ``after_write`` (ingest, after the row): the study joins this process's *arrival group*, one settle
+  message for every study the process wrote first within a window, unless a message this process sent
+  for it has not run yet (it will see this instance: the row is already written). The group's message is
+  sent with the window's first study, due ``settle_delay`` later; each study after it is added by
+  rewriting that message (Azure Queue's Update Message), which succeeds only while nobody has received
+  it, so the run that reads it reads this study's row too. One request per study, as a message of its
+  own would be, but one message to receive and delete, and one settle run whose writes to shared
+  partitions (lookups of one date, modality or UID shard, change-feed shards, events) go in shared
+  batches. A study joins only while the message is due at least ``settle_delay / 2`` later, so a
+  burst of its instances still lands before the run; otherwise a new group opens.
+* ``reschedule`` (settle, not yet stable): a message for when the study will be quiet;
+  ``reschedule_group`` one message for a group run's studies.
 
 A queue may hand a delayed message over up to :data:`EARLY_DELIVERY` before its due time, so a
 message due that soon is not counted on by a settle run asking to be followed up (it may be that
@@ -21,7 +30,8 @@ run's own), nor by a write just before a quiet-period run (that run may have rea
 already, and would call the study stable without it).
 
 Across processes (several function instances) each sends its own: settle runs are idempotent,
-and their writes are conditional on the study row they read.
+their writes are conditional on the settle state they read, and a run that announces a study's
+images holds it (:mod:`shared.ingest.settle`), so two processes' groups do not announce one study twice.
 
 ``SettleScheduler.clock`` is the process's quiet-period clock: ingest stamps each instance's
 arrival with it and settle measures the quiet period with it (tests drive it by hand).
@@ -39,7 +49,7 @@ import orjson
 
 from shared.index.records import SeriesRecord
 from shared.index.store import IndexStore
-from shared.ports import Queues
+from shared.ports import Queues, SentMessage
 from shared.storage import layout
 
 
@@ -58,6 +68,9 @@ class SettleRequest:
     studies: tuple[str, ...] = ()
     #: The group's pending rows as the batched path wrote them (study -> series -> ETag): removed without a read.
     pending: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: A group whose runs hold each study they announce images of (the per-file path's groups: several
+    #: processes may settle one study at once); the backfill path's groups do not.
+    hold: bool = False
     #: How many times settle put this request back for later because storage failed (backoff, settle.py).
     attempt: int = 0
     #: How many times the redrive timer took it back from the poison queue (shared/ingest/redrive.py).
@@ -67,6 +80,8 @@ class SettleRequest:
         body: dict[str, Any] = {"studies": list(self.studies)} if self.studies else {"study": self.study}
         if self.pending:
             body["pending"] = {s: dict(p) for s, p in self.pending.items()}
+        if self.hold and self.studies:
+            body["hold"] = True
         if self.force:
             body["force"] = True
         if self.rederive:
@@ -88,7 +103,8 @@ class SettleRequest:
             pending = {str(s): {str(k): str(v) for k, v in p.items()} for s, p in raw.items()
                        if isinstance(p, dict)} if isinstance(raw, dict) else {}
             return cls(studies=tuple(group), force=bool(doc.get("force", False)), pending=pending,
-                       attempt=_count(doc.get("attempt")), redrives=_count(doc.get("redrives")))
+                       hold=doc.get("hold") is True, attempt=_count(doc.get("attempt")),
+                       redrives=_count(doc.get("redrives")))
         if not isinstance(doc, dict) or not isinstance(doc.get("study"), str):
             raise ValueError("A settle message is a JSON object with a 'study' UID (or a 'studies' list).")
         return cls(study=doc["study"], force=bool(doc.get("force", False)),
@@ -104,6 +120,17 @@ def _count(value: Any) -> int:
 #: seconds on the storage service's clock. A message due within this margin may be the very one
 #: whose run is asking, so it is not counted on to come later.
 EARLY_DELIVERY = 2.0
+#: Studies in one arrival group at most (its message stays far below the queue's 64 KiB).
+GROUP_STUDIES = 200
+
+
+@dataclass(slots=True)
+class _Group:
+    """The arrival group this process has open: its message's handle, when it is due, its studies."""
+
+    handle: SentMessage
+    due: float
+    studies: list[str]
 
 
 class SettleScheduler:
@@ -122,6 +149,10 @@ class SettleScheduler:
         #: Studies whose next message settle sent (its run may find the study stable), by due time.
         self._quiet: dict[str, float] = {}
         self._pending: dict[tuple[str, str], float] = {}
+        #: The open arrival group, and the lock that orders the rewrites of its message (each needs the
+        #: receipt the one before returned).
+        self._group: _Group | None = None
+        self._group_lock = threading.Lock()
 
     def before_write(self, series: SeriesRecord) -> None:
         key = (series.study_instance_uid, series.series_instance_uid)
@@ -148,23 +179,49 @@ class SettleScheduler:
                 self._pending[(r.study_instance_uid, r.series_instance_uid)] = now
         return out
 
+    def _covered(self, study: str, now: float) -> float | None:
+        """None if a message of ours still to come reads a write made now, else the study's due time (0:
+        none). Not counted on: one due within EARLY_DELIVERY that settle sent for the end of the quiet
+        period: its run may already be reading the partition, would miss this write and call the study
+        stable. (A run of the arrival window is never stable, so it reschedules and the write is read then.)"""
+        due = self._due.get(study, 0.0)
+        return None if due > now + (EARLY_DELIVERY if self._quiet.get(study) == due else 0.0) else due
+
     def after_write(self, study: str) -> None:
-        now = self.clock()
         with self._lock:
-            due = self._due.get(study, 0.0)
-            # A message of ours still to come reads this write. Not counted on: one due within
-            # EARLY_DELIVERY that settle sent for the end of the quiet period: its run may already
-            # be reading the partition, would miss this write and call the study stable. (A run of
-            # the arrival window is never stable, so it reschedules and the write is read then.)
-            if due > now + (EARLY_DELIVERY if self._quiet.get(study) == due else 0.0):
+            if self._covered(study, self.clock()) is None:
                 return
+        with self._group_lock:
+            now = self.clock()
+            with self._lock:
+                due = self._covered(study, now)  # another thread may have added it meanwhile
+            if due is None:
+                return
+            g = self._group
+            # Join the open group while its run is far enough off for the study's burst to land first (and
+            # after a quiet-period run due just now, which may miss this write).
+            if g is not None and g.due - now >= self.settle_delay / 2 and g.due > due + 1.0 \
+                    and len(g.studies) < GROUP_STUDIES:
+                text = SettleRequest(studies=(*g.studies, study), hold=True).to_message()
+                handle = self.queues.update(layout.SETTLE_QUEUE, g.handle, text, delay_seconds=g.due - now)
+                if handle is not None:
+                    g.handle = handle
+                    g.studies.append(study)
+                    self._note_due(study, g.due, now)
+                    return
             delay = max(0.0, due - now) + self.settle_delay
-            self._due[study] = now + delay
+            sent = self.queues.send(layout.SETTLE_QUEUE, SettleRequest(studies=(study,), hold=True).to_message(),
+                                    delay_seconds=delay)
+            self._group = _Group(sent, now + delay, [study]) if sent is not None else None
+            self._note_due(study, now + delay, now)
+
+    def _note_due(self, study: str, due: float, now: float) -> None:
+        with self._lock:
+            self._due[study] = due
             self._quiet.pop(study, None)
             if len(self._due) > 100_000:
                 self._due = {k: v for k, v in self._due.items() if v > now}
                 self._quiet = {k: v for k, v in self._quiet.items() if k in self._due}
-        self._send(SettleRequest(study), delay)
 
     def reschedule(self, study: str, delay: float, *, force: bool = False, rederive: bool = False) -> None:
         """A message in ``delay`` seconds (settle not yet stable; DELETE and reprocess with 0)."""
@@ -180,6 +237,28 @@ class SettleScheduler:
             if rederive:
                 self._rederive[study] = now + delay
         self._send(SettleRequest(study, force=force, rederive=rederive), delay)
+
+    def reschedule_group(self, waits: Mapping[str, float]) -> None:
+        """Follow-up runs for the studies a group run found not yet stable (study -> seconds until it will
+        have been quiet for the stable age): one held group message per spread of ``settle_delay``, due when
+        its last study will be quiet (they arrived in one window, so within seconds of each other)."""
+        now = self.clock()
+        with self._lock:
+            wanted = sorted(((d, s) for s, d in waits.items()
+                             if not now + EARLY_DELIVERY < self._due.get(s, 0.0) <= now + d + 1.0))
+        batches: list[list[tuple[float, str]]] = []
+        for d, s in wanted:
+            if batches and d - batches[-1][0][0] <= self.settle_delay and len(batches[-1]) < GROUP_STUDIES:
+                batches[-1].append((d, s))
+            else:
+                batches.append([(d, s)])
+        for batch in batches:
+            delay = batch[-1][0]
+            with self._lock:
+                for _, s in batch:
+                    self._due[s] = max(self._due.get(s, 0.0), now + delay)
+                    self._quiet[s] = self._due[s]
+            self._send(SettleRequest(studies=tuple(s for _, s in batch), hold=True), delay)
 
     def schedule_group(self, studies: Sequence[str], delay: float, *,
                        pending: Mapping[str, Mapping[str, str]] | None = None) -> None:

@@ -196,6 +196,8 @@ class _Plan:
     held: bool = False
     #: The study's pending rows as the batched path wrote them (series -> ETag): removed without a read.
     pending: Mapping[str, str] | None = None
+    #: A stable run: the series whose pending rows it removes (those written since the study was last stable).
+    pending_series: list[str] = field(default_factory=list)
 
 
 class SettleService:
@@ -222,52 +224,90 @@ class SettleService:
         svc = self.svc
         svc.ensure_ready()
         if request.studies:
-            results = self.settle_group(request.studies, force=request.force, pending=request.pending)
+            results = self.settle_group(request.studies, force=request.force, pending=request.pending,
+                                        hold=request.hold)
             return SettleResult("", "group", sum(r.series for r in results), sum(r.instances for r in results),
                                 sum(r.bundles for r in results), sum(r.events for r in results))
-        study = request.study
-        part = svc.index.study_partition(study)
-        prev = self._previous(study, part)
-        held, wait = svc.index.hold_settle_state(study, part.state, LEASE_SECONDS)
-        if held is None:  # another run works on this study: look again shortly (it is usually done by then)
-            delay = min(wait, max(BUSY_RETRY_SECONDS, svc.settings.settle_delay_seconds))
-            svc.scheduler.reschedule(study, delay, force=request.force, rederive=request.rederive)
-            log.info("Settle %s: another run holds the study; settling again in %.0f s", study, delay)
-            return SettleResult(study, "busy")
-        try:
-            if not part.instances:
-                return self._emptied(study, part, prev)
-            plan = self._plan(study, part, prev, request, held)
-            plan.held = True
-            return self._apply([plan])[0]
-        except BaseException:
-            svc.index.release_settle_state(study, prev, held)  # a failed run: the retry need not wait
-            raise
+        return self._run([request.study], request, hold=True)[0]
 
     def settle_group(self, studies: Sequence[str], *, force: bool = False,
-                     pending: Mapping[str, Mapping[str, str]] | None = None) -> list[SettleResult]:
-        """Settle several studies in one run (the backfill path's message names a chunk's studies): the
-        partitions are read side by side, and what the runs write to shared partitions (lookup rows of the
-        same date, modality or UID shard, change-feed shards) and the events go in shared batches and one
-        publish call. Without holding each study: a run that raced another (its conditional state write
-        fails) runs that study again later, and its events may have gone out twice (at least once)."""
-        svc = self.svc
+                     pending: Mapping[str, Mapping[str, str]] | None = None, hold: bool = False) -> list[SettleResult]:
+        """Settle several studies in one run (a process's arrival group on the per-file path, a chunk's studies
+        on the backfill path): the partitions are read side by side, and what the runs write to shared
+        partitions (lookup rows of the same date, modality or UID shard, change-feed shards) and the events
+        go in shared batches and one publish call. With ``hold`` (the per-file path's groups) each study whose
+        images the run announces is held, as a single run holds it; without (the backfill path's), a run that
+        raced another (its conditional state write fails) runs that study again later, and its events may have
+        gone out twice (at least once)."""
         uids = list(dict.fromkeys(studies))
-        request = SettleRequest(force=force)
-        reads = list(READS.map(lambda s: (s, svc.index.study_partition(s)), uids))
+        results = self._run(uids, SettleRequest(force=force), hold=hold, pending=pending, group=True)
+        states = Counter(r.state for r in results)
+        log.info("Settle group of %d studies: %s", len(uids), ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+        return results
+
+    def _run(self, uids: Sequence[str], request: SettleRequest, *, hold: bool, group: bool = False,
+             pending: Mapping[str, Mapping[str, str]] | None = None) -> list[SettleResult]:
+        """One run over ``uids``: read each partition, plan, hold what announces (``hold``), write.
+
+        The plan comes first: a run with nothing to write makes no request beyond its read, and a run that only
+        announces stability or rewrites derived rows is not held (its commit is conditional on the state it
+        read, so a concurrent run makes one of them run again; a stable event may then go out twice, with
+        its id). A held run gives the study back with its result (or, if it fails, at once)."""
+        svc = self.svc
+        if len(uids) == 1:
+            reads = [(uids[0], svc.index.study_partition(uids[0]))]
+        else:
+            reads = list(READS.map(lambda s: (s, svc.index.study_partition(s)), uids))
         plans: list[_Plan] = []
-        results: list[SettleResult] = []
+        emptied: list[tuple[str, StudyPartition, dict[str, Any]]] = []
+        busy: dict[str, float] = {}
         for study, part in reads:
+            wait = svc.index.held_for(part.state)
+            if hold and wait > 0:  # another run works on this study: look again shortly
+                busy[study] = wait
+                continue
             prev = self._previous(study, part)
             if not part.instances:
-                results.append(self._emptied(study, part, prev))
+                emptied.append((study, part, prev))
                 continue
             plan = self._plan(study, part, prev, request, part.state.etag if part.state is not None else None)
             plan.pending = (pending or {}).get(study)
             plans.append(plan)
-        results += self._apply(plans)
-        states = Counter(r.state for r in results)
-        log.info("Settle group of %d studies: %s", len(uids), ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+        # One run at a time announces a study's images (or its deletion, or a forced re-announcement).
+        wanted = [p for p in plans if hold and not p.unchanged and (p.unpublished or request.force or request.rederive)]
+        claims: list[tuple[str, StudyPartition, str | None]] = [(p.study, p.part, None) for p in wanted]
+        claims += [(study, part, None) for study, part, _ in emptied] if hold else []
+        got = (list(READS.map(lambda c: svc.index.hold_settle_state(c[0], c[1].state, LEASE_SECONDS), claims))
+               if len(claims) > 1 else [svc.index.hold_settle_state(c[0], c[1].state, LEASE_SECONDS) for c in claims])
+        held: dict[str, str] = {}
+        for (study, _, _), (etag, wait) in zip(claims, got, strict=True):
+            if etag is None:
+                busy[study] = wait
+            else:
+                held[study] = etag
+        plans = [p for p in plans if p.study not in busy]
+        for p in plans:
+            if p.study in held:
+                p.etag, p.held = held[p.study], True
+        results: list[SettleResult] = []
+        try:
+            for study, part, prev in emptied:
+                if study not in busy:
+                    results.append(self._emptied(study, part, prev))
+            results += self._apply(plans, group=group and hold)
+        except BaseException:
+            for p in plans:  # a failed run: the retry need not wait
+                if p.held:
+                    svc.index.release_settle_state(p.study, p.prev, held[p.study])
+            for study, _, prev in emptied:
+                if study in held:
+                    svc.index.release_settle_state(study, prev, held[study])
+            raise
+        for study, wait in busy.items():
+            delay = min(wait, max(BUSY_RETRY_SECONDS, svc.settings.settle_delay_seconds))
+            svc.scheduler.reschedule(study, delay, force=request.force, rederive=request.rederive)
+            log.info("Settle %s: another run holds the study; settling again in %.0f s", study, delay)
+            results.append(SettleResult(study, "busy"))
         return results
 
     def _previous(self, study: str, part: StudyPartition) -> dict[str, Any]:
@@ -321,7 +361,8 @@ class SettleService:
         stale += [(keys.uid_lookup_pk(keys.Lookup.SOP, study), sop) for sop in sorted(removed_sops)]
         stale += [(keys.uid_lookup_pk(keys.Lookup.SERIES, study), uid) for uid in sorted(gone_series)]
         plan.stale = stale
-        plan.bundles = [(uid, by_series[uid]) for uid in (sorted(by_series) if rewrite else changed)]
+        plan.bundles = [(uid, by_series[uid]) for uid in (sorted(by_series) if rewrite else changed)
+                        if len(by_series[uid]) >= layout.BUNDLE_MIN_INSTANCES]  # a smaller one: its rows
         plan.gone_series = sorted(gone_series)
         if changed or gone_series or rewrite or prev.get("version") != study_version:
             plan.series = series_recs
@@ -346,6 +387,13 @@ class SettleService:
                                                partition=svc.settings.partition_name, sequence=study_version))
             stable_version = study_version
         plan.study_rec = study_rec
+        stable_arrival = float(prev.get("stable_arrival") or 0.0)
+        if stable:
+            # The series with instances written since the study was last stable: their pending rows (every
+            # writer of one writes it, unless it wrote one within the pending window, which no earlier
+            # stable run can have removed), removed by their keys.
+            plan.pending_series = sorted({r.series_instance_uid for r in part.instances if r.arrival > stable_arrival})
+            stable_arrival = last_arrival
         plan.extra = {
             "version": study_version,
             "stable_version": stable_version,
@@ -353,15 +401,17 @@ class SettleService:
             "lookup_keys": orjson.dumps(sorted(new_keys)).decode(),
             "lookup_fields": lookup_fields,
             "last_arrival": last_arrival,
+            "stable_arrival": stable_arrival,
         }
         plan.result = SettleResult(study, "stable" if stable else "settled", len(by_series), len(part.instances),
                                    len(plan.bundles), len(plan.events))
         return plan
 
-    def _apply(self, plans: Sequence[_Plan]) -> list[SettleResult]:
+    def _apply(self, plans: Sequence[_Plan], *, group: bool = False) -> list[SettleResult]:
         """Write what the plans say, each study in the order a single run writes it (lookups, bundles,
-        aggregates, feed, events, changes marked published, the study row, pending rows), what several
-        plans write to one partition in shared batches."""
+        aggregates, feed, events, pending rows once stable, the study row, the state with the changes marked
+        published), what several plans write to one partition in shared batches. ``group``: the follow-up
+        runs of the studies not yet stable go in one message (a held group's)."""
         svc = self.svc
         work = [p for p in plans if not p.unchanged]
         svc.index.put_lookups([row for p in work for row in p.lookups])
@@ -390,7 +440,15 @@ class SettleService:
         events = [e for p in work for e in p.events]
         if events:
             svc.publisher.publish(events)
+        # Stable: the pending rows go (the lookups written above find the study now), before the state, so a
+        # run that dies in between is repeated whole.
+        for p in plans:
+            if p.stable and p.pending:  # the batched path's, as written (even if another run settled the study)
+                svc.index.delete_pending_known(p.study, p.pending)
+            elif p.stable and p.pending_series:
+                svc.index.delete_pending_series(p.study, p.pending_series, older_than=p.last_arrival)
         results = []
+        waits: dict[str, float] = {}
         for p in plans:
             if not p.unchanged or p.held:
                 try:
@@ -409,17 +467,18 @@ class SettleService:
                     r = p.result
                     results.append(SettleResult(p.study, "raced", r.series, r.instances, r.bundles, r.events))
                     continue
-            if p.stable and p.pending:
-                svc.index.delete_pending_known(p.study, p.pending)
-            elif p.stable:
-                svc.index.delete_pending(p.study, svc.index.pending_of(p.study))
-            else:
-                svc.scheduler.reschedule(p.study, _wait(svc, p.last_arrival))
+            if not p.stable:
+                waits[p.study] = _wait(svc, p.last_arrival)
             if not p.unchanged:
                 r = p.result
                 log.info("Settle %s: %d series, %d instances, %d bundles, %d events%s", p.study, r.series,
                          r.instances, r.bundles, r.events, "" if p.stable else " (not yet stable)")
             results.append(p.result)
+        if group:
+            svc.scheduler.reschedule_group(waits)
+        else:
+            for study, wait in waits.items():
+                svc.scheduler.reschedule(study, wait)
         return results
 
     # -- steps -------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import orjson
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from pynetdicom import _config
 
 from shared.dicom import transcode
@@ -52,7 +52,8 @@ from shared.storage import layout
 log = logging.getLogger(__name__)
 
 CALLING_AE = "DICOMFLOW"
-UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+#: Offered beside the stored syntaxes, so any peer can be sent to (transcoding's native syntaxes).
+UNCOMPRESSED = list(transcode.NATIVE)
 #: C-STORE statuses that mean "stored" (success and the PS3.4 B.2.3 warnings).
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import Settings
-from shared.tls import harden, is_pem
+from shared.tls import harden, is_pem, pem_text
 
 _lock = threading.Lock()
 
@@ -63,7 +63,7 @@ def _as_file(value: str | None, name: str, system_cas: bool = False) -> str | No
         return None
     if not is_pem(value) and not system_cas:
         return value
-    text = value if is_pem(value) else Path(value).read_text()
+    text = pem_text(value)
     if system_cas:  # requests' verify= replaces the default bundle: add ours to the system's
         import certifi
 

@@ -30,7 +30,7 @@ from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, Content
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.errors import Transient
-from shared.ports import Blob, BlobGone, BlobItem, BlobRange, QueueMessage
+from shared.ports import Blob, BlobGone, BlobItem, BlobRange, QueueMessage, SentMessage
 
 log = logging.getLogger(__name__)
 COPY_WAIT_SECONDS = 60.0
@@ -348,8 +348,21 @@ class AzureQueues:
             self._clients[queue] = client
         return client
 
-    def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> None:
-        self._client(queue).send_message(text, visibility_timeout=max(0, round(delay_seconds)))
+    def send(self, queue: str, text: str, *, delay_seconds: float = 0.0) -> SentMessage | None:
+        sent = self._client(queue).send_message(text, visibility_timeout=max(0, round(delay_seconds)))
+        return SentMessage(str(sent.id), str(sent.pop_receipt)) if sent.id and sent.pop_receipt else None
+
+    def update(self, queue: str, message: SentMessage, text: str, *, delay_seconds: float) -> SentMessage | None:
+        try:
+            got = self._client(queue).update_message(message.id, message.pop_receipt, content=text,
+                                                     visibility_timeout=max(0, round(delay_seconds)))
+        except ResourceNotFoundError:
+            return None  # received meanwhile (a new pop receipt) or already deleted
+        except HttpResponseError as exc:
+            if exc.status_code in (400, 404):  # PopReceiptMismatch: someone received it meanwhile
+                return None
+            raise
+        return SentMessage(message.id, str(got.pop_receipt)) if got.pop_receipt else None
 
     def create(self, queue: str) -> None:
         try:

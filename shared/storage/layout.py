@@ -118,8 +118,16 @@ def instance_metadata_path(study: str, series: str, sop: str) -> str:
 
 
 def series_metadata_path(study: str, series: str) -> str:
-    """The precomputed series metadata bundle (a DICOM JSON array) in :data:`METADATA`."""
+    """The precomputed series metadata bundle (a DICOM JSON array) in :data:`METADATA`, of a series of at
+    least :data:`BUNDLE_MIN_INSTANCES` instances."""
     return f"{study}/{series}/series.json"
+
+
+#: A series this large gets a metadata bundle (settle writes it; WADO-RS serves it in one read). A smaller
+#: series has none: its instance rows, which hold the DICOM JSON, are its metadata in one query (fewer than
+#: this many rows: one page), so settle makes no blob write for it (an X-ray or mammography series of 1-10
+#: images), and WADO-RS reads one query instead of the pending rows and a blob.
+BUNDLE_MIN_INSTANCES: Final = 20
 
 
 def frame_index_path(study: str, series: str, sop: str) -> str:

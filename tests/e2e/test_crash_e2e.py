@@ -41,9 +41,10 @@ def test_sigkill_mid_upload_then_restart_every_file_has_one_outcome(
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, range(len(files))))
-        # Kill once part of the work is done, with the rest in flight or waiting.
+        # Kill once about a tenth of the work is done, with the rest in flight or waiting (a loaded machine
+        # samples slowly: waiting for more let the host finish everything first).
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and sum(outcome(n) in FINAL for n in names[::5]) < 8:
+        while time.monotonic() < deadline and sum(outcome(n) in FINAL for n in names[::5]) < 4:
             time.sleep(0.2)
     dh.kill()
     done_before = sum(outcome(n) in FINAL for n in names)

@@ -628,7 +628,67 @@ def rule_front_door(f: BicepFile) -> list[str]:
     return out
 
 
+def _secure_params(f: BicepFile) -> set[str]:
+    return {name for name, p in (f.doc.get("parameters") or {}).items()
+            if any(d.get("type") == "secure" for d in p.get("decorators") or [])}
+
+
+def _node_text(f: BicepFile, node: tree_sitter.Node) -> str:
+    return f.text.encode()[node.start_byte:node.end_byte].decode()
+
+
+def property_values(f: BicepFile, key: str | re.Pattern[str],
+                    within: tree_sitter.Node | None = None) -> list[tuple[str, str]]:
+    """(syntax node type, source text) of the value of every ``key: value`` object property (under ``within``):
+    tree-sitter tells an identifier (a parameter, a variable) from a string literal, which pycep does not."""
+    out = []
+    for n in _walk(within or f.tree.root_node):
+        if n.type != "object_property" or len(n.named_children) < 2:
+            continue
+        name = _node_text(f, n.named_children[0]).strip("'")
+        if (key.fullmatch(name) if isinstance(key, re.Pattern) else name == key):
+            value = n.named_children[-1]
+            out.append((value.type, _node_text(f, value)))
+    return out
+
+
+SALT_NAME = re.compile(r"\w*Salt")
+
+
+def rule_secret_values(f: BicepFile) -> list[str]:
+    """Secret values never appear in Bicep: a salt parameter (a name ending in Salt) is @secure() without a default
+    and is passed on only as itself, every Key Vault secret the deployment writes takes its value from a @secure()
+    parameter, and no output returns a @secure() parameter (deployment outputs are readable by anyone with Reader)."""
+    out = []
+    secure = _secure_params(f)
+    for name, param in (f.doc.get("parameters") or {}).items():
+        if SALT_NAME.fullmatch(name) and param.get("type") == "string":
+            if name not in secure:
+                out.append(f"{f.name}: parameter {name!r} holds a salt: it must be @secure()")
+            if param.get("default") is not None:
+                out.append(f"{f.name}: parameter {name!r} holds a salt: it must have no default (a value in Bicep)")
+    for kind, text in property_values(f, SALT_NAME):
+        if kind != "identifier":
+            out.append(f"{f.name}: a salt is given as {text[:40]} ({kind}); pass the @secure() parameter itself")
+    for n in _walk(f.tree.root_node):
+        if n.type != "resource_declaration":
+            continue
+        head = _node_text(f, n).split("{", 1)[0]
+        if "Microsoft.KeyVault/vaults/secrets@" not in head or re.search(r"\bexisting\b", head):
+            continue
+        for kind, text in property_values(f, "value", within=n):
+            if kind != "identifier" or text not in secure:
+                out.append(f"{f.name}: a Key Vault secret's value is {text[:40]}: it must be a @secure() parameter, "
+                           "never a literal or a computed value")
+    for name, output in (f.doc.get("outputs") or {}).items():
+        used = set(re.findall(r"'([A-Za-z_]\w*)'", str(output.get("value")))) | {str(output.get("value"))}
+        if used & secure:
+            out.append(f"{f.name}: output {name!r} returns the @secure() parameter {sorted(used & secure)[0]!r}")
+    return out
+
+
 SECURITY_RULES = (
+    rule_secret_values,
     rule_no_service_tag_bypass,
     rule_front_door,
     rule_diagnostics,
@@ -902,6 +962,9 @@ def check_app_settings(names: set[str], functions: Mapping[str, list[dict]], con
         out.append("app settings leave sign-in unconfigured: set DICOMFLOW_AUTH_ISSUER and DICOMFLOW_AUTH_AUDIENCE")
     if settings.events_client_id is None:
         out.append(f"app settings lack {EVENTS_CONNECTION}__clientId")
+    if not settings.audit.patient_salt:
+        out.append("app settings leave the audit trail's patient salt unset (DICOMFLOW_AUDIT_PATIENT_SALT): patient "
+                   "digests would be plain SHA-256 of guessable IDs")
     if settings.region.paired and not settings.region.follows_peer:
         out.append(f"app settings pair two regions but give no {PEER_STORAGE_CONNECTION}__tableServiceUri: the peer's "
                    "change feed would never be read")
@@ -1164,3 +1227,106 @@ def check_gateway_admission(gateway: BicepFile, region: BicepFile) -> list[str]:
     if not given:
         out.append(f"{region.name}: no gateway module")
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The audit trail's patient salt (DICOMFLOW_AUDIT_PATIENT_SALT): one Key Vault secret per region with one value,
+# which every reader takes from its vault, and which azd carries from one deployment to the next.
+
+AUDIT_SALT_SETTING = "DICOMFLOW_AUDIT_PATIENT_SALT"
+
+
+def _salt_entry(f: BicepFile, entries_expr: Any) -> dict | None:
+    found = [e for e in _setting_entries(f, entries_expr) if e.get("name") == AUDIT_SALT_SETTING]
+    return found[0] if found else None
+
+
+def _required_param(f: BicepFile, expr: Any) -> str | None:
+    """The name of the parameter without a default that ``expr`` is, else None."""
+    params = f.doc.get("parameters") or {}
+    return expr if isinstance(expr, str) and expr in params and params[expr].get("default") is None else None
+
+
+def check_audit_salt(main: BicepFile, region: BicepFile, key_vault: BicepFile, function_app: BicepFile,
+                     gateway: BicepFile) -> list[str]:
+    """Both regions' function apps and DIMSE gateways take DICOMFLOW_AUDIT_PATIENT_SALT from their region's Key Vault
+    (a Key Vault reference; a Container Apps secret read with the gateway's identity), the vault's secret is written
+    from main.bicep's @secure() parameter, and both regions get the same parameter and secret name."""
+    out = []
+    # main.bicep -> both regions: the same parameter, the same secret name.
+    regions = [body.get("params") or {} for _s, path, body in main.modules() if path.endswith("region.bicep")]
+    if len(regions) != 2:
+        out.append(f"{main.name}: expected two region modules, found {len(regions)}")
+    for params in regions:
+        if params.get("auditPatientSalt") != "auditPatientSalt" or "auditPatientSalt" not in _secure_params(main):
+            out.append(f"{main.name}: each region must get the @secure() parameter auditPatientSalt")
+        if params.get("auditPatientSaltSecretName") != "auditPatientSaltSecretName":
+            out.append(f"{main.name}: each region must get var auditPatientSaltSecretName (one secret name)")
+    # region.bicep -> its vault writes the secret; the readers get it from the vault's outputs.
+    modules = {path: body.get("params") or {} for _s, path, body in region.modules()}
+    kv = modules.get("keyVault.bicep", {})
+    if kv.get("auditPatientSalt") != "auditPatientSalt" or "auditPatientSalt" not in _secure_params(region):
+        out.append(f"{region.name}: keyVault.bicep must get the @secure() parameter auditPatientSalt")
+    secrets = [(sym, body) for sym, body in key_vault.resources("Microsoft.KeyVault/vaults/secrets")
+               if dig(body, "properties", "value") == "auditPatientSalt"]
+    if len(secrets) != 1 or secrets[0][1].get("name") != "auditPatientSaltSecretName":
+        out.append(f"{key_vault.name}: one secret named auditPatientSaltSecretName must hold auditPatientSalt")
+    else:
+        sym = secrets[0][0]
+        outputs = {n: str(o.get("value")) for n, o in (key_vault.doc.get("outputs") or {}).items()}
+        if f"'{sym}'" not in outputs.get("auditPatientSaltSecretName", "") or "'name'" not in outputs.get(
+                "auditPatientSaltSecretName", ""):
+            out.append(f"{key_vault.name}: output auditPatientSaltSecretName must be {sym}.name (readers wait for it)")
+        if f"'{sym}'" not in outputs.get("auditPatientSaltSecretUri", "") or "'secretUri'" not in outputs.get(
+                "auditPatientSaltSecretUri", ""):
+            out.append(f"{key_vault.name}: output auditPatientSaltSecretUri must be {sym}.properties.secretUri")
+    # The function app: a Key Vault reference to that secret in this region's vault.
+    setting = app_settings(function_app).get(AUDIT_SALT_SETTING)
+    param = _required_param(function_app, setting)
+    if param is None or ("identifier", param) not in property_values(function_app, "value"):
+        out.append(f"{function_app.name}: app setting {AUDIT_SALT_SETTING} must be a required parameter (a Key "
+                   f"Vault reference), got {setting!r}")
+    else:
+        given = property_values(region, param)
+        if len(given) != 1 or given[0][0] != "string" or not given[0][1].startswith(
+                "'@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName="
+                "${keyVault.outputs.auditPatientSaltSecretName})"):
+            out.append(f"{region.name}: {param} must be '@Microsoft.KeyVault(VaultName=${{keyVault.outputs.name}};"
+                       f"SecretName=${{keyVault.outputs.auditPatientSaltSecretName}})', got {given}")
+    # The gateway: a secretRef to a Container Apps secret that Key Vault holds, read with the gateway's identity.
+    for _sym, app in gateway.resources("Microsoft.App/containerApps"):
+        containers = dig(app, "properties", "template", "containers") or []
+        entry = next((e for c in containers if (e := _salt_entry(gateway, c.get("env"))) is not None), None)
+        if entry is None or "value" in entry or not isinstance(entry.get("secretRef"), str):
+            out.append(f"{gateway.name}: {AUDIT_SALT_SETTING} must come from a secret (secretRef), got {entry!r}")
+            continue
+        secret = next((s for s in _setting_entries(gateway, dig(app, "properties", "configuration", "secrets"))
+                       if s.get("name") == entry["secretRef"]), None)
+        url = _required_param(gateway, (secret or {}).get("keyVaultUrl"))
+        if secret is None or "value" in secret or url is None or secret.get("identity") != "identityId":
+            out.append(f"{gateway.name}: secret {entry['secretRef']!r} must be read from Key Vault (keyVaultUrl, a "
+                       f"required parameter) with the gateway's identity (identityId), got {secret!r}")
+        elif property_values(region, url) != [("member_expression", "keyVault.outputs.auditPatientSaltSecretUri")]:
+            out.append(f"{region.name}: {url} must be keyVault.outputs.auditPatientSaltSecretUri, got "
+                       f"{property_values(region, url)}")
+    return out
+
+
+# azd's own substitutions in main.parameters.json, as azd (cli/azd/pkg/cmdsubst, pkg/infra/provisioning/bicep)
+# applies them: ${NAME} / ${NAME=default} from the azd environment first, then $(command args...) where args are
+# word characters, whitespace and dashes. secretOrRandomPassword <vault> <secret> reads the secret; with any other
+# number of arguments (an empty vault name) or a 404, it generates a password; any other error stops azd.
+AZD_ENV_REF = re.compile(r"\$\{(\w+)(?:=([^}]*))?\}")
+AZD_COMMAND = re.compile(r"\$\(\s*(\w+)([\w\s-]*)\)")
+
+
+def azd_parameters(text: str, env: Mapping[str, str], commands: Mapping[str, Any]) -> dict[str, Any]:
+    """main.parameters.json as azd hands it to ARM: ``commands`` maps a command name to a function of its
+    argument list (unknown commands stay as they are, as in azd)."""
+    substituted = AZD_ENV_REF.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+
+    def run(m: re.Match[str]) -> str:
+        fn = commands.get(m.group(1))
+        return str(fn(m.group(2).split())) if fn else m.group(0)
+
+    return dict(json.loads(AZD_COMMAND.sub(run, substituted))["parameters"])

@@ -33,9 +33,11 @@ def test_runs_as_its_own_identity_with_no_secret_values(bicep_files: dict[str, B
     assert app["identity"]["type"] == "UserAssigned"
     f = bicep_files["modules/gateway.bicep"]
     assert str(app["properties"]["configuration"]["secrets"]) == str(
-        {"function": {"type": "concat", "parameters": {"arg_1": "certSecrets", "arg_2": "caSecrets"}}})
-    cert = str(f.variable("certSecrets"))
-    assert "keyVaultUrl" in cert and "'value'" not in cert  # the certificate and its key come from Key Vault only
+        {"function": {"type": "concat", "parameters": {"arg_1": "certSecrets", "arg_2": "caSecrets",
+                                                       "arg_3": "saltSecrets"}}})
+    for var in ("certSecrets", "saltSecrets"):  # the certificate with its key, and the audit salt: Key Vault only
+        secret = str(f.variable(var))
+        assert "keyVaultUrl" in secret and "'value'" not in secret, var
     # The one secret given by value is the client CA certificate: public, a file for the gateway to verify with.
     assert "'value': 'tlsClientCaCertificate'" in str(f.variable("caSecrets"))
     text = f.text
@@ -54,9 +56,10 @@ def test_container_settings_are_ones_the_code_reads(bicep_files: dict[str, Bicep
     assert "DICOMFLOW_GATEWAY_HOST=0.0.0.0" in dockerfile and '"-m", "gateway"' in dockerfile
 
 
-def test_gateway_identity_holds_exactly_its_containers_and_its_one_secret(bicep_files: dict[str, BicepFile]) -> None:
+def test_gateway_identity_holds_exactly_its_containers_and_its_two_secrets(bicep_files: dict[str, BicepFile]) -> None:
     """Blob roles scoped to each container it writes (the inbox) or reads (archive and configuration, its region's
-    and the peer's replica), never the account; the Key Vault role scoped to its one secret, never the vault."""
+    and the peer's replica), never the account; the Key Vault role scoped to each of its two secrets (its TLS
+    certificate, the audit salt), one assignment each, never the vault."""
     roles = bicep_files["modules/roleAssignments.bicep"]
     held = {sym: (str(body["properties"]["roleDefinitionId"]).split("'operand_2': '")[1].split("'")[0],
                   str(body["scope"]))
@@ -68,12 +71,15 @@ def test_gateway_identity_holds_exactly_its_containers_and_its_one_secret(bicep_
     assert "'gatewayReadScopes'" in held["gatewayBlobReads"][1]
     assert held["gatewayTables"] == ("storageTableDataReader", "dataAccount")
     assert held["gatewaySecrets"] == ("keyVaultSecretsUser", "gatewaySecret")
+    assert held["gatewayAuditSalt"] == ("keyVaultSecretsUser", "auditSaltSecret")
     assert held["gatewayQueues"][0] == "storageQueueDataMessageSender"  # the batched path's chunk messages
     assert "'gatewayQueueScopes'" in held["gatewayQueues"][1]
-    assert set(held) == {"gatewayBlobWrites", "gatewayBlobReads", "gatewayTables", "gatewaySecrets", "gatewayQueues"}
+    assert set(held) == {"gatewayBlobWrites", "gatewayBlobReads", "gatewayTables", "gatewaySecrets", "gatewayQueues",
+                         "gatewayAuditSalt"}
     scopes = {sym: body for sym, body in roles.resources(include_existing=True)}
-    assert roles.doc["resources"]["gatewaySecret"]["type"] == "Microsoft.KeyVault/vaults/secrets"
-    assert scopes["gatewaySecret"]["parent"] == "vault"
+    for sym, name in (("gatewaySecret", "gatewaySecretName"), ("auditSaltSecret", "auditPatientSaltSecretName")):
+        assert roles.doc["resources"][sym]["type"] == "Microsoft.KeyVault/vaults/secrets"
+        assert scopes[sym]["parent"] == "vault" and name in str(scopes[sym]["name"])
     for sym in ("gatewayWriteScopes", "gatewayReadScopes"):
         assert roles.doc["resources"][sym]["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers"
     # What the region passes: the inbox and audit to write, and for the batched path its own archive and metadata

@@ -157,11 +157,12 @@ def test_bindings_rule_trips() -> None:
 
 def test_app_settings_rule_trips(bicep_files: dict[str, BicepFile]) -> None:
     names = set(app_settings(bicep_files["modules/functionApp.bicep"]))
-    broken = (names - {"DicomStorage__queueServiceUri", "DicomEvents__clientId", "AzureWebJobsStorage__credential"}
-              ) | {"DICOMFLOW_STABLE_AGE_SECOND", "DicomStorage"}
+    broken = (names - {"DicomStorage__queueServiceUri", "DicomEvents__clientId", "AzureWebJobsStorage__credential",
+                       "DICOMFLOW_AUDIT_PATIENT_SALT"}) | {"DICOMFLOW_STABLE_AGE_SECOND", "DicomStorage"}
     problems = "\n".join(check_app_settings(broken, FAKE_FUNCTIONS, CONFIG_SOURCE))
     assert "storage.queue_service_uri unset" in problems
     assert "lack DicomEvents__clientId" in problems
+    assert "patient salt unset (DICOMFLOW_AUDIT_PATIENT_SALT)" in problems
     assert "'DICOMFLOW_STABLE_AGE_SECOND' is not read by shared/config.py" in problems
     assert "'DicomStorage' is a connection string" in problems
     assert "'AzureWebJobsStorage' lacks AzureWebJobsStorage__credential" in problems

@@ -31,15 +31,20 @@ def _bundle(svc: Services, study: str, series: str) -> list[dict]:
 
 def test_bundle_follows_arrivals_and_replacements_without_reading_blobs(pipeline: Services, tmp_path: Path) -> None:
     out = tmp_path / "series"
-    write_corpus(out, CorpusOptions(patients=1, slices=8, rows=16, cols=16, seed=77, broken=False))
+    small = layout.BUNDLE_MIN_INSTANCES
+    write_corpus(out, CorpusOptions(patients=1, slices=small + 3, rows=16, cols=16, seed=77, broken=False))
     ct = [e for e in load_manifest(out)["files"] if e["modality"] == "CT"]
     study, series = ct[0]["study_uid"], ct[0]["series_uid"]
-    for e in ct[:5]:
+    for e in ct[:small - 1]:
         _ingest(pipeline, (out / e["path"]).read_bytes())
     SettleService(pipeline).settle(SettleRequest(study))
-    assert len(_bundle(pipeline, study, series)) == 5
+    assert _bundle(pipeline, study, series) == []  # a small series has none: its rows are its metadata
+    for e in ct[small - 1:small]:
+        _ingest(pipeline, (out / e["path"]).read_bytes())
+    SettleService(pipeline).settle(SettleRequest(study))
+    assert len(_bundle(pipeline, study, series)) == small
 
-    for e in ct[5:]:
+    for e in ct[small:]:
         _ingest(pipeline, (out / e["path"]).read_bytes())
     counter = pipeline.requests
     before = counter.snapshot()
@@ -83,3 +88,36 @@ def test_a_burst_asks_for_one_settle_run_and_extra_runs_change_nothing(pipeline:
     again = SettleService(svc).settle(SettleRequest(study))
     assert (first.state, again.state) == ("settled", "unchanged")
     assert first.events == len(ct) and again.events == 0
+
+
+def test_series_metadata_of_a_small_series_is_one_query_and_of_a_large_one_its_bundle(pipeline: Services,
+                                                                                      tmp_path: Path) -> None:
+    """WADO-RS series metadata: a series of fewer than BUNDLE_MIN_INSTANCES has no bundle (settle writes none)
+    and is answered from its rows in one table query, settled or not; a larger settled one from its bundle."""
+    from shared.dicomweb.wado import Wado
+
+    small = layout.BUNDLE_MIN_INSTANCES
+    out = tmp_path / "two"
+    write_corpus(out, CorpusOptions(patients=2, slices=small, rows=16, cols=16, seed=2020, broken=False))
+    files = load_manifest(out)["files"]
+    large = [e for e in files if e["modality"] == "CT" and e["patient_index"] == 0]
+    few = [e for e in files if e["modality"] == "CT" and e["patient_index"] == 1][:3]
+    for e in large + few:
+        _ingest(pipeline, (out / e["path"]).read_bytes())
+    for e in (large[0], few[0]):
+        SettleService(pipeline).settle(SettleRequest(e["study_uid"], force=True))
+    wado = Wado(pipeline.blobs, pipeline.index)
+
+    def metadata(e: dict) -> tuple[list[str], dict[str, int]]:
+        before = pipeline.requests.snapshot()
+        reply = wado.series_metadata(None, "http://x", e["study_uid"], e["series_uid"])
+        spent = pipeline.requests.snapshot() - before
+        return [d["00080018"]["Value"][0] for d in orjson.loads(reply.body)], dict(spent)
+
+    sops, spent = metadata(few[0])
+    assert sorted(sops) == sorted(e["sop_uid"] for e in few) and spent == {"table GET": 1}
+    assert pipeline.blobs.read(layout.METADATA, layout.series_metadata_path(few[0]["study_uid"],
+                                                                            few[0]["series_uid"])) is None
+    sops, spent = metadata(large[0])
+    assert sops == [e["sop_uid"] for e in large]  # instance order
+    assert spent == {"table GET": 2, "blob GET": 1}  # a first page of rows, the pending rows, the bundle

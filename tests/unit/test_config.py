@@ -24,3 +24,16 @@ def test_missing_storage_names_both_ways_to_configure_it() -> None:
 def test_bad_number_names_the_setting() -> None:
     with pytest.raises(SettingsError, match="DICOMFLOW_STABLE_AGE_SECONDS"):
         Settings.from_env({"DICOMFLOW_STABLE_AGE_SECONDS": "soon"})
+
+
+def test_an_unresolved_key_vault_reference_is_refused_by_name_not_used_as_a_value() -> None:
+    ref = "@Microsoft.KeyVault(VaultName=kv-x;SecretName=functionkeys)"
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"DicomStorage": "UseDevelopmentStorage=true", "DICOMFLOW_AUTH_FUNCTION_KEYS": ref,
+                           "DICOMFLOW_AUDIT_PATIENT_SALT": ref})
+    message = str(err.value)
+    assert "DICOMFLOW_AUDIT_PATIENT_SALT, DICOMFLOW_AUTH_FUNCTION_KEYS" in message and "kv-x" not in message
+    # A resolved value (what App Service passes when the vault answered) is taken as it is.
+    got = Settings.from_env({"DicomStorage": "UseDevelopmentStorage=true",
+                             "DICOMFLOW_AUDIT_PATIENT_SALT": "s3cr3t-salt"})
+    assert got.audit.patient_salt == "s3cr3t-salt"

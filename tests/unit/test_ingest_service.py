@@ -276,14 +276,13 @@ def test_settle_announces_in_one_call_and_a_second_run_changes_nothing() -> None
     feed = list(changefeed.entries(f.services.index, None, None, horizon=0))
     assert sorted(e.sop for e in feed) == sorted(sop for _, _, sop, _ in items)
     assert [e.seq for e in feed] == sorted(e.seq for e in feed) and {e.state for e in feed} == {"current"}
-    # The bundle is built from the rows: every instance, no sidecar read.
-    bundle = orjson.loads(f.blobs.blobs[(layout.METADATA, layout.series_metadata_path(study, items[0][1]))].data)
-    assert [d["00080018"]["Value"][0] for d in bundle] == [sop for _, se, sop, _ in items if se == items[0][1]]
+    # A series of 3 has no bundle: its rows are its metadata (WADO-RS reads them in one query).
+    assert (layout.METADATA, layout.series_metadata_path(study, items[0][1])) not in f.blobs.blobs
     assert f.services.index.pending_of(study) == []
     writes = f.requests()
     assert settle(f, study) == "unchanged"
     assert f.publisher.calls == 1
-    assert f.requests() - writes == 4  # partition (with the settle state), the study held and given back, pending
+    assert f.requests() - writes == 1  # the partition (with the settle state): nothing to hold, nothing to write
 
 
 def test_updates_and_deletes_reach_events_and_the_feed_with_states() -> None:
@@ -353,6 +352,43 @@ def test_one_settle_run_at_a_time_per_study() -> None:
     assert f.publisher.calls == 0 and len(f.queues.drain(layout.SETTLE_QUEUE)) == 1  # it tries again later
     idx.release_settle_state(study, {}, held)
     assert settle(f, study) == "stable" and f.publisher.calls == 1
+
+
+def test_an_arrival_group_settles_its_studies_in_one_run_holding_each_it_announces() -> None:
+    """The per-file path's group message (every study one process wrote first in a window): one run, one
+    publish call, each study held while its images are announced; a study another run holds is left to it
+    and looked at again later on its own."""
+    f = memory_services(**PRODUCTION)
+    studies = [study_of(1, 2, tag=f"grp{k}") for k in range(3)]
+    for items in studies:
+        for _, _, sop, data in items:
+            upload(f, f"{sop}.dcm", data)
+            ingest(f, f"{sop}.dcm")
+    uids = [items[0][0] for items in studies]
+    ((text, _),) = f.queues.drain(layout.SETTLE_QUEUE)
+    request = SettleRequest.from_message(text)
+    assert request.studies == tuple(uids) and request.hold
+    idx = f.services.index
+    other, _ = idx.hold_settle_state(uids[2], None, 30)  # another process's run works on the third
+    holds = []
+    real_hold = idx.hold_settle_state
+
+    def hold(study: str, state: Any, seconds: float) -> Any:
+        holds.append(study)
+        return real_hold(study, state, seconds)
+
+    idx.hold_settle_state = hold  # type: ignore[method-assign]
+    f.services.scheduler.clock = lambda: 1e12  # long quiet: stable at once
+    results = SettleService(f.services).settle_group(request.studies, hold=True)
+    assert {r.study: r.state for r in results} == {uids[0]: "stable", uids[1]: "stable", uids[2]: "busy"}
+    assert sorted(holds) == sorted(uids[:2]) and f.publisher.calls == 1
+    assert [orjson.loads(m) for m, _ in f.queues.drain(layout.SETTLE_QUEUE)] == [{"study": uids[2]}]
+    # A run with nothing new to announce takes no hold: one read, nothing written.
+    holds.clear()
+    before = f.requests()
+    assert [r.state for r in SettleService(f.services).settle_group(uids[:2], hold=True)] == ["unchanged"] * 2
+    assert holds == [] and f.requests() - before == 2
+    idx.release_settle_state(uids[2], {}, other or "")
 
 
 def test_settle_message_round_trips_and_refuses_what_is_not_ours() -> None:

@@ -202,3 +202,20 @@ def test_a_failing_backend_makes_the_probe_down_until_it_answers_again() -> None
     assert not probe.up()  # cached until the period ends
     now[0] = 6
     assert probe.up()
+
+
+# -- index rows ----------------------------------------------------------------------------------------
+
+def test_a_legacy_zlib_row_inflates_with_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows written before LZ4 hold a zlib stream: it is inflated up to ``META_MAX_INFLATED``, never further."""
+    import zlib
+
+    from shared.index import records
+
+    monkeypatch.setattr(records, "META_MAX_INFLATED", 1024 * 1024)
+    fits, bomb = b"[" + b" " * (1024 * 1024 - 2) + b"]", b"\0" * (8 * 1024 * 1024)
+    assert records.unpack_meta({"meta0": zlib.compress(fits, 9)}) == fits
+    packed = zlib.compress(bomb, 9)
+    assert len(packed) < 10_000  # what a row can hold inflates 1000:1
+    with pytest.raises(ValueError, match="inflates past 1,048,576 bytes"):
+        records.unpack_meta({"meta0": packed})

@@ -1,6 +1,6 @@
-"""The settle scheduler on a hand-moved clock: one message per study and window, and a chain of
-settle runs that never breaks when the queue hands a delayed message over a little early (queue
-visibility is whole seconds on the storage service's clock)."""
+"""The settle scheduler on a hand-moved clock: one message per process and window (the arrival group,
+rewritten as studies join it), and a chain of settle runs that never breaks when the queue hands a delayed
+message over a little early (queue visibility is whole seconds on the storage service's clock)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,52 @@ def test_a_burst_sends_one_message_per_window() -> None:
         s.after_write("1.2.3")
         clock.now += 0.2
     assert [d for _, d in queues.drain(layout.SETTLE_QUEUE)] == [5.0]
+
+
+def _group(text: str) -> list[str]:
+    from shared.ingest.schedule import SettleRequest
+
+    request = SettleRequest.from_message(text)
+    assert request.hold, "the per-file path's group runs hold what they announce"
+    return list(request.studies)
+
+
+def test_studies_written_in_one_window_share_one_message_rewritten_for_each() -> None:
+    s, queues, clock = scheduler()
+    for study in ("1.1", "1.2", "1.3"):
+        s.after_write(study)
+        s.after_write(study)  # its next instances: covered already
+        clock.now += 0.5
+    assert queues.requests == {"queue POST dicom-settle": 1, "queue PUT dicom-settle": 2}
+    ((text, delay),) = queues.drain(layout.SETTLE_QUEUE)
+    assert _group(text) == ["1.1", "1.2", "1.3"]
+
+
+def test_a_study_too_close_to_the_groups_run_opens_the_next_group() -> None:
+    s, queues, clock = scheduler()
+    s.after_write("1.1")  # due in 5 s
+    clock.now += 3.0  # 2 s left: a burst of 1.2 might not land before the run
+    s.after_write("1.2")
+    assert [(_group(t), d) for t, d in queues.drain(layout.SETTLE_QUEUE)] == [(["1.1"], 5.0), (["1.2"], 5.0)]
+
+
+def test_a_group_whose_message_was_received_is_not_joined() -> None:
+    s, queues, clock = scheduler()
+    s.after_write("1.1")
+    queues.drain(layout.SETTLE_QUEUE)  # the run has the message: rewriting it fails
+    clock.now += 1.0
+    s.after_write("1.2")
+    assert [_group(t) for t, _ in queues.drain(layout.SETTLE_QUEUE)] == [["1.2"]]
+
+
+def test_follow_ups_of_a_group_run_go_in_one_message_per_spread_of_the_settle_delay() -> None:
+    s, queues, clock = scheduler()
+    s.reschedule_group({"1.1": 55.0, "1.2": 57.0, "1.3": 59.5, "1.4": 30.0})
+    sent = [(_group(t), d) for t, d in queues.drain(layout.SETTLE_QUEUE)]
+    assert sent == [(["1.4"], 30.0), (["1.1", "1.2", "1.3"], 59.5)]
+    clock.now += 1.0
+    s.reschedule_group({"1.1": 58.0})  # a follow-up of ours comes by then already
+    assert queues.drain(layout.SETTLE_QUEUE) == []
 
 
 def test_a_run_handed_its_message_early_still_schedules_the_next() -> None:

@@ -86,6 +86,12 @@ class Ports:
     clock: Callable[[], float] = time.monotonic
 
 
+def _chunk_size() -> int:
+    from shared.ingest.batch import CHUNK_SIZE  # imported when options are made: the batched path is heavy
+
+    return CHUNK_SIZE
+
+
 @dataclass(frozen=True)
 class Options:
     source: Peer
@@ -100,7 +106,7 @@ class Options:
     commitment: bool = False
     #: Small studies are moved together by one C-MOVE, up to this many instances (one chunk of the
     #: batched ingest path: shared/ingest/batch.py CHUNK_SIZE).
-    group_instances: int = 50
+    group_instances: int = field(default_factory=lambda: _chunk_size())
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,20 +210,10 @@ class Migration:
         return report
 
     def groups(self, studies: Sequence[SourceStudy]) -> list[list[SourceStudy]]:
-        """Consecutive small studies moved by one C-MOVE (a list of Study Instance UIDs), up to
-        ``group_instances`` instances together: one association at the source and one chunk of our batched
-        ingest for a handful of X-ray studies, instead of one each. A study of unknown size goes alone."""
-        out: list[list[SourceStudy]] = []
-        size = 0
-        for s in studies:
-            n = s.count if s.count is not None else self.o.group_instances
-            if out and self.o.retrieve == "move" and size + n <= self.o.group_instances and out[-1][-1].count:
-                out[-1].append(s)
-                size += n
-            else:
-                out.append([s])
-                size = n
-        return out
+        """The studies moved together (:func:`group_studies`); with C-GET, one study at a time."""
+        if self.o.retrieve != "move":
+            return [[s] for s in studies]
+        return group_studies(studies, self.o.group_instances)
 
     def _session(self) -> Session:
         """This worker's association with the source (C-GET: one per study, for its SOP classes)."""
@@ -449,6 +445,24 @@ class Migration:
         if reasons:
             return StudyResult(study, "failed", len(have), "; ".join(reasons + notes))
         return StudyResult(study, "migrated", total, "; ".join(notes))
+
+
+def group_studies(studies: Sequence[SourceStudy], limit: int) -> list[list[SourceStudy]]:
+    """Consecutive small studies moved by one C-MOVE (a list of Study Instance UIDs), up to ``limit`` instances
+    together: one association at the source and one chunk of our batched ingest for a handful of X-ray studies,
+    instead of one each. A study of unknown size goes alone. (``bench/migrate.py`` moves Orthanc to Orthanc in
+    the same groups.)"""
+    out: list[list[SourceStudy]] = []
+    size = 0
+    for s in studies:
+        n = s.count if s.count is not None else limit
+        if out and size + n <= limit and out[-1][-1].count:
+            out[-1].append(s)
+            size += n
+        else:
+            out.append([s])
+            size = n
+    return out
 
 
 def plan(session: Any, window: Window) -> list[SourceStudy]:
