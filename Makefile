@@ -18,11 +18,17 @@ STACK := --http-port $(HTTP_PORT) --fabric-port $(FABRIC_PORT) --static $(VIEWER
 
 setup: $(STAMP) $(NPM_STAMP) $(OHIF_STAMP)
 
-# --no-compile: bytecode is written on first import for what is imported, not for every module of
-# scipy/onnxruntime/... at install time (about 20 s of a fresh set-up here); the machine's pip is used as is.
+# uv installs the pinned requirements (same versions pip resolves) in ~5 s where pip took 34 s with a warm
+# cache: it downloads and unpacks in parallel. pip only installs uv itself (pinned). Bytecode is written on
+# first import for what is imported (uv's default, as pip's --no-compile), not for every module of
+# scipy/onnxruntime/... at install time.
+UV_VERSION := 0.13.10
+UV_INSTALL = $(1)/bin/python -m pip install --quiet --no-compile uv==$(UV_VERSION) && \
+	$(1)/bin/uv pip install --quiet --python $(1)/bin/python -r $(2)
+
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --no-compile -r requirements-dev.txt
+	$(call UV_INSTALL,$(VENV),requirements-dev.txt)
 	@touch $@
 
 $(NPM_STAMP): package.json package-lock.json
@@ -58,7 +64,7 @@ infra-tools: $(INFRA_STAMP)
 
 $(INFRA_STAMP): tests/infra/requirements-infra.txt
 	@test -x $(INFRA_VENV)/bin/python || $(PY) -m venv $(INFRA_VENV)
-	$(INFRA_VENV)/bin/python -m pip install --quiet --no-compile -r tests/infra/requirements-infra.txt
+	$(call UV_INSTALL,$(INFRA_VENV),tests/infra/requirements-infra.txt)
 	@touch $@
 
 # Two workers, one test module per worker at a time (module-scoped stacks stay whole): most e2e time is
