@@ -33,7 +33,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from shared.config import HeaderLimits
 from shared.dicom import facts
-from shared.dicom.bounds import InflatingReader, Meter, charge_dataset, current_limits, too_large
+from shared.dicom.bounds import LONG_VRS, InflatingReader, Meter, charge_dataset, current_limits, too_large
 from shared.dicom.ranged import BytesRangeSource, FileRangeSource, RangedReader, ReadDigest
 from shared.errors import ADVICE, BadInput, Reason
 
@@ -42,7 +42,6 @@ DEFER_SIZE = 64 * 1024
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 _DIRECTORY_RECORDS = BaseTag(0x00041220)
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 
 
 @dataclass(slots=True)
@@ -212,7 +211,7 @@ def meta_span(prefix: bytes) -> int:
     size = len(prefix)
     while pos + 8 <= size and prefix[pos:pos + 2] == b"\x02\x00":
         vr = prefix[pos + 4:pos + 6]
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             if pos + 12 > size:
                 return size
             pos += 12 + int.from_bytes(prefix[pos + 8:pos + 12], "little")
@@ -249,7 +248,7 @@ def _locate_pixel_data(reader: RangedReader, little: bool, implicit: bool) -> tu
     if implicit:
         (length,) = struct.unpack(endian + "L", head[4:8])
         offset = start + 8
-    elif head[4:6] in _LONG_VRS:
+    elif head[4:6] in LONG_VRS:
         (length,) = struct.unpack(endian + "L", reader.read(4))
         offset = start + 12
     else:

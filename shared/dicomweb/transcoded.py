@@ -31,6 +31,7 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
 from shared.dicom import facts, transcode
+from shared.dicom.bounds import LONG_VRS
 from shared.dicom.header import Header
 from shared.dicom.transcode import PixelModule, TranscodeError
 from shared.ports import Blob, BlobStore
@@ -221,7 +222,6 @@ def _encapsulated_end(data: bytes, offset: int) -> int | None:
     return None
 
 
-_LONG_VRS: Final = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
 
 def _elements(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]] | None:
@@ -233,12 +233,14 @@ def _elements(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]
             return None
         tag = int.from_bytes(data[pos:pos + 2], "little") << 16 | int.from_bytes(data[pos + 2:pos + 4], "little")
         vr = data[pos + 4:pos + 6]
-        if vr in _LONG_VRS:
+        if vr == b"SQ":
+            return None
+        if vr in LONG_VRS:
             length = int.from_bytes(data[pos + 8:pos + 12], "little") if pos + 12 <= end else 0xFFFFFFFF
             if length == 0xFFFFFFFF:
                 return None
             following = pos + 12 + length
-        elif b"AA" <= vr <= b"ZZ" and vr != b"SQ":
+        elif b"AA" <= vr <= b"ZZ":
             following = pos + 8 + int.from_bytes(data[pos + 6:pos + 8], "little")
         else:
             return None
@@ -265,7 +267,7 @@ def _meta_in(data: bytes, end: int, target: str) -> bytes | None:
             continue
         if tag == 0x00020010:
             kept.append(b"\x02\x00\x10\x00UI" + len(uid).to_bytes(2, "little") + uid)
-        elif following - start > (12 if data[start + 4:start + 6] in _LONG_VRS else 8) or tag not in (0x00020001,
+        elif following - start > (12 if data[start + 4:start + 6] in LONG_VRS else 8) or tag not in (0x00020001,
                                                                                                     0x00020012):
             kept.append(data[start:following])
         else:

@@ -35,6 +35,7 @@ from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 
 from shared.dicom import facts
+from shared.dicom.bounds import LONG_VRS
 from shared.dicom.header import Header
 from shared.dicom.ranged import RangedReader
 from shared.errors import Reason
@@ -43,7 +44,6 @@ from shared.update.changes import ChangeSet
 
 #: The most bytes of an instance held in memory to rewrite its head.
 HEAD_LIMIT: Final = 16 * 1024 * 1024
-_LONG_VRS: Final = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
 _TEXT_VRS: Final = {"SH", "LO", "ST", "LT", "UT", "UC", "PN"}
 UTF8: Final = "ISO_IR 192"
 #: File Meta Information: Implementation Version Name of files this service rewrote.
@@ -88,7 +88,7 @@ def _element_start(raw: Any, implicit: bool) -> int:
     tell = int(raw.value_tell)
     if implicit:
         return tell - 8
-    return tell - (12 if str(raw.VR) in _LONG_VRS else 8)
+    return tell - (12 if str(raw.VR).encode("ascii", "replace") in LONG_VRS else 8)
 
 
 def split_point(header: Header, changes: ChangeSet, *, recode: bool) -> int:
