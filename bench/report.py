@@ -513,6 +513,17 @@ def _retrieve(d: dict[str, Any] | None, label: str) -> str:
         lines.append(f"| {name} | {n} | {cell(row, 'ours', 'p50_ms')} | {cell(row, 'ours', 'p95_ms')} | "
                      f"{cell(row, 'ours', 'cpu_ms')} | {cell(row, 'orthanc', 'p50_ms')} | "
                      f"{cell(row, 'orthanc', 'p95_ms')} | {cell(row, 'orthanc', 'cpu_ms')} | {ratio(row)} |")
+    behind = []
+    for key, name in RETRIEVE_ROWS:
+        o, t = (d.get(key) or {}).get("ours") or {}, (d.get(key) or {}).get("orthanc") or {}
+        if o.get("p50_ms") and t.get("p50_ms") and t["p50_ms"] / o["p50_ms"] < 1.05:
+            behind.append(f"{name} ({t['p50_ms'] / o['p50_ms']:.2f}x)")
+    stored = (d.get("stored_frames") or {})
+    so, st = stored.get("ours") or {}, stored.get("orthanc") or {}
+    ten = (f"{st['p50_ms'] / so['p50_ms']:.1f}x: {'met' if st['p50_ms'] >= 10 * so['p50_ms'] else '**not met**'}"
+           if so.get("p50_ms") and st.get("p50_ms") else "not measured")
+    lines += ["", f"Targets (issue 20): stored slide frames at least 10x ahead of Orthanc: {ten}; ours ahead in "
+              f"every row (by 5% or more): {'met' if not behind else '**not met** for ' + ', '.join(behind)}."]
     lines += ["", f"Decoded frames equal pydicom's decoding of the file: {d.get('plain_equal_pydicom')}. "
               "Stored frames are checked byte-exact against the file's tiles, decoded ones for their size, "
               "transcoded series for their part count and transfer syntax, on every request.", ""]
