@@ -67,11 +67,13 @@ $(INFRA_STAMP): tests/infra/requirements-infra.txt
 	$(call UV_INSTALL,$(INFRA_VENV),tests/infra/requirements-infra.txt)
 	@touch $@
 
-# Two workers, one test module per worker at a time (module-scoped stacks stay whole): most e2e time is
-# waiting on servers, so two modules side by side fit the 2-core machines this runs on.
-TEST_WORKERS ?= 2
+# Three workers, one test module per worker at a time (module-scoped stacks stay whole): most e2e time is
+# waiting on servers (two workers kept 2 cores 70% busy), so three modules side by side fit the 2-core machines
+# this runs on. Modules start in collection order (tests/conftest.py puts the long end-to-end ones first), not
+# xdist's default of the modules with the most tests first, which left the long ones for the end.
+TEST_WORKERS ?= 3
 test: setup peers infra-tools
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test-unit: setup
 	$(PYTHON) -m pytest -q tests/unit

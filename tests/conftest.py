@@ -16,6 +16,15 @@ from devhost.azurite import Azurite, ephemeral  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.services import Services  # noqa: E402
 
+#: Which folders' modules start first under ``make test`` (xdist hands whole modules to the next free worker in
+#: this order): the end-to-end modules, minutes each, first; the many short unit tests last, where they fill
+#: the gaps instead of leaving one worker alone on a long module at the end.
+_START_ORDER = {"e2e": 0, "integration": 1, "infra": 2, "unit": 3}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _START_ORDER.get(item.path.parent.name, len(_START_ORDER)))  # stable: modules whole
+
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:

@@ -180,7 +180,8 @@ def test_settle_aggregates_lookups_bundle_and_stable_events(pipeline: Context, s
     pid = rec.patient_id
     assert pid
     hits = list(pipeline.index.lookup(pk=keys.lookup_pk(keys.Lookup.PATIENT_ID, pid)))
-    assert [h["RowKey"] for h in hits] == [study]
+    # One row for this study (other modules' synthetic corpora on this session's Azurite reuse patient IDs).
+    assert [h["RowKey"] for h in hits].count(study) == 1
     stable = [e for e in event_sink.of_type("Dicom.StudyStable") if e["data"]["imageStudyInstanceUid"] == study]
     assert len(stable) == 1
     # Settling again without new arrivals announces nothing new (idempotent).

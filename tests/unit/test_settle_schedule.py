@@ -47,7 +47,7 @@ def test_studies_written_in_one_window_share_one_message_rewritten_for_each() ->
         s.after_write(study)  # its next instances: covered already
         clock.now += 0.5
     assert queues.requests == {"queue POST dicom-settle": 1, "queue PUT dicom-settle": 2}
-    ((text, delay),) = queues.drain(layout.SETTLE_QUEUE)
+    ((text, _delay),) = queues.drain(layout.SETTLE_QUEUE)
     assert _group(text) == ["1.1", "1.2", "1.3"]
 
 
