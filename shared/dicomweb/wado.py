@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import re
 import threading
@@ -352,8 +353,26 @@ class Wado:
 
     # -- frames ------------------------------------------------------------------------
     def frames(self, accept: str | None, study: str, series: str, sop: str, frame_list: str) -> Reply:
+        """Frames as stored or transcoded. A frame index this process used before is trusted without asking the
+        archive for its version first (a viewer asks a slide's tiles by the hundred): the first read is
+        conditional on the version it was built from, and answers before the response starts, so an instance
+        replaced or deleted since (by an update in another process) is caught there and served as checked."""
         numbers = parse_frame_list(frame_list)
-        index, src = self.frame_index(study, series, sop)
+        remembered = _INDEXES.get(self._index_key(study, series, sop))
+        if remembered is not None:
+            try:
+                return self._frames(accept, study, series, sop, numbers, remembered)
+            except BlobGone:
+                _INDEXES.forget(self._index_key(study, series, sop))
+        return self._frames(accept, study, series, sop, numbers, None)
+
+    def _frames(self, accept: str | None, study: str, series: str, sop: str, numbers: list[int],
+                trusted: tuple[frame_index.FrameIndex, str] | None) -> Reply:
+        if trusted is not None:
+            index, src = trusted[0], self.blobs.open_version(layout.ARCHIVE, layout.instance_path(study, series, sop),
+                                                             trusted[1])
+        else:
+            index, src = self.frame_index(study, series, sop)
         # Big-endian native frames go out little-endian (octet-stream's default), swapped on the fly.
         ts = facts.EXPLICIT_VR_LITTLE_ENDIAN if index.byte_swap else index.transfer_syntax_uid
         part_type, target = media.negotiate_frames(accept, ts)
@@ -362,6 +381,8 @@ class Wado:
                 raise NotFoundProblem(f"Frame {n} does not exist: the instance has {index.number_of_frames} frame(s).")
         boundary = new_boundary()
         if target is not None and not (facts.has_native_pixels(ts) and target in transcode.NATIVE):
+            if trusted is not None:  # transcoding reads later, inside the response: the version is checked first
+                return self._frames(accept, study, series, sop, numbers, None)
             source, _, _ = self.frame_source(study, series, sop, opened=(index, src))
             cache = transcoded.FrameCache(self.blobs)
             return Reply(200, {"Content-Type": related_content_type(part_type, boundary, target)},
@@ -369,7 +390,12 @@ class Wado:
                                              boundary))
         ts = target or ts
         ctype = part_type if part_type == media.OCTET else f"{part_type}; transfer-syntax={ts}"
-        parts = ((ctype, _frame_bytes(src, index, n)) for n in numbers)
+        parts: Iterator[tuple[str, Iterable[bytes]]] = ((ctype, _frame_bytes(src, index, n)) for n in numbers)
+        if trusted is not None:  # the first read now: a version that changed fails here (BlobGone), not mid-response
+            first = _frame_bytes(src, index, numbers[0])
+            head = next(first, b"")
+            parts = itertools.chain([(ctype, itertools.chain([head], first))],
+                                    ((ctype, _frame_bytes(src, index, n)) for n in numbers[1:]))
         return Reply(200, {"Content-Type": related_content_type(part_type, boundary, ts if part_type != media.OCTET
                                                                 else None)},
                      stream=stream_parts(parts, boundary))
@@ -383,14 +409,15 @@ class Wado:
         """
         archived = layout.instance_path(study, series, sop)
         path = layout.frame_index_path(study, series, sop)
-        key = f"{id(self.blobs)}|{path}"
+        key = self._index_key(study, series, sop)
         remembered = _INDEXES.get(key)
         if remembered is not None:  # parsed before in this process: only its version is checked
             props = self.blobs.properties(layout.ARCHIVE, archived)
             if props is None:
                 raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.")
-            if remembered.etag == _version(props.metadata, props.etag):
-                return remembered, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
+            if remembered[0].etag == _version(props.metadata, props.etag):
+                _INDEXES.put(key, (remembered[0], props.etag))
+                return remembered[0], self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
         raw = self._read(layout.METADATA, path)
         if raw is not None:
             try:
@@ -402,7 +429,7 @@ class Wado:
                 if props is None:
                     raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.")
                 if index.etag == _version(props.metadata, props.etag):
-                    _INDEXES.put(key, index)
+                    _INDEXES.put(key, (index, props.etag))
                     return index, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
                 log.info("Frame index of %s predates the archived file; rebuilding it", sop)
         src = self.blobs.open(layout.ARCHIVE, archived)
@@ -414,8 +441,13 @@ class Wado:
         index = dataclasses.replace(built, etag=_version(src.metadata, src.etag))
         self.blobs.write(layout.METADATA, path, orjson.dumps(index.to_json()), content_type="application/json")
         log.info("Built frame index for %s (%d frames)", sop, index.number_of_frames)
-        _INDEXES.put(key, index)
+        if src.etag:
+            _INDEXES.put(key, (index, src.etag))
         return index, src
+
+    def _index_key(self, study: str, series: str, sop: str) -> str:
+        """Where this store's frame index of an instance is remembered in the process (:data:`_INDEXES`)."""
+        return f"{id(self.blobs)}|{layout.frame_index_path(study, series, sop)}"
 
     def header(self, study: str, series: str, sop: str, src: Blob) -> Header:
         try:
@@ -474,24 +506,30 @@ class Wado:
 
 
 class _Recent:
-    """The frame indexes used last in this process (a slide's tiles are asked thousands of times: its index of
-    16,384 frames is parsed once, not per request). Entries are checked against the archived version on use."""
+    """The frame indexes used last in this process, each with the ETag of the archived version it was checked
+    against (a slide's tiles are asked thousands of times: its index of 16,384 frames is parsed once, not per
+    request). Frames as stored trust an entry and read conditionally on its ETag; other uses check the version
+    first (:meth:`Wado.frames`, :meth:`Wado.frame_index`)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.items: OrderedDict[str, frame_index.FrameIndex] = OrderedDict()
+        self.items: OrderedDict[str, tuple[frame_index.FrameIndex, str]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, key: str) -> frame_index.FrameIndex | None:
+    def forget(self, key: str) -> None:
+        with self.lock:
+            self.items.pop(key, None)
+
+    def get(self, key: str) -> tuple[frame_index.FrameIndex, str] | None:
         with self.lock:
             found = self.items.get(key)
             if found is not None:
                 self.items.move_to_end(key)
             return found
 
-    def put(self, key: str, index: frame_index.FrameIndex) -> None:
+    def put(self, key: str, entry: tuple[frame_index.FrameIndex, str]) -> None:
         with self.lock:
-            self.items[key] = index
+            self.items[key] = entry
             self.items.move_to_end(key)
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
