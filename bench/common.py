@@ -504,3 +504,39 @@ def count_events(journal: Path, instances: int) -> dict[str, Any]:
 def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
+
+
+def sized_main(argv: list[str] | None, *, prog: str, doc: str, name: str,
+               run: Callable[[dict[str, Any], float, float], Any], sizes: dict[str, Any], quick_sizes: dict[str, Any],
+               quick_help: str, timeout: float, remove_files: Callable[[dict[str, Any]], None],
+               child: Callable[[list[str]], dict[str, Any]]) -> int:
+    """The command line of a bench that measures files of a few sizes, ours and a naive reader each in a child
+    process under an address-space cap (``bench.large``, ``bench.update``): ``--child ...`` runs one
+    measurement and prints it as JSON; otherwise the sizes are run, saved as ``name`` (``name-quick``) and the
+    README's tables rendered."""
+    import argparse
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        print(json.dumps(child(argv[1:])))
+        return 0
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--naive-cap-gib", type=float, default=8.0, help="the naive child's address-space cap")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds per measured step")
+    parser.add_argument("--keep-files", action="store_true", help="keep the generated files for the next run")
+    args = parser.parse_args(argv)
+    from bench.orthanc import ensure_installed
+
+    ensure_installed()
+    chosen = quick_sizes if args.quick else sizes
+    results = run(chosen, args.naive_cap_gib, args.timeout)
+    if not args.keep_files:
+        remove_files(chosen)
+    path = save_result(f"{name}-quick" if args.quick else name,
+                       {"quick": args.quick, "naive_cap_gib": args.naive_cap_gib, "sizes": results})
+    print(f"wrote {path}", file=sys.stderr)
+    from bench.report import render
+
+    render()
+    return 0

@@ -24,8 +24,6 @@ Results: ``bench/results/update.json`` and the README table.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import shutil
@@ -198,34 +196,15 @@ def run(sizes: dict[str, tuple[int, int, int, int]], cap_gib: float, timeout: fl
     return results
 
 
+def _child(argv: list[str]) -> dict[str, Any]:
+    kind, conn, *rest = argv
+    return child_ours(conn, *rest) if kind == "ours" else child_naive(conn, rest[0], rest[1], int(rest[2]))
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        kind, conn, *rest = argv[1:]
-        out = child_ours(conn, *rest) if kind == "ours" else child_naive(conn, rest[0], rest[1], int(rest[2]))
-        print(json.dumps(out))
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.update", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 MiB only (2 repetitions)")
-    parser.add_argument("--naive-cap-gib", type=float, default=8.0, help="the naive child's address-space cap")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measured step")
-    parser.add_argument("--keep-files", action="store_true", help="keep the generated files for the next run")
-    args = parser.parse_args(argv)
-    from bench.orthanc import ensure_installed
-
-    ensure_installed()
-    sizes = QUICK_SIZES if args.quick else SIZES
-    results = run(sizes, args.naive_cap_gib, args.timeout)
-    if not args.keep_files:
-        remove_files(sizes)
-    path = common.save_result("update-quick" if args.quick else "update",
-                              {"quick": args.quick, "naive_cap_gib": args.naive_cap_gib, "sizes": results})
-    print(f"wrote {path}", file=sys.stderr)
-    from bench.report import render
-
-    render()
-    return 0
-
+    return common.sized_main(argv, prog="python -m bench.update", doc=__doc__ or "", name="update", run=run,
+                             sizes=SIZES, quick_sizes=QUICK_SIZES, quick_help="100 MiB only (2 repetitions)",
+                             timeout=900.0, remove_files=remove_files, child=_child)
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
