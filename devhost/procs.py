@@ -8,11 +8,14 @@ group" and "read that state file" have one implementation. Nothing here knows an
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,10 +28,79 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
     return False
 
 
-def free_port() -> int:
+#: Where local listeners' ports are reserved, one file per port holding the reserving process's pid.
+PORTS_DIR = Path(tempfile.gettempdir()) / "dicomflow-ports"
+_LISTEN_LOW = 10000
+
+
+def _listen_range() -> range:
+    """Ports for local listeners: below the kernel's ephemeral range, which it hands to outgoing connections.
+
+    A port asked of the kernel with ``bind(0)`` comes from the ephemeral range, so between choosing it
+    and the server binding it, any client connection on the machine may take it as its source port
+    (CI saw ``address already in use`` for a devhost port chosen that way). Below that range only
+    listeners compete, and those this function hands out are reserved.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    return range(_LISTEN_LOW, low) if low - _LISTEN_LOW >= 4096 else range(0)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _reserved_by_live(path: Path) -> bool:
+    try:
+        return pid_alive(int(path.read_text() or 0))
+    except (OSError, ValueError):
+        return False
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free to listen on, reserved for this process's lifetime.
+
+    Reserved across processes (parallel test workers, the drill's two regions) under one file lock, so
+    no port is handed out twice while its taker lives, and never from the ephemeral range (see
+    :func:`_listen_range`). Where that range cannot be read, the kernel's choice, bound together.
+    """
+    span = _listen_range()
+    if not span:
+        socks = [socket.socket() for _ in range(n)]
+        try:
+            for sock in socks:
+                sock.bind(("127.0.0.1", 0))
+            return [int(sock.getsockname()[1]) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+    PORTS_DIR.mkdir(parents=True, exist_ok=True)
+    picked: list[int] = []
+    with open(PORTS_DIR / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _ in range(50 * n + 1000):
+            if len(picked) == n:
+                break
+            port = span.start + secrets.randbelow(len(span))
+            path = PORTS_DIR / str(port)
+            if port in picked or _reserved_by_live(path) or not _bindable(port):
+                continue
+            path.write_text(str(os.getpid()))
+            picked.append(port)
+    if len(picked) < n:
+        raise OSError(f"no {n} free local ports between {span.start} and {span.stop}")
+    return picked
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def read_json(path: Path) -> Any:

@@ -131,22 +131,6 @@ def split(total: int, per_study: int) -> tuple[int, int]:
     return total // per_study, per_study
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports, bound together while chosen (so none is handed out twice)."""
-    import socket
-
-    socks = []
-    try:
-        for _ in range(n):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 @dataclass
 class Region:
     key: str
@@ -511,7 +495,7 @@ class Drill:
         a, b = self.a, self.b
         # Every port of both regions at once, so none is handed out twice (each region's settings name the
         # other's storage, so all are fixed before either starts; a restart keeps them).
-        ports = free_ports(14)
+        ports = stack.procs.free_ports(14)
         a.take_ports(ports[:7])
         b.take_ports(ports[7:])
         self.log("== Two regions: Azurite + devhost + event fabric each (free ports)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -99,10 +98,7 @@ def published_events(state_dir: Path | str = DEFAULT_STATE_DIR, *, since: float 
         out.append(rec.get("event") or {})
     return out
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = procs.free_port  # the devhost's allocator: reserved, outside the ephemeral range
 
 
 def read_keys(state_dir: Path | str = DEFAULT_STATE_DIR) -> dict[str, str]:
