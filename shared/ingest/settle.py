@@ -115,12 +115,12 @@ def study_lookups(study: StudyRecord, series: Sequence[SeriesRecord]) -> list[tu
     fields = study_fields(study)
     rows: list[tuple[str, str, dict[str, Any]]] = []
     if study.patient_id:
-        rows.append((keys.lookup_pk(keys.Lookup.PATIENT_ID, study.patient_id), s, fields))
+        rows.append((*keys.value_lookup_keys(keys.Lookup.PATIENT_ID, study.patient_id, s), fields))
     if study.accession_number:
-        rows.append((keys.lookup_pk(keys.Lookup.ACCESSION, study.accession_number), s, fields))
+        rows.append((*keys.value_lookup_keys(keys.Lookup.ACCESSION, study.accession_number, s), fields))
     rows.append((keys.lookup_pk(keys.Lookup.STUDY_DATE, keys.study_date_value(study.study_date)), s, fields))
     for token in sorted(keys.name_tokens(study.patient_name or "")):
-        rows.append((keys.lookup_pk(keys.Lookup.NAME, token), s, fields))
+        rows.append((*keys.value_lookup_keys(keys.Lookup.NAME, token, s), fields))
     for se in series:
         if se.modality:
             rows.append((keys.lookup_pk(keys.Lookup.MODALITY, se.modality.upper()),
