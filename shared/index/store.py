@@ -386,8 +386,7 @@ class IndexStore:
 
     def find_by_uid(self, kind: str, uid: str) -> list[Row]:
         """Series or SOP lookups of one UID: a point read in every shard, concurrently."""
-        parts = keys.uid_lookup_partitions(kind)
-        found = READS.map(lambda pk: self.t.get(tables.UID_LOOKUP, pk, uid), parts)
+        found = READS.map(lambda point: self.t.get(tables.UID_LOOKUP, *point), keys.uid_lookup_points(kind, uid))
         return [r for r in found if r is not None]
 
     # -- pending series ------------------------------------------------------------

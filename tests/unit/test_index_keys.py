@@ -74,9 +74,18 @@ def test_name_tokens_cover_every_representation_case_and_accent_free() -> None:
     assert keys.name_tokens("") == set()
 
 
-def test_uid_lookups_spread_over_ten_shards() -> None:
-    shards = {keys.uid_lookup_pk(keys.Lookup.SOP, f"1.2.3.{n}") for n in range(100)}
-    assert len(shards) == 10
+def test_uid_lookups_spread_over_every_shard_and_a_point_read_per_shard_finds_them() -> None:
+    rows = [keys.uid_lookup_keys(kind, f"1.2.3.{n}", f"1.2.9.{n}") for n in range(100)
+            for kind in (keys.Lookup.SOP, keys.Lookup.SERIES)]
+    assert len({pk for pk, _ in rows}) == keys.UID_SHARDS
+    # A study's series and SOP lookups share its shard (one batch); the kinds never collide on one UID.
+    assert keys.uid_lookup_keys(keys.Lookup.SOP, "1.2.3.7", "1.9")[0] == keys.uid_lookup_keys(
+        keys.Lookup.SERIES, "1.2.3.7", "1.8")[0]
+    same_uid = [keys.uid_lookup_keys(kind, "1.2.3", "1.9") for kind in (keys.Lookup.SOP, keys.Lookup.SERIES)]
+    assert same_uid[0] != same_uid[1]
+    for kind in (keys.Lookup.SOP, keys.Lookup.SERIES):
+        assert keys.uid_lookup_keys(kind, "1.2.3.4", "1.5") in keys.uid_lookup_points(kind, "1.5")
+    assert all(keys.is_uid_lookup(pk) for pk, _ in rows)
 
 
 def test_delivery_keys_split_exactly_and_range_covers_one_rule_destination() -> None:
