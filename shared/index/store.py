@@ -436,6 +436,29 @@ class IndexStore:
         those with these field values (filtered by the service, so only matches travel)."""
         return [from_entity(SeriesRecord, r) for r in self.t.query(tables.PENDING, equals=equals)]
 
+    def stale_pending(self, before: float) -> dict[str, list[Row]]:
+        """Pending rows written before ``before`` (the scheduler's clock) that no sweep has taken yet, by study:
+        a read of the whole (small) pending table."""
+        out: dict[str, list[Row]] = {}
+        for row in self.t.query(tables.PENDING, select=["PartitionKey", "RowKey", "arrival", "swept"]):
+            if not row.get("swept") and float(row.get("arrival") or 0.0) < before:
+                out.setdefault(str(row["PartitionKey"]), []).append(row)
+        return out
+
+    def mark_swept(self, study: str, rows: Sequence[Row]) -> dict[str, str] | None:
+        """Mark a study's pending rows as taken by a sweep, each as it was read (one batch): their new ETags by
+        series, or None when one was rewritten meanwhile (its writer is alive: nothing to sweep)."""
+        ops = [TableOp("merge", {"PartitionKey": study, "RowKey": row["RowKey"], "swept": True}, row.etag or None)
+               for row in rows]
+        etags: dict[str, str] = {}
+        try:
+            for batch in _batches(ops):
+                for op, etag in zip(batch, self.t.transact(tables.PENDING, batch), strict=True):
+                    etags[str(op.entity["RowKey"])] = etag
+        except (RowChanged, RowExists):
+            return None
+        return etags
+
     def pending_of(self, study: str) -> list[Row]:
         return list(self.t.query(tables.PENDING, pk=study))
 

@@ -14,13 +14,17 @@ wrote the series' pending row:
 * ``after_write`` (ingest, after the row): the study joins this process's *arrival group*, one settle
   message for every study the process wrote first within a window, unless a message this process sent
   for it has not run yet (it will see this instance: the row is already written). The group's message is
-  sent with the window's first study, due ``settle_delay`` later; each study after it is added by
+  sent with the window's first study, due ``settle_delay`` later; the studies after it are added by
   rewriting that message (Azure Queue's Update Message), which succeeds only while nobody has received
-  it, so the run that reads it reads this study's row too. One request per study, as a message of its
-  own would be, but one message to receive and delete, and one settle run whose writes to shared
-  partitions (lookups of one date, modality or UID shard, change-feed shards, events) go in shared
-  batches. A study joins only while the message is due at least ``settle_delay / 2`` later, so a
-  burst of its instances still lands before the run; otherwise a new group opens.
+  it, so the run that reads it reads their rows too. The rewrite waits up to :data:`GROUP_FLUSH_SECONDS`
+  (a timer) so the studies that join meanwhile go in one request: at most one request per second and
+  process instead of one per study, one message to receive and delete, and one settle run whose writes
+  to shared partitions (lookups, change-feed shards, events) go in shared batches. A study joins only
+  while the message is due at least ``settle_delay / 2`` later, so a burst of its instances still lands
+  before the run (and the rewrite well before it); otherwise a new group opens. A process that stops
+  between a study's join and the rewrite leaves that study to the pending sweep
+  (:mod:`shared.ingest.sweep`): its pending row is there, and the sweep settles every study whose pending
+  row outlived the stable age by far.
 * ``reschedule`` (settle, not yet stable): a message for when the study will be quiet;
   ``reschedule_group`` one message for a group run's studies.
 
@@ -39,8 +43,11 @@ arrival with it and settle measures the quiet period with it (tests drive it by 
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +129,13 @@ def _count(value: Any) -> int:
 EARLY_DELIVERY = 2.0
 #: Studies in one arrival group at most (its message stays far below the queue's 64 KiB).
 GROUP_STUDIES = 200
+#: The open group's message is rewritten at most this often (and within a quarter of the settle delay) to
+#: name the studies that joined since.
+GROUP_FLUSH_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
+#: The schedulers of this process, whose open groups are named in full at exit (a clean stop).
+_LIVE: weakref.WeakSet[SettleScheduler] = weakref.WeakSet()
 
 
 @dataclass(slots=True)
@@ -131,6 +145,8 @@ class _Group:
     handle: SentMessage
     due: float
     studies: list[str]
+    #: How many of ``studies`` the message names (the rest joined since its last rewrite).
+    named: int = 1
 
 
 class SettleScheduler:
@@ -153,6 +169,11 @@ class SettleScheduler:
         #: receipt the one before returned).
         self._group: _Group | None = None
         self._group_lock = threading.Lock()
+        #: Seconds a joined study waits for the group's rewrite, well before the group's run (tests set it high
+        #: and call :meth:`flush`).
+        self.flush_seconds = min(GROUP_FLUSH_SECONDS, settle_delay / 4)
+        self._timer: threading.Timer | None = None
+        _LIVE.add(self)
 
     def before_write(self, series: SeriesRecord) -> None:
         key = (series.study_instance_uid, series.series_instance_uid)
@@ -202,18 +223,59 @@ class SettleScheduler:
             # after a quiet-period run due just now, which may miss this write).
             if g is not None and g.due - now >= self.settle_delay / 2 and g.due > due + 1.0 \
                     and len(g.studies) < GROUP_STUDIES:
-                text = SettleRequest(studies=(*g.studies, study), hold=True).to_message()
-                handle = self.queues.update(layout.SETTLE_QUEUE, g.handle, text, delay_seconds=g.due - now)
-                if handle is not None:
-                    g.handle = handle
-                    g.studies.append(study)
-                    self._note_due(study, g.due, now)
-                    return
+                g.studies.append(study)
+                self._note_due(study, g.due, now)
+                self._arm()
+                return
+            if g is not None and g.named < len(g.studies):
+                self._name_all(g)  # the group closes: its message names its last studies first
             delay = max(0.0, due - now) + self.settle_delay
             sent = self.queues.send(layout.SETTLE_QUEUE, SettleRequest(studies=(study,), hold=True).to_message(),
                                     delay_seconds=delay)
             self._group = _Group(sent, now + delay, [study]) if sent is not None else None
             self._note_due(study, now + delay, now)
+
+    def flush(self) -> None:
+        """Rewrite the open group's message to name every study that joined it (the timer does this within
+        :attr:`flush_seconds` of a join)."""
+        with self._group_lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            g = self._group
+            if g is not None and g.named < len(g.studies):
+                self._name_all(g)
+
+    def _arm(self) -> None:
+        """Have the timer rewrite the open group's message soon (under ``_group_lock``)."""
+        if self._timer is None:
+            self._timer = threading.Timer(self.flush_seconds, self._flush_on_timer)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _flush_on_timer(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # a timer thread: nothing above it would log; the sweep settles them
+            log.warning("The settle group's message could not name its last studies; the pending sweep will "
+                        "settle them", exc_info=True)
+
+    def _name_all(self, g: _Group) -> None:
+        """Rewrite ``g``'s message to name all its studies (under ``_group_lock``). If it was received meanwhile
+        (its run started, or the queue handed it over early), the studies it does not name get a message of
+        their own, due as the group was."""
+        now = self.clock()
+        text = SettleRequest(studies=tuple(g.studies), hold=True).to_message()
+        handle = self.queues.update(layout.SETTLE_QUEUE, g.handle, text, delay_seconds=max(0.0, g.due - now))
+        if handle is not None:
+            g.handle, g.named = handle, len(g.studies)
+            return
+        rest = g.studies[g.named:]
+        sent = self.queues.send(layout.SETTLE_QUEUE, SettleRequest(studies=tuple(rest), hold=True).to_message(),
+                                delay_seconds=max(0.0, g.due - now))
+        g.named = len(g.studies)
+        if self._group is g:
+            self._group = _Group(sent, g.due, list(rest), len(rest)) if sent is not None else None
 
     def _note_due(self, study: str, due: float, now: float) -> None:
         with self._lock:
@@ -278,3 +340,14 @@ class SettleScheduler:
 
     def _send(self, request: SettleRequest, delay: float) -> None:
         self.queues.send(layout.SETTLE_QUEUE, request.to_message(), delay_seconds=max(0.0, delay))
+
+
+@atexit.register
+def _name_all_at_exit() -> None:
+    """A clean stop names every joined study in its group's message (a crash leaves them to the sweep)."""
+    for scheduler in list(_LIVE):
+        try:
+            scheduler.flush()
+        except Exception:  # noqa: BLE001 - at exit: the pending sweep settles what is left
+            log.warning("At exit, a settle group's message could not name its last studies; the pending sweep "
+                        "will settle them")

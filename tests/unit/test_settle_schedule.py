@@ -1,10 +1,14 @@
 """The settle scheduler on a hand-moved clock: one message per process and window (the arrival group,
-rewritten as studies join it), and a chain of settle runs that never breaks when the queue hands a delayed
-message over a little early (queue visibility is whole seconds on the storage service's clock)."""
+rewritten to name the studies that joined it, at most once per flush interval), and a chain of settle runs
+that never breaks when the queue hands a delayed message over a little early (queue visibility is whole
+seconds on the storage service's clock)."""
 
 from __future__ import annotations
 
+import time
+
 from shared.index.store import IndexStore
+from shared.ingest import schedule
 from shared.ingest.schedule import EARLY_DELIVERY, SettleScheduler
 from shared.storage import layout
 from tests.fakes import MemoryQueues, MemoryTableStore
@@ -20,8 +24,9 @@ class Clock:
 
 def scheduler() -> tuple[SettleScheduler, MemoryQueues, Clock]:
     queues, clock = MemoryQueues(), Clock()
-    return SettleScheduler(queues, IndexStore(MemoryTableStore()), settle_delay=5.0, stable_age=60.0,
-                           clock=clock), queues, clock
+    s = SettleScheduler(queues, IndexStore(MemoryTableStore()), settle_delay=5.0, stable_age=60.0, clock=clock)
+    s.flush_seconds = 3600.0  # the rewrites happen where a test calls flush(), not on the timer
+    return s, queues, clock
 
 
 def test_a_burst_sends_one_message_per_window() -> None:
@@ -40,15 +45,33 @@ def _group(text: str) -> list[str]:
     return list(request.studies)
 
 
-def test_studies_written_in_one_window_share_one_message_rewritten_for_each() -> None:
+def test_studies_written_in_one_window_share_one_message_rewritten_once_for_all() -> None:
     s, queues, clock = scheduler()
     for study in ("1.1", "1.2", "1.3"):
         s.after_write(study)
         s.after_write(study)  # its next instances: covered already
         clock.now += 0.5
-    assert queues.requests == {"queue POST dicom-settle": 1, "queue PUT dicom-settle": 2}
-    ((text, _delay),) = queues.drain(layout.SETTLE_QUEUE)
-    assert _group(text) == ["1.1", "1.2", "1.3"]
+    assert queues.requests == {"queue POST dicom-settle": 1}  # the joins wait for the rewrite
+    s.flush()
+    s.flush()  # nothing joined since: no request
+    assert queues.requests == {"queue POST dicom-settle": 1, "queue PUT dicom-settle": 1}
+    ((text, delay),) = queues.drain(layout.SETTLE_QUEUE)
+    assert _group(text) == ["1.1", "1.2", "1.3"] and delay == 3.5  # still due when the window's first was
+
+
+def test_the_timer_names_the_joined_studies_and_so_does_a_clean_stop() -> None:
+    s, queues, _ = scheduler()
+    s.flush_seconds = 0.05
+    s.after_write("1.1")
+    s.after_write("1.2")
+    deadline = time.monotonic() + 10
+    while queues.requests["queue PUT dicom-settle"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [_group(t) for t, _ in queues.messages[layout.SETTLE_QUEUE]] == [["1.1", "1.2"]]
+    s.flush_seconds = 3600.0
+    s.after_write("1.3")
+    schedule._name_all_at_exit()  # what the interpreter runs at a clean exit
+    assert [_group(t) for t, _ in queues.drain(layout.SETTLE_QUEUE)] == [["1.1", "1.2", "1.3"]]
 
 
 def test_a_study_too_close_to_the_groups_run_opens_the_next_group() -> None:
@@ -59,13 +82,17 @@ def test_a_study_too_close_to_the_groups_run_opens_the_next_group() -> None:
     assert [(_group(t), d) for t, d in queues.drain(layout.SETTLE_QUEUE)] == [(["1.1"], 5.0), (["1.2"], 5.0)]
 
 
-def test_a_group_whose_message_was_received_is_not_joined() -> None:
+def test_a_study_that_joined_a_group_whose_message_was_received_gets_a_message_due_as_the_group() -> None:
     s, queues, clock = scheduler()
     s.after_write("1.1")
     queues.drain(layout.SETTLE_QUEUE)  # the run has the message: rewriting it fails
     clock.now += 1.0
     s.after_write("1.2")
-    assert [_group(t) for t, _ in queues.drain(layout.SETTLE_QUEUE)] == [["1.2"]]
+    s.flush()
+    assert [(_group(t), d) for t, d in queues.messages[layout.SETTLE_QUEUE]] == [(["1.2"], 4.0)]
+    s.after_write("1.3")  # joins that new message
+    s.flush()
+    assert [_group(t) for t, _ in queues.drain(layout.SETTLE_QUEUE)] == [["1.2", "1.3"]]
 
 
 def test_follow_ups_of_a_group_run_go_in_one_message_per_spread_of_the_settle_delay() -> None:
