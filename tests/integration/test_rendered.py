@@ -63,6 +63,45 @@ def test_monochrome1_is_shown_inverted(storage: Services) -> None:
     assert np.abs(one.astype(int) - (255 - normal.astype(int))).max() <= 1
 
 
+def large_ct(rows: int = 512) -> pydicom.Dataset:
+    """A CT slice of the usual size (512x512, 16-bit signed): more pixels than a 16-bit type has values."""
+    ds = fresh("CT_small.dcm")
+    rng = np.random.default_rng(20)
+    ds.Rows = ds.Columns = rows
+    ds.PixelData = rng.integers(-1500, 2500, (rows, rows)).astype(np.int16).tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -1024
+    return ds
+
+
+@pytest.mark.parametrize("function", ["linear", "linear-exact", "sigmoid"])
+def test_a_full_size_ct_slice_windowed_as_pydicom_windows_it(storage: Services, function: str) -> None:
+    """A 512x512 16-bit slice goes through the renderer's table of every possible stored value: the picture is
+    pydicom's windowing of every pixel, for each VOI LUT function, and inverted for MONOCHROME1."""
+    ds = large_ct()
+    ids = put(storage, ds)
+    got = render(storage, ids, window=f"40,400,{function}")
+    ref = copy.deepcopy(ds)
+    ref.VOILUTFunction = function.upper().replace("-", "_")
+    assert np.abs(got.astype(int) - pydicom_window(ref, 40, 400).astype(int)).max() <= 1
+    inverted = copy.deepcopy(ds)
+    inverted.SOPInstanceUID = pydicom.uid.generate_uid()
+    inverted.PhotometricInterpretation = "MONOCHROME1"
+    one = render(storage, put(storage, inverted), window=f"40,400,{function}")
+    assert np.abs(one.astype(int) - (255 - got.astype(int))).max() <= 1
+
+
+def test_a_full_size_slice_without_a_window_spans_its_own_range(storage: Services) -> None:
+    """No window in the request or the header: the frame's own lowest and highest values (not the type's)."""
+    ds = large_ct()
+    assert "WindowCenter" not in ds and "VOILUTSequence" not in ds
+    ds.PixelData = (np.frombuffer(ds.PixelData, np.int16) // 8 + 100).astype(np.int16).tobytes()  # a narrow range
+    values = apply_modality_lut(ds.pixel_array, ds)
+    expected = np.clip((values - values.min()) / (values.max() - values.min()) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    got = render(storage, put(storage, ds))
+    assert got.min() == 0 and got.max() == 255
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
 def test_palette_and_ybr_colour_and_a_chosen_frame(storage: Services) -> None:
     palette = fresh("examples_palette.dcm")
     got = render(storage, put(storage, palette))
