@@ -12,7 +12,9 @@ Window Center/Width with VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID, per f
 groups carry it, or a VOI LUT Sequence, else the frame's own range), MONOCHROME1 inverted to display as
 MONOCHROME2; PALETTE COLOR through its lookup tables (pydicom's ``apply_color_lut``). ``viewport=vw,vh[,sx,sy,
 sw,sh]`` crops to the source region and scales to fit (aspect kept); ``quality`` (1-100) is the JPEG quality.
-Pillow writes the image. Results are kept in ``dicom-cache`` keyed on the archived version and the parameters.
+Pillow writes the image. Results are kept in ``dicom-cache`` keyed on the archived version and the parameters,
+written after the response (:class:`_CacheWrites`). An instance rendered before in this process is rendered again
+from its remembered frame index and header with one storage read, conditional on its version (:meth:`Renderer.image`).
 
 Objects that are not images (no pixel data: SR, KO, PR; or a result object such as SEG) get 406.
 """
@@ -23,8 +25,11 @@ import io
 import logging
 import math
 import re
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,11 +38,14 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from shared.dicom import facts, transcode
+from shared.dicom.frames import FrameIndex
+from shared.dicom.header import Header
 from shared.dicomweb import media, transcoded
 from shared.dicomweb.errors import BadRequest, HttpProblem, NotAcceptable, NotFoundProblem
 from shared.dicomweb.multipart import new_boundary, related_content_type, stream_parts
 from shared.dicomweb.reply import Reply
 from shared.dicomweb.wado import Wado
+from shared.ports import Blob, BlobGone
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
@@ -303,21 +311,60 @@ class Renderer:
         self.cache = transcoded.FrameCache(wado.blobs)
 
     def image(self, study: str, series: str, sop: str, frame: int, params: RenderParams, media_type: str) -> bytes:
-        """Frame ``frame`` of one instance, rendered (from the cache when rendered before)."""
+        """Frame ``frame`` of one instance, rendered (from the cache when rendered before).
+
+        Once this process has rendered an instance, its frame index and header are remembered: rendering it again
+        (another window, a viewer scrolling the level) reads the frame alone, on the condition that the archived
+        version is the one they came from (If-Match). An instance replaced or deleted since fails that read and
+        is rendered through the checked path; a cached result is served only after the version is checked."""
+        remembered = self.wado.remembered_index(study, series, sop)
+        if remembered is not None:
+            ready = _READY.get(self._ready_key(study, series, sop, remembered[0].etag))
+            if ready is not None:
+                try:
+                    return self._render(study, series, sop, frame, params, media_type, remembered, ready)
+                except BlobGone:
+                    self.wado.forget_index(study, series, sop)
+        return self._render(study, series, sop, frame, params, media_type, None, None)
+
+    def _render(self, study: str, series: str, sop: str, frame: int, params: RenderParams, media_type: str,
+                trusted: tuple[FrameIndex, Blob] | None, ready: _Ready | None) -> bytes:
+        opened = trusted or self._checked(study, series, sop)
+        index = opened[0]
+        if not 1 <= frame <= index.number_of_frames:
+            raise NotFoundProblem(f"Frame {frame} does not exist: the instance has {index.number_of_frames} frame(s).")
+        path = layout.rendered_path(study, series, sop, index.etag, params.key(frame, media_type))
+        hit = _WRITES.get(self.cache, path)
+        if hit is None:
+            hit = self.cache.get(path)
+        if hit is not None:
+            if trusted is not None and self._checked(study, series, sop)[0].etag != index.etag:
+                raise BlobGone(path)  # replaced since it was remembered: its cached renderings are not this one's
+            return hit
+        if ready is None:
+            ready = self._ready(study, series, sop, opened[1])
+            _READY.put(self._ready_key(study, series, sop, index.etag), ready)
+        source, _, _ = self.wado.frame_source(study, series, sop, ready.header, opened)
         try:
-            opened = self.wado.frame_index(study, series, sop)
+            arr, photometric = transcode.decode_frame(source.pm, source.syntax, source.read_frame(frame))
+        except transcode.TranscodeError as exc:
+            raise NotAcceptable(f"Frame {frame} of instance {sop} cannot be rendered: {exc}") from None
+        data = render_frame(arr, photometric, ready.dataset, source.pm, frame - 1, params, media_type)
+        _WRITES.put(self.cache, path, data)
+        return data
+
+    def _checked(self, study: str, series: str, sop: str) -> tuple[FrameIndex, Blob]:
+        """The frame index, its version checked (or built); 406 for an object without frames."""
+        try:
+            return self.wado.frame_index(study, series, sop)
         except HttpProblem as problem:
             if problem.status != 400:
                 raise
             raise NotAcceptable(f"Instance {sop} has no frames to render ({problem.message}); it is not an image "
                                 "(an SR, a key object selection, ...): retrieve its metadata instead.") from None
-        index, src = opened
-        if not 1 <= frame <= index.number_of_frames:
-            raise NotFoundProblem(f"Frame {frame} does not exist: the instance has {index.number_of_frames} frame(s).")
-        path = layout.rendered_path(study, series, sop, index.etag, params.key(frame, media_type))
-        hit = self.cache.get(path)
-        if hit is not None:
-            return hit
+
+    def _ready(self, study: str, series: str, sop: str, src: Blob) -> _Ready:
+        """What rendering needs from the header of the version ``src`` reads; 406 for a result object."""
         header = self.wado.header(study, series, sop, src)
         ds = header.dataset
         if facts.is_derived(header.sop_class_uid, str(ds.get("Modality", ""))):
@@ -330,14 +377,10 @@ class Renderer:
                 warnings.simplefilter("ignore")
                 ds = dcmread(io.BytesIO(transcoded.header_dataset(src, header)), force=True,
                              stop_before_pixels=True)
-        source, _, _ = self.wado.frame_source(study, series, sop, header, opened)
-        try:
-            arr, photometric = transcode.decode_frame(source.pm, source.syntax, source.read_frame(frame))
-        except transcode.TranscodeError as exc:
-            raise NotAcceptable(f"Frame {frame} of instance {sop} cannot be rendered: {exc}") from None
-        data = render_frame(arr, photometric, ds, source.pm, frame - 1, params, media_type)
-        self.cache.put(path, data)
-        return data
+        return _Ready(header, ds, header.header_end)
+
+    def _ready_key(self, study: str, series: str, sop: str, version: str | None) -> str:
+        return f"{id(self.wado.blobs)}|{layout.instance_path(study, series, sop)}|{version}"
 
     def instance(self, accept: str | None, study: str, series: str, sop: str, frame: int,
                  params: RenderParams) -> Reply:
@@ -391,3 +434,105 @@ class Renderer:
 
 def _number(value: int | None) -> int:
     return value if value is not None else 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """What rendering needs from the header of one archived version: the parsed header, the data set the
+    pipeline reads (the header's, or the whole header re-read where lookup tables were skipped), and the
+    header's size in bytes (what remembering it costs, roughly)."""
+
+    header: Header
+    dataset: Dataset
+    size: int
+
+
+class _Headers:
+    """The headers of the versions rendered last in this process, within a budget of header bytes (a CT slice's
+    header is a few KiB; an enhanced multi-frame one with large per-frame groups is not remembered)."""
+
+    def __init__(self, budget: int, largest: int) -> None:
+        self.budget, self.largest = budget, largest
+        self.items: OrderedDict[str, _Ready] = OrderedDict()
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> _Ready | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: str, ready: _Ready) -> None:
+        if ready.size > self.largest:
+            return
+        with self.lock:
+            old = self.items.pop(key, None)
+            self.used -= old.size if old else 0
+            self.items[key] = ready
+            self.used += ready.size
+            while self.used > self.budget:
+                self.used -= self.items.popitem(last=False)[1].size
+
+
+class _CacheWrites:
+    """Rendered results on their way to ``dicom-cache``, written by worker threads after the response (the
+    client does not wait for the blob PUT). Until a write lands the result is served from here, so a request
+    repeated at once is still a hit. At most ``depth`` wait; beyond that a request writes its own before it
+    answers (nothing is dropped). A write that fails is logged and costs a rendering later; a process that ends
+    finishes its pending writes first (the executor's threads are joined at exit)."""
+
+    def __init__(self, depth: int, workers: int) -> None:
+        self.depth, self.workers = depth, workers
+        self.pending: dict[tuple[int, str], bytes] = {}
+        self.changed = threading.Condition()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def get(self, cache: transcoded.FrameCache, path: str) -> bytes | None:
+        with self.changed:
+            return self.pending.get((id(cache.blobs), path))
+
+    def put(self, cache: transcoded.FrameCache, path: str, data: bytes) -> None:
+        key = (id(cache.blobs), path)
+        with self.changed:
+            if key in self.pending:
+                return
+            if len(self.pending) >= self.depth:
+                pool = None
+            else:
+                self.pending[key] = data
+                if self.pool is None:
+                    self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rendered-cache")
+                pool = self.pool
+        if pool is None:  # the writes fall behind: this one waits for its own
+            self._write(cache, path, data, None)
+        else:
+            pool.submit(self._write, cache, path, data, key)
+
+    def _write(self, cache: transcoded.FrameCache, path: str, data: bytes, key: tuple[int, str] | None) -> None:
+        try:
+            cache.put(path, data)
+        except Exception as exc:  # noqa: BLE001 - a cache not written costs a rendering later, never the response
+            log.warning("A rendered image was not kept in %s (%s); it is rendered again when asked",
+                        layout.CACHE, type(exc).__name__)
+        finally:
+            if key is not None:
+                with self.changed:
+                    self.pending.pop(key, None)
+                    self.changed.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every pending write has landed (or failed); False if some are still pending at ``timeout``."""
+        with self.changed:
+            return self.changed.wait_for(lambda: not self.pending, timeout)
+
+
+#: Rendering-ready headers (4 MiB of header bytes, none over 256 KiB) and the cache writes under way.
+_READY = _Headers(4 << 20, 256 << 10)
+_WRITES = _CacheWrites(depth=64, workers=2)
+
+
+def flush_cache_writes(timeout: float = 30.0) -> bool:
+    """Wait for the rendered images still being written to ``dicom-cache`` (tests, a clean shutdown)."""
+    return _WRITES.flush(timeout)

@@ -352,6 +352,19 @@ class Wado:
         return self.blobs.read(container, path)
 
     # -- frames ------------------------------------------------------------------------
+    def remembered_index(self, study: str, series: str, sop: str) -> tuple[frame_index.FrameIndex, Blob] | None:
+        """The frame index this process checked last for the instance, with a source that reads on the condition
+        of the version it was checked against (a read fails with :class:`BlobGone` if the instance was replaced
+        or deleted since: then :meth:`forget_index` and take :meth:`frame_index`); None if not remembered."""
+        remembered = _INDEXES.get(self._index_key(study, series, sop))
+        if remembered is None:
+            return None
+        return remembered[0], self.blobs.open_version(layout.ARCHIVE, layout.instance_path(study, series, sop),
+                                                      remembered[1])
+
+    def forget_index(self, study: str, series: str, sop: str) -> None:
+        _INDEXES.forget(self._index_key(study, series, sop))
+
     def frames(self, accept: str | None, study: str, series: str, sop: str, frame_list: str) -> Reply:
         """Frames as stored or transcoded. A frame index this process used before is trusted without asking the
         archive for its version first (a viewer asks a slide's tiles by the hundred): the first read is

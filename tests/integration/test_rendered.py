@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import io
+import threading
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -13,18 +16,21 @@ from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
 
 from shared.dicomweb.errors import HttpProblem
-from shared.dicomweb.rendered import Renderer, parse_params
+from shared.dicomweb.rendered import Renderer, flush_cache_writes, parse_params
 from shared.dicomweb.wado import Wado
+from shared.ports import BlobStore
 from shared.services import Services
 from shared.storage import layout
-from tests.integration.test_wado_transcode import fresh, put
+from tests.integration.test_wado_transcode import counted, fresh, put
+
+__all__ = ["counted"]  # the fixture, shared with the transcoding tests
 
 PNG = "image/png"
 
 
 def render(storage: Services, ids: tuple[str, str, str], frame: int = 1, media: str = PNG,
-           **params: str) -> np.ndarray:
-    renderer = Renderer(Wado(storage.blobs, storage.index))
+           renderer: Renderer | None = None, **params: str) -> np.ndarray:
+    renderer = renderer or Renderer(Wado(storage.blobs, storage.index))
     reply = renderer.instance(media, *ids, frame, parse_params(list(params.items())))
     assert reply.headers["Content-Type"] == media
     return np.asarray(Image.open(io.BytesIO(reply.body)))
@@ -124,10 +130,12 @@ def test_rendered_images_are_cached_per_parameters(storage: Services) -> None:
     ds = fresh("JPEG2000.dcm")
     ids = put(storage, ds)
     first = render(storage, ids, window="0,1000")
+    assert flush_cache_writes()
     cached = sorted(b.name for b in storage.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))
     assert len(cached) == 1
     np.testing.assert_array_equal(render(storage, ids, window="0,1000"), first)
     render(storage, ids, window="0,2000")
+    assert flush_cache_writes()
     assert len(list(storage.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))) == 2
 
 
@@ -158,3 +166,80 @@ def test_non_images_and_missing_frames(storage: Services) -> None:
     with pytest.raises(HttpProblem) as refused:
         renderer.instance("application/dicom", *sr, 1, parse_params([]))
     assert refused.value.status == 406 and "image/jpeg" in refused.value.message
+
+
+class GatedCache:
+    """The session's store, whose writes to ``dicom-cache`` wait until ``opened`` is set (a slow cache write)."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.opened = threading.Event()
+
+    def write(self, container: str, path: str, data: Any, **kwargs: Any) -> str:
+        if container == layout.CACHE:
+            assert self.opened.wait(20), "the cache write was never let through"
+        return self.inner.write(container, path, data, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_the_cache_is_written_after_the_response_and_serves_meanwhile(counted: Services) -> None:
+    """The rendered image answers before its blob PUT lands; the same request repeated meanwhile gets the same
+    image without rendering it again (the version check alone: no cache or frame read), and once the write lands
+    it is in dicom-cache."""
+    ids = put(counted, large_ct())
+    gated = GatedCache(counted.blobs)
+    renderer = Renderer(Wado(gated, counted.index))  # type: ignore[arg-type]
+    try:
+        first = renderer.instance(PNG, *ids, 1, parse_params([("window", "40,400")])).body
+        cached = list(counted.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))
+        assert cached == []  # answered while the write waits
+        before = counted.requests.snapshot()
+        again = renderer.instance(PNG, *ids, 1, parse_params([("window", "40,400")])).body
+        assert again == first and counted.requests.snapshot() - before == {"blob HEAD": 1}
+    finally:
+        gated.opened.set()
+    assert flush_cache_writes()
+    (blob,) = counted.blobs.list(layout.CACHE, f"rendered/{ids[0]}/")
+    assert counted.blobs.read(layout.CACHE, blob.name) == first
+
+
+def test_rendering_again_reads_the_frame_alone(counted: Services) -> None:
+    """Another window on an instance this process rendered before (a viewer changing the level): the cache
+    lookup and the frame, read on the condition of the remembered version; no version check, no header read.
+    The cache write comes after."""
+    ids = put(counted, large_ct())
+    renderer = Renderer(Wado(counted.blobs, counted.index))
+    render(counted, ids, renderer=renderer, window="40,400")
+    assert flush_cache_writes()
+    before = counted.requests.snapshot()
+    render(counted, ids, renderer=renderer, window="60,400")
+    answered = counted.requests.snapshot() - before
+    assert flush_cache_writes()
+    assert answered - Counter({"blob PUT": 1}) == {"blob GET": 2}, answered
+    assert counted.requests.snapshot() - before == {"blob GET": 2, "blob PUT": 1}
+
+
+def test_a_remembered_instance_replaced_or_deleted_is_never_served_stale(storage: Services) -> None:
+    """Another process replaces an instance this one rendered (and cached): the same request and a new one both
+    show the new pixels; deleted, it is 404, not the remembered or cached picture."""
+    old = large_ct()
+    ids = put(storage, old)
+    renderer = Renderer(Wado(storage.blobs, storage.index))
+    before = render(storage, ids, renderer=renderer, window="40,400")
+    assert flush_cache_writes()
+    new = copy.deepcopy(old)
+    new.PixelData = (-np.frombuffer(old.PixelData, np.int16)).astype(np.int16).tobytes()
+    put(storage, new)
+    after = render(storage, ids, renderer=renderer, window="40,400")  # its old rendering is in the cache
+    assert np.abs(after.astype(int) - pydicom_window(new, 40, 400).astype(int)).max() <= 1
+    assert not np.array_equal(after, before)
+    put(storage, old)
+    again = render(storage, ids, renderer=renderer, window="90,400")  # not cached: the frame read is refused
+    assert np.abs(again.astype(int) - pydicom_window(old, 90, 400).astype(int)).max() <= 1
+    storage.blobs.delete(layout.ARCHIVE, layout.instance_path(*ids))
+    for window in ("40,400", "120,400"):
+        with pytest.raises(HttpProblem) as gone:
+            render(storage, ids, renderer=renderer, window=window)
+        assert gone.value.status == 404
