@@ -12,9 +12,11 @@ Window Center/Width with VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID, per f
 groups carry it, or a VOI LUT Sequence, else the frame's own range), MONOCHROME1 inverted to display as
 MONOCHROME2; PALETTE COLOR through its lookup tables (pydicom's ``apply_color_lut``). ``viewport=vw,vh[,sx,sy,
 sw,sh]`` crops to the source region and scales to fit (aspect kept); ``quality`` (1-100) is the JPEG quality.
-Pillow writes the image. Results are kept in ``dicom-cache`` keyed on the archived version and the parameters,
-written after the response (:class:`_CacheWrites`). An instance rendered before in this process is rendered again
-from its remembered frame index and header with one storage read, conditional on its version (:meth:`Renderer.image`).
+Pillow writes the image. Results made by decoding a frame are kept in ``dicom-cache`` keyed on the archived
+version and the parameters, written after the response (:class:`_CacheWrites`). The process also remembers, per
+archived version, the frame indexes, headers and decoded frames it used last: another window on a frame it holds
+costs a version check and about a millisecond of rendering (less than a cache read, so it is not cached), another
+frame of an instance it knows one read, conditional on the version (:meth:`Renderer.image`).
 
 Objects that are not images (no pixel data: SR, KO, PR; or a result object such as SEG) get 406.
 """
@@ -31,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 from pydicom import dcmread
@@ -49,6 +51,7 @@ from shared.ports import Blob, BlobGone
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
@@ -313,13 +316,15 @@ class Renderer:
     def image(self, study: str, series: str, sop: str, frame: int, params: RenderParams, media_type: str) -> bytes:
         """Frame ``frame`` of one instance, rendered (from the cache when rendered before).
 
-        Once this process has rendered an instance, its frame index and header are remembered: rendering it again
-        (another window, a viewer scrolling the level) reads the frame alone, on the condition that the archived
-        version is the one they came from (If-Match). An instance replaced or deleted since fails that read and
-        is rendered through the checked path; a cached result is served only after the version is checked."""
+        What this process learnt rendering an instance is remembered, per archived version: its frame index and
+        header, and its decoded frames (within a memory budget). Rendering a frame again (another window: a viewer
+        dragging the level) checks the version and renders the pixels it has, no cache lookup, no read, no decode;
+        another frame of the instance is read alone, on the condition that the version is the one remembered
+        (If-Match). An instance replaced or deleted since fails that check or that read and is rendered through
+        the checked path; a cached result is served only after the version is checked."""
         remembered = self.wado.remembered_index(study, series, sop)
         if remembered is not None:
-            ready = _READY.get(self._ready_key(study, series, sop, remembered[0].etag))
+            ready = _READY.get(self._version_key(study, series, sop, remembered[0].etag))
             if ready is not None:
                 try:
                     return self._render(study, series, sop, frame, params, media_type, remembered, ready)
@@ -333,25 +338,40 @@ class Renderer:
         index = opened[0]
         if not 1 <= frame <= index.number_of_frames:
             raise NotFoundProblem(f"Frame {frame} does not exist: the instance has {index.number_of_frames} frame(s).")
+        version = self._version_key(study, series, sop, index.etag)
+        ready = ready or _READY.get(version)
+        pixels = _PIXELS.get(f"{version}|{frame}") if ready is not None else None
+        if pixels is not None and ready is not None:  # rendering these costs less than a cache read
+            if trusted is not None:
+                self._same_version(study, series, sop, index)
+            return render_frame(pixels.array, pixels.photometric, ready.dataset, ready.pm, frame - 1, params,
+                                media_type)
         path = layout.rendered_path(study, series, sop, index.etag, params.key(frame, media_type))
         hit = _WRITES.get(self.cache, path)
         if hit is None:
             hit = self.cache.get(path)
         if hit is not None:
-            if trusted is not None and self._checked(study, series, sop)[0].etag != index.etag:
-                raise BlobGone(path)  # replaced since it was remembered: its cached renderings are not this one's
+            if trusted is not None:
+                self._same_version(study, series, sop, index)
             return hit
         if ready is None:
             ready = self._ready(study, series, sop, opened[1])
-            _READY.put(self._ready_key(study, series, sop, index.etag), ready)
+            _READY.put(version, ready, ready.size)
         source, _, _ = self.wado.frame_source(study, series, sop, ready.header, opened)
         try:
             arr, photometric = transcode.decode_frame(source.pm, source.syntax, source.read_frame(frame))
         except transcode.TranscodeError as exc:
             raise NotAcceptable(f"Frame {frame} of instance {sop} cannot be rendered: {exc}") from None
+        arr.flags.writeable = False  # shared by the renderings that follow
+        _PIXELS.put(f"{version}|{frame}", _Pixels(arr, photometric), arr.nbytes)
         data = render_frame(arr, photometric, ready.dataset, source.pm, frame - 1, params, media_type)
         _WRITES.put(self.cache, path, data)
         return data
+
+    def _same_version(self, study: str, series: str, sop: str, index: FrameIndex) -> None:
+        """Raise :class:`BlobGone` if the archived instance is no longer the version ``index`` was made from."""
+        if self._checked(study, series, sop)[0].etag != index.etag:
+            raise BlobGone(layout.instance_path(study, series, sop))
 
     def _checked(self, study: str, series: str, sop: str) -> tuple[FrameIndex, Blob]:
         """The frame index, its version checked (or built); 406 for an object without frames."""
@@ -377,9 +397,13 @@ class Renderer:
                 warnings.simplefilter("ignore")
                 ds = dcmread(io.BytesIO(transcoded.header_dataset(src, header)), force=True,
                              stop_before_pixels=True)
-        return _Ready(header, ds, header.header_end)
+        try:
+            pm = transcode.PixelModule.of(header.dataset)
+        except transcode.TranscodeError as exc:
+            raise HttpProblem(f"The frames of instance {sop} cannot be rendered: {exc}", status=406) from None
+        return _Ready(header, ds, pm, header.header_end)
 
-    def _ready_key(self, study: str, series: str, sop: str, version: str | None) -> str:
+    def _version_key(self, study: str, series: str, sop: str, version: str | None) -> str:
         return f"{id(self.wado.blobs)}|{layout.instance_path(study, series, sop)}|{version}"
 
     def instance(self, accept: str | None, study: str, series: str, sop: str, frame: int,
@@ -439,41 +463,54 @@ def _number(value: int | None) -> int:
 @dataclass(frozen=True, slots=True)
 class _Ready:
     """What rendering needs from the header of one archived version: the parsed header, the data set the
-    pipeline reads (the header's, or the whole header re-read where lookup tables were skipped), and the
-    header's size in bytes (what remembering it costs, roughly)."""
+    pipeline reads (the header's, or the whole header re-read where lookup tables were skipped), the pixel
+    module, and the header's size in bytes (what remembering it costs, roughly)."""
 
     header: Header
     dataset: Dataset
+    pm: transcode.PixelModule
     size: int
 
 
-class _Headers:
-    """The headers of the versions rendered last in this process, within a budget of header bytes (a CT slice's
-    header is a few KiB; an enhanced multi-frame one with large per-frame groups is not remembered)."""
+@dataclass(frozen=True, slots=True)
+class _Pixels:
+    """One decoded frame (read-only) and its Photometric Interpretation."""
+
+    array: np.ndarray
+    photometric: str
+
+
+class _Recent(Generic[T]):
+    """What this process used last, within a budget of bytes; an item larger than ``largest`` is not kept."""
 
     def __init__(self, budget: int, largest: int) -> None:
         self.budget, self.largest = budget, largest
-        self.items: OrderedDict[str, _Ready] = OrderedDict()
+        self.items: OrderedDict[str, tuple[T, int]] = OrderedDict()
         self.used = 0
         self.lock = threading.Lock()
 
-    def get(self, key: str) -> _Ready | None:
+    def get(self, key: str) -> T | None:
         with self.lock:
             found = self.items.get(key)
-            if found is not None:
-                self.items.move_to_end(key)
-            return found
+            if found is None:
+                return None
+            self.items.move_to_end(key)
+            return found[0]
 
-    def put(self, key: str, ready: _Ready) -> None:
-        if ready.size > self.largest:
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.used = 0
+
+    def put(self, key: str, value: T, size: int) -> None:
+        if size > self.largest:
             return
         with self.lock:
             old = self.items.pop(key, None)
-            self.used -= old.size if old else 0
-            self.items[key] = ready
-            self.used += ready.size
+            self.used += size - (old[1] if old else 0)
+            self.items[key] = (value, size)
             while self.used > self.budget:
-                self.used -= self.items.popitem(last=False)[1].size
+                self.used -= self.items.popitem(last=False)[1][1]
 
 
 class _CacheWrites:
@@ -528,8 +565,10 @@ class _CacheWrites:
             return self.changed.wait_for(lambda: not self.pending, timeout)
 
 
-#: Rendering-ready headers (4 MiB of header bytes, none over 256 KiB) and the cache writes under way.
-_READY = _Headers(4 << 20, 256 << 10)
+#: Rendering-ready headers (4 MiB of header bytes, none over 256 KiB), decoded frames (64 MiB: 128 CT slices of
+#: 512x512x16 bits; none over 16 MiB), each keyed on the archived version; and the cache writes under way.
+_READY: _Recent[_Ready] = _Recent(4 << 20, 256 << 10)
+_PIXELS: _Recent[_Pixels] = _Recent(64 << 20, 16 << 20)
 _WRITES = _CacheWrites(depth=64, workers=2)
 
 

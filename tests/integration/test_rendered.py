@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
 
+from shared.dicomweb import rendered as rendered_module
 from shared.dicomweb.errors import HttpProblem
 from shared.dicomweb.rendered import Renderer, flush_cache_writes, parse_params
 from shared.dicomweb.wado import Wado
@@ -34,6 +35,11 @@ def render(storage: Services, ids: tuple[str, str, str], frame: int = 1, media: 
     reply = renderer.instance(media, *ids, frame, parse_params(list(params.items())))
     assert reply.headers["Content-Type"] == media
     return np.asarray(Image.open(io.BytesIO(reply.body)))
+
+
+def forget_pixels() -> None:
+    """As if this process's decoded frames had been evicted (its memory is bounded)."""
+    rendered_module._PIXELS.clear()
 
 
 def pydicom_window(ds: pydicom.Dataset, center: float, width: float) -> np.ndarray:
@@ -134,6 +140,7 @@ def test_rendered_images_are_cached_per_parameters(storage: Services) -> None:
     cached = sorted(b.name for b in storage.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))
     assert len(cached) == 1
     np.testing.assert_array_equal(render(storage, ids, window="0,1000"), first)
+    forget_pixels()  # else rendered from the decoded pixels this process kept, which costs less than caching
     render(storage, ids, window="0,2000")
     assert flush_cache_writes()
     assert len(list(storage.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))) == 2
@@ -185,9 +192,9 @@ class GatedCache:
 
 
 def test_the_cache_is_written_after_the_response_and_serves_meanwhile(counted: Services) -> None:
-    """The rendered image answers before its blob PUT lands; the same request repeated meanwhile gets the same
-    image without rendering it again (the version check alone: no cache or frame read), and once the write lands
-    it is in dicom-cache."""
+    """The rendered image answers before its blob PUT lands; the same request repeated meanwhile (its pixels no
+    longer in memory) gets the same image without rendering it again (the version check alone: no cache or
+    frame read), and once the write lands it is in dicom-cache."""
     ids = put(counted, large_ct())
     gated = GatedCache(counted.blobs)
     renderer = Renderer(Wado(gated, counted.index))  # type: ignore[arg-type]
@@ -195,6 +202,7 @@ def test_the_cache_is_written_after_the_response_and_serves_meanwhile(counted: S
         first = renderer.instance(PNG, *ids, 1, parse_params([("window", "40,400")])).body
         cached = list(counted.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))
         assert cached == []  # answered while the write waits
+        forget_pixels()
         before = counted.requests.snapshot()
         again = renderer.instance(PNG, *ids, 1, parse_params([("window", "40,400")])).body
         assert again == first and counted.requests.snapshot() - before == {"blob HEAD": 1}
@@ -205,41 +213,53 @@ def test_the_cache_is_written_after_the_response_and_serves_meanwhile(counted: S
     assert counted.blobs.read(layout.CACHE, blob.name) == first
 
 
-def test_rendering_again_reads_the_frame_alone(counted: Services) -> None:
-    """Another window on an instance this process rendered before (a viewer changing the level): the cache
-    lookup and the frame, read on the condition of the remembered version; no version check, no header read.
-    The cache write comes after."""
-    ids = put(counted, large_ct())
+def test_rendering_again_costs_a_version_check_or_the_frame_alone(counted: Services) -> None:
+    """Another window on a frame this process rendered (a viewer dragging the level): the version check, then
+    the decoded pixels it kept; no read, no decode, nothing cached. Another frame of that instance: the cache
+    lookup and the frame, read on the condition of the remembered version (no version check, no header read);
+    its cache write after the response."""
+    ds = fresh("examples_ybr_color.dcm")  # JPEG baseline, 30 frames
+    ids = put(counted, ds)
     renderer = Renderer(Wado(counted.blobs, counted.index))
-    render(counted, ids, renderer=renderer, window="40,400")
+    first = render(counted, ids, renderer=renderer, viewport="40,40")
     assert flush_cache_writes()
-    before = counted.requests.snapshot()
-    render(counted, ids, renderer=renderer, window="60,400")
-    answered = counted.requests.snapshot() - before
-    assert flush_cache_writes()
-    assert answered - Counter({"blob PUT": 1}) == {"blob GET": 2}, answered
-    assert counted.requests.snapshot() - before == {"blob GET": 2, "blob PUT": 1}
+    for frame, cost in ((1, Counter({"blob HEAD": 1})), (2, Counter({"blob GET": 2, "blob PUT": 1}))):
+        before = counted.requests.snapshot()
+        got = render(counted, ids, frame=frame, renderer=renderer, viewport="50,50")
+        answered = counted.requests.snapshot() - before
+        assert flush_cache_writes()
+        assert answered - Counter({"blob PUT": 1}) == cost - Counter({"blob PUT": 1}), (frame, answered)
+        assert counted.requests.snapshot() - before == cost, frame
+        assert max(got.shape[:2]) == 50
+    assert max(first.shape[:2]) == 40
 
 
 def test_a_remembered_instance_replaced_or_deleted_is_never_served_stale(storage: Services) -> None:
-    """Another process replaces an instance this one rendered (and cached): the same request and a new one both
-    show the new pixels; deleted, it is 404, not the remembered or cached picture."""
+    """Another process replaces an instance this one rendered: whether this process still holds its decoded
+    pixels, its rendering in the cache, or only its frame index and header, the next rendering shows the new
+    pixels; deleted, it is 404, not the remembered or cached picture."""
     old = large_ct()
-    ids = put(storage, old)
-    renderer = Renderer(Wado(storage.blobs, storage.index))
-    before = render(storage, ids, renderer=renderer, window="40,400")
-    assert flush_cache_writes()
     new = copy.deepcopy(old)
     new.PixelData = (-np.frombuffer(old.PixelData, np.int16)).astype(np.int16).tobytes()
+    ids = put(storage, old)
+    renderer = Renderer(Wado(storage.blobs, storage.index))
+
+    def shows(ds: pydicom.Dataset, center: int) -> None:
+        got = render(storage, ids, renderer=renderer, window=f"{center},400")
+        assert np.abs(got.astype(int) - pydicom_window(ds, center, 400).astype(int)).max() <= 1
+        assert flush_cache_writes()
+
+    shows(old, 40)
     put(storage, new)
-    after = render(storage, ids, renderer=renderer, window="40,400")  # its old rendering is in the cache
-    assert np.abs(after.astype(int) - pydicom_window(new, 40, 400).astype(int)).max() <= 1
-    assert not np.array_equal(after, before)
+    shows(new, 40)  # this process holds the old version's pixels
+    forget_pixels()
     put(storage, old)
-    again = render(storage, ids, renderer=renderer, window="90,400")  # not cached: the frame read is refused
-    assert np.abs(again.astype(int) - pydicom_window(old, 90, 400).astype(int)).max() <= 1
+    shows(old, 90)  # its frame index and header only: the conditional frame read is refused
+    forget_pixels()
+    put(storage, new)
+    shows(new, 90)  # the old version's rendering with these parameters is in the cache
     storage.blobs.delete(layout.ARCHIVE, layout.instance_path(*ids))
-    for window in ("40,400", "120,400"):
+    for center in (90, 120):
         with pytest.raises(HttpProblem) as gone:
-            render(storage, ids, renderer=renderer, window=window)
+            render(storage, ids, renderer=renderer, window=f"{center},400")
         assert gone.value.status == 404
