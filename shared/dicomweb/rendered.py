@@ -12,11 +12,15 @@ Window Center/Width with VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID, per f
 groups carry it, or a VOI LUT Sequence, else the frame's own range), MONOCHROME1 inverted to display as
 MONOCHROME2; PALETTE COLOR through its lookup tables (pydicom's ``apply_color_lut``). ``viewport=vw,vh[,sx,sy,
 sw,sh]`` crops to the source region and scales to fit (aspect kept); ``quality`` (1-100) is the JPEG quality.
-Pillow writes the image. Results made by decoding a frame are kept in ``dicom-cache`` keyed on the archived
-version and the parameters, written after the response (:class:`_CacheWrites`). The process also remembers, per
-archived version, the frame indexes, headers and decoded frames it used last: another window on a frame it holds
-costs a version check and about a millisecond of rendering (less than a cache read, so it is not cached), another
-frame of an instance it knows one read, conditional on the version (:meth:`Renderer.image`).
+Pillow writes the image.
+
+What it costs (:meth:`Renderer.image`): an instance the process has not seen is read whole in one request when it
+is small (up to 1 MiB: a CT or MR slice), else through its frame index, version check and header; the process then
+remembers, per archived version, the frame index, the header and the decoded frames (64 MiB), so another window on
+a frame it holds costs a version check and about a millisecond of LUT and JPEG, and another frame of the instance
+one read, conditional on the version. ``dicom-cache`` keeps, keyed on the archived version and the parameters, the
+renderings that cost more to make than to fetch (frames stored over 1 MiB or in JPEG 2000: :func:`worth_caching`),
+written after the response (:class:`_CacheWrites`).
 
 Objects that are not images (no pixel data: SR, KO, PR; or a result object such as SEG) get 406.
 """
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
-from pydicom import dcmread
+from pydicom import dcmread, uid
 from pydicom.dataset import Dataset
 
 from shared.dicom import facts, transcode
@@ -63,6 +67,13 @@ DEFAULT_QUALITY: Final = 90
 THUMBNAIL_SIZE: Final = 128
 MAX_VIEWPORT: Final = 8192
 MAX_RENDERED_INSTANCES: Final = 1000
+#: An instance this size or smaller is read whole on its first rendering in a process (one request instead of
+#: the frame index, its version check, the header and the frame); a larger one costs one wasted read of this size.
+WHOLE_INSTANCE_BYTES: Final = 1 << 20
+#: Renderings of frames stored larger than this, or in these syntaxes, are kept in dicom-cache (:func:`worth_caching`).
+CACHE_FRAME_BYTES: Final = 1 << 20
+SLOW_SYNTAXES: Final = frozenset({uid.JPEG2000Lossless, uid.JPEG2000, uid.JPEG2000MCLossless, uid.JPEG2000MC,
+                                  uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K})
 WINDOW_FUNCTIONS: Final = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 PARAMETERS: Final = ("window", "viewport", "quality")
 
@@ -314,14 +325,16 @@ class Renderer:
         self.cache = transcoded.FrameCache(wado.blobs)
 
     def image(self, study: str, series: str, sop: str, frame: int, params: RenderParams, media_type: str) -> bytes:
-        """Frame ``frame`` of one instance, rendered (from the cache when rendered before).
+        """Frame ``frame`` of one instance, rendered.
 
-        What this process learnt rendering an instance is remembered, per archived version: its frame index and
-        header, and its decoded frames (within a memory budget). Rendering a frame again (another window: a viewer
-        dragging the level) checks the version and renders the pixels it has, no cache lookup, no read, no decode;
-        another frame of the instance is read alone, on the condition that the version is the one remembered
-        (If-Match). An instance replaced or deleted since fails that check or that read and is rendered through
-        the checked path; a cached result is served only after the version is checked."""
+        An instance this process does not know is read whole in one request when it is small (a CT or MR slice;
+        :data:`WHOLE_INSTANCE_BYTES`), else through its stored frame index, version check and header. What the
+        process learnt is remembered per archived version: the frame index and header, and the decoded frames
+        (within a memory budget). Rendering a frame again (another window: a viewer dragging the level) checks the
+        version and renders the pixels it holds, no read, no decode; another frame of the instance is read alone,
+        on the condition that the version is the one remembered (If-Match). An instance replaced or deleted since
+        fails that check or that read and is rendered anew. ``dicom-cache`` keeps the renderings that cost more to
+        make than to fetch (:func:`worth_caching`); a cached one is served only after the version is checked."""
         remembered = self.wado.remembered_index(study, series, sop)
         if remembered is not None:
             ready = _READY.get(self._version_key(study, series, sop, remembered[0].etag))
@@ -330,11 +343,13 @@ class Renderer:
                     return self._render(study, series, sop, frame, params, media_type, remembered, ready)
                 except BlobGone:
                     self.wado.forget_index(study, series, sop)
-        return self._render(study, series, sop, frame, params, media_type, None, None)
+                    remembered = None
+        large = remembered is not None and _extent(remembered[0]) > WHOLE_INSTANCE_BYTES
+        return self._render(study, series, sop, frame, params, media_type, None, None, whole=not large)
 
     def _render(self, study: str, series: str, sop: str, frame: int, params: RenderParams, media_type: str,
-                trusted: tuple[FrameIndex, Blob] | None, ready: _Ready | None) -> bytes:
-        opened = trusted or self._checked(study, series, sop)
+                trusted: tuple[FrameIndex, Blob] | None, ready: _Ready | None, *, whole: bool = True) -> bytes:
+        opened = trusted or self._opened(study, series, sop, whole)
         index = opened[0]
         if not 1 <= frame <= index.number_of_frames:
             raise NotFoundProblem(f"Frame {frame} does not exist: the instance has {index.number_of_frames} frame(s).")
@@ -346,14 +361,16 @@ class Renderer:
                 self._same_version(study, series, sop, index)
             return render_frame(pixels.array, pixels.photometric, ready.dataset, ready.pm, frame - 1, params,
                                 media_type)
-        path = layout.rendered_path(study, series, sop, index.etag, params.key(frame, media_type))
-        hit = _WRITES.get(self.cache, path)
-        if hit is None:
-            hit = self.cache.get(path)
-        if hit is not None:
-            if trusted is not None:
-                self._same_version(study, series, sop, index)
-            return hit
+        path = layout.rendered_path(study, series, sop, index.etag, params.key(frame, media_type)) \
+            if worth_caching(index, frame) else None
+        if path is not None:
+            hit = _WRITES.get(self.cache, path)
+            if hit is None:
+                hit = self.cache.get(path)
+            if hit is not None:
+                if trusted is not None:
+                    self._same_version(study, series, sop, index)
+                return hit
         if ready is None:
             ready = self._ready(study, series, sop, opened[1])
             _READY.put(version, ready, ready.size)
@@ -365,8 +382,24 @@ class Renderer:
         arr.flags.writeable = False  # shared by the renderings that follow
         _PIXELS.put(f"{version}|{frame}", _Pixels(arr, photometric), arr.nbytes)
         data = render_frame(arr, photometric, ready.dataset, source.pm, frame - 1, params, media_type)
-        _WRITES.put(self.cache, path, data)
+        if path is not None:
+            _WRITES.put(self.cache, path, data)
         return data
+
+    def _opened(self, study: str, series: str, sop: str, whole: bool) -> tuple[FrameIndex, Blob]:
+        """An instance this process does not trust yet: read whole if small (``whole``: not known to be large),
+        else its frame index, checked."""
+        try:
+            read = self.wado.whole_instance(study, series, sop, WHOLE_INSTANCE_BYTES) if whole else None
+        except HttpProblem as problem:
+            raise _no_frames(problem, sop) from None
+        if read is None:
+            return self._checked(study, series, sop)
+        index, header, held = read
+        if _READY.get(self._version_key(study, series, sop, index.etag)) is None:
+            ready = self._ready(study, series, sop, held, header)
+            _READY.put(self._version_key(study, series, sop, index.etag), ready, ready.size)
+        return index, held
 
     def _same_version(self, study: str, series: str, sop: str, index: FrameIndex) -> None:
         """Raise :class:`BlobGone` if the archived instance is no longer the version ``index`` was made from."""
@@ -378,14 +411,11 @@ class Renderer:
         try:
             return self.wado.frame_index(study, series, sop)
         except HttpProblem as problem:
-            if problem.status != 400:
-                raise
-            raise NotAcceptable(f"Instance {sop} has no frames to render ({problem.message}); it is not an image "
-                                "(an SR, a key object selection, ...): retrieve its metadata instead.") from None
+            raise _no_frames(problem, sop) from None
 
-    def _ready(self, study: str, series: str, sop: str, src: Blob) -> _Ready:
+    def _ready(self, study: str, series: str, sop: str, src: Blob, header: Header | None = None) -> _Ready:
         """What rendering needs from the header of the version ``src`` reads; 406 for a result object."""
-        header = self.wado.header(study, series, sop, src)
+        header = header or self.wado.header(study, series, sop, src)
         ds = header.dataset
         if facts.is_derived(header.sop_class_uid, str(ds.get("Modality", ""))):
             raise NotAcceptable(f"Instance {sop} is a result object ({transcode.name(header.sop_class_uid or '')}), "
@@ -454,6 +484,28 @@ class Renderer:
         middle = records[len(records) // 2]
         frames = int(middle.number_of_frames or 1)
         return middle.series_instance_uid, middle.sop_instance_uid, (frames + 1) // 2
+
+
+def _no_frames(problem: HttpProblem, sop: str) -> HttpProblem:
+    """A frame index refused (400: no pixel data, frames that cannot be located) as the 406 of a non-image."""
+    if problem.status != 400:
+        return problem
+    return NotAcceptable(f"Instance {sop} has no frames to render ({problem.message}); it is not an image (an SR, a "
+                         "key object selection, ...): retrieve its metadata instead.")
+
+
+def _extent(index: FrameIndex) -> int:
+    """Where the instance's last frame ends: the file is at least this large."""
+    return max((offset + length for ranges in index.frames for offset, length in ranges), default=0)
+
+
+def worth_caching(index: FrameIndex, frame: int) -> bool:
+    """Whether a rendering of ``frame`` goes to ``dicom-cache``: when the frame costs more to read and decode than
+    a cached image costs to fetch, i.e. when it is stored larger than :data:`CACHE_FRAME_BYTES` or in a JPEG 2000
+    syntax (HTJ2K included: the slow decoders). A CT slice (512x512, 16-bit; about 200 KiB in JPEG-LS) is read
+    and decoded in less time than a cache lookup and write cost, so it is rendered each time it is not in memory."""
+    stored = sum(length for _, length in index.frame(frame))
+    return stored > CACHE_FRAME_BYTES or index.transfer_syntax_uid in SLOW_SYNTAXES
 
 
 def _number(value: int | None) -> int:

@@ -192,10 +192,10 @@ class GatedCache:
 
 
 def test_the_cache_is_written_after_the_response_and_serves_meanwhile(counted: Services) -> None:
-    """The rendered image answers before its blob PUT lands; the same request repeated meanwhile (its pixels no
-    longer in memory) gets the same image without rendering it again (the version check alone: no cache or
-    frame read), and once the write lands it is in dicom-cache."""
-    ids = put(counted, large_ct())
+    """A rendering worth caching (a 2 MiB frame) answers before its blob PUT lands; the same request repeated
+    meanwhile (its pixels no longer in memory) gets the same image without rendering it again (the version check
+    alone: no cache or frame read), and once the write lands it is in dicom-cache."""
+    ids = put(counted, large_ct(1024))
     gated = GatedCache(counted.blobs)
     renderer = Renderer(Wado(gated, counted.index))  # type: ignore[arg-type]
     try:
@@ -213,32 +213,42 @@ def test_the_cache_is_written_after_the_response_and_serves_meanwhile(counted: S
     assert counted.blobs.read(layout.CACHE, blob.name) == first
 
 
-def test_rendering_again_costs_a_version_check_or_the_frame_alone(counted: Services) -> None:
-    """Another window on a frame this process rendered (a viewer dragging the level): the version check, then
-    the decoded pixels it kept; no read, no decode, nothing cached. Another frame of that instance: the cache
-    lookup and the frame, read on the condition of the remembered version (no version check, no header read);
-    its cache write after the response."""
-    ds = fresh("examples_ybr_color.dcm")  # JPEG baseline, 30 frames
-    ids = put(counted, ds)
+def test_what_a_rendering_costs_in_storage_requests(counted: Services) -> None:
+    """An instance this process has not seen, small (a 30-frame JPEG, 220 KiB): read whole, one request. The
+    same frame again in another viewport: the version check, then the decoded pixels it kept. Another frame:
+    that frame alone, read on the condition of the remembered version. None of these is worth caching. A frame
+    over 1 MiB whose pixels were evicted: the cache lookup and the frame; its rendering cached after the
+    response."""
+    small = put(counted, fresh("examples_ybr_color.dcm"))
+    big = put(counted, large_ct(1024))
     renderer = Renderer(Wado(counted.blobs, counted.index))
-    first = render(counted, ids, renderer=renderer, viewport="40,40")
+    render(counted, big, renderer=renderer, window="40,400")
     assert flush_cache_writes()
-    for frame, cost in ((1, Counter({"blob HEAD": 1})), (2, Counter({"blob GET": 2, "blob PUT": 1}))):
+    steps: list[tuple[tuple[str, str, str], int, dict[str, str], dict[str, int]]] = [
+        (small, 1, {"viewport": "40,40"}, {"blob GET": 1}),
+        (small, 1, {"viewport": "50,50"}, {"blob HEAD": 1}),
+        (small, 2, {"viewport": "50,50"}, {"blob GET": 1}),
+        (big, 1, {"window": "60,400"}, {"blob GET": 2, "blob PUT": 1}),
+    ]
+    for n, (ids, frame, params, cost) in enumerate(steps):
+        if ids == big:
+            forget_pixels()
         before = counted.requests.snapshot()
-        got = render(counted, ids, frame=frame, renderer=renderer, viewport="50,50")
+        got = render(counted, ids, frame=frame, renderer=renderer, **params)
         answered = counted.requests.snapshot() - before
         assert flush_cache_writes()
-        assert answered - Counter({"blob PUT": 1}) == cost - Counter({"blob PUT": 1}), (frame, answered)
-        assert counted.requests.snapshot() - before == cost, frame
-        assert max(got.shape[:2]) == 50
-    assert max(first.shape[:2]) == 40
+        assert answered - Counter({"blob PUT": 1}) == Counter(cost) - Counter({"blob PUT": 1}), (n, answered)
+        assert counted.requests.snapshot() - before == cost, n
+        if "viewport" in params:
+            assert max(got.shape[:2]) == int(params["viewport"].split(",")[0])
 
 
-def test_a_remembered_instance_replaced_or_deleted_is_never_served_stale(storage: Services) -> None:
+@pytest.mark.parametrize("rows", [512, 1024], ids=["read-whole", "cached"])
+def test_a_remembered_instance_replaced_or_deleted_is_never_served_stale(storage: Services, rows: int) -> None:
     """Another process replaces an instance this one rendered: whether this process still holds its decoded
-    pixels, its rendering in the cache, or only its frame index and header, the next rendering shows the new
-    pixels; deleted, it is 404, not the remembered or cached picture."""
-    old = large_ct()
+    pixels, its rendering in the cache (a frame over 1 MiB), or only its frame index and header, the next
+    rendering shows the new pixels; deleted, it is 404, not the remembered or cached picture."""
+    old = large_ct(rows)
     new = copy.deepcopy(old)
     new.PixelData = (-np.frombuffer(old.PixelData, np.int16)).astype(np.int16).tobytes()
     ids = put(storage, old)
@@ -257,7 +267,7 @@ def test_a_remembered_instance_replaced_or_deleted_is_never_served_stale(storage
     shows(old, 90)  # its frame index and header only: the conditional frame read is refused
     forget_pixels()
     put(storage, new)
-    shows(new, 90)  # the old version's rendering with these parameters is in the cache
+    shows(new, 90)  # 1024 rows: the old version's rendering with these parameters is in the cache
     storage.blobs.delete(layout.ARCHIVE, layout.instance_path(*ids))
     for center in (90, 120):
         with pytest.raises(HttpProblem) as gone:
