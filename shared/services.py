@@ -82,8 +82,14 @@ class Services:
 
         s = settings.require_storage()
         counter = RequestCounter()
+        # The transport reads proxies (and a CA bundle) from the environment per request unless told not to:
+        # only where a proxy is set (Settings.http_proxy); else the CA bundle, if any, is given once.
+        http: dict[str, Any] = {} if settings.http_proxy else {"use_env_settings": False}
+        if not settings.http_proxy and settings.http_ca_bundle:
+            http["connection_verify"] = settings.http_ca_bundle
+
         def kw(service: str) -> dict[str, Any]:
-            return {"raw_request_hook": counter.hook(service)}
+            return {"raw_request_hook": counter.hook(service), **http}
 
         if s.connection_string:
             blob = BlobServiceClient.from_connection_string(s.connection_string, **kw("blob"))

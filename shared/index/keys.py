@@ -13,11 +13,13 @@ The key schema, table by table (:mod:`shared.index.tables` owns the names):
   every instance row (``~`` sorts after digits); the settle state ``~settle``, last.
 * series: PK = StudyInstanceUID, RK = SeriesInstanceUID. studies: PK = StudyInstanceUID, RK
   ``study``.
-* lookup: PK ``<kind>:<value>`` (see :class:`Lookup`); the RowKey says where the match lives.
-  Study lookup rows carry the study's fields, so a QIDO study query needs no second read.
-* uid lookup: the series and SOP UID lookups, same key shape, in their own table (QIDO reads
-  them by point reads only); sharded by their *study* (one batch per study when it settles; a
-  query by UID alone asks every shard).
+* lookup: StudyDate and Modality, PK ``<kind>:<value>`` (see :class:`Lookup`), the RowKey says where
+  the match lives; PatientID, AccessionNumber and name tokens, PK ``<kind>+<n>`` (one of
+  :data:`VALUE_SHARDS` partitions, see :func:`value_lookup_keys`), RK ``<value>%~<study>``. Study lookup
+  rows carry the study's fields, so a QIDO study query needs no second read.
+* uid lookup: the series and SOP UID lookups in their own table (QIDO reads them by point reads
+  only): PK ``uid:<shard>``, sharded by their *study*, RK ``<kind>:<uid>`` (a study's series and SOP
+  lookups in one batch when it settles; a query by UID alone asks every shard).
 * pending: PK = StudyInstanceUID, RK = SeriesInstanceUID: series that arrived and are not
   yet stable (QIDO reads them so what ingest archived is found at once).
 * changefeed: PK ``<yyyymmddHH>-<shard>`` (hour buckets, :data:`FEED_SHARDS` shards per hour so
@@ -132,7 +134,9 @@ def pending_keys(study: str, series: str) -> tuple[str, str]:
 # -- lookup rows -----------------------------------------------------------------
 
 class Lookup:
-    """Lookup partitions: ``<kind>:<value>``; RowKey says where the match lives."""
+    """Lookup kinds. Date and modality: partition ``<kind>:<value>``, the RowKey says where the match lives;
+    PatientID, AccessionNumber, name tokens: :func:`value_lookup_keys`; series and SOP UIDs:
+    :func:`uid_lookup_keys`."""
 
     PATIENT_ID = "pid"
     ACCESSION = "acc"
@@ -143,26 +147,72 @@ class Lookup:
     SOP = "sop"
 
 
-UID_SHARDS = 10
+#: Shards of the series and SOP UID lookups (by the study UID's last digit): one SOP row per instance, so at
+#: 3,000 instances/s about 600 rows/s per shard, inside the account's 2,000 entities/s per partition.
+UID_SHARDS = 5
+#: Partitions per kind of the value lookups (PatientID, AccessionNumber, name tokens). A partition per value
+#: made a settle run write one batch per value, about five per study; in a few shared partitions, a group run
+#: (a process's arrival group, a backfill chunk) writes the lookups of all its studies in a batch or so per
+#: partition. Sized for the account's partition target (2,000 entities/s): at 3,000 single-image studies/s,
+#: about 400 PatientID rows/s per partition.
+VALUE_SHARDS = 8
+#: Ends the value in a value lookup's RowKey. Escaped text never holds it (``%`` is always followed by two
+#: hex digits there), so the rows of exactly one value are the RowKeys that start with ``<value>%~``.
+_VALUE_END = "%~"
 
 
 def lookup_pk(kind: str, value: str) -> str:
+    """The partition of a date or modality lookup (``<kind>:<value>``)."""
     return f"{kind}:{escape(value)}"
 
 
-def uid_lookup_pk(kind: str, study: str) -> str:
-    """Partition of a study's series/SOP lookups: sharded by the study, so settle writes them in
-    one batch; a query by UID alone asks each of :data:`UID_SHARDS` shards."""
-    return f"{kind}:{shard_of(study, UID_SHARDS)}"
+def _value_shard(kind: str, escaped: str) -> int:
+    """PatientID and AccessionNumber: a digest of the whole value (site-wide prefixes such as ``RAD2026``
+    would put every row in one partition); a query by value reads one partition, by prefix all of them.
+    Name tokens: the first character, so a name prefix query (``SMI*``, the common one) reads one."""
+    if kind == Lookup.NAME:
+        return ord(escaped[0]) % VALUE_SHARDS
+    return int.from_bytes(hashlib.blake2b(escaped.encode(), digest_size=2).digest(), "big") % VALUE_SHARDS
 
 
-def uid_lookup_partitions(kind: str) -> list[str]:
-    return [f"{kind}:{n}" for n in range(UID_SHARDS)]
+def value_lookup_keys(kind: str, value: str, study: str) -> tuple[str, str]:
+    """The (PartitionKey, RowKey) of a PatientID, AccessionNumber or name-token lookup row of ``study``
+    (``value`` not empty)."""
+    v = escape(value)
+    return f"{kind}+{_value_shard(kind, v)}", f"{v}{_VALUE_END}{study}"
+
+
+def value_lookup_ranges(kind: str, value: str, *, prefix: bool = False) -> list[tuple[str, tuple[str, str]]]:
+    """Where the lookup rows of ``value`` are (or with ``prefix``, of every value starting with it): each
+    partition to read with its RowKey range [lo, hi). ``value`` not empty."""
+    v = escape(value)
+    lo = v if prefix else v + _VALUE_END
+    if prefix and kind != Lookup.NAME:
+        return [(f"{kind}+{n}", (lo, lo + _TOP)) for n in range(VALUE_SHARDS)]
+    return [(f"{kind}+{_value_shard(kind, v)}", (lo, lo + _TOP))]
+
+
+def study_of_value_row(row_key: str) -> str:
+    """The study a value lookup row names."""
+    return row_key.rsplit(_VALUE_END, 1)[-1]
+
+
+def uid_lookup_keys(kind: str, study: str, uid: str) -> tuple[str, str]:
+    """The (PartitionKey, RowKey) of a series or SOP UID lookup row: ``uid:<shard of the study>`` and
+    ``<kind>:<uid>``, so settle writes a study's series and SOP lookups in one batch (and a group run those
+    of its studies in one batch per shard); a query by UID alone reads one point in each of
+    :data:`UID_SHARDS` shards."""
+    return f"uid:{shard_of(study, UID_SHARDS)}", f"{kind}:{uid}"
+
+
+def uid_lookup_points(kind: str, uid: str) -> list[tuple[str, str]]:
+    """Where a series or SOP UID's lookup row can be (one point per shard)."""
+    return [(f"uid:{n}", f"{kind}:{uid}") for n in range(UID_SHARDS)]
 
 
 def is_uid_lookup(pk: str) -> bool:
     """A series or SOP UID lookup partition (kept in their own table: point reads only)."""
-    return pk.startswith((f"{Lookup.SERIES}:", f"{Lookup.SOP}:"))
+    return pk.startswith("uid:")
 
 
 def modality_row_key(study_date: str | None, study: str, series: str) -> str:
@@ -177,12 +227,6 @@ def modality_date_range(low: str | None, high: str | None) -> tuple[str, str]:
 
 def study_date_value(study_date: str | None) -> str:
     return study_date or "none"
-
-
-def prefix_range(kind: str, prefix: str) -> tuple[str, str]:
-    """PartitionKey range [lo, hi) covering every escaped value starting with ``prefix``."""
-    lo = f"{kind}:{escape(prefix)}"
-    return lo, lo + _TOP
 
 
 def date_range(low: str | None, high: str | None) -> tuple[str, str]:

@@ -127,11 +127,15 @@ def _fetch(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iter
 
 
 def _hits(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Iterator[Hit]:
-    def studies(kind: str, value: str) -> Iterator[Hit]:
-        prefix, wild = _literal_prefix(value)
-        rows = (store.lookup(pk_range=keys.prefix_range(kind, prefix)) if wild
-                else store.lookup(pk=keys.lookup_pk(kind, value)))
-        return ((str(r["RowKey"]), None, r) for r in rows)
+    def studies(kind: str, value: str, *, prefix: bool = False) -> Iterator[Hit]:
+        literal, wild = _literal_prefix(value)
+        ranges = keys.value_lookup_ranges(kind, literal, prefix=prefix or wild)
+        if len(ranges) == 1:
+            rows: Iterable[Row] = store.lookup(pk=ranges[0][0], rk_range=ranges[0][1])
+        else:  # a prefix of a value spread over every partition of its kind: asked side by side
+            rows = (r for part in READS.map(lambda pr: list(store.lookup(pk=pr[0], rk_range=pr[1])), ranges)
+                    for r in part)
+        return ((keys.study_of_value_row(str(r["RowKey"])), None, r) for r in rows)
 
     if plan.key == "SeriesInstanceUID":
         for uid in _dedupe(c.series_uids or []):
@@ -152,8 +156,7 @@ def _hits(store: IndexStore, level: LevelName, c: Criteria, plan: Plan) -> Itera
         yield from ((str(r["RowKey"]), None, r) for r in store.lookup(pk_range=keys.date_range(lo, hi)))
     else:  # PatientName
         token = sorted(keys.name_tokens(_literal_prefix(c.patient_name or "")[0].split("^")[0]))[0]
-        rows = store.lookup(pk_range=keys.prefix_range(keys.Lookup.NAME, token))
-        yield from ((str(r["RowKey"]), None, r) for r in rows)
+        yield from studies(keys.Lookup.NAME, token, prefix=True)
 
 
 def _dedupe_hits(hits: Iterable[Hit]) -> Iterator[Hit]:

@@ -365,14 +365,16 @@ class IndexStore:
 
     # -- lookup rows -------------------------------------------------------------
     def put_lookups(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
-        """Upsert lookup rows, one transaction per partition (and per 100). UID lookups go to
-        their own table (:func:`_lookup_table`)."""
+        """Upsert lookup rows, one transaction per partition (and per 100), the partitions side by side. UID
+        lookups go to their own table (:func:`_lookup_table`)."""
         by_pk: dict[str, list[TableOp]] = {}
         for pk, rk, props in rows:
             by_pk.setdefault(pk, []).append(TableOp("upsert", {"PartitionKey": pk, "RowKey": rk, **props}))
-        for pk, ops in by_pk.items():
-            for batch in _batches(ops):
-                self.t.transact(_lookup_table(pk), batch)
+        batches = [(pk, batch) for pk, ops in by_pk.items() for batch in _batches(ops)]
+        if len(batches) > 1:
+            list(READS.map(lambda b: self.t.transact(_lookup_table(b[0]), b[1]), batches))
+        elif batches:
+            self.t.transact(_lookup_table(batches[0][0]), batches[0][1])
 
     def delete_lookups(self, rows: Iterable[tuple[str, str]]) -> None:
         for pk, rk in rows:
@@ -384,8 +386,7 @@ class IndexStore:
 
     def find_by_uid(self, kind: str, uid: str) -> list[Row]:
         """Series or SOP lookups of one UID: a point read in every shard, concurrently."""
-        parts = keys.uid_lookup_partitions(kind)
-        found = READS.map(lambda pk: self.t.get(tables.UID_LOOKUP, pk, uid), parts)
+        found = READS.map(lambda point: self.t.get(tables.UID_LOOKUP, *point), keys.uid_lookup_points(kind, uid))
         return [r for r in found if r is not None]
 
     # -- pending series ------------------------------------------------------------

@@ -115,12 +115,12 @@ def study_lookups(study: StudyRecord, series: Sequence[SeriesRecord]) -> list[tu
     fields = study_fields(study)
     rows: list[tuple[str, str, dict[str, Any]]] = []
     if study.patient_id:
-        rows.append((keys.lookup_pk(keys.Lookup.PATIENT_ID, study.patient_id), s, fields))
+        rows.append((*keys.value_lookup_keys(keys.Lookup.PATIENT_ID, study.patient_id, s), fields))
     if study.accession_number:
-        rows.append((keys.lookup_pk(keys.Lookup.ACCESSION, study.accession_number), s, fields))
+        rows.append((*keys.value_lookup_keys(keys.Lookup.ACCESSION, study.accession_number, s), fields))
     rows.append((keys.lookup_pk(keys.Lookup.STUDY_DATE, keys.study_date_value(study.study_date)), s, fields))
     for token in sorted(keys.name_tokens(study.patient_name or "")):
-        rows.append((keys.lookup_pk(keys.Lookup.NAME, token), s, fields))
+        rows.append((*keys.value_lookup_keys(keys.Lookup.NAME, token, s), fields))
     for se in series:
         if se.modality:
             rows.append((keys.lookup_pk(keys.Lookup.MODALITY, se.modality.upper()),
@@ -154,10 +154,10 @@ def aggregate(instances: Sequence[InstanceRecord], now_iso: str
 
 
 def uid_lookups(study: str, series: str, members: Sequence[InstanceRecord]) -> list[tuple[str, str, dict[str, Any]]]:
-    """The series' UID lookup and its instances' SOP lookups (one partition per kind and study)."""
+    """The series' UID lookup and its instances' SOP lookups (in the study's UID shard)."""
     rows: list[tuple[str, str, dict[str, Any]]] = [
-        (keys.uid_lookup_pk(keys.Lookup.SERIES, study), series, {"study": study})]
-    rows += [(keys.uid_lookup_pk(keys.Lookup.SOP, study), m.sop_instance_uid, {"study": study, "series": series})
+        (*keys.uid_lookup_keys(keys.Lookup.SERIES, study, series), {"study": study})]
+    rows += [(*keys.uid_lookup_keys(keys.Lookup.SOP, study, m.sop_instance_uid), {"study": study, "series": series})
              for m in members]
     return rows
 
@@ -358,8 +358,8 @@ class SettleService:
         removed_sops -= {r.sop_instance_uid for r in part.instances}
         gone_series = set(old_versions) - set(by_series)
         stale = sorted(old_keys - new_keys)
-        stale += [(keys.uid_lookup_pk(keys.Lookup.SOP, study), sop) for sop in sorted(removed_sops)]
-        stale += [(keys.uid_lookup_pk(keys.Lookup.SERIES, study), uid) for uid in sorted(gone_series)]
+        stale += [keys.uid_lookup_keys(keys.Lookup.SOP, study, sop) for sop in sorted(removed_sops)]
+        stale += [keys.uid_lookup_keys(keys.Lookup.SERIES, study, uid) for uid in sorted(gone_series)]
         plan.stale = stale
         plan.bundles = [(uid, by_series[uid]) for uid in (sorted(by_series) if rewrite else changed)
                         if len(by_series[uid]) >= layout.BUNDLE_MIN_INSTANCES]  # a smaller one: its rows
@@ -585,8 +585,8 @@ class SettleService:
             svc.index.mark_published(study, unpublished)
         old_versions: dict[str, str] = orjson.loads(prev.get("series_versions") or "{}")
         stale = [tuple(k) for k in orjson.loads(prev.get("lookup_keys") or "[]")]
-        stale += [(keys.uid_lookup_pk(keys.Lookup.SOP, study), c.sop) for c in unpublished]
-        stale += [(keys.uid_lookup_pk(keys.Lookup.SERIES, study), uid) for uid in old_versions]
+        stale += [keys.uid_lookup_keys(keys.Lookup.SOP, study, c.sop) for c in unpublished]
+        stale += [keys.uid_lookup_keys(keys.Lookup.SERIES, study, uid) for uid in old_versions]
         svc.index.delete_lookups([(str(pk), str(rk)) for pk, rk in stale])
         series_uids = set(old_versions) | {c.series for c in part.changes}
         for uid in series_uids:

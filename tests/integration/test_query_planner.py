@@ -9,6 +9,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from shared.index import keys
 from shared.index.query import Criteria, choose, plan_and_fetch
 from shared.ingest.schedule import SettleRequest
 from shared.ingest.service import IngestService
@@ -49,9 +50,13 @@ def test_patient_id_exact_and_prefix(pipeline: Context, indexed: list[dict], sma
     plan, found = plan_and_fetch(pipeline.index, "study", Criteria(patient_id=str(ds.PatientID)))
     assert str(plan) == "lookup:PatientID"
     assert ds.StudyInstanceUID in {r.study_instance_uid for r in found}
-    plan, found = plan_and_fetch(pipeline.index, "study", Criteria(patient_id=str(ds.PatientID)[:3] + "*"))
+    prefix = str(ds.PatientID)[:3]
+    plan, found = plan_and_fetch(pipeline.index, "study", Criteria(patient_id=prefix + "*"))
     assert str(plan) == "lookup:PatientID"
-    assert ds.StudyInstanceUID in {r.study_instance_uid for r in found}
+    # Every study of every patient with that prefix, though their IDs' rows are in different partitions.
+    ids = {e["study_uid"]: str(_header(small_corpus, e).PatientID) for e in indexed}
+    assert len({keys.value_lookup_keys(keys.Lookup.PATIENT_ID, v, "1")[0] for v in ids.values()}) > 1
+    assert {s for s, v in ids.items() if v.startswith(prefix)} <= {r.study_instance_uid for r in found}
 
 
 def test_name_lookup_is_accent_and_case_insensitive(pipeline: Context, indexed: list[dict],

@@ -232,31 +232,32 @@ PATHS: dict[str, Callable[[dict[str, str], EventSink, list[dict[str, Any]]], Run
     "live": run_live, "backfill": run_backfill}
 
 #: What each (mix, path) costs, request by request: the pinned numbers (see the module docstring). Measured
-#: 2026-12 on these mixes; per instance: small live 6.33 (8.57 before issue 23's per-study work), small backfill
-#: 3.16, large live 3.37 (3.43), large backfill 0.64.
+#: 2026-12 on these mixes; per instance: small live 5.54 (8.57 before issue 23's per-study work, 6.33 before the
+#: value lookups shared partitions and a study's UID lookups one), small backfill 2.51 (3.16), large live 3.34
+#: (3.43), large backfill 0.63 (0.64).
 PINNED: dict[tuple[str, str], dict[str, int]] = {
     # 100 instances in 20 studies (33 series, none of BUNDLE_MIN_INSTANCES: no bundles). Per instance: header
     # read, copy, row transaction. Per series: a pending row (ingest). Per study: joining the process's arrival
     # group (its message rewritten: queue PUT), two runs (each reads the partition; the first holds the study
     # and commits its images, the second commits stability and removes the pending rows by their keys), the
-    # first run's lookups of its own values (PatientID, accession, name tokens), series and study aggregates.
-    # Shared by the group: one message per run, the date, modality and UID-shard lookups, the feed.
+    # series and study aggregates. Shared by the group: one message per run, the lookups (PatientID, accession
+    # and name-token rows in a few partitions per kind, date, modality and UID shards), the feed.
     ("small", "live"): {"blob GET": 100, "blob PUT": 100, "queue DELETE (trigger)": 2, "queue POST": 2,
-                        "queue PUT": 19, "table GET": 40, "table POST": 317, "table PUT": 53},
+                        "queue PUT": 19, "table GET": 40, "table POST": 238, "table PUT": 53},
     # The same mix by the batched path: 3 chunks (6 writer messages: each chunk's, and its safety net; 3
     # manifests), 3 listings x2, 3 manifest reads, 3 done markers; rows and pending rows per study; one settle run
     # per study, 3 group messages, lookups shared by the chunk's studies where their partitions are.
     ("small", "backfill"): {"blob GET": 9, "blob PUT": 3, "blob PUT (writer: manifests)": 3,
                             "queue DELETE (trigger)": 9, "queue POST": 3, "queue POST (writer)": 6,
-                            "table GET": 20, "table POST": 243, "table PUT": 20},
+                            "table GET": 20, "table POST": 178, "table PUT": 20},
     # 120 instances in 2 studies of 60 (one series each: a bundle each).
     ("large", "live"): {"blob GET": 120, "blob PUT": 122, "queue DELETE (trigger)": 2, "queue POST": 2,
-                        "queue PUT": 1, "table GET": 4, "table POST": 149, "table PUT": 4},
+                        "queue PUT": 1, "table GET": 4, "table POST": 146, "table PUT": 4},
     # 4 chunks (50 + 10 per study), rows 50 to a transaction, one settle run per study (the second chunk of a
     # study is covered by the first one's message: schedule_group).
     ("large", "backfill"): {"blob GET": 12, "blob PUT": 6, "blob PUT (writer: manifests)": 4,
                             "queue DELETE (trigger)": 10, "queue POST": 2, "queue POST (writer)": 8,
-                            "table GET": 2, "table POST": 31, "table PUT": 2},
+                            "table GET": 2, "table POST": 29, "table PUT": 2},
 }
 
 

@@ -37,3 +37,26 @@ def test_an_unresolved_key_vault_reference_is_refused_by_name_not_used_as_a_valu
     got = Settings.from_env({"DicomStorage": "UseDevelopmentStorage=true",
                              "DICOMFLOW_AUDIT_PATIENT_SALT": "s3cr3t-salt"})
     assert got.audit.patient_salt == "s3cr3t-salt"
+
+
+def _transport(client: object) -> object:
+    pipeline = getattr(getattr(getattr(client, "_client", None), "_client", None), "_pipeline", None)
+    transport = (pipeline or getattr(client, "_pipeline"))._transport  # noqa: B009 (the SDK's private pipeline)
+    while hasattr(transport, "_transport"):
+        transport = transport._transport
+    return transport
+
+
+def test_storage_clients_read_the_environment_per_request_only_where_a_proxy_is_set() -> None:
+    """Without a proxy the transport skips requests' per-request scan of the environment (a CA bundle named
+    there is given once instead); with one it keeps it, so NO_PROXY and the proxy apply per URL."""
+    from shared.services import Services
+
+    base = {"DicomStorage": "UseDevelopmentStorage=true", "REQUESTS_CA_BUNDLE": "/etc/ssl/site-ca.pem"}
+    for env, per_request, verify in ((base, False, "/etc/ssl/site-ca.pem"),
+                                     ({**base, "HTTPS_PROXY": "http://proxy.example:3128"}, True, True)):
+        svc = Services.from_settings(Settings.from_env(env))
+        for client in (svc.blobs.service, svc.queues.service, svc.tables.service):  # type: ignore[attr-defined]
+            transport = _transport(client)
+            assert transport._use_env_settings is per_request  # type: ignore[attr-defined]
+            assert transport.connection_config.verify == verify  # type: ignore[attr-defined]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from shared.index import keys
@@ -22,11 +24,39 @@ def test_escape_is_injective_on_tricky_values() -> None:
     assert len({keys.escape(v) for v in values}) == len(values)
 
 
-def test_escape_keeps_ascii_prefix_order_so_wildcards_become_ranges() -> None:
-    values = sorted(["AB12", "AB13", "AB2", "AC", "AB1/9", "AB1#"])
-    lo, hi = keys.prefix_range(keys.Lookup.PATIENT_ID, "AB1")
-    inside = [v for v in values if lo <= keys.lookup_pk(keys.Lookup.PATIENT_ID, v) < hi]
+@pytest.mark.parametrize("kind", [keys.Lookup.PATIENT_ID, keys.Lookup.ACCESSION, keys.Lookup.NAME])
+def test_escape_keeps_ascii_prefix_order_so_wildcards_become_ranges(kind: str) -> None:
+    values = sorted(["AB12", "AB13", "AB2", "AC", "AB1/9", "AB1#", "AB1", "BB1", "%AB1"])
+    ranges = keys.value_lookup_ranges(kind, "AB1", prefix=True)
+    rows = [keys.value_lookup_keys(kind, v, "1.2.3") for v in values]
+    inside = [v for v, (pk, rk) in zip(values, rows, strict=True)
+              if any(pk == p and lo <= rk < hi for p, (lo, hi) in ranges)]
     assert inside == [v for v in values if v.startswith("AB1")]
+    # A name prefix reads one partition (its first character's); an ID prefix every partition of its kind.
+    assert len(ranges) == (1 if kind == keys.Lookup.NAME else keys.VALUE_SHARDS)
+
+
+@pytest.mark.parametrize("value", ["AB1", "A", "AB1/9", "100%", "%41", "x" * 900, "Müller", "山田"])
+@pytest.mark.parametrize("kind", [keys.Lookup.PATIENT_ID, keys.Lookup.NAME])
+def test_an_exact_value_range_holds_the_rows_of_that_value_only(kind: str, value: str) -> None:
+    """Values that start with another, or that escaping makes look alike, never fall in its exact range."""
+    others = [value + "0", value + "%", value + "/", value[:-1] or "B", "%25" + value, value + "~", value + "%~"]
+    [(pk, (lo, hi))] = keys.value_lookup_ranges(kind, value)
+    own = keys.value_lookup_keys(kind, value, "1.2.840.99")
+    assert own[0] == pk and lo <= own[1] < hi and keys.study_of_value_row(own[1]) == "1.2.840.99"
+    assert len(own[1].encode("utf-16-le")) <= 1024  # the service's key limit
+    for other in others:
+        p, rk = keys.value_lookup_keys(kind, other, "1.2.840.99")
+        assert not (p == pk and lo <= rk < hi), other
+
+
+def test_the_value_lookups_of_many_studies_share_a_few_partitions_spread_evenly() -> None:
+    """A settle run writes the value lookups of a group of studies in about one batch per partition; IDs that
+    share a site prefix still spread over every partition (none runs hot)."""
+    ids = [f"RAD2026{n:07d}" for n in range(4000)]
+    spread = Counter(keys.value_lookup_keys(keys.Lookup.ACCESSION, v, "1.2")[0] for v in ids)
+    assert len(spread) == keys.VALUE_SHARDS
+    assert max(spread.values()) < 1.25 * len(ids) / keys.VALUE_SHARDS
 
 
 def test_over_long_values_stay_under_the_key_limit_and_distinct() -> None:
@@ -44,9 +74,18 @@ def test_name_tokens_cover_every_representation_case_and_accent_free() -> None:
     assert keys.name_tokens("") == set()
 
 
-def test_uid_lookups_spread_over_ten_shards() -> None:
-    shards = {keys.uid_lookup_pk(keys.Lookup.SOP, f"1.2.3.{n}") for n in range(100)}
-    assert len(shards) == 10
+def test_uid_lookups_spread_over_every_shard_and_a_point_read_per_shard_finds_them() -> None:
+    rows = [keys.uid_lookup_keys(kind, f"1.2.3.{n}", f"1.2.9.{n}") for n in range(100)
+            for kind in (keys.Lookup.SOP, keys.Lookup.SERIES)]
+    assert len({pk for pk, _ in rows}) == keys.UID_SHARDS
+    # A study's series and SOP lookups share its shard (one batch); the kinds never collide on one UID.
+    assert keys.uid_lookup_keys(keys.Lookup.SOP, "1.2.3.7", "1.9")[0] == keys.uid_lookup_keys(
+        keys.Lookup.SERIES, "1.2.3.7", "1.8")[0]
+    same_uid = [keys.uid_lookup_keys(kind, "1.2.3", "1.9") for kind in (keys.Lookup.SOP, keys.Lookup.SERIES)]
+    assert same_uid[0] != same_uid[1]
+    for kind in (keys.Lookup.SOP, keys.Lookup.SERIES):
+        assert keys.uid_lookup_keys(kind, "1.2.3.4", "1.5") in keys.uid_lookup_points(kind, "1.5")
+    assert all(keys.is_uid_lookup(pk) for pk, _ in rows)
 
 
 def test_delivery_keys_split_exactly_and_range_covers_one_rule_destination() -> None:
