@@ -18,6 +18,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
 from shared.dicomweb import rendered as rendered_module
 from shared.dicomweb.errors import HttpProblem
 from shared.dicomweb.rendered import Renderer, flush_cache_writes, parse_params
+from shared.dicomweb.transcoded import FrameCache
 from shared.dicomweb.wado import Wado
 from shared.ports import BlobStore
 from shared.services import Services
@@ -197,7 +198,7 @@ def test_the_cache_is_written_after_the_response_and_serves_meanwhile(counted: S
     alone: no cache or frame read), and once the write lands it is in dicom-cache."""
     ids = put(counted, large_ct(1024))
     gated = GatedCache(counted.blobs)
-    renderer = Renderer(Wado(gated, counted.index))  # type: ignore[arg-type]
+    renderer = Renderer(Wado(gated, counted.index))
     try:
         first = renderer.instance(PNG, *ids, 1, parse_params([("window", "40,400")])).body
         cached = list(counted.blobs.list(layout.CACHE, f"rendered/{ids[0]}/"))
@@ -273,3 +274,37 @@ def test_a_remembered_instance_replaced_or_deleted_is_never_served_stale(storage
         with pytest.raises(HttpProblem) as gone:
             render(storage, ids, renderer=renderer, window=f"{center},400")
         assert gone.value.status == 404
+
+
+def test_cache_writes_never_drop_or_fail_a_rendering(storage: Services, caplog: pytest.LogCaptureFixture) -> None:
+    """Writes beyond the queue's depth are made by the request itself (it waits; nothing is dropped); a write that
+    fails is logged without naming the instance and costs a rendering later, never the response."""
+    class GatedOne(GatedCache):  # only the write of ".../queued" waits
+        def write(self, container: str, path: str, data: Any, **kwargs: Any) -> str:
+            if path.endswith("/queued"):
+                return super().write(container, path, data, **kwargs)
+            return self.inner.write(container, path, data, **kwargs)
+
+    gated = GatedOne(storage.blobs)
+    writes = rendered_module._CacheWrites(depth=1, workers=1)
+    cache = FrameCache(gated)
+    prefix = f"rendered/{pydicom.uid.generate_uid()}"
+    try:
+        writes.put(cache, f"{prefix}/queued", b"one")  # waits at the gate on the worker
+        writes.put(cache, f"{prefix}/inline", b"two")  # the queue is full: written before put returns
+        assert storage.blobs.read(layout.CACHE, f"{prefix}/inline") == b"two"
+        assert storage.blobs.read(layout.CACHE, f"{prefix}/queued") is None and writes.get(cache, f"{prefix}/queued")
+    finally:
+        gated.opened.set()
+    assert writes.flush(10) and storage.blobs.read(layout.CACHE, f"{prefix}/queued") == b"one"
+
+    class Refusing(GatedCache):
+        def write(self, container: str, path: str, data: Any, **kwargs: Any) -> str:
+            raise OSError("the storage account is full")
+
+    with caplog.at_level("WARNING", logger="shared.dicomweb.rendered"):
+        writes.put(FrameCache(Refusing(storage.blobs)), f"{prefix}/refused", b"three")
+        assert writes.flush(10)
+    assert storage.blobs.read(layout.CACHE, f"{prefix}/refused") is None
+    (record,) = [r for r in caplog.records if "not kept" in r.getMessage()]
+    assert "OSError" in record.getMessage() and prefix.split("/")[1] not in record.getMessage()
