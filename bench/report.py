@@ -471,6 +471,7 @@ RETRIEVE_ROWS = (
     ("jls_frames", "slide frames as JPEG-LS lossless, first read"),
     ("jls_frames_again", "the same frames again (ours: from `dicom-cache`)"),
     ("rendered_ct", "rendered JPEG of a CT slice (windowed)"),
+    ("rendered_ct_scroll", "rendered JPEG of CT slices, each once (a stack scrolled)"),
     ("rendered_tile", "rendered JPEG of a slide tile"),
     ("series_transcode", "CT series as Explicit VR LE (whole series)"),
 )

@@ -17,7 +17,9 @@ Measured through each server's DICOMweb, one client, the two sides interleaved r
 * transcoded frames: random tiles as ``application/octet-stream`` in Explicit VR Little Endian (decoded pixels,
   checked equal to pydicom's decoding), and as JPEG-LS lossless, read twice (ours keeps compressed results in
   ``dicom-cache``: the second read is a cache read);
-* rendered JPEG: a CT slice (``/instances/{i}/rendered``) and slide tiles (``/frames/{n}/rendered``);
+* rendered JPEG: a CT slice (``/instances/{i}/rendered``) in a new window each time (a viewer dragging the level),
+  CT slices rendered once each (a stack scrolled, ``--reps`` of them, as many as the series has beyond two) and
+  slide tiles (``/frames/{n}/rendered``);
 * a whole CT series as Explicit VR Little Endian (``/series/{se}`` with ``transfer-syntax=1.2.840.10008.1.2.1``).
 
 Wall time per request (p50/p95) and the server's CPU per request (process CPU time over the batch: ours the
@@ -273,6 +275,12 @@ def run(tiles: int, slices: int, frames: int, reps: int, transcoded: int, orthan
         result["rendered_ct"] = batch("rendered JPEG, CT slice", roots, [
             (lambda side, root, w=w: get(side, root, f"{ct_inst}/rendered?window={w},400,linear", "image/jpeg"))
             for w in range(0, reps * 20, 20)], pids)
+        # A stack scrolled: each slice rendered once (nothing of it seen before on either side), the header's window.
+        scroll = [sop for sop in ct["sops"] if sop not in (ct["sops"][0], mid)][:reps]
+        result["rendered_ct_scroll"] = batch("rendered JPEG, CT slices once each", roots, [
+            (lambda side, root, sop=sop: get(side, root, f"studies/{ct['study']}/series/{ct['series']}/instances/"
+                                                     f"{sop}/rendered", "image/jpeg"))
+            for sop in scroll], pids)
         result["rendered_tile"] = batch("rendered JPEG, slide tile", roots, [
             (lambda side, root, n=n: get(side, root, f"{s_url}/frames/{n}/rendered", "image/jpeg"))
             for n in (rng.randrange(1, tiles + 1) for _ in range(transcoded))], pids, {"orthanc": orthanc_cap})

@@ -12,7 +12,15 @@ Window Center/Width with VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID, per f
 groups carry it, or a VOI LUT Sequence, else the frame's own range), MONOCHROME1 inverted to display as
 MONOCHROME2; PALETTE COLOR through its lookup tables (pydicom's ``apply_color_lut``). ``viewport=vw,vh[,sx,sy,
 sw,sh]`` crops to the source region and scales to fit (aspect kept); ``quality`` (1-100) is the JPEG quality.
-Pillow writes the image. Results are kept in ``dicom-cache`` keyed on the archived version and the parameters.
+Pillow writes the image.
+
+What it costs (:meth:`Renderer.image`): an instance the process has not seen is read whole in one request when it
+is small (up to 1 MiB: a CT or MR slice), else through its frame index, version check and header; the process then
+remembers, per archived version, the frame index, the header and the decoded frames (64 MiB), so another window on
+a frame it holds costs a version check and about a millisecond of LUT and JPEG, and another frame of the instance
+one read, conditional on the version. ``dicom-cache`` keeps, keyed on the archived version and the parameters, the
+renderings that cost more to make than to fetch (frames stored over 1 MiB or in JPEG 2000: :func:`worth_caching`),
+written after the response (:class:`_CacheWrites`).
 
 Objects that are not images (no pixel data: SR, KO, PR; or a result object such as SEG) get 406.
 """
@@ -23,24 +31,31 @@ import io
 import logging
 import math
 import re
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
-from pydicom import dcmread
+from pydicom import dcmread, uid
 from pydicom.dataset import Dataset
 
 from shared.dicom import facts, transcode
+from shared.dicom.frames import FrameIndex
+from shared.dicom.header import Header
 from shared.dicomweb import media, transcoded
 from shared.dicomweb.errors import BadRequest, HttpProblem, NotAcceptable, NotFoundProblem
 from shared.dicomweb.multipart import new_boundary, related_content_type, stream_parts
 from shared.dicomweb.reply import Reply
 from shared.dicomweb.wado import Wado
+from shared.ports import Blob, BlobGone
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
@@ -52,6 +67,13 @@ DEFAULT_QUALITY: Final = 90
 THUMBNAIL_SIZE: Final = 128
 MAX_VIEWPORT: Final = 8192
 MAX_RENDERED_INSTANCES: Final = 1000
+#: An instance this size or smaller is read whole on its first rendering in a process (one request instead of
+#: the frame index, its version check, the header and the frame); a larger one costs one wasted read of this size.
+WHOLE_INSTANCE_BYTES: Final = 1 << 20
+#: Renderings of frames stored larger than this, or in these syntaxes, are kept in dicom-cache (:func:`worth_caching`).
+CACHE_FRAME_BYTES: Final = 1 << 20
+SLOW_SYNTAXES: Final = frozenset({uid.JPEG2000Lossless, uid.JPEG2000, uid.JPEG2000MCLossless, uid.JPEG2000MC,
+                                  uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K})
 WINDOW_FUNCTIONS: Final = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 PARAMETERS: Final = ("window", "viewport", "quality")
 
@@ -207,19 +229,50 @@ def apply_window(values: np.ndarray, w: Window) -> np.ndarray:
 
 def grayscale(arr: np.ndarray, ds: Dataset, pm: transcode.PixelModule, index: int,
               window: Window | None) -> np.ndarray:
-    values = modality(arr, ds, index)
+    """Stored values -> 8-bit display values. Every step (Modality LUT, VOI, MONOCHROME1) is a function of the
+    stored value alone, so an 8- or 16-bit frame with more pixels than its type has values is mapped through a
+    table computed once per possible value (65,536 at most) instead of per pixel: the same numbers, a 512x512
+    CT slice in about a tenth of the time."""
     w = window or header_window(ds, index)
+    voi_lut = w is None and "VOILUTSequence" in ds
+    lookup = _domain(arr)
+    if lookup is None:
+        return _display(modality(arr, ds, index), ds, pm, w, voi_lut, None)
+    domain, positions = lookup
+    values = modality(domain, ds, index)
+    own_range = None
+    if w is None and not voi_lut:  # the frame's own range: the values its pixels have, not every possible one
+        present = values[positions]
+        own_range = float(present.min()), float(present.max())
+    table = _display(values, ds, pm, w, voi_lut, own_range)
+    out: np.ndarray = table[positions]
+    return out
+
+
+def _domain(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(every value the frame's integer type can hold, the frame as positions in that list) when a lookup table
+    pays: 8- or 16-bit integers in native byte order, more pixels than possible values; None otherwise."""
+    dtype = arr.dtype
+    if dtype.kind not in "iu" or dtype.itemsize > 2 or not dtype.isnative or arr.size < 1 << (8 * dtype.itemsize):
+        return None
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    return np.arange(1 << (8 * dtype.itemsize), dtype=unsigned).view(dtype), arr.view(unsigned)
+
+
+def _display(values: np.ndarray, ds: Dataset, pm: transcode.PixelModule, w: Window | None, voi_lut: bool,
+             own_range: tuple[float, float] | None) -> np.ndarray:
+    """Modality values -> 8-bit display values (the VOI transform, then MONOCHROME1 inverted)."""
     if w is not None:
         out = apply_window(values, w)
-    elif "VOILUTSequence" in ds:
+    elif voi_lut:
         from pydicom.pixels import apply_voi_lut
 
         lut = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2] or 16)
         out = lut / float((1 << bits) - 1)
     else:  # no window anywhere: the frame's own range
-        lo, hi = float(values.min()), float(values.max())
-        out = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+        lo, hi = own_range or (float(values.min()), float(values.max()))
+        out = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(values)
     if pm.photometric == "MONOCHROME1":
         out = 1.0 - out
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -272,22 +325,97 @@ class Renderer:
         self.cache = transcoded.FrameCache(wado.blobs)
 
     def image(self, study: str, series: str, sop: str, frame: int, params: RenderParams, media_type: str) -> bytes:
-        """Frame ``frame`` of one instance, rendered (from the cache when rendered before)."""
-        try:
-            opened = self.wado.frame_index(study, series, sop)
-        except HttpProblem as problem:
-            if problem.status != 400:
-                raise
-            raise NotAcceptable(f"Instance {sop} has no frames to render ({problem.message}); it is not an image "
-                                "(an SR, a key object selection, ...): retrieve its metadata instead.") from None
-        index, src = opened
+        """Frame ``frame`` of one instance, rendered.
+
+        An instance this process does not know is read whole in one request when it is small (a CT or MR slice;
+        :data:`WHOLE_INSTANCE_BYTES`), else through its stored frame index, version check and header. What the
+        process learnt is remembered per archived version: the frame index and header, and the decoded frames
+        (within a memory budget). Rendering a frame again (another window: a viewer dragging the level) checks the
+        version and renders the pixels it holds, no read, no decode; another frame of the instance is read alone,
+        on the condition that the version is the one remembered (If-Match). An instance replaced or deleted since
+        fails that check or that read and is rendered anew. ``dicom-cache`` keeps the renderings that cost more to
+        make than to fetch (:func:`worth_caching`); a cached one is served only after the version is checked."""
+        remembered = self.wado.remembered_index(study, series, sop)
+        if remembered is not None:
+            ready = _READY.get(self._version_key(study, series, sop, remembered[0].etag))
+            if ready is not None:
+                try:
+                    return self._render(study, series, sop, frame, params, media_type, remembered, ready)
+                except BlobGone:
+                    self.wado.forget_index(study, series, sop)
+                    remembered = None
+        large = remembered is not None and _extent(remembered[0]) > WHOLE_INSTANCE_BYTES
+        return self._render(study, series, sop, frame, params, media_type, None, None, whole=not large)
+
+    def _render(self, study: str, series: str, sop: str, frame: int, params: RenderParams, media_type: str,
+                trusted: tuple[FrameIndex, Blob] | None, ready: _Ready | None, *, whole: bool = True) -> bytes:
+        opened = trusted or self._opened(study, series, sop, whole)
+        index = opened[0]
         if not 1 <= frame <= index.number_of_frames:
             raise NotFoundProblem(f"Frame {frame} does not exist: the instance has {index.number_of_frames} frame(s).")
-        path = layout.rendered_path(study, series, sop, index.etag, params.key(frame, media_type))
-        hit = self.cache.get(path)
-        if hit is not None:
-            return hit
-        header = self.wado.header(study, series, sop, src)
+        version = self._version_key(study, series, sop, index.etag)
+        ready = ready or _READY.get(version)
+        pixels = _PIXELS.get(f"{version}|{frame}") if ready is not None else None
+        if pixels is not None and ready is not None:  # rendering these costs less than a cache read
+            if trusted is not None:
+                self._same_version(study, series, sop, index)
+            return render_frame(pixels.array, pixels.photometric, ready.dataset, ready.pm, frame - 1, params,
+                                media_type)
+        path = layout.rendered_path(study, series, sop, index.etag, params.key(frame, media_type)) \
+            if worth_caching(index, frame) else None
+        if path is not None:
+            hit = _WRITES.get(self.cache, path)
+            if hit is None:
+                hit = self.cache.get(path)
+            if hit is not None:
+                if trusted is not None:
+                    self._same_version(study, series, sop, index)
+                return hit
+        if ready is None:
+            ready = self._ready(study, series, sop, opened[1])
+            _READY.put(version, ready, ready.size)
+        source, _, _ = self.wado.frame_source(study, series, sop, ready.header, opened)
+        try:
+            arr, photometric = transcode.decode_frame(source.pm, source.syntax, source.read_frame(frame))
+        except transcode.TranscodeError as exc:
+            raise NotAcceptable(f"Frame {frame} of instance {sop} cannot be rendered: {exc}") from None
+        arr.flags.writeable = False  # shared by the renderings that follow
+        _PIXELS.put(f"{version}|{frame}", _Pixels(arr, photometric), arr.nbytes)
+        data = render_frame(arr, photometric, ready.dataset, source.pm, frame - 1, params, media_type)
+        if path is not None:
+            _WRITES.put(self.cache, path, data)
+        return data
+
+    def _opened(self, study: str, series: str, sop: str, whole: bool) -> tuple[FrameIndex, Blob]:
+        """An instance this process does not trust yet: read whole if small (``whole``: not known to be large),
+        else its frame index, checked."""
+        try:
+            read = self.wado.whole_instance(study, series, sop, WHOLE_INSTANCE_BYTES) if whole else None
+        except HttpProblem as problem:
+            raise _no_frames(problem, sop) from None
+        if read is None:
+            return self._checked(study, series, sop)
+        index, header, held = read
+        if _READY.get(self._version_key(study, series, sop, index.etag)) is None:
+            ready = self._ready(study, series, sop, held, header)
+            _READY.put(self._version_key(study, series, sop, index.etag), ready, ready.size)
+        return index, held
+
+    def _same_version(self, study: str, series: str, sop: str, index: FrameIndex) -> None:
+        """Raise :class:`BlobGone` if the archived instance is no longer the version ``index`` was made from."""
+        if self._checked(study, series, sop)[0].etag != index.etag:
+            raise BlobGone(layout.instance_path(study, series, sop))
+
+    def _checked(self, study: str, series: str, sop: str) -> tuple[FrameIndex, Blob]:
+        """The frame index, its version checked (or built); 406 for an object without frames."""
+        try:
+            return self.wado.frame_index(study, series, sop)
+        except HttpProblem as problem:
+            raise _no_frames(problem, sop) from None
+
+    def _ready(self, study: str, series: str, sop: str, src: Blob, header: Header | None = None) -> _Ready:
+        """What rendering needs from the header of the version ``src`` reads; 406 for a result object."""
+        header = header or self.wado.header(study, series, sop, src)
         ds = header.dataset
         if facts.is_derived(header.sop_class_uid, str(ds.get("Modality", ""))):
             raise NotAcceptable(f"Instance {sop} is a result object ({transcode.name(header.sop_class_uid or '')}), "
@@ -299,14 +427,14 @@ class Renderer:
                 warnings.simplefilter("ignore")
                 ds = dcmread(io.BytesIO(transcoded.header_dataset(src, header)), force=True,
                              stop_before_pixels=True)
-        source, _, _ = self.wado.frame_source(study, series, sop, header, opened)
         try:
-            arr, photometric = transcode.decode_frame(source.pm, source.syntax, source.read_frame(frame))
+            pm = transcode.PixelModule.of(header.dataset)
         except transcode.TranscodeError as exc:
-            raise NotAcceptable(f"Frame {frame} of instance {sop} cannot be rendered: {exc}") from None
-        data = render_frame(arr, photometric, ds, source.pm, frame - 1, params, media_type)
-        self.cache.put(path, data)
-        return data
+            raise HttpProblem(f"The frames of instance {sop} cannot be rendered: {exc}", status=406) from None
+        return _Ready(header, ds, pm, header.header_end)
+
+    def _version_key(self, study: str, series: str, sop: str, version: str | None) -> str:
+        return f"{id(self.wado.blobs)}|{layout.instance_path(study, series, sop)}|{version}"
 
     def instance(self, accept: str | None, study: str, series: str, sop: str, frame: int,
                  params: RenderParams) -> Reply:
@@ -358,5 +486,144 @@ class Renderer:
         return middle.series_instance_uid, middle.sop_instance_uid, (frames + 1) // 2
 
 
+def _no_frames(problem: HttpProblem, sop: str) -> HttpProblem:
+    """A frame index refused (400: no pixel data, frames that cannot be located) as the 406 of a non-image."""
+    if problem.status != 400:
+        return problem
+    return NotAcceptable(f"Instance {sop} has no frames to render ({problem.message}); it is not an image (an SR, a "
+                         "key object selection, ...): retrieve its metadata instead.")
+
+
+def _extent(index: FrameIndex) -> int:
+    """Where the instance's last frame ends: the file is at least this large."""
+    return max((offset + length for ranges in index.frames for offset, length in ranges), default=0)
+
+
+def worth_caching(index: FrameIndex, frame: int) -> bool:
+    """Whether a rendering of ``frame`` goes to ``dicom-cache``: when the frame costs more to read and decode than
+    a cached image costs to fetch, i.e. when it is stored larger than :data:`CACHE_FRAME_BYTES` or in a JPEG 2000
+    syntax (HTJ2K included: the slow decoders). A CT slice (512x512, 16-bit; about 200 KiB in JPEG-LS) is read
+    and decoded in less time than a cache lookup and write cost, so it is rendered each time it is not in memory."""
+    stored = sum(length for _, length in index.frame(frame))
+    return stored > CACHE_FRAME_BYTES or index.transfer_syntax_uid in SLOW_SYNTAXES
+
+
 def _number(value: int | None) -> int:
     return value if value is not None else 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """What rendering needs from the header of one archived version: the parsed header, the data set the
+    pipeline reads (the header's, or the whole header re-read where lookup tables were skipped), the pixel
+    module, and the header's size in bytes (what remembering it costs, roughly)."""
+
+    header: Header
+    dataset: Dataset
+    pm: transcode.PixelModule
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Pixels:
+    """One decoded frame (read-only) and its Photometric Interpretation."""
+
+    array: np.ndarray
+    photometric: str
+
+
+class _Recent(Generic[T]):
+    """What this process used last, within a budget of bytes; an item larger than ``largest`` is not kept."""
+
+    def __init__(self, budget: int, largest: int) -> None:
+        self.budget, self.largest = budget, largest
+        self.items: OrderedDict[str, tuple[T, int]] = OrderedDict()
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> T | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is None:
+                return None
+            self.items.move_to_end(key)
+            return found[0]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.used = 0
+
+    def put(self, key: str, value: T, size: int) -> None:
+        if size > self.largest:
+            return
+        with self.lock:
+            old = self.items.pop(key, None)
+            self.used += size - (old[1] if old else 0)
+            self.items[key] = (value, size)
+            while self.used > self.budget:
+                self.used -= self.items.popitem(last=False)[1][1]
+
+
+class _CacheWrites:
+    """Rendered results on their way to ``dicom-cache``, written by worker threads after the response (the
+    client does not wait for the blob PUT). Until a write lands the result is served from here, so a request
+    repeated at once is still a hit. At most ``depth`` wait; beyond that a request writes its own before it
+    answers (nothing is dropped). A write that fails is logged and costs a rendering later; a process that ends
+    finishes its pending writes first (the executor's threads are joined at exit)."""
+
+    def __init__(self, depth: int, workers: int) -> None:
+        self.depth, self.workers = depth, workers
+        self.pending: dict[tuple[int, str], bytes] = {}
+        self.changed = threading.Condition()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def get(self, cache: transcoded.FrameCache, path: str) -> bytes | None:
+        with self.changed:
+            return self.pending.get((id(cache.blobs), path))
+
+    def put(self, cache: transcoded.FrameCache, path: str, data: bytes) -> None:
+        key = (id(cache.blobs), path)
+        with self.changed:
+            if key in self.pending:
+                return
+            if len(self.pending) >= self.depth:
+                pool = None
+            else:
+                self.pending[key] = data
+                if self.pool is None:
+                    self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rendered-cache")
+                pool = self.pool
+        if pool is None:  # the writes fall behind: this one waits for its own
+            self._write(cache, path, data, None)
+        else:
+            pool.submit(self._write, cache, path, data, key)
+
+    def _write(self, cache: transcoded.FrameCache, path: str, data: bytes, key: tuple[int, str] | None) -> None:
+        try:
+            cache.put(path, data)
+        except Exception as exc:  # noqa: BLE001 - a cache not written costs a rendering later, never the response
+            log.warning("A rendered image was not kept in %s (%s); it is rendered again when asked",
+                        layout.CACHE, type(exc).__name__)
+        finally:
+            if key is not None:
+                with self.changed:
+                    self.pending.pop(key, None)
+                    self.changed.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every pending write has landed (or failed); False if some are still pending at ``timeout``."""
+        with self.changed:
+            return self.changed.wait_for(lambda: not self.pending, timeout)
+
+
+#: Rendering-ready headers (4 MiB of header bytes, none over 256 KiB), decoded frames (64 MiB: 128 CT slices of
+#: 512x512x16 bits; none over 16 MiB), each keyed on the archived version; and the cache writes under way.
+_READY: _Recent[_Ready] = _Recent(4 << 20, 256 << 10)
+_PIXELS: _Recent[_Pixels] = _Recent(64 << 20, 16 << 20)
+_WRITES = _CacheWrites(depth=64, workers=2)
+
+
+def flush_cache_writes(timeout: float = 30.0) -> bool:
+    """Wait for the rendered images still being written to ``dicom-cache`` (tests, a clean shutdown)."""
+    return _WRITES.flush(timeout)

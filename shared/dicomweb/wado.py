@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 import logging
 import re
@@ -352,6 +353,44 @@ class Wado:
         return self.blobs.read(container, path)
 
     # -- frames ------------------------------------------------------------------------
+    def remembered_index(self, study: str, series: str, sop: str) -> tuple[frame_index.FrameIndex, Blob] | None:
+        """The frame index this process checked last for the instance, with a source that reads on the condition
+        of the version it was checked against (a read fails with :class:`BlobGone` if the instance was replaced
+        or deleted since: then :meth:`forget_index` and take :meth:`frame_index`); None if not remembered."""
+        remembered = _INDEXES.get(self._index_key(study, series, sop))
+        if remembered is None:
+            return None
+        return remembered[0], self.blobs.open_version(layout.ARCHIVE, layout.instance_path(study, series, sop),
+                                                      remembered[1])
+
+    def forget_index(self, study: str, series: str, sop: str) -> None:
+        _INDEXES.forget(self._index_key(study, series, sop))
+
+    def whole_instance(self, study: str, series: str, sop: str,
+                       limit: int) -> tuple[frame_index.FrameIndex, Header, Blob] | None:
+        """A small archived instance in one request: its first ``limit`` bytes, if they are all of it, with the
+        frame index and header made from them and a source that reads them (no further request); None if the
+        instance is larger. The index is remembered as :meth:`frame_index` remembers it, but not stored: it costs
+        nothing to rebuild from a file read whole. 404 if not archived, 400 if it has no frames."""
+        src = self.blobs.open(layout.ARCHIVE, layout.instance_path(study, series, sop))
+        try:
+            data, total = src.read_range(0, limit)
+        except BlobGone:
+            raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.") from None
+        if total > len(data):
+            return None
+        held = _Held(src.container, src.name, src.url, src.etag, src.content_md5, src.last_modified,
+                     dict(src.metadata), data)
+        header = self.header(study, series, sop, held)
+        try:
+            built = frame_index.build(header, held)
+        except BadInput as exc:
+            raise HttpProblem(f"The frames of instance {sop} cannot be served: {exc.message}", status=400) from None
+        index = dataclasses.replace(built, etag=_version(src.metadata, src.etag))
+        if src.etag:
+            _INDEXES.put(self._index_key(study, series, sop), (index, src.etag))
+        return index, header, held
+
     def frames(self, accept: str | None, study: str, series: str, sop: str, frame_list: str) -> Reply:
         """Frames as stored or transcoded. A frame index this process used before is trusted without asking the
         archive for its version first (a viewer asks a slide's tiles by the hundred): the first read is
@@ -503,6 +542,23 @@ class Wado:
         boundary = new_boundary()
         return Reply(200, {"Content-Type": related_content_type(media.OCTET, boundary)},
                      stream=stream_parts([(media.OCTET, _frame_chunks(src, ranges))], boundary))
+
+
+@dataclass(slots=True)
+class _Held:
+    """A blob read whole (:meth:`Wado.whole_instance`): its bytes and the properties its read came with."""
+
+    container: str
+    name: str
+    url: str
+    etag: str | None
+    content_md5: bytes | None
+    last_modified: dt.datetime | None
+    metadata: Mapping[str, str]
+    data: bytes
+
+    def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
+        return self.data[offset:offset + length], len(self.data)
 
 
 class _Recent:
