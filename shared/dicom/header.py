@@ -334,13 +334,27 @@ def _classify(exc: Exception, reader: RangedReader, meter: Meter) -> BaseExcepti
     if _is_storage_error(exc):
         return exc
     name = type(exc).__name__
-    if isinstance(exc, RecursionError):
+    if isinstance(exc, RecursionError) or _caused_by(exc, RecursionError):
+        # pydicom turns an error met while reading an item's tag into OSError("No tag to read"): where the
+        # recursion limit strikes first depends on how deep the caller's stack already is.
         return too_large("Sequences are nested too deeply to parse")
     if isinstance(exc, MemoryError):
         return too_large("The header needs more memory than a parse may use")
     if isinstance(exc, EOFError | struct.error):
         return BadInput(Reason.TRUNCATED, f"{ADVICE[Reason.TRUNCATED]} ({name})")
     return BadInput(Reason.UNDECODABLE, f"{ADVICE[Reason.UNDECODABLE]} ({name})")
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is in ``exc``'s chain of causes or contexts (a few links deep)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+    return False
 
 
 def _complete(ds: Dataset, size: int, pixel_offset: int | None, prefix: bytes) -> bool:

@@ -225,7 +225,10 @@ class SettleScheduler:
                     and len(g.studies) < GROUP_STUDIES:
                 g.studies.append(study)
                 self._note_due(study, g.due, now)
-                self._arm()
+                if self.flush_seconds > 0:
+                    self._arm()
+                else:  # no settle delay: the message may be received any moment, so name the study now
+                    self._name_all(g)
                 return
             if g is not None and g.named < len(g.studies):
                 self._name_all(g)  # the group closes: its message names its last studies first

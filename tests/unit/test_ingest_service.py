@@ -365,6 +365,7 @@ def test_an_arrival_group_settles_its_studies_in_one_run_holding_each_it_announc
             upload(f, f"{sop}.dcm", data)
             ingest(f, f"{sop}.dcm")
     uids = [items[0][0] for items in studies]
+    f.services.scheduler.flush()  # what the group's timer does within a second of the joins
     ((text, _),) = f.queues.drain(layout.SETTLE_QUEUE)
     request = SettleRequest.from_message(text)
     assert request.studies == tuple(uids) and request.hold
