@@ -408,11 +408,18 @@ STEPS: dict[tuple[str, str, str], str] = {
     ("table", tables.DELIVERIES, "insert"): "routing: delivery ledger",
     ("table", tables.DELIVERIES, "upsert"): "routing: delivery ledger",
     ("table", tables.DELIVERIES, "replace (conditional)"): "routing: delivery ledger",
-    ("queue", layout.SETTLE_QUEUE, "put message"): "ingest: settle message, once per study and window "
-                                                   "(settle: next run)",
+    ("queue", layout.SETTLE_QUEUE, "put message"): "ingest: a process's settle message, once per window "
+                                                   "(settle: next run; the pending sweep)",
     ("queue", layout.SETTLE_QUEUE, "receive messages"): "settle trigger: queue polling",
     ("queue", layout.SETTLE_QUEUE, "delete message"): "settle trigger: message done",
-    ("queue", layout.SETTLE_QUEUE, "update message"): "settle trigger: lease renewal of a long run",
+    ("queue", layout.SETTLE_QUEUE, "update message"): "ingest: the group's message names the studies that joined "
+                                                      "(at most once a second); settle: lease renewal of a long run",
+    ("queue", f"{layout.SETTLE_QUEUE}-poison", "receive messages"): "redrive timer: the poison queue polled "
+                                                                    "(every 5 minutes)",
+    ("queue", "webjobs-blobtrigger-poison", "receive messages"): "redrive timer: the poison queue polled "
+                                                                 "(every 5 minutes)",
+    ("table", tables.PENDING, "query (select)"): "pending sweep (redrive timer, every 5 minutes): the pending "
+                                                 "table read",
     ("blob", layout.INBOX, "put blob"): "batched path: a chunk's manifest (writer) and done marker (ingest_batch)",
     ("blob", layout.INBOX, "list blobs"): "batched path: a chunk listed (ingest_batch)",
     ("blob", layout.INBOX, "get blob"): "batched path: a chunk's manifest read (ingest_batch)",
