@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import itertools
 import logging
 import re
@@ -379,17 +378,21 @@ class Wado:
             raise NotFoundProblem(f"Instance {sop} of series {series} in study {study} is not archived.") from None
         if total > len(data):
             return None
-        held = _Held(src.container, src.name, src.url, src.etag, src.content_md5, src.last_modified,
-                     dict(src.metadata), data)
-        header = self.header(study, series, sop, held)
-        try:
-            built = frame_index.build(header, held)
-        except BadInput as exc:
-            raise HttpProblem(f"The frames of instance {sop} cannot be served: {exc.message}", status=400) from None
-        index = dataclasses.replace(built, etag=_version(src.metadata, src.etag))
+        held = _Held(src, data)
+        index, header = self._build_index(study, series, sop, held)
         if src.etag:
             _INDEXES.put(self._index_key(study, series, sop), (index, src.etag))
         return index, header, held
+
+    def _build_index(self, study: str, series: str, sop: str, src: Blob) -> tuple[frame_index.FrameIndex, Header]:
+        """The frame index of the archived file ``src`` (its header parsed on the way), stamped with the file's
+        version; 400 if its frames cannot be served."""
+        header = self.header(study, series, sop, src)
+        try:
+            built = frame_index.build(header, src)
+        except BadInput as exc:
+            raise HttpProblem(f"The frames of instance {sop} cannot be served: {exc.message}", status=400) from None
+        return dataclasses.replace(built, etag=_version(src.metadata, src.etag)), header
 
     def frames(self, accept: str | None, study: str, series: str, sop: str, frame_list: str) -> Reply:
         """Frames as stored or transcoded. A frame index this process used before is trusted without asking the
@@ -472,12 +475,7 @@ class Wado:
                     return index, self.blobs.open_version(layout.ARCHIVE, archived, props.etag)
                 log.info("Frame index of %s predates the archived file; rebuilding it", sop)
         src = self.blobs.open(layout.ARCHIVE, archived)
-        header = self.header(study, series, sop, src)
-        try:
-            built = frame_index.build(header, src)
-        except BadInput as exc:
-            raise HttpProblem(f"The frames of instance {sop} cannot be served: {exc.message}", status=400) from None
-        index = dataclasses.replace(built, etag=_version(src.metadata, src.etag))
+        index, _ = self._build_index(study, series, sop, src)
         self.blobs.write(layout.METADATA, path, orjson.dumps(index.to_json()), content_type="application/json")
         log.info("Built frame index for %s (%d frames)", sop, index.number_of_frames)
         if src.etag:
@@ -544,18 +542,15 @@ class Wado:
                      stream=stream_parts([(media.OCTET, _frame_chunks(src, ranges))], boundary))
 
 
-@dataclass(slots=True)
 class _Held:
-    """A blob read whole (:meth:`Wado.whole_instance`): its bytes and the properties its read came with."""
+    """A blob read whole (:meth:`Wado.whole_instance`): the properties its read came with, and its bytes (reads
+    cost nothing)."""
 
-    container: str
-    name: str
-    url: str
-    etag: str | None
-    content_md5: bytes | None
-    last_modified: dt.datetime | None
-    metadata: Mapping[str, str]
-    data: bytes
+    def __init__(self, blob: Blob, data: bytes) -> None:
+        self.container, self.name, self.url = blob.container, blob.name, blob.url
+        self.etag, self.content_md5, self.last_modified = blob.etag, blob.content_md5, blob.last_modified
+        self.metadata: Mapping[str, str] = dict(blob.metadata)
+        self.data = data
 
     def read_range(self, offset: int, length: int) -> tuple[bytes, int]:
         return self.data[offset:offset + length], len(self.data)
