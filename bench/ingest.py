@@ -144,7 +144,8 @@ def header_cpu(files: list[Path], reps: int) -> dict[str, Any]:
 
 
 def _logged_outcomes(log_text: str) -> dict[str, str]:
-    """Blob name -> outcome, from the ingest function's log lines."""
+    """Blob log name (``layout.log_name``: logs never carry an uploader's blob name) -> outcome, from the ingest
+    function's log lines."""
     return {m.group(1): m.group(2) for m in _OUTCOME.finditer(log_text)}
 
 
@@ -189,6 +190,7 @@ def run_ours(corpus: Path, files: list[Path], studies: int, *, workers: int, tag
     from tqdm import tqdm
 
     from devhost.testing import DevHostProcess
+    from shared.storage import layout
     from shared.storage.layout import INBOX
     from tools.upload import plan_uploads, upload_all
 
@@ -213,11 +215,12 @@ def run_ours(corpus: Path, files: list[Path], studies: int, *, workers: int, tag
         uploaded = time.monotonic() - t0
         journal = dh.state_dir / "events.jsonl"
         names = [i.blob_name for i in items]
+        logged_as = {layout.log_name(name) for name in names}
         bar = tqdm(total=n, desc=f"ingest {tag}", unit="inst", leave=False)
         deadline = time.monotonic() + timeout
         done = 0
         while done < n:
-            done = len(_logged_outcomes(dh.logs()).keys() & set(names))
+            done = len(_logged_outcomes(dh.logs()).keys() & logged_as)
             bar.update(done - bar.n)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {done}/{n} outcomes recorded within {timeout:.0f} s")
