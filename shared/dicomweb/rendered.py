@@ -33,11 +33,10 @@ import math
 import re
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 import numpy as np
 from pydicom import dcmread, uid
@@ -50,12 +49,11 @@ from shared.dicomweb import media, transcoded
 from shared.dicomweb.errors import BadRequest, HttpProblem, NotAcceptable, NotFoundProblem
 from shared.dicomweb.multipart import new_boundary, related_content_type, stream_parts
 from shared.dicomweb.reply import Reply
-from shared.dicomweb.wado import Wado
+from shared.dicomweb.wado import Recent, Wado
 from shared.ports import Blob, BlobGone
 from shared.storage import layout
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
@@ -532,39 +530,6 @@ class _Pixels:
     photometric: str
 
 
-class _Recent(Generic[T]):
-    """What this process used last, within a budget of bytes; an item larger than ``largest`` is not kept."""
-
-    def __init__(self, budget: int, largest: int) -> None:
-        self.budget, self.largest = budget, largest
-        self.items: OrderedDict[str, tuple[T, int]] = OrderedDict()
-        self.used = 0
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> T | None:
-        with self.lock:
-            found = self.items.get(key)
-            if found is None:
-                return None
-            self.items.move_to_end(key)
-            return found[0]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.items.clear()
-            self.used = 0
-
-    def put(self, key: str, value: T, size: int) -> None:
-        if size > self.largest:
-            return
-        with self.lock:
-            old = self.items.pop(key, None)
-            self.used += size - (old[1] if old else 0)
-            self.items[key] = (value, size)
-            while self.used > self.budget:
-                self.used -= self.items.popitem(last=False)[1][1]
-
-
 class _CacheWrites:
     """Rendered results on their way to ``dicom-cache``, written by worker threads after the response (the
     client does not wait for the blob PUT). Until a write lands the result is served from here, so a request
@@ -619,8 +584,8 @@ class _CacheWrites:
 
 #: Rendering-ready headers (4 MiB of header bytes, none over 256 KiB), decoded frames (64 MiB: 128 CT slices of
 #: 512x512x16 bits; none over 16 MiB), each keyed on the archived version; and the cache writes under way.
-_READY: _Recent[_Ready] = _Recent(4 << 20, 256 << 10)
-_PIXELS: _Recent[_Pixels] = _Recent(64 << 20, 16 << 20)
+_READY: Recent[_Ready] = Recent(4 << 20, 256 << 10)
+_PIXELS: Recent[_Pixels] = Recent(64 << 20, 16 << 20)
 _WRITES = _CacheWrites(depth=64, workers=2)
 
 

@@ -30,7 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import orjson
@@ -49,6 +49,7 @@ from shared.ports import Blob, BlobGone, BlobStore
 from shared.storage import layout
 from shared.storage.regions import STAMP
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: Bytes per ranged read while streaming (and the most a request holds in memory).
@@ -556,37 +557,51 @@ class _Held:
         return self.data[offset:offset + length], len(self.data)
 
 
-class _Recent:
-    """The frame indexes used last in this process, each with the ETag of the archived version it was checked
-    against (a slide's tiles are asked thousands of times: its index of 16,384 frames is parsed once, not per
-    request). Frames as stored trust an entry and read conditionally on its ETag; other uses check the version
-    first (:meth:`Wado.frames`, :meth:`Wado.frame_index`)."""
+class Recent(Generic[T]):
+    """What this process used last, within a budget (each item has a size: bytes, or 1 to count items); an item
+    larger than ``largest`` is not kept. The frame indexes of :class:`Wado` (a slide's tiles are asked thousands
+    of times: its index of 16,384 frames is parsed once, not per request), and the headers and decoded frames of
+    :mod:`shared.dicomweb.rendered`."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.items: OrderedDict[str, tuple[frame_index.FrameIndex, str]] = OrderedDict()
+    def __init__(self, budget: int, largest: int | None = None) -> None:
+        self.budget, self.largest = budget, budget if largest is None else largest
+        self.items: OrderedDict[str, tuple[T, int]] = OrderedDict()
+        self.used = 0
         self.lock = threading.Lock()
+
+    def get(self, key: str) -> T | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is None:
+                return None
+            self.items.move_to_end(key)
+            return found[0]
+
+    def put(self, key: str, value: T, size: int = 1) -> None:
+        if size > self.largest:
+            return
+        with self.lock:
+            old = self.items.pop(key, None)
+            self.used += size - (old[1] if old else 0)
+            self.items[key] = (value, size)
+            while self.used > self.budget:
+                self.used -= self.items.popitem(last=False)[1][1]
 
     def forget(self, key: str) -> None:
         with self.lock:
-            self.items.pop(key, None)
+            old = self.items.pop(key, None)
+            self.used -= old[1] if old else 0
 
-    def get(self, key: str) -> tuple[frame_index.FrameIndex, str] | None:
+    def clear(self) -> None:
         with self.lock:
-            found = self.items.get(key)
-            if found is not None:
-                self.items.move_to_end(key)
-            return found
-
-    def put(self, key: str, entry: tuple[frame_index.FrameIndex, str]) -> None:
-        with self.lock:
-            self.items[key] = entry
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
+            self.items.clear()
+            self.used = 0
 
 
-_INDEXES = _Recent(16)
+#: The frame indexes used last, each with the ETag of the archived version it was checked against. Frames as
+#: stored trust an entry and read conditionally on its ETag; other uses check the version first
+#: (:meth:`Wado.frames`, :meth:`Wado.frame_index`).
+_INDEXES: Recent[tuple[frame_index.FrameIndex, str]] = Recent(16)
 
 
 def _lookahead(fn: Callable[[Any], Any], items: Iterable[Any], depth: int) -> Iterator[Any]:

@@ -399,6 +399,10 @@ class IndexStore:
         by series (so the settle run that ends them needs not read them first)."""
         ops = [TableOp("upsert", to_entity(r, *keys.pending_keys(r.study_instance_uid, r.series_instance_uid),
                                            {"arrival": arrival})) for r in records]
+        return self._pending_etags(ops)
+
+    def _pending_etags(self, ops: list[TableOp]) -> dict[str, str]:
+        """Write pending rows of one study (batches of 100); the ETags they were written with, by series."""
         etags: dict[str, str] = {}
         for batch in _batches(ops):
             for op, etag in zip(batch, self.t.transact(tables.PENDING, batch), strict=True):
@@ -450,14 +454,10 @@ class IndexStore:
         series, or None when one was rewritten meanwhile (its writer is alive: nothing to sweep)."""
         ops = [TableOp("merge", {"PartitionKey": study, "RowKey": row["RowKey"], "swept": True}, row.etag or None)
                for row in rows]
-        etags: dict[str, str] = {}
         try:
-            for batch in _batches(ops):
-                for op, etag in zip(batch, self.t.transact(tables.PENDING, batch), strict=True):
-                    etags[str(op.entity["RowKey"])] = etag
+            return self._pending_etags(ops)
         except (RowChanged, RowExists):
             return None
-        return etags
 
     def pending_of(self, study: str) -> list[Row]:
         return list(self.t.query(tables.PENDING, pk=study))

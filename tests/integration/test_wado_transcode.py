@@ -118,7 +118,7 @@ def test_as_stored_frames_cost_what_they_did(storage: Services, counted: Service
     for accept in (None, 'multipart/related; type="application/octet-stream"; transfer-syntax=*'):
         for fresh_process, cost in ((True, {"blob GET": 2, "blob HEAD": 1}), (False, {"blob GET": 1})):
             if fresh_process:
-                wado_module._INDEXES.items.clear()
+                wado_module._INDEXES.clear()
             before = counted.requests.snapshot()
             body = b"".join(wado.frames(accept, *ids, "1").stream or [])
             assert counted.requests.snapshot() - before == cost, (accept, fresh_process)
